@@ -1,1 +1,26 @@
-pub fn _x(){}
+//! # fleetprov
+//!
+//! AWS IoT Fleet Provisioning over mutual-TLS MQTT for devices: CreateKeysAndCertificate,
+//! CreateCertificateFromCsr and RegisterThing, with MQTT 5 or 3.1.1 (rumqttc) and rustls.
+//!
+//! - [`protocol`]: topic names and JSON payloads with AWS's exact field names; no I/O.
+//! - [`client`]: the connection and the request engine (one SUBSCRIBE per operation kind,
+//!   SUBACK checked before the request is published, replies matched, per-operation timeout).
+//! - [`error`]: one [`Error`] with an [`ErrorKind`] and, for service rejections, AWS's fields.
+//! - [`log`]: a process-wide logging callback; keys are never logged.
+//!
+//! The C surface (`include/fleetprov.h`) is a thin layer over this core.
+
+pub mod client;
+pub mod error;
+pub mod log;
+pub mod protocol;
+
+mod ffi;
+
+pub use client::{Client, ClientOptions, MqttVersion, Pem};
+pub use error::{Error, ErrorKind};
+pub use protocol::{
+    CreateFromCsrResponse, CreateKeysResponse, PayloadFormat, RegisterThingRequest,
+    RegisterThingResponse, Rejection,
+};

@@ -1,1 +1,443 @@
-pub fn _x(){}
+//! A local stand-in for the AWS IoT Core fleet-provisioning MQTT endpoint.
+//!
+//! [`Emulator`] serves MQTT 5 and 3.1.1 over mutual TLS on a loopback port, with its own CA,
+//! a claim certificate, provisioning templates, and a persistent registry in a state directory.
+//! Tests start it in-process ([`Emulator::start`], or [`Emulator::start_blocking`] outside
+//! async code); the `fleetprov-emulator` binary runs the same thing from the command line.
+
+pub mod ca;
+pub mod registry;
+pub mod service;
+pub mod template;
+
+mod broker;
+pub mod responder;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+use std::thread;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::WebPkiClientVerifier;
+
+pub use broker::{Fault, MAX_PAYLOAD};
+pub use service::valid_template_name;
+
+use broker::{Access, Backend, Broker};
+use ca::Ca;
+use registry::{CertStatus, Registry};
+use service::Service;
+use template::Template;
+
+/// The seed's provisioning template, served as [`SEED_TEMPLATE_NAME`] when no template is given.
+pub const SEED_TEMPLATE: &str = include_str!("../templates/FleetTemplate.json");
+pub const SEED_TEMPLATE_NAME: &str = "FleetTemplate";
+/// ALPN protocol AWS IoT expects from MQTT clients on port 443; offering none is fine too.
+pub const ALPN_MQTT: &[u8] = b"x-amzn-mqtt-ca";
+/// Subdirectory of the state dir where `fleetprov-emulator claim` leaves the ids of the claims it
+/// issued, so a running server accepts them without a restart.
+pub const CLAIMS_DIR: &str = "claims";
+
+/// How to run an [`Emulator`].
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// CA, server and claim certificates and the registry live here (created if missing).
+    pub state_dir: PathBuf,
+    /// Address to listen on; loopback by default.
+    pub bind: IpAddr,
+    /// Port to listen on; 0 picks a free one ([`Emulator::port`] tells which).
+    pub port: u16,
+    /// Provisioning templates as (name, file); empty serves the seed template as `FleetTemplate`.
+    pub templates: Vec<(String, PathBuf)>,
+    /// Fault injected from the start; [`Emulator::set_fault`] changes it later.
+    pub fault: Fault,
+    /// Log connections and refusals to stderr (never payloads).
+    pub log: bool,
+}
+
+impl EmulatorConfig {
+    /// Loopback, ephemeral port, the seed template, no fault, no log.
+    pub fn new(state_dir: impl Into<PathBuf>) -> EmulatorConfig {
+        EmulatorConfig {
+            state_dir: state_dir.into(),
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
+            templates: Vec::new(),
+            fault: Fault::None,
+            log: false,
+        }
+    }
+}
+
+/// A running emulator.
+pub struct Emulator {
+    broker: Broker,
+    service: Arc<Service>,
+    state_dir: PathBuf,
+    claim_cert: PathBuf,
+    claim_key: PathBuf,
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("addr", &self.broker.local_addr())
+            .field("state_dir", &self.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Emulator {
+    /// Create or load the state directory and start listening. Must run inside a tokio runtime
+    /// (multi-threaded or not).
+    pub async fn start(cfg: EmulatorConfig) -> io::Result<Emulator> {
+        let (dir, templates) = (cfg.state_dir.clone(), cfg.templates.clone());
+        // Key generation and file I/O: keep them off the async workers.
+        let service = tokio::task::spawn_blocking(move || open_service(&dir, &templates))
+            .await
+            .map_err(io::Error::other)??;
+        let tls = Arc::new(server_tls(service.ca())?);
+        let (claim_cert, claim_key) = service.ca().claim_paths();
+        let backend = Arc::new(ServiceBackend {
+            service: Arc::clone(&service),
+            claims_dir: cfg.state_dir.join(CLAIMS_DIR),
+        });
+        let addr = SocketAddr::new(cfg.bind, cfg.port);
+        let broker = Broker::start(addr, tls, backend, cfg.fault, cfg.log).await?;
+        Ok(Emulator {
+            broker,
+            service,
+            state_dir: cfg.state_dir,
+            claim_cert,
+            claim_key,
+        })
+    }
+
+    /// Start on a runtime of its own, on a thread of its own, for code that is not async.
+    /// Dropping the handle stops the emulator and waits for it.
+    pub fn start_blocking(cfg: EmulatorConfig) -> io::Result<EmulatorHandle> {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = thread::Builder::new()
+            .name("fleetprov-emulator".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let emulator = match Emulator::start(cfg).await {
+                        Ok(e) => e,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let view = EmulatorView {
+                        addr: emulator.broker.local_addr(),
+                        service: Arc::clone(&emulator.service),
+                        fault: emulator.broker.fault_switch(),
+                        ca_path: emulator.ca_path(),
+                        claim_cert: emulator.claim_cert.clone(),
+                        claim_key: emulator.claim_key.clone(),
+                    };
+                    if ready_tx.send(Ok(view)).is_err() {
+                        return emulator.stop().await;
+                    }
+                    // Also resolves when the handle is dropped.
+                    let _ = stop_rx.await;
+                    emulator.stop().await;
+                });
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(view)) => Ok(EmulatorHandle {
+                view,
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(io::Error::other("emulator thread ended during start"))
+            }
+        }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.broker.local_addr().port()
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.broker.local_addr()
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The root CA certificate (PEM) a device uses to verify the server.
+    pub fn ca_path(&self) -> PathBuf {
+        self.state_dir.join("ca.pem")
+    }
+
+    /// The claim certificate (PEM).
+    pub fn claim_cert_path(&self) -> PathBuf {
+        self.claim_cert.clone()
+    }
+
+    /// The claim certificate's private key (PEM, mode 0600).
+    pub fn claim_key_path(&self) -> PathBuf {
+        self.claim_key.clone()
+    }
+
+    /// The provisioning service (registry and CA inside), e.g. to inspect registered things.
+    pub fn service(&self) -> &Arc<Service> {
+        &self.service
+    }
+
+    /// Inject `fault` from now on (affects new events on open connections too).
+    pub fn set_fault(&self, fault: Fault) {
+        self.broker.set_fault(fault);
+    }
+
+    /// Stop accepting, close every connection, and wait for the connection tasks to end.
+    pub async fn stop(self) {
+        self.broker.stop().await;
+    }
+}
+
+#[derive(Clone)]
+struct EmulatorView {
+    addr: SocketAddr,
+    service: Arc<Service>,
+    fault: broker::FaultSwitch,
+    ca_path: PathBuf,
+    claim_cert: PathBuf,
+    claim_key: PathBuf,
+}
+
+/// An emulator running on its own thread (see [`Emulator::start_blocking`]); stopped on drop.
+pub struct EmulatorHandle {
+    view: EmulatorView,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for EmulatorHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmulatorHandle")
+            .field("addr", &self.view.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmulatorHandle {
+    pub fn port(&self) -> u16 {
+        self.view.addr.port()
+    }
+    pub fn local_addr(&self) -> SocketAddr {
+        self.view.addr
+    }
+    pub fn ca_path(&self) -> PathBuf {
+        self.view.ca_path.clone()
+    }
+    pub fn claim_cert_path(&self) -> PathBuf {
+        self.view.claim_cert.clone()
+    }
+    pub fn claim_key_path(&self) -> PathBuf {
+        self.view.claim_key.clone()
+    }
+    pub fn service(&self) -> &Arc<Service> {
+        &self.view.service
+    }
+    pub fn set_fault(&self, fault: Fault) {
+        self.view.fault.set(fault);
+    }
+    /// Stop and wait (the same as dropping the handle).
+    pub fn stop(self) {}
+}
+
+impl Drop for EmulatorHandle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Connects the endpoint to the service and the registry.
+struct ServiceBackend {
+    service: Arc<Service>,
+    claims_dir: PathBuf,
+}
+
+impl Backend for ServiceBackend {
+    fn identify(&self, cert_der: &[u8]) -> (String, Access) {
+        let id = ca::certificate_id(cert_der);
+        let registry = self.service.registry();
+        let mut status = registry.cert_status(&id);
+        // A claim issued by the `claim` command while this server runs: take it in now.
+        if status.is_none() && self.claims_dir.join(&id).is_file() {
+            registry.add_claim(&id);
+            status = registry.cert_status(&id);
+        }
+        let access = match status {
+            Some(CertStatus::Claim) => Access::Claim,
+            Some(CertStatus::Active) => Access::Device,
+            _ => Access::Denied,
+        };
+        (id, access)
+    }
+
+    fn handle(&self, topic: &str, payload: &[u8], cert_id: &str) -> Option<(String, Vec<u8>)> {
+        self.service
+            .handle(topic, payload, cert_id)
+            .map(|reply| (reply.topic, reply.payload))
+    }
+}
+
+/// Record a claim issued outside the running server (see [`CLAIMS_DIR`]): the file is named by
+/// the certificate id and holds the certificate PEM.
+pub fn record_claim(state_dir: &Path, issued: &ca::Issued) -> io::Result<()> {
+    let dir = state_dir.join(CLAIMS_DIR);
+    std::fs::create_dir_all(&dir)?;
+    ca::write_atomic(
+        &dir.join(&issued.certificate_id),
+        issued.certificate_pem.as_bytes(),
+        0o644,
+    )
+}
+
+fn import_claims(state_dir: &Path, registry: &Registry) {
+    let Ok(entries) = std::fs::read_dir(state_dir.join(CLAIMS_DIR)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name.to_str() else { continue };
+        if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) && registry.cert_status(id).is_none() {
+            registry.add_claim(id);
+        }
+    }
+}
+
+/// Load or create the CA and the registry in `state_dir` (the default claim registered as a claim)
+/// and the templates, and build the service on them. Blocking.
+pub(crate) fn open_service(
+    state_dir: &Path,
+    templates: &[(String, PathBuf)],
+) -> io::Result<Arc<Service>> {
+    let templates = load_templates(templates)?;
+    let ca = Ca::load_or_create(state_dir)?;
+    let registry = Registry::open(state_dir)?;
+    registry.add_claim(&ca::certificate_id(&ca.claim_der()));
+    import_claims(state_dir, &registry);
+    Ok(Arc::new(Service::new(
+        Arc::new(ca),
+        Arc::new(registry),
+        templates,
+    )))
+}
+
+/// The things registered in `state_dir`, read without disturbing a server that is using it:
+/// the registry files are copied to a scratch directory and opened there.
+pub fn list_things(state_dir: &Path) -> io::Result<Vec<registry::ThingRecord>> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let scratch = std::env::temp_dir().join(format!(
+        "fleetprov-emulator-things-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir(&scratch)?;
+    let result = (|| {
+        for entry in std::fs::read_dir(state_dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with("registry") && entry.file_type()?.is_file() {
+                std::fs::copy(entry.path(), scratch.join(&name))?;
+            }
+        }
+        Registry::open(&scratch).map(|r| r.things())
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+fn load_templates(given: &[(String, PathBuf)]) -> io::Result<BTreeMap<String, Template>> {
+    let mut templates = BTreeMap::new();
+    if given.is_empty() {
+        let t = Template::parse(SEED_TEMPLATE).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("seed template: {}", e.0))
+        })?;
+        templates.insert(SEED_TEMPLATE_NAME.to_owned(), t);
+    }
+    for (name, path) in given {
+        if !valid_template_name(name) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("template name {name:?}: 1-36 characters of A-Z a-z 0-9 _ -"),
+            ));
+        }
+        let body = std::fs::read_to_string(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let t = Template::parse(&body).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {}", path.display(), e.0),
+            )
+        })?;
+        templates.insert(name.clone(), t);
+    }
+    Ok(templates)
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// TLS 1.2/1.3 with the ring provider; the client must present a certificate from our CA.
+fn server_tls(ca: &Ca) -> io::Result<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca.ca_der()))
+        .map_err(invalid)?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+        .build()
+        .map_err(invalid)?;
+    let chain = ca
+        .server_chain_der()
+        .into_iter()
+        .map(CertificateDer::from)
+        .collect();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ca.server_key_der()));
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(invalid)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(invalid)?;
+    config.alpn_protocols = vec![ALPN_MQTT.to_vec(), b"mqtt".to_vec()];
+    Ok(config)
+}

@@ -1,0 +1,761 @@
+/*
+ * Fleet provisioning demo: connect with a claim certificate, get a certificate
+ * (CreateKeysAndCertificate, or CreateCertificateFromCsr with --csr), register the thing
+ * with a provisioning template (RegisterThing), print the result, disconnect.
+ *
+ * Exit codes: 0 success, 2 usage, 3 connection failure, 4 rejected by the service,
+ * 5 timeout, 6 other error, 7 output directory error. Failures print one line on stderr.
+ * The private key is never printed; --output_dir saves it (0600) with the certificate.
+ *
+ * Build: see the Makefile (`make`), which links it against libfleetprov.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "fleetprov.h"
+
+enum {
+    EXIT_USAGE = 2,
+    EXIT_CONNECTION = 3,
+    EXIT_REJECTED = 4,
+    EXIT_TIMEOUT = 5,
+    EXIT_OTHER = 6,
+    EXIT_OUTPUT = 7
+};
+
+struct args {
+    const char *endpoint;
+    const char *port;
+    const char *cert;
+    const char *key;
+    const char *ca_file;
+    const char *client_id;
+    const char *template_name;
+    const char *template_parameters;
+    const char *csr;
+    const char *proxy_host;
+    const char *proxy_port;
+    const char *verbosity;
+    const char *mqtt_version;
+    const char *timeout_ms;
+    const char *output_dir;
+    int force;
+};
+
+/* A value copied out of a callback (the library's strings are borrowed for its duration). */
+struct config_entry {
+    char *key;
+    char *value;
+};
+
+/* State shared between main and the callbacks, guarded by `lock`. */
+struct demo {
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+
+    int connect_done; /* 1 once connected or failed */
+    fp_result connect_code;
+    char connect_message[512];
+    int stopped;
+
+    int op_done; /* 1 once the current operation's callback ran */
+    fp_result op_code;
+    char op_message[512];
+    int status_code;
+    char aws_code[128];
+    char aws_message[512];
+
+    char *certificate_id;
+    char *certificate_pem;
+    char *private_key; /* wiped and freed by wipe_free() */
+    char *token;
+    char *thing_name;
+    struct config_entry *config;
+    size_t config_len;
+};
+
+static const char *const USAGE =
+    "usage: fleet_provisioning --endpoint HOST --cert FILE --key FILE --template_name NAME\n"
+    "         [--template_parameters JSON] [--csr FILE] [--ca_file FILE] [--port N]\n"
+    "         [--client_id ID] [--proxy_host HOST] [--proxy_port N (8080)]\n"
+    "         [--verbosity NoLogs|Fatal|Error|Warn|Info|Debug|Trace] [--mqtt_version 3|5]\n"
+    "         [--timeout_ms N] [--output_dir DIR [--force]]\n";
+
+static void fail_line(const char *fmt, ...) {
+    va_list ap;
+    fputs("fleet_provisioning: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+static char *dup_str(const char *s) {
+    size_t n;
+    char *out;
+    if (s == NULL) {
+        return NULL;
+    }
+    n = strlen(s) + 1;
+    out = (char *)malloc(n);
+    if (out != NULL) {
+        memcpy(out, s, n);
+    }
+    return out;
+}
+
+/* Overwrites a secret before freeing it; volatile so the compiler cannot drop the stores. */
+static void wipe_free(char *secret) {
+    if (secret != NULL) {
+        volatile char *p = secret;
+        while (*p != '\0') {
+            *p++ = '\0';
+        }
+        free(secret);
+    }
+}
+
+static void copy_bounded(char *dst, size_t cap, const char *src) {
+    if (src == NULL) {
+        src = "";
+    }
+    strncpy(dst, src, cap - 1);
+    dst[cap - 1] = '\0';
+}
+
+/* ---------- arguments ---------- */
+
+static int parse_args(int argc, char **argv, struct args *a) {
+    struct flag {
+        const char *name;
+        const char **slot;
+    } flags[15];
+    int i;
+    size_t nflags = 0;
+
+    memset(a, 0, sizeof *a);
+    a->proxy_port = "8080";
+    a->verbosity = "NoLogs";
+    a->mqtt_version = "5";
+#define FLAG(n, s)                                                                                 \
+    do {                                                                                           \
+        flags[nflags].name = (n);                                                                  \
+        flags[nflags].slot = (s);                                                                  \
+        nflags++;                                                                                  \
+    } while (0)
+    FLAG("--endpoint", &a->endpoint);
+    FLAG("--port", &a->port);
+    FLAG("--cert", &a->cert);
+    FLAG("--key", &a->key);
+    FLAG("--ca_file", &a->ca_file);
+    FLAG("--client_id", &a->client_id);
+    FLAG("--template_name", &a->template_name);
+    FLAG("--template_parameters", &a->template_parameters);
+    FLAG("--csr", &a->csr);
+    FLAG("--proxy_host", &a->proxy_host);
+    FLAG("--proxy_port", &a->proxy_port);
+    FLAG("--verbosity", &a->verbosity);
+    FLAG("--mqtt_version", &a->mqtt_version);
+    FLAG("--timeout_ms", &a->timeout_ms);
+    FLAG("--output_dir", &a->output_dir);
+#undef FLAG
+
+    for (i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        const char *value = NULL;
+        size_t f, name_len;
+        int matched = 0;
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            fputs(USAGE, stdout);
+            exit(0);
+        }
+        if (strcmp(arg, "--force") == 0) {
+            a->force = 1;
+            continue;
+        }
+        for (f = 0; f < nflags; f++) {
+            name_len = strlen(flags[f].name);
+            if (strncmp(arg, flags[f].name, name_len) != 0) {
+                continue;
+            }
+            if (arg[name_len] == '=') {
+                value = arg + name_len + 1;
+            } else if (arg[name_len] == '\0') {
+                if (i + 1 >= argc) {
+                    fail_line("%s needs a value", flags[f].name);
+                    return -1;
+                }
+                value = argv[++i];
+            } else {
+                continue;
+            }
+            *flags[f].slot = value;
+            matched = 1;
+            break;
+        }
+        if (!matched) {
+            fail_line("unknown argument %s", arg);
+            return -1;
+        }
+    }
+    if (a->endpoint == NULL || a->cert == NULL || a->key == NULL || a->template_name == NULL) {
+        fail_line("--endpoint, --cert, --key and --template_name are required");
+        return -1;
+    }
+    return 0;
+}
+
+/* Parses a decimal number in [min, max]; -1 on anything else. */
+static long parse_number(const char *s, long min, long max) {
+    char *end = NULL;
+    long v;
+    if (s == NULL || *s == '\0') {
+        return -1;
+    }
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max) {
+        return -1;
+    }
+    return v;
+}
+
+static int parse_verbosity(const char *s) {
+    static const char *const names[] = {"NoLogs", "Fatal", "Error", "Warn",
+                                        "Info",   "Debug", "Trace"};
+    static const fp_log_level levels[] = {FP_LOG_NONE, FP_LOG_FATAL, FP_LOG_ERROR, FP_LOG_WARN,
+                                          FP_LOG_INFO, FP_LOG_DEBUG, FP_LOG_TRACE};
+    size_t i;
+    for (i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            return (int)levels[i];
+        }
+    }
+    return -1;
+}
+
+static void log_to_stderr(void *user_data, fp_log_level level, const char *message) {
+    static const char *const names[] = {"NONE", "FATAL", "ERROR", "WARN", "INFO", "DEBUG", "TRACE"};
+    const char *name = ((int)level >= 0 && (int)level <= 6) ? names[level] : "?";
+    (void)user_data;
+    fprintf(stderr, "[fleetprov %s] %s\n", name, message);
+}
+
+/* Reads a whole file into a NUL-terminated buffer; NULL (errno set) on failure. */
+static char *read_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    if (f == NULL) {
+        return NULL;
+    }
+    for (;;) {
+        size_t n;
+        if (cap - len < 4096) {
+            char *grown;
+            cap = cap == 0 ? 8192 : cap * 2;
+            grown = (char *)realloc(buf, cap);
+            if (grown == NULL) {
+                free(buf);
+                fclose(f);
+                errno = ENOMEM;
+                return NULL;
+            }
+            buf = grown;
+        }
+        n = fread(buf + len, 1, cap - len - 1, f);
+        len += n;
+        if (n == 0) {
+            break;
+        }
+    }
+    if (ferror(f)) {
+        free(buf);
+        fclose(f);
+        errno = EIO;
+        return NULL;
+    }
+    fclose(f);
+    buf[len] = '\0';
+    return buf;
+}
+
+/* ---------- output directory ---------- */
+
+static int join_path(char *out, size_t cap, const char *dir, const char *name) {
+    int n = snprintf(out, cap, "%s/%s", dir, name);
+    return (n < 0 || (size_t)n >= cap) ? -1 : 0;
+}
+
+/* Creates the directory (0700) if missing and refuses an existing identity without --force,
+ * before anything is provisioned. */
+static int prepare_output_dir(const struct args *a) {
+    static const char *const names[] = {"certificate.pem", "private.key"};
+    struct stat st;
+    size_t i;
+    if (mkdir(a->output_dir, 0700) != 0 && errno != EEXIST) {
+        fail_line("cannot create output directory %s: %s", a->output_dir, strerror(errno));
+        return -1;
+    }
+    if (stat(a->output_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fail_line("output path %s is not a directory", a->output_dir);
+        return -1;
+    }
+    for (i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char path[4096];
+        if (join_path(path, sizeof path, a->output_dir, names[i]) != 0) {
+            fail_line("output directory path is too long");
+            return -1;
+        }
+        if (!a->force && lstat(path, &st) == 0) {
+            fail_line("%s already exists; refusing to overwrite an identity (use --force)", path);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Writes `data` to dir/name atomically: a new temp file (O_EXCL, `mode`), fsync, then link
+ * (no overwrite) or rename (--force), then fsync of the directory. */
+static int write_atomic(const char *dir, const char *name, const char *data, mode_t mode,
+                        int force) {
+    char final_path[4096], tmp_path[4096];
+    size_t len = strlen(data), off = 0;
+    int fd, attempt, dfd;
+    if (join_path(final_path, sizeof final_path, dir, name) != 0) {
+        return -1;
+    }
+    {
+        int n = snprintf(tmp_path, sizeof tmp_path, "%s/.%s.tmp.%ld", dir, name, (long)getpid());
+        if (n < 0 || (size_t)n >= sizeof tmp_path) {
+            return -1;
+        }
+    }
+    fd = -1;
+    for (attempt = 0; attempt < 2 && fd < 0; attempt++) {
+        fd = open(tmp_path, O_WRONLY | O_CREAT | O_EXCL, mode);
+        if (fd < 0 && errno == EEXIST && attempt == 0) {
+            /* Left behind by an earlier run that died with our pid; it is ours to remove. */
+            unlink(tmp_path);
+        }
+    }
+    if (fd < 0) {
+        fail_line("cannot create %s: %s", tmp_path, strerror(errno));
+        return -1;
+    }
+    while (off < len) {
+        ssize_t n = write(fd, data + off, len - off);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            break;
+        }
+        off += (size_t)n;
+    }
+    if (off < len || fsync(fd) != 0) {
+        fail_line("cannot write %s: %s", tmp_path, strerror(errno));
+        close(fd);
+        unlink(tmp_path);
+        return -1;
+    }
+    if (close(fd) != 0) {
+        fail_line("cannot write %s: %s", tmp_path, strerror(errno));
+        unlink(tmp_path);
+        return -1;
+    }
+    if (force) {
+        if (rename(tmp_path, final_path) != 0) {
+            fail_line("cannot rename to %s: %s", final_path, strerror(errno));
+            unlink(tmp_path);
+            return -1;
+        }
+    } else {
+        /* link() fails with EEXIST instead of replacing: no identity is ever overwritten. */
+        if (link(tmp_path, final_path) != 0) {
+            fail_line("cannot create %s: %s", final_path, strerror(errno));
+            unlink(tmp_path);
+            return -1;
+        }
+        unlink(tmp_path);
+    }
+    dfd = open(dir, O_RDONLY);
+    if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+}
+
+/* ---------- callbacks (library threads) ---------- */
+
+static void on_lifecycle(void *user_data, fp_lifecycle_event event, const fp_error *error) {
+    struct demo *d = (struct demo *)user_data;
+    pthread_mutex_lock(&d->lock);
+    switch (event) {
+    case FP_EVENT_CONNECTION_SUCCESS:
+        d->connect_done = 1;
+        d->connect_code = FP_OK;
+        break;
+    case FP_EVENT_CONNECTION_FAILURE:
+        d->connect_done = 1;
+        d->connect_code = fp_error_code(error);
+        copy_bounded(d->connect_message, sizeof d->connect_message, fp_error_message(error));
+        break;
+    case FP_EVENT_DISCONNECTED:
+        copy_bounded(d->connect_message, sizeof d->connect_message, fp_error_message(error));
+        break;
+    case FP_EVENT_STOPPED:
+        d->stopped = 1;
+        break;
+    }
+    pthread_cond_broadcast(&d->changed);
+    pthread_mutex_unlock(&d->lock);
+}
+
+/* Records an operation's error; caller holds the lock. */
+static void record_error(struct demo *d, const fp_error *error) {
+    const char *aws_code = fp_error_aws_code(error);
+    const char *aws_message = fp_error_aws_message(error);
+    d->op_code = fp_error_code(error);
+    copy_bounded(d->op_message, sizeof d->op_message, fp_error_message(error));
+    d->status_code = fp_error_status_code(error);
+    copy_bounded(d->aws_code, sizeof d->aws_code, aws_code);
+    copy_bounded(d->aws_message, sizeof d->aws_message, aws_message);
+}
+
+static void on_create_keys(void *user_data, const fp_create_keys_response *response,
+                           const fp_error *error) {
+    struct demo *d = (struct demo *)user_data;
+    pthread_mutex_lock(&d->lock);
+    if (response != NULL) {
+        d->op_code = FP_OK;
+        d->certificate_id = dup_str(response->certificate_id);
+        d->certificate_pem = dup_str(response->certificate_pem);
+        d->private_key = dup_str(response->private_key);
+        d->token = dup_str(response->certificate_ownership_token);
+        if (d->certificate_id == NULL || d->certificate_pem == NULL || d->private_key == NULL ||
+            d->token == NULL) {
+            d->op_code = FP_ERR_INTERNAL;
+            copy_bounded(d->op_message, sizeof d->op_message, "out of memory");
+        }
+    } else {
+        record_error(d, error);
+    }
+    d->op_done = 1;
+    pthread_cond_broadcast(&d->changed);
+    pthread_mutex_unlock(&d->lock);
+}
+
+static void on_create_from_csr(void *user_data, const fp_create_from_csr_response *response,
+                               const fp_error *error) {
+    struct demo *d = (struct demo *)user_data;
+    pthread_mutex_lock(&d->lock);
+    if (response != NULL) {
+        d->op_code = FP_OK;
+        d->certificate_id = dup_str(response->certificate_id);
+        d->certificate_pem = dup_str(response->certificate_pem);
+        d->token = dup_str(response->certificate_ownership_token);
+        if (d->certificate_id == NULL || d->certificate_pem == NULL || d->token == NULL) {
+            d->op_code = FP_ERR_INTERNAL;
+            copy_bounded(d->op_message, sizeof d->op_message, "out of memory");
+        }
+    } else {
+        record_error(d, error);
+    }
+    d->op_done = 1;
+    pthread_cond_broadcast(&d->changed);
+    pthread_mutex_unlock(&d->lock);
+}
+
+static void on_register_thing(void *user_data, const fp_register_thing_response *response,
+                              const fp_error *error) {
+    struct demo *d = (struct demo *)user_data;
+    pthread_mutex_lock(&d->lock);
+    if (response != NULL) {
+        size_t i;
+        d->op_code = FP_OK;
+        d->thing_name = dup_str(response->thing_name);
+        d->config_len = 0;
+        if (response->device_configuration_len > 0) {
+            d->config = (struct config_entry *)calloc(response->device_configuration_len,
+                                                      sizeof *d->config);
+        }
+        if (d->thing_name == NULL ||
+            (response->device_configuration_len > 0 && d->config == NULL)) {
+            d->op_code = FP_ERR_INTERNAL;
+            copy_bounded(d->op_message, sizeof d->op_message, "out of memory");
+        } else {
+            for (i = 0; i < response->device_configuration_len; i++) {
+                d->config[i].key = dup_str(response->device_configuration[i].key);
+                d->config[i].value = dup_str(response->device_configuration[i].value);
+                d->config_len = i + 1;
+                if (d->config[i].key == NULL || d->config[i].value == NULL) {
+                    d->op_code = FP_ERR_INTERNAL;
+                    copy_bounded(d->op_message, sizeof d->op_message, "out of memory");
+                    break;
+                }
+            }
+        }
+    } else {
+        record_error(d, error);
+    }
+    d->op_done = 1;
+    pthread_cond_broadcast(&d->changed);
+    pthread_mutex_unlock(&d->lock);
+}
+
+/* ---------- main flow ---------- */
+
+static void wait_until(struct demo *d, const int *flag) {
+    pthread_mutex_lock(&d->lock);
+    while (!*flag) {
+        pthread_cond_wait(&d->changed, &d->lock);
+    }
+    pthread_mutex_unlock(&d->lock);
+}
+
+/* Maps a failed operation to its exit code and prints the one-line reason. */
+static int operation_failure(const struct demo *d, const char *operation) {
+    switch (d->op_code) {
+    case FP_ERR_REJECTED:
+        fail_line("%s rejected: statusCode=%d errorCode=%s errorMessage=%s", operation,
+                  d->status_code, d->aws_code, d->aws_message);
+        return EXIT_REJECTED;
+    case FP_ERR_TIMEOUT:
+        fail_line("%s timed out: %s", operation, d->op_message);
+        return EXIT_TIMEOUT;
+    case FP_ERR_DISCONNECTED:
+    case FP_ERR_CONNECTION:
+        fail_line("%s failed, connection lost: %s", operation, d->op_message);
+        return EXIT_CONNECTION;
+    default:
+        fail_line("%s failed (%s): %s", operation, fp_result_str((int)d->op_code),
+                  d->op_message);
+        return EXIT_OTHER;
+    }
+}
+
+static int start_failure(fp_result r, const char *what) {
+    fail_line("%s: %s", what, fp_result_str((int)r));
+    return r == FP_ERR_INVALID_ARGUMENT || r == FP_ERR_INVALID_UTF8 ? EXIT_USAGE : EXIT_OTHER;
+}
+
+static int provision(const struct args *a, struct demo *d, fp_client *client, const char *csr) {
+    fp_result r;
+    size_t i;
+
+    r = fp_client_connect(client, on_lifecycle, d);
+    if (r != FP_OK) {
+        return start_failure(r, "cannot start connecting");
+    }
+    wait_until(d, &d->connect_done);
+    if (d->connect_code != FP_OK) {
+        fail_line("connection to %s failed (%s): %s", a->endpoint,
+                  fp_result_str((int)d->connect_code), d->connect_message);
+        /* An unreadable certificate or key file is a local problem, not the connection's. */
+        return d->connect_code == FP_ERR_IO ? EXIT_OTHER : EXIT_CONNECTION;
+    }
+    printf("Connected to %s.\n", a->endpoint);
+
+    d->op_done = 0;
+    if (csr != NULL) {
+        r = fp_create_from_csr(client, csr, on_create_from_csr, d);
+    } else {
+        r = fp_create_keys(client, on_create_keys, d);
+    }
+    if (r != FP_OK) {
+        return start_failure(r, "cannot start creating the certificate");
+    }
+    wait_until(d, &d->op_done);
+    if (d->op_code != FP_OK) {
+        return operation_failure(d, csr != NULL ? "CreateCertificateFromCsr"
+                                                : "CreateKeysAndCertificate");
+    }
+    printf("Certificate created: %s\n", d->certificate_id);
+
+    d->op_done = 0;
+    r = fp_register_thing(client, a->template_name, d->token, a->template_parameters,
+                          on_register_thing, d);
+    if (r != FP_OK) {
+        return start_failure(r, "cannot start RegisterThing");
+    }
+    wait_until(d, &d->op_done);
+    if (d->op_code != FP_OK) {
+        return operation_failure(d, "RegisterThing");
+    }
+    printf("Thing registered: %s\n", d->thing_name);
+    printf("Device configuration:\n");
+    for (i = 0; i < d->config_len; i++) {
+        printf("  %s = %s\n", d->config[i].key, d->config[i].value);
+    }
+
+    if (a->output_dir != NULL) {
+        if (d->private_key != NULL &&
+            write_atomic(a->output_dir, "private.key", d->private_key, 0600, a->force) != 0) {
+            return EXIT_OUTPUT;
+        }
+        if (write_atomic(a->output_dir, "certificate.pem", d->certificate_pem, 0644, a->force) !=
+            0) {
+            return EXIT_OUTPUT;
+        }
+        printf("Saved %s/certificate.pem%s.\n", a->output_dir,
+               d->private_key != NULL ? " and private.key" : "");
+    } else if (d->private_key != NULL) {
+        printf("Private key received (not shown; use --output_dir to save it).\n");
+    }
+    return 0;
+}
+
+static int configure(const struct args *a, fp_client_options *opts) {
+    long port = -1, version, proxy_port, timeout_ms;
+    fp_result r = FP_OK;
+
+    if (a->port != NULL && (port = parse_number(a->port, 1, 65535)) < 0) {
+        fail_line("--port must be 1-65535");
+        return EXIT_USAGE;
+    }
+    version = parse_number(a->mqtt_version, 3, 5);
+    if (version != 3 && version != 5) {
+        fail_line("--mqtt_version must be 3 or 5");
+        return EXIT_USAGE;
+    }
+    if (port > 0) {
+        r = fp_client_options_set_port(opts, (uint16_t)port);
+    }
+    if (r == FP_OK) {
+        r = fp_client_options_set_mqtt_version(opts, (int)version);
+    }
+    if (r == FP_OK) {
+        r = fp_client_options_set_cert_file(opts, a->cert);
+    }
+    if (r == FP_OK) {
+        r = fp_client_options_set_key_file(opts, a->key);
+    }
+    if (r == FP_OK && a->ca_file != NULL) {
+        r = fp_client_options_set_ca_file(opts, a->ca_file);
+    }
+    if (r == FP_OK && a->client_id != NULL) {
+        r = fp_client_options_set_client_id(opts, a->client_id);
+    }
+    if (r == FP_OK && a->proxy_host != NULL) {
+        proxy_port = parse_number(a->proxy_port, 1, 65535);
+        if (proxy_port < 0) {
+            fail_line("--proxy_port must be 1-65535");
+            return EXIT_USAGE;
+        }
+        r = fp_client_options_set_proxy(opts, a->proxy_host, (uint16_t)proxy_port);
+    }
+    if (r == FP_OK && a->timeout_ms != NULL) {
+        timeout_ms = parse_number(a->timeout_ms, 1, 3600000L);
+        if (timeout_ms < 0) {
+            fail_line("--timeout_ms must be 1-3600000");
+            return EXIT_USAGE;
+        }
+        r = fp_client_options_set_operation_timeout_ms(opts, (uint32_t)timeout_ms);
+        if (r == FP_OK) {
+            r = fp_client_options_set_connect_timeout_ms(opts, (uint32_t)timeout_ms);
+        }
+    }
+    if (r != FP_OK) {
+        fail_line("invalid option: %s", fp_result_str((int)r));
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    struct args a;
+    struct demo d;
+    fp_client_options *opts = NULL;
+    fp_client *client = NULL;
+    char *csr = NULL;
+    int level, code;
+    fp_result r;
+    size_t i;
+
+    if (parse_args(argc, argv, &a) != 0) {
+        fputs(USAGE, stderr);
+        return EXIT_USAGE;
+    }
+    level = parse_verbosity(a.verbosity);
+    if (level < 0) {
+        fail_line("--verbosity must be one of NoLogs, Fatal, Error, Warn, Info, Debug, Trace");
+        return EXIT_USAGE;
+    }
+    r = fp_register_thing_check(a.template_name, a.template_parameters);
+    if (r != FP_OK) {
+        fail_line("bad --template_name or --template_parameters (%s): the name is 1-36 of "
+                  "[A-Za-z0-9_-], the parameters a JSON object of strings",
+                  fp_result_str((int)r));
+        return EXIT_USAGE;
+    }
+    if (a.csr != NULL) {
+        csr = read_file(a.csr);
+        if (csr == NULL) {
+            fail_line("cannot read --csr %s: %s", a.csr, strerror(errno));
+            return EXIT_OTHER;
+        }
+    }
+    if (a.output_dir != NULL && prepare_output_dir(&a) != 0) {
+        free(csr);
+        return EXIT_OUTPUT;
+    }
+    fp_set_log_callback(log_to_stderr, NULL, level);
+
+    opts = fp_client_options_new(a.endpoint);
+    if (opts == NULL) {
+        fail_line("invalid --endpoint %s", a.endpoint);
+        free(csr);
+        return EXIT_USAGE;
+    }
+    code = configure(&a, opts);
+    if (code == 0) {
+        r = fp_client_new(opts, &client);
+        if (r != FP_OK) {
+            fail_line("cannot create the client: %s", fp_result_str((int)r));
+            code = r == FP_ERR_INVALID_ARGUMENT ? EXIT_USAGE : EXIT_OTHER;
+        }
+    }
+    fp_client_options_free(opts);
+    if (code != 0) {
+        free(csr);
+        return code;
+    }
+
+    memset(&d, 0, sizeof d);
+    pthread_mutex_init(&d.lock, NULL);
+    pthread_cond_init(&d.changed, NULL);
+
+    code = provision(&a, &d, client, csr);
+
+    /* Clean MQTT disconnect; fp_client_free() then waits for the last lifecycle event. */
+    if (fp_client_disconnect(client) == FP_OK) {
+        wait_until(&d, &d.stopped);
+    }
+    fp_client_free(client);
+    fp_set_log_callback(NULL, NULL, FP_LOG_NONE);
+
+    wipe_free(d.private_key);
+    free(d.certificate_id);
+    free(d.certificate_pem);
+    free(d.token);
+    free(d.thing_name);
+    for (i = 0; i < d.config_len; i++) {
+        free(d.config[i].key);
+        free(d.config[i].value);
+    }
+    free(d.config);
+    free(csr);
+    pthread_cond_destroy(&d.changed);
+    pthread_mutex_destroy(&d.lock);
+    return code;
+}

@@ -1,0 +1,174 @@
+//! Topic names, topic filters, and the fleet-provisioning topics the endpoint treats specially.
+//!
+//! rumqttc's own matcher refuses every topic that starts with `$`, which would make the
+//! `$aws/...` reply topics undeliverable, so matching is done here.
+
+/// A topic name a client may publish to: non-empty, no wildcards, no NUL.
+pub(crate) fn valid_topic_name(topic: &str) -> bool {
+    !topic.is_empty() && !topic.contains(['+', '#', '\0'])
+}
+
+/// A topic filter as MQTT defines it: `#` only as the whole last level, `+` only as a whole level.
+pub(crate) fn valid_filter(filter: &str) -> bool {
+    if filter.is_empty() || filter.contains('\0') {
+        return false;
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    let last = levels.len() - 1;
+    levels.iter().enumerate().all(|(i, level)| {
+        if level.contains('#') {
+            *level == "#" && i == last
+        } else if level.contains('+') {
+            *level == "+"
+        } else {
+            true
+        }
+    })
+}
+
+/// Shared subscriptions (`$share/group/filter`) are not offered by this endpoint.
+pub(crate) fn is_shared_filter(filter: &str) -> bool {
+    filter.starts_with("$share/")
+}
+
+/// Does `filter` match `topic`? A wildcard in the first level never matches a topic that starts
+/// with `$` (MQTT 3.1.1 section 4.7.2, MQTT 5 section 4.7.2), but an explicit `$aws/...` level does.
+pub(crate) fn filter_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            // `sport/#` also matches `sport` itself.
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(fl), Some(tl)) if fl == tl => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// The payload format of a fleet-provisioning request, the last level of its topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    Json,
+    Cbor,
+}
+
+/// Is `topic` one of the fleet-provisioning request topics (any template name, json or cbor)?
+pub(crate) fn request_format(topic: &str) -> Option<Format> {
+    let (base, format) = if let Some(base) = topic.strip_suffix("/json") {
+        (base, Format::Json)
+    } else if let Some(base) = topic.strip_suffix("/cbor") {
+        (base, Format::Cbor)
+    } else {
+        return None;
+    };
+    if base == "$aws/certificates/create" || base == "$aws/certificates/create-from-csr" {
+        return Some(format);
+    }
+    let name = base
+        .strip_prefix("$aws/provisioning-templates/")?
+        .strip_suffix("/provision")?;
+    let single_level = !name.is_empty() && !name.contains(['/', '+', '#']);
+    single_level.then_some(format)
+}
+
+/// Is `filter` exactly the accepted or rejected reply topic of a provisioning request?
+/// This is all a claim certificate may subscribe to under the seed's claim policy.
+pub(crate) fn is_reply_topic(filter: &str) -> bool {
+    let request = filter
+        .strip_suffix("/accepted")
+        .or_else(|| filter.strip_suffix("/rejected"));
+    request.is_some_and(|r| request_format(r).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_validation() {
+        for ok in ["a", "a/b", "+", "#", "a/+/c", "a/#", "+/+", "/", "$aws/+/x", "a//b"] {
+            assert!(valid_filter(ok), "{ok}");
+        }
+        for bad in ["", "a/#/b", "a#", "a/b+", "#/a", "a/++", "a\0b"] {
+            assert!(!valid_filter(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn topic_name_validation() {
+        assert!(valid_topic_name("a/b"));
+        assert!(valid_topic_name("$aws/certificates/create/json"));
+        assert!(!valid_topic_name(""));
+        assert!(!valid_topic_name("a/+"));
+        assert!(!valid_topic_name("a/#"));
+    }
+
+    #[test]
+    fn matching() {
+        assert!(filter_matches("a/b", "a/b"));
+        assert!(!filter_matches("a/b", "a/c"));
+        assert!(filter_matches("a/+", "a/b"));
+        assert!(!filter_matches("a/+", "a/b/c"));
+        assert!(filter_matches("a/#", "a"));
+        assert!(filter_matches("a/#", "a/b/c"));
+        assert!(filter_matches("#", "a/b"));
+        assert!(filter_matches("+/+", "/x"));
+        assert!(!filter_matches("a/b/c", "a/b"));
+        assert!(filter_matches("a//b", "a//b"));
+    }
+
+    #[test]
+    fn dollar_topics() {
+        let reply = "$aws/certificates/create/json/accepted";
+        assert!(!filter_matches("#", reply));
+        assert!(!filter_matches("+/certificates/create/json/accepted", reply));
+        assert!(filter_matches(reply, reply));
+        assert!(filter_matches("$aws/certificates/create/json/+", reply));
+        assert!(filter_matches("$aws/#", reply));
+        assert!(!filter_matches("$aws/certificates/create/json/rejected", reply));
+    }
+
+    #[test]
+    fn request_topics() {
+        assert_eq!(
+            request_format("$aws/certificates/create/json"),
+            Some(Format::Json)
+        );
+        assert_eq!(
+            request_format("$aws/certificates/create-from-csr/cbor"),
+            Some(Format::Cbor)
+        );
+        assert_eq!(
+            request_format("$aws/provisioning-templates/FleetTemplate/provision/json"),
+            Some(Format::Json)
+        );
+        for no in [
+            "$aws/certificates/create",
+            "$aws/certificates/create/xml",
+            "$aws/certificates/create/json/accepted",
+            "$aws/provisioning-templates//provision/json",
+            "$aws/provisioning-templates/a/b/provision/json",
+            "aws/certificates/create/json",
+        ] {
+            assert_eq!(request_format(no), None, "{no}");
+        }
+    }
+
+    #[test]
+    fn reply_topics() {
+        assert!(is_reply_topic("$aws/certificates/create/json/accepted"));
+        assert!(is_reply_topic(
+            "$aws/provisioning-templates/T/provision/json/rejected"
+        ));
+        assert!(!is_reply_topic("$aws/certificates/create/json"));
+        assert!(!is_reply_topic("$aws/certificates/create/json/+"));
+        assert!(!is_reply_topic("$aws/certificates/+/json/accepted"));
+        assert!(!is_reply_topic("#"));
+    }
+}

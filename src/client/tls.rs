@@ -1,0 +1,208 @@
+//! The rustls client configuration: roots, client identity, ALPN.
+
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{CertificateError, ClientConfig, RootCertStore};
+use zeroize::Zeroizing;
+
+use super::options::{ClientOptions, Pem};
+use crate::error::{Error, ErrorKind};
+use crate::log::{fp_log, Level};
+
+/// ALPN protocol AWS IoT expects for MQTT over port 443.
+pub const AWS_MQTT_ALPN: &[u8] = b"x-amzn-mqtt-ca";
+
+/// Builds the TLS configuration for `opts`: reads the PEM files, checks that the key matches
+/// the certificate, and uses the ring provider without touching the process default.
+pub(crate) fn client_config(opts: &ClientOptions) -> Result<Arc<ClientConfig>, Error> {
+    let roots = root_store(opts.ca.as_ref())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("TLS setup: {e}")))?
+        .with_root_certificates(roots);
+    let mut config = match (&opts.cert, &opts.key) {
+        (Some(cert), Some(key)) => {
+            let chain = load_certs(cert, "client certificate")?;
+            let key_der = load_key(key)?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| match e {
+                    rustls::Error::InconsistentKeys(_) => Error::new(
+                        ErrorKind::Tls,
+                        format!(
+                            "the private key ({}) does not match the client certificate ({})",
+                            describe_pem(key),
+                            describe_pem(cert)
+                        ),
+                    ),
+                    other => Error::new(
+                        ErrorKind::Tls,
+                        format!("cannot use the private key {}: {other}", describe_pem(key)),
+                    ),
+                })?
+        }
+        // Validation already refused one without the other.
+        _ => builder.with_no_client_auth(),
+    };
+    if opts.port == 443 {
+        config.alpn_protocols = vec![AWS_MQTT_ALPN.to_vec()];
+    }
+    Ok(Arc::new(config))
+}
+
+fn describe_pem(pem: &Pem) -> String {
+    match pem {
+        Pem::File(p) => p.display().to_string(),
+        Pem::Memory(_) => "given in memory".to_owned(),
+    }
+}
+
+/// Reads PEM bytes; file contents go straight into a wiping buffer since they may be a key.
+fn read_pem(pem: &Pem, what: &str) -> Result<Zeroizing<Vec<u8>>, Error> {
+    match pem {
+        Pem::Memory(b) => Ok(b.clone()),
+        Pem::File(path) => std::fs::read(path).map(Zeroizing::new).map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("cannot read the {what} file {}: {e}", path.display()),
+            )
+        }),
+    }
+}
+
+fn load_certs(pem: &Pem, what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let bytes = read_pem(pem, what)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Tls,
+                format!("the {what} ({}) is not valid PEM: {e}", describe_pem(pem)),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Tls,
+            format!("no CERTIFICATE found in the {what} ({})", describe_pem(pem)),
+        ));
+    }
+    Ok(certs)
+}
+
+fn load_key(pem: &Pem) -> Result<PrivateKeyDer<'static>, Error> {
+    let bytes = read_pem(pem, "private key")?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
+        let why = match e {
+            rustls::pki_types::pem::Error::NoItemsFound => {
+                "no PKCS#1, PKCS#8 or SEC1 private key found".to_owned()
+            }
+            other => format!("not valid PEM: {other}"),
+        };
+        Error::new(
+            ErrorKind::Tls,
+            format!("private key ({}): {why}", describe_pem(pem)),
+        )
+    })
+}
+
+fn root_store(ca: Option<&Pem>) -> Result<RootCertStore, Error> {
+    let mut roots = RootCertStore::empty();
+    match ca {
+        Some(pem) => {
+            for (i, cert) in load_certs(pem, "CA")?.into_iter().enumerate() {
+                roots.add(cert).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Tls,
+                        format!(
+                            "CA certificate #{} in {} is not usable: {e}",
+                            i + 1,
+                            describe_pem(pem)
+                        ),
+                    )
+                })?;
+            }
+        }
+        None => {
+            // Only here are the platform roots read: parsing them costs time and memory.
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                fp_log!(Level::Warn, "platform root certificates: {e}");
+            }
+            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(Error::new(
+                    ErrorKind::Tls,
+                    "no CA given and no usable platform root certificates found",
+                ));
+            }
+            fp_log!(Level::Debug, "loaded {added} platform root certificates");
+        }
+    }
+    Ok(roots)
+}
+
+/// Explains a rustls failure in words that tell the likely cause apart.
+pub(crate) fn describe_tls_error(e: &rustls::Error, endpoint: &str) -> String {
+    match e {
+        rustls::Error::InvalidCertificate(ce) => match ce {
+            CertificateError::UnknownIssuer => format!(
+                "server certificate of {endpoint} is not signed by a trusted CA (wrong CA file?): {e}"
+            ),
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                format!("server certificate of {endpoint} has expired: {e}")
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                format!("server certificate of {endpoint} is not valid yet: {e}")
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                format!("server certificate is not valid for the name {endpoint:?}: {e}")
+            }
+            _ => format!("server certificate of {endpoint} rejected: {e}"),
+        },
+        rustls::Error::AlertReceived(alert) => format!(
+            "{endpoint} ended the TLS session with alert {alert:?}: it did not accept the \
+             client certificate (unknown CA, expired, revoked or inactive?)"
+        ),
+        other => format!("TLS with {endpoint} failed: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_files_are_io_errors() {
+        let mut o = ClientOptions::new("localhost");
+        o.ca = Some(Pem::file("/nonexistent/ca.pem"));
+        let e = client_config(&o).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Io);
+        assert!(e.message.contains("/nonexistent/ca.pem"), "{}", e.message);
+    }
+
+    #[test]
+    fn non_pem_is_a_tls_error() {
+        let mut o = ClientOptions::new("localhost");
+        o.ca = Some(Pem::memory("hello"));
+        let e = client_config(&o).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Tls);
+        assert!(e.message.contains("no CERTIFICATE"), "{}", e.message);
+        let e = load_key(&Pem::memory(
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        ))
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Tls);
+        assert!(e.message.contains("no PKCS#1"), "{}", e.message);
+    }
+
+    #[test]
+    fn messages_tell_causes_apart() {
+        let m = |ce| describe_tls_error(&rustls::Error::InvalidCertificate(ce), "h");
+        assert!(m(CertificateError::UnknownIssuer).contains("trusted CA"));
+        assert!(m(CertificateError::Expired).contains("expired"));
+        assert!(m(CertificateError::NotValidForName).contains("not valid for the name"));
+    }
+}

@@ -1,0 +1,489 @@
+//! `fp_client`: one MQTT connection, its lifecycle events, and the bookkeeping behind the
+//! callback contract (exactly once, never inside the start call, free waits for callbacks).
+
+use std::cell::Cell;
+use std::ffi::c_void;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+
+use super::error::fp_error;
+use super::error::fp_result::{self, *};
+use super::options::fp_client_options;
+use super::runtime::{self, RuntimeGuard};
+use crate::client::{Client, ClientOptions};
+use crate::error::Error;
+
+/// How long a clean MQTT DISCONNECT may take when stopping; the connection is dropped after.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
+
+/// A connection to the provisioning endpoint.
+///
+/// Created by fp_client_new(), connected once by fp_client_connect(), released by
+/// fp_client_free(). All functions taking an `fp_client *` may be called from any thread,
+/// concurrently, including from inside this library's callbacks.
+pub struct fp_client {
+    shared: Arc<Shared>,
+}
+
+/// Lifecycle events of a client's connection, delivered to its ::fp_lifecycle_callback.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum fp_lifecycle_event {
+    /// The MQTT session is up (TLS done, CONNACK accepted). `error` is NULL.
+    FP_EVENT_CONNECTION_SUCCESS = 0,
+    /// Connecting failed; `error` says why (`FP_ERR_IO`, `FP_ERR_TLS`, `FP_ERR_CONNECTION`,
+    /// `FP_ERR_CONNECTION_REFUSED`, `FP_ERR_TIMEOUT`, or `FP_ERR_CANCELLED` when the client was
+    /// disconnected or freed first). `FP_EVENT_STOPPED` follows.
+    FP_EVENT_CONNECTION_FAILURE = 1,
+    /// An established connection was lost (not at the owner's request); `error` says why.
+    /// The client does not reconnect. `FP_EVENT_STOPPED` follows.
+    FP_EVENT_DISCONNECTED = 2,
+    /// The client is stopped: this is always the last event, exactly once per
+    /// fp_client_connect(). `error` is NULL.
+    FP_EVENT_STOPPED = 3,
+}
+
+use fp_lifecycle_event::*;
+
+/// Receives a client's lifecycle events, in order, one at a time.
+///
+/// `error` is non-NULL for `FP_EVENT_CONNECTION_FAILURE` and `FP_EVENT_DISCONNECTED` only, and
+/// is borrowed for the duration of the call. Runs on a library thread, never inside
+/// fp_client_connect(); it may call any library function, including fp_client_free() on its
+/// own client.
+pub type fp_lifecycle_callback = Option<
+    unsafe extern "C" fn(user_data: *mut c_void, event: fp_lifecycle_event, error: *const fp_error),
+>;
+
+/// A `user_data` pointer carried to the thread that runs a callback.
+#[derive(Clone, Copy)]
+pub(crate) struct UserData(pub(crate) *mut c_void);
+
+// SAFETY: the header requires `user_data` to be usable from the library's threads.
+unsafe impl Send for UserData {}
+
+thread_local! {
+    /// Id of the client whose callback this thread is running (0: none).
+    static IN_CALLBACK_OF: Cell<u64> = const { Cell::new(0) };
+}
+
+static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The state of the connection as the operations see it.
+#[derive(Clone)]
+enum Conn {
+    /// fp_client_connect() not called yet.
+    Idle,
+    Connecting,
+    Connected(Client),
+    /// Connecting failed; operations that waited for it fail with the same error.
+    Failed(fp_error),
+    /// Stopped by the owner or lost.
+    Ended,
+}
+
+struct Tracking {
+    /// Callbacks promised and not yet returned (operations, lifecycle).
+    outstanding: usize,
+    /// fp_client_free() was called: new work is refused.
+    closing: bool,
+    /// fp_client_free() was called from inside one of this client's callbacks: the last
+    /// callback to return releases the runtime reference.
+    deferred_release: bool,
+    connect_called: bool,
+    runtime: Option<RuntimeGuard>,
+}
+
+/// Everything a client's tasks share with its handle.
+pub(crate) struct Shared {
+    id: u64,
+    options: ClientOptions,
+    handle: Handle,
+    conn: watch::Sender<Conn>,
+    /// Set by fp_client_free(): pending operations finish with `FP_ERR_CANCELLED`.
+    cancel: watch::Sender<bool>,
+    /// Set by fp_client_disconnect() and fp_client_free(): close the connection.
+    stop: watch::Sender<bool>,
+    tracking: Mutex<Tracking>,
+    idle: Condvar,
+}
+
+/// A promise that one callback will run; dropping it (after the callback returned) keeps the
+/// count that fp_client_free() waits on.
+pub(crate) struct Promise {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Promise {
+    fn drop(&mut self) {
+        let release = {
+            let mut t = self.shared.lock();
+            t.outstanding = t.outstanding.saturating_sub(1);
+            if t.outstanding > 0 {
+                None
+            } else {
+                self.shared.idle.notify_all();
+                if t.deferred_release {
+                    t.runtime.take()
+                } else {
+                    None
+                }
+            }
+        };
+        // Outside the lock: dropping the last runtime reference stops the runtime.
+        drop(release);
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Tracking> {
+        // Every critical section leaves the counters consistent, so poison carries no meaning.
+        self.tracking.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Promises a callback for a new operation, or says why the operation is refused.
+    pub(crate) fn promise_operation(self: &Arc<Self>) -> Result<Promise, fp_result> {
+        let mut t = self.lock();
+        if t.closing {
+            return Err(FP_ERR_CANCELLED);
+        }
+        match &*self.conn.borrow() {
+            Conn::Connecting | Conn::Connected(_) => {}
+            Conn::Idle | Conn::Failed(_) | Conn::Ended => return Err(FP_ERR_NOT_CONNECTED),
+        }
+        t.outstanding += 1;
+        Ok(Promise {
+            shared: Arc::clone(self),
+        })
+    }
+
+    /// Waits until connecting is over and returns the connected client.
+    async fn connected(&self) -> Result<Client, fp_error> {
+        let mut rx = self.conn.subscribe();
+        let state = match rx.wait_for(|c| !matches!(c, Conn::Connecting)).await {
+            Ok(state) => state.clone(),
+            Err(_) => Conn::Ended,
+        };
+        match state {
+            Conn::Connected(client) => Ok(client),
+            Conn::Failed(e) => Err(e),
+            Conn::Idle | Conn::Connecting | Conn::Ended => Err(fp_error::new(
+                FP_ERR_NOT_CONNECTED,
+                "the connection was closed before the operation could start",
+            )),
+        }
+    }
+
+    /// Runs an operation on the connected client, with cancellation by fp_client_free() and
+    /// panic isolation, then hands the result to `deliver` on a blocking-pool thread.
+    pub(crate) fn spawn_operation<T, F, Fut, D>(
+        self: &Arc<Self>,
+        promise: Promise,
+        operation: F,
+        deliver: D,
+    ) where
+        T: Send + 'static,
+        F: FnOnce(Client) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, Error>> + Send + 'static,
+        D: FnOnce(Result<T, fp_error>) + Send + 'static,
+    {
+        let shared = Arc::clone(self);
+        self.handle.spawn(async move {
+            let work = {
+                let shared = Arc::clone(&shared);
+                // A separate task so a panic inside the core becomes an error, not a lost
+                // callback.
+                tokio::spawn(async move {
+                    let client = shared.connected().await?;
+                    operation(client).await.map_err(fp_error::from)
+                })
+            };
+            let abort = work.abort_handle();
+            let mut cancel = shared.cancel.subscribe();
+            let result = tokio::select! {
+                joined = work => joined.unwrap_or_else(|e| Err(join_error(e))),
+                _ = cancel.wait_for(|c| *c) => {
+                    abort.abort();
+                    Err(fp_error::new(FP_ERR_CANCELLED, "the client was freed before the operation completed"))
+                }
+            };
+            let id = shared.id;
+            drop(shared);
+            run_callback(id, promise, move || deliver(result)).await;
+        });
+    }
+}
+
+fn join_error(e: tokio::task::JoinError) -> fp_error {
+    if e.is_panic() {
+        fp_error::new(
+            FP_ERR_PANIC,
+            "the library panicked while running the operation",
+        )
+    } else {
+        fp_error::new(FP_ERR_CANCELLED, "the operation was abandoned")
+    }
+}
+
+/// Runs a C callback on the blocking pool (so slow callbacks never stall network I/O), marks
+/// the thread as inside this client's callback, and fulfils the promise once it returned.
+async fn run_callback(client_id: u64, promise: Promise, callback: impl FnOnce() + Send + 'static) {
+    let joined = tokio::task::spawn_blocking(move || {
+        let previous = IN_CALLBACK_OF.with(|c| c.replace(client_id));
+        // A panic in the Rust code preparing the callback's arguments must not skip the
+        // bookkeeping below; the deliver functions report it to C themselves where possible.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback));
+        IN_CALLBACK_OF.with(|c| c.set(previous));
+        drop(promise);
+    })
+    .await;
+    // The blocking task only fails to run if the runtime is shutting down, which cannot
+    // happen while a promise is outstanding; nothing more to do either way.
+    let _ = joined;
+}
+
+/// Creates a client from `options` (copied: the options may be freed right after).
+///
+/// Checks the options (`FP_ERR_INVALID_ARGUMENT`, e.g. a certificate without its key) and
+/// starts the library's shared thread if this is the first live client. Does not touch the
+/// network or read files: that happens in fp_client_connect(). On success writes the new
+/// handle to `*out` (untouched on failure); free it with fp_client_free().
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_client_new(
+    options: *const fp_client_options,
+    out: *mut *mut fp_client,
+) -> fp_result {
+    ffi_panic_boundary! {
+        // SAFETY: NULL or a live handle from fp_client_options_new(), per the header.
+        let Some(options) = (unsafe { options.as_ref() }) else {
+            return FP_ERR_NULL_ARGUMENT;
+        };
+        if out.is_null() {
+            return FP_ERR_NULL_ARGUMENT;
+        }
+        if let Err(e) = options.inner.validate() {
+            return e.kind.into();
+        }
+        let guard = match runtime::acquire() {
+            Ok(g) => g,
+            Err(_) => return FP_ERR_INTERNAL,
+        };
+        let shared = Arc::new(Shared {
+            id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
+            options: options.inner.clone(),
+            handle: guard.handle().clone(),
+            conn: watch::Sender::new(Conn::Idle),
+            cancel: watch::Sender::new(false),
+            stop: watch::Sender::new(false),
+            tracking: Mutex::new(Tracking {
+                outstanding: 0,
+                closing: false,
+                deferred_release: false,
+                connect_called: false,
+                runtime: Some(guard),
+            }),
+            idle: Condvar::new(),
+        });
+        let client = Box::into_raw(Box::new(fp_client { shared }));
+        // SAFETY: checked non-NULL above; the caller provides writable storage.
+        unsafe { out.write(client) };
+        FP_OK
+    }
+}
+
+/// Borrows the shared state behind a client handle.
+pub(crate) fn shared_of(client: *mut fp_client) -> Result<Arc<Shared>, fp_result> {
+    // SAFETY: NULL or a live handle from fp_client_new(), per the header.
+    match unsafe { client.as_ref() } {
+        Some(c) => Ok(Arc::clone(&c.shared)),
+        None => Err(FP_ERR_NULL_ARGUMENT),
+    }
+}
+
+/// Starts connecting (DNS, TCP, proxy, TLS, MQTT CONNECT) on the library's thread and returns
+/// at once. `callback` (may be NULL) receives the lifecycle events with `user_data`:
+/// `FP_EVENT_CONNECTION_SUCCESS` or `FP_EVENT_CONNECTION_FAILURE`, later possibly
+/// `FP_EVENT_DISCONNECTED`, and always `FP_EVENT_STOPPED` last.
+///
+/// Operations may be started as soon as this returns: they wait for the connection and fail
+/// with its error if it fails. A client connects once (`FP_ERR_ALREADY_CONNECTED` on a second
+/// call); to reconnect, e.g. with the newly issued certificate, create a new client.
+/// `user_data` must stay valid, and usable from library threads, until `FP_EVENT_STOPPED`.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_client_connect(
+    client: *mut fp_client,
+    callback: fp_lifecycle_callback,
+    user_data: *mut c_void,
+) -> fp_result {
+    ffi_panic_boundary! {
+        let shared = match shared_of(client) {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        let promise = {
+            let mut t = shared.lock();
+            if t.closing {
+                return FP_ERR_CANCELLED;
+            }
+            if t.connect_called {
+                return FP_ERR_ALREADY_CONNECTED;
+            }
+            t.connect_called = true;
+            t.outstanding += 1;
+            shared.conn.send_replace(Conn::Connecting);
+            Promise { shared: Arc::clone(&shared) }
+        };
+        let user_data = UserData(user_data);
+        let task = lifecycle(Arc::clone(&shared), promise, callback, user_data);
+        shared.handle.spawn(task);
+        FP_OK
+    }
+}
+
+/// Delivers one lifecycle event on the blocking pool and waits until the callback returned,
+/// so events stay in order.
+async fn emit(
+    shared: &Arc<Shared>,
+    callback: fp_lifecycle_callback,
+    user_data: UserData,
+    event: fp_lifecycle_event,
+    error: Option<fp_error>,
+) {
+    let Some(callback) = callback else {
+        return;
+    };
+    let id = shared.id;
+    let run = move || {
+        let user_data = user_data;
+        let error_ptr = error
+            .as_ref()
+            .map_or(std::ptr::null(), |e| e as *const fp_error);
+        // SAFETY: callback and user_data were supplied together by the C caller.
+        unsafe { callback(user_data.0, event, error_ptr) };
+    };
+    let joined = tokio::task::spawn_blocking(move || {
+        let previous = IN_CALLBACK_OF.with(|c| c.replace(id));
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
+        IN_CALLBACK_OF.with(|c| c.set(previous));
+    })
+    .await;
+    let _ = joined;
+}
+
+/// Drives one connection from connect to stop and reports its events.
+async fn lifecycle(
+    shared: Arc<Shared>,
+    promise: Promise,
+    callback: fp_lifecycle_callback,
+    user_data: UserData,
+) {
+    let mut stop = shared.stop.subscribe();
+    let connecting = tokio::spawn(Client::connect(shared.options.clone()));
+    let abort = connecting.abort_handle();
+    let outcome = tokio::select! {
+        joined = connecting => match joined {
+            Ok(result) => result.map_err(fp_error::from),
+            Err(e) => Err(join_error(e)),
+        },
+        _ = stop.wait_for(|s| *s) => {
+            abort.abort();
+            Err(fp_error::new(FP_ERR_CANCELLED, "the client was stopped before the connection completed"))
+        }
+    };
+    match outcome {
+        Ok(client) => {
+            shared.conn.send_replace(Conn::Connected(client.clone()));
+            emit(
+                &shared,
+                callback,
+                user_data,
+                FP_EVENT_CONNECTION_SUCCESS,
+                None,
+            )
+            .await;
+            let _ = stop.wait_for(|s| *s).await;
+            shared.conn.send_replace(Conn::Ended);
+            let _ = tokio::time::timeout(DISCONNECT_GRACE, client.disconnect()).await;
+        }
+        Err(e) => {
+            shared.conn.send_replace(Conn::Failed(e.clone()));
+            emit(
+                &shared,
+                callback,
+                user_data,
+                FP_EVENT_CONNECTION_FAILURE,
+                Some(e),
+            )
+            .await;
+        }
+    }
+    emit(&shared, callback, user_data, FP_EVENT_STOPPED, None).await;
+    drop(shared);
+    drop(promise);
+}
+
+/// Closes the connection cleanly (MQTT DISCONNECT) on the library's thread and returns at
+/// once. Pending operations finish with an error (`FP_ERR_DISCONNECTED` or `FP_ERR_CANCELLED`);
+/// the lifecycle callback then gets `FP_EVENT_STOPPED`. `FP_ERR_NOT_CONNECTED` if
+/// fp_client_connect() was never called. Calling it again is harmless.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_client_disconnect(client: *mut fp_client) -> fp_result {
+    ffi_panic_boundary! {
+        let shared = match shared_of(client) {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        if !shared.lock().connect_called {
+            return FP_ERR_NOT_CONNECTED;
+        }
+        shared.stop.send_replace(true);
+        FP_OK
+    }
+}
+
+/// Frees a client: cancels what is pending, disconnects, and waits.
+///
+/// Every pending operation's callback fires with `FP_ERR_CANCELLED` (or its real result if it
+/// was already complete), the lifecycle callback gets its remaining events, and this function
+/// returns only after all of this client's callbacks have returned. NULL is a no-op.
+///
+/// Called from inside one of this client's own callbacks, it does not wait (that would wait for
+/// itself): it cancels everything and returns; the last of the client's callbacks to return
+/// releases the remaining resources. Either way the handle must not be used after this call.
+/// Do not hold a lock that this client's callbacks take while calling it.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_client_free(client: *mut fp_client) {
+    ffi_panic_boundary! {
+        if client.is_null() {
+            return;
+        }
+        // SAFETY: a live handle from fp_client_new(), freed once, per the header.
+        let client = unsafe { Box::from_raw(client) };
+        let shared = client.shared;
+        let inside_own_callback = IN_CALLBACK_OF.with(Cell::get) == shared.id;
+        shared.lock().closing = true;
+        shared.cancel.send_replace(true);
+        shared.stop.send_replace(true);
+        let release = {
+            let mut t = shared.lock();
+            if inside_own_callback {
+                t.deferred_release = true;
+                None
+            } else {
+                while t.outstanding > 0 {
+                    t = shared.idle.wait(t).unwrap_or_else(|e| e.into_inner());
+                }
+                t.runtime.take()
+            }
+        };
+        drop(shared);
+        // Outside the lock, on the caller's thread: stops the runtime if this was the last
+        // client.
+        drop(release);
+    }
+}

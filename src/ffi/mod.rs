@@ -1,0 +1,42 @@
+//! The C surface: a thin skin over the Rust core, declared in `include/fleetprov.h`.
+//!
+//! One file per handle (`options`, `client`) plus the operations and small plumbing files
+//! (`error`, `panic`, `strings`, `runtime`, `log`). No MQTT or JSON logic lives here.
+//!
+//! Every exported function is written `#[unsafe(no_mangle)] pub extern "C" fn` (so cbindgen
+//! sees it) with its body inside [`ffi_panic_boundary!`]. Pointer arguments are checked for
+//! NULL; their validity otherwise is the C caller's contract, stated in the header, which is
+//! why these functions are not `unsafe fn` (C has no such notion) and the lint about it is off.
+#![allow(non_camel_case_types, clippy::not_unsafe_ptr_arg_deref)]
+
+#[macro_use]
+mod panic;
+
+// In this order in the header: results and errors, logging, options, client, operations.
+mod client;
+mod error;
+mod log;
+mod operations;
+mod options;
+mod runtime;
+mod strings;
+
+use std::ffi::c_char;
+
+/// The library version, e.g. "0.1.0": a static string, never freed. Equals
+/// `FP_VERSION_MAJOR.FP_VERSION_MINOR.FP_VERSION_PATCH` of the header it was built with.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_version() -> *const c_char {
+    ffi_panic_boundary! {
+        concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn version_is_the_crate_version() {
+        let v = unsafe { std::ffi::CStr::from_ptr(super::fp_version()) };
+        assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+    }
+}

@@ -1,0 +1,360 @@
+//! `fp_client_options`: connection settings, set one by one so new settings never change the ABI.
+
+use std::ffi::{c_char, c_int};
+use std::time::Duration;
+
+use super::error::fp_result::{self, *};
+use super::strings::{nonempty_str_arg, secret_arg};
+use crate::client::{ClientOptions, MqttVersion, Pem};
+
+/// Connection settings for fp_client_new().
+///
+/// Created by fp_client_options_new(), released by fp_client_options_free(). Not thread-safe:
+/// do not use one options object from two threads at once. fp_client_new() copies it, so it
+/// may be freed or reused right after.
+pub struct fp_client_options {
+    pub(crate) inner: ClientOptions,
+}
+
+/// Applies `f` to the options behind `options`, with the NULL check every setter needs.
+fn with_options(
+    options: *mut fp_client_options,
+    f: impl FnOnce(&mut ClientOptions) -> Result<(), fp_result>,
+) -> fp_result {
+    // SAFETY: the caller passes NULL or a live handle from fp_client_options_new().
+    match unsafe { options.as_mut() } {
+        None => FP_ERR_NULL_ARGUMENT,
+        Some(o) => f(&mut o.inner).err().unwrap_or(FP_OK),
+    }
+}
+
+/// Creates options for connecting to `endpoint` (host name or IP address, without scheme or
+/// port; also the name the server certificate must carry).
+///
+/// Defaults: port 8883, MQTT 5, system root CAs, client id `test-<random uuid>`, keep-alive
+/// 30 s, connect and operation timeouts 30 s, no proxy. A client certificate and key are needed
+/// to connect (fp_client_options_set_cert_file() and fp_client_options_set_key_file()).
+///
+/// `endpoint` is copied. Returns NULL if `endpoint` is NULL, not UTF-8, empty, or not a valid
+/// host name or address. Free the result with fp_client_options_free().
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_client_options_new(endpoint: *const c_char) -> *mut fp_client_options {
+    ffi_panic_boundary! {
+        // SAFETY: NULL or a NUL-terminated string, per the header.
+        let Ok(endpoint) = (unsafe { nonempty_str_arg(endpoint) }) else {
+            return std::ptr::null_mut();
+        };
+        let inner = ClientOptions::new(endpoint);
+        if inner.validate().is_err() {
+            return std::ptr::null_mut();
+        }
+        Box::into_raw(Box::new(fp_client_options { inner }))
+    }
+}
+
+/// Frees options. NULL is a no-op. Clients created from them are not affected.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_client_options_free(options: *mut fp_client_options) {
+    ffi_panic_boundary! {
+        if !options.is_null() {
+            // SAFETY: a pointer from fp_client_options_new(), freed once, per the header.
+            drop(unsafe { Box::from_raw(options) });
+        }
+    }
+}
+
+/// Sets the TCP port (default 8883; on 443 the client offers ALPN `x-amzn-mqtt-ca`).
+/// `FP_ERR_INVALID_ARGUMENT` for 0.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_client_options_set_port(
+    options: *mut fp_client_options,
+    port: u16,
+) -> fp_result {
+    ffi_panic_boundary! {
+        with_options(options, |o| {
+            if port == 0 {
+                return Err(FP_ERR_INVALID_ARGUMENT);
+            }
+            o.port = port;
+            Ok(())
+        })
+    }
+}
+
+/// Sets the path of the client certificate PEM file (the claim certificate when
+/// provisioning). The path is copied. The file is read when connecting: a missing or
+/// unreadable file fails the connection with `FP_ERR_IO`, one without a certificate or with a
+/// key that does not match it with `FP_ERR_TLS` (see ::FP_EVENT_CONNECTION_FAILURE).
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_client_options_set_cert_file(
+    options: *mut fp_client_options,
+    path: *const c_char,
+) -> fp_result {
+    ffi_panic_boundary! {
+        with_options(options, |o| {
+            // SAFETY: NULL or a NUL-terminated string, per the header.
+            let path = unsafe { nonempty_str_arg(path) }?;
+            o.cert = Some(Pem::file(path));
+            Ok(())
+        })
+    }
+}
+
+/// Sets the path of the private key PEM file of the client certificate (PKCS#1, PKCS#8 or
+/// SEC1). The path is copied; see fp_client_options_set_cert_file() for when it is read.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_client_options_set_key_file(
+    options: *mut fp_client_options,
+    path: *const c_char,
+) -> fp_result {
+    ffi_panic_boundary! {
+        with_options(options, |o| {
+            // SAFETY: NULL or a NUL-terminated string, per the header.
+            let path = unsafe { nonempty_str_arg(path) }?;
+            o.key = Some(Pem::file(path));
+            Ok(())
+        })
+    }
+}
+
+/// Sets the path of a PEM file of CA certificates trusted to sign the server's certificate,
+/// instead of the system roots. The path is copied.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_client_options_set_ca_file(
+    options: *mut fp_client_options,
+    path: *const c_char,
+) -> fp_result {
+    ffi_panic_boundary! {
+        with_options(options, |o| {
+            // SAFETY: NULL or a NUL-terminated string, per the header.
+            let path = unsafe { nonempty_str_arg(path) }?;
+            o.ca = Some(Pem::file(path));
+            Ok(())
+        })
+    }
+}
+
+/// Sets the client certificate (chain, leaf first) from NUL-terminated PEM text in memory.
+/// The text is copied.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_client_options_set_cert_pem(
+    options: *mut fp_client_options,
+    pem: *const c_char,
+) -> fp_result {
+    ffi_panic_boundary! {
+        with_options(options, |o| {
+            // SAFETY: NULL or a NUL-terminated string, per the header.
+            o.cert = Some(Pem::Memory(unsafe { secret_arg(pem) }?));
+            Ok(())
+        })
+    }
+}
+
+/// Sets the client private key from NUL-terminated PEM text in memory. The text is copied
+/// into memory the library wipes when the options and clients made from them are freed; the
+/// caller may wipe its own buffer as soon as this returns.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_client_options_set_key_pem(
+    options: *mut fp_client_options,
+    pem: *const c_char,
+) -> fp_result {
+    ffi_panic_boundary! {
+        with_options(options, |o| {
+            // SAFETY: NULL or a NUL-terminated string, per the header.
+            o.key = Some(Pem::Memory(unsafe { secret_arg(pem) }?));
+            Ok(())
+        })
+    }
+}
+
+/// Sets the trusted CA certificates from NUL-terminated PEM text in memory (copied).
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_client_options_set_ca_pem(
+    options: *mut fp_client_options,
+    pem: *const c_char,
+) -> fp_result {
+    ffi_panic_boundary! {
+        with_options(options, |o| {
+            // SAFETY: NULL or a NUL-terminated string, per the header.
+            o.ca = Some(Pem::Memory(unsafe { secret_arg(pem) }?));
+            Ok(())
+        })
+    }
+}
+
+/// Sets the MQTT client id (copied; default `test-<random uuid>`). Must not be empty.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_client_options_set_client_id(
+    options: *mut fp_client_options,
+    client_id: *const c_char,
+) -> fp_result {
+    ffi_panic_boundary! {
+        with_options(options, |o| {
+            // SAFETY: NULL or a NUL-terminated string, per the header.
+            let id = unsafe { nonempty_str_arg(client_id) }?;
+            if id.len() > usize::from(u16::MAX) {
+                return Err(FP_ERR_INVALID_ARGUMENT);
+            }
+            o.client_id = Some(id.to_owned());
+            Ok(())
+        })
+    }
+}
+
+/// Selects the MQTT version: 5 (default) or 3 for MQTT 3.1.1. `FP_ERR_INVALID_ARGUMENT` for
+/// any other value.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_client_options_set_mqtt_version(
+    options: *mut fp_client_options,
+    version: c_int,
+) -> fp_result {
+    ffi_panic_boundary! {
+        with_options(options, |o| {
+            o.mqtt_version = match version {
+                5 => MqttVersion::V5,
+                3 => MqttVersion::V311,
+                _ => return Err(FP_ERR_INVALID_ARGUMENT),
+            };
+            Ok(())
+        })
+    }
+}
+
+/// Sets the MQTT keep-alive interval in seconds (default 30). `FP_ERR_INVALID_ARGUMENT` below 5.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_client_options_set_keep_alive_secs(
+    options: *mut fp_client_options,
+    seconds: u16,
+) -> fp_result {
+    ffi_panic_boundary! {
+        with_options(options, |o| {
+            if seconds < 5 {
+                return Err(FP_ERR_INVALID_ARGUMENT);
+            }
+            o.keep_alive = Duration::from_secs(u64::from(seconds));
+            Ok(())
+        })
+    }
+}
+
+/// Sets how long one operation may wait for the broker's acknowledgements and the service's
+/// reply, in milliseconds (default 30,000), counted from when the operation gets its turn.
+/// `FP_ERR_INVALID_ARGUMENT` for 0.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_client_options_set_operation_timeout_ms(
+    options: *mut fp_client_options,
+    milliseconds: u32,
+) -> fp_result {
+    ffi_panic_boundary! {
+        with_options(options, |o| {
+            if milliseconds == 0 {
+                return Err(FP_ERR_INVALID_ARGUMENT);
+            }
+            o.operation_timeout = Duration::from_millis(u64::from(milliseconds));
+            Ok(())
+        })
+    }
+}
+
+/// Sets how long connecting (TCP, proxy, TLS, CONNACK) may take, in milliseconds (default
+/// 30,000). `FP_ERR_INVALID_ARGUMENT` for 0.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_client_options_set_connect_timeout_ms(
+    options: *mut fp_client_options,
+    milliseconds: u32,
+) -> fp_result {
+    ffi_panic_boundary! {
+        with_options(options, |o| {
+            if milliseconds == 0 {
+                return Err(FP_ERR_INVALID_ARGUMENT);
+            }
+            o.connect_timeout = Duration::from_millis(u64::from(milliseconds));
+            Ok(())
+        })
+    }
+}
+
+/// Connects through an HTTP CONNECT proxy at `host`:`port` (host copied; port not 0).
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_client_options_set_proxy(
+    options: *mut fp_client_options,
+    host: *const c_char,
+    port: u16,
+) -> fp_result {
+    ffi_panic_boundary! {
+        with_options(options, |o| {
+            // SAFETY: NULL or a NUL-terminated string, per the header.
+            let host = unsafe { nonempty_str_arg(host) }?;
+            if port == 0 {
+                return Err(FP_ERR_INVALID_ARGUMENT);
+            }
+            o.proxy = Some((host.to_owned(), port));
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setters_validate_and_store() {
+        assert!(fp_client_options_new(std::ptr::null()).is_null());
+        assert!(fp_client_options_new(c"".as_ptr()).is_null());
+        assert!(fp_client_options_new(c"a b/c".as_ptr()).is_null());
+        assert!(fp_client_options_new(c"\xff".as_ptr()).is_null());
+        let o = fp_client_options_new(c"localhost".as_ptr());
+        assert!(!o.is_null());
+        assert_eq!(fp_client_options_set_port(o, 0), FP_ERR_INVALID_ARGUMENT);
+        assert_eq!(fp_client_options_set_port(o, 1883), FP_OK);
+        assert_eq!(
+            fp_client_options_set_mqtt_version(o, 4),
+            FP_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(fp_client_options_set_mqtt_version(o, 3), FP_OK);
+        assert_eq!(
+            fp_client_options_set_keep_alive_secs(o, 4),
+            FP_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(fp_client_options_set_keep_alive_secs(o, 5), FP_OK);
+        assert_eq!(
+            fp_client_options_set_operation_timeout_ms(o, 0),
+            FP_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(fp_client_options_set_connect_timeout_ms(o, 250), FP_OK);
+        assert_eq!(
+            fp_client_options_set_cert_file(o, std::ptr::null()),
+            FP_ERR_NULL_ARGUMENT
+        );
+        assert_eq!(
+            fp_client_options_set_key_pem(o, c"".as_ptr()),
+            FP_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            fp_client_options_set_client_id(o, c"\xc3".as_ptr()),
+            FP_ERR_INVALID_UTF8
+        );
+        assert_eq!(
+            fp_client_options_set_proxy(o, c"proxy".as_ptr(), 0),
+            FP_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            fp_client_options_set_proxy(o, c"proxy".as_ptr(), 8080),
+            FP_OK
+        );
+        assert_eq!(
+            fp_client_options_set_port(std::ptr::null_mut(), 1),
+            FP_ERR_NULL_ARGUMENT
+        );
+        let inner = unsafe { &(*o).inner };
+        assert_eq!(inner.port, 1883);
+        assert_eq!(inner.mqtt_version, MqttVersion::V311);
+        assert_eq!(inner.keep_alive, Duration::from_secs(5));
+        assert_eq!(inner.connect_timeout, Duration::from_millis(250));
+        assert_eq!(inner.proxy, Some(("proxy".to_owned(), 8080)));
+        assert!(inner.cert.is_none() && inner.key.is_none());
+        fp_client_options_free(o);
+        fp_client_options_free(std::ptr::null_mut());
+    }
+}
