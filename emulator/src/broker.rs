@@ -400,7 +400,9 @@ async fn serve_connection(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
     /// The client sent DISCONNECT; `will` says whether it asked for its will to be published.
-    ClientDisconnect { will: bool },
+    ClientDisconnect {
+        will: bool,
+    },
     /// The server closes with this MQTT 5 reason (on 3.1.1 it just closes).
     Server(Reason, &'static str),
     /// The transport failed or the peer went away.
@@ -495,8 +497,16 @@ impl Conn {
         let grace = Duration::from_millis(u64::from(keep_alive) * 1500);
         let mut deadline = Instant::now() + grace;
         let end = loop {
-            if !self.out.is_empty() && self.flush().await.is_err() {
-                break End::Lost;
+            if !self.out.is_empty() {
+                // A client that stopped reading blocks this write; being dropped for it (a full
+                // queue noticed by a publisher) must still get through.
+                let flushed = tokio::select! {
+                    r = self.flush() => r.map_err(|_| End::Lost),
+                    _ = ctl.notify.notified() => Err(End::Abort),
+                };
+                if let Err(end) = flushed {
+                    break end;
+                }
             }
             if self.inbuf.capacity() - self.inbuf.len() < 4096 {
                 self.inbuf.reserve(8 * 1024);
@@ -558,14 +568,13 @@ impl Conn {
                     break;
                 }
                 Peek::UnsupportedLevel => {
-                    self.out.extend_from_slice(&codec::CONNACK_UNSUPPORTED_LEVEL);
+                    self.out
+                        .extend_from_slice(&codec::CONNACK_UNSUPPORTED_LEVEL);
                     return None;
                 }
                 Peek::NotConnect => return None,
             }
-            if self.read_more().await.is_none() {
-                return None;
-            }
+            self.read_more().await?;
         }
         loop {
             match codec::decode(self.version, &mut self.inbuf, MAX_REMAINING) {
@@ -624,7 +633,10 @@ impl Conn {
         };
         let result = match timeout(WRITE_TIMEOUT, write).await {
             Ok(r) => r,
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "client not reading")),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client not reading",
+            )),
         };
         self.out.clear();
         result
@@ -709,13 +721,22 @@ impl Conn {
 
     fn on_publish(&mut self, p: codec::Publish) -> Option<End> {
         if p.topic_alias {
-            return Some(End::Server(Reason::TopicAliasInvalid, "topic aliases are not supported"));
+            return Some(End::Server(
+                Reason::TopicAliasInvalid,
+                "topic aliases are not supported",
+            ));
         }
         if p.qos > 1 {
-            return Some(End::Server(Reason::QoSNotSupported, "QoS 2 is not supported"));
+            return Some(End::Server(
+                Reason::QoSNotSupported,
+                "QoS 2 is not supported",
+            ));
         }
         if p.payload.len() > MAX_PAYLOAD {
-            return Some(End::Server(Reason::PacketTooLarge, "payload larger than 128 KiB"));
+            return Some(End::Server(
+                Reason::PacketTooLarge,
+                "payload larger than 128 KiB",
+            ));
         }
         if !topic::valid_topic_name(&p.topic) {
             return Some(End::Server(Reason::TopicNameInvalid, "invalid topic name"));
@@ -891,7 +912,10 @@ impl Conn {
 
     fn on_unsubscribe(&mut self, pkid: u16, filters: Vec<String>) -> Option<End> {
         if filters.is_empty() {
-            return Some(End::Server(Reason::ProtocolError, "UNSUBSCRIBE without filters"));
+            return Some(End::Server(
+                Reason::ProtocolError,
+                "UNSUBSCRIBE without filters",
+            ));
         }
         let codes = {
             let mut sessions = lock(&self.shared.sessions);

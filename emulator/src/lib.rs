@@ -334,7 +334,10 @@ fn import_claims(state_dir: &Path, registry: &Registry) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(id) = name.to_str() else { continue };
-        if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) && registry.cert_status(id).is_none() {
+        if id.len() == 64
+            && id.bytes().all(|b| b.is_ascii_hexdigit())
+            && registry.cert_status(id).is_none()
+        {
             registry.add_claim(id);
         }
     }
@@ -388,7 +391,10 @@ fn load_templates(given: &[(String, PathBuf)]) -> io::Result<BTreeMap<String, Te
     let mut templates = BTreeMap::new();
     if given.is_empty() {
         let t = Template::parse(SEED_TEMPLATE).map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("seed template: {}", e.0))
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("seed template: {}", e.0),
+            )
         })?;
         templates.insert(SEED_TEMPLATE_NAME.to_owned(), t);
     }
@@ -423,9 +429,10 @@ fn server_tls(ca: &Ca) -> io::Result<rustls::ServerConfig> {
     roots
         .add(CertificateDer::from(ca.ca_der()))
         .map_err(invalid)?;
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-        .build()
-        .map_err(invalid)?;
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+            .build()
+            .map_err(invalid)?;
     let chain = ca
         .server_chain_der()
         .into_iter()

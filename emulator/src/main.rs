@@ -179,9 +179,9 @@ impl Options {
             .iter()
             .filter(|(f, _)| f == "--template")
             .map(|(_, v)| {
-                let (name, file) = v.split_once('=').ok_or_else(|| {
-                    Error::Usage(format!("--template {v:?}: expected NAME=FILE"))
-                })?;
+                let (name, file) = v
+                    .split_once('=')
+                    .ok_or_else(|| Error::Usage(format!("--template {v:?}: expected NAME=FILE")))?;
                 if !fleetprov_emulator::valid_template_name(name) {
                     return Err(Error::Usage(format!(
                         "--template {name:?}: names are 1-36 characters of A-Z a-z 0-9 _ -"
@@ -274,9 +274,7 @@ fn claim(o: &Options) -> Result<(), Error> {
     if valid_for.is_zero() {
         return Err(Error::Usage("--valid-for must be at least 1 second".into()));
     }
-    let common_name = o
-        .get("--common-name")
-        .unwrap_or("fleetprov emulator claim");
+    let common_name = o.get("--common-name").unwrap_or("fleetprov emulator claim");
     let ca = ca::Ca::load_or_create(&dir).map_err(failed)?;
     let issued = ca.issue_claim(common_name, valid_for).map_err(failed)?;
     let key = issued

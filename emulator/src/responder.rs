@@ -106,11 +106,7 @@ impl Responder {
                             .map_err(io::Error::other)?;
                     }
                     Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                        if ack
-                            .return_codes
-                            .iter()
-                            .any(|c| *c == SubscribeReasonCode::Failure)
-                        {
+                        if ack.return_codes.contains(&SubscribeReasonCode::Failure) {
                             return Err(io::Error::new(
                                 io::ErrorKind::PermissionDenied,
                                 "the broker refused a request-topic subscription",
@@ -120,7 +116,10 @@ impl Responder {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        return Err(io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string()))
+                        return Err(io::Error::new(
+                            io::ErrorKind::ConnectionRefused,
+                            e.to_string(),
+                        ))
                     }
                 }
             }
@@ -138,13 +137,7 @@ impl Responder {
         }
 
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run(
-            client,
-            events,
-            Arc::clone(&service),
-            stop_rx,
-            cfg.log,
-        ));
+        let task = tokio::spawn(run(client, events, Arc::clone(&service), stop_rx, cfg.log));
         Ok(Responder {
             broker: format!("{}:{}", cfg.host, cfg.port),
             service,
@@ -270,6 +263,9 @@ fn client_tls(cfg: &ResponderConfig) -> io::Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_root_certificates(roots).with_client_auth_cert(chain, key))
+        .and_then(|b| {
+            b.with_root_certificates(roots)
+                .with_client_auth_cert(chain, key)
+        })
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
 }

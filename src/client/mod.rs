@@ -48,6 +48,14 @@ use session::{Reply, Session};
 /// is the only way replies cannot be mixed up); different kinds run concurrently. Once the
 /// connection is lost every pending and later operation fails with
 /// [`ErrorKind::Disconnected`]; the client never reconnects on its own.
+///
+/// Known limit: when an operation times out and the service answers it later, that late
+/// reply can be taken by the next operation of the same kind on this connection. Nothing in
+/// the API tells replies apart; after a timeout, a fresh connection is the safe choice.
+///
+/// The private key in a [`CreateKeysResponse`] is decoded straight into a buffer that is
+/// wiped when dropped. The raw reply also sits in rustls's and rumqttc's receive buffers,
+/// which are freed without wiping; the payload is wiped only when no such buffer shares it.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -209,7 +217,7 @@ impl Client {
         }
         let mut subscribed = self.inner.ops[op.index()].lock().await;
         let timeout = self.inner.operation_timeout;
-        let mut waiting_for = "its turn";
+        let mut waiting_for = "the reply";
         let outcome = tokio::time::timeout(timeout, async {
             if !subscribed.contains(&topics.request) {
                 waiting_for = "the SUBACK";

@@ -218,38 +218,23 @@ mod tests {
 
     #[test]
     fn invalid_options_are_refused() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut ClientOptions)>)> = vec![
-            ("empty endpoint", Box::new(|o| o.endpoint.clear())),
-            ("bad endpoint", Box::new(|o| o.endpoint = "a b/c".into())),
-            ("port 0", Box::new(|o| o.port = 0)),
-            (
-                "keep-alive 4 s",
-                Box::new(|o| o.keep_alive = Duration::from_secs(4)),
-            ),
-            ("keep-alive 0", Box::new(|o| o.keep_alive = Duration::ZERO)),
-            (
-                "keep-alive huge",
-                Box::new(|o| o.keep_alive = Duration::from_secs(70_000)),
-            ),
-            (
-                "op timeout 0",
-                Box::new(|o| o.operation_timeout = Duration::ZERO),
-            ),
-            (
-                "connect timeout 0",
-                Box::new(|o| o.connect_timeout = Duration::ZERO),
-            ),
-            (
-                "empty client id",
-                Box::new(|o| o.client_id = Some(String::new())),
-            ),
-            ("cert without key", Box::new(|o| o.key = None)),
-            ("key without cert", Box::new(|o| o.cert = None)),
-            (
-                "proxy port 0",
-                Box::new(|o| o.proxy = Some(("p".into(), 0))),
-            ),
-            ("cbor", Box::new(|o| o.format = PayloadFormat::Cbor)),
+        type Edit = fn(&mut ClientOptions);
+        let cases: Vec<(&str, Edit)> = vec![
+            ("empty endpoint", |o| o.endpoint.clear()),
+            ("bad endpoint", |o| o.endpoint = "a b/c".into()),
+            ("port 0", |o| o.port = 0),
+            ("keep-alive 4 s", |o| o.keep_alive = Duration::from_secs(4)),
+            ("keep-alive 0", |o| o.keep_alive = Duration::ZERO),
+            ("keep-alive huge", |o| {
+                o.keep_alive = Duration::from_secs(70_000)
+            }),
+            ("op timeout 0", |o| o.operation_timeout = Duration::ZERO),
+            ("connect timeout 0", |o| o.connect_timeout = Duration::ZERO),
+            ("empty client id", |o| o.client_id = Some(String::new())),
+            ("cert without key", |o| o.key = None),
+            ("key without cert", |o| o.cert = None),
+            ("proxy port 0", |o| o.proxy = Some(("p".into(), 0))),
+            ("cbor", |o| o.format = PayloadFormat::Cbor),
         ];
         ok_opts().validate().unwrap();
         for (name, f) in cases {

@@ -397,7 +397,7 @@ impl Session {
         let endpoint = format!("{}:{}", opts.endpoint, opts.port);
         let mut network = rumqttc::NetworkOptions::new();
         network.set_tcp_nodelay(true);
-        // One second more than our own limit, so ours fires first and names the cause.
+        // Longer than our own limit, so ours fires first and names the cause.
         let secs = opts.connect_timeout.as_secs().saturating_add(2);
         network.set_connection_timeout(secs);
         let transport = Transport::tls_with_config(TlsConfiguration::Rustls(tls));
@@ -656,45 +656,77 @@ async fn run_sender(
     }
 }
 
-/// Finds a rustls error anywhere in an error chain, including inside `io::Error`s.
-fn find_rustls<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+type DynError = dyn std::error::Error + 'static;
+
+/// The next error down a chain. Looks inside `io::Error`s, and through rumqttc's MQTT 5
+/// `StateError::Deserialization`, which does not report its cause as a source.
+fn next_in_chain(err: &DynError) -> Option<&DynError> {
+    if let Some(rumqttc::v5::StateError::Deserialization(inner)) = err.downcast_ref() {
+        return Some(inner);
+    }
+    if let Some(inner) = err
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        return Some(inner);
+    }
+    err.source()
+}
+
+/// The first error of type `T` in the chain starting at `e`.
+fn find_in_chain<T: std::error::Error + 'static>(e: &DynError) -> Option<&T> {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        if let Some(r) = err.downcast_ref::<rustls::Error>() {
-            return Some(r);
+        if let Some(t) = err.downcast_ref::<T>() {
+            return Some(t);
         }
-        if let Some(inner) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            if let Some(r) = find_rustls(inner) {
-                return Some(r);
-            }
-        }
-        cur = err.source();
+        cur = next_in_chain(err);
     }
     None
 }
 
 /// Finds an oversized incoming packet in an error chain.
-fn oversized(e: &(dyn std::error::Error + 'static)) -> Option<usize> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(n)) = err.downcast_ref() {
-            return Some(*n);
-        }
-        if let Some(rumqttc::v5::mqttbytes::Error::PayloadSizeLimitExceeded { pkt_size, .. }) =
-            err.downcast_ref()
-        {
-            return Some(*pkt_size);
-        }
-        cur = err.source();
+fn oversized(e: &DynError) -> Option<usize> {
+    if let Some(rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(n)) = find_in_chain(e) {
+        return Some(*n);
+    }
+    if let Some(rumqttc::v5::mqttbytes::Error::PayloadSizeLimitExceeded { pkt_size, .. }) =
+        find_in_chain(e)
+    {
+        return Some(*pkt_size);
     }
     None
 }
 
+/// Whether the chain says the peer simply went away.
+fn closed_by_peer(e: &DynError) -> bool {
+    use std::io::ErrorKind as K;
+    if matches!(
+        find_in_chain::<rumqttc::StateError>(e),
+        Some(rumqttc::StateError::ConnectionAborted)
+    ) || matches!(
+        find_in_chain::<rumqttc::v5::StateError>(e),
+        Some(rumqttc::v5::StateError::ConnectionAborted)
+    ) {
+        return true;
+    }
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe
+            ) {
+                return true;
+            }
+        }
+        cur = next_in_chain(err);
+    }
+    false
+}
+
 impl LoopError {
-    fn as_dyn(&self) -> &(dyn std::error::Error + 'static) {
+    fn as_dyn(&self) -> &DynError {
         match self {
             LoopError::V4(e) => e,
             LoopError::V5(e) => e,
@@ -704,7 +736,7 @@ impl LoopError {
 
 /// Maps a failure before CONNACK.
 fn connect_error(e: &LoopError, host: &str, endpoint: &str) -> Error {
-    if let Some(r) = find_rustls(e.as_dyn()) {
+    if let Some(r) = find_in_chain::<rustls::Error>(e.as_dyn()) {
         return Error::new(ErrorKind::Tls, describe_tls_error(r, host));
     }
     let (kind, what) = match e {
@@ -728,10 +760,7 @@ fn connect_error(e: &LoopError, host: &str, endpoint: &str) -> Error {
                     ErrorKind::Connection,
                     format!("cannot connect to {endpoint}: {io}"),
                 ),
-                other => (
-                    ErrorKind::Connection,
-                    format!("{endpoint} closed the connection before CONNACK: {other}"),
-                ),
+                other => (ErrorKind::Connection, before_connack(endpoint, other)),
             }
         }
         LoopError::V5(e) => {
@@ -754,14 +783,19 @@ fn connect_error(e: &LoopError, host: &str, endpoint: &str) -> Error {
                     ErrorKind::Connection,
                     format!("cannot connect to {endpoint}: {io}"),
                 ),
-                other => (
-                    ErrorKind::Connection,
-                    format!("{endpoint} closed the connection before CONNACK: {other}"),
-                ),
+                other => (ErrorKind::Connection, before_connack(endpoint, other)),
             }
         }
     };
     Error::new(kind, what)
+}
+
+fn before_connack(endpoint: &str, e: &DynError) -> String {
+    if closed_by_peer(e) {
+        format!("{endpoint} closed the connection before CONNACK")
+    } else {
+        format!("{endpoint} failed before CONNACK: {e}")
+    }
 }
 
 /// Maps a failure of an established session; pending operations receive it.
@@ -776,7 +810,7 @@ fn runtime_error(e: &LoopError, endpoint: &str) -> Error {
             ),
         );
     }
-    if let Some(r) = find_rustls(dyn_err) {
+    if let Some(r) = find_in_chain::<rustls::Error>(dyn_err) {
         return Error::new(
             ErrorKind::Disconnected,
             format!(
@@ -801,6 +835,12 @@ fn runtime_error(e: &LoopError, endpoint: &str) -> Error {
                     .map(|s| format!(" ({s})"))
                     .unwrap_or_default()
             ),
+        );
+    }
+    if closed_by_peer(dyn_err) {
+        return Error::new(
+            ErrorKind::Disconnected,
+            format!("{endpoint} closed the connection"),
         );
     }
     Error::new(

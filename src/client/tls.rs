@@ -199,6 +199,23 @@ mod tests {
     }
 
     #[test]
+    fn alpn_only_on_port_443() {
+        let mut o = ClientOptions::new("localhost");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertificateParams::new(vec!["test-ca".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        o.ca = Some(Pem::memory(ca.pem()));
+        assert!(client_config(&o).unwrap().alpn_protocols.is_empty());
+        o.port = 443;
+        assert_eq!(
+            client_config(&o).unwrap().alpn_protocols,
+            vec![b"x-amzn-mqtt-ca".to_vec()]
+        );
+    }
+
+    #[test]
     fn messages_tell_causes_apart() {
         let m = |ce| describe_tls_error(&rustls::Error::InvalidCertificate(ce), "h");
         assert!(m(CertificateError::UnknownIssuer).contains("trusted CA"));

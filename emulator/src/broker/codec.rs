@@ -114,10 +114,18 @@ pub(crate) enum Incoming {
     Connect(ConnectInfo),
     Publish(Publish),
     PubAck(u16),
-    Subscribe { pkid: u16, filters: Vec<SubFilter> },
-    Unsubscribe { pkid: u16, filters: Vec<String> },
+    Subscribe {
+        pkid: u16,
+        filters: Vec<SubFilter>,
+    },
+    Unsubscribe {
+        pkid: u16,
+        filters: Vec<String>,
+    },
     PingReq,
-    Disconnect { with_will: bool },
+    Disconnect {
+        with_will: bool,
+    },
     /// A packet a client may not send here (a second CONNECT, server-side acks, QoS 2 flow, AUTH).
     Unexpected(&'static str),
 }
@@ -329,7 +337,11 @@ pub(crate) enum Outgoing {
 }
 
 /// Append `packet` to `out`. A 3.1.1 DISCONNECT from the server does not exist and writes nothing.
-pub(crate) fn encode(version: Version, packet: &Outgoing, out: &mut BytesMut) -> Result<(), String> {
+pub(crate) fn encode(
+    version: Version,
+    packet: &Outgoing,
+    out: &mut BytesMut,
+) -> Result<(), String> {
     match version {
         Version::V4 => encode_v4(packet, out),
         Version::V5 => encode_v5(packet, out),
@@ -386,7 +398,9 @@ fn encode_v4(packet: &Outgoing, out: &mut BytesMut) -> Result<(), String> {
         Outgoing::PingResp => v4::Packet::PingResp,
         Outgoing::Disconnect(..) => return Ok(()),
     };
-    p.write(out, usize::MAX).map(drop).map_err(|e| e.to_string())
+    p.write(out, usize::MAX)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 fn encode_v5(packet: &Outgoing, out: &mut BytesMut) -> Result<(), String> {
@@ -530,7 +544,10 @@ mod tests {
         assert_eq!(peek_connect(&connect_bytes(5)[..6]), Peek::NeedMore);
         assert_eq!(peek_connect(b""), Peek::NeedMore);
         assert_eq!(peek_connect(b"GET / HTTP/1.1\r\n"), Peek::NotConnect);
-        assert_eq!(peek_connect(&[0x10, 0xff, 0xff, 0xff, 0xff, 0x01]), Peek::NotConnect);
+        assert_eq!(
+            peek_connect(&[0x10, 0xff, 0xff, 0xff, 0xff, 0x01]),
+            Peek::NotConnect
+        );
         assert_eq!(
             peek_connect(&[0x10, 9, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3]),
             Peek::UnsupportedLevel
@@ -574,7 +591,10 @@ mod tests {
             decode(Version::V5, &mut buf.clone(), 1000),
             Err(DecodeError::TooLarge)
         );
-        assert_eq!(decode(Version::V4, &mut buf, 1000), Err(DecodeError::TooLarge));
+        assert_eq!(
+            decode(Version::V4, &mut buf, 1000),
+            Err(DecodeError::TooLarge)
+        );
         let mut partial = BytesMut::from(&[0x30, 0x10, 0x00][..]);
         assert_eq!(decode(Version::V4, &mut partial, 1000), Ok(None));
     }
@@ -616,6 +636,9 @@ mod tests {
         assert!(out.is_empty());
         encode(Version::V5, &d, &mut out).unwrap();
         // reason 0x87, properties: reason string "no".
-        assert_eq!(&out[..], &[0xE0, 0x07, 0x87, 0x05, 0x1F, 0x00, 0x02, b'n', b'o']);
+        assert_eq!(
+            &out[..],
+            &[0xE0, 0x07, 0x87, 0x05, 0x1F, 0x00, 0x02, b'n', b'o']
+        );
     }
 }

@@ -92,7 +92,9 @@ mod tests {
 
     #[test]
     fn filter_validation() {
-        for ok in ["a", "a/b", "+", "#", "a/+/c", "a/#", "+/+", "/", "$aws/+/x", "a//b"] {
+        for ok in [
+            "a", "a/b", "+", "#", "a/+/c", "a/#", "+/+", "/", "$aws/+/x", "a//b",
+        ] {
             assert!(valid_filter(ok), "{ok}");
         }
         for bad in ["", "a/#/b", "a#", "a/b+", "#/a", "a/++", "a\0b"] {
@@ -127,11 +129,17 @@ mod tests {
     fn dollar_topics() {
         let reply = "$aws/certificates/create/json/accepted";
         assert!(!filter_matches("#", reply));
-        assert!(!filter_matches("+/certificates/create/json/accepted", reply));
+        assert!(!filter_matches(
+            "+/certificates/create/json/accepted",
+            reply
+        ));
         assert!(filter_matches(reply, reply));
         assert!(filter_matches("$aws/certificates/create/json/+", reply));
         assert!(filter_matches("$aws/#", reply));
-        assert!(!filter_matches("$aws/certificates/create/json/rejected", reply));
+        assert!(!filter_matches(
+            "$aws/certificates/create/json/rejected",
+            reply
+        ));
     }
 
     #[test]

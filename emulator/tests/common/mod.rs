@@ -121,7 +121,11 @@ pub struct V5 {
 }
 
 impl V5 {
-    pub fn options(port: u16, tls: Arc<rustls::ClientConfig>, client_id: &str) -> rumqttc::v5::MqttOptions {
+    pub fn options(
+        port: u16,
+        tls: Arc<rustls::ClientConfig>,
+        client_id: &str,
+    ) -> rumqttc::v5::MqttOptions {
         let mut o = rumqttc::v5::MqttOptions::new(client_id, "localhost", port);
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
         o.set_keep_alive(Duration::from_secs(30));
@@ -241,7 +245,11 @@ pub struct V4 {
 }
 
 impl V4 {
-    pub fn options(port: u16, tls: Arc<rustls::ClientConfig>, client_id: &str) -> rumqttc::MqttOptions {
+    pub fn options(
+        port: u16,
+        tls: Arc<rustls::ClientConfig>,
+        client_id: &str,
+    ) -> rumqttc::MqttOptions {
         let mut o = rumqttc::MqttOptions::new(client_id, "localhost", port);
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
         o.set_keep_alive(Duration::from_secs(30));
@@ -356,7 +364,12 @@ pub async fn provision(env: &Env, serial: &str) -> (Identity, Value) {
         "parameters": {"SerialNumber": serial, "DeviceLocation": "Seattle"}
     });
     let registered = c.request(REGISTER, &body.to_string()).await;
-    assert_eq!(registered.topic, format!("{REGISTER}/accepted"), "{:?}", registered.json());
+    assert_eq!(
+        registered.topic,
+        format!("{REGISTER}/accepted"),
+        "{:?}",
+        registered.json()
+    );
     let id = Identity {
         cert_pem: created["certificatePem"].as_str().unwrap().to_owned(),
         key_pem: created["privateKey"].as_str().unwrap().to_owned(),
@@ -430,5 +443,14 @@ pub fn connect_v5(client_id: &str, keep_alive: u16) -> Vec<u8> {
     p5::Packet::Connect(connect, None, None)
         .write(&mut out, None)
         .unwrap();
+    out.to_vec()
+}
+
+/// An MQTT 5 SUBSCRIBE for one filter at QoS 1.
+pub fn subscribe_v5(filter: &str, pkid: u16) -> Vec<u8> {
+    let mut sub = p5::Subscribe::new(p5::Filter::new(filter, QoS5::AtLeastOnce), None);
+    sub.pkid = pkid;
+    let mut out = BytesMut::new();
+    p5::Packet::Subscribe(sub).write(&mut out, None).unwrap();
     out.to_vec()
 }

@@ -1,0 +1,298 @@
+//! Other MQTT implementations against the emulator (Debian's mosquitto-clients), the
+//! `fleetprov-emulator` command line, and responder mode behind Debian's mosquitto broker.
+//! These tests fail, never skip, when the mosquitto tools are missing.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use fleetprov_emulator::responder::{Responder, ResponderConfig};
+use fleetprov_emulator::{ca::Ca, Emulator, EmulatorConfig};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fleetprov-emulator");
+const CREATE: &str = "$aws/certificates/create/json";
+const REGISTER: &str = "$aws/provisioning-templates/FleetTemplate/provision/json";
+
+fn run(cmd: &mut Command) -> Output {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {program}: {e} (mosquitto tools come from Debian's mosquitto and mosquitto-clients packages)")
+    })
+}
+
+/// One request/response exchange with `mosquitto_rr` over MQTT 5 and mutual TLS.
+fn mosquitto_rr(port: u16, ca: &Path, cert: &Path, key: &Path, topic: &str, body: &str) -> Value {
+    let out = run(Command::new("mosquitto_rr")
+        .args(["-V", "5", "-h", "localhost", "-W", "20"])
+        .args(["-p", &port.to_string()])
+        .arg("--cafile")
+        .arg(ca)
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key)
+        .args(["-t", topic, "-e", &format!("{topic}/accepted"), "-m", body]));
+    assert!(
+        out.status.success(),
+        "mosquitto_rr failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn register_body(created: &Value, serial: &str) -> String {
+    serde_json::json!({
+        "certificateOwnershipToken": created["certificateOwnershipToken"],
+        "parameters": {"SerialNumber": serial, "DeviceLocation": "Seattle"}
+    })
+    .to_string()
+}
+
+#[test]
+fn mosquitto_rr_creates_keys_and_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start_blocking(EmulatorConfig::new(dir.path())).unwrap();
+    let (ca, cert, key) = (emu.ca_path(), emu.claim_cert_path(), emu.claim_key_path());
+    let created = mosquitto_rr(emu.port(), &ca, &cert, &key, CREATE, "{}");
+    let id = created["certificateId"].as_str().unwrap();
+    assert_eq!(id.len(), 64);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(created["privateKey"]
+        .as_str()
+        .unwrap()
+        .starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+    // The token works from another connection with the same claim.
+    let registered = mosquitto_rr(
+        emu.port(),
+        &ca,
+        &cert,
+        &key,
+        REGISTER,
+        &register_body(&created, "5"),
+    );
+    assert_eq!(registered["thingName"], "ThingPrefix_5");
+}
+
+/// A child process ended (by its id) when the test ends, pass or fail.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_file(path: &Path, child: &mut Child) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if !s.is_empty() {
+                return s;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the server exited early: {status}");
+        }
+        assert!(Instant::now() < deadline, "no ready file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn command_line_serve_claim_things_and_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let ready = dir.path().join("ready");
+    let mut server = Proc(
+        Command::new(BIN)
+            .arg("serve")
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--port", "0", "--quiet"])
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let port: u16 = wait_for_file(&ready, &mut server.0).trim().parse().unwrap();
+
+    // A further claim, issued while the server runs, is accepted at once.
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    let out = run(Command::new(BIN)
+        .arg("claim")
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--out-cert")
+        .arg(&cert)
+        .arg("--out-key")
+        .arg(&key)
+        .args(["--valid-for", "300"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let ca = state.join("ca.pem");
+    let created = mosquitto_rr(port, &ca, &cert, &key, CREATE, "{}");
+    let registered = mosquitto_rr(
+        port,
+        &ca,
+        &cert,
+        &key,
+        REGISTER,
+        &register_body(&created, "7"),
+    );
+    assert_eq!(registered["thingName"], "ThingPrefix_7");
+
+    let out = run(Command::new(BIN)
+        .arg("things")
+        .arg("--state-dir")
+        .arg(&state));
+    assert!(out.status.success());
+    let things: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(things
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["name"] == "ThingPrefix_7"));
+
+    // SIGTERM: a clean stop, exit 0, the ready file gone.
+    let pid = server.0.id().to_string();
+    assert!(run(Command::new("kill").args(["-TERM", &pid]))
+        .status
+        .success());
+    let status = server.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!ready.exists());
+    let mut stdout = String::new();
+    server
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(stdout.contains(&format!("port:       {port}")), "{stdout}");
+    assert!(stdout.contains("claim-key.pem"), "{stdout}");
+}
+
+#[test]
+fn command_line_usage() {
+    let out = run(Command::new(BIN).arg("--help"));
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in ["serve", "claim", "things", "respond", "--ready-file"] {
+        assert!(help.contains(word), "{word}");
+    }
+    let out = run(Command::new(BIN).args(["serve", "--no-such-flag"]));
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(Command::new(BIN).args(["serve", "--template", "bad/name=x.json"]));
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(Command::new(BIN).arg("claim"));
+    assert_eq!(out.status.code(), Some(2));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Debian's mosquitto on loopback with mutual TLS, using the emulator's CA and server certificate.
+fn start_mosquitto(state: &Path, work: &Path) -> (Proc, u16) {
+    let port = free_port();
+    let conf = work.join("mosquitto.conf");
+    let file = |name: &str| state.join(name).display().to_string();
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n\
+             require_certificate true\nallow_anonymous true\n\
+             # keep root so the 0600 keys of the state dir stay readable\nuser root\n",
+            file("ca.pem"),
+            file("server-cert.pem"),
+            file("server-key.pem"),
+        ),
+    )
+    .unwrap();
+    let mut child = Proc(
+        Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run mosquitto: {e} (Debian package mosquitto)")),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!("mosquitto exited: {status}");
+        }
+        assert!(Instant::now() < deadline, "mosquitto is not listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, port)
+}
+
+#[test]
+fn responder_answers_through_mosquitto() {
+    let dir = tempfile::tempdir().unwrap();
+    let state: PathBuf = dir.path().join("state");
+    let ca = Ca::load_or_create(&state).unwrap();
+    let (claim_cert, claim_key) = ca.claim_paths();
+    drop(ca);
+    let (_mosquitto, port) = start_mosquitto(&state, dir.path());
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let responder = rt
+        .block_on(Responder::start(ResponderConfig {
+            host: "localhost".into(),
+            port,
+            ca: state.join("ca.pem"),
+            cert: claim_cert.clone(),
+            key: claim_key.clone(),
+            state_dir: state.clone(),
+            templates: Vec::new(),
+            client_id: "responder-test".into(),
+            log: false,
+        }))
+        .unwrap();
+
+    let ca_path = state.join("ca.pem");
+    let created = mosquitto_rr(port, &ca_path, &claim_cert, &claim_key, CREATE, "{}");
+    assert_eq!(created["certificateId"].as_str().unwrap().len(), 64);
+    let registered = mosquitto_rr(
+        port,
+        &ca_path,
+        &claim_cert,
+        &claim_key,
+        REGISTER,
+        &register_body(&created, "9"),
+    );
+    assert_eq!(registered["thingName"], "ThingPrefix_9");
+    assert!(responder
+        .service()
+        .registry()
+        .things()
+        .iter()
+        .any(|t| t.name == "ThingPrefix_9"));
+    rt.block_on(responder.stop());
+}
