@@ -17,7 +17,10 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     // The C API tests compile C programs with the `cc` crate, which needs the triples that
     // cargo only tells build scripts.
-    println!("cargo:rustc-env=FLEETPROV_BUILD_TARGET={}", env::var("TARGET")?);
+    println!(
+        "cargo:rustc-env=FLEETPROV_BUILD_TARGET={}",
+        env::var("TARGET")?
+    );
     println!("cargo:rustc-env=FLEETPROV_BUILD_HOST={}", env::var("HOST")?);
 
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);

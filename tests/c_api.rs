@@ -9,6 +9,7 @@ use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 use fleetprov_emulator::{Emulator, EmulatorConfig, EmulatorHandle, Fault};
 
@@ -51,7 +52,9 @@ enum Lang {
 
 /// Compiles `sources` into an executable linked to libfleetprov, with warnings as errors.
 fn build_program(name: &str, sources: &[PathBuf], lang: Lang) -> PathBuf {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c_api").join(name);
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("c_api")
+        .join(name);
     fs::create_dir_all(&out).unwrap();
     let mut build = cc::Build::new();
     build
@@ -68,7 +71,7 @@ fn build_program(name: &str, sources: &[PathBuf], lang: Lang) -> PathBuf {
         .flag("-Wextra")
         .flag("-pedantic")
         .flag("-Werror");
-    match lang {
+    match &lang {
         Lang::C => {
             build.std("c11").define("_POSIX_C_SOURCE", "200809L");
         }
@@ -82,7 +85,14 @@ fn build_program(name: &str, sources: &[PathBuf], lang: Lang) -> PathBuf {
     let objects = build.compile_intermediates();
     let exe = out.join(name);
     let lib = lib_dir();
-    let status = build
+    // Link with a clean driver: the compile flags (e.g. `-x c++`) would apply to the objects.
+    let status = cc::Build::new()
+        .target(TARGET)
+        .host(HOST)
+        .opt_level(0)
+        .cargo_metadata(false)
+        .cargo_warnings(false)
+        .cpp(matches!(lang, Lang::Cxx))
         .get_compiler()
         .to_command()
         .args(&objects)
@@ -98,19 +108,35 @@ fn build_program(name: &str, sources: &[PathBuf], lang: Lang) -> PathBuf {
     exe
 }
 
-fn c_test(name: &str) -> PathBuf {
-    build_program(
+/// Builds each program once per test process; tests running in parallel share the result.
+fn built(cell: &'static OnceLock<PathBuf>, name: &str, source: PathBuf) -> PathBuf {
+    cell.get_or_init(|| build_program(name, &[source], Lang::C))
+        .clone()
+}
+
+fn c_test(name: &'static str) -> PathBuf {
+    static HAPPY: OnceLock<PathBuf> = OnceLock::new();
+    static LIFECYCLE: OnceLock<PathBuf> = OnceLock::new();
+    static BAD_INPUT: OnceLock<PathBuf> = OnceLock::new();
+    let cell = match name {
+        "happy_path" => &HAPPY,
+        "lifecycle" => &LIFECYCLE,
+        "bad_input" => &BAD_INPUT,
+        other => panic!("unknown C test {other}"),
+    };
+    built(
+        cell,
         name,
-        &[root().join("tests").join("c").join(format!("{name}.c"))],
-        Lang::C,
+        root().join("tests").join("c").join(format!("{name}.c")),
     )
 }
 
 fn demo() -> PathBuf {
-    build_program(
+    static DEMO: OnceLock<PathBuf> = OnceLock::new();
+    built(
+        &DEMO,
         "fleet_provisioning",
-        &[root().join("c_examples").join("fleet_provisioning.c")],
-        Lang::C,
+        root().join("c_examples").join("fleet_provisioning.c"),
     )
 }
 
@@ -213,7 +239,9 @@ fn strings(items: &[&str]) -> Vec<String> {
 
 #[test]
 fn header_compiles_alone_as_c99_and_cpp() {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c_api").join("header");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("c_api")
+        .join("header");
     fs::create_dir_all(&dir).unwrap();
     let src = dir.join("header_only.c");
     fs::write(
@@ -290,7 +318,7 @@ fn committed_header_equals_a_fresh_generation() {
         "fp_register_thing",
         "fp_set_log_callback",
     ] {
-        assert!(committed.contains(&format!(" {f}(")), "{f} not declared");
+        assert!(committed.contains(&format!("{f}(")), "{f} not declared");
     }
 }
 
@@ -320,8 +348,14 @@ fn happy_path(version: &str, serial_a: &str, serial_b: &str) {
     assert!(text.ends_with("happy_path: ok\n"));
     // The service side agrees.
     let things = env.thing_names();
-    assert!(things.contains(&format!("ThingPrefix_{serial_a}")), "{things:?}");
-    assert!(things.contains(&format!("ThingPrefix_{serial_b}")), "{things:?}");
+    assert!(
+        things.contains(&format!("ThingPrefix_{serial_a}")),
+        "{things:?}"
+    );
+    assert!(
+        things.contains(&format!("ThingPrefix_{serial_b}")),
+        "{things:?}"
+    );
 }
 
 #[test]
@@ -502,10 +536,20 @@ fn demo_exit_codes() {
 
     // 2: usage.
     expect_demo_failure(&exe, &[], 2, "required");
-    expect_demo_failure(&exe, &with(&["--template_name", "a/b"]), 2, "--template_name");
     expect_demo_failure(
         &exe,
-        &with(&["--template_name", "FleetTemplate", "--template_parameters", "[1]"]),
+        &with(&["--template_name", "a/b"]),
+        2,
+        "--template_name",
+    );
+    expect_demo_failure(
+        &exe,
+        &with(&[
+            "--template_name",
+            "FleetTemplate",
+            "--template_parameters",
+            "[1]",
+        ]),
         2,
         "--template_parameters",
     );
@@ -527,7 +571,12 @@ fn demo_exit_codes() {
     // 4: rejected, with AWS's fields.
     expect_demo_failure(
         &exe,
-        &with(&["--template_name", "NoSuchTemplate", "--template_parameters", params]),
+        &with(&[
+            "--template_name",
+            "NoSuchTemplate",
+            "--template_parameters",
+            params,
+        ]),
         4,
         "statusCode=404 errorCode=ResourceNotFound",
     );

@@ -332,6 +332,57 @@ async fn a_client_that_never_reads_is_dropped_without_slowing_the_publisher() {
     deaf.drain().await;
 }
 
+/// How many client connections this process can hold open next to the server's end of each.
+fn connection_budget(wanted: usize) -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(1024);
+    wanted.min(soft.saturating_sub(200) / 2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_connections() {
+    let env = Env::start().await;
+    let tls = env.tls(&env.claim());
+    let n = connection_budget(1000);
+    assert!(n >= 400, "file descriptor limit too low for this test: {n}");
+    let started = std::time::Instant::now();
+    let connecting: Vec<_> = (0..n)
+        .map(|i| {
+            let (port, tls) = (env.port(), tls.clone());
+            tokio::spawn(async move { V5::connect(port, tls, &format!("many-{i}")).await })
+        })
+        .collect();
+    let mut conns = Vec::new();
+    for c in connecting {
+        conns.push(c.await.unwrap());
+    }
+    eprintln!("{n} connections in {:?}", started.elapsed());
+    // A hundred of them ask at once (CSR requests that are rejected: no key generation).
+    let asking: Vec<_> = conns
+        .drain(..100)
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let body = r#"{"certificateSigningRequest":"not a CSR"}"#;
+                c.request(CREATE_CSR, body).await.topic
+            })
+        })
+        .collect();
+    for a in asking {
+        assert_eq!(a.await.unwrap(), format!("{CREATE_CSR}/rejected"));
+    }
+    let mut extra = V5::connect(env.port(), tls, "many-extra").await;
+    assert_eq!(
+        extra.request(CREATE, "{}").await.topic,
+        format!("{CREATE}/accepted")
+    );
+    eprintln!("done in {:?}", started.elapsed());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payload_limit_is_128_kib() {
     let env = Env::start().await;

@@ -167,6 +167,7 @@ impl fp_error {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn code(&self) -> fp_result {
         self.code
     }

@@ -130,6 +130,8 @@ impl V5 {
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
         o.set_keep_alive(Duration::from_secs(30));
         o.set_max_packet_size(Some(256 * 1024));
+        // Otherwise rumqttc sizes its in-flight table for 65,535 messages (~13 MB per client).
+        o.set_outgoing_inflight_upper_limit(16);
         o
     }
 
