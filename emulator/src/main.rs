@@ -30,9 +30,10 @@ USAGE:
 
   fleetprov-emulator respond --host HOST --port PORT --ca FILE --cert FILE --key FILE
                              [--state-dir DIR] [--template NAME=FILE]... [--client-id ID]
-                             [--quiet]
+                             [--ready-file PATH] [--quiet]
       Connect to another MQTT broker as an ordinary client and answer the provisioning
-      requests published there. See the README for its limits.
+      requests published there. --ready-file is written once the request topics are
+      subscribed. See the README for its limits.
 
   fleetprov-emulator --help
 ";
@@ -98,6 +99,7 @@ const CLAIM_FLAGS: &[&str] = &[
 ];
 const THINGS_FLAGS: &[&str] = &["--state-dir"];
 const RESPOND_FLAGS: &[&str] = &[
+    "--ready-file",
     "--host",
     "--port",
     "--ca",
@@ -300,6 +302,7 @@ fn things(o: &Options) -> Result<(), Error> {
 }
 
 fn respond(o: &Options) -> Result<(), Error> {
+    let ready_file = o.get("--ready-file").map(PathBuf::from);
     let cfg = responder::ResponderConfig {
         host: o.require("--host")?.to_owned(),
         port: o
@@ -319,6 +322,10 @@ fn respond(o: &Options) -> Result<(), Error> {
     runtime()?.block_on(async move {
         let responder = responder::Responder::start(cfg).await.map_err(failed)?;
         println!("fleetprov-emulator responding on {}", responder.broker());
+        if let Some(path) = &ready_file {
+            ca::write_atomic(path, b"subscribed\n", 0o644)
+                .map_err(|e| failed(format!("{}: {e}", path.display())))?;
+        }
         let signal = wait_for_signal().await;
         responder.stop().await;
         signal

@@ -42,6 +42,8 @@ pub enum fp_lifecycle_event {
     FP_EVENT_CONNECTION_FAILURE = 1,
     /// An established connection was lost (not at the owner's request); `error` says why.
     /// The client does not reconnect. `FP_EVENT_STOPPED` follows.
+    // Not produced until the core can report the end of a session (see `lifecycle`).
+    #[allow(dead_code)]
     FP_EVENT_DISCONNECTED = 2,
     /// The client is stopped: this is always the last event, exactly once per
     /// fp_client_connect(). `error` is NULL.

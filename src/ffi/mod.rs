@@ -7,6 +7,12 @@
 //! sees it) with its body inside [`ffi_panic_boundary!`]. Pointer arguments are checked for
 //! NULL; their validity otherwise is the C caller's contract, stated in the header, which is
 //! why these functions are not `unsafe fn` (C has no such notion) and the lint about it is off.
+//!
+//! The release profile keeps `panic = "unwind"` on purpose: with `abort`, a bug anywhere in
+//! the library (or a dependency) would kill the host process, which for a device agent means
+//! losing whatever else it was doing. Unwinding lets the boundary turn the panic into
+//! `FP_ERR_PANIC` (or an error delivered to the callback) at the cost of a somewhat larger
+//! binary for the unwind tables.
 #![allow(non_camel_case_types, clippy::not_unsafe_ptr_arg_deref)]
 
 #[macro_use]
