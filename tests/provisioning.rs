@@ -3,9 +3,9 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use common::{cert_der, make_csr, params, start_proxy, Env};
+use common::{cert_der, make_csr, params, start_proxy, start_relay, wait_until, Env};
 use fleetprov::client::{Client, MqttVersion, Pem};
 use fleetprov::log::Level;
 use fleetprov::protocol::RegisterThingRequest;
@@ -183,7 +183,7 @@ async fn silent_service_times_out_and_connection_survives() {
         assert!(e.message.contains("the reply"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(client.is_connected());
-        // The subscription is kept: with the service back, the next call succeeds.
+        // With the service back, the next call subscribes again and succeeds.
         env.emu.set_fault(Fault::None);
         client.create_keys_and_certificate().await.unwrap();
         client.disconnect().await;
@@ -427,6 +427,39 @@ async fn tls_failures_are_distinguishable() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn expired_client_certificate_is_reported_as_such() {
+    let env = Env::start().await;
+    let ca = env.emu.service().ca();
+    let now = SystemTime::now();
+    let day = Duration::from_secs(86_400);
+    // Registered claims from the broker's CA: only the dates differ.
+    let claim = |name: &str, from: SystemTime, to: SystemTime| {
+        let issued = ca.issue_claim_between(name, from, to).unwrap();
+        env.emu
+            .service()
+            .registry()
+            .add_claim(&issued.certificate_id);
+        let mut opts = env.claim_opts(MqttVersion::V5);
+        opts.cert = Some(Pem::memory(&issued.certificate_pem));
+        opts.key = Some(Pem::memory(issued.private_key_pem.unwrap()));
+        opts
+    };
+    let current = claim("current", now - day, now + day);
+    Client::connect(current).await.unwrap().disconnect().await;
+    for version in VERSIONS {
+        let mut opts = claim("expired", now - 2 * day, now - day);
+        opts.mqtt_version = version;
+        let e = Client::connect(opts).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Tls, "{e}");
+        assert!(
+            e.message.contains("did not accept the client certificate")
+                && e.message.contains("expired"),
+            "{e}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn proxy_connect_works() {
     let env = Env::start().await;
     let proxy = start_proxy(env.emu.port()).await;
@@ -553,5 +586,111 @@ async fn refused_connection_for_unregistered_certificate() {
         opts.key = Some(Pem::memory(created.private_key.as_bytes()));
         let e = Client::connect(opts).await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::ConnectionRefused, "{e}");
+    }
+}
+
+/// How the first operation gives up in `late_reply_is_not_taken_by_the_next_operation`.
+#[derive(Debug, Clone, Copy)]
+enum GiveUp {
+    /// The operation timeout fires.
+    Timeout,
+    /// The caller drops the future.
+    Dropped,
+}
+
+/// A request is abandoned after the service has answered it but before the answer arrives;
+/// the next request of the same kind must still get its own answer. A relay holds back what
+/// the broker sends so the late answer is on its way, ahead of anything sent later, while
+/// the second request starts.
+async fn late_reply_is_not_taken_by_the_next_operation(version: MqttVersion, how: GiveUp) {
+    let env = Env::start().await;
+    let relay = start_relay(env.emu.port()).await;
+    let mut opts = env.claim_opts(version);
+    opts.port = relay.port;
+    opts.operation_timeout = match how {
+        GiveUp::Timeout => Duration::from_secs(3),
+        GiveUp::Dropped => Duration::from_secs(20),
+    };
+    let client = Client::connect(opts).await.unwrap();
+    // The reply subscriptions are in place from here on.
+    client
+        .create_certificate_from_csr(&make_csr("warm-up").pem)
+        .await
+        .unwrap();
+
+    relay.hold();
+    let first = {
+        let client = client.clone();
+        let csr = make_csr("first").pem;
+        tokio::spawn(async move { client.create_certificate_from_csr(&csr).await })
+    };
+    // A certificate reply is far larger than a PUBACK: once this much is held, the service
+    // has answered the first request.
+    wait_until(
+        "the first answer to reach the relay",
+        Duration::from_secs(10),
+        || relay.held() > 500,
+    )
+    .await;
+    assert!(
+        !first.is_finished(),
+        "{version:?} {how:?}: answered through a hold"
+    );
+    match how {
+        GiveUp::Timeout => {
+            let e = first.await.unwrap().unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Timeout, "{e}");
+        }
+        GiveUp::Dropped => {
+            first.abort();
+            assert!(first.await.unwrap_err().is_cancelled());
+        }
+    }
+
+    let sent_before = relay.sent_by_client();
+    let csr = make_csr("second");
+    let second = {
+        let client = client.clone();
+        let pem = csr.pem.clone();
+        tokio::spawn(async move { client.create_certificate_from_csr(&pem).await })
+    };
+    // The client has acted on the second request (sent it, or the subscription change that
+    // must come first) before the late answer is let through.
+    wait_until("the client to send", Duration::from_secs(10), || {
+        relay.sent_by_client() > sent_before
+    })
+    .await;
+    relay.release();
+    let created = second.await.unwrap().unwrap();
+    let der = cert_der(&created.certificate_pem);
+    let spki = csr.key.public_key_der();
+    assert!(
+        der.windows(spki.len()).any(|w| w == spki.as_slice()),
+        "{version:?} {how:?}: the second request got the first one's certificate"
+    );
+    // The kind still works normally afterwards.
+    let third = make_csr("third");
+    let created = client
+        .create_certificate_from_csr(&third.pem)
+        .await
+        .unwrap();
+    let spki = third.key.public_key_der();
+    assert!(cert_der(&created.certificate_pem)
+        .windows(spki.len())
+        .any(|w| w == spki.as_slice()));
+    client.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn late_reply_after_a_timeout_is_not_taken_by_the_next_operation() {
+    for version in VERSIONS {
+        late_reply_is_not_taken_by_the_next_operation(version, GiveUp::Timeout).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn late_reply_after_a_dropped_call_is_not_taken_by_the_next_operation() {
+    for version in VERSIONS {
+        late_reply_is_not_taken_by_the_next_operation(version, GiveUp::Dropped).await;
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
@@ -209,6 +209,30 @@ impl Ca {
     /// `valid_for` (AWS's temporary claims last five minutes). Nothing is written to disk.
     pub fn issue_claim(&self, common_name: &str, valid_for: Duration) -> Result<Issued, CsrError> {
         issue_claim_with(&self.signer, common_name, valid_for)
+    }
+
+    /// A claim certificate like [`Ca::issue_claim`]'s, valid from `not_before` to `not_after`
+    /// (whole seconds), either of which may lie in the past: for testing how a device deals
+    /// with an expired or not yet valid certificate. Nothing is written to disk.
+    pub fn issue_claim_between(
+        &self,
+        common_name: &str,
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<Issued, CsrError> {
+        if not_after < not_before {
+            return Err(CsrError("a certificate cannot end before it starts".into()));
+        }
+        let whole = |t: SystemTime| {
+            let t = OffsetDateTime::from(t);
+            t.replace_nanosecond(0).unwrap_or(t)
+        };
+        sign_claim(
+            &self.signer,
+            common_name,
+            Some(whole(not_before)),
+            whole(not_after),
+        )
     }
 
     /// CreateKeysAndCertificate: an RSA-2048 key (PKCS#1 PEM) and a client certificate for it.
@@ -438,13 +462,28 @@ fn issue_claim_with(
     common_name: &str,
     valid_for: Duration,
 ) -> Result<Issued, CsrError> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(ca_err)?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, common_name);
     let not_after = now()
         .checked_add(time::Duration::try_from(valid_for).map_err(ca_err)?)
         .ok_or_else(|| CsrError("claim validity is too long".into()))?;
-    let cert = client_params(dn, not_after)?
+    sign_claim(signer, common_name, None, not_after)
+}
+
+/// A claim: a new EC P-256 key and a client certificate for it, from `not_before` (default: a
+/// minute ago) to `not_after`.
+fn sign_claim(
+    signer: &Signer,
+    common_name: &str,
+    not_before: Option<OffsetDateTime>,
+    not_after: OffsetDateTime,
+) -> Result<Issued, CsrError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(ca_err)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    let mut params = client_params(dn, not_after)?;
+    if let Some(t) = not_before {
+        params.not_before = t;
+    }
+    let cert = params
         .signed_by(&key, &signer.cert, &signer.key)
         .map_err(ca_err)?;
     Ok(issued(&cert, Some(key.serialize_pem())))
@@ -970,6 +1009,26 @@ qv/5TbN5
             .private_key_pem
             .unwrap()
             .starts_with("-----BEGIN PRIVATE KEY-----"));
+    }
+
+    #[test]
+    fn claims_can_be_issued_with_past_validity() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        let now = SystemTime::now();
+        let expired = ca
+            .issue_claim_between("expired", now - 2 * DAY, now - DAY)
+            .unwrap();
+        verifies_against(&expired.certificate_der, &ca);
+        let cert = parse(&expired.certificate_der);
+        let ago =
+            OffsetDateTime::now_utc().unix_timestamp() - cert.validity().not_after.timestamp();
+        assert!((86_400..86_410).contains(&ago), "{ago}");
+        assert_eq!(
+            cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp(),
+            86_400
+        );
+        assert!(ca.issue_claim_between("backwards", now, now - DAY).is_err());
     }
 
     fn info_cn(der: &[u8]) -> Option<String> {

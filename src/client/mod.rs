@@ -49,9 +49,13 @@ use session::{Reply, Session};
 /// connection is lost every pending and later operation fails with
 /// [`ErrorKind::Disconnected`]; the client never reconnects on its own.
 ///
-/// Known limit: when an operation times out and the service answers it later, that late
-/// reply can be taken by the next operation of the same kind on this connection. Nothing in
-/// the API tells replies apart; after a timeout, a fresh connection is the safe choice.
+/// Nothing in the API ties a reply to its request. When an operation ends without its reply
+/// (timeout, or its future dropped), the client unsubscribes from that kind's reply topics
+/// and the next operation of the kind subscribes afresh, so an answer the service sent
+/// before that, or sends while nobody is subscribed, is never taken for the next request's.
+/// One case remains: if the service answers the abandoned request only after the next
+/// request of its kind has subscribed, the two answers cannot be told apart. After a
+/// timeout, a fresh connection is the safe choice.
 ///
 /// The private key in a [`CreateKeysResponse`] is decoded straight into a buffer that is
 /// wiped when dropped. The raw reply also sits in rustls's and rumqttc's receive buffers,
@@ -87,7 +91,15 @@ impl Client {
     /// connection's tasks.
     pub async fn connect(opts: ClientOptions) -> Result<Client, Error> {
         opts.validate()?;
-        let tls = tls::client_config(&opts)?;
+        // Reading PEM files and the platform roots is blocking file I/O: keep it off the
+        // runtime's worker threads.
+        let (opts, tls) = tokio::task::spawn_blocking(move || {
+            let tls = tls::client_config(&opts);
+            (opts, tls)
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("TLS setup failed: {e}")))?;
+        let tls = tls?;
         let client_id = opts.effective_client_id()?;
         let session = Session::connect(&opts, tls, client_id.clone()).await?;
         fp_log!(
@@ -215,27 +227,39 @@ impl Client {
         if !session.is_connected() {
             return Err(session.not_connected());
         }
-        let mut subscribed = self.inner.ops[op.index()].lock().await;
+        let mut kind = KindTurn {
+            subscribed: self.inner.ops[op.index()].lock().await,
+            session,
+            topics: &topics,
+            awaiting_reply: false,
+        };
         let timeout = self.inner.operation_timeout;
         let mut waiting_for = "the reply";
         let outcome = tokio::time::timeout(timeout, async {
-            if !subscribed.contains(&topics.request) {
+            if !kind.subscribed.contains(&topics.request) {
                 waiting_for = "the SUBACK";
                 let filters = vec![topics.accepted.clone(), topics.rejected.clone()];
                 let rx = session.start_subscribe(filters.clone())?;
                 let outcome = rx.await.map_err(|_| session.not_connected())??;
                 check_suback(&filters, &outcome)?;
-                subscribed.insert(topics.request.clone());
+                kind.subscribed.insert(topics.request.clone());
             }
             waiting_for = "the reply";
+            // Registered only now, after the SUBACK: a late reply to an abandoned request
+            // arrives before that SUBACK (see `KindTurn`) and so finds nobody to take it.
             let (_slot, reply_rx) = session.expect_reply(&topics)?;
+            kind.awaiting_reply = true;
             let puback = session.start_publish(topics.request.clone(), payload)?;
             tokio::pin!(reply_rx, puback);
             let mut acked = false;
             // The reply may overtake the PUBACK; a refused PUBACK (MQTT 5) ends the wait early.
             loop {
                 tokio::select! {
-                    r = &mut reply_rx => return r.map_err(|_| session.not_connected())?,
+                    r = &mut reply_rx => {
+                        let reply = r.map_err(|_| session.not_connected())??;
+                        kind.awaiting_reply = false;
+                        return Ok(reply);
+                    }
                     p = &mut puback, if !acked => {
                         p.map_err(|_| session.not_connected())??;
                         acked = true;
@@ -256,7 +280,7 @@ impl Client {
                 ))
             }
         };
-        drop(subscribed);
+        drop(kind);
         if reply.payload.len() > MAX_PAYLOAD_LEN {
             let n = reply.payload.len();
             let _ = wipe(reply.payload);
@@ -281,6 +305,40 @@ impl Client {
             );
             Err(Error::rejected(op.name(), rejection))
         }
+    }
+}
+
+/// One operation's turn at its kind: holds the kind's lock and, if the operation ends
+/// without its reply once the request may have gone out (timeout, a refused PUBACK, or the
+/// caller dropping the future), drops the kind's reply subscriptions on the way out.
+///
+/// The service may still answer the abandoned request. Unsubscribing makes it discard an
+/// answer it produces from then on, and the next operation of the kind must subscribe again
+/// and see the SUBACK before it listens: MQTT keeps one connection's packets in order, so an
+/// answer already sent arrives before that SUBACK and is ignored.
+struct KindTurn<'a> {
+    subscribed: tokio::sync::MutexGuard<'a, HashSet<String>>,
+    session: &'a Session,
+    topics: &'a Topics,
+    awaiting_reply: bool,
+}
+
+impl Drop for KindTurn<'_> {
+    fn drop(&mut self) {
+        if !self.awaiting_reply {
+            return;
+        }
+        // Still under the kind's lock, so the next operation sees the subscription gone.
+        self.subscribed.remove(&self.topics.request);
+        fp_log!(
+            Level::Debug,
+            "{} ended without its reply; unsubscribing so a late answer cannot reach the next request",
+            self.topics.request
+        );
+        self.session.unsubscribe(vec![
+            self.topics.accepted.clone(),
+            self.topics.rejected.clone(),
+        ]);
     }
 }
 

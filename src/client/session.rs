@@ -352,6 +352,20 @@ impl Link {
         }
     }
 
+    /// One UNSUBSCRIBE per filter (rumqttc's API takes one at a time); nobody waits for the
+    /// UNSUBACKs.
+    async fn unsubscribe(&self, filters: Vec<String>) {
+        for f in filters {
+            let sent = match self {
+                Link::V4(c) => c.unsubscribe(f).await.is_ok(),
+                Link::V5(c) => c.unsubscribe(f).await.is_ok(),
+            };
+            if !sent {
+                return;
+            }
+        }
+    }
+
     async fn disconnect(&self) {
         let _ = match self {
             Link::V4(c) => c.disconnect().await.is_ok(),
@@ -363,6 +377,7 @@ impl Link {
 enum Command {
     Subscribe(Vec<String>, SubTx),
     Publish(String, Vec<u8>, PubTx),
+    Unsubscribe(Vec<String>),
     Disconnect,
 }
 
@@ -512,6 +527,13 @@ impl Session {
         Ok(rx)
     }
 
+    /// Queues UNSUBSCRIBEs for `filters` without waiting for the UNSUBACKs. Callable from
+    /// `Drop`: it neither blocks nor needs a runtime.
+    pub(crate) fn unsubscribe(&self, filters: Vec<String>) {
+        // A closed session has no subscriptions left to drop.
+        let _ = self.commands.send(Command::Unsubscribe(filters));
+    }
+
     /// Registers interest in the next message on `topics.accepted` or `topics.rejected`.
     pub(crate) fn expect_reply(
         &self,
@@ -578,7 +600,22 @@ impl Drop for Session {
     }
 }
 
+/// Closes the session when a connection task ends in any way, a panic inside rumqttc
+/// included: pending operations then fail at once instead of waiting for their timeout.
+/// After a normal end the session is already closed and this does nothing.
+struct CloseOnExit(Arc<Shared>);
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        self.0.close(Error::new(
+            ErrorKind::Internal,
+            "the connection task ended unexpectedly",
+        ));
+    }
+}
+
 async fn run_event_loop(mut el: EventLoop, shared: Arc<Shared>, mut stop: oneshot::Receiver<()>) {
+    let _close = CloseOnExit(shared.clone());
     loop {
         let polled = tokio::select! {
             biased;
@@ -613,6 +650,8 @@ async fn run_sender(
     shared: Arc<Shared>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
+    // Normally ends only with the `Session` itself, when nobody is left to see the close.
+    let _close = CloseOnExit(shared.clone());
     while let Some(cmd) = commands.recv().await {
         match cmd {
             Command::Subscribe(filters, tx) => {
@@ -650,6 +689,13 @@ async fn run_sender(
                         let _ = tx.send(Err(shared.not_connected()));
                     }
                 }
+            }
+            Command::Unsubscribe(filters) => {
+                if shared.lock().closed.is_some() {
+                    continue;
+                }
+                fp_log!(Level::Debug, "UNSUBSCRIBE {}", filters.join(", "));
+                link.unsubscribe(filters).await;
             }
             Command::Disconnect => link.disconnect().await,
         }

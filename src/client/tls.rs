@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{CertificateError, ClientConfig, RootCertStore};
+use rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore};
 use zeroize::Zeroizing;
 
 use super::options::{ClientOptions, Pem};
@@ -162,12 +162,35 @@ pub(crate) fn describe_tls_error(e: &rustls::Error, endpoint: &str) -> String {
             }
             _ => format!("server certificate of {endpoint} rejected: {e}"),
         },
-        rustls::Error::AlertReceived(alert) => format!(
-            "{endpoint} ended the TLS session with alert {alert:?}: it did not accept the \
-             client certificate (unknown CA, expired, revoked or inactive?)"
-        ),
+        rustls::Error::AlertReceived(alert) => describe_alert(*alert, endpoint),
         other => format!("TLS with {endpoint} failed: {other}"),
     }
+}
+
+/// Explains a TLS alert from the server. During the handshake these are nearly always about
+/// the client certificate, which only the server can judge (its clock, its CA list).
+fn describe_alert(alert: AlertDescription, endpoint: &str) -> String {
+    use AlertDescription as A;
+    let why = match alert {
+        A::CertificateExpired => {
+            "it has expired or is not valid yet (check its dates, and the device's clock)"
+        }
+        A::UnknownCA => "its issuer is not a CA the server trusts (not registered with it?)",
+        A::CertificateRevoked => "it has been revoked",
+        A::CertificateRequired => "none was given, and the server requires one",
+        A::BadCertificate | A::UnsupportedCertificate | A::CertificateUnknown => {
+            "the server found it unusable"
+        }
+        A::DecryptError => "its signature or the handshake signature did not verify",
+        A::AccessDenied => "the server denied access with it (inactive or not allowed?)",
+        other => {
+            return format!(
+                "{endpoint} ended the TLS session with alert {other:?}: it did not accept the \
+                 client certificate or the TLS parameters"
+            )
+        }
+    };
+    format!("{endpoint} did not accept the client certificate (TLS alert {alert:?}): {why}")
 }
 
 #[cfg(test)]
@@ -221,5 +244,16 @@ mod tests {
         assert!(m(CertificateError::UnknownIssuer).contains("trusted CA"));
         assert!(m(CertificateError::Expired).contains("expired"));
         assert!(m(CertificateError::NotValidForName).contains("not valid for the name"));
+        let a = |alert| describe_tls_error(&rustls::Error::AlertReceived(alert), "h");
+        assert!(a(AlertDescription::CertificateExpired).contains("expired"));
+        assert!(a(AlertDescription::UnknownCA).contains("not a CA the server trusts"));
+        for alert in [
+            AlertDescription::CertificateExpired,
+            AlertDescription::UnknownCA,
+            AlertDescription::CertificateRevoked,
+            AlertDescription::HandshakeFailure,
+        ] {
+            assert!(a(alert).contains("did not accept the client certificate"));
+        }
     }
 }

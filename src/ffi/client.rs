@@ -137,8 +137,11 @@ impl Drop for Promise {
                 }
             }
         };
-        // Outside the lock: dropping the last runtime reference stops the runtime.
-        drop(release);
+        if let Some(guard) = release {
+            // Outside the lock: dropping the last runtime reference stops the runtime.
+            drop(guard);
+            runtime::deferred_release_finished();
+        }
     }
 }
 
@@ -474,6 +477,7 @@ pub extern "C" fn fp_client_free(client: *mut fp_client) {
         let release = {
             let mut t = shared.lock();
             if inside_own_callback {
+                runtime::deferred_release_started();
                 t.deferred_release = true;
                 None
             } else {

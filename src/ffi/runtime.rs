@@ -10,9 +10,14 @@
 //! thread doing it). The last release happens on such a thread when a client is freed from
 //! inside its own callback. In that case the shutdown is handed to a plain thread, whose
 //! handle is kept and joined by the next acquire or release made outside the runtime.
+//!
+//! A program may also free its last client from a callback and then return from `main` at
+//! once, before that callback has even returned. An `atexit` handler then waits (bounded) for
+//! such deferred releases and joins the shutdown, so the runtime's threads end normally
+//! instead of being killed with their memory still allocated.
 
 use std::cell::Cell;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -120,7 +125,10 @@ impl Drop for RuntimeGuard {
                     }
                 });
             match spawned {
-                Ok(handle) => slot.stopping = Some(handle),
+                Ok(handle) => {
+                    slot.stopping = Some(handle);
+                    register_exit_join();
+                }
                 Err(_) => {
                     // No thread to spare: stop without waiting, which tokio allows anywhere.
                     if let Some(rt) = take_runtime(&cell) {
@@ -136,6 +144,62 @@ impl Drop for RuntimeGuard {
             rt.shutdown_timeout(SHUTDOWN_GRACE);
         }
     }
+}
+
+extern "C" {
+    // From the C library. In a shared object this registers the handler with the object's
+    // own handle, so it also runs if the library is unloaded before exit.
+    fn atexit(callback: extern "C" fn()) -> std::ffi::c_int;
+}
+
+/// How long process exit waits for deferred releases (a callback that freed its own client
+/// and has not returned yet).
+const EXIT_WAIT: Duration = Duration::from_secs(5);
+
+/// Number of clients freed from inside their own callbacks and not yet released.
+static DEFERRED: Mutex<usize> = Mutex::new(0);
+static DEFERRED_DONE: Condvar = Condvar::new();
+
+fn deferred() -> MutexGuard<'static, usize> {
+    DEFERRED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A client was freed from inside its own callback; its release will come later.
+pub(crate) fn deferred_release_started() {
+    *deferred() += 1;
+    register_exit_join();
+}
+
+/// The release announced by [`deferred_release_started`] has happened.
+pub(crate) fn deferred_release_finished() {
+    let mut n = deferred();
+    *n = n.saturating_sub(1);
+    DEFERRED_DONE.notify_all();
+}
+
+/// Makes sure deferred releases and a handed-off shutdown finish before the process exits.
+fn register_exit_join() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        // SAFETY: registers a plain `extern "C" fn` that does not unwind.
+        // A failed registration only means the join is skipped.
+        let _ = unsafe { atexit(join_stopping_at_exit) };
+    });
+}
+
+extern "C" fn join_stopping_at_exit() {
+    // Exiting from a runtime thread: joining would wait for this very thread.
+    if on_runtime_thread() {
+        return;
+    }
+    let _ = std::panic::catch_unwind(|| {
+        let n = deferred();
+        let _ = DEFERRED_DONE.wait_timeout_while(n, EXIT_WAIT, |n| *n > 0);
+        let stopping = slot().stopping.take();
+        if let Some(handle) = stopping {
+            let _ = handle.join();
+        }
+    });
 }
 
 fn take_runtime(cell: &Mutex<Option<Runtime>>) -> Option<Runtime> {

@@ -125,3 +125,122 @@ pub async fn start_proxy(target_port: u16) -> Proxy {
         task,
     }
 }
+
+/// A TCP relay on loopback to `target_port` that can hold back what the server sends, in
+/// order, while passing on what the client sends. TLS runs end to end through it; it only
+/// counts bytes. Holding stands in for a slow network: packets the server has sent stay
+/// queued, ahead of anything it sends later.
+pub struct Relay {
+    pub port: u16,
+    hold: tokio::sync::watch::Sender<bool>,
+    held: Arc<std::sync::atomic::AtomicUsize>,
+    from_client: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Relay {
+    /// From now on, keep what the server sends.
+    pub fn hold(&self) {
+        self.hold.send_replace(true);
+    }
+
+    /// Pass on everything held, in order, and stop holding.
+    pub fn release(&self) {
+        self.hold.send_replace(false);
+    }
+
+    /// Bytes the server sent that are being held.
+    pub fn held(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Bytes the client has sent so far (all connections).
+    pub fn sent_by_client(&self) -> usize {
+        self.from_client.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Waits until `cond` holds, checking every few milliseconds; panics after `limit`.
+pub async fn wait_until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+pub async fn start_relay(target_port: u16) -> Relay {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (hold, hold_rx) = tokio::sync::watch::channel(false);
+    let held = Arc::new(AtomicUsize::new(0));
+    let from_client = Arc::new(AtomicUsize::new(0));
+    let (held_c, from_client_c) = (held.clone(), from_client.clone());
+    let task = tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", target_port)).await else {
+                return;
+            };
+            client.set_nodelay(true).unwrap();
+            server.set_nodelay(true).unwrap();
+            let (mut client_rd, mut client_wr) = client.into_split();
+            let (mut server_rd, mut server_wr) = server.into_split();
+            let counter = from_client_c.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match client_rd.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if server_wr.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    counter.fetch_add(n, Ordering::SeqCst);
+                }
+                let _ = server_wr.shutdown().await;
+            });
+            let mut hold_rx = hold_rx.clone();
+            let held = held_c.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut pending = Vec::new();
+                let mut open = true;
+                while open {
+                    tokio::select! {
+                        r = server_rd.read(&mut buf) => match r {
+                            Ok(0) | Err(_) => open = false,
+                            Ok(n) => pending.extend_from_slice(&buf[..n]),
+                        },
+                        r = hold_rx.changed() => if r.is_err() { open = false },
+                    }
+                    if !*hold_rx.borrow_and_update() || !open {
+                        if client_wr.write_all(&pending).await.is_err() {
+                            break;
+                        }
+                        pending.clear();
+                    }
+                    held.store(pending.len(), Ordering::SeqCst);
+                }
+                let _ = client_wr.shutdown().await;
+            });
+        }
+    });
+    Relay {
+        port,
+        hold,
+        held,
+        from_client,
+        task,
+    }
+}
