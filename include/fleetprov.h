@@ -150,8 +150,10 @@ typedef enum fp_lifecycle_event {
      */
     FP_EVENT_CONNECTION_FAILURE = 1,
     /**
-     * An established connection was lost (not at the owner's request); `error` says why.
-     * The client does not reconnect. `FP_EVENT_STOPPED` follows.
+     * Reserved for an established connection lost without the owner asking; `error` would
+     * say why. This version does not report it yet: a lost connection shows as
+     * `FP_ERR_DISCONNECTED` on the operations it interrupts, and the client does not
+     * reconnect. `FP_EVENT_STOPPED` still follows fp_client_disconnect() or fp_client_free().
      */
     FP_EVENT_DISCONNECTED = 2,
     /**
@@ -373,8 +375,9 @@ enum fp_result fp_client_new(const struct fp_client_options *options, struct fp_
 /**
  * Starts connecting (DNS, TCP, proxy, TLS, MQTT CONNECT) on the library's thread and returns
  * at once. `callback` (may be NULL) receives the lifecycle events with `user_data`:
- * `FP_EVENT_CONNECTION_SUCCESS` or `FP_EVENT_CONNECTION_FAILURE`, later possibly
- * `FP_EVENT_DISCONNECTED`, and always `FP_EVENT_STOPPED` last.
+ * `FP_EVENT_CONNECTION_SUCCESS` or `FP_EVENT_CONNECTION_FAILURE`, then `FP_EVENT_STOPPED`,
+ * always last: right after a failure, otherwise once fp_client_disconnect() or
+ * fp_client_free() has closed the connection.
  *
  * Operations may be started as soon as this returns: they wait for the connection and fail
  * with its error if it fails. A client connects once (`FP_ERR_ALREADY_CONNECTED` on a second

@@ -948,3 +948,28 @@ impl Conn {
         }
     }
 }
+
+/// Feeds untrusted bytes through what a connection does with them before any state is touched:
+/// the CONNECT peek, the packet decoder of the chosen protocol level, and the topic checks.
+/// Used by the fuzz targets; it must never panic, whatever the input.
+#[doc(hidden)]
+pub fn fuzz_packets(data: &[u8]) {
+    let version = match codec::peek_connect(data) {
+        codec::Peek::Level(v) => v,
+        // Also decode streams that do not start with CONNECT, as both codecs.
+        _ if data.first().is_some_and(|b| b & 1 == 1) => codec::Version::V5,
+        _ => codec::Version::V4,
+    };
+    let mut buf = bytes::BytesMut::from(data);
+    while let Ok(Some(packet)) = codec::decode(version, &mut buf, MAX_PAYLOAD + 1024) {
+        if let codec::Incoming::Subscribe { filters, .. } = &packet {
+            for f in filters {
+                let _ = topic::valid_filter(&f.filter) && topic::filter_matches(&f.filter, "$aws/x");
+                let _ = topic::is_reply_topic(&f.filter);
+            }
+        }
+        if let codec::Incoming::Publish(p) = &packet {
+            let _ = topic::valid_topic_name(&p.topic) && topic::request_format(&p.topic).is_some();
+        }
+    }
+}

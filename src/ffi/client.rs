@@ -40,9 +40,11 @@ pub enum fp_lifecycle_event {
     /// `FP_ERR_CONNECTION_REFUSED`, `FP_ERR_TIMEOUT`, or `FP_ERR_CANCELLED` when the client was
     /// disconnected or freed first). `FP_EVENT_STOPPED` follows.
     FP_EVENT_CONNECTION_FAILURE = 1,
-    /// An established connection was lost (not at the owner's request); `error` says why.
-    /// The client does not reconnect. `FP_EVENT_STOPPED` follows.
-    // Not produced until the core can report the end of a session (see `lifecycle`).
+    /// Reserved for an established connection lost without the owner asking; `error` would
+    /// say why. This version does not report it yet: a lost connection shows as
+    /// `FP_ERR_DISCONNECTED` on the operations it interrupts, and the client does not
+    /// reconnect. `FP_EVENT_STOPPED` still follows fp_client_disconnect() or fp_client_free().
+    // Produced once the core can signal the end of a session (see `lifecycle`).
     #[allow(dead_code)]
     FP_EVENT_DISCONNECTED = 2,
     /// The client is stopped: this is always the last event, exactly once per
@@ -312,8 +314,9 @@ pub(crate) fn shared_of(client: *mut fp_client) -> Result<Arc<Shared>, fp_result
 
 /// Starts connecting (DNS, TCP, proxy, TLS, MQTT CONNECT) on the library's thread and returns
 /// at once. `callback` (may be NULL) receives the lifecycle events with `user_data`:
-/// `FP_EVENT_CONNECTION_SUCCESS` or `FP_EVENT_CONNECTION_FAILURE`, later possibly
-/// `FP_EVENT_DISCONNECTED`, and always `FP_EVENT_STOPPED` last.
+/// `FP_EVENT_CONNECTION_SUCCESS` or `FP_EVENT_CONNECTION_FAILURE`, then `FP_EVENT_STOPPED`,
+/// always last: right after a failure, otherwise once fp_client_disconnect() or
+/// fp_client_free() has closed the connection.
 ///
 /// Operations may be started as soon as this returns: they wait for the connection and fail
 /// with its error if it fails. A client connects once (`FP_ERR_ALREADY_CONNECTED` on a second
@@ -411,6 +414,8 @@ async fn lifecycle(
                 None,
             )
             .await;
+            // Only the owner's stop ends this wait: the core has no signal for a lost session
+            // yet, which is what FP_EVENT_DISCONNECTED needs.
             let _ = stop.wait_for(|s| *s).await;
             shared.conn.send_replace(Conn::Ended);
             let _ = tokio::time::timeout(DISCONNECT_GRACE, client.disconnect()).await;
