@@ -24,7 +24,7 @@ LIB         := $(TARGET_DIR)/libfleetprov.so
 EMULATOR    := $(TARGET_DIR)/fleetprov-emulator
 DEMO        := build/fleet_provisioning
 
-.PHONY: all demo clean FORCE
+.PHONY: all demo emulator clean FORCE
 
 all: $(DEMO)
 
@@ -39,6 +39,8 @@ $(DEMO): c_examples/fleet_provisioning.c include/fleetprov.h $(LIB)
 	@mkdir -p build
 	$(CC) $(DEMO_CFLAGS) $(CFLAGS) -Iinclude -o $@ c_examples/fleet_provisioning.c \
 		-L$(TARGET_DIR) -lfleetprov -Wl,-rpath,'$$ORIGIN/../$(TARGET_DIR)' -pthread
+
+emulator: $(EMULATOR)
 
 demo: $(DEMO) $(EMULATOR)
 	sh c_examples/run_demo.sh $(DEMO) $(EMULATOR)

@@ -61,7 +61,9 @@ openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
     -subj "/CN=fleetprov-demo-device-2" -keyout "$work/device-2.key" -out "$work/device-2.csr" \
     2>/dev/null
 # shellcheck disable=SC2086
-"$demo" $common --template_parameters '{"SerialNumber":"2","DeviceLocation":"Seattle"}' \
+# The same parameters again: the template's OverrideSettings apply to the existing thing, which
+# ends up with both certificates attached.
+"$demo" $common --template_parameters '{"SerialNumber":"1","DeviceLocation":"Seattle"}' \
     --csr "$work/device-2.csr" --mqtt_version 3
 
 echo

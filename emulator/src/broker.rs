@@ -964,7 +964,8 @@ pub fn fuzz_packets(data: &[u8]) {
     while let Ok(Some(packet)) = codec::decode(version, &mut buf, MAX_PAYLOAD + 1024) {
         if let codec::Incoming::Subscribe { filters, .. } = &packet {
             for f in filters {
-                let _ = topic::valid_filter(&f.filter) && topic::filter_matches(&f.filter, "$aws/x");
+                let _ =
+                    topic::valid_filter(&f.filter) && topic::filter_matches(&f.filter, "$aws/x");
                 let _ = topic::is_reply_topic(&f.filter);
             }
         }

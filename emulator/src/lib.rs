@@ -23,9 +23,9 @@ use std::thread;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 
-pub use broker::{Fault, MAX_PAYLOAD};
 #[doc(hidden)]
 pub use broker::fuzz_packets;
+pub use broker::{Fault, MAX_PAYLOAD};
 pub use service::valid_template_name;
 
 use broker::{Access, Backend, Broker};
