@@ -23,10 +23,13 @@ DEMO_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -pedantic -Werro
 LIB         := $(TARGET_DIR)/libfleetprov.so
 EMULATOR    := $(TARGET_DIR)/fleetprov-emulator
 DEMO        := build/fleet_provisioning
+MINIMAL     := build/minimal
+SOAK        := build/soak
+SOAK_CYCLES ?= 10000
 
-.PHONY: all demo emulator clean FORCE
+.PHONY: all demo emulator soak bench clean FORCE
 
-all: $(DEMO)
+all: $(DEMO) $(MINIMAL)
 
 # Cargo decides whether anything needs rebuilding; the .so only changes when it did.
 $(LIB): FORCE
@@ -40,10 +43,30 @@ $(DEMO): c_examples/fleet_provisioning.c include/fleetprov.h $(LIB)
 	$(CC) $(DEMO_CFLAGS) $(CFLAGS) -Iinclude -o $@ c_examples/fleet_provisioning.c \
 		-L$(TARGET_DIR) -lfleetprov -Wl,-rpath,'$$ORIGIN/../$(TARGET_DIR)' -pthread
 
+# The README's smallest example, built so it keeps compiling.
+$(MINIMAL): c_examples/minimal.c include/fleetprov.h $(LIB)
+	@mkdir -p build
+	$(CC) $(DEMO_CFLAGS) $(CFLAGS) -Iinclude -o $@ c_examples/minimal.c \
+		-L$(TARGET_DIR) -lfleetprov -Wl,-rpath,'$$ORIGIN/../$(TARGET_DIR)' -pthread
+
 emulator: $(EMULATOR)
 
 demo: $(DEMO) $(EMULATOR)
 	sh c_examples/run_demo.sh $(DEMO) $(EMULATOR)
+
+# `make soak`: SOAK_CYCLES (default 10000) create + register cycles in one process against an
+# emulator in another; fails if a cycle fails or RSS or open descriptors grow (bench/soak.c).
+$(SOAK): bench/soak.c include/fleetprov.h $(LIB)
+	@mkdir -p build
+	$(CC) $(DEMO_CFLAGS) $(CFLAGS) -Iinclude -o $@ bench/soak.c \
+		-L$(TARGET_DIR) -lfleetprov -Wl,-rpath,'$$ORIGIN/../$(TARGET_DIR)' -pthread
+
+soak: $(SOAK) $(EMULATOR)
+	SOAK_CYCLES=$(SOAK_CYCLES) sh bench/soak.sh $(SOAK) $(EMULATOR)
+
+# `make bench`: the demo against mosquitto_rr, and the stripped library's size (bench/measure.sh).
+bench:
+	bash bench/measure.sh
 
 clean:
 	rm -rf build

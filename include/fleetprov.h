@@ -118,7 +118,7 @@ typedef enum fp_result {
      */
     FP_ERR_CANCELLED = 13,
     /**
-     * fp_client_connect() was not called, or the connection has failed or stopped.
+     * fp_client_connect() was not called, or the connection has failed, been lost or stopped.
      */
     FP_ERR_NOT_CONNECTED = 14,
     /**
@@ -150,15 +150,20 @@ typedef enum fp_lifecycle_event {
      */
     FP_EVENT_CONNECTION_FAILURE = 1,
     /**
-     * Reserved for an established connection lost without the owner asking; `error` would
-     * say why. This version does not report it yet: a lost connection shows as
-     * `FP_ERR_DISCONNECTED` on the operations it interrupts, and the client does not
-     * reconnect. `FP_EVENT_STOPPED` still follows fp_client_disconnect() or fp_client_free().
+     * The established connection ended without the owner asking: lost, or closed by the
+     * broker. `error` says why: `FP_ERR_DISCONNECTED` as a rule, `FP_ERR_BAD_REPLY` if the
+     * broker sent a packet over the size limit, `FP_ERR_INTERNAL` if the connection's task
+     * failed. At most once per fp_client_connect(), only after `FP_EVENT_CONNECTION_SUCCESS`,
+     * and it never begins once fp_client_disconnect() or fp_client_free() has been called
+     * (the loss is then part of the requested stop). The client does not reconnect: `FP_EVENT_STOPPED`
+     * follows at once, and operations started from then on are refused with
+     * `FP_ERR_NOT_CONNECTED`; operations the loss interrupted fail with its error.
      */
     FP_EVENT_DISCONNECTED = 2,
     /**
      * The client is stopped: this is always the last event, exactly once per
-     * fp_client_connect(). `error` is NULL.
+     * fp_client_connect(), after a failed connect, a lost connection, or a requested
+     * fp_client_disconnect() / fp_client_free(). `error` is NULL.
      */
     FP_EVENT_STOPPED = 3,
 } fp_lifecycle_event;
@@ -375,9 +380,12 @@ enum fp_result fp_client_new(const struct fp_client_options *options, struct fp_
 /**
  * Starts connecting (DNS, TCP, proxy, TLS, MQTT CONNECT) on the library's thread and returns
  * at once. `callback` (may be NULL) receives the lifecycle events with `user_data`:
- * `FP_EVENT_CONNECTION_SUCCESS` or `FP_EVENT_CONNECTION_FAILURE`, then `FP_EVENT_STOPPED`,
- * always last: right after a failure, otherwise once fp_client_disconnect() or
- * fp_client_free() has closed the connection.
+ * `FP_EVENT_CONNECTION_SUCCESS` or `FP_EVENT_CONNECTION_FAILURE`, then, if the connection is
+ * lost before the owner stops it, `FP_EVENT_DISCONNECTED`, and `FP_EVENT_STOPPED`, always
+ * last: right after a failure or a loss, otherwise once fp_client_disconnect() or
+ * fp_client_free() has closed the connection. No event is delivered after fp_client_free()
+ * returned, unless it was called from inside one of this client's callbacks; then only
+ * `FP_EVENT_STOPPED` may still follow.
  *
  * Operations may be started as soon as this returns: they wait for the connection and fail
  * with its error if it fails. A client connects once (`FP_ERR_ALREADY_CONNECTED` on a second

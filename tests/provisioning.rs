@@ -175,13 +175,17 @@ async fn silent_service_times_out_and_connection_survives() {
     for version in VERSIONS {
         env.emu.set_fault(Fault::Silent);
         let mut opts = env.claim_opts(version);
-        opts.operation_timeout = Duration::from_millis(400);
+        // Also the limit for the call that must succeed below: with the other tests making
+        // keys in parallel on a small machine, an answer can take well over a second.
+        let timeout = Duration::from_secs(3);
+        opts.operation_timeout = timeout;
         let client = Client::connect(opts).await.unwrap();
         let started = Instant::now();
         let e = client.create_keys_and_certificate().await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::Timeout, "{e}");
         assert!(e.message.contains("the reply"), "{e}");
-        assert!(started.elapsed() < Duration::from_secs(5));
+        let waited = started.elapsed();
+        assert!(waited >= timeout && waited < timeout + Duration::from_secs(5));
         assert!(client.is_connected());
         // With the service back, the next call subscribes again and succeeds.
         env.emu.set_fault(Fault::None);
@@ -242,6 +246,82 @@ async fn disconnect_mid_operation_fails_pending_and_later_ops() {
         assert_eq!(e.kind, ErrorKind::Disconnected, "{e}");
         assert!(started.elapsed() < Duration::from_secs(1));
     }
+}
+
+/// `closed()` stays pending while the session is up and resolves, for every waiter, with the
+/// same error the interrupted operation got; later calls resolve at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn closed_reports_a_lost_connection() {
+    let env = Env::start().await;
+    for version in VERSIONS {
+        env.emu.set_fault(Fault::None);
+        let client = Client::connect(env.claim_opts(version)).await.unwrap();
+        // A full round trip first: the session is certainly up, and `closed()` is not ready.
+        client.create_keys_and_certificate().await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::ZERO, client.closed())
+                .await
+                .is_err(),
+            "closed() resolved while connected"
+        );
+        let watcher = {
+            let client = client.clone();
+            tokio::spawn(async move { client.closed().await })
+        };
+        env.emu.set_fault(Fault::DisconnectOnRequest);
+        let op = client.create_keys_and_certificate().await.unwrap_err();
+        assert_eq!(op.kind, ErrorKind::Disconnected, "{op}");
+        let seen = tokio::time::timeout(Duration::from_secs(10), watcher)
+            .await
+            .expect("closed() never resolved")
+            .unwrap();
+        assert_eq!(seen.kind, ErrorKind::Disconnected, "{seen}");
+        // The operation's message wraps the reason the session ended.
+        assert!(op.message.contains(&seen.message), "{op} / {seen}");
+        let again = tokio::time::timeout(Duration::ZERO, client.closed())
+            .await
+            .expect("closed() must resolve at once after the end");
+        assert_eq!(again.message, seen.message);
+    }
+}
+
+/// The broker going away with nothing pending is noticed and reported too.
+#[tokio::test(flavor = "multi_thread")]
+async fn closed_reports_the_broker_stopping() {
+    for version in VERSIONS {
+        let env = Env::start().await;
+        let client = Client::connect(env.claim_opts(version)).await.unwrap();
+        let watcher = {
+            let client = client.clone();
+            tokio::spawn(async move { client.closed().await })
+        };
+        env.emu.stop().await;
+        let e = tokio::time::timeout(Duration::from_secs(10), watcher)
+            .await
+            .expect("closed() never resolved after the broker stopped")
+            .unwrap();
+        assert_eq!(e.kind, ErrorKind::Disconnected, "{e}");
+        assert!(!client.is_connected());
+    }
+}
+
+/// A requested disconnect resolves `closed()` with `Cancelled`, not as a loss.
+#[tokio::test(flavor = "multi_thread")]
+async fn closed_after_disconnect_says_cancelled() {
+    let env = Env::start().await;
+    let client = Client::connect(env.claim_opts(MqttVersion::V5))
+        .await
+        .unwrap();
+    let watcher = {
+        let client = client.clone();
+        tokio::spawn(async move { client.closed().await })
+    };
+    client.disconnect().await;
+    let e = tokio::time::timeout(Duration::from_secs(10), watcher)
+        .await
+        .expect("closed() never resolved after disconnect()")
+        .unwrap();
+    assert_eq!(e.kind, ErrorKind::Cancelled, "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -204,6 +204,16 @@ impl Client {
         self.inner.session.disconnect().await;
     }
 
+    /// Resolves when the connection has ended, with the reason; at once if it already has.
+    ///
+    /// The reason is the error pending operations received: [`ErrorKind::Disconnected`] when
+    /// the connection was lost or the broker closed it, [`ErrorKind::BadReply`] when the broker
+    /// sent a packet over the size limit, [`ErrorKind::Cancelled`] after [`Client::disconnect`]
+    /// Any number of callers may wait at once.
+    pub async fn closed(&self) -> Error {
+        self.inner.session.closed().await
+    }
+
     /// Whether the connection is up.
     pub fn is_connected(&self) -> bool {
         self.inner.session.is_connected()

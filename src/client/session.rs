@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rumqttc::{Outgoing, TlsConfiguration, Transport};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::options::{ClientOptions, MqttVersion};
@@ -77,6 +77,8 @@ struct Shared {
     state: Mutex<State>,
     connected: AtomicBool,
     endpoint: String,
+    /// Why the session ended, published once for [`Session::closed`].
+    ended: watch::Sender<Option<Error>>,
 }
 
 impl Shared {
@@ -104,6 +106,8 @@ impl Shared {
             return;
         }
         st.closed = Some(err.clone());
+        // Still under the state lock, so watchers never see the end before the waiters do.
+        self.ended.send_replace(Some(err.clone()));
         for tx in st.sub_order.drain(..) {
             let _ = tx.send(Err(err.clone()));
         }
@@ -481,6 +485,7 @@ impl Session {
             state: Mutex::new(State::default()),
             connected: AtomicBool::new(true),
             endpoint: endpoint.clone(),
+            ended: watch::Sender::new(None),
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
@@ -500,6 +505,17 @@ impl Session {
 
     pub(crate) fn not_connected(&self) -> Error {
         self.shared.not_connected()
+    }
+
+    /// Resolves with the reason once the session has ended; at once if it already has.
+    pub(crate) async fn closed(&self) -> Error {
+        let mut rx = self.shared.ended.subscribe();
+        let ended = match rx.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone(),
+            // `Shared` owns the sender and outlives `self`: not reachable.
+            Err(_) => None,
+        };
+        ended.unwrap_or_else(|| Error::new(ErrorKind::Internal, "the session state was dropped"))
     }
 
     /// Queues one SUBSCRIBE (QoS 1) for `filters`; the receiver yields the SUBACK outcome.

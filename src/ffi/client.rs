@@ -40,15 +40,18 @@ pub enum fp_lifecycle_event {
     /// `FP_ERR_CONNECTION_REFUSED`, `FP_ERR_TIMEOUT`, or `FP_ERR_CANCELLED` when the client was
     /// disconnected or freed first). `FP_EVENT_STOPPED` follows.
     FP_EVENT_CONNECTION_FAILURE = 1,
-    /// Reserved for an established connection lost without the owner asking; `error` would
-    /// say why. This version does not report it yet: a lost connection shows as
-    /// `FP_ERR_DISCONNECTED` on the operations it interrupts, and the client does not
-    /// reconnect. `FP_EVENT_STOPPED` still follows fp_client_disconnect() or fp_client_free().
-    // Produced once the core can signal the end of a session (see `lifecycle`).
-    #[allow(dead_code)]
+    /// The established connection ended without the owner asking: lost, or closed by the
+    /// broker. `error` says why: `FP_ERR_DISCONNECTED` as a rule, `FP_ERR_BAD_REPLY` if the
+    /// broker sent a packet over the size limit, `FP_ERR_INTERNAL` if the connection's task
+    /// failed. At most once per fp_client_connect(), only after `FP_EVENT_CONNECTION_SUCCESS`,
+    /// and it never begins once fp_client_disconnect() or fp_client_free() has been called
+    /// (the loss is then part of the requested stop). The client does not reconnect: `FP_EVENT_STOPPED`
+    /// follows at once, and operations started from then on are refused with
+    /// `FP_ERR_NOT_CONNECTED`; operations the loss interrupted fail with its error.
     FP_EVENT_DISCONNECTED = 2,
     /// The client is stopped: this is always the last event, exactly once per
-    /// fp_client_connect(). `error` is NULL.
+    /// fp_client_connect(), after a failed connect, a lost connection, or a requested
+    /// fp_client_disconnect() / fp_client_free(). `error` is NULL.
     FP_EVENT_STOPPED = 3,
 }
 
@@ -314,9 +317,12 @@ pub(crate) fn shared_of(client: *mut fp_client) -> Result<Arc<Shared>, fp_result
 
 /// Starts connecting (DNS, TCP, proxy, TLS, MQTT CONNECT) on the library's thread and returns
 /// at once. `callback` (may be NULL) receives the lifecycle events with `user_data`:
-/// `FP_EVENT_CONNECTION_SUCCESS` or `FP_EVENT_CONNECTION_FAILURE`, then `FP_EVENT_STOPPED`,
-/// always last: right after a failure, otherwise once fp_client_disconnect() or
-/// fp_client_free() has closed the connection.
+/// `FP_EVENT_CONNECTION_SUCCESS` or `FP_EVENT_CONNECTION_FAILURE`, then, if the connection is
+/// lost before the owner stops it, `FP_EVENT_DISCONNECTED`, and `FP_EVENT_STOPPED`, always
+/// last: right after a failure or a loss, otherwise once fp_client_disconnect() or
+/// fp_client_free() has closed the connection. No event is delivered after fp_client_free()
+/// returned, unless it was called from inside one of this client's callbacks; then only
+/// `FP_EVENT_STOPPED` may still follow.
 ///
 /// Operations may be started as soon as this returns: they wait for the connection and fail
 /// with its error if it fails. A client connects once (`FP_ERR_ALREADY_CONNECTED` on a second
@@ -354,7 +360,8 @@ pub extern "C" fn fp_client_connect(
 }
 
 /// Delivers one lifecycle event on the blocking pool and waits until the callback returned,
-/// so events stay in order.
+/// so events stay in order. `FP_EVENT_DISCONNECTED` is dropped if the owner asked to stop
+/// before the callback would start, so it never begins after fp_client_free() returned.
 async fn emit(
     shared: &Arc<Shared>,
     callback: fp_lifecycle_callback,
@@ -366,8 +373,14 @@ async fn emit(
         return;
     };
     let id = shared.id;
+    let stop = shared.stop.subscribe();
     let run = move || {
         let user_data = user_data;
+        // Checked on the callback's own thread, right before the call: fp_client_free() sets
+        // `stop` before it returns, so a free that returned first is always seen here.
+        if event == FP_EVENT_DISCONNECTED && *stop.borrow() {
+            return;
+        }
         let error_ptr = error
             .as_ref()
             .map_or(std::ptr::null(), |e| e as *const fp_error);
@@ -414,11 +427,28 @@ async fn lifecycle(
                 None,
             )
             .await;
-            // Only the owner's stop ends this wait: the core has no signal for a lost session
-            // yet, which is what FP_EVENT_DISCONNECTED needs.
-            let _ = stop.wait_for(|s| *s).await;
+            let lost = tokio::select! {
+                // A stop request wins a tie: the owner asked, so the end is not a surprise.
+                biased;
+                _ = stop.wait_for(|s| *s) => None,
+                reason = client.closed() => Some(reason),
+            };
+            // Operations started from now on are refused at once.
             shared.conn.send_replace(Conn::Ended);
+            // After a loss this sends nothing and only joins the finished connection tasks.
             let _ = tokio::time::timeout(DISCONNECT_GRACE, client.disconnect()).await;
+            drop(client);
+            if let Some(reason) = lost {
+                // Dropped by `emit` if the owner has asked to stop since.
+                emit(
+                    &shared,
+                    callback,
+                    user_data,
+                    FP_EVENT_DISCONNECTED,
+                    Some(fp_error::from(reason)),
+                )
+                .await;
+            }
         }
         Err(e) => {
             shared.conn.send_replace(Conn::Failed(e.clone()));

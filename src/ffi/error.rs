@@ -43,7 +43,7 @@ pub enum fp_result {
     FP_ERR_BAD_REPLY = 12,
     /// The operation was abandoned: its client was freed or disconnected first.
     FP_ERR_CANCELLED = 13,
-    /// fp_client_connect() was not called, or the connection has failed or stopped.
+    /// fp_client_connect() was not called, or the connection has failed, been lost or stopped.
     FP_ERR_NOT_CONNECTED = 14,
     /// fp_client_connect() was already called on this client (a client connects once).
     FP_ERR_ALREADY_CONNECTED = 15,

@@ -1,41 +1,56 @@
 //! The one tokio runtime shared by every C client of the process.
 //!
-//! One worker thread drives all connections (a gateway with 1,000 clients still has one I/O
-//! thread); callbacks run on the runtime's blocking pool so a slow callback never stalls I/O.
-//! The runtime starts with the first client and stops when the last client is released, so a
+//! One thread drives all connections (a gateway with 1,000 clients still has one I/O thread);
+//! callbacks run on the runtime's blocking pool so a slow callback never stalls I/O. The
+//! runtime starts with the first client and stops when the last client is released, so a
 //! program that frees its clients leaves no threads or allocations behind (valgrind-clean).
 //!
-//! Stopping has one trap: a runtime must not be dropped from one of its own threads (tokio
-//! panics on a worker, and on a blocking-pool thread the shutdown would wait for the very
-//! thread doing it). The last release happens on such a thread when a client is freed from
-//! inside its own callback. In that case the shutdown is handed to a plain thread, whose
-//! handle is kept and joined by the next acquire or release made outside the runtime.
+//! It is a current-thread runtime driven by a thread of our own, rather than a multi-thread
+//! runtime with one worker: the same single I/O thread, without linking tokio's work-stealing
+//! scheduler (about 90 KB of the shared library).
+//!
+//! Stopping has one trap: a runtime must not be shut down from one of its own threads (on the
+//! driver thread it would wait for itself; on a blocking-pool thread the shutdown would wait
+//! for the very thread doing it). The last release happens on such a thread when a client is
+//! freed from inside its own callback. The release therefore only tells the driver thread to
+//! stop; that thread shuts the runtime down itself, and whoever releases from outside the
+//! runtime joins it. A driver thread told to stop from inside the runtime is kept and joined by
+//! the next acquire or release made outside the runtime.
 //!
 //! A program may also free its last client from a callback and then return from `main` at
 //! once, before that callback has even returned. An `atexit` handler then waits (bounded) for
-//! such deferred releases and joins the shutdown, so the runtime's threads end normally
+//! such deferred releases and joins the driver thread, so the runtime's threads end normally
 //! instead of being killed with their memory still allocated.
 
 use std::cell::Cell;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::runtime::{Handle, Runtime};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
 
 /// How long a shutdown waits for runtime threads to finish. When the last client is released
 /// every callback has already returned, so this only bounds a misbehaving case.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// The running runtime: its handle, and the thread that drives it until told to stop.
+struct Driver {
+    handle: Handle,
+    stop: oneshot::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
 struct Slot {
-    runtime: Option<Runtime>,
+    driver: Option<Driver>,
     users: usize,
-    /// A shutdown running on a plain thread (see the module docs).
+    /// A driver thread told to stop from inside the runtime, not joined yet (see the module
+    /// docs).
     stopping: Option<JoinHandle<()>>,
 }
 
 static SLOT: Mutex<Slot> = Mutex::new(Slot {
-    runtime: None,
+    driver: None,
     users: 0,
     stopping: None,
 });
@@ -80,23 +95,68 @@ pub(crate) fn acquire() -> std::io::Result<RuntimeGuard> {
             let _ = previous.join();
         }
     }
-    let handle = match &slot.runtime {
-        Some(rt) => rt.handle().clone(),
+    let handle = match &slot.driver {
+        Some(driver) => driver.handle.clone(),
         None => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("fleetprov")
-                .enable_io()
-                .enable_time()
-                .on_thread_start(|| ON_RUNTIME_THREAD.with(|f| f.set(true)))
-                .build()?;
-            let handle = rt.handle().clone();
-            slot.runtime = Some(rt);
+            let driver = start()?;
+            let handle = driver.handle.clone();
+            slot.driver = Some(driver);
             handle
         }
     };
     slot.users += 1;
     Ok(RuntimeGuard { handle })
+}
+
+/// Starts the thread that builds and drives the runtime, and returns once it runs.
+fn start() -> std::io::Result<Driver> {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<std::io::Result<Handle>>(1);
+    let thread = std::thread::Builder::new()
+        .name("fleetprov".into())
+        .spawn(move || {
+            ON_RUNTIME_THREAD.with(|f| f.set(true));
+            // Built here rather than by the caller: tokio records the thread that builds a
+            // current-thread runtime, and what it records for a C program's main thread is
+            // never freed (valgrind would report it at exit).
+            let built = tokio::runtime::Builder::new_current_thread()
+                .thread_name("fleetprov")
+                .enable_io()
+                .enable_time()
+                // Blocking-pool threads; this thread marked itself above.
+                .on_thread_start(|| ON_RUNTIME_THREAD.with(|f| f.set(true)))
+                .build();
+            let rt = match built {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            if ready_tx.send(Ok(rt.handle().clone())).is_err() {
+                return;
+            }
+            // Runs every task until told to stop (or the sender is gone).
+            let _ = rt.block_on(stopped);
+            // Outside `block_on` now, so shutting down here is allowed; it waits (bounded)
+            // for callbacks still running on the blocking pool.
+            rt.shutdown_timeout(SHUTDOWN_GRACE);
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(handle)) => Ok(Driver {
+            handle,
+            stop,
+            thread,
+        }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(std::io::Error::other("the runtime thread ended while starting"))
+        }
+    }
 }
 
 impl Drop for RuntimeGuard {
@@ -106,42 +166,38 @@ impl Drop for RuntimeGuard {
         if slot.users > 0 {
             return;
         }
-        let Some(rt) = slot.runtime.take() else {
+        let Some(driver) = slot.driver.take() else {
             return;
         };
+        // A send fails only if the driver thread is gone already; it then needs no signal.
+        let _ = driver.stop.send(());
         let previous = slot.stopping.take();
         if on_runtime_thread() {
-            // Shared so a failed spawn can hand the runtime back instead of dropping it here.
-            let cell = Arc::new(Mutex::new(Some(rt)));
-            let for_thread = Arc::clone(&cell);
-            let spawned = std::thread::Builder::new()
-                .name("fleetprov-stop".into())
-                .spawn(move || {
-                    if let Some(previous) = previous {
-                        let _ = previous.join();
-                    }
-                    if let Some(rt) = take_runtime(&for_thread) {
-                        rt.shutdown_timeout(SHUTDOWN_GRACE);
-                    }
-                });
-            match spawned {
-                Ok(handle) => {
-                    slot.stopping = Some(handle);
-                    register_exit_join();
+            // The driver shuts down by itself; joining it here could wait for this very
+            // thread. The join is left to a later caller outside the runtime.
+            slot.stopping = match previous {
+                None => Some(driver.thread),
+                Some(previous) => {
+                    // One slot, two threads to join: a small thread joins them in order. If
+                    // it cannot start, both still end on their own, just unjoined.
+                    let current = driver.thread;
+                    std::thread::Builder::new()
+                        .name("fleetprov-stop".into())
+                        .spawn(move || {
+                            let _ = previous.join();
+                            let _ = current.join();
+                        })
+                        .ok()
                 }
-                Err(_) => {
-                    // No thread to spare: stop without waiting, which tokio allows anywhere.
-                    if let Some(rt) = take_runtime(&cell) {
-                        rt.shutdown_background();
-                    }
-                }
-            }
+            };
+            register_exit_join();
         } else {
             drop(slot);
             if let Some(previous) = previous {
                 let _ = previous.join();
             }
-            rt.shutdown_timeout(SHUTDOWN_GRACE);
+            // Bounded by SHUTDOWN_GRACE inside the driver thread.
+            let _ = driver.thread.join();
         }
     }
 }
@@ -200,10 +256,6 @@ extern "C" fn join_stopping_at_exit() {
             let _ = handle.join();
         }
     });
-}
-
-fn take_runtime(cell: &Mutex<Option<Runtime>>) -> Option<Runtime> {
-    cell.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
  * The bad-input table of the C API: NULL for every pointer of every function, invalid UTF-8,
  * empty strings, bad template names and parameters, bad numbers, and bad TLS material (a
  * missing file, a file that is not PEM, a key that does not match the certificate, a CA that
- * did not sign the server). Each gets its documented fp_result; none crashes or calls back.
+ * did not sign the server), as files and as PEM text. Each gets its documented fp_result;
+ * none crashes or calls back early. (The network half is tests/c/network_faults.c.)
  *
  * argv: ENDPOINT PORT CA CERT KEY SCRATCH_DIR
  * Prints "bad_input: ok" on success.
@@ -118,6 +119,9 @@ static void options(void) {
     CHECK(fp_client_options_new(BAD_UTF8) == NULL);
     CHECK(fp_client_options_new("two words") == NULL);
     CHECK(fp_client_options_new("host/path") == NULL);
+    CHECK(fp_client_options_new("host:8883") == NULL);
+    CHECK(fp_client_options_new("mqtts://host") == NULL);
+    CHECK(fp_client_options_new(TRUNCATED_UTF8) == NULL);
 
     o = fp_client_options_new("localhost");
     CHECK(o != NULL);
@@ -154,6 +158,30 @@ static void options(void) {
     CHECK_RESULT(fp_client_new(o, &c), FP_ERR_INVALID_ARGUMENT);
     CHECK(c == sentinel);
     fp_client_options_free(o);
+
+    /* A key without its certificate. */
+    o = fp_client_options_new("localhost");
+    CHECK(o != NULL);
+    CHECK_RESULT(fp_client_options_set_key_file(o, "key.pem"), FP_OK);
+    CHECK_RESULT(fp_client_new(o, &c), FP_ERR_INVALID_ARGUMENT);
+    CHECK(c == sentinel);
+    fp_client_options_free(o);
+
+    /* A client id longer than an MQTT string can carry (65,535 bytes), and the longest. */
+    {
+        enum { MQTT_MAX = 65535 };
+        char *id = (char *)malloc(MQTT_MAX + 2);
+        CHECK(id != NULL);
+        memset(id, 'a', MQTT_MAX + 1);
+        id[MQTT_MAX + 1] = '\0';
+        o = fp_client_options_new("localhost");
+        CHECK(o != NULL);
+        CHECK_RESULT(fp_client_options_set_client_id(o, id), FP_ERR_INVALID_ARGUMENT);
+        id[MQTT_MAX] = '\0';
+        CHECK_RESULT(fp_client_options_set_client_id(o, id), FP_OK);
+        free(id); /* copied by the setter */
+        fp_client_options_free(o);
+    }
 }
 
 static void operations_without_a_client(void) {
@@ -254,18 +282,12 @@ static void on_keys_outcome(void *ud, const fp_create_keys_response *r, const fp
     board_post(o->board);
 }
 
-static void expect_connect_failure(const struct conn_args *a, struct board *b, const char *ca,
-                                   const char *cert, const char *key, fp_result expected,
-                                   const char *what) {
+/* Connects with options `o` (freed here) and expects the connection to fail with `expected`. */
+static void connect_expecting_failure(fp_client_options *o, struct board *b, fp_result expected,
+                                      const char *what) {
     struct lifecycle_log life;
     struct outcome op;
-    fp_client_options *o = fp_client_options_new(a->endpoint);
     fp_client *c = NULL;
-    CHECK(o != NULL);
-    CHECK_RESULT(fp_client_options_set_port(o, (uint16_t)a->port), FP_OK);
-    CHECK_RESULT(fp_client_options_set_ca_file(o, ca), FP_OK);
-    CHECK_RESULT(fp_client_options_set_cert_file(o, cert), FP_OK);
-    CHECK_RESULT(fp_client_options_set_key_file(o, key), FP_OK);
     CHECK_RESULT(fp_client_new(o, &c), FP_OK);
     fp_client_options_free(o);
 
@@ -286,7 +308,52 @@ static void expect_connect_failure(const struct conn_args *a, struct board *b, c
     CHECK(life.events[1] == FP_EVENT_STOPPED);
     fp_client_free(c);
     CHECK(op.calls == 1 && life.count == 2);
-    printf("%s: %s\n", what, fp_result_str((int)expected));
+    printf("%s: %s | %s\n", what, fp_result_str((int)expected), op.message);
+}
+
+static fp_client_options *options_for(const struct conn_args *a) {
+    fp_client_options *o = fp_client_options_new(a->endpoint);
+    CHECK(o != NULL);
+    CHECK_RESULT(fp_client_options_set_port(o, (uint16_t)a->port), FP_OK);
+    return o;
+}
+
+/* The TLS material given as file paths. */
+static void expect_connect_failure(const struct conn_args *a, struct board *b, const char *ca,
+                                   const char *cert, const char *key, fp_result expected,
+                                   const char *what) {
+    fp_client_options *o = options_for(a);
+    CHECK_RESULT(fp_client_options_set_ca_file(o, ca), FP_OK);
+    CHECK_RESULT(fp_client_options_set_cert_file(o, cert), FP_OK);
+    CHECK_RESULT(fp_client_options_set_key_file(o, key), FP_OK);
+    connect_expecting_failure(o, b, expected, what);
+}
+
+/* The TLS material given as PEM text in memory. */
+static void expect_connect_failure_pem(const struct conn_args *a, struct board *b,
+                                       const char *ca, const char *cert, const char *key,
+                                       fp_result expected, const char *what) {
+    fp_client_options *o = options_for(a);
+    CHECK_RESULT(fp_client_options_set_ca_pem(o, ca), FP_OK);
+    CHECK_RESULT(fp_client_options_set_cert_pem(o, cert), FP_OK);
+    CHECK_RESULT(fp_client_options_set_key_pem(o, key), FP_OK);
+    connect_expecting_failure(o, b, expected, what);
+}
+
+static char *read_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    char *text;
+    long n;
+    CHECK(f != NULL);
+    CHECK(fseek(f, 0, SEEK_END) == 0);
+    n = ftell(f);
+    CHECK(n >= 0 && fseek(f, 0, SEEK_SET) == 0);
+    text = (char *)malloc((size_t)n + 1);
+    CHECK(text != NULL);
+    CHECK(fread(text, 1, (size_t)n, f) == (size_t)n);
+    text[n] = '\0';
+    CHECK(fclose(f) == 0);
+    return text;
 }
 
 static void write_file(const char *path, const char *content) {
@@ -298,10 +365,13 @@ static void write_file(const char *path, const char *content) {
 
 static void tls_material(const struct conn_args *a, const char *scratch) {
     struct board b;
-    char missing[1024], not_pem[1024];
+    char missing[1024], not_pem[1024], empty[1024];
+    char *ca_pem, *cert_pem, *key_pem;
     snprintf(missing, sizeof missing, "%s/does-not-exist.pem", scratch);
     snprintf(not_pem, sizeof not_pem, "%s/not-pem.pem", scratch);
+    snprintf(empty, sizeof empty, "%s/empty.pem", scratch);
     write_file(not_pem, "this is not a certificate\n");
+    write_file(empty, "");
     board_init(&b);
     expect_connect_failure(a, &b, a->ca, missing, a->key, FP_ERR_IO, "missing certificate file");
     expect_connect_failure(a, &b, a->ca, a->cert, missing, FP_ERR_IO, "missing key file");
@@ -312,6 +382,28 @@ static void tls_material(const struct conn_args *a, const char *scratch) {
     expect_connect_failure(a, &b, a->ca, a->ca, a->key, FP_ERR_TLS, "mismatched key");
     /* Trusting only the claim certificate: the server's certificate does not verify. */
     expect_connect_failure(a, &b, a->cert, a->cert, a->key, FP_ERR_TLS, "wrong CA");
+    expect_connect_failure(a, &b, a->ca, empty, a->key, FP_ERR_TLS, "empty certificate file");
+    expect_connect_failure(a, &b, not_pem, a->cert, a->key, FP_ERR_TLS, "CA not PEM");
+    expect_connect_failure(a, &b, a->ca, scratch, a->key, FP_ERR_IO,
+                           "certificate path is a directory");
+
+    /* The same mistakes with PEM text in memory. */
+    ca_pem = read_file(a->ca);
+    cert_pem = read_file(a->cert);
+    key_pem = read_file(a->key);
+    expect_connect_failure_pem(a, &b, ca_pem, "not a certificate", key_pem, FP_ERR_TLS,
+                               "certificate PEM text not PEM");
+    expect_connect_failure_pem(a, &b, ca_pem, cert_pem, "not a key", FP_ERR_TLS,
+                               "key PEM text not PEM");
+    expect_connect_failure_pem(a, &b, ca_pem, ca_pem, key_pem, FP_ERR_TLS,
+                               "key PEM text of another certificate");
+    expect_connect_failure_pem(a, &b, "not a CA", cert_pem, key_pem, FP_ERR_TLS,
+                               "CA PEM text not PEM");
+    expect_connect_failure_pem(a, &b, cert_pem, cert_pem, key_pem, FP_ERR_TLS,
+                               "wrong CA PEM text");
+    free(ca_pem);
+    free(cert_pem);
+    free(key_pem);
     board_destroy(&b);
 }
 

@@ -1,0 +1,49 @@
+#!/bin/sh
+# Runs bench/soak.c's binary against an emulator started here as a separate process (so the soak
+# process's RSS and descriptors are the library's own), with an EC P-256 CSR made by openssl.
+# Also prints the emulator's own RSS and descriptors before and after, for information.
+#
+# Usage: bench/soak.sh SOAK_BINARY EMULATOR_BINARY   (SOAK_CYCLES, SOAK_RSS_TOLERANCE_KB pass through)
+set -eu
+
+soak=${1:?soak binary}
+emulator=${2:?emulator binary}
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/fleetprov-soak.XXXXXX")
+emulator_pid=
+cleanup() {
+    if [ -n "$emulator_pid" ]; then
+        kill -TERM "$emulator_pid" 2>/dev/null || true
+        wait "$emulator_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+state="$work/state"
+"$emulator" serve --state-dir "$state" --port 0 --ready-file "$work/ready" --quiet >/dev/null &
+emulator_pid=$!
+tries=0
+while [ ! -s "$work/ready" ]; do
+    kill -0 "$emulator_pid" 2>/dev/null || { echo "soak: the emulator exited early" >&2; exit 1; }
+    tries=$((tries + 1))
+    [ "$tries" -le 300 ] || { echo "soak: the emulator was not ready within 30 s" >&2; exit 1; }
+    sleep 0.1
+done
+port=$(cat "$work/ready")
+
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=fleetprov-soak" \
+    -keyout "$work/device.key" -out "$work/device.csr" 2>/dev/null
+
+emulator_usage() {
+    printf 'emulator %s: VmRSS %s kB, fds %s\n' "$1" \
+        "$(awk '/^VmRSS:/ {print $2}' "/proc/$emulator_pid/status")" \
+        "$(ls "/proc/$emulator_pid/fd" | wc -l)"
+}
+emulator_usage before
+status=0
+"$soak" --port "$port" --ca "$state/ca.pem" --cert "$state/claim-cert.pem" \
+    --key "$state/claim-key.pem" --csr "$work/device.csr" || status=$?
+emulator_usage after
+exit "$status"
