@@ -387,9 +387,13 @@ enum fp_result fp_client_new(const struct fp_client_options *options, struct fp_
  * returned, unless it was called from inside one of this client's callbacks; then only
  * `FP_EVENT_STOPPED` may still follow.
  *
- * Operations may be started as soon as this returns: they wait for the connection and fail
- * with its error if it fails. A client connects once (`FP_ERR_ALREADY_CONNECTED` on a second
- * call); to reconnect, e.g. with the newly issued certificate, create a new client.
+ * Operations may be started as soon as this returns: one started while the connection is
+ * being made waits for it and fails with its error if it fails. Once the attempt has failed,
+ * new operations are refused with `FP_ERR_NOT_CONNECTED` (and never call back); a failure
+ * found before any network I/O, such as a key that does not match its certificate, can come
+ * that early, so code that starts operations right away must handle both. A client connects
+ * once (`FP_ERR_ALREADY_CONNECTED` on a second call); to reconnect, e.g. with the newly issued
+ * certificate, create a new client.
  * `user_data` must stay valid, and usable from library threads, until `FP_EVENT_STOPPED`.
  */
 enum fp_result fp_client_connect(struct fp_client *client,

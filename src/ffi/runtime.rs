@@ -7,7 +7,7 @@
 //!
 //! It is a current-thread runtime driven by a thread of our own, rather than a multi-thread
 //! runtime with one worker: the same single I/O thread, without linking tokio's work-stealing
-//! scheduler (about 90 KB of the shared library).
+//! scheduler (about 75 KB of the shared library).
 //!
 //! Stopping has one trap: a runtime must not be shut down from one of its own threads (on the
 //! driver thread it would wait for itself; on a blocking-pool thread the shutdown would wait
@@ -23,7 +23,7 @@
 //! instead of being killed with their memory still allocated.
 
 use std::cell::Cell;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -111,51 +111,64 @@ pub(crate) fn acquire() -> std::io::Result<RuntimeGuard> {
 /// Starts the thread that builds and drives the runtime, and returns once it runs.
 fn start() -> std::io::Result<Driver> {
     let (stop, stopped) = oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<std::io::Result<Handle>>(1);
+    // The new thread reports here whether the runtime was built (a Mutex and Condvar rather
+    // than a channel type, whose code would only be linked for this).
+    let ready = Arc::new((Mutex::new(None::<std::io::Result<Handle>>), Condvar::new()));
+    let report = Arc::clone(&ready);
+    let tell = move |outcome: std::io::Result<Handle>| {
+        let (cell, changed) = &*report;
+        *cell.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+        changed.notify_all();
+    };
     let thread = std::thread::Builder::new()
         .name("fleetprov".into())
         .spawn(move || {
             ON_RUNTIME_THREAD.with(|f| f.set(true));
             // Built here rather than by the caller: tokio records the thread that builds a
             // current-thread runtime, and what it records for a C program's main thread is
-            // never freed (valgrind would report it at exit).
-            let built = tokio::runtime::Builder::new_current_thread()
-                .thread_name("fleetprov")
-                .enable_io()
-                .enable_time()
-                // Blocking-pool threads; this thread marked itself above.
-                .on_thread_start(|| ON_RUNTIME_THREAD.with(|f| f.set(true)))
-                .build();
+            // never freed (valgrind would report it at exit). A panic is reported too: the
+            // caller waits for the outcome.
+            let built = std::panic::catch_unwind(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .thread_name("fleetprov")
+                    .enable_io()
+                    .enable_time()
+                    // Blocking-pool threads; this thread marked itself above.
+                    .on_thread_start(|| ON_RUNTIME_THREAD.with(|f| f.set(true)))
+                    .build()
+            })
+            .unwrap_or_else(|_| Err(std::io::Error::other("building the runtime panicked")));
             let rt = match built {
                 Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
+                Err(e) => return tell(Err(e)),
             };
-            if ready_tx.send(Ok(rt.handle().clone())).is_err() {
-                return;
-            }
+            tell(Ok(rt.handle().clone()));
             // Runs every task until told to stop (or the sender is gone).
             let _ = rt.block_on(stopped);
             // Outside `block_on` now, so shutting down here is allowed; it waits (bounded)
             // for callbacks still running on the blocking pool.
             rt.shutdown_timeout(SHUTDOWN_GRACE);
         })?;
-    match ready_rx.recv() {
-        Ok(Ok(handle)) => Ok(Driver {
+    let (cell, changed) = &*ready;
+    let outcome = {
+        let guard = cell.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = changed
+            .wait_while(guard, |o| o.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        guard.take()
+    };
+    match outcome {
+        Some(Ok(handle)) => Ok(Driver {
             handle,
             stop,
             thread,
         }),
-        Ok(Err(e)) => {
+        Some(Err(e)) => {
             let _ = thread.join();
             Err(e)
         }
-        Err(_) => {
-            let _ = thread.join();
-            Err(std::io::Error::other("the runtime thread ended while starting"))
-        }
+        // Not reached: the thread reports before it can end.
+        None => Err(std::io::Error::other("the runtime thread did not start")),
     }
 }
 
@@ -262,8 +275,16 @@ extern "C" fn join_stopping_at_exit() {
 mod tests {
     use super::*;
 
+    /// The runtime is process-wide: tests that count on being its only user take turns.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    fn serial() -> MutexGuard<'static, ()> {
+        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     #[test]
     fn releasing_from_a_runtime_thread_does_not_panic_or_deadlock() {
+        let _turn = serial();
         let outer = acquire().unwrap();
         let inner = acquire().unwrap();
         assert!(!on_runtime_thread());
@@ -283,5 +304,28 @@ mod tests {
         let again = acquire().unwrap();
         let v = again.handle().block_on(async { 7 });
         assert_eq!(v, 7);
+    }
+
+    #[test]
+    fn last_release_inside_the_runtime_leaves_the_join_to_the_next_acquire() {
+        let _turn = serial();
+        let only = acquire().unwrap();
+        let h = only.handle().clone();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        // The last release happens on a blocking-pool thread: the runtime must stop without
+        // that thread waiting for itself.
+        drop(h.spawn_blocking(move || {
+            drop(only);
+            let _ = done_tx.send(on_runtime_thread());
+        }));
+        assert!(done_rx.recv().unwrap());
+        assert!(slot().driver.is_none());
+        // The next acquire joins the stopped driver thread and starts a fresh runtime.
+        let next = acquire().unwrap();
+        assert!(slot().stopping.is_none());
+        assert_eq!(next.handle().block_on(async { 7 }), 7);
+        drop(next);
+        let slot = slot();
+        assert!(slot.driver.is_none() && slot.stopping.is_none() && slot.users == 0);
     }
 }
