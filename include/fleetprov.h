@@ -634,8 +634,6 @@ enum fp_result fp_client_options_set_proxy(struct fp_client_options *options,
                                            const char *host,
                                            uint16_t port);
 
-extern int atexit(void (*callback)(void));
-
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

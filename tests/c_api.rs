@@ -438,7 +438,8 @@ fn header_compiles_alone_as_c99_and_cpp() {
     let src = dir.join("header_only.c");
     fs::write(
         &src,
-        "#include \"fleetprov.h\"\nint header_only(void);\nint header_only(void) { return FP_OK; }\n",
+        // <stdlib.h> after the header: the header must not redeclare anything of the C library.
+        "#include \"fleetprov.h\"\n#include <stdlib.h>\nint header_only(void);\nint header_only(void) { return FP_OK; }\n",
     )
     .unwrap();
     for (lang, std, sub) in [("c", "c99", "c99"), ("c++", "c++11", "cxx")] {

@@ -160,17 +160,24 @@ static void failed_connection_fails_waiting_ops(const struct conn_args *a, int c
     lifecycle_log_init(&life, b);
     op_init(&keys, b);
     CHECK_RESULT(fp_client_connect(c, record_lifecycle, &life), FP_OK);
-    CHECK_RESULT(fp_create_keys(c, on_keys, &keys), FP_OK);
-    board_wait(b, &keys.finished, 1);
+    /* Almost always the operation is started while the connect is still under way and then
+     * fails with its error; if the refusal was quicker, it is refused at once instead. */
+    fp_result started = fp_create_keys(c, on_keys, &keys);
+    CHECK(started == FP_OK || started == FP_ERR_NOT_CONNECTED);
+    if (started == FP_OK) {
+        board_wait(b, &keys.finished, 1);
+    }
     board_wait(b, &life.count, 2);
     CHECK(life.events[0] == FP_EVENT_CONNECTION_FAILURE);
     CHECK_RESULT(life.codes[0], FP_ERR_CONNECTION);
     CHECK(life.events[1] == FP_EVENT_STOPPED);
-    CHECK_RESULT(keys.code, FP_ERR_CONNECTION);
+    if (started == FP_OK) {
+        CHECK_RESULT(keys.code, FP_ERR_CONNECTION);
+    }
     /* After the failure, new operations are refused at once. */
     CHECK_RESULT(fp_create_keys(c, on_keys, &keys), FP_ERR_NOT_CONNECTED);
     fp_client_free(c);
-    CHECK(keys.calls == 1);
+    CHECK(keys.calls == (started == FP_OK ? 1 : 0));
 }
 
 /* fp_client_free() from inside the client's own create-keys callback. */
