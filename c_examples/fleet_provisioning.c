@@ -432,27 +432,44 @@ static void record_error(struct demo *d, const fp_error *error) {
     copy_bounded(d->aws_message, sizeof d->aws_message, aws_message);
 }
 
+static void record_out_of_memory(struct demo *d) {
+    d->op_code = FP_ERR_INTERNAL;
+    copy_bounded(d->op_message, sizeof d->op_message, "out of memory");
+}
+
+/* Ends every operation callback: marks the operation done, wakes main and unlocks. */
+static void finish_op(struct demo *d) {
+    d->op_done = 1;
+    pthread_cond_broadcast(&d->changed);
+    pthread_mutex_unlock(&d->lock);
+}
+
+/* Copies what both create operations return (the private key, if any, is the caller's);
+ * returns 0 when out of memory. */
+static int keep_certificate(struct demo *d, const char *certificate_id,
+                            const char *certificate_pem, const char *token) {
+    d->op_code = FP_OK;
+    d->certificate_id = dup_str(certificate_id);
+    d->certificate_pem = dup_str(certificate_pem);
+    d->token = dup_str(token);
+    return d->certificate_id != NULL && d->certificate_pem != NULL && d->token != NULL;
+}
+
 static void on_create_keys(void *user_data, const fp_create_keys_response *response,
                            const fp_error *error) {
     struct demo *d = (struct demo *)user_data;
     pthread_mutex_lock(&d->lock);
     if (response != NULL) {
-        d->op_code = FP_OK;
-        d->certificate_id = dup_str(response->certificate_id);
-        d->certificate_pem = dup_str(response->certificate_pem);
+        int kept = keep_certificate(d, response->certificate_id, response->certificate_pem,
+                                    response->certificate_ownership_token);
         d->private_key = dup_str(response->private_key);
-        d->token = dup_str(response->certificate_ownership_token);
-        if (d->certificate_id == NULL || d->certificate_pem == NULL || d->private_key == NULL ||
-            d->token == NULL) {
-            d->op_code = FP_ERR_INTERNAL;
-            copy_bounded(d->op_message, sizeof d->op_message, "out of memory");
+        if (!kept || d->private_key == NULL) {
+            record_out_of_memory(d);
         }
     } else {
         record_error(d, error);
     }
-    d->op_done = 1;
-    pthread_cond_broadcast(&d->changed);
-    pthread_mutex_unlock(&d->lock);
+    finish_op(d);
 }
 
 static void on_create_from_csr(void *user_data, const fp_create_from_csr_response *response,
@@ -460,20 +477,14 @@ static void on_create_from_csr(void *user_data, const fp_create_from_csr_respons
     struct demo *d = (struct demo *)user_data;
     pthread_mutex_lock(&d->lock);
     if (response != NULL) {
-        d->op_code = FP_OK;
-        d->certificate_id = dup_str(response->certificate_id);
-        d->certificate_pem = dup_str(response->certificate_pem);
-        d->token = dup_str(response->certificate_ownership_token);
-        if (d->certificate_id == NULL || d->certificate_pem == NULL || d->token == NULL) {
-            d->op_code = FP_ERR_INTERNAL;
-            copy_bounded(d->op_message, sizeof d->op_message, "out of memory");
+        if (!keep_certificate(d, response->certificate_id, response->certificate_pem,
+                              response->certificate_ownership_token)) {
+            record_out_of_memory(d);
         }
     } else {
         record_error(d, error);
     }
-    d->op_done = 1;
-    pthread_cond_broadcast(&d->changed);
-    pthread_mutex_unlock(&d->lock);
+    finish_op(d);
 }
 
 static void on_register_thing(void *user_data, const fp_register_thing_response *response,
@@ -491,16 +502,14 @@ static void on_register_thing(void *user_data, const fp_register_thing_response 
         }
         if (d->thing_name == NULL ||
             (response->device_configuration_len > 0 && d->config == NULL)) {
-            d->op_code = FP_ERR_INTERNAL;
-            copy_bounded(d->op_message, sizeof d->op_message, "out of memory");
+            record_out_of_memory(d);
         } else {
             for (i = 0; i < response->device_configuration_len; i++) {
                 d->config[i].key = dup_str(response->device_configuration[i].key);
                 d->config[i].value = dup_str(response->device_configuration[i].value);
                 d->config_len = i + 1;
                 if (d->config[i].key == NULL || d->config[i].value == NULL) {
-                    d->op_code = FP_ERR_INTERNAL;
-                    copy_bounded(d->op_message, sizeof d->op_message, "out of memory");
+                    record_out_of_memory(d);
                     break;
                 }
             }
@@ -508,9 +517,7 @@ static void on_register_thing(void *user_data, const fp_register_thing_response 
     } else {
         record_error(d, error);
     }
-    d->op_done = 1;
-    pthread_cond_broadcast(&d->changed);
-    pthread_mutex_unlock(&d->lock);
+    finish_op(d);
 }
 
 /* ---------- main flow ---------- */

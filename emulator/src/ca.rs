@@ -783,6 +783,7 @@ mod tests {
     use rsa::pkcs1::DecodeRsaPrivateKey;
     use rsa::pkcs8::EncodePrivateKey;
     use std::os::unix::fs::PermissionsExt;
+    use x509_parser::extensions::ExtendedKeyUsage;
 
     /// P-384 key, CSR signed with ecdsa-with-SHA256 (OpenSSL's default digest), full subject.
     const P384_SHA256_CSR: &str = "-----BEGIN CERTIFICATE REQUEST-----
@@ -823,6 +824,11 @@ qv/5TbN5
 
     fn parse(der: &[u8]) -> X509Certificate<'_> {
         X509Certificate::from_der(der).unwrap().1
+    }
+
+    /// The certificate's extended key usage, which every issued certificate must carry.
+    fn eku<'a>(cert: &'a X509Certificate<'_>) -> &'a ExtendedKeyUsage<'a> {
+        cert.extended_key_usage().unwrap().unwrap().value
     }
 
     fn verifies_against(cert_der: &[u8], ca: &Ca) {
@@ -968,13 +974,7 @@ qv/5TbN5
                 "IPAddress(00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:01)"
             ]
         );
-        assert!(
-            cert.extended_key_usage()
-                .unwrap()
-                .unwrap()
-                .value
-                .server_auth
-        );
+        assert!(eku(&cert).server_auth);
         // The key is PKCS#8 and belongs to the certificate.
         let key = KeyPair::try_from(ca.server_key_der()).unwrap();
         assert_eq!(key.public_key_der(), cert.public_key().raw);
@@ -997,13 +997,7 @@ qv/5TbN5
         let lifetime =
             cert.validity().not_after.timestamp() - OffsetDateTime::now_utc().unix_timestamp();
         assert!((290..=300).contains(&lifetime), "{lifetime}");
-        assert!(
-            cert.extended_key_usage()
-                .unwrap()
-                .unwrap()
-                .value
-                .client_auth
-        );
+        assert!(eku(&cert).client_auth);
         assert_eq!(info_cn(&temp.certificate_der), Some("temporary".into()));
         assert!(temp
             .private_key_pem
@@ -1064,13 +1058,7 @@ qv/5TbN5
             key.to_public_key().to_public_key_der().unwrap().as_bytes(),
             cert.public_key().raw
         );
-        assert!(
-            cert.extended_key_usage()
-                .unwrap()
-                .unwrap()
-                .value
-                .client_auth
-        );
+        assert!(eku(&cert).client_auth);
         assert!(!cert.is_ca());
         assert_eq!(
             info_cn(&issued.certificate_der).as_deref(),
@@ -1131,13 +1119,7 @@ qv/5TbN5
             verifies_against(&issued.certificate_der, &ca);
             let cert = parse(&issued.certificate_der);
             assert_eq!(cert.public_key().raw, csr_spki(pem).as_slice());
-            assert!(
-                cert.extended_key_usage()
-                    .unwrap()
-                    .unwrap()
-                    .value
-                    .client_auth
-            );
+            assert!(eku(&cert).client_auth);
         }
         assert_eq!(
             info_cn(&ca.sign_csr(&pems[2]).unwrap().certificate_der).as_deref(),

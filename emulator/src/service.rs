@@ -435,19 +435,23 @@ mod tests {
         .into_bytes()
     }
 
+    /// The names of a reply's fields, in the order they were sent.
+    fn field_names(reply: &serde_json::Value) -> Vec<&str> {
+        reply
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect()
+    }
+
     #[test]
     fn create_keys_then_register_with_the_seed_template() {
         let f = fixture();
         for payload in [&b""[..], b"{}"] {
             let reply = accepted(CREATE, call(&f, CREATE, payload));
-            let keys: Vec<&str> = reply
-                .as_object()
-                .unwrap()
-                .keys()
-                .map(String::as_str)
-                .collect();
             assert_eq!(
-                keys,
+                field_names(&reply),
                 [
                     "certificateId",
                     "certificatePem",
@@ -498,14 +502,8 @@ mod tests {
         let f = fixture();
         let body = json!({"certificateSigningRequest": csr("meter-17")}).to_string();
         let reply = accepted(CSR, call(&f, CSR, body.as_bytes()));
-        let keys: Vec<&str> = reply
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
         assert_eq!(
-            keys,
+            field_names(&reply),
             [
                 "certificateId",
                 "certificatePem",

@@ -1,6 +1,7 @@
 //! The three provisioning operations and the responses their callbacks receive.
 
 use std::ffi::{c_char, c_void, CString};
+use std::future::Future;
 
 use zeroize::Zeroizing;
 
@@ -8,6 +9,8 @@ use super::client::{fp_client, shared_of, UserData};
 use super::error::fp_error;
 use super::error::fp_result::{self, *};
 use super::strings::{nonempty_str_arg, str_arg};
+use crate::client::Client;
+use crate::error::Error;
 use crate::protocol::{
     parse_template_parameters, validate_template_name, CreateFromCsrResponse, CreateKeysResponse,
     RegisterThingRequest, RegisterThingResponse,
@@ -259,6 +262,40 @@ fn deliver_register_thing(
     unsafe { callback(user_data.0, response_ptr, error_ptr(&owned)) };
 }
 
+/// The start shared by the three operations. The checks run in this order, which decides the
+/// code a call with several bad arguments gets: the client, the operation's own arguments
+/// (`args`, which copies them), the callback, then whether the client takes operations.
+/// Only when all pass is `operation` spawned, its result going to `deliver` exactly once.
+fn start_operation<A, C, T, Fut>(
+    client: *mut fp_client,
+    args: impl FnOnce() -> Result<A, fp_result>,
+    callback: Option<C>,
+    user_data: *mut c_void,
+    operation: impl FnOnce(A, Client) -> Fut + Send + 'static,
+    deliver: fn(C, UserData, Result<T, fp_error>),
+) -> fp_result
+where
+    A: Send + 'static,
+    C: Send + 'static,
+    T: Send + 'static,
+    Fut: Future<Output = Result<T, Error>> + Send + 'static,
+{
+    let start = || -> Result<(), fp_result> {
+        let shared = shared_of(client)?;
+        let args = args()?;
+        let callback = callback.ok_or(FP_ERR_NULL_ARGUMENT)?;
+        let promise = shared.promise_operation()?;
+        let user_data = UserData(user_data);
+        shared.spawn_operation(
+            promise,
+            move |client| operation(args, client),
+            move |result| deliver(callback, user_data, result),
+        );
+        Ok(())
+    };
+    start().err().unwrap_or(FP_OK)
+}
+
 /// Starts CreateKeysAndCertificate: the service generates a key pair and a certificate.
 ///
 /// Returns `FP_OK` if the operation was accepted: `callback` will then be called exactly once,
@@ -278,24 +315,14 @@ pub extern "C" fn fp_create_keys(
     user_data: *mut c_void,
 ) -> fp_result {
     ffi_panic_boundary! {
-        let shared = match shared_of(client) {
-            Ok(s) => s,
-            Err(e) => return e,
-        };
-        let Some(callback) = callback else {
-            return FP_ERR_NULL_ARGUMENT;
-        };
-        let promise = match shared.promise_operation() {
-            Ok(p) => p,
-            Err(e) => return e,
-        };
-        let user_data = UserData(user_data);
-        shared.spawn_operation(
-            promise,
-            |client| async move { client.create_keys_and_certificate().await },
-            move |result| deliver_create_keys(callback, user_data, result),
-        );
-        FP_OK
+        start_operation(
+            client,
+            || Ok(()),
+            callback,
+            user_data,
+            |(), client| async move { client.create_keys_and_certificate().await },
+            deliver_create_keys,
+        )
     }
 }
 
@@ -313,29 +340,15 @@ pub extern "C" fn fp_create_from_csr(
     user_data: *mut c_void,
 ) -> fp_result {
     ffi_panic_boundary! {
-        let shared = match shared_of(client) {
-            Ok(s) => s,
-            Err(e) => return e,
-        };
-        // SAFETY: NULL or a NUL-terminated string, per the header.
-        let csr = match unsafe { nonempty_str_arg(csr_pem) } {
-            Ok(s) => s.to_owned(),
-            Err(e) => return e,
-        };
-        let Some(callback) = callback else {
-            return FP_ERR_NULL_ARGUMENT;
-        };
-        let promise = match shared.promise_operation() {
-            Ok(p) => p,
-            Err(e) => return e,
-        };
-        let user_data = UserData(user_data);
-        shared.spawn_operation(
-            promise,
-            move |client| async move { client.create_certificate_from_csr(&csr).await },
-            move |result| deliver_create_from_csr(callback, user_data, result),
-        );
-        FP_OK
+        start_operation(
+            client,
+            // SAFETY: NULL or a NUL-terminated string, per the header.
+            || Ok(unsafe { nonempty_str_arg(csr_pem) }?.to_owned()),
+            callback,
+            user_data,
+            |csr, client| async move { client.create_certificate_from_csr(&csr).await },
+            deliver_create_from_csr,
+        )
     }
 }
 
@@ -360,29 +373,16 @@ pub extern "C" fn fp_register_thing(
     user_data: *mut c_void,
 ) -> fp_result {
     ffi_panic_boundary! {
-        let shared = match shared_of(client) {
-            Ok(s) => s,
-            Err(e) => return e,
-        };
-        let request = match register_request(template_name, certificate_ownership_token, parameters_json) {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
-        let Some(callback) = callback else {
-            return FP_ERR_NULL_ARGUMENT;
-        };
-        let promise = match shared.promise_operation() {
-            Ok(p) => p,
-            Err(e) => return e,
-        };
-        let user_data = UserData(user_data);
-        let (template, request) = request;
-        shared.spawn_operation(
-            promise,
-            move |client| async move { client.register_thing(&template, &request).await },
-            move |result| deliver_register_thing(callback, user_data, result),
-        );
-        FP_OK
+        start_operation(
+            client,
+            || register_request(template_name, certificate_ownership_token, parameters_json),
+            callback,
+            user_data,
+            |(template, request), client| async move {
+                client.register_thing(&template, &request).await
+            },
+            deliver_register_thing,
+        )
     }
 }
 

@@ -28,6 +28,44 @@ fn with_options(
     }
 }
 
+/// One of the three PEM slots of the options (certificate, key, CA).
+type PemSlot = fn(&mut ClientOptions) -> &mut Option<Pem>;
+
+/// The body of the `*_file` setters: stores the copied, non-empty path in `slot`.
+fn set_pem_file(options: *mut fp_client_options, path: *const c_char, slot: PemSlot) -> fp_result {
+    with_options(options, |o| {
+        // SAFETY: NULL or a NUL-terminated string, per the header.
+        let path = unsafe { nonempty_str_arg(path) }?;
+        *slot(o) = Some(Pem::file(path));
+        Ok(())
+    })
+}
+
+/// The body of the `*_pem` setters: stores the PEM text, copied into wiped-on-drop memory,
+/// in `slot`.
+fn set_pem_memory(options: *mut fp_client_options, pem: *const c_char, slot: PemSlot) -> fp_result {
+    with_options(options, |o| {
+        // SAFETY: NULL or a NUL-terminated string, per the header.
+        *slot(o) = Some(Pem::Memory(unsafe { secret_arg(pem) }?));
+        Ok(())
+    })
+}
+
+/// The body of the timeout setters: stores `milliseconds` in `slot`, refusing 0.
+fn set_timeout_ms(
+    options: *mut fp_client_options,
+    milliseconds: u32,
+    slot: fn(&mut ClientOptions) -> &mut Duration,
+) -> fp_result {
+    with_options(options, |o| {
+        if milliseconds == 0 {
+            return Err(FP_ERR_INVALID_ARGUMENT);
+        }
+        *slot(o) = Duration::from_millis(u64::from(milliseconds));
+        Ok(())
+    })
+}
+
 /// Creates options for connecting to `endpoint` (host name or IP address, without scheme or
 /// port; also the name the server certificate must carry).
 ///
@@ -91,12 +129,7 @@ pub extern "C" fn fp_client_options_set_cert_file(
     path: *const c_char,
 ) -> fp_result {
     ffi_panic_boundary! {
-        with_options(options, |o| {
-            // SAFETY: NULL or a NUL-terminated string, per the header.
-            let path = unsafe { nonempty_str_arg(path) }?;
-            o.cert = Some(Pem::file(path));
-            Ok(())
-        })
+        set_pem_file(options, path, |o| &mut o.cert)
     }
 }
 
@@ -108,12 +141,7 @@ pub extern "C" fn fp_client_options_set_key_file(
     path: *const c_char,
 ) -> fp_result {
     ffi_panic_boundary! {
-        with_options(options, |o| {
-            // SAFETY: NULL or a NUL-terminated string, per the header.
-            let path = unsafe { nonempty_str_arg(path) }?;
-            o.key = Some(Pem::file(path));
-            Ok(())
-        })
+        set_pem_file(options, path, |o| &mut o.key)
     }
 }
 
@@ -125,12 +153,7 @@ pub extern "C" fn fp_client_options_set_ca_file(
     path: *const c_char,
 ) -> fp_result {
     ffi_panic_boundary! {
-        with_options(options, |o| {
-            // SAFETY: NULL or a NUL-terminated string, per the header.
-            let path = unsafe { nonempty_str_arg(path) }?;
-            o.ca = Some(Pem::file(path));
-            Ok(())
-        })
+        set_pem_file(options, path, |o| &mut o.ca)
     }
 }
 
@@ -142,11 +165,7 @@ pub extern "C" fn fp_client_options_set_cert_pem(
     pem: *const c_char,
 ) -> fp_result {
     ffi_panic_boundary! {
-        with_options(options, |o| {
-            // SAFETY: NULL or a NUL-terminated string, per the header.
-            o.cert = Some(Pem::Memory(unsafe { secret_arg(pem) }?));
-            Ok(())
-        })
+        set_pem_memory(options, pem, |o| &mut o.cert)
     }
 }
 
@@ -159,11 +178,7 @@ pub extern "C" fn fp_client_options_set_key_pem(
     pem: *const c_char,
 ) -> fp_result {
     ffi_panic_boundary! {
-        with_options(options, |o| {
-            // SAFETY: NULL or a NUL-terminated string, per the header.
-            o.key = Some(Pem::Memory(unsafe { secret_arg(pem) }?));
-            Ok(())
-        })
+        set_pem_memory(options, pem, |o| &mut o.key)
     }
 }
 
@@ -174,11 +189,7 @@ pub extern "C" fn fp_client_options_set_ca_pem(
     pem: *const c_char,
 ) -> fp_result {
     ffi_panic_boundary! {
-        with_options(options, |o| {
-            // SAFETY: NULL or a NUL-terminated string, per the header.
-            o.ca = Some(Pem::Memory(unsafe { secret_arg(pem) }?));
-            Ok(())
-        })
+        set_pem_memory(options, pem, |o| &mut o.ca)
     }
 }
 
@@ -246,13 +257,7 @@ pub extern "C" fn fp_client_options_set_operation_timeout_ms(
     milliseconds: u32,
 ) -> fp_result {
     ffi_panic_boundary! {
-        with_options(options, |o| {
-            if milliseconds == 0 {
-                return Err(FP_ERR_INVALID_ARGUMENT);
-            }
-            o.operation_timeout = Duration::from_millis(u64::from(milliseconds));
-            Ok(())
-        })
+        set_timeout_ms(options, milliseconds, |o| &mut o.operation_timeout)
     }
 }
 
@@ -264,13 +269,7 @@ pub extern "C" fn fp_client_options_set_connect_timeout_ms(
     milliseconds: u32,
 ) -> fp_result {
     ffi_panic_boundary! {
-        with_options(options, |o| {
-            if milliseconds == 0 {
-                return Err(FP_ERR_INVALID_ARGUMENT);
-            }
-            o.connect_timeout = Duration::from_millis(u64::from(milliseconds));
-            Ok(())
-        })
+        set_timeout_ms(options, milliseconds, |o| &mut o.connect_timeout)
     }
 }
 

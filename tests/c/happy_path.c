@@ -11,15 +11,6 @@
  */
 #include "test_util.h"
 
-static const char *const CSR_PEM =
-    "-----BEGIN CERTIFICATE REQUEST-----\n"
-    "MIHUMH0CAQAwGzEZMBcGA1UEAwwQZmxlZXRwcm92LWMtdGVzdDBZMBMGByqGSM49\n"
-    "AgEGCCqGSM49AwEHA0IABACAY7h3p4d7Uh+nfeUmCEVW3rxF83h2ADtjC4obDqPC\n"
-    "SyqiAgvXezTvjbs0ZmEDG/6I1VwkxrKYpzEaUWfakUigADAKBggqhkjOPQQDAgNH\n"
-    "ADBEAiA58EUnHiuUy88he3bLsoUTpnMZx9I6pQaCgvixSs3M9AIgHaX7SkGt3WAQ\n"
-    "5ST9/qISA+geLhDrY0xkrgK6gbbp/1I=\n"
-    "-----END CERTIFICATE REQUEST-----\n";
-
 struct flow {
     struct board *board;
     fp_client *client;
@@ -213,7 +204,7 @@ int main(int argc, char **argv) {
     csr.board = &b;
     csr.client = c;
     csr.off_main_thread = 1;
-    CHECK_RESULT(fp_create_from_csr(c, CSR_PEM, on_csr, &csr), FP_OK);
+    CHECK_RESULT(fp_create_from_csr(c, TEST_CSR_PEM, on_csr, &csr), FP_OK);
     board_wait(&b, &csr.csr_calls, 1);
     CHECK(csr.token != NULL);
     CHECK_RESULT(fp_register_thing(c, "FleetTemplate", csr.token, params_b, on_register, &csr),

@@ -62,17 +62,7 @@ static void op_done(struct op *o, const void *response, const fp_error *error) {
     board_post(o->board);
 }
 
-static void on_keys(void *ud, const fp_create_keys_response *r, const fp_error *e) {
-    op_done((struct op *)ud, r, e);
-}
-
-static void on_csr(void *ud, const fp_create_from_csr_response *r, const fp_error *e) {
-    op_done((struct op *)ud, r, e);
-}
-
-static void on_register(void *ud, const fp_register_thing_response *r, const fp_error *e) {
-    op_done((struct op *)ud, r, e);
-}
+DEFINE_OP_CALLBACKS(op_done)
 
 static void not_connected_yet(const struct conn_args *a, struct board *b) {
     struct op o;

@@ -19,15 +19,6 @@
  */
 #include "test_util.h"
 
-static const char *const CSR_PEM =
-    "-----BEGIN CERTIFICATE REQUEST-----\n"
-    "MIHUMH0CAQAwGzEZMBcGA1UEAwwQZmxlZXRwcm92LWMtdGVzdDBZMBMGByqGSM49\n"
-    "AgEGCCqGSM49AwEHA0IABACAY7h3p4d7Uh+nfeUmCEVW3rxF83h2ADtjC4obDqPC\n"
-    "SyqiAgvXezTvjbs0ZmEDG/6I1VwkxrKYpzEaUWfakUigADAKBggqhkjOPQQDAgNH\n"
-    "ADBEAiA58EUnHiuUy88he3bLsoUTpnMZx9I6pQaCgvixSs3M9AIgHaX7SkGt3WAQ\n"
-    "5ST9/qISA+geLhDrY0xkrgK6gbbp/1I=\n"
-    "-----END CERTIFICATE REQUEST-----\n";
-
 enum op_kind { OP_KEYS, OP_CSR, OP_CSR_NOT_PEM, OP_REGISTER };
 
 /* How the connection ends up, as the lifecycle callback sees it before fp_client_free(). */
@@ -135,24 +126,14 @@ static void op_done(struct op *o, const void *response, const fp_error *error) {
     board_post(o->board);
 }
 
-static void on_keys(void *ud, const fp_create_keys_response *r, const fp_error *e) {
-    op_done((struct op *)ud, r, e);
-}
-
-static void on_csr(void *ud, const fp_create_from_csr_response *r, const fp_error *e) {
-    op_done((struct op *)ud, r, e);
-}
-
-static void on_register(void *ud, const fp_register_thing_response *r, const fp_error *e) {
-    op_done((struct op *)ud, r, e);
-}
+DEFINE_OP_CALLBACKS(op_done)
 
 static fp_result start(fp_client *c, enum op_kind kind, struct op *o) {
     switch (kind) {
     case OP_KEYS:
         return fp_create_keys(c, on_keys, o);
     case OP_CSR:
-        return fp_create_from_csr(c, CSR_PEM, on_csr, o);
+        return fp_create_from_csr(c, TEST_CSR_PEM, on_csr, o);
     case OP_CSR_NOT_PEM:
         return fp_create_from_csr(c, "this is not a certificate signing request", on_csr, o);
     case OP_REGISTER:

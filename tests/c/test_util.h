@@ -184,4 +184,28 @@ static inline void lifecycle_log_init(struct lifecycle_log *log, struct board *b
     log->off_main_thread = 1;
 }
 
+/* A valid PEM CSR (P-256 key, CN fleetprov-c-test) for CreateCertificateFromCsr. */
+#define TEST_CSR_PEM \
+    "-----BEGIN CERTIFICATE REQUEST-----\n" \
+    "MIHUMH0CAQAwGzEZMBcGA1UEAwwQZmxlZXRwcm92LWMtdGVzdDBZMBMGByqGSM49\n" \
+    "AgEGCCqGSM49AwEHA0IABACAY7h3p4d7Uh+nfeUmCEVW3rxF83h2ADtjC4obDqPC\n" \
+    "SyqiAgvXezTvjbs0ZmEDG/6I1VwkxrKYpzEaUWfakUigADAKBggqhkjOPQQDAgNH\n" \
+    "ADBEAiA58EUnHiuUy88he3bLsoUTpnMZx9I6pQaCgvixSs3M9AIgHaX7SkGt3WAQ\n" \
+    "5ST9/qISA+geLhDrY0xkrgK6gbbp/1I=\n" \
+    "-----END CERTIFICATE REQUEST-----\n"
+
+/* Defines on_keys, on_csr and on_register, the three operation callbacks of a test that
+ * treats every outcome alike: each passes its `struct op` (user_data), response (NULL or not)
+ * and error to `done(struct op *, const void *, const fp_error *)`. */
+#define DEFINE_OP_CALLBACKS(done)                                                                  \
+    static void on_keys(void *ud, const fp_create_keys_response *r, const fp_error *e) {          \
+        done((struct op *)ud, r, e);                                                               \
+    }                                                                                              \
+    static void on_csr(void *ud, const fp_create_from_csr_response *r, const fp_error *e) {       \
+        done((struct op *)ud, r, e);                                                               \
+    }                                                                                              \
+    static void on_register(void *ud, const fp_register_thing_response *r, const fp_error *e) {   \
+        done((struct op *)ud, r, e);                                                               \
+    }
+
 #endif
