@@ -536,7 +536,9 @@ impl Registry {
         // torn last one.
         if let Err(e) = inner.journal.write_all(&lines) {
             // Part of a line may be in the journal, and the next line would be glued to it;
-            // a snapshot empties the journal.
+            // a snapshot empties the journal. Cut the part off first, in case the snapshot
+            // fails too (a full disk).
+            let _ = inner.journal.set_len(inner.journal_bytes);
             if force {
                 for change in changes {
                     inner.state.apply(change);
@@ -868,6 +870,36 @@ mod tests {
         distinct.sort();
         distinct.dedup();
         assert_eq!(distinct.len(), messages.len());
+    }
+
+    #[test]
+    fn a_token_raced_by_concurrent_registrations_is_spent_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        let token = registry.add_pending(&issued("c1"), CLAIM);
+        let start = std::sync::Barrier::new(8);
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let (registry, token, start) = (&registry, &token, &start);
+                    s.spawn(move || {
+                        start.wait();
+                        registry.apply_registration(
+                            token,
+                            CLAIM,
+                            &provisioned("c1", &format!("t{i}")),
+                        )
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+        assert!(results
+            .iter()
+            .filter(|r| r.is_err())
+            .all(|r| *r == Err(RegistrationError::Token(TokenError::Spent))));
+        assert_eq!(registry.things().len(), 1);
     }
 
     #[test]

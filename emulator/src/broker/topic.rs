@@ -3,14 +3,19 @@
 //! rumqttc's own matcher refuses every topic that starts with `$`, which would make the
 //! `$aws/...` reply topics undeliverable, so matching is done here.
 
-/// A topic name a client may publish to: non-empty, no wildcards, no NUL.
+/// AWS IoT's limit on a topic name or filter. It also bounds what a connection's subscriptions
+/// hold: the subscription count alone would let each filter be as large as a packet.
+pub(crate) const MAX_TOPIC_BYTES: usize = 256;
+
+/// A topic name a client may publish to: 1-256 bytes, no wildcards, no NUL.
 pub(crate) fn valid_topic_name(topic: &str) -> bool {
-    !topic.is_empty() && !topic.contains(['+', '#', '\0'])
+    !topic.is_empty() && topic.len() <= MAX_TOPIC_BYTES && !topic.contains(['+', '#', '\0'])
 }
 
-/// A topic filter as MQTT defines it: `#` only as the whole last level, `+` only as a whole level.
+/// A topic filter as MQTT defines it: `#` only as the whole last level, `+` only as a whole level;
+/// at most 256 bytes.
 pub(crate) fn valid_filter(filter: &str) -> bool {
-    if filter.is_empty() || filter.contains('\0') {
+    if filter.is_empty() || filter.len() > MAX_TOPIC_BYTES || filter.contains('\0') {
         return false;
     }
     let levels: Vec<&str> = filter.split('/').collect();
@@ -100,6 +105,14 @@ mod tests {
         for bad in ["", "a/#/b", "a#", "a/b+", "#/a", "a/++", "a\0b"] {
             assert!(!valid_filter(bad), "{bad}");
         }
+        assert!(valid_filter(&"a".repeat(MAX_TOPIC_BYTES)));
+        assert!(!valid_filter(&"a".repeat(MAX_TOPIC_BYTES + 1)));
+        // The longest reply topic a valid template name gives is well inside the limit.
+        let longest = format!(
+            "$aws/provisioning-templates/{}/provision/json/rejected",
+            "t".repeat(36)
+        );
+        assert!(valid_filter(&longest) && is_reply_topic(&longest));
     }
 
     #[test]
@@ -109,6 +122,8 @@ mod tests {
         assert!(!valid_topic_name(""));
         assert!(!valid_topic_name("a/+"));
         assert!(!valid_topic_name("a/#"));
+        assert!(valid_topic_name(&"a".repeat(MAX_TOPIC_BYTES)));
+        assert!(!valid_topic_name(&"a".repeat(MAX_TOPIC_BYTES + 1)));
     }
 
     #[test]
