@@ -156,8 +156,8 @@ typedef enum fp_lifecycle_event {
      * failed. At most once per fp_client_connect(), only after `FP_EVENT_CONNECTION_SUCCESS`,
      * and it never begins once fp_client_disconnect() or fp_client_free() has been called
      * (the loss is then part of the requested stop). The client does not reconnect: `FP_EVENT_STOPPED`
-     * follows at once, and operations started from then on are refused with
-     * `FP_ERR_NOT_CONNECTED`; operations the loss interrupted fail with its error.
+     * follows at once; operations the loss interrupted fail with its error, and operations
+     * started from then on call back with `FP_ERR_NOT_CONNECTED`.
      */
     FP_EVENT_DISCONNECTED = 2,
     /**
@@ -207,7 +207,8 @@ typedef enum fp_log_level {
  *
  * Created by fp_client_new(), connected once by fp_client_connect(), released by
  * fp_client_free(). All functions taking an `fp_client *` may be called from any thread,
- * concurrently, including from inside this library's callbacks.
+ * concurrently, including from inside this library's callbacks; fp_client_free() must not
+ * race other calls on the same handle, except from the client's own running callbacks.
  */
 typedef struct fp_client fp_client;
 
@@ -374,6 +375,8 @@ const char *fp_version(void);
  * starts the library's shared thread if this is the first live client. Does not touch the
  * network or read files: that happens in fp_client_connect(). On success writes the new
  * handle to `*out` (untouched on failure); free it with fp_client_free().
+ * `FP_ERR_NULL_ARGUMENT` if `options` or `out` is NULL; `FP_ERR_INTERNAL` if the library's
+ * thread cannot be started.
  */
 enum fp_result fp_client_new(const struct fp_client_options *options, struct fp_client **out);
 
@@ -388,10 +391,11 @@ enum fp_result fp_client_new(const struct fp_client_options *options, struct fp_
  * `FP_EVENT_STOPPED` may still follow.
  *
  * Operations may be started as soon as this returns: one started while the connection is
- * being made waits for it and fails with its error if it fails. Once the attempt has failed,
- * new operations are refused with `FP_ERR_NOT_CONNECTED` (and never call back); a failure
- * found before any network I/O, such as a key that does not match its certificate, can come
- * that early, so code that starts operations right away must handle both. A client connects
+ * being made waits for it and fails with its error if it fails. From this call on, an
+ * operation is always accepted (`FP_OK`, the callback will fire), however far the
+ * connection got: after a failed connect its callback gets the connect error, after the
+ * connection ended `FP_ERR_NOT_CONNECTED`. So the start call's result never depends on the
+ * timing of the library thread. A client connects
  * once (`FP_ERR_ALREADY_CONNECTED` on a second call); to reconnect, e.g. with the newly issued
  * certificate, create a new client.
  * `user_data` must stay valid, and usable from library threads, until `FP_EVENT_STOPPED`.
@@ -417,7 +421,10 @@ enum fp_result fp_client_disconnect(struct fp_client *client);
  *
  * Called from inside one of this client's own callbacks, it does not wait (that would wait for
  * itself): it cancels everything and returns; the last of the client's callbacks to return
- * releases the remaining resources. Either way the handle must not be used after this call.
+ * releases the remaining resources. Either way the handle must not be used after this call,
+ * except by this client's callbacks that are running meanwhile: until they return they may
+ * still pass it to the library (new operations are refused with `FP_ERR_CANCELLED`, a second
+ * fp_client_free() does nothing).
  * Do not hold a lock that this client's callbacks take while calling it.
  */
 void fp_client_free(struct fp_client *client);
@@ -478,8 +485,9 @@ enum fp_result fp_set_log_callback(fp_log_callback callback, void *user_data, in
  * on a library thread, never before this returns, with the response or an error (rejection,
  * timeout, disconnection, or `FP_ERR_CANCELLED` if the client is freed first). Any other
  * return value means the callback will never be called: `FP_ERR_NULL_ARGUMENT` (client or
- * callback NULL), `FP_ERR_NOT_CONNECTED` (fp_client_connect() not called, or the connection
- * failed or stopped), `FP_ERR_CANCELLED` (the client is being freed).
+ * callback NULL), `FP_ERR_NOT_CONNECTED` (fp_client_connect() never called), `FP_ERR_CANCELLED`
+ * (the client is being freed). After a failed or ended connection the operation is still
+ * accepted and its callback reports the connect error or `FP_ERR_NOT_CONNECTED`.
  *
  * May be called before the connection is up: the operation waits for it. Operations of the
  * same kind on one client run one after another. `user_data` must stay valid, and usable from
@@ -585,7 +593,8 @@ enum fp_result fp_client_options_set_cert_pem(struct fp_client_options *options,
 /**
  * Sets the client private key from NUL-terminated PEM text in memory. The text is copied
  * into memory the library wipes when the options and clients made from them are freed; the
- * caller may wipe its own buffer as soon as this returns.
+ * caller may wipe its own buffer as soon as this returns. (The key as decoded for the TLS
+ * stack while connecting is held by rustls and ring, which free it without wiping.)
  */
 enum fp_result fp_client_options_set_key_pem(struct fp_client_options *options, const char *pem);
 

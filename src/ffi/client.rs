@@ -25,7 +25,8 @@ const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 ///
 /// Created by fp_client_new(), connected once by fp_client_connect(), released by
 /// fp_client_free(). All functions taking an `fp_client *` may be called from any thread,
-/// concurrently, including from inside this library's callbacks.
+/// concurrently, including from inside this library's callbacks; fp_client_free() must not
+/// race other calls on the same handle, except from the client's own running callbacks.
 pub struct fp_client {
     shared: Arc<Shared>,
 }
@@ -46,8 +47,8 @@ pub enum fp_lifecycle_event {
     /// failed. At most once per fp_client_connect(), only after `FP_EVENT_CONNECTION_SUCCESS`,
     /// and it never begins once fp_client_disconnect() or fp_client_free() has been called
     /// (the loss is then part of the requested stop). The client does not reconnect: `FP_EVENT_STOPPED`
-    /// follows at once, and operations started from then on are refused with
-    /// `FP_ERR_NOT_CONNECTED`; operations the loss interrupted fail with its error.
+    /// follows at once; operations the loss interrupted fail with its error, and operations
+    /// started from then on call back with `FP_ERR_NOT_CONNECTED`.
     FP_EVENT_DISCONNECTED = 2,
     /// The client is stopped: this is always the last event, exactly once per
     /// fp_client_connect(), after a failed connect, a lost connection, or a requested
@@ -104,7 +105,17 @@ struct Tracking {
     deferred_release: bool,
     connect_called: bool,
     runtime: Option<RuntimeGuard>,
+    /// The handle freed from inside a callback, released with the runtime reference: other
+    /// callbacks of the client still running may use it until they return.
+    freed_handle: Option<FreedHandle>,
 }
+
+/// An `fp_client` allocation whose release is deferred to the last callback.
+struct FreedHandle(*mut fp_client);
+
+// SAFETY: the pointer is only turned back into its Box once, by whichever thread drops the
+// last promise; `fp_client` itself holds only an `Arc` of thread-safe state.
+unsafe impl Send for FreedHandle {}
 
 /// Everything a client's tasks share with its handle.
 pub(crate) struct Shared {
@@ -128,20 +139,25 @@ pub(crate) struct Promise {
 
 impl Drop for Promise {
     fn drop(&mut self) {
-        let release = {
+        let (release, handle) = {
             let mut t = self.shared.lock();
             t.outstanding = t.outstanding.saturating_sub(1);
             if t.outstanding > 0 {
-                None
+                (None, None)
             } else {
                 self.shared.idle.notify_all();
                 if t.deferred_release {
-                    t.runtime.take()
+                    (t.runtime.take(), t.freed_handle.take())
                 } else {
-                    None
+                    (None, None)
                 }
             }
         };
+        if let Some(FreedHandle(client)) = handle {
+            // SAFETY: from fp_client_new(), given up by fp_client_free(); no callback of this
+            // client runs any more, so nothing may still use the handle.
+            drop(unsafe { Box::from_raw(client) });
+        }
         if let Some(guard) = release {
             // Outside the lock: dropping the last runtime reference stops the runtime.
             drop(guard);
@@ -162,9 +178,12 @@ impl Shared {
         if t.closing {
             return Err(FP_ERR_CANCELLED);
         }
-        match &*self.conn.borrow() {
-            Conn::Connecting | Conn::Connected(_) => {}
-            Conn::Idle | Conn::Failed(_) | Conn::Ended => return Err(FP_ERR_NOT_CONNECTED),
+        // Only "connect never called" is refused here. Once fp_client_connect() was called,
+        // whether an operation is accepted must not depend on how far the connection got on
+        // the library thread (that would be a race for the caller): an operation started
+        // after the connection failed or ended is accepted and its callback reports why.
+        if matches!(&*self.conn.borrow(), Conn::Idle) {
+            return Err(FP_ERR_NOT_CONNECTED);
         }
         t.outstanding += 1;
         Ok(Promise {
@@ -184,7 +203,7 @@ impl Shared {
             Conn::Failed(e) => Err(e),
             Conn::Idle | Conn::Connecting | Conn::Ended => Err(fp_error::new(
                 FP_ERR_NOT_CONNECTED,
-                "the connection was closed before the operation could start",
+                "not connected: the connection had ended before the operation could start",
             )),
         }
     }
@@ -263,6 +282,8 @@ async fn run_callback(client_id: u64, promise: Promise, callback: impl FnOnce() 
 /// starts the library's shared thread if this is the first live client. Does not touch the
 /// network or read files: that happens in fp_client_connect(). On success writes the new
 /// handle to `*out` (untouched on failure); free it with fp_client_free().
+/// `FP_ERR_NULL_ARGUMENT` if `options` or `out` is NULL; `FP_ERR_INTERNAL` if the library's
+/// thread cannot be started.
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_client_new(
     options: *const fp_client_options,
@@ -296,6 +317,7 @@ pub extern "C" fn fp_client_new(
                 deferred_release: false,
                 connect_called: false,
                 runtime: Some(guard),
+                freed_handle: None,
             }),
             idle: Condvar::new(),
         });
@@ -325,10 +347,11 @@ pub(crate) fn shared_of(client: *mut fp_client) -> Result<Arc<Shared>, fp_result
 /// `FP_EVENT_STOPPED` may still follow.
 ///
 /// Operations may be started as soon as this returns: one started while the connection is
-/// being made waits for it and fails with its error if it fails. Once the attempt has failed,
-/// new operations are refused with `FP_ERR_NOT_CONNECTED` (and never call back); a failure
-/// found before any network I/O, such as a key that does not match its certificate, can come
-/// that early, so code that starts operations right away must handle both. A client connects
+/// being made waits for it and fails with its error if it fails. From this call on, an
+/// operation is always accepted (`FP_OK`, the callback will fire), however far the
+/// connection got: after a failed connect its callback gets the connect error, after the
+/// connection ended `FP_ERR_NOT_CONNECTED`. So the start call's result never depends on the
+/// timing of the library thread. A client connects
 /// once (`FP_ERR_ALREADY_CONNECTED` on a second call); to reconnect, e.g. with the newly issued
 /// certificate, create a new client.
 /// `user_data` must stay valid, and usable from library threads, until `FP_EVENT_STOPPED`.
@@ -437,7 +460,7 @@ async fn lifecycle(
                 _ = stop.wait_for(|s| *s) => None,
                 reason = client.closed() => Some(reason),
             };
-            // Operations started from now on are refused at once.
+            // Operations started from now on call back with FP_ERR_NOT_CONNECTED.
             shared.conn.send_replace(Conn::Ended);
             // After a loss this sends nothing and only joins the finished connection tasks.
             let _ = tokio::time::timeout(DISCONNECT_GRACE, client.disconnect()).await;
@@ -498,19 +521,28 @@ pub extern "C" fn fp_client_disconnect(client: *mut fp_client) -> fp_result {
 ///
 /// Called from inside one of this client's own callbacks, it does not wait (that would wait for
 /// itself): it cancels everything and returns; the last of the client's callbacks to return
-/// releases the remaining resources. Either way the handle must not be used after this call.
+/// releases the remaining resources. Either way the handle must not be used after this call,
+/// except by this client's callbacks that are running meanwhile: until they return they may
+/// still pass it to the library (new operations are refused with `FP_ERR_CANCELLED`, a second
+/// fp_client_free() does nothing).
 /// Do not hold a lock that this client's callbacks take while calling it.
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_client_free(client: *mut fp_client) {
     ffi_panic_boundary! {
-        if client.is_null() {
+        // Borrowed, not taken back into its Box yet: callbacks of this client that are
+        // running may still use the handle (their calls are refused), so it is released only
+        // once they have returned.
+        let shared = match shared_of(client) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        let inside_own_callback = IN_CALLBACK_OF.with(Cell::get) == shared.id;
+        let already_freed = std::mem::replace(&mut shared.lock().closing, true);
+        if already_freed && inside_own_callback {
+            // Freed already by another of the client's callbacks, still running: the handle
+            // is alive until they all return, and its release is already arranged.
             return;
         }
-        // SAFETY: a live handle from fp_client_new(), freed once, per the header.
-        let client = unsafe { Box::from_raw(client) };
-        let shared = client.shared;
-        let inside_own_callback = IN_CALLBACK_OF.with(Cell::get) == shared.id;
-        shared.lock().closing = true;
         shared.cancel.send_replace(true);
         shared.stop.send_replace(true);
         let release = {
@@ -518,11 +550,16 @@ pub extern "C" fn fp_client_free(client: *mut fp_client) {
             if inside_own_callback {
                 runtime::deferred_release_started();
                 t.deferred_release = true;
+                // The last of the client's callbacks to return frees the handle.
+                t.freed_handle = Some(FreedHandle(client));
                 None
             } else {
                 while t.outstanding > 0 {
                     t = shared.idle.wait(t).unwrap_or_else(|e| e.into_inner());
                 }
+                // SAFETY: a live handle from fp_client_new(), freed once, per the header; no
+                // callback of this client runs any more.
+                drop(unsafe { Box::from_raw(client) });
                 t.runtime.take()
             }
         };

@@ -302,8 +302,9 @@ where
 /// on a library thread, never before this returns, with the response or an error (rejection,
 /// timeout, disconnection, or `FP_ERR_CANCELLED` if the client is freed first). Any other
 /// return value means the callback will never be called: `FP_ERR_NULL_ARGUMENT` (client or
-/// callback NULL), `FP_ERR_NOT_CONNECTED` (fp_client_connect() not called, or the connection
-/// failed or stopped), `FP_ERR_CANCELLED` (the client is being freed).
+/// callback NULL), `FP_ERR_NOT_CONNECTED` (fp_client_connect() never called), `FP_ERR_CANCELLED`
+/// (the client is being freed). After a failed or ended connection the operation is still
+/// accepted and its callback reports the connect error or `FP_ERR_NOT_CONNECTED`.
 ///
 /// May be called before the connection is up: the operation waits for it. Operations of the
 /// same kind on one client run one after another. `user_data` must stay valid, and usable from

@@ -171,7 +171,8 @@ pub extern "C" fn fp_client_options_set_cert_pem(
 
 /// Sets the client private key from NUL-terminated PEM text in memory. The text is copied
 /// into memory the library wipes when the options and clients made from them are freed; the
-/// caller may wipe its own buffer as soon as this returns.
+/// caller may wipe its own buffer as soon as this returns. (The key as decoded for the TLS
+/// stack while connecting is held by rustls and ring, which free it without wiping.)
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_client_options_set_key_pem(
     options: *mut fp_client_options,

@@ -7,7 +7,8 @@
  * - free waits for a slow callback that is already running;
  * - operations waiting for a connection that fails get the connection's error;
  * - fp_client_free() from inside the client's own callback neither deadlocks nor loses the
- *   remaining callbacks.
+ *   remaining callbacks, and another callback of the client running meanwhile may still use
+ *   the handle (its new operations are refused).
  *
  * argv: ENDPOINT PORT CA CERT KEY SILENT_PORT CLOSED_PORT
  *   SILENT_PORT accepts TCP connections and never answers; CLOSED_PORT refuses them.
@@ -150,24 +151,22 @@ static void failed_connection_fails_waiting_ops(const struct conn_args *a, int c
     lifecycle_log_init(&life, b);
     op_init(&keys, b);
     CHECK_RESULT(fp_client_connect(c, record_lifecycle, &life), FP_OK);
-    /* Almost always the operation is started while the connect is still under way and then
-     * fails with its error; if the refusal was quicker, it is refused at once instead. */
-    fp_result started = fp_create_keys(c, on_keys, &keys);
-    CHECK(started == FP_OK || started == FP_ERR_NOT_CONNECTED);
-    if (started == FP_OK) {
-        board_wait(b, &keys.finished, 1);
-    }
+    /* Accepted however quickly the refusal comes; the callback gets the connect error. */
+    CHECK_RESULT(fp_create_keys(c, on_keys, &keys), FP_OK);
+    board_wait(b, &keys.finished, 1);
     board_wait(b, &life.count, 2);
     CHECK(life.events[0] == FP_EVENT_CONNECTION_FAILURE);
     CHECK_RESULT(life.codes[0], FP_ERR_CONNECTION);
     CHECK(life.events[1] == FP_EVENT_STOPPED);
-    if (started == FP_OK) {
-        CHECK_RESULT(keys.code, FP_ERR_CONNECTION);
-    }
-    /* After the failure, new operations are refused at once. */
-    CHECK_RESULT(fp_create_keys(c, on_keys, &keys), FP_ERR_NOT_CONNECTED);
+    CHECK_RESULT(keys.code, FP_ERR_CONNECTION);
+    /* After the failure (and its events), a new operation is still accepted and reports the
+     * connect error exactly once. */
+    op_init(&keys, b);
+    CHECK_RESULT(fp_create_keys(c, on_keys, &keys), FP_OK);
+    board_wait(b, &keys.finished, 1);
+    CHECK_RESULT(keys.code, FP_ERR_CONNECTION);
     fp_client_free(c);
-    CHECK(keys.calls == (started == FP_OK ? 1 : 0));
+    CHECK(keys.calls == 1);
 }
 
 /* fp_client_free() from inside the client's own create-keys callback. */
@@ -219,6 +218,115 @@ static void free_inside_own_callback(const struct conn_args *a, struct board *b)
     CHECK(life.events[1] == FP_EVENT_STOPPED);
 }
 
+/* One callback frees the client from inside while another callback of the same client is
+ * still running: the running one may keep using the handle until it returns. */
+struct sibling_free {
+    struct board *board;
+    fp_client *client;
+    struct op refused; /* the operation tried after the free: must never call back */
+    int life_waiting;  /* the CONNECTION_SUCCESS callback is running */
+    int freed;         /* the create-keys callback has freed the client */
+    fp_result after_free;
+    fp_result disconnect_after_free;
+    int stopped;
+};
+
+static void sibling_lifecycle(void *ud, fp_lifecycle_event event, const fp_error *error) {
+    struct sibling_free *s = (struct sibling_free *)ud;
+    fp_result started, disconnected;
+    (void)error;
+    if (event == FP_EVENT_STOPPED) {
+        board_lock(s->board);
+        s->stopped = 1;
+        board_post(s->board);
+        return;
+    }
+    if (event != FP_EVENT_CONNECTION_SUCCESS) {
+        return;
+    }
+    board_lock(s->board);
+    s->life_waiting = 1;
+    pthread_cond_broadcast(&s->board->changed);
+    board_wait_locked(s->board, &s->freed, 1);
+    pthread_mutex_unlock(&s->board->lock);
+    /* Still inside a callback of the client: the handle is usable, new work refused. */
+    started = fp_create_keys(s->client, on_keys, &s->refused);
+    disconnected = fp_client_disconnect(s->client);
+    fp_client_free(s->client); /* a second free from a running callback does nothing */
+    board_lock(s->board);
+    s->after_free = started;
+    s->disconnect_after_free = disconnected;
+    board_post(s->board);
+}
+
+static void sibling_free_keys(void *ud, const fp_create_keys_response *r, const fp_error *e) {
+    struct sibling_free *s = (struct sibling_free *)ud;
+    (void)r;
+    (void)e;
+    board_wait(s->board, &s->life_waiting, 1);
+    fp_client_free(s->client);
+    board_lock(s->board);
+    s->freed = 1;
+    board_post(s->board);
+}
+
+static void free_while_sibling_callback_runs(const struct conn_args *a, struct board *b) {
+    struct sibling_free s;
+    fp_client *c = make_client(a, 0, 5);
+    memset(&s, 0, sizeof s);
+    s.board = b;
+    s.client = c;
+    s.after_free = FP_OK;
+    op_init(&s.refused, b);
+    CHECK_RESULT(fp_client_connect(c, sibling_lifecycle, &s), FP_OK);
+    CHECK_RESULT(fp_create_keys(c, sibling_free_keys, &s), FP_OK);
+    board_wait(b, &s.stopped, 1);
+    CHECK_RESULT(s.after_free, FP_ERR_CANCELLED);
+    CHECK_RESULT(s.disconnect_after_free, FP_OK);
+    CHECK(s.refused.calls == 0);
+}
+
+/* The main thread frees the client while one of its callbacks runs, and that callback frees
+ * it too: the second free does nothing (no double free), and the first waits for it. */
+struct both_free {
+    struct board *board;
+    fp_client *client;
+    int entered;
+    int finished;
+};
+
+static void free_too_from_callback(void *ud, const fp_create_keys_response *r,
+                                   const fp_error *e) {
+    struct both_free *s = (struct both_free *)ud;
+    (void)r;
+    (void)e;
+    board_lock(s->board);
+    s->entered = 1;
+    board_post(s->board);
+    /* Wait until the main thread's fp_client_free() has begun: the client then refuses
+     * new work with FP_ERR_CANCELLED. */
+    while (fp_client_connect(s->client, NULL, NULL) != FP_ERR_CANCELLED) {
+        sleep_ms(1);
+    }
+    fp_client_free(s->client);
+    board_lock(s->board);
+    s->finished = 1;
+    board_post(s->board);
+}
+
+static void free_from_main_and_from_callback(const struct conn_args *a, struct board *b) {
+    struct both_free s;
+    fp_client *c = make_client(a, 0, 5);
+    memset(&s, 0, sizeof s);
+    s.board = b;
+    s.client = c;
+    CHECK_RESULT(fp_client_connect(c, NULL, NULL), FP_OK);
+    CHECK_RESULT(fp_create_keys(c, free_too_from_callback, &s), FP_OK);
+    board_wait(b, &s.entered, 1);
+    fp_client_free(c);
+    CHECK(s.finished);
+}
+
 int main(int argc, char **argv) {
     struct conn_args a;
     struct board b;
@@ -242,6 +350,10 @@ int main(int argc, char **argv) {
     printf("failed connection: ok\n");
     free_inside_own_callback(&a, &b);
     printf("free inside own callback: ok\n");
+    free_while_sibling_callback_runs(&a, &b);
+    printf("free while a sibling callback runs: ok\n");
+    free_from_main_and_from_callback(&a, &b);
+    printf("free from main and from a callback: ok\n");
 
     board_destroy(&b);
     printf("lifecycle: ok\n");
