@@ -12,21 +12,18 @@ EMU=target/release/fleetprov-emulator
 mkdir -p build
 ${CC:-cc} -O2 -Wall -Wextra -Werror -o build/rusage bench/rusage.c
 work=$(mktemp -d)
-emu_pid=
+. c_examples/emulator.sh
 cleanup() {
-  if [ -n "$emu_pid" ]; then kill "$emu_pid" 2>/dev/null || true; wait "$emu_pid" 2>/dev/null || true; fi
+  emulator_stop
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-"$EMU" serve --state-dir "$work/state" --port 0 --ready-file "$work/port" --quiet >/dev/null &
-emu_pid=$!
-for _ in $(seq 1 300); do [ -s "$work/port" ] && break; sleep 0.1; done
-[ -s "$work/port" ] || { echo "measure: the emulator did not start" >&2; exit 1; }
+emulator_start "$EMU" "$work/state" "$work/port" --quiet >/dev/null
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=fleetprov-bench" \
   -keyout "$work/device.key" -out "$work/device.csr" 2>/dev/null
 
-python3 bench/measure.py "$runs" "$emu_pid" "$(cat "$work/port")" "$work/state" "$work/device.csr"
+python3 bench/measure.py "$runs" "$emulator_pid" "$emulator_port" "$work/state" "$work/device.csr"
 
 strip -o "$work/lib.so" target/release/libfleetprov.so
 echo "stripped libfleetprov.so: $(stat -c %s "$work/lib.so") bytes"

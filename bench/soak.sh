@@ -10,28 +10,17 @@ soak=${1:?soak binary}
 emulator=${2:?emulator binary}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/fleetprov-soak.XXXXXX")
-emulator_pid=
+. "$(dirname "$0")/../c_examples/emulator.sh"
 cleanup() {
-    if [ -n "$emulator_pid" ]; then
-        kill -TERM "$emulator_pid" 2>/dev/null || true
-        wait "$emulator_pid" 2>/dev/null || true
-    fi
+    emulator_stop
     rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 state="$work/state"
-"$emulator" serve --state-dir "$state" --port 0 --ready-file "$work/ready" --quiet >/dev/null &
-emulator_pid=$!
-tries=0
-while [ ! -s "$work/ready" ]; do
-    kill -0 "$emulator_pid" 2>/dev/null || { echo "soak: the emulator exited early" >&2; exit 1; }
-    tries=$((tries + 1))
-    [ "$tries" -le 300 ] || { echo "soak: the emulator was not ready within 30 s" >&2; exit 1; }
-    sleep 0.1
-done
-port=$(cat "$work/ready")
+emulator_start "$emulator" "$state" "$work/ready" --quiet >/dev/null
+port=$emulator_port
 
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=fleetprov-soak" \
     -keyout "$work/device.key" -out "$work/device.csr" 2>/dev/null

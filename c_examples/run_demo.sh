@@ -17,36 +17,17 @@ for bin in "$demo" "$emulator"; do
 done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/fleetprov-demo.XXXXXX")
-emulator_pid=
+. "$(dirname "$0")/emulator.sh"
 cleanup() {
-    if [ -n "$emulator_pid" ]; then
-        kill -TERM "$emulator_pid" 2>/dev/null || true
-        wait "$emulator_pid" 2>/dev/null || true
-    fi
+    emulator_stop
     rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 state="$work/state"
-"$emulator" serve --state-dir "$state" --port 0 --ready-file "$work/ready" --quiet &
-emulator_pid=$!
-
-# The emulator writes the ready file (atomically) once it listens; give it 30 s.
-tries=0
-while [ ! -s "$work/ready" ]; do
-    if ! kill -0 "$emulator_pid" 2>/dev/null; then
-        echo "run_demo: the emulator exited before it was ready" >&2
-        exit 1
-    fi
-    tries=$((tries + 1))
-    if [ "$tries" -gt 300 ]; then
-        echo "run_demo: the emulator was not ready within 30 s" >&2
-        exit 1
-    fi
-    sleep 0.1
-done
-port=$(cat "$work/ready")
+emulator_start "$emulator" "$state" "$work/ready" --quiet
+port=$emulator_port
 
 common="--endpoint localhost --port $port --ca_file $state/ca.pem --cert $state/claim-cert.pem --key $state/claim-key.pem --template_name FleetTemplate"
 
