@@ -1,0 +1,3 @@
+module fleetprov.example/provision
+
+go 1.19

@@ -1,0 +1,48 @@
+/* Trampolines: the library calls these on its threads, they call the exported Go functions
+ * with the cgo.Handle that travelled as user_data. */
+#include "shim.h"
+
+#include "_cgo_export.h"
+
+/* The Go side only reads through these pointers; cgo has no const, hence the casts. */
+static void on_lifecycle(void *user_data, fp_lifecycle_event event, const fp_error *error) {
+    fpgoLifecycle((uintptr_t)user_data, (int)event, (fp_error *)error);
+}
+
+static void on_create_keys(void *user_data, const fp_create_keys_response *response,
+                           const fp_error *error) {
+    fpgoCreateKeys((uintptr_t)user_data, (fp_create_keys_response *)response,
+                   (fp_error *)error);
+}
+
+static void on_create_from_csr(void *user_data, const fp_create_from_csr_response *response,
+                               const fp_error *error) {
+    fpgoCreateFromCsr((uintptr_t)user_data, (fp_create_from_csr_response *)response,
+                      (fp_error *)error);
+}
+
+static void on_register_thing(void *user_data, const fp_register_thing_response *response,
+                              const fp_error *error) {
+    fpgoRegisterThing((uintptr_t)user_data, (fp_register_thing_response *)response,
+                      (fp_error *)error);
+}
+
+enum fp_result fpgo_connect(fp_client *client, uintptr_t handle) {
+    return fp_client_connect(client, on_lifecycle, (void *)handle);
+}
+
+enum fp_result fpgo_create_keys(fp_client *client, uintptr_t handle) {
+    return fp_create_keys(client, on_create_keys, (void *)handle);
+}
+
+enum fp_result fpgo_create_from_csr(fp_client *client, const char *csr_pem,
+                                    uintptr_t handle) {
+    return fp_create_from_csr(client, csr_pem, on_create_from_csr, (void *)handle);
+}
+
+enum fp_result fpgo_register_thing(fp_client *client, const char *template_name,
+                                   const char *token, const char *parameters_json,
+                                   uintptr_t handle) {
+    return fp_register_thing(client, template_name, token, parameters_json, on_register_thing,
+                             (void *)handle);
+}

@@ -1,0 +1,80 @@
+#!/bin/sh
+# Runs the Node.js example end to end against a local emulator on a loopback port: installs the
+# locked dependencies (koffi), then provisions with CreateKeysAndCertificate and with
+# CreateCertificateFromCsr (a CSR made on the spot). Exits non-zero if a step fails, the thing
+# is not registered, a private key is printed, or node does not exit by itself within 60 s; the
+# emulator is stopped on every exit path.
+#
+# Needs the library and the emulator: `make` and `cargo build --release -p fleetprov-emulator`.
+# Usage: examples/node/run.sh [LIBRARY] [EMULATOR_BINARY]
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+lib=${1:-$root/target/release/libfleetprov.so}
+emulator=${2:-$root/target/release/fleetprov-emulator}
+for file in "$lib" "$emulator"; do
+    if [ ! -f "$file" ]; then
+        echo "run.sh: $file is missing; run make and cargo build --release -p fleetprov-emulator" >&2
+        exit 1
+    fi
+done
+
+(cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/fleetprov-node.XXXXXX")
+. "$root/c_examples/emulator.sh"
+cleanup() {
+    emulator_stop
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+state="$work/state"
+emulator_start "$emulator" "$state" "$work/ready" --quiet
+
+# A hang (a callback never delivered, a handle keeping the loop alive) fails the run.
+limit=
+if command -v timeout >/dev/null 2>&1; then
+    limit="timeout 60"
+fi
+
+# provision NAME ARGS...: runs provision.mjs, shows its output, checks the result.
+provision() {
+    _name=$1
+    shift
+    _status=0
+    # shellcheck disable=SC2086 # $limit is empty or a command and its argument
+    FLEETPROV_LIB=$lib $limit node "$here/provision.mjs" --endpoint localhost \
+        --port "$emulator_port" --ca_file "$state/ca.pem" --cert "$state/claim-cert.pem" \
+        --key "$state/claim-key.pem" --template_name FleetTemplate "$@" \
+        >"$work/$_name.out" 2>&1 || _status=$?
+    cat "$work/$_name.out"
+    if [ "$_status" -ne 0 ]; then
+        echo "run.sh: $_name: provision.mjs exited with $_status" >&2
+        exit 1
+    fi
+    if ! grep -q "^Thing registered: ThingPrefix_" "$work/$_name.out"; then
+        echo "run.sh: $_name: no thing registered" >&2
+        exit 1
+    fi
+    if grep -q "PRIVATE KEY" "$work/$_name.out"; then
+        echo "run.sh: $_name: a private key was printed" >&2
+        exit 1
+    fi
+}
+
+echo "== Node.js: CreateKeysAndCertificate + RegisterThing"
+provision keys --template_parameters '{"SerialNumber":"1","DeviceLocation":"Seattle"}'
+
+echo
+echo "== Node.js: CreateCertificateFromCsr + RegisterThing"
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=node-device \
+    -keyout "$work/node-device.key" -out "$work/node-device.csr" 2>/dev/null
+provision csr --template_parameters '{"SerialNumber":"2","DeviceLocation":"Seattle"}' \
+    --csr "$work/node-device.csr"
+
+emulator_stop
+echo
+echo "run.sh: all steps succeeded"
