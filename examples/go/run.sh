@@ -25,6 +25,7 @@ export GOTOOLCHAIN=local
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/fleetprov-go.XXXXXX")
 . "$root/c_examples/emulator.sh"
+. "$root/examples/check_provision.sh"
 cleanup() {
     emulator_stop
     rm -rf "$work"
@@ -49,19 +50,7 @@ provision_thing() {
     "$work/provision" "$@" --template_name FleetTemplate \
         --template_parameters "{\"SerialNumber\":\"$serial\",\"DeviceLocation\":\"Seattle\"}" \
         >"$out" 2>&1 || status=$?
-    cat "$out"
-    if [ "$status" -ne 0 ]; then
-        echo "run.sh: the example exited with $status" >&2
-        exit 1
-    fi
-    if ! grep -q "^Thing registered: ThingPrefix_$serial\$" "$out"; then
-        echo "run.sh: ThingPrefix_$serial was not registered" >&2
-        exit 1
-    fi
-    if grep -q "PRIVATE KEY" "$out"; then
-        echo "run.sh: the output contains a private key" >&2
-        exit 1
-    fi
+    check_provision "$serial" "$status" "$out" "ThingPrefix_$serial\$"
 }
 
 echo

@@ -24,6 +24,7 @@ done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/fleetprov-node.XXXXXX")
 . "$root/c_examples/emulator.sh"
+. "$root/examples/check_provision.sh"
 cleanup() {
     emulator_stop
     rm -rf "$work"
@@ -50,19 +51,7 @@ provision() {
         --port "$emulator_port" --ca_file "$state/ca.pem" --cert "$state/claim-cert.pem" \
         --key "$state/claim-key.pem" --template_name FleetTemplate "$@" \
         >"$work/$_name.out" 2>&1 || _status=$?
-    cat "$work/$_name.out"
-    if [ "$_status" -ne 0 ]; then
-        echo "run.sh: $_name: provision.mjs exited with $_status" >&2
-        exit 1
-    fi
-    if ! grep -q "^Thing registered: ThingPrefix_" "$work/$_name.out"; then
-        echo "run.sh: $_name: no thing registered" >&2
-        exit 1
-    fi
-    if grep -q "PRIVATE KEY" "$work/$_name.out"; then
-        echo "run.sh: $_name: a private key was printed" >&2
-        exit 1
-    fi
+    check_provision "$_name" "$_status" "$work/$_name.out" "ThingPrefix_"
 }
 
 echo "== Node.js: CreateKeysAndCertificate + RegisterThing"
