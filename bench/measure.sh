@@ -11,13 +11,8 @@ make all emulator >/dev/null 2>&1 || make all emulator
 EMU=target/release/fleetprov-emulator
 mkdir -p build
 ${CC:-cc} -O2 -Wall -Wextra -Werror -o build/rusage bench/rusage.c
-work=$(mktemp -d)
 . c_examples/emulator.sh
-cleanup() {
-  emulator_stop
-  rm -rf "$work"
-}
-trap cleanup EXIT
+emulator_workdir bench
 
 emulator_start "$EMU" "$work/state" "$work/port" --quiet >/dev/null
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=fleetprov-bench" \

@@ -9,14 +9,8 @@ set -eu
 soak=${1:?soak binary}
 emulator=${2:?emulator binary}
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/fleetprov-soak.XXXXXX")
 . "$(dirname "$0")/../c_examples/emulator.sh"
-cleanup() {
-    emulator_stop
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+emulator_workdir soak
 
 state="$work/state"
 emulator_start "$emulator" "$state" "$work/ready" --quiet >/dev/null

@@ -7,6 +7,9 @@
 #   emulator_port. Returns non-zero, with a reason on stderr, if it exits or is not ready in time.
 # emulator_stop
 #   stops it (SIGTERM, then waits); safe to call more than once, e.g. from an exit trap.
+# emulator_workdir NAME
+#   makes a scratch directory, sets work to it, and arranges that on exit or interrupt the
+#   emulator is stopped and the directory removed.
 
 emulator_pid=
 emulator_port=
@@ -38,4 +41,15 @@ emulator_stop() {
         wait "$emulator_pid" 2>/dev/null || true
         emulator_pid=
     fi
+}
+
+emulator_workdir() {
+    work=$(mktemp -d "${TMPDIR:-/tmp}/fleetprov-$1.XXXXXX")
+    trap '_emulator_cleanup' EXIT
+    trap 'exit 130' INT TERM
+}
+
+_emulator_cleanup() {
+    emulator_stop
+    rm -rf "$work"
 }

@@ -16,14 +16,8 @@ for bin in "$demo" "$emulator"; do
     fi
 done
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/fleetprov-demo.XXXXXX")
 . "$(dirname "$0")/emulator.sh"
-cleanup() {
-    emulator_stop
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+emulator_workdir demo
 
 state="$work/state"
 emulator_start "$emulator" "$state" "$work/ready" --quiet

@@ -23,15 +23,9 @@ done
 # Never let `go` fetch another toolchain: build with the one installed.
 export GOTOOLCHAIN=local
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/fleetprov-go.XXXXXX")
 . "$root/c_examples/emulator.sh"
 . "$root/examples/check_provision.sh"
-cleanup() {
-    emulator_stop
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+emulator_workdir go
 
 echo "== go vet, go build"
 (cd "$here" && go vet ./... && go build -o "$work/provision" .)

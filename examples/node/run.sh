@@ -22,15 +22,9 @@ done
 
 (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/fleetprov-node.XXXXXX")
 . "$root/c_examples/emulator.sh"
 . "$root/examples/check_provision.sh"
-cleanup() {
-    emulator_stop
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+emulator_workdir node
 
 state="$work/state"
 emulator_start "$emulator" "$state" "$work/ready" --quiet
