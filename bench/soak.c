@@ -201,8 +201,8 @@ static int fail(long i, const char *what, fp_result code, const char *message) {
 }
 
 static fp_client_options *make_options(const struct config *cfg, unsigned long port) {
-    fp_client_options *o = fp_client_options_new(cfg->endpoint);
-    if (o == NULL) {
+    fp_client_options *o = NULL;
+    if (fp_client_options_new(cfg->endpoint, &o) != FP_OK) {
         return NULL;
     }
     if (fp_client_options_set_port(o, (uint16_t)port) != FP_OK ||

@@ -718,9 +718,9 @@ int main(int argc, char **argv) {
     }
     fp_set_log_callback(log_to_stderr, NULL, level);
 
-    opts = fp_client_options_new(a.endpoint);
-    if (opts == NULL) {
-        fail_line("invalid --endpoint %s", a.endpoint);
+    r = fp_client_options_new(a.endpoint, &opts);
+    if (r != FP_OK) {
+        fail_line("invalid --endpoint %s: %s", a.endpoint, fp_result_str((int)r));
         free(csr);
         return EXIT_USAGE;
     }

@@ -72,7 +72,7 @@ static void on_lifecycle(void *user_data, fp_lifecycle_event event, const fp_err
 
 int main(int argc, char **argv) {
     struct state s = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL};
-    fp_client_options *opts;
+    fp_client_options *opts = NULL;
     fp_result r;
     long port;
 
@@ -82,8 +82,7 @@ int main(int argc, char **argv) {
     }
     s.serial = argv[6];
     port = strtol(argv[2], NULL, 10);
-    opts = fp_client_options_new(argv[1]);
-    if (opts == NULL || port < 1 || port > 65535 ||
+    if (fp_client_options_new(argv[1], &opts) != FP_OK || port < 1 || port > 65535 ||
         fp_client_options_set_port(opts, (uint16_t)port) != FP_OK ||
         fp_client_options_set_ca_file(opts, argv[3]) != FP_OK ||
         fp_client_options_set_cert_file(opts, argv[4]) != FP_OK ||

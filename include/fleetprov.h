@@ -548,10 +548,13 @@ enum fp_result fp_register_thing_check(const char *template_name, const char *pa
  * 30 s, connect and operation timeouts 30 s, no proxy. A client certificate and key are needed
  * to connect (fp_client_options_set_cert_file() and fp_client_options_set_key_file()).
  *
- * `endpoint` is copied. Returns NULL if `endpoint` is NULL, not UTF-8, empty, or not a valid
- * host name or address. Free the result with fp_client_options_free().
+ * `endpoint` is copied. On success writes the new options to `*out` (free them with
+ * fp_client_options_free()) and returns `FP_OK`; otherwise leaves `*out` untouched and returns
+ * `FP_ERR_NULL_ARGUMENT` (`endpoint` or `out` is NULL), `FP_ERR_INVALID_UTF8` (`endpoint` is
+ * not UTF-8) or `FP_ERR_INVALID_ARGUMENT` (empty, or not a host name or address: no scheme,
+ * path, port or spaces).
  */
-struct fp_client_options *fp_client_options_new(const char *endpoint);
+enum fp_result fp_client_options_new(const char *endpoint, struct fp_client_options **out);
 
 /**
  * Frees options. NULL is a no-op. Clients created from them are not affected.

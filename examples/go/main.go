@@ -248,9 +248,9 @@ func checkTemplate(c *config) error {
 func newClient(c *config) (*C.fp_client, error) {
 	endpoint := cstr(c.endpoint)
 	defer free(endpoint)
-	opts := C.fp_client_options_new(endpoint)
-	if opts == nil {
-		return nil, usageError{fmt.Sprintf("invalid --endpoint %q", c.endpoint)}
+	var opts *C.fp_client_options
+	if r := C.fp_client_options_new(endpoint, &opts); r != C.FP_OK {
+		return nil, usageError{fmt.Sprintf("invalid --endpoint %q: %s", c.endpoint, resultStr(r))}
 	}
 	// The client copies the options.
 	defer C.fp_client_options_free(opts)

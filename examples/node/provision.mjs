@@ -102,7 +102,9 @@ function loadLibrary() {
     registerThingCheck: lib.func(
       'int fp_register_thing_check(const char *template_name, const char *parameters_json)',
     ),
-    optionsNew: lib.func('fp_client_options *fp_client_options_new(const char *endpoint)'),
+    optionsNew: lib.func(
+      'int fp_client_options_new(const char *endpoint, _Out_ fp_client_options **out)',
+    ),
     optionsFree: lib.func('void fp_client_options_free(fp_client_options *options)'),
     optionsSetPort: lib.func('int fp_client_options_set_port(fp_client_options *options, uint16_t port)'),
     optionsSetCertFile: lib.func(
@@ -345,10 +347,12 @@ async function provision(args, { fn, proto }) {
 }
 
 function newClient(args, fn) {
-  const options = fn.optionsNew(args.endpoint);
-  if (options === null) {
-    throw new UsageError(`--endpoint ${args.endpoint} is not a host name or address`);
+  const out = [null];
+  const made = fn.optionsNew(args.endpoint, out);
+  if (made !== FP_OK) {
+    throw new UsageError(`--endpoint ${args.endpoint}: ${fn.resultStr(made)}`);
   }
+  const options = out[0];
   try {
     const set = (what, result) => {
       if (result !== FP_OK) {

@@ -27,7 +27,7 @@ type Callback = Option<unsafe extern "C" fn(*mut c_void, *const c_void, *const c
 // Return types are `fp_result`, a C enum: an `int` in the C ABI.
 extern "C" {
     fn fp_result_str(result: c_int) -> *const c_char;
-    fn fp_client_options_new(endpoint: *const c_char) -> *mut Options;
+    fn fp_client_options_new(endpoint: *const c_char, out: *mut *mut Options) -> c_int;
     fn fp_client_options_free(options: *mut Options);
     fn fp_client_options_set_port(options: *mut Options, port: u16) -> c_int;
     fn fp_client_options_set_cert_file(options: *mut Options, path: *const c_char) -> c_int;
@@ -86,8 +86,8 @@ fn anchor() -> *mut Client {
     static ANCHOR: OnceLock<Anchor> = OnceLock::new();
     ANCHOR
         .get_or_init(|| unsafe {
-            let o = fp_client_options_new(c"localhost".as_ptr());
-            assert!(!o.is_null());
+            let mut o = ptr::null_mut();
+            assert_eq!(fp_client_options_new(c"localhost".as_ptr(), &mut o), FP_OK);
             let mut c = ptr::null_mut();
             assert_eq!(fp_client_new(o, &mut c), FP_OK);
             fp_client_options_free(o);
@@ -155,10 +155,12 @@ fuzz_target!(|data: &[u8]| {
         assert!(!name.is_null());
         assert!(!CStr::from_ptr(name).to_bytes().is_empty());
 
-        let options = fp_client_options_new(endpoint.ptr());
+        let mut options = ptr::null_mut();
+        let made = fp_client_options_new(endpoint.ptr(), &mut options);
         if endpoint.string_result() != FP_OK {
-            assert!(options.is_null());
+            assert_eq!(made, endpoint.string_result());
         }
+        assert_eq!(made == FP_OK, !options.is_null());
         if !options.is_null() {
             let o = options;
             let expect = |r: c_int, want: c_int| assert_eq!(r, want);

@@ -73,20 +73,32 @@ fn set_timeout_ms(
 /// 30 s, connect and operation timeouts 30 s, no proxy. A client certificate and key are needed
 /// to connect (fp_client_options_set_cert_file() and fp_client_options_set_key_file()).
 ///
-/// `endpoint` is copied. Returns NULL if `endpoint` is NULL, not UTF-8, empty, or not a valid
-/// host name or address. Free the result with fp_client_options_free().
+/// `endpoint` is copied. On success writes the new options to `*out` (free them with
+/// fp_client_options_free()) and returns `FP_OK`; otherwise leaves `*out` untouched and returns
+/// `FP_ERR_NULL_ARGUMENT` (`endpoint` or `out` is NULL), `FP_ERR_INVALID_UTF8` (`endpoint` is
+/// not UTF-8) or `FP_ERR_INVALID_ARGUMENT` (empty, or not a host name or address: no scheme,
+/// path, port or spaces).
 #[unsafe(no_mangle)]
-pub extern "C" fn fp_client_options_new(endpoint: *const c_char) -> *mut fp_client_options {
+pub extern "C" fn fp_client_options_new(
+    endpoint: *const c_char,
+    out: *mut *mut fp_client_options,
+) -> fp_result {
     ffi_panic_boundary! {
+        if out.is_null() {
+            return FP_ERR_NULL_ARGUMENT;
+        }
         // SAFETY: NULL or a NUL-terminated string, per the header.
-        let Ok(endpoint) = (unsafe { nonempty_str_arg(endpoint) }) else {
-            return std::ptr::null_mut();
+        let endpoint = match unsafe { nonempty_str_arg(endpoint) } {
+            Ok(e) => e,
+            Err(code) => return code,
         };
         let inner = ClientOptions::new(endpoint);
         if inner.validate().is_err() {
-            return std::ptr::null_mut();
+            return FP_ERR_INVALID_ARGUMENT;
         }
-        Box::into_raw(Box::new(fp_client_options { inner }))
+        // SAFETY: `out` is non-NULL and writable, per the header.
+        unsafe { out.write(Box::into_raw(Box::new(fp_client_options { inner }))) };
+        FP_OK
     }
 }
 
@@ -300,11 +312,29 @@ mod tests {
 
     #[test]
     fn setters_validate_and_store() {
-        assert!(fp_client_options_new(std::ptr::null()).is_null());
-        assert!(fp_client_options_new(c"".as_ptr()).is_null());
-        assert!(fp_client_options_new(c"a b/c".as_ptr()).is_null());
-        assert!(fp_client_options_new(c"\xff".as_ptr()).is_null());
-        let o = fp_client_options_new(c"localhost".as_ptr());
+        let mut o = std::ptr::null_mut();
+        assert_eq!(
+            fp_client_options_new(std::ptr::null(), &mut o),
+            FP_ERR_NULL_ARGUMENT
+        );
+        assert_eq!(
+            fp_client_options_new(c"localhost".as_ptr(), std::ptr::null_mut()),
+            FP_ERR_NULL_ARGUMENT
+        );
+        assert_eq!(
+            fp_client_options_new(c"".as_ptr(), &mut o),
+            FP_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            fp_client_options_new(c"a b/c".as_ptr(), &mut o),
+            FP_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            fp_client_options_new(c"\xff".as_ptr(), &mut o),
+            FP_ERR_INVALID_UTF8
+        );
+        assert!(o.is_null(), "out is written only on success");
+        assert_eq!(fp_client_options_new(c"localhost".as_ptr(), &mut o), FP_OK);
         assert!(!o.is_null());
         assert_eq!(fp_client_options_set_port(o, 0), FP_ERR_INVALID_ARGUMENT);
         assert_eq!(fp_client_options_set_port(o, 1883), FP_OK);

@@ -114,17 +114,20 @@ static void options(void) {
     fp_client *c = (fp_client *)&callbacks; /* a sentinel: must stay untouched on failure */
     fp_client *const sentinel = c;
 
-    CHECK(fp_client_options_new(NULL) == NULL);
-    CHECK(fp_client_options_new("") == NULL);
-    CHECK(fp_client_options_new(BAD_UTF8) == NULL);
-    CHECK(fp_client_options_new("two words") == NULL);
-    CHECK(fp_client_options_new("host/path") == NULL);
-    CHECK(fp_client_options_new("host:8883") == NULL);
-    CHECK(fp_client_options_new("mqtts://host") == NULL);
-    CHECK(fp_client_options_new(TRUNCATED_UTF8) == NULL);
+    /* Each failure has its own code, and *out is written only on success. */
+    o = (fp_client_options *)&callbacks;
+    CHECK_RESULT(fp_client_options_new(NULL, &o), FP_ERR_NULL_ARGUMENT);
+    CHECK_RESULT(fp_client_options_new("localhost", NULL), FP_ERR_NULL_ARGUMENT);
+    CHECK_RESULT(fp_client_options_new("", &o), FP_ERR_INVALID_ARGUMENT);
+    CHECK_RESULT(fp_client_options_new(BAD_UTF8, &o), FP_ERR_INVALID_UTF8);
+    CHECK_RESULT(fp_client_options_new("two words", &o), FP_ERR_INVALID_ARGUMENT);
+    CHECK_RESULT(fp_client_options_new("host/path", &o), FP_ERR_INVALID_ARGUMENT);
+    CHECK_RESULT(fp_client_options_new("host:8883", &o), FP_ERR_INVALID_ARGUMENT);
+    CHECK_RESULT(fp_client_options_new("mqtts://host", &o), FP_ERR_INVALID_ARGUMENT);
+    CHECK_RESULT(fp_client_options_new(TRUNCATED_UTF8, &o), FP_ERR_INVALID_UTF8);
+    CHECK(o == (fp_client_options *)&callbacks);
 
-    o = fp_client_options_new("localhost");
-    CHECK(o != NULL);
+    CHECK_RESULT(fp_client_options_new("localhost", &o), FP_OK);
     string_setter_table(o, fp_client_options_set_cert_file, "set_cert_file");
     string_setter_table(o, fp_client_options_set_key_file, "set_key_file");
     string_setter_table(o, fp_client_options_set_ca_file, "set_ca_file");
@@ -160,8 +163,7 @@ static void options(void) {
     fp_client_options_free(o);
 
     /* A key without its certificate. */
-    o = fp_client_options_new("localhost");
-    CHECK(o != NULL);
+    CHECK_RESULT(fp_client_options_new("localhost", &o), FP_OK);
     CHECK_RESULT(fp_client_options_set_key_file(o, "key.pem"), FP_OK);
     CHECK_RESULT(fp_client_new(o, &c), FP_ERR_INVALID_ARGUMENT);
     CHECK(c == sentinel);
@@ -174,8 +176,7 @@ static void options(void) {
         CHECK(id != NULL);
         memset(id, 'a', MQTT_MAX + 1);
         id[MQTT_MAX + 1] = '\0';
-        o = fp_client_options_new("localhost");
-        CHECK(o != NULL);
+        CHECK_RESULT(fp_client_options_new("localhost", &o), FP_OK);
         CHECK_RESULT(fp_client_options_set_client_id(o, id), FP_ERR_INVALID_ARGUMENT);
         id[MQTT_MAX] = '\0';
         CHECK_RESULT(fp_client_options_set_client_id(o, id), FP_OK);
@@ -314,8 +315,8 @@ static void connect_expecting_failure(fp_client_options *o, struct board *b, fp_
 }
 
 static fp_client_options *options_for(const struct conn_args *a) {
-    fp_client_options *o = fp_client_options_new(a->endpoint);
-    CHECK(o != NULL);
+    fp_client_options *o = NULL;
+    CHECK_RESULT(fp_client_options_new(a->endpoint, &o), FP_OK);
     CHECK_RESULT(fp_client_options_set_port(o, (uint16_t)a->port), FP_OK);
     return o;
 }

@@ -69,8 +69,8 @@ static inline void parse_conn_args(int argc, char **argv, int extra, struct conn
 
 /* Options for the emulator at `a`, on `port` (0: a->port), with MQTT `version`. */
 static inline fp_client_options *make_options(const struct conn_args *a, int port, int version) {
-    fp_client_options *o = fp_client_options_new(a->endpoint);
-    CHECK(o != NULL);
+    fp_client_options *o = NULL;
+    CHECK_RESULT(fp_client_options_new(a->endpoint, &o), FP_OK);
     CHECK_RESULT(fp_client_options_set_port(o, (uint16_t)(port != 0 ? port : a->port)), FP_OK);
     CHECK_RESULT(fp_client_options_set_ca_file(o, a->ca), FP_OK);
     CHECK_RESULT(fp_client_options_set_cert_file(o, a->cert), FP_OK);
