@@ -28,7 +28,7 @@ export GOTOOLCHAIN=local
 emulator_workdir go
 
 echo "== go vet, go build"
-(cd "$here" && go vet ./... && go build -o "$work/provision" .)
+(cd "$here" && go vet -tags fleetprov_intree ./... && go build -tags fleetprov_intree -o "$work/provision" .)
 
 state="$work/state"
 emulator_start "$emulator" "$state" "$work/ready" --quiet

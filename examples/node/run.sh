@@ -1,6 +1,6 @@
 #!/bin/sh
 # Runs the Node.js example end to end against a local emulator on a loopback port: installs the
-# locked dependencies (koffi), then provisions with CreateKeysAndCertificate and with
+# locked dependencies (the fleetprov package of bindings/node, and its koffi), then provisions with CreateKeysAndCertificate and with
 # CreateCertificateFromCsr (a CSR made on the spot). Exits non-zero if a step fails, the thing
 # is not registered, a private key is printed, or node does not exit by itself within 60 s; the
 # emulator is stopped on every exit path.
@@ -20,7 +20,9 @@ for file in "$lib" "$emulator"; do
     fi
 done
 
-(cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
+for dir in "$root/bindings/node" "$here"; do
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+done
 
 . "$root/c_examples/emulator.sh"
 . "$root/examples/check_provision.sh"

@@ -1,0 +1,3 @@
+module fleetprov.example/fleetprov
+
+go 1.19

@@ -1,0 +1,136 @@
+// Type declarations for the fleetprov package (index.js).
+
+/// <reference types="node" />
+
+/** The names of the library's result codes (enum fp_result), indexed by value. */
+export declare const codes: readonly string[];
+
+/** Connection settings; anything left out keeps the library's default. */
+export interface ClientOptions {
+  /** Host name or address of the endpoint, without scheme or port. */
+  endpoint: string;
+  /** Default 8883; on 443 the client offers ALPN `x-amzn-mqtt-ca`. */
+  port?: number;
+  /** Client (claim) certificate chain, leaf first; read when connecting. */
+  certFile?: string;
+  /** Its private key (PKCS#1, PKCS#8 or SEC1 PEM); read when connecting. */
+  keyFile?: string;
+  /** CAs trusted for the server certificate (default: the system's roots). */
+  caFile?: string;
+  /** The certificate as PEM text, instead of certFile. */
+  certPem?: string | Buffer;
+  /** The key as PEM text, instead of keyFile: the library wipes its copy when the client is
+   * closed, and the caller may zero its Buffer as soon as the constructor returns. */
+  keyPem?: string | Buffer;
+  /** The CAs as PEM text, instead of caFile. */
+  caPem?: string | Buffer;
+  /** Default `test-<random uuid>`. */
+  clientId?: string;
+  /** 5 (default) or 3 (MQTT 3.1.1). */
+  mqttVersion?: 3 | 5;
+  /** At least 5; default 30. */
+  keepAliveSecs?: number;
+  /** Per operation, from when it gets its turn; default 30,000. */
+  operationTimeoutMs?: number;
+  /** TCP, proxy, TLS and CONNACK; default 30,000. */
+  connectTimeoutMs?: number;
+  /** An HTTP CONNECT proxy (port default 8080). */
+  proxy?: { host: string; port?: number };
+}
+
+/** Options every asynchronous call takes. Aborting closes the client's connection (the C API
+ * cancels only by disconnecting): the call rejects with an AbortError, and the client cannot
+ * be used further. A result that arrived first is still delivered. */
+export interface CallOptions {
+  signal?: AbortSignal;
+}
+
+/** The reply to CreateCertificateFromCsr. */
+export interface Certificate {
+  certificateId: string;
+  certificatePem: string;
+  /** For registerThing(), valid one hour. */
+  certificateOwnershipToken: string;
+}
+
+/** The reply to CreateKeysAndCertificate. */
+export interface KeysAndCertificate extends Certificate {
+  /** The new private key, PKCS#1 PEM, only in this Buffer: store it safely, never log it, and
+   * zero it (`privateKey.fill(0)`) once stored. */
+  privateKey: Buffer;
+}
+
+/** The reply to RegisterThing. */
+export interface Thing {
+  thingName: string;
+  /** The template's DeviceConfiguration. */
+  deviceConfiguration: Record<string, string>;
+}
+
+/** One connection to the provisioning endpoint. It connects once; close() releases it. */
+export declare class Client {
+  /** Checks the options; touches neither the network nor files. */
+  constructor(options: ClientOptions);
+  /** Resolves once the connection has ended (failed, lost, disconnected or closed). */
+  readonly stopped: Promise<void>;
+  /** Why an established connection was lost, or null. */
+  readonly lostError: FleetprovError | null;
+  connect(options?: CallOptions): Promise<void>;
+  /** CreateKeysAndCertificate: the service makes the key pair and the certificate. */
+  createKeys(options?: CallOptions): Promise<KeysAndCertificate>;
+  /** CreateCertificateFromCsr: the private key never leaves the device. */
+  createFromCsr(csrPem: string | Buffer, options?: CallOptions): Promise<Certificate>;
+  /** RegisterThing with a provisioning template; `parameters` null or undefined for none. */
+  registerThing(
+    templateName: string,
+    certificateOwnershipToken: string,
+    parameters?: Record<string, string> | null,
+    options?: CallOptions,
+  ): Promise<Thing>;
+  /** Cancels pending calls, disconnects, and resolves once the library is done with the
+   * client. Calling it again does nothing. */
+  close(): Promise<void>;
+}
+
+/** A failure the library reported. */
+export declare class FleetprovError extends Error {
+  /** The fp_result name, e.g. "FP_ERR_TIMEOUT". */
+  readonly code: string;
+  /** The fp_result value, e.g. 9. */
+  readonly result: number;
+  /** What failed: "connect", "CreateKeysAndCertificate", ... */
+  readonly operation: string;
+  /** The library's one-line message (never key material). */
+  readonly detail: string;
+}
+
+/** The service rejected the request (code FP_ERR_REJECTED); AWS's fields as received. */
+export declare class RejectedError extends FleetprovError {
+  readonly statusCode: number;
+  readonly errorCode: string;
+  readonly errorMessage: string;
+}
+
+/** No answer in time (code FP_ERR_TIMEOUT). */
+export declare class TimeoutError extends FleetprovError {}
+
+/** The call's AbortSignal fired first; `cause` is the signal's reason, `code` what the
+ * library reported (FP_ERR_CANCELLED or FP_ERR_DISCONNECTED). */
+export declare class AbortError extends FleetprovError {}
+
+/** Checks a template name and parameters the way registerThing() will, without a client;
+ * throws a FleetprovError (FP_ERR_INVALID_ARGUMENT) for bad ones. */
+export declare function checkRegistration(
+  templateName: string,
+  parameters?: Record<string, string> | null,
+): void;
+
+/** The library's version, e.g. "0.1.0". */
+export declare function version(): string;
+
+/** The file the library is loaded from: $FLEETPROV_LIB, the checkout's target/release build,
+ * or `libfleetprov.so` from the dynamic loader's path. */
+export declare function libraryPath(): string;
+
+/** How many library callbacks are owed right now (0 once every call has settled). */
+export declare function pendingCallbacks(): number;

@@ -1,0 +1,418 @@
+'use strict';
+// AWS IoT Fleet Provisioning for Node.js: a Promise API over libfleetprov's C API (koffi).
+
+const native = require('./lib/native.js');
+
+/** The names of enum fp_result (fleetprov.h), indexed by value. */
+const CODES = Object.freeze([
+  'FP_OK',
+  'FP_ERR_NULL_ARGUMENT',
+  'FP_ERR_INVALID_UTF8',
+  'FP_ERR_INVALID_ARGUMENT',
+  'FP_ERR_IO',
+  'FP_ERR_TLS',
+  'FP_ERR_CONNECTION_REFUSED',
+  'FP_ERR_CONNECTION',
+  'FP_ERR_DISCONNECTED',
+  'FP_ERR_TIMEOUT',
+  'FP_ERR_SUBSCRIBE_REFUSED',
+  'FP_ERR_REJECTED',
+  'FP_ERR_BAD_REPLY',
+  'FP_ERR_CANCELLED',
+  'FP_ERR_NOT_CONNECTED',
+  'FP_ERR_ALREADY_CONNECTED',
+  'FP_ERR_PANIC',
+  'FP_ERR_INTERNAL',
+]);
+const FP_OK = 0;
+const FP_ERR_INVALID_ARGUMENT = CODES.indexOf('FP_ERR_INVALID_ARGUMENT');
+const FP_ERR_TIMEOUT = CODES.indexOf('FP_ERR_TIMEOUT');
+const FP_ERR_REJECTED = CODES.indexOf('FP_ERR_REJECTED');
+const EVENT_CONNECTION_SUCCESS = 0;
+const EVENT_CONNECTION_FAILURE = 1;
+const EVENT_DISCONNECTED = 2;
+const EVENT_STOPPED = 3;
+
+/** A failure the library reported. `code` is the fp_result name, `result` its number. */
+class FleetprovError extends Error {
+  constructor(operation, result, detail, options) {
+    const name = CODES[result] ?? `FP_ERR_${result}`;
+    super(`${operation}: ${detail} (${name})`, options);
+    this.name = 'FleetprovError';
+    this.operation = operation;
+    this.code = name;
+    this.result = result;
+    this.detail = detail;
+  }
+}
+
+/** The service answered on /rejected: AWS's statusCode, errorCode and errorMessage. */
+class RejectedError extends FleetprovError {
+  constructor(operation, detail, aws) {
+    super(operation, FP_ERR_REJECTED, detail);
+    this.name = 'RejectedError';
+    this.statusCode = aws.statusCode;
+    this.errorCode = aws.errorCode;
+    this.errorMessage = aws.errorMessage;
+    this.message = `${operation} rejected: statusCode=${aws.statusCode} errorCode=${aws.errorCode} errorMessage=${aws.errorMessage}`;
+  }
+}
+
+/** No answer in time (the client's connect or operation timeout). */
+class TimeoutError extends FleetprovError {
+  constructor(operation, detail) {
+    super(operation, FP_ERR_TIMEOUT, detail);
+    this.name = 'TimeoutError';
+  }
+}
+
+/** The call's AbortSignal fired first; `cause` is the signal's reason. */
+class AbortError extends FleetprovError {
+  constructor(operation, result, detail, signal) {
+    super(operation, result, detail, { cause: signal.reason });
+    this.name = 'AbortError';
+  }
+}
+
+function resultStr(result) {
+  return api().fn.resultStr(result);
+}
+
+/** An error for a call that returned `result` instead of FP_OK. */
+function resultError(operation, result) {
+  return new FleetprovError(operation, result, resultStr(result));
+}
+
+/** Copies a borrowed fp_error (valid only inside its callback) into an Error. */
+function copyError(operation, error) {
+  const { fn } = api();
+  const result = fn.errorCode(error);
+  const detail = fn.errorMessage(error);
+  if (result === FP_ERR_REJECTED) {
+    return new RejectedError(operation, detail, {
+      statusCode: fn.errorStatusCode(error),
+      errorCode: fn.errorAwsCode(error),
+      errorMessage: fn.errorAwsMessage(error),
+    });
+  }
+  if (result === FP_ERR_TIMEOUT) {
+    return new TimeoutError(operation, detail);
+  }
+  return new FleetprovError(operation, result, detail);
+}
+
+// ---------- callbacks: one registered set, dispatched by the id given as user_data ----------
+
+/** id -> what the callback settles: an operation, or a client's lifecycle. */
+const waiting = new Map();
+let nextId = 1;
+
+// The relayed callbacks do not keep Node's event loop alive: a timer does, while any
+// callback is owed, and only then.
+let owed = 0;
+let keepAlive = null;
+function hold() {
+  if (owed++ === 0) {
+    keepAlive = setInterval(() => {}, 1 << 30);
+  }
+}
+function release() {
+  if (--owed === 0) {
+    clearInterval(keepAlive);
+    keepAlive = null;
+  }
+}
+
+/** Settles operation `id` from its callback; a throw must not reach koffi's relay. */
+function complete(id, response, error, decode) {
+  const op = waiting.get(Number(id));
+  if (op === undefined) {
+    return;
+  }
+  try {
+    if (error !== null) {
+      op.settle(copyError(op.operation, error));
+    } else {
+      op.settle(null, decode(response));
+    }
+  } catch (e) {
+    op.settle(e);
+  }
+}
+
+function api() {
+  return native.load({
+    lifecycle: (id, event, error) => {
+      try {
+        waiting.get(Number(id))?.event(event, error);
+      } catch {
+        // the client's handler copies and settles only; nothing to report to the library
+      }
+    },
+    createKeys: (id, r, e) => complete(id, r, e, (p) => api().decodeKeys(p)),
+    createFromCsr: (id, r, e) => complete(id, r, e, (p) => api().decodeCertificate(p)),
+    registerThing: (id, r, e) => complete(id, r, e, (p) => api().decodeThing(p)),
+  });
+}
+
+/** A NUL-terminated copy of PEM text, for the library, which copies it in turn. */
+function cText(pem) {
+  const bytes = Buffer.isBuffer(pem) ? pem : Buffer.from(pem, 'utf8');
+  const out = Buffer.alloc(bytes.length + 1);
+  bytes.copy(out);
+  return out;
+}
+
+// ---------- the client ----------
+
+/** One connection to the provisioning endpoint; it connects once. */
+class Client {
+  #client;
+  #id;
+  #connected = null; // the pending connect() settle function
+  #lost = null;
+  #stopped;
+  #stop;
+
+  constructor(options) {
+    const { fn } = api();
+    if (typeof options?.endpoint !== 'string') {
+      throw new FleetprovError('options', FP_ERR_INVALID_ARGUMENT, 'endpoint must be a string');
+    }
+    const out = [null];
+    const made = fn.optionsNew(options.endpoint, out);
+    if (made !== FP_OK) {
+      throw resultError('endpoint', made);
+    }
+    const o = out[0];
+    try {
+      for (const [name, set] of Object.entries(fn.setters)) {
+        const value = options[name];
+        if (value === undefined || value === null) {
+          continue;
+        }
+        const isPem = name.endsWith('Pem');
+        const arg = isPem ? cText(value) : value;
+        const result = set(o, arg);
+        if (isPem) {
+          arg.fill(0); // the library has its copy; this one may hold a key
+        }
+        if (result !== FP_OK) {
+          throw resultError(name, result);
+        }
+      }
+      if (options.proxy) {
+        const result = fn.setProxy(o, options.proxy.host, options.proxy.port ?? 8080);
+        if (result !== FP_OK) {
+          throw resultError('proxy', result);
+        }
+      }
+      const client = [null];
+      const result = fn.clientNew(o, client);
+      if (result !== FP_OK) {
+        throw resultError('new client', result);
+      }
+      this.#client = client[0];
+    } finally {
+      fn.optionsFree(o); // the client keeps its own copy
+    }
+    this.#stopped = new Promise((resolve) => {
+      this.#stop = resolve;
+    });
+    this.#id = nextId++;
+    waiting.set(this.#id, { event: (event, error) => this.#event(event, error) });
+  }
+
+  #event(event, error) {
+    if (event === EVENT_CONNECTION_SUCCESS) {
+      this.#connected?.(null);
+    } else if (event === EVENT_CONNECTION_FAILURE) {
+      this.#connected?.(copyError('connect', error));
+    } else if (event === EVENT_DISCONNECTED) {
+      this.#lost = copyError('connection', error);
+    } else if (event === EVENT_STOPPED) {
+      this.#stop();
+    }
+  }
+
+  /** Resolves once the connection has ended (failed, lost, disconnected or closed). */
+  get stopped() {
+    return this.#stopped;
+  }
+
+  /** Why an established connection was lost, or null. */
+  get lostError() {
+    return this.#lost;
+  }
+
+  #handle() {
+    if (this.#client === null) {
+      throw new FleetprovError('client', CODES.indexOf('FP_ERR_CANCELLED'), 'the client is closed');
+    }
+    return this.#client;
+  }
+
+  /**
+   * Waits for one callback: `start(id)` makes the call, `register(settle)` puts the settle
+   * function where the callback finds it. On abort the connection is closed (the C API
+   * cancels only by disconnecting), which makes the callback come.
+   */
+  #await(operation, signal, start, register) {
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(new AbortError(operation, CODES.indexOf('FP_ERR_CANCELLED'), 'not started', signal));
+        return;
+      }
+      const onAbort = () => {
+        if (this.#client !== null) {
+          api().fn.clientDisconnect(this.#client);
+        }
+      };
+      const settle = (error, value) => {
+        release();
+        signal?.removeEventListener('abort', onAbort);
+        if (error === null) {
+          resolve(value);
+        } else if (signal?.aborted && error instanceof FleetprovError) {
+          reject(new AbortError(operation, error.result, error.detail, signal));
+        } else {
+          reject(error);
+        }
+      };
+      const unregister = register(settle);
+      let result;
+      try {
+        result = start(this.#handle());
+      } catch (e) {
+        unregister();
+        reject(e);
+        return;
+      }
+      if (result !== FP_OK) {
+        unregister(); // its callback will never run
+        reject(resultError(operation, result));
+        return;
+      }
+      hold();
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /** An operation: a fresh id, forgotten once its callback has run. */
+  #operation(operation, signal, start) {
+    const id = nextId++;
+    return this.#await(
+      operation,
+      signal,
+      (client) => start(client, id),
+      (settle) => {
+        waiting.set(id, {
+          operation,
+          settle: (error, value) => {
+            waiting.delete(id);
+            settle(error, value);
+          },
+        });
+        return () => waiting.delete(id);
+      },
+    );
+  }
+
+  /** Connects (TLS, MQTT); resolves once the session is up. */
+  connect({ signal } = {}) {
+    const { fn, callbacks } = api();
+    return this.#await(
+      'connect',
+      signal,
+      (client) => fn.clientConnect(client, callbacks.lifecycle, this.#id),
+      (settle) => {
+        this.#connected = (error) => {
+          this.#connected = null;
+          settle(error);
+        };
+        return () => {
+          this.#connected = null;
+        };
+      },
+    );
+  }
+
+  /** CreateKeysAndCertificate: the service makes the key pair and the certificate. */
+  createKeys({ signal } = {}) {
+    const { fn, callbacks } = api();
+    return this.#operation('CreateKeysAndCertificate', signal, (client, id) =>
+      fn.createKeys(client, callbacks.createKeys, id),
+    );
+  }
+
+  /** CreateCertificateFromCsr with a PEM CSR: the private key never leaves the device. */
+  createFromCsr(csrPem, { signal } = {}) {
+    const { fn, callbacks } = api();
+    return this.#operation('CreateCertificateFromCsr', signal, (client, id) =>
+      fn.createFromCsr(client, cText(csrPem), callbacks.createFromCsr, id),
+    );
+  }
+
+  /** RegisterThing with a template, the token of a create call and the parameters. */
+  registerThing(templateName, certificateOwnershipToken, parameters, { signal } = {}) {
+    const { fn, callbacks } = api();
+    const json = parameters == null ? null : JSON.stringify(parameters);
+    return this.#operation('RegisterThing', signal, (client, id) =>
+      fn.registerThing(client, templateName, certificateOwnershipToken, json, callbacks.registerThing, id),
+    );
+  }
+
+  /**
+   * Cancels pending operations (they reject with FP_ERR_CANCELLED), disconnects and releases
+   * the client; resolves once the library has called back for the last time.
+   */
+  async close() {
+    if (this.#client === null) {
+      return;
+    }
+    const client = this.#client;
+    this.#client = null;
+    const { freeAsync } = api();
+    // On a worker thread: fp_client_free waits for callbacks that need this thread.
+    await new Promise((resolve, reject) => {
+      freeAsync(client, (error) => (error ? reject(error) : resolve()));
+    });
+    waiting.delete(this.#id);
+    this.#stop(); // also when it never connected
+  }
+}
+
+/**
+ * Checks a template name and parameters the way registerThing() will, without a client: refuse
+ * bad input before creating a certificate that could not be registered.
+ */
+function checkRegistration(templateName, parameters) {
+  const json = parameters == null ? null : JSON.stringify(parameters);
+  const result = api().fn.registerThingCheck(templateName, json);
+  if (result !== FP_OK) {
+    throw resultError('checkRegistration', result);
+  }
+}
+
+/** The library's version, e.g. "0.1.0". */
+function version() {
+  return api().fn.version();
+}
+
+/** How many callbacks are owed (for tests: 0 once everything is settled). */
+function pendingCallbacks() {
+  return owed;
+}
+
+module.exports = {
+  Client,
+  FleetprovError,
+  RejectedError,
+  TimeoutError,
+  AbortError,
+  checkRegistration,
+  version,
+  pendingCallbacks,
+  codes: CODES,
+  libraryPath: native.libraryPath,
+};

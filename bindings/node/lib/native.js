@@ -1,0 +1,166 @@
+'use strict';
+// The C API of include/fleetprov.h, loaded with koffi on first use.
+//
+// How the library's threads meet JavaScript (koffi 3.3, src/koffi/src/call.cc):
+// - The library calls back on its own threads. koffi relays such a call to the JS thread
+//   through a Node-API thread-safe function and blocks the library thread until the JS function
+//   has returned, so the borrowed response and error stay valid for the whole JS callback.
+// - That relay does not keep the event loop alive: the client holds a timer while a callback
+//   is owed (see hold() in index.js).
+// - A callback waits for the JS thread, so the JS thread never blocks in a call that waits for
+//   callbacks: fp_client_free() runs through koffi's `.async`, on a worker thread.
+//
+// The callbacks are registered once per process and find their operation by the integer that
+// travels as user_data (declared intptr_t, which the ABI passes like a pointer).
+
+const fs = require('node:fs');
+const path = require('node:path');
+const koffi = require('koffi');
+
+/** The library to load: $FLEETPROV_LIB, this checkout's release build, or the installed one. */
+function libraryPath() {
+  if (process.env.FLEETPROV_LIB) {
+    return process.env.FLEETPROV_LIB;
+  }
+  const inTree = path.join(__dirname, '..', '..', '..', 'target', 'release', 'libfleetprov.so');
+  return fs.existsSync(inTree) ? inTree : 'libfleetprov.so';
+}
+
+let loaded = null;
+
+/**
+ * Loads the library and declares its functions; `handlers` receive the callbacks as
+ * (id, event or response pointer, error pointer). Later calls return the same object.
+ */
+function load(handlers) {
+  if (loaded !== null) {
+    return loaded;
+  }
+  const lib = koffi.load(libraryPath());
+  // strlen from the process itself, to size the private key without making it a JS string.
+  const strlen = koffi.load(null).func('size_t strlen(const void *s)');
+
+  koffi.opaque('fp_client_options');
+  koffi.opaque('fp_client');
+  koffi.opaque('fp_error');
+  koffi.struct('fp_create_keys_response', {
+    certificate_id: 'const char *',
+    certificate_pem: 'const char *',
+    // A raw pointer: the secret is copied into a Buffer (which the caller can zero), never
+    // into a JS string.
+    private_key: 'const void *',
+    certificate_ownership_token: 'const char *',
+  });
+  koffi.struct('fp_create_from_csr_response', {
+    certificate_id: 'const char *',
+    certificate_pem: 'const char *',
+    certificate_ownership_token: 'const char *',
+  });
+  koffi.struct('fp_key_value', { key: 'const char *', value: 'const char *' });
+  koffi.struct('fp_register_thing_response', {
+    thing_name: 'const char *',
+    device_configuration: 'const void *',
+    device_configuration_len: 'size_t',
+  });
+
+  // C enums are passed as int, as the platform ABI does for these small values.
+  const proto = (name, response) =>
+    koffi.pointer(koffi.proto(`void ${name}(intptr_t id, ${response}, const fp_error *error)`));
+  const callbacks = {
+    lifecycle: koffi.register(handlers.lifecycle, proto('fp_lifecycle_callback', 'int event')),
+    createKeys: koffi.register(
+      handlers.createKeys,
+      proto('fp_create_keys_callback', 'const fp_create_keys_response *r'),
+    ),
+    createFromCsr: koffi.register(
+      handlers.createFromCsr,
+      proto('fp_create_from_csr_callback', 'const fp_create_from_csr_response *r'),
+    ),
+    registerThing: koffi.register(
+      handlers.registerThing,
+      proto('fp_register_thing_callback', 'const fp_register_thing_response *r'),
+    ),
+  };
+
+  const f = (signature) => lib.func(signature);
+  const setter = (name, type) => f(`int fp_client_options_set_${name}(fp_client_options *o, ${type})`);
+  const fn = {
+    version: f('const char *fp_version(void)'),
+    resultStr: f('const char *fp_result_str(int result)'),
+    errorCode: f('int fp_error_code(const fp_error *error)'),
+    errorMessage: f('const char *fp_error_message(const fp_error *error)'),
+    errorStatusCode: f('int fp_error_status_code(const fp_error *error)'),
+    errorAwsCode: f('const char *fp_error_aws_code(const fp_error *error)'),
+    errorAwsMessage: f('const char *fp_error_aws_message(const fp_error *error)'),
+    registerThingCheck: f('int fp_register_thing_check(const char *name, const char *parameters)'),
+    optionsNew: f('int fp_client_options_new(const char *endpoint, _Out_ fp_client_options **out)'),
+    optionsFree: f('void fp_client_options_free(fp_client_options *o)'),
+    // In the order they are applied; PEM text goes in as NUL-terminated bytes (see index.js).
+    setters: {
+      port: setter('port', 'uint16_t v'),
+      certFile: setter('cert_file', 'const char *v'),
+      keyFile: setter('key_file', 'const char *v'),
+      caFile: setter('ca_file', 'const char *v'),
+      certPem: setter('cert_pem', 'const uint8_t *v'),
+      keyPem: setter('key_pem', 'const uint8_t *v'),
+      caPem: setter('ca_pem', 'const uint8_t *v'),
+      clientId: setter('client_id', 'const char *v'),
+      mqttVersion: setter('mqtt_version', 'int v'),
+      keepAliveSecs: setter('keep_alive_secs', 'uint16_t v'),
+      operationTimeoutMs: setter('operation_timeout_ms', 'uint32_t v'),
+      connectTimeoutMs: setter('connect_timeout_ms', 'uint32_t v'),
+    },
+    setProxy: setter('proxy', 'const char *host, uint16_t port'),
+    clientNew: f('int fp_client_new(const fp_client_options *o, _Out_ fp_client **out)'),
+    clientConnect: f('int fp_client_connect(fp_client *c, fp_lifecycle_callback *cb, intptr_t id)'),
+    clientDisconnect: f('int fp_client_disconnect(fp_client *c)'),
+    clientFree: f('void fp_client_free(fp_client *c)'),
+    createKeys: f('int fp_create_keys(fp_client *c, fp_create_keys_callback *cb, intptr_t id)'),
+    createFromCsr: f(
+      'int fp_create_from_csr(fp_client *c, const uint8_t *csr, fp_create_from_csr_callback *cb, intptr_t id)',
+    ),
+    registerThing: f(
+      'int fp_register_thing(fp_client *c, const char *name, const char *token, const char *parameters, fp_register_thing_callback *cb, intptr_t id)',
+    ),
+  };
+
+  /** The create-keys response as plain values; the key copied into a fresh Buffer. */
+  const decodeKeys = (ptr) => {
+    const r = koffi.decode(ptr, 'fp_create_keys_response');
+    const n = Number(strlen(r.private_key));
+    const privateKey = Buffer.alloc(n); // never from the shared pool: the caller zeroes it
+    Buffer.from(koffi.view(r.private_key, n)).copy(privateKey);
+    return {
+      certificateId: r.certificate_id,
+      certificatePem: r.certificate_pem,
+      certificateOwnershipToken: r.certificate_ownership_token,
+      privateKey,
+    };
+  };
+  const decodeCertificate = (ptr) => {
+    const r = koffi.decode(ptr, 'fp_create_from_csr_response');
+    return {
+      certificateId: r.certificate_id,
+      certificatePem: r.certificate_pem,
+      certificateOwnershipToken: r.certificate_ownership_token,
+    };
+  };
+  const decodeThing = (ptr) => {
+    const r = koffi.decode(ptr, 'fp_register_thing_response');
+    const len = Number(r.device_configuration_len);
+    const entries =
+      len > 0 && r.device_configuration !== null
+        ? koffi.decode(r.device_configuration, 'fp_key_value', len)
+        : [];
+    const deviceConfiguration = {};
+    for (const { key, value } of entries) {
+      deviceConfiguration[key] = value;
+    }
+    return { thingName: r.thing_name, deviceConfiguration };
+  };
+
+  loaded = { fn, callbacks, decodeKeys, decodeCertificate, decodeThing, freeAsync: fn.clientFree.async };
+  return loaded;
+}
+
+module.exports = { load, libraryPath };

@@ -1,0 +1,100 @@
+'use strict';
+// Runs the fleetprov-emulator binary for the tests: $FLEETPROV_EMULATOR, or the checkout's
+// release or debug build. Without one the tests skip, unless CI is set: then they fail.
+
+const { spawn, execFileSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { once } = require('node:events');
+
+const root = path.join(__dirname, '..', '..', '..');
+
+function emulatorBinary() {
+  const candidates = [
+    process.env.FLEETPROV_EMULATOR,
+    path.join(root, 'target', 'release', 'fleetprov-emulator'),
+    path.join(root, 'target', 'debug', 'fleetprov-emulator'),
+  ];
+  return candidates.find((c) => c && fs.existsSync(c)) ?? null;
+}
+
+/** A skip reason for node:test, or false; throws under CI. */
+function missing() {
+  if (emulatorBinary() !== null) {
+    return false;
+  }
+  const msg = 'no fleetprov-emulator: set FLEETPROV_EMULATOR or run cargo build --release -p fleetprov-emulator';
+  if (process.env.CI) {
+    throw new Error(msg);
+  }
+  return msg;
+}
+
+/**
+ * Starts `fleetprov-emulator serve` on an ephemeral loopback port and resolves once it has
+ * written the port to its ready file. `stop()` ends it (also when it was stopped with pause()).
+ */
+async function startEmulator() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleetprov-node-test-'));
+  const state = path.join(dir, 'state');
+  const ready = path.join(dir, 'ready');
+  const child = spawn(
+    emulatorBinary(),
+    ['serve', '--state-dir', state, '--port', '0', '--ready-file', ready, '--quiet'],
+    { stdio: ['ignore', 'ignore', 'inherit'] },
+  );
+  const exited = once(child, 'exit');
+  const deadline = Date.now() + 30_000;
+  let port = 0;
+  while (port === 0) {
+    const text = fs.existsSync(ready) ? fs.readFileSync(ready, 'utf8').trim() : '';
+    if (text !== '') {
+      port = Number(text);
+      break;
+    }
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error('the emulator exited or was not ready within 30 s');
+    }
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 50))]);
+  }
+  return {
+    port,
+    state,
+    options: () => ({
+      endpoint: 'localhost',
+      port,
+      caFile: path.join(state, 'ca.pem'),
+      certFile: path.join(state, 'claim-cert.pem'),
+      keyFile: path.join(state, 'claim-key.pem'),
+    }),
+    /** Freezes the process: requests are then sent and never answered. */
+    pause: () => child.kill('SIGSTOP'),
+    stop: async () => {
+      if (child.exitCode === null) {
+        child.kill('SIGCONT');
+        child.kill('SIGTERM');
+        await exited;
+      }
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A PEM CSR for a new P-256 key (openssl). */
+function newCsr() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleetprov-node-csr-'));
+  try {
+    execFileSync('openssl', [
+      'req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+      '-subj', '/CN=node-test-device', '-keyout', path.join(dir, 'key.pem'),
+      '-out', path.join(dir, 'csr.pem'),
+    ], { stdio: 'ignore' });
+    return fs.readFileSync(path.join(dir, 'csr.pem'), 'utf8');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+module.exports = { missing, startEmulator, newCsr };

@@ -1,0 +1,58 @@
+// Compiled by `npm run types` (tsc, no output): the declarations in index.d.ts describe what a
+// TypeScript program writes against the package, and these uses type-check against them.
+import {
+  AbortError,
+  Client,
+  FleetprovError,
+  RejectedError,
+  TimeoutError,
+  checkRegistration,
+  codes,
+  type Certificate,
+  type KeysAndCertificate,
+  type Thing,
+} from '../index.js';
+
+export async function provision(csr: string | undefined): Promise<string> {
+  checkRegistration('FleetTemplate', { SerialNumber: '1' });
+  const client = new Client({
+    endpoint: 'localhost',
+    port: 8883,
+    certFile: 'claim-cert.pem',
+    keyPem: Buffer.from('...'),
+    mqttVersion: 5,
+    proxy: { host: 'proxy' },
+  });
+  const controller = new AbortController();
+  try {
+    await client.connect({ signal: controller.signal });
+    let cert: Certificate;
+    if (csr === undefined) {
+      const keys: KeysAndCertificate = await client.createKeys();
+      keys.privateKey.fill(0);
+      cert = keys;
+    } else {
+      cert = await client.createFromCsr(csr, { signal: AbortSignal.timeout(1000) });
+    }
+    const thing: Thing = await client.registerThing('FleetTemplate', cert.certificateOwnershipToken, {
+      SerialNumber: '1',
+    });
+    const location: string | undefined = thing.deviceConfiguration['LocationUrl'];
+    return `${thing.thingName} ${location ?? ''}`;
+  } catch (e) {
+    if (e instanceof RejectedError) {
+      const status: number = e.statusCode;
+      return `${status} ${e.errorCode} ${e.errorMessage}`;
+    }
+    if (e instanceof TimeoutError || e instanceof AbortError) {
+      return e.code;
+    }
+    if (e instanceof FleetprovError) {
+      const n: number = e.result;
+      return `${codes[n]} ${e.operation} ${e.detail}`;
+    }
+    throw e;
+  } finally {
+    await client.close();
+  }
+}
