@@ -36,7 +36,15 @@ type outcome[T any] struct {
 	err   *Error
 }
 
-func send[T any](h C.uintptr_t, o outcome[T]) {
+// deliver sends an operation's outcome: the copied error, or value() (exactly one of the
+// response and the error is non-NULL).
+func deliver[T any](h C.uintptr_t, op string, e *C.fp_error, value func() T) {
+	var o outcome[T]
+	if e != nil {
+		o.err = copyError(op, e)
+	} else {
+		o.value = value()
+	}
 	cgo.Handle(h).Value().(chan outcome[T]) <- o
 }
 
@@ -49,54 +57,44 @@ func fpgoLifecycle(h C.uintptr_t, event C.int, e *C.fp_error) {
 	cgo.Handle(h).Value().(*lifecycle).event(event, err)
 }
 
+// certificate copies the fields both create responses have.
+func certificate(id, pem, token *C.char) Certificate {
+	return Certificate{
+		CertificateID:             C.GoString(id),
+		CertificatePEM:            C.GoString(pem),
+		CertificateOwnershipToken: C.GoString(token),
+	}
+}
+
 //export fpgoCreateKeys
 func fpgoCreateKeys(h C.uintptr_t, r *C.fp_create_keys_response, e *C.fp_error) {
-	var o outcome[*KeysAndCertificate]
-	if r != nil {
-		o.value = &KeysAndCertificate{
-			Certificate: Certificate{
-				CertificateID:             C.GoString(r.certificate_id),
-				CertificatePEM:            C.GoString(r.certificate_pem),
-				CertificateOwnershipToken: C.GoString(r.certificate_ownership_token),
-			},
+	deliver(h, opCreateKeys, e, func() *KeysAndCertificate {
+		return &KeysAndCertificate{
+			Certificate: certificate(r.certificate_id, r.certificate_pem, r.certificate_ownership_token),
 			// Straight from the library's buffer into a []byte: never a string, which could
 			// not be wiped.
 			PrivateKey: C.GoBytes(unsafe.Pointer(r.private_key), C.int(C.strlen(r.private_key))),
 		}
-	} else {
-		o.err = copyError(opCreateKeys, e)
-	}
-	send(h, o)
+	})
 }
 
 //export fpgoCreateFromCsr
 func fpgoCreateFromCsr(h C.uintptr_t, r *C.fp_create_from_csr_response, e *C.fp_error) {
-	var o outcome[*Certificate]
-	if r != nil {
-		o.value = &Certificate{
-			CertificateID:             C.GoString(r.certificate_id),
-			CertificatePEM:            C.GoString(r.certificate_pem),
-			CertificateOwnershipToken: C.GoString(r.certificate_ownership_token),
-		}
-	} else {
-		o.err = copyError(opCreateFromCSR, e)
-	}
-	send(h, o)
+	deliver(h, opCreateFromCSR, e, func() *Certificate {
+		c := certificate(r.certificate_id, r.certificate_pem, r.certificate_ownership_token)
+		return &c
+	})
 }
 
 //export fpgoRegisterThing
 func fpgoRegisterThing(h C.uintptr_t, r *C.fp_register_thing_response, e *C.fp_error) {
-	var o outcome[*Thing]
-	if r != nil {
+	deliver(h, opRegisterThing, e, func() *Thing {
 		t := &Thing{ThingName: C.GoString(r.thing_name), DeviceConfiguration: map[string]string{}}
 		if r.device_configuration != nil {
 			for _, kv := range unsafe.Slice(r.device_configuration, int(r.device_configuration_len)) {
 				t.DeviceConfiguration[C.GoString(kv.key)] = C.GoString(kv.value)
 			}
 		}
-		o.value = t
-	} else {
-		o.err = copyError(opRegisterThing, e)
-	}
-	send(h, o)
+		return t
+	})
 }

@@ -124,27 +124,21 @@ function load(handlers) {
     ),
   };
 
+  /** The fields both create responses have. */
+  const certificate = (r) => ({
+    certificateId: r.certificate_id,
+    certificatePem: r.certificate_pem,
+    certificateOwnershipToken: r.certificate_ownership_token,
+  });
   /** The create-keys response as plain values; the key copied into a fresh Buffer. */
   const decodeKeys = (ptr) => {
     const r = koffi.decode(ptr, 'fp_create_keys_response');
     const n = Number(strlen(r.private_key));
     const privateKey = Buffer.alloc(n); // never from the shared pool: the caller zeroes it
     Buffer.from(koffi.view(r.private_key, n)).copy(privateKey);
-    return {
-      certificateId: r.certificate_id,
-      certificatePem: r.certificate_pem,
-      certificateOwnershipToken: r.certificate_ownership_token,
-      privateKey,
-    };
+    return { ...certificate(r), privateKey };
   };
-  const decodeCertificate = (ptr) => {
-    const r = koffi.decode(ptr, 'fp_create_from_csr_response');
-    return {
-      certificateId: r.certificate_id,
-      certificatePem: r.certificate_pem,
-      certificateOwnershipToken: r.certificate_ownership_token,
-    };
-  };
+  const decodeCertificate = (ptr) => certificate(koffi.decode(ptr, 'fp_create_from_csr_response'));
   const decodeThing = (ptr) => {
     const r = koffi.decode(ptr, 'fp_register_thing_response');
     const len = Number(r.device_configuration_len);
