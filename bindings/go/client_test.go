@@ -324,3 +324,24 @@ func TestConnectFailure(t *testing.T) {
 		t.Fatalf("want a connect error, got %v", err)
 	}
 }
+
+func TestConnectCancelled(t *testing.T) {
+	e := startEmulator(t)
+	opts := e.options()
+	opts.ConnectTimeout = time.Hour
+	if err := e.cmd.Process.Signal(syscall.SIGSTOP); err != nil { // TCP is accepted, TLS never answered
+		t.Fatal(err)
+	}
+	c, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	err = c.Connect(ctx)
+	var fe *Error
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &fe) || fe.Code != ErrCancelled {
+		t.Fatalf("want a cancelled connect, got %v", err)
+	}
+}

@@ -139,6 +139,26 @@ test('aborting a pending call rejects it and closes the connection', { skip }, a
   });
 });
 
+test('aborting connect() stops connecting', { skip }, async () => {
+  const frozen = await startEmulator();
+  try {
+    frozen.pause(); // TCP is accepted, TLS never answered
+    const client = new fp.Client({ ...frozen.options(), connectTimeoutMs: 3_600_000 });
+    try {
+      await assert.rejects(client.connect({ signal: AbortSignal.timeout(200) }), (e) => {
+        assert.ok(e instanceof fp.AbortError);
+        assert.equal(e.code, 'FP_ERR_CANCELLED');
+        assert.equal(e.cause.name, 'TimeoutError');
+        return true;
+      });
+    } finally {
+      await client.close();
+    }
+  } finally {
+    await frozen.stop();
+  }
+});
+
 test('close() cancels what is pending', { skip }, async () => {
   await stalled(3_600_000, async (client) => {
     const rejected = assert.rejects(client.createKeys(), { code: 'FP_ERR_CANCELLED' });
@@ -173,7 +193,9 @@ test('bad options throw at once', { skip }, () => {
 // loop alive, with or without close(). (The test runner would hang otherwise; a child process
 // makes it this test's failure, its exit code checked.)
 for (const closes of [true, false]) {
-  test(`node exits by itself after the work${closes ? '' : ', without close()'}`, { skip }, async () => {
+  // The timeout only turns a hang into a failure.
+  const name = `node exits by itself after the work${closes ? '' : ', without close()'}`;
+  test(name, { skip, timeout: 60_000 }, async () => {
     const script = `
       const fp = require(${JSON.stringify(require.resolve('../index.js'))});
       (async () => {
