@@ -102,9 +102,12 @@ type Client struct {
 type lifecycle struct {
 	connected chan *Error // one value: nil on success
 	stopped   chan struct{}
+	stopOnce  sync.Once
 	mu        sync.Mutex
 	lost      *Error
 }
+
+func (l *lifecycle) stop() { l.stopOnce.Do(func() { close(l.stopped) }) }
 
 func (l *lifecycle) event(event C.int, err *Error) {
 	switch event {
@@ -120,7 +123,7 @@ func (l *lifecycle) event(event C.int, err *Error) {
 		l.lost = err
 		l.mu.Unlock()
 	case C.FP_EVENT_STOPPED:
-		close(l.stopped)
+		l.stop()
 	}
 }
 
@@ -283,7 +286,8 @@ func (c *Client) Connect(ctx context.Context) error {
 	}
 }
 
-// Done is closed once the connection has ended: failed, lost, disconnected or closed.
+// Done is closed once the connection has ended (failed, lost, disconnected) or the client is
+// closed.
 func (c *Client) Done() <-chan struct{} { return c.life.stopped }
 
 // Err tells why an established connection was lost (nil if it was not).
@@ -419,6 +423,7 @@ func (c *Client) Close() error {
 	}
 	C.fp_client_free(cl)
 	deleteHandle(c.lifeHandle)
+	c.life.stop() // also when it never connected
 	return nil
 }
 
