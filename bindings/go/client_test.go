@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -23,7 +24,7 @@ import (
 
 // The tests run the fleetprov-emulator binary: $FLEETPROV_EMULATOR, or the checkout's release
 // or debug build. Without one they skip, unless CI is set: then they fail.
-func emulatorBinary(t *testing.T) string {
+func emulatorBinary(t testing.TB) string {
 	t.Helper()
 	candidates := []string{os.Getenv("FLEETPROV_EMULATOR"),
 		"../../target/release/fleetprov-emulator", "../../target/debug/fleetprov-emulator"}
@@ -51,7 +52,7 @@ type emulator struct {
 
 // startEmulator runs `fleetprov-emulator serve` on an ephemeral loopback port and waits until it
 // has written the port to its ready file; the test stops it.
-func startEmulator(t *testing.T) *emulator {
+func startEmulator(t testing.TB) *emulator {
 	t.Helper()
 	dir := t.TempDir()
 	e := &emulator{state: filepath.Join(dir, "state")}
@@ -136,7 +137,7 @@ func register(t *testing.T, c *Client, token, serial string) {
 	}
 }
 
-func newCSR(t *testing.T) []byte {
+func newCSR(t testing.TB) []byte {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -344,4 +345,37 @@ func TestConnectCancelled(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &fe) || fe.Code != ErrCancelled {
 		t.Fatalf("want a cancelled connect, got %v", err)
 	}
+}
+
+// BenchmarkCSRFlow: one provisioning per iteration, as a device does it (new client, connect,
+// CreateCertificateFromCsr, RegisterThing, Close). `bash bindings/bench.sh` compares it with
+// the C demo and the Node package.
+func BenchmarkCSRFlow(b *testing.B) {
+	opts := startEmulator(b).options()
+	csr := newCSR(b)
+	times := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		c, err := New(opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := c.Connect(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		cert, err := c.CreateFromCSR(context.Background(), csr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.RegisterThing(context.Background(), "FleetTemplate",
+			cert.CertificateOwnershipToken, params(fmt.Sprintf("bench-%d", i))); err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+		times = append(times, time.Since(t0))
+	}
+	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+	b.ReportMetric(float64(times[(len(times)-1)/2].Microseconds())/1000, "median-ms")
+	b.ReportMetric(float64(times[0].Microseconds())/1000, "fastest-ms")
 }
