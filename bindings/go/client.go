@@ -111,10 +111,14 @@ func (l *lifecycle) stop() { l.stopOnce.Do(func() { close(l.stopped) }) }
 
 func (l *lifecycle) event(event C.int, err *Error) {
 	switch event {
-	case C.FP_EVENT_CONNECTION_SUCCESS:
-		l.connected <- nil
-	case C.FP_EVENT_CONNECTION_FAILURE:
-		l.connected <- err
+	case C.FP_EVENT_CONNECTION_SUCCESS, C.FP_EVENT_CONNECTION_FAILURE:
+		if event == C.FP_EVENT_CONNECTION_SUCCESS {
+			err = nil
+		}
+		select {
+		case l.connected <- err:
+		default: // one connect gives one of these; never block the library's thread
+		}
 	case C.FP_EVENT_DISCONNECTED:
 		if err != nil {
 			err.Op = "connection"
