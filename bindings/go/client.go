@@ -284,7 +284,7 @@ func (c *Client) Connect(ctx context.Context) error {
 		c.disconnect()
 		err := <-c.life.connected
 		if err != nil {
-			err.cause = ctx.Err()
+			err.cancelledBy(ctx.Err())
 		}
 		return errOrNil(err)
 	}
@@ -344,7 +344,7 @@ func await[T any](ctx context.Context, c *Client, op string,
 	case <-ctx.Done():
 		c.disconnect()
 		if o = <-ch; o.err != nil {
-			o.err.cause = ctx.Err()
+			o.err.cancelledBy(ctx.Err())
 		}
 	}
 	if o.err != nil {

@@ -88,6 +88,17 @@ func (e *Error) Is(target error) bool {
 // because its context ended.
 func (e *Error) Unwrap() error { return e.cause }
 
+// cancelledBy marks an error that the disconnect made for a context's end. What the library
+// reports then depends on how far the operation had got (cancelled, disconnected, or not
+// connected when it was queued behind the disconnect); callers get ErrCancelled for all three.
+func (e *Error) cancelledBy(ctxErr error) {
+	e.cause = ctxErr
+	switch e.Code {
+	case ErrDisconnected, ErrNotConnected:
+		e.Code = ErrCancelled
+	}
+}
+
 // copyError copies what it needs: e is valid only while the callback runs.
 func copyError(op string, e *C.fp_error) *Error {
 	return &Error{

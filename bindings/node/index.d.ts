@@ -114,8 +114,8 @@ export declare class RejectedError extends FleetprovError {
 /** No answer in time (code FP_ERR_TIMEOUT). */
 export declare class TimeoutError extends FleetprovError {}
 
-/** The call's AbortSignal fired first; `cause` is the signal's reason, `code` what the
- * library reported (FP_ERR_CANCELLED or FP_ERR_DISCONNECTED). */
+/** The call's AbortSignal fired first; `cause` is the signal's reason, `code`
+ * FP_ERR_CANCELLED, `detail` what the library said. */
 export declare class AbortError extends FleetprovError {}
 
 /** Checks a template name and parameters the way registerThing() will, without a client;

@@ -70,10 +70,15 @@ class TimeoutError extends FleetprovError {
   }
 }
 
-/** The call's AbortSignal fired first; `cause` is the signal's reason. */
+/**
+ * The call's AbortSignal fired first; `cause` is the signal's reason. The code is always
+ * FP_ERR_CANCELLED: what the library reports after the disconnect depends on how far the call
+ * had got (cancelled, disconnected, or not connected when it was queued behind it).
+ */
+const ABORTED = new Set(['FP_ERR_CANCELLED', 'FP_ERR_DISCONNECTED', 'FP_ERR_NOT_CONNECTED']);
 class AbortError extends FleetprovError {
-  constructor(operation, result, detail, signal) {
-    super(operation, result, detail, { cause: signal.reason });
+  constructor(operation, detail, signal) {
+    super(operation, CODES.indexOf('FP_ERR_CANCELLED'), detail, { cause: signal.reason });
     this.name = 'AbortError';
   }
 }
@@ -264,7 +269,7 @@ class Client {
   #await(operation, signal, start, register) {
     return new Promise((resolve, reject) => {
       if (signal?.aborted) {
-        reject(new AbortError(operation, CODES.indexOf('FP_ERR_CANCELLED'), 'not started', signal));
+        reject(new AbortError(operation, 'not started', signal));
         return;
       }
       const onAbort = () => {
@@ -277,8 +282,8 @@ class Client {
         signal?.removeEventListener('abort', onAbort);
         if (error === null) {
           resolve(value);
-        } else if (signal?.aborted && error instanceof FleetprovError) {
-          reject(new AbortError(operation, error.result, error.detail, signal));
+        } else if (signal?.aborted && error instanceof FleetprovError && ABORTED.has(error.code)) {
+          reject(new AbortError(operation, error.detail, signal));
         } else {
           reject(error);
         }

@@ -7,6 +7,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { once } = require('node:events');
+const net = require('node:net');
 
 const root = path.join(__dirname, '..', '..', '..');
 
@@ -33,7 +34,7 @@ function missing() {
 
 /**
  * Starts `fleetprov-emulator serve` on an ephemeral loopback port and resolves once it has
- * written the port to its ready file. `stop()` ends it (also when it was stopped with pause()).
+ * written the port to its ready file. `stop()` ends it.
  */
 async function startEmulator() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleetprov-node-test-'));
@@ -69,15 +70,53 @@ async function startEmulator() {
       certFile: path.join(state, 'claim-cert.pem'),
       keyFile: path.join(state, 'claim-key.pem'),
     }),
-    /** Freezes the process: requests are then sent and never answered. */
-    pause: () => child.kill('SIGSTOP'),
     stop: async () => {
       if (child.exitCode === null) {
-        child.kill('SIGCONT');
         child.kill('SIGTERM');
         await exited;
       }
       fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * A TCP relay to `port` that can stop passing the client's bytes on: after `stall()`, what the
+ * client sends (requests, or its TLS handshake) never arrives, as on a network gone quiet; the
+ * connection stays open. `close()` ends it and every relayed connection.
+ */
+async function startLink(port) {
+  let stalled = false;
+  const sockets = new Set();
+  const server = net.createServer((down) => {
+    const up = net.connect(port, '127.0.0.1');
+    for (const s of [down, up]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => {});
+    }
+    down.on('data', (chunk) => {
+      if (!stalled) {
+        up.write(chunk);
+      }
+    });
+    up.pipe(down);
+    down.on('close', () => up.destroy());
+    up.on('close', () => down.destroy());
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    port: server.address().port,
+    stall: () => {
+      stalled = true;
+    },
+    close: async () => {
+      for (const s of sockets) {
+        s.destroy();
+      }
+      server.close();
+      await once(server, 'close');
     },
   };
 }
@@ -97,4 +136,4 @@ function newCsr() {
   }
 }
 
-module.exports = { missing, startEmulator, newCsr };
+module.exports = { missing, startEmulator, startLink, newCsr };
