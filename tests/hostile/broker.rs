@@ -51,6 +51,11 @@ fn pki() -> &'static Pki {
     })
 }
 
+/// The PEM of the CA that signed the server's certificate.
+pub fn ca_pem() -> &'static str {
+    &pki().ca_pem
+}
+
 fn acceptor() -> tokio_rustls::TlsAcceptor {
     let pki = pki();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
