@@ -133,6 +133,18 @@ typedef enum fp_result {
      * An impossible state inside the library (a bug).
      */
     FP_ERR_INTERNAL = 17,
+    /**
+     * The broker broke the MQTT protocol (a malformed packet, a topic alias the client never
+     * allowed, a CONNACK with Receive Maximum 0, a packet a broker never sends); the library
+     * closed the connection. The message says what was received.
+     */
+    FP_ERR_PROTOCOL = 18,
+    /**
+     * The broker refused the request's PUBLISH (MQTT 5 PUBACK with a failure reason code,
+     * such as 0x87 not authorized: the broker's policy forbids the topic). The message names
+     * the reason; the service never saw the request.
+     */
+    FP_ERR_PUBLISH_REFUSED = 19,
 } fp_result;
 
 /**

@@ -43,16 +43,20 @@ static void quiet_log(void *ud, fp_log_level level, const char *message) {
 }
 
 static void result_names(void) {
-    int i, j;
-    for (i = FP_OK; i <= FP_ERR_INTERNAL; i++) {
+    int i, j, named;
+    /* Codes are contiguous from FP_OK: name them until the first unknown one. */
+    for (named = FP_OK; strcmp(fp_result_str(named), "unknown result code") != 0; named++) {
+        CHECK(named < 1000);
+    }
+    CHECK(named > (int)FP_ERR_PUBLISH_REFUSED);
+    for (i = FP_OK; i < named; i++) {
         CHECK(fp_result_str(i) != NULL);
-        CHECK(strcmp(fp_result_str(i), "unknown result code") != 0);
         for (j = FP_OK; j < i; j++) {
             CHECK(strcmp(fp_result_str(i), fp_result_str(j)) != 0);
         }
     }
     CHECK_STR(fp_result_str(-1), "unknown result code");
-    CHECK_STR(fp_result_str(FP_ERR_INTERNAL + 1), "unknown result code");
+    CHECK_STR(fp_result_str(named + 1), "unknown result code");
 }
 
 static void version(void) {
