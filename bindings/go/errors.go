@@ -33,12 +33,12 @@ const (
 	ErrAlreadyConnected  Code = C.FP_ERR_ALREADY_CONNECTED
 	ErrPanic             Code = C.FP_ERR_PANIC
 	ErrInternal          Code = C.FP_ERR_INTERNAL
+	ErrProtocol          Code = C.FP_ERR_PROTOCOL
+	ErrPublishRefused    Code = C.FP_ERR_PUBLISH_REFUSED
 	// Codes agreed for the library's next additions (numbers fixed); named from the header
 	// once it has them.
-	ErrProtocol       Code = 18 // the broker broke MQTT; the library closed the connection
-	ErrPublishRefused Code = 19 // a PUBACK-style refusal of a request (e.g. 0x87)
-	ErrSigner         Code = 20 // the signer callback or PKCS#11 failed
-	ErrStore          Code = 21 // the identity store is unusable or corrupt
+	ErrSigner Code = 20 // the signer callback or PKCS#11 failed
+	ErrStore  Code = 21 // the identity store is unusable or corrupt
 )
 
 // String is the library's name for the code (fp_result_str), e.g. "timed out".
