@@ -541,7 +541,6 @@ async fn puback_refusal_on_publish() {
 /// The connection ends right after CONNACK, in the same write. An operation started then
 /// fails with "disconnected" and keeps the broker's reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: packets that arrive with the CONNACK wait for the next read"]
 async fn loss_right_after_connack_keeps_the_cause() {
     bounded(async {
         let b = Broker::start(|mut c| async move {
@@ -601,7 +600,6 @@ async fn answer_with(
 /// A `statusCode` that no HTTP status can be is a bad reply, not a rejection with a made-up
 /// number.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: statusCode is not range-checked"]
 async fn out_of_range_status_code_is_a_bad_reply() {
     for code in ["99999999999", "-1", "4.5e2"] {
         bounded(async {
@@ -619,7 +617,6 @@ async fn out_of_range_status_code_is_a_bad_reply() {
 
 /// An accepted reply with an empty ownership token or certificate id is unusable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: empty required reply fields are accepted"]
 async fn empty_token_or_certificate_id_is_a_bad_reply() {
     for (id, token, field) in [
         (CERT_ID, "", "certificateOwnershipToken"),
@@ -644,7 +641,6 @@ async fn empty_token_or_certificate_id_is_a_bad_reply() {
 
 /// RegisterThing accepted without a thing name cannot be used either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: empty required reply fields are accepted"]
 async fn empty_thing_name_is_a_bad_reply() {
     bounded(async {
         let e = answer_with(
@@ -665,7 +661,6 @@ async fn empty_thing_name_is_a_bad_reply() {
 /// Not MQTT at all where the CONNACK belongs (an HTTP error page), socket left open: the
 /// first byte is already no valid packet (type 4 with flags 8).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: an invalid first byte is not refused at once"]
 async fn garbage_instead_of_connack() {
     bounded(async {
         let b = Broker::start(|mut c| async move {
@@ -863,7 +858,6 @@ async fn second_connack_is_a_protocol_error() {
 
 /// Session Present 1 in answer to a clean start is a protocol error (MQTT 5 3.2.2.1.1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: Session Present is not checked"]
 async fn session_present_after_clean_start_is_a_protocol_error() {
     bounded(async {
         let b = Broker::start(|mut c| async move {
@@ -901,7 +895,6 @@ async fn unsolicited_auth_is_a_protocol_error() {
 
 /// A PUBLISH with an empty topic and no alias (MQTT 5) is malformed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: a PUBLISH with an empty topic and no alias is ignored"]
 async fn empty_topic_publish_is_a_protocol_error() {
     bounded(async {
         let b = Broker::start(|mut c| async move {
@@ -1049,7 +1042,6 @@ async fn connack_refusal_names_the_reason() {
 /// the waiting operation gets FP_ERR_DISCONNECTED with the broker's reason, not
 /// FP_ERR_NOT_CONNECTED without a cause.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: packets that arrive with the CONNACK wait for the next read"]
 async fn c_operation_started_before_connack_keeps_the_cause() {
     bounded(async {
         let b = Broker::start(|mut c| async move {

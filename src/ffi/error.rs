@@ -181,6 +181,11 @@ impl fp_error {
         }
     }
 
+    /// The message, for wrapping into another error's message.
+    pub(crate) fn message(&self) -> std::borrow::Cow<'_, str> {
+        self.message.to_string_lossy()
+    }
+
     #[cfg(test)]
     pub(crate) fn code(&self) -> fp_result {
         self.code
