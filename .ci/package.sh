@@ -45,7 +45,7 @@ cmp include/fleetprov.h "$prefix/include/fleetprov.h"
 
 export PKG_CONFIG_PATH="$lib/pkgconfig"
 # pkg-config prints Libs, then Libs.private (and a trailing blank, dropped by the word split).
-# shellcheck disable=SC2046,SC2116
+# shellcheck disable=SC2046,SC2005
 words() { echo $("$@"); }
 [ "$(words pkg-config --static --libs fleetprov)" = "-L$lib -lfleetprov $native" ] ||
     fail "fleetprov.pc's Libs.private is not rustc's list: $(pkg-config --static --libs fleetprov)"
