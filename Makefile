@@ -67,9 +67,11 @@ DEMO        := $(BUILD_DIR)/fleet_provisioning
 MINIMAL     := $(BUILD_DIR)/minimal
 SOAK        := $(BUILD_DIR)/soak
 SOAK_CYCLES ?= 10000
+FLEET       := $(BUILD_DIR)/fleet
+FLEET_N     ?= 1000
 LINK_LIB     = -L$(TARGET_DIR) -lfleetprov -Wl,-rpath,'$$ORIGIN/$(RPATH_UP)/$(TARGET_DIR)' -pthread
 
-.PHONY: all demo emulator soak bench clean install uninstall FORCE
+.PHONY: all demo emulator soak fleet bench clean install uninstall FORCE
 
 all: $(DEMO) $(MINIMAL)
 
@@ -109,6 +111,15 @@ $(SOAK): bench/soak.c include/fleetprov.h $(LIB)
 
 soak: $(SOAK) $(EMULATOR)
 	SOAK_CYCLES=$(SOAK_CYCLES) sh bench/soak.sh $(SOAK) $(EMULATOR)
+
+# `make fleet`: FLEET_N (default 1000) devices provisioned at once from one process, and the
+# same number only connecting (the floor), against an emulator in another (bench/fleet.c).
+$(FLEET): bench/fleet.c include/fleetprov.h $(LIB)
+	@mkdir -p $(BUILD_DIR)
+	$(TARGET_CC) $(DEMO_CFLAGS) $(CFLAGS) -Iinclude -o $@ bench/fleet.c $(LINK_LIB)
+
+fleet: $(FLEET) $(EMULATOR)
+	FLEET_N=$(FLEET_N) sh bench/fleet.sh $(FLEET) $(EMULATOR)
 
 # `make bench`: the demo against mosquitto_rr, and the stripped library's size (bench/measure.sh).
 bench:
