@@ -146,6 +146,16 @@ SO_NAME   := libfleetprov.so.$(SOMAJOR)
 # For the CMake version file: a package for another pointer width is not offered to a project.
 SIZEOF_VOID_P := $(if $(filter armv7% arm% i686% i586%,$(TARGET)),4,8)
 
+# The CMake package finds its files relative to its own directory, so a prefix copied into a
+# board's sysroot (or moved) still works: the paths below PREFIX, and the way up to it.
+below_prefix = $(patsubst $(PREFIX)/%,%,$(1))
+REL_LIBDIR     := $(call below_prefix,$(LIBDIR))
+REL_INCLUDEDIR := $(call below_prefix,$(INCLUDEDIR))
+REL_CMAKEDIR   := $(call below_prefix,$(CMAKEDIR))
+empty :=
+space := $(empty) $(empty)
+CMAKEDIR_UP    := $(subst $(space),/,$(foreach c,$(subst /, ,$(REL_CMAKEDIR)),..))
+
 # Every file `make install` creates, relative to DESTDIR; `make uninstall` removes these.
 INSTALLED := $(INCLUDEDIR)/fleetprov.h \
 	$(LIBDIR)/$(SO_REAL) $(LIBDIR)/$(SO_NAME) $(LIBDIR)/libfleetprov.so $(LIBDIR)/libfleetprov.a \
@@ -157,10 +167,14 @@ INSTALLED := $(INCLUDEDIR)/fleetprov.h \
 SUBST = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
 	-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
 	-e 's|@SOMAJOR@|$(SOMAJOR)|g' -e 's|@SIZEOF_VOID_P@|$(SIZEOF_VOID_P)|g' \
+	-e 's|@REL_LIBDIR@|$(REL_LIBDIR)|g' -e 's|@REL_INCLUDEDIR@|$(REL_INCLUDEDIR)|g' \
+	-e 's|@CMAKEDIR_UP@|$(CMAKEDIR_UP)|g' \
 	-e "s|@NATIVE_STATIC_LIBS@|$$(cat $(NATIVE_LIBS))|g" \
 	-e "s|@NATIVE_STATIC_LIBS_CMAKE@|$$(tr -s ' ' ';' < $(NATIVE_LIBS))|g"
 
 install: $(LIB)
+	@for d in $(REL_LIBDIR) $(REL_INCLUDEDIR) $(REL_CMAKEDIR); do case $$d in /*) \
+		echo "LIBDIR, INCLUDEDIR and CMAKEDIR must be below PREFIX ($$d)" >&2; exit 1;; esac; done
 	$(INSTALL) -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) \
 		$(DESTDIR)$(CMAKEDIR) $(DESTDIR)$(SUPPDIR)
 	$(INSTALL) -m 644 include/fleetprov.h $(DESTDIR)$(INCLUDEDIR)/fleetprov.h

@@ -2,8 +2,8 @@
 # The library as a C user gets it from `make install`: installs into a temporary prefix, checks
 # the SONAME, the links and the native-libraries line, builds c_examples/minimal.c against the
 # installed files three ways (pkg-config shared, pkg-config static, CMake; CMake's static variant
-# too), runs each against the emulator, then checks that `make uninstall` leaves none of our
-# files in the prefix.
+# too), runs each against the emulator, checks that the CMake package survives a move of the
+# tree, then that `make uninstall` leaves none of our files in the prefix.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source .ci/lib.sh
@@ -111,6 +111,14 @@ target/release/fleetprov-emulator things --state-dir "$state" >"$work/things"
 for s in $(seq 101 "$serial"); do
     grep -q "ThingPrefix_$s\"" "$work/things" || fail "ThingPrefix_$s is not in the emulator's registry"
 done
+
+echo "--- the CMake package still works once the installed tree is moved (e.g. into a sysroot)"
+mv "$prefix" "$work/moved"
+cmake -S cmake/consumer -B "$work/cmake-moved" -DCMAKE_PREFIX_PATH="$work/moved" >/dev/null
+cmake --build "$work/cmake-moved" >/dev/null
+ldd "$work/cmake-moved/minimal" | grep -q "libfleetprov.so.$major => $work/moved/lib/" ||
+    fail "the moved CMake package does not point at its own directory: $(ldd "$work/cmake-moved/minimal")"
+mv "$work/moved" "$prefix"
 
 echo "--- make uninstall"
 make uninstall PREFIX="$prefix"
