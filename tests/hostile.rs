@@ -179,61 +179,51 @@ async fn reply_then_loss(version: MqttVersion, op: Op, end: End) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn create_keys_reply_then_disconnect_mqtt5() {
     bounded(reply_then_loss(V5, Op::CreateKeys, End::Disconnect)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn register_reply_then_disconnect_mqtt5() {
     bounded(reply_then_loss(V5, Op::Register, End::Disconnect)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn create_keys_reply_then_tls_close_mqtt5() {
     bounded(reply_then_loss(V5, Op::CreateKeys, End::CloseTls)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn create_keys_reply_then_tls_close_mqtt311() {
     bounded(reply_then_loss(V311, Op::CreateKeys, End::CloseTls)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn register_reply_then_tls_close_mqtt5() {
     bounded(reply_then_loss(V5, Op::Register, End::CloseTls)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn register_reply_then_tls_close_mqtt311() {
     bounded(reply_then_loss(V311, Op::Register, End::CloseTls)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn create_keys_reply_then_tcp_close_mqtt5() {
     bounded(reply_then_loss(V5, Op::CreateKeys, End::CloseTcp)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn create_keys_reply_then_tcp_close_mqtt311() {
     bounded(reply_then_loss(V311, Op::CreateKeys, End::CloseTcp)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn register_reply_then_tcp_close_mqtt5() {
     bounded(reply_then_loss(V5, Op::Register, End::CloseTcp)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn register_reply_then_tcp_close_mqtt311() {
     bounded(reply_then_loss(V311, Op::Register, End::CloseTcp)).await;
 }
@@ -244,7 +234,6 @@ async fn register_reply_then_tcp_close_mqtt311() {
 /// a Topic Alias is a protocol error: the operation fails at once. The flood version, with a
 /// memory bound, is in `tests/hostile_memory.rs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn topic_alias_is_a_protocol_error() {
     bounded(async {
         let b = Broker::start(|mut c| async move {
@@ -322,7 +311,6 @@ async fn pings_while_waiting(
 
 /// Server Keep Alive 0 turns keep-alive off: the client must not ping at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn server_keep_alive_zero_means_no_pings() {
     bounded(async {
         let pings = pings_while_waiting(0, 5, Duration::from_millis(1500)).await;
@@ -349,7 +337,6 @@ async fn smaller_server_keep_alive_is_honoured() {
 
 /// Receive Maximum 0 is a protocol error (MQTT 5 3.2.2.3.3): connecting fails at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn receive_maximum_zero_fails_the_connect() {
     bounded(async {
         let b = Broker::start(|mut c| async move {
@@ -372,7 +359,6 @@ async fn receive_maximum_zero_fails_the_connect() {
 /// A broker whose Maximum Packet Size is below the request: the operation fails at once with
 /// the broker's limit in the message, and nothing over the limit is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn broker_maximum_packet_size_is_respected() {
     bounded(async {
         const LIMIT: u32 = 300;
@@ -433,13 +419,11 @@ async fn v311_only_broker(keep_open: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn v311_only_broker_then_close() {
     bounded(v311_only_broker(false)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn v311_only_broker_socket_kept_open() {
     bounded(v311_only_broker(true)).await;
 }
@@ -447,7 +431,6 @@ async fn v311_only_broker_socket_kept_open() {
 /// An MQTT 5 DISCONNECT carrying only its reason code (remaining length 1), the socket left
 /// open: the pending operation fails at once with the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn short_disconnect_with_socket_open() {
     bounded(async {
         let b = Broker::start(|mut c| async move {
@@ -489,7 +472,6 @@ async fn empty_disconnect_with_socket_open() {
 /// A malformed packet (PUBLISH with QoS bits 11) makes the client close the connection as a
 /// protocol error, and the operation says so (not "cancelled", not "disconnected").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn malformed_packet_is_a_protocol_error() {
     for version in [V5, V311] {
         bounded(async {
@@ -514,7 +496,6 @@ async fn malformed_packet_is_a_protocol_error() {
 
 /// A PUBACK with 0x87 Not authorized refuses the request: its own kind, the reason in words.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn puback_not_authorized_is_publish_refused() {
     bounded(async {
         let b = Broker::start(|mut c| async move {
@@ -539,7 +520,6 @@ async fn puback_not_authorized_is_publish_refused() {
 
 /// Same refusal on a plain publish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn puback_refusal_on_publish() {
     bounded(async {
         let b = Broker::start(|mut c| async move {
@@ -620,7 +600,6 @@ async fn answer_with(
 /// A `statusCode` that no HTTP status can be is a bad reply, not a rejection with a made-up
 /// number.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn out_of_range_status_code_is_a_bad_reply() {
     for code in ["99999999999", "-1", "4.5e2"] {
         bounded(async {
@@ -638,7 +617,6 @@ async fn out_of_range_status_code_is_a_bad_reply() {
 
 /// An accepted reply with an empty ownership token or certificate id is unusable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn empty_token_or_certificate_id_is_a_bad_reply() {
     for (id, token, field) in [
         (CERT_ID, "", "certificateOwnershipToken"),
@@ -663,7 +641,6 @@ async fn empty_token_or_certificate_id_is_a_bad_reply() {
 
 /// RegisterThing accepted without a thing name cannot be used either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn empty_thing_name_is_a_bad_reply() {
     bounded(async {
         let e = answer_with(
@@ -684,7 +661,6 @@ async fn empty_thing_name_is_a_bad_reply() {
 /// Not MQTT at all where the CONNACK belongs (an HTTP error page), socket left open: the
 /// first byte is already no valid packet (type 4 with flags 8).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn garbage_instead_of_connack() {
     bounded(async {
         let b = Broker::start(|mut c| async move {
@@ -733,7 +709,6 @@ async fn huge_remaining_length_is_refused_from_the_header() {
 
 /// A remaining length of five bytes is malformed (MQTT allows four).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn five_byte_remaining_length_is_a_protocol_error() {
     bounded(async {
         let b = Broker::start(|mut c| async move {
@@ -754,7 +729,6 @@ async fn five_byte_remaining_length_is_a_protocol_error() {
 /// A SUBACK for a packet id the client never used: a broker answering what was never asked
 /// is broken, and the client closes the connection as a protocol error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn suback_for_unknown_packet_id_is_a_protocol_error() {
     for version in [V5, V311] {
         bounded(async {
@@ -778,7 +752,6 @@ async fn suback_for_unknown_packet_id_is_a_protocol_error() {
 
 /// Same for a PUBACK for a packet id the client never used.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn puback_for_unknown_packet_id_is_a_protocol_error() {
     for version in [V5, V311] {
         bounded(async {
@@ -836,7 +809,6 @@ async fn publish_on_unrequested_topics_is_ignored() {
 
 /// The reply at QoS 2, above the QoS 1 the client subscribed with: a protocol error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn qos2_publish_is_a_protocol_error() {
     bounded(async {
         let b = Broker::start(|mut c| async move {
@@ -864,7 +836,6 @@ async fn qos2_publish_is_a_protocol_error() {
 
 /// A second CONNACK on an established connection is a protocol error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn second_connack_is_a_protocol_error() {
     for version in [V5, V311] {
         bounded(async {
@@ -887,7 +858,6 @@ async fn second_connack_is_a_protocol_error() {
 
 /// Session Present 1 in answer to a clean start is a protocol error (MQTT 5 3.2.2.1.1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn session_present_after_clean_start_is_a_protocol_error() {
     bounded(async {
         let b = Broker::start(|mut c| async move {
@@ -905,7 +875,6 @@ async fn session_present_after_clean_start_is_a_protocol_error() {
 
 /// An AUTH packet nobody asked for (the CONNECT had no authentication method).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn unsolicited_auth_is_a_protocol_error() {
     bounded(async {
         let b = Broker::start(|mut c| async move {
@@ -926,7 +895,6 @@ async fn unsolicited_auth_is_a_protocol_error() {
 
 /// A PUBLISH with an empty topic and no alias (MQTT 5) is malformed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn empty_topic_publish_is_a_protocol_error() {
     bounded(async {
         let b = Broker::start(|mut c| async move {
@@ -1046,7 +1014,6 @@ async fn short_suback_is_a_bad_reply() {
 
 /// CONNACK refusing with 0x87 Not authorized and a reason string: both reach the user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn connack_refusal_names_the_reason() {
     bounded(async {
         let b = Broker::start(|mut c| async move {
@@ -1075,7 +1042,6 @@ async fn connack_refusal_names_the_reason() {
 /// the waiting operation gets FP_ERR_DISCONNECTED with the broker's reason, not
 /// FP_ERR_NOT_CONNECTED without a cause.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn c_operation_started_before_connack_keeps_the_cause() {
     bounded(async {
         let b = Broker::start(|mut c| async move {
@@ -1102,7 +1068,6 @@ async fn c_operation_started_before_connack_keeps_the_cause() {
 /// A malformed packet while an operation waits: the library closes the connection, and the
 /// C caller sees FP_ERR_PROTOCOL (not FP_ERR_CANCELLED "disconnected by its owner").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn c_malformed_packet_is_fp_err_protocol() {
     bounded(async {
         let b = Broker::start(|mut c| async move {
@@ -1123,7 +1088,6 @@ async fn c_malformed_packet_is_fp_err_protocol() {
 
 /// PUBACK 0x87 through the C surface: FP_ERR_PUBLISH_REFUSED with the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn c_puback_not_authorized_is_fp_err_publish_refused() {
     bounded(async {
         let b = Broker::start(|mut c| async move {
@@ -1145,7 +1109,6 @@ async fn c_puback_not_authorized_is_fp_err_publish_refused() {
 
 /// A reply followed by DISCONNECT in one write, through the C surface.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn c_reply_then_disconnect_succeeds() {
     bounded(async {
         let b = Broker::start(|mut c| async move {
@@ -1171,7 +1134,6 @@ async fn c_reply_then_disconnect_succeeds() {
 /// itself closes the connection for; the C caller must see FP_ERR_PROTOCOL, not
 /// FP_ERR_CANCELLED "disconnected by its owner".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn c_unknown_alias_is_fp_err_protocol() {
     bounded(async {
         let b = Broker::start(|mut c| async move {

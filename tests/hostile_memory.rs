@@ -102,7 +102,6 @@ async fn flood(c: &mut Conn, make: impl Fn(usize) -> Vec<u8>) -> usize {
 /// 2,000 PUBLISHes of 100 KB, each with a new Topic Alias (the client allows none) while a request is
 /// pending: the first is a protocol error; nothing is kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7: fails on the rumqttc event loop"]
 async fn aliased_flood_is_refused_and_memory_stays_bounded() {
     let _serial = SERIAL.lock().await;
     let b = Broker::start(|mut c| async move {

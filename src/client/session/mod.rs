@@ -486,6 +486,13 @@ impl Connection {
                 message,
             )));
         }
+        if c.session_present {
+            return Err(End::protocol(
+                endpoint,
+                REASON_PROTOCOL_ERROR,
+                "CONNACK has Session Present set in answer to a clean start",
+            ));
+        }
         if c.receive_maximum == Some(0) {
             return Err(End::protocol(
                 endpoint,
@@ -535,13 +542,38 @@ impl Connection {
         mut stop: oneshot::Receiver<()>,
     ) {
         let _close = CloseOnExit(shared.clone());
-        let end = loop {
+        // What came with CONNACK, in the same read, is acted on first.
+        let buffered = match self.after_read(Ok(1), &shared) {
+            Ok(()) => self.flush(Phase::Session).await,
+            Err(end) => Err(end),
+        };
+        let end = if let Err(end) = buffered {
+            end
+        } else {
+            self.serve(&shared, &mut commands, &mut stop).await
+        };
+        let error = self.finish(end).await;
+        if error.kind != ErrorKind::Cancelled {
+            fp_log!(Level::Warn, "{}", error.message);
+        }
+        shared.close(error);
+        // Dropping the stream closes the socket; nothing reconnects.
+    }
+
+    /// Reads, writes and keeps alive until something ends the session.
+    async fn serve(
+        &mut self,
+        shared: &Shared,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+        stop: &mut oneshot::Receiver<()>,
+    ) -> End {
+        loop {
             self.prepare_read();
             let wake = self.next_timer();
             let step = tokio::select! {
                 biased;
-                _ = &mut stop => Err(End::quietly(Error::new(ErrorKind::Cancelled, "the client was closed"))),
-                read = self.stream.read_buf(&mut self.rbuf) => self.after_read(read, &shared),
+                _ = &mut *stop => Err(End::quietly(Error::new(ErrorKind::Cancelled, "the client was closed"))),
+                read = self.stream.read_buf(&mut self.rbuf) => self.after_read(read, shared),
                 cmd = commands.recv() => match cmd {
                     Some(Command::Disconnect) | None => {
                         // A clean end: DISCONNECT, then close.
@@ -553,7 +585,7 @@ impl Connection {
                             "the client was disconnected by its owner",
                         )))
                     }
-                    Some(cmd) => self.command(cmd, &shared),
+                    Some(cmd) => self.command(cmd, shared),
                 },
                 _ = sleep_until(wake), if wake.is_some() => self.keep_alive_due(),
             };
@@ -562,15 +594,9 @@ impl Connection {
                 Err(end) => Err(end),
             };
             if let Err(end) = step {
-                break end;
+                return end;
             }
-        };
-        let error = self.finish(end).await;
-        if error.kind != ErrorKind::Cancelled {
-            fp_log!(Level::Warn, "{}", error.message);
         }
-        shared.close(error);
-        // Dropping the stream closes the socket; nothing reconnects.
     }
 
     /// Sends the DISCONNECT an ending asks for (best effort, bounded) and returns its error.

@@ -66,6 +66,9 @@ pub(super) fn frame(buf: &[u8], max: usize) -> Result<(Option<Frame>, usize), Fr
             break;
         }
     }
+    if !flags_valid(buf[0]) {
+        return Err(FrameError::Malformed);
+    }
     if remaining_len > max {
         return Err(FrameError::TooLarge(remaining_len));
     }
@@ -78,6 +81,20 @@ pub(super) fn frame(buf: &[u8], max: usize) -> Result<(Option<Frame>, usize), Fr
         return Ok((None, f.len()));
     }
     Ok((Some(f), f.len()))
+}
+
+/// Whether the first byte's flags are the ones MQTT fixes for its packet type (PUBLISH has
+/// its own; type 0 is reserved). Checked at once, so bytes that are no MQTT at all (an HTTP
+/// answer, say) are refused from their first byte rather than waited on.
+fn flags_valid(byte1: u8) -> bool {
+    let flags = byte1 & 0x0f;
+    match byte1 >> 4 {
+        0 => false,
+        // QoS 3 is malformed.
+        3 => flags & 0b0110 != 0b0110,
+        6 | 8 | 10 => flags == 0b0010,
+        _ => flags == 0,
+    }
 }
 
 /// Takes the frame `f` off the front of `buf` into a buffer of its own, and wipes the bytes it
@@ -93,6 +110,8 @@ pub(super) fn take_frame(buf: &mut BytesMut, f: Frame) -> BytesMut {
 /// What CONNACK said, both versions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct ConnAck {
+    /// Session Present: never right in answer to our clean start.
+    pub session_present: bool,
     /// The refusal's reason; `None` when accepted.
     pub refused: Option<String>,
     /// A 3.1.1 CONNACK "unacceptable protocol version" in answer to an MQTT 5 CONNECT.
@@ -162,6 +181,7 @@ pub(super) fn decode(
             // A 3.1.1 broker answers an MQTT 5 CONNECT with its own, two-byte, CONNACK.
             let code = bytes[f.header_len + 1];
             return Ok(Incoming::ConnAck(ConnAck {
+                session_present: bytes[f.header_len] & 1 == 1,
                 wants_v311: code == 1,
                 refused: Some(v311_connack_reason(code)),
                 ..ConnAck::default()
@@ -199,9 +219,13 @@ fn decode_v4(bytes: &mut BytesMut) -> Result<Incoming, String> {
         Packet::ConnAck(c) => {
             let code = c.code as u8;
             Incoming::ConnAck(ConnAck {
+                session_present: c.session_present,
                 refused: (code != 0).then(|| v311_connack_reason(code)),
                 ..ConnAck::default()
             })
+        }
+        Packet::Publish(p) if p.topic.is_empty() => {
+            return Err("PUBLISH with an empty topic".into())
         }
         Packet::Publish(p) => Incoming::Publish {
             topic: p.topic,
@@ -248,6 +272,7 @@ fn decode_v5(bytes: &mut BytesMut) -> Result<Incoming, String> {
             let code = connack_code(c.code);
             let p = c.properties.as_ref();
             Incoming::ConnAck(ConnAck {
+                session_present: c.session_present,
                 refused: (code != 0)
                     .then(|| reason_text(code, p.and_then(|p| p.reason_string.as_deref()))),
                 wants_v311: code == 0x84,
@@ -256,6 +281,14 @@ fn decode_v5(bytes: &mut BytesMut) -> Result<Incoming, String> {
                 maximum_packet_size: p.and_then(|p| p.max_packet_size),
                 maximum_qos: p.and_then(|p| p.max_qos),
             })
+        }
+        Packet::Publish(p)
+            if p.topic.is_empty()
+                && p.properties
+                    .as_ref()
+                    .is_none_or(|p| p.topic_alias.is_none()) =>
+        {
+            return Err("PUBLISH with an empty topic and no Topic Alias".into())
         }
         Packet::Publish(p) => Incoming::Publish {
             topic: String::from_utf8(p.topic.to_vec())
@@ -581,13 +614,14 @@ fn encode_v5(
         Outgoing::PingReq => v5::PingReq::write(out),
         Outgoing::Disconnect { reason } => {
             // Written by hand: the codec's DISCONNECT with a reason code and no properties
-            // carries a wrong remaining length. Reason code only: remaining length 1.
+            // carries a wrong remaining length. The reason code and an empty property length
+            // (the shorter legal forms are ones some decoders, rumqttc's among them, refuse).
             if reason == 0 {
                 out.extend_from_slice(&[0xe0, 0x00]);
                 Ok(2)
             } else {
-                out.extend_from_slice(&[0xe0, 0x01, reason]);
-                Ok(3)
+                out.extend_from_slice(&[0xe0, 0x02, reason, 0x00]);
+                Ok(4)
             }
         }
     }
@@ -679,7 +713,7 @@ mod tests {
             &mut out,
         )
         .unwrap();
-        assert_eq!(&out[..], &[0xe0, 0x01, 0x94]);
+        assert_eq!(&out[..], &[0xe0, 0x02, 0x94, 0x00]);
     }
 
     #[test]
