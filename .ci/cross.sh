@@ -36,9 +36,9 @@ for t in "${targets[@]}"; do
     so="target/$triple/release/libfleetprov.so"
     demo="build/$triple/fleet_provisioning"
     for f in "$so" "$demo" "build/$triple/minimal"; do
-        readelf -h "$f" | grep -q "Machine: *$machine" || fail "$f is not an $machine binary"
+        grep -q "Machine: *$machine" <<<"$(readelf -h "$f")" || fail "$f is not an $machine binary"
     done
-    readelf -d "$so" | grep -q '(SONAME).*\[libfleetprov.so.0\]' || fail "$so has no SONAME"
+    grep -q '(SONAME).*\[libfleetprov.so.0\]' <<<"$(readelf -d "$so")" || fail "$so has no SONAME"
     # The release profile strips the library; strip it again to show nothing is left to strip.
     "$gnu-strip" -o "$work/$triple.so" "$so"
     size=$(stat -c %s "$so")

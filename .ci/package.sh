@@ -82,7 +82,7 @@ for kind in shared static; do
         n=$(needed "$exe")
         if [ "$kind" = shared ]; then
             [ "$n" = "libfleetprov.so.$major" ] || fail "$exe needs '$n'"
-            ldd "$exe" | grep -q "libfleetprov.so.$major => $lib/libfleetprov.so.$major" ||
+            grep -q "libfleetprov.so.$major => $lib/libfleetprov.so.$major" <<<"$(ldd "$exe")" ||
                 fail "$exe does not load the installed library: $(ldd "$exe")"
         else
             [ -z "$n" ] || fail "$exe is static but needs '$n'"
@@ -116,7 +116,7 @@ echo "--- the CMake package still works once the installed tree is moved (e.g. i
 mv "$prefix" "$work/moved"
 cmake -S cmake/consumer -B "$work/cmake-moved" -DCMAKE_PREFIX_PATH="$work/moved" >/dev/null
 cmake --build "$work/cmake-moved" >/dev/null
-ldd "$work/cmake-moved/minimal" | grep -q "libfleetprov.so.$major => $work/moved/lib/" ||
+grep -q "libfleetprov.so.$major => $work/moved/lib/" <<<"$(ldd "$work/cmake-moved/minimal")" ||
     fail "the moved CMake package does not point at its own directory: $(ldd "$work/cmake-moved/minimal")"
 mv "$work/moved" "$prefix"
 

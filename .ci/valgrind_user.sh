@@ -21,7 +21,8 @@ supp="$prefix/share/fleetprov/fleetprov.supp"
 so=$(readlink -f "$prefix/lib/libfleetprov.so.0")
 # Stripped: no static symbol table, only the exported fp_* symbols. Valgrind cannot name a
 # frame of the library's own code, which is why the suppressions match the object.
-if readelf -S "$so" | grep -q '\.symtab'; then
+sections=$(readelf -S "$so")
+if grep -q '\.symtab' <<<"$sections"; then
     fail "$so is not stripped"
 fi
 
@@ -30,7 +31,7 @@ cflags=(-std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -pedantic -Werror -O2 -
 # shellcheck disable=SC2046 # pkg-config's output is a list of words
 cc "${cflags[@]}" $(pkg-config --cflags fleetprov) -o "$work/demo-shared" \
     c_examples/fleet_provisioning.c $(pkg-config --libs fleetprov) -Wl,-rpath,"$prefix/lib" -pthread
-ldd "$work/demo-shared" | grep -q "=> $prefix/lib/libfleetprov.so.0" ||
+grep -q "=> $prefix/lib/libfleetprov.so.0" <<<"$(ldd "$work/demo-shared")" ||
     fail "the demo does not load the installed library"
 # Linked statically, the library's code is in the program with its symbols (the archive is not
 # stripped): this exercises the suppressions that name ring's and rustls's functions.
@@ -90,7 +91,7 @@ cc -std=c11 -O0 -g $(pkg-config --cflags fleetprov) -o "$work/bug" "$work/bug.c"
     $(pkg-config --libs fleetprov) -Wl,-rpath,"$prefix/lib"
 valgrind --suppressions="$supp" "$work/bug" 2>"$work/bug.log" || true
 grep -q "ERROR SUMMARY: 1 errors" "$work/bug.log" || { cat "$work/bug.log"; fail "the user's bug was hidden"; }
-grep -A1 "Conditional jump" "$work/bug.log" | grep -q "fp_client_options_set_port" ||
+grep -q "fp_client_options_set_port" <<<"$(grep -A1 "Conditional jump" "$work/bug.log")" ||
     { cat "$work/bug.log"; fail "unexpected report for the user's bug"; }
 echo "reported: $(grep -A1 'Conditional jump' "$work/bug.log" | tail -1 | sed 's/^==[0-9]*== *//')"
 echo "valgrind_user: clean in both flows, shared and static"
