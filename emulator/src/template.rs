@@ -12,7 +12,6 @@
 //!   ignored, so a device cannot claim another certificate's id or subject.
 //! - A declared parameter with no value and no `Default` fails the request even when nothing
 //!   references it, as AWS does.
-//! - A certificate resource without `Status` leaves the certificate `INACTIVE`.
 //! - `OverrideSettings` values are literal strings; `CACertificatePem` is not supported.
 
 use serde_json::{Map, Value};
@@ -1181,8 +1180,9 @@ impl Eval<'_> {
                 .map_err(at("CertificatePem"))?,
             (None, None) => return Err(err("CertificateId or CertificatePem is required")),
         };
+        // AWS documents `Status` as optional with ACTIVE as its default.
         let status = match p.get("Status") {
-            None => "INACTIVE".to_owned(),
+            None => "ACTIVE".to_owned(),
             Some(value) => {
                 let status = self.string(value, 0).map_err(at("Status"))?;
                 let upper = status.to_ascii_uppercase();
@@ -1950,7 +1950,7 @@ mod tests {
         assert_eq!(spec.status, "ACTIVE");
         assert_eq!(
             eval(json!({"CertificateId": "abc"})).unwrap().status,
-            "INACTIVE"
+            "ACTIVE"
         );
         expect_error(
             eval(json!({"CertificateId": "abc", "Status": "Revoked"})),
