@@ -1,6 +1,8 @@
 //! The fleet-provisioning request handlers: a request topic and payload in, the reply out.
 //!
 //! Transport-free, so the broker, the responder mode and tests all drive the same code.
+//! Requests on `.../json` topics are JSON objects and are answered in JSON; on `.../cbor` they
+//! are CBOR maps with the same keys and are answered, rejections included, in CBOR.
 //! Error codes: malformed payloads 400 `InvalidPayload`, CSRs the CA refuses 400 `InvalidCsr`
 //! (AWS publishes no code for this; ours names the problem), token problems 400
 //! `InvalidCertificateOwnershipToken`, unknown templates 404 `ResourceNotFound`, template
@@ -90,32 +92,30 @@ impl Service {
         }
     }
 
-    /// Is `topic` one of the fleet-provisioning request topics this service answers?
-    /// (json and cbor; cbor requests are answered with a rejection.)
+    /// Is `topic` one of the fleet-provisioning request topics this service answers (json or
+    /// cbor)?
     pub fn is_request_topic(topic: &str) -> bool {
         parse_topic(topic).is_some()
     }
 
     /// Handle one request published by a client authenticated with `requester_cert_id`.
-    /// Returns the reply to send back to that client only (accepted or rejected topic), or
-    /// None if not a provisioning topic.
+    /// Returns the reply to send back to that client only (accepted or rejected topic, in the
+    /// request's format), or None if not a provisioning topic.
     pub fn handle(&self, topic: &str, payload: &[u8], requester_cert_id: &str) -> Option<Reply> {
-        let (operation, json) = parse_topic(topic)?;
-        let result = if !json {
-            Err(invalid_payload(
-                "CBOR payloads are not supported by the emulator; use the json topics",
-            ))
-        } else if payload.len() > MAX_PAYLOAD_BYTES {
+        let (operation, format) = parse_topic(topic)?;
+        let result = if payload.len() > MAX_PAYLOAD_BYTES {
             Err(invalid_payload(format!(
                 "the payload is {} bytes; the limit is {MAX_PAYLOAD_BYTES}",
                 payload.len()
             )))
         } else {
-            match operation {
-                Operation::CreateKeys => self.create_keys(payload, requester_cert_id),
-                Operation::CreateFromCsr => self.create_from_csr(payload, requester_cert_id),
-                Operation::Register(name) => self.register(name, payload, requester_cert_id),
-            }
+            decode(payload, format).and_then(|request| match operation {
+                Operation::CreateKeys => self.create_keys(requester_cert_id),
+                Operation::CreateFromCsr => {
+                    self.create_from_csr(required(request)?, requester_cert_id)
+                }
+                Operation::Register(name) => self.register(name, request, requester_cert_id),
+            })
         };
         let (suffix, body) = match result {
             Ok(body) => ("accepted", body),
@@ -130,7 +130,7 @@ impl Service {
         };
         Some(Reply {
             topic: format!("{topic}/{suffix}"),
-            payload: serde_json::to_vec(&body).unwrap_or_default(),
+            payload: encode(&body, format),
         })
     }
 
@@ -155,11 +155,8 @@ impl Service {
         Ok(issued)
     }
 
-    fn create_keys(&self, payload: &[u8], requester: &str) -> Result<Value, Rejection> {
-        // SDKs send either nothing or `{}`; any object is accepted, its fields ignored.
-        if !payload.is_empty() {
-            object(payload)?;
-        }
+    /// SDKs send either nothing or `{}`; any map is accepted, its fields ignored.
+    fn create_keys(&self, requester: &str) -> Result<Value, Rejection> {
         let issued = self
             .ca
             .create_keys_and_certificate()
@@ -173,8 +170,11 @@ impl Service {
         }))
     }
 
-    fn create_from_csr(&self, payload: &[u8], requester: &str) -> Result<Value, Rejection> {
-        let request = object(payload)?;
+    fn create_from_csr(
+        &self,
+        request: Map<String, Value>,
+        requester: &str,
+    ) -> Result<Value, Rejection> {
         let csr = match request.get("certificateSigningRequest") {
             Some(Value::String(csr)) => csr,
             Some(_) => {
@@ -196,7 +196,12 @@ impl Service {
         }))
     }
 
-    fn register(&self, name: &str, payload: &[u8], requester: &str) -> Result<Value, Rejection> {
+    fn register(
+        &self,
+        name: &str,
+        request: Option<Map<String, Value>>,
+        requester: &str,
+    ) -> Result<Value, Rejection> {
         if !valid_template_name(name) {
             return Err(reject(
                 400,
@@ -211,7 +216,7 @@ impl Service {
                 format!("Template {name} was not found."),
             )
         })?;
-        let request = object(payload)?;
+        let request = required(request)?;
         let token = match request.get("certificateOwnershipToken") {
             Some(Value::String(token)) => token.as_str(),
             None | Some(Value::Null) => "",
@@ -279,11 +284,18 @@ pub fn valid_template_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// The operation of a request topic and whether its format is json (else cbor).
-fn parse_topic(topic: &str) -> Option<(Operation<'_>, bool)> {
+/// Request and reply encoding, from the last level of the request topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Cbor,
+}
+
+/// The operation of a request topic and its payload format.
+fn parse_topic(topic: &str) -> Option<(Operation<'_>, Format)> {
     let format = |rest: &str| match rest {
-        "json" => Some(true),
-        "cbor" => Some(false),
+        "json" => Some(Format::Json),
+        "cbor" => Some(Format::Cbor),
         _ => None,
     };
     if let Some(rest) = topic.strip_prefix(CREATE_KEYS) {
@@ -294,17 +306,56 @@ fn parse_topic(topic: &str) -> Option<(Operation<'_>, bool)> {
     }
     let rest = topic.strip_prefix(TEMPLATES)?;
     let at = rest.rfind(PROVISION)?;
-    let json = format(&rest[at + PROVISION.len()..])?;
-    Some((Operation::Register(&rest[..at]), json))
+    let format = format(&rest[at + PROVISION.len()..])?;
+    Some((Operation::Register(&rest[..at]), format))
 }
 
-fn object(payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
-    match serde_json::from_slice::<Value>(payload) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(invalid_payload("the payload must be a JSON object")),
-        Err(e) => Err(invalid_payload(format!(
-            "the payload is not valid JSON: {e}"
-        ))),
+/// The request as a map of fields; an empty payload is `None`.
+fn decode(payload: &[u8], format: Format) -> Result<Option<Map<String, Value>>, Rejection> {
+    if payload.is_empty() {
+        return Ok(None);
+    }
+    let value = match format {
+        Format::Json => serde_json::from_slice::<Value>(payload)
+            .map_err(|e| invalid_payload(format!("the payload is not valid JSON: {e}")))?,
+        Format::Cbor => {
+            let mut rest = payload;
+            let value = ciborium::de::from_reader::<Value, _>(&mut rest).map_err(|e| {
+                invalid_payload(format!(
+                    "the payload is not CBOR made of maps, text, numbers, booleans and null: {e}"
+                ))
+            })?;
+            if !rest.is_empty() {
+                return Err(invalid_payload(format!(
+                    "{} bytes follow the CBOR payload",
+                    rest.len()
+                )));
+            }
+            value
+        }
+    };
+    match value {
+        Value::Object(map) => Ok(Some(map)),
+        _ => Err(invalid_payload(match format {
+            Format::Json => "the payload must be a JSON object",
+            Format::Cbor => "the payload must be a CBOR map",
+        })),
+    }
+}
+
+fn required(request: Option<Map<String, Value>>) -> Result<Map<String, Value>, Rejection> {
+    request.ok_or_else(|| invalid_payload("the payload is empty"))
+}
+
+fn encode(body: &Value, format: Format) -> Vec<u8> {
+    match format {
+        Format::Json => serde_json::to_vec(body).unwrap_or_default(),
+        Format::Cbor => {
+            let mut out = Vec::new();
+            // Writing maps, text and integers into a Vec cannot fail.
+            let _ = ciborium::ser::into_writer(body, &mut out);
+            out
+        }
     }
 }
 
@@ -642,20 +693,67 @@ mod tests {
         assert_eq!((status, code.as_str()), (400, "InvalidCsr"));
     }
 
+    fn cbor(value: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        ciborium::ser::into_writer(value, &mut out).unwrap();
+        out
+    }
+
+    fn call_cbor(f: &Fixture, topic: &str, payload: &[u8]) -> (String, Value) {
+        let reply = f.service.handle(topic, payload, &f.claim).expect("a reply");
+        let value = ciborium::de::from_reader(reply.payload.as_slice()).unwrap();
+        (reply.topic, value)
+    }
+
     #[test]
-    fn cbor_is_refused_and_other_topics_are_not_ours() {
+    fn cbor_requests_are_answered_in_cbor() {
+        let f = fixture();
+        let create = "$aws/certificates/create/cbor";
+        for payload in [&b""[..], b"\xa0"] {
+            let reply = accepted(create, call_cbor(&f, create, payload));
+            assert!(reply["privateKey"]
+                .as_str()
+                .unwrap()
+                .starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+        }
+        let csr_topic = "$aws/certificates/create-from-csr/cbor";
+        let body = cbor(&json!({"certificateSigningRequest": csr("cbor-device")}));
+        let reply = accepted(csr_topic, call_cbor(&f, csr_topic, &body));
+        let token = reply["certificateOwnershipToken"].as_str().unwrap();
+        let register = "$aws/provisioning-templates/FleetTemplate/provision/cbor";
+        let body = cbor(&json!({
+            "certificateOwnershipToken": token,
+            "parameters": {"SerialNumber": "c1", "DeviceLocation": "Seattle"}
+        }));
+        let reply = accepted(register, call_cbor(&f, register, &body));
+        assert_eq!(reply["thingName"], "ThingPrefix_c1");
+
+        // Rejections come back in CBOR with AWS's three fields.
+        let cases: [(&str, &[u8], &str); 6] = [
+            (create, b"\x01", "InvalidPayload"),
+            (create, b"{}", "InvalidPayload"),
+            (create, b"\xa0\x00", "InvalidPayload"),
+            (csr_topic, b"\xa1\x61x\x41\x00", "InvalidPayload"),
+            (csr_topic, b"", "InvalidPayload"),
+            (register, &body, "InvalidCertificateOwnershipToken"),
+        ];
+        for (topic, payload, code) in cases {
+            let (status, got, _) = rejected(topic, call_cbor(&f, topic, payload));
+            assert_eq!((status, got.as_str()), (400, code), "{topic} {payload:x?}");
+        }
+    }
+
+    #[test]
+    fn request_topics_and_other_topics() {
         let f = fixture();
         for topic in [
+            CREATE,
+            CSR,
+            REGISTER,
             "$aws/certificates/create/cbor",
             "$aws/certificates/create-from-csr/cbor",
             "$aws/provisioning-templates/FleetTemplate/provision/cbor",
         ] {
-            assert!(Service::is_request_topic(topic));
-            let (status, code, message) = rejected(topic, call(&f, topic, b""));
-            assert_eq!((status, code.as_str()), (400, "InvalidPayload"));
-            assert!(message.contains("CBOR"));
-        }
-        for topic in [CREATE, CSR, REGISTER] {
             assert!(Service::is_request_topic(topic));
         }
         for topic in [
