@@ -10,6 +10,7 @@
 //! `ResourceRegistrationFailure`, failures of the emulator itself 500 `InternalFailure`.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +40,8 @@ pub struct Service {
     ca: Arc<Ca>,
     registry: Arc<Registry>,
     templates: BTreeMap<String, Template>,
+    /// Requests answered, by format: json, cbor.
+    answered: [AtomicU64; 2],
 }
 
 impl std::fmt::Debug for Service {
@@ -89,6 +92,7 @@ impl Service {
             ca,
             registry,
             templates,
+            answered: Default::default(),
         }
     }
 
@@ -128,10 +132,19 @@ impl Service {
                 }),
             ),
         };
+        self.answered[format as usize].fetch_add(1, Ordering::Relaxed);
         Some(Reply {
             topic: format!("{topic}/{suffix}"),
             payload: encode(&body, format),
         })
+    }
+
+    /// How many requests were answered so far on the json topics and on the cbor topics.
+    pub fn answered(&self) -> (u64, u64) {
+        (
+            self.answered[Format::Json as usize].load(Ordering::Relaxed),
+            self.answered[Format::Cbor as usize].load(Ordering::Relaxed),
+        )
     }
 
     pub fn registry(&self) -> &Registry {
@@ -287,8 +300,8 @@ pub fn valid_template_name(name: &str) -> bool {
 /// Request and reply encoding, from the last level of the request topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
-    Json,
-    Cbor,
+    Json = 0,
+    Cbor = 1,
 }
 
 /// The operation of a request topic and its payload format.
@@ -727,6 +740,7 @@ mod tests {
         }));
         let reply = accepted(register, call_cbor(&f, register, &body));
         assert_eq!(reply["thingName"], "ThingPrefix_c1");
+        assert_eq!(f.service.answered(), (0, 4));
 
         // Rejections come back in CBOR with AWS's three fields.
         let cases: [(&str, &[u8], &str); 6] = [
