@@ -5,6 +5,7 @@
 //! Tests start it in-process ([`Emulator::start`], or [`Emulator::start_blocking`] outside
 //! async code); the `fleetprov-emulator` binary runs the same thing from the command line.
 
+pub mod account;
 pub mod ca;
 pub mod registry;
 pub mod service;
@@ -58,6 +59,9 @@ pub struct EmulatorConfig {
     pub fault: Fault,
     /// Log connections and refusals to stderr (never payloads).
     pub log: bool,
+    /// The account templates are checked against (see [`account`]); `None` lets every
+    /// referenced thing type, group and policy exist.
+    pub account: Option<PathBuf>,
 }
 
 impl EmulatorConfig {
@@ -70,6 +74,7 @@ impl EmulatorConfig {
             templates: Vec::new(),
             fault: Fault::None,
             log: false,
+            account: None,
         }
     }
 }
@@ -97,10 +102,12 @@ impl Emulator {
     /// (multi-threaded or not).
     pub async fn start(cfg: EmulatorConfig) -> io::Result<Emulator> {
         let (dir, templates) = (cfg.state_dir.clone(), cfg.templates.clone());
+        let account = cfg.account.clone();
         // Key generation and file I/O: keep them off the async workers.
-        let service = tokio::task::spawn_blocking(move || open_service(&dir, &templates))
-            .await
-            .map_err(io::Error::other)??;
+        let service =
+            tokio::task::spawn_blocking(move || open_service(&dir, &templates, account.as_deref()))
+                .await
+                .map_err(io::Error::other)??;
         let tls = Arc::new(server_tls(service.ca())?);
         let (claim_cert, claim_key) = service.ca().claim_paths();
         let backend = Arc::new(ServiceBackend {
@@ -350,17 +357,17 @@ fn import_claims(state_dir: &Path, registry: &Registry) {
 pub(crate) fn open_service(
     state_dir: &Path,
     templates: &[(String, PathBuf)],
+    account: Option<&Path>,
 ) -> io::Result<Arc<Service>> {
     let templates = load_templates(templates)?;
+    let account = account.map(account::Account::load).transpose()?;
     let ca = Ca::load_or_create(state_dir)?;
     let registry = Registry::open(state_dir)?;
     registry.add_claim(&ca::certificate_id(&ca.claim_der()));
     import_claims(state_dir, &registry);
-    Ok(Arc::new(Service::new(
-        Arc::new(ca),
-        Arc::new(registry),
-        templates,
-    )))
+    Ok(Arc::new(
+        Service::new(Arc::new(ca), Arc::new(registry), templates).with_account(account),
+    ))
 }
 
 /// The things registered in `state_dir`, read without disturbing a server that is using it:

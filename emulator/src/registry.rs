@@ -759,6 +759,7 @@ mod tests {
                 thing_type_name: None,
                 thing_groups: Vec::new(),
                 billing_group: None,
+                package_versions: BTreeMap::new(),
                 overrides: BTreeMap::new(),
             }),
             certificate: Some(CertificateSpec {

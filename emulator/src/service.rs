@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
+use crate::account::Account;
 use crate::ca::{cert_info, certificate_id, pem_block, Ca, CsrError, Issued};
 use crate::registry::{RegistrationError, Registry};
 use crate::template::{CertInfo, Template};
@@ -42,6 +43,7 @@ pub struct Service {
     templates: BTreeMap<String, Template>,
     /// Requests answered, by format: json, cbor.
     answered: [AtomicU64; 2],
+    account: Option<Account>,
 }
 
 impl std::fmt::Debug for Service {
@@ -93,7 +95,14 @@ impl Service {
             registry,
             templates,
             answered: Default::default(),
+            account: None,
         }
+    }
+
+    /// Check templates against `account`: a referenced resource it lacks fails the request.
+    pub fn with_account(mut self, account: Option<Account>) -> Service {
+        self.account = account;
+        self
     }
 
     /// Is `topic` one of the fleet-provisioning request topics this service answers (json or
@@ -261,6 +270,9 @@ impl Service {
         let provisioned = template
             .evaluate(&parameters, &info)
             .map_err(|e| reject(400, "InvalidParameters", e.0))?;
+        if let Some(missing) = self.account.as_ref().and_then(|a| a.missing(&provisioned)) {
+            return Err(reject(400, "ResourceRegistrationFailure", missing));
+        }
         let thing = self
             .registry
             .apply_registration(token, requester, &provisioned)

@@ -30,8 +30,12 @@ const MAX_DEPTH: usize = 64;
 /// Longest thing, thing type, group and policy name AWS accepts.
 const MAX_NAME_CHARS: usize = 128;
 
-/// Longest attribute value AWS accepts.
+/// Longest attribute value AWS accepts (AttributePayload in the API reference).
 const MAX_ATTRIBUTE_VALUE_CHARS: usize = 800;
+
+/// Attributes a thing may have without a thing type, and with one (AWS IoT's registry limits).
+const MAX_ATTRIBUTES_WITHOUT_TYPE: usize = 3;
+const MAX_ATTRIBUTES_WITH_TYPE: usize = 50;
 
 /// Bytes of function results one evaluation may produce. Requests carry parameters of up to
 /// 128 KiB and a template may reference them hundreds of times; a reply must fit in 128 KiB, so a
@@ -134,6 +138,8 @@ pub struct ThingSpec {
     pub thing_type_name: Option<String>,
     pub thing_groups: Vec<String>,
     pub billing_group: Option<String>,
+    /// `PackageVersions`: package name to version name (accepted and reported, not stored).
+    pub package_versions: BTreeMap<String, String>,
     /// What to do with each property when the thing already exists, keyed by property name.
     pub overrides: BTreeMap<String, OverrideSetting>,
 }
@@ -205,6 +211,7 @@ impl Kind {
                 "ThingTypeName",
                 "ThingGroups",
                 "BillingGroup",
+                "PackageVersions",
             ],
             Kind::Certificate => &["CertificateId", "CertificatePem", "Status"],
             Kind::Policy => &["PolicyName", "PolicyDocument"],
@@ -674,6 +681,18 @@ fn check_property(kind: Kind, name: &str, value: &Value, checker: &Checker<'_>) 
             }
             Ok(())
         }
+        (Kind::Thing, "PackageVersions") => {
+            let Value::Object(packages) = value else {
+                return Err(err(format!(
+                    "must be an object of package names to version names, got {}",
+                    describe(value)
+                )));
+            };
+            for (package, version) in packages {
+                checker.flat(version).map_err(|e| e.within(package))?;
+            }
+            Ok(())
+        }
         (Kind::Thing, "ThingGroups") => match value {
             Value::Array(_) => checker.check(value, 0),
             _ if intrinsic(value)?.is_some() => checker.check(value, 0),
@@ -768,6 +787,18 @@ fn check_attribute_name(name: &str) -> Result<()> {
         return Err(err(format!(
             "attribute name '{name}' must be 1-{MAX_NAME_CHARS} characters of \
              [a-zA-Z0-9_.,@/:#-]"
+        )));
+    }
+    Ok(())
+}
+
+/// AWS's pattern for attribute values: up to 800 of `[a-zA-Z0-9_.,@/:#=\[\]-]`, so no spaces.
+fn check_attribute_value(name: &str, value: &str) -> Result<()> {
+    let valid_char = |c: char| c.is_ascii_alphanumeric() || "_.,@/:#=[]-".contains(c);
+    if value.chars().count() > MAX_ATTRIBUTE_VALUE_CHARS || !value.chars().all(valid_char) {
+        return Err(err(format!(
+            "{name}: attribute values are up to {MAX_ATTRIBUTE_VALUE_CHARS} characters of \
+             [a-zA-Z0-9_.,@/:#=[]-] (no spaces)"
         )));
     }
     Ok(())
@@ -1136,14 +1167,36 @@ impl Eval<'_> {
                     .string(value, 0)
                     .map_err(|e| e.within(key))
                     .map_err(at("AttributePayload"))?;
-                if text.chars().count() > MAX_ATTRIBUTE_VALUE_CHARS {
-                    return Err(err(format!(
-                        "{key}: attribute values are limited to {MAX_ATTRIBUTE_VALUE_CHARS} \
-                         characters"
-                    )))
-                    .map_err(at("AttributePayload"));
-                }
+                check_attribute_value(key, &text).map_err(at("AttributePayload"))?;
                 attributes.insert(key.clone(), text);
+            }
+        }
+        let thing_type_name = name_property("ThingTypeName")?;
+        let limit = if thing_type_name.is_some() {
+            MAX_ATTRIBUTES_WITH_TYPE
+        } else {
+            MAX_ATTRIBUTES_WITHOUT_TYPE
+        };
+        if attributes.len() > limit {
+            return Err(err(format!(
+                "{} attributes; a thing {} a thing type may have at most {limit}",
+                attributes.len(),
+                if thing_type_name.is_some() {
+                    "with"
+                } else {
+                    "without"
+                }
+            )))
+            .map_err(at("AttributePayload"));
+        }
+        let mut package_versions = BTreeMap::new();
+        if let Some(Value::Object(packages)) = p.get("PackageVersions") {
+            for (package, version) in packages {
+                let version = self
+                    .string(version, 0)
+                    .map_err(|e| e.within(package))
+                    .map_err(at("PackageVersions"))?;
+                package_versions.insert(package.clone(), version);
             }
         }
         let thing_groups = match p.get("ThingGroups") {
@@ -1159,9 +1212,10 @@ impl Eval<'_> {
         Ok(ThingSpec {
             thing_name,
             attributes,
-            thing_type_name: name_property("ThingTypeName")?,
+            thing_type_name,
             thing_groups,
             billing_group: name_property("BillingGroup")?,
+            package_versions,
             overrides: resource.overrides.clone(),
         })
     }

@@ -97,3 +97,89 @@ async fn a_certificate_without_status_is_active_and_its_device_connects() {
     let mut c = V5::connect(env.port(), env.tls(&device), "nostatus-1").await;
     assert_eq!(c.subscribe(&["devices/nostatus-1/#"]).await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_validation_refuses_what_aws_refuses() {
+    let template = |attributes: Value, thing_type: Option<&str>| {
+        let mut thing = json!({"ThingName": {"Ref": "Serial"}, "AttributePayload": attributes});
+        if let Some(t) = thing_type {
+            thing["ThingTypeName"] = json!(t);
+        }
+        let mut body = thing_template(
+            thing,
+            json!({"CertificateId": {"Ref": "AWS::IoT::Certificate::Id"}, "Status": "ACTIVE"}),
+        );
+        body["Parameters"]["Loc"] = json!({"Type": "String", "Default": "dock"});
+        body
+    };
+    let four = json!({"a": "1", "b": "2", "c": "3", "d": "4"});
+    let env = start_with(
+        &[
+            (
+                "Spaces",
+                template(json!({"location": {"Ref": "Loc"}}), None),
+            ),
+            ("FourNoType", template(four.clone(), None)),
+            ("FourWithType", template(four, Some("sensor"))),
+        ],
+        |_| {},
+    )
+    .await;
+    // An attribute value with a space: AWS's pattern has none.
+    let (_, reply) = register(&env, "Spaces", json!({"Serial": "s1", "Loc": "a b"})).await;
+    let (status, code, message) = rejected("Spaces", &reply);
+    assert_eq!((status, code.as_str()), (400, "InvalidParameters"));
+    assert!(message.contains("no spaces"), "{message}");
+    // The same template with a valid value provisions.
+    let (_, reply) = register(&env, "Spaces", json!({"Serial": "s2", "Loc": "dock-7:[a]"})).await;
+    assert_eq!(accepted("Spaces", &reply)["thingName"], "s2");
+    let thing = env.emu.service().registry().thing("s2").unwrap();
+    assert_eq!(thing.attributes["location"], "dock-7:[a]");
+    // A thing name outside [a-zA-Z0-9:_-].
+    let (_, reply) = register(&env, "Spaces", json!({"Serial": "a/b"})).await;
+    assert_eq!(rejected("Spaces", &reply).1, "InvalidParameters");
+    // Four attributes: too many without a thing type, fine with one.
+    let (_, reply) = register(&env, "FourNoType", json!({"Serial": "t4"})).await;
+    let (_, _, message) = rejected("FourNoType", &reply);
+    assert!(message.contains("at most 3"), "{message}");
+    let (_, reply) = register(&env, "FourWithType", json!({"Serial": "t5"})).await;
+    accepted("FourWithType", &reply);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_missing_from_the_account_fail_provisioning() {
+    let template = thing_template(
+        json!({"ThingName": {"Ref": "Serial"}, "ThingTypeName": {"Ref": "Type"},
+               "ThingGroups": ["fleet"], "BillingGroup": "lab",
+               "PackageVersions": {"firmware": "1.2.0"}}),
+        json!({"CertificateId": {"Ref": "AWS::IoT::Certificate::Id"}}),
+    );
+    let mut template = template;
+    template["Parameters"]["Type"] = json!({"Type": "String"});
+    template["Resources"]["policy"] =
+        json!({"Type": "AWS::IoT::Policy", "Properties": {"PolicyName": "DevicePolicy"}});
+    let env = start_with(&[("Account", template)], |cfg| {
+        let path = cfg.state_dir.join("account.json");
+        std::fs::create_dir_all(&cfg.state_dir).unwrap();
+        std::fs::write(
+            &path,
+            json!({"thingTypes": ["sensor"], "thingGroups": ["fleet"],
+                   "billingGroups": ["lab"], "policies": ["DevicePolicy"]})
+            .to_string(),
+        )
+        .unwrap();
+        cfg.account = Some(path);
+    })
+    .await;
+    let (_, reply) = register(&env, "Account", json!({"Serial": "m1", "Type": "meter"})).await;
+    let (status, code, message) = rejected("Account", &reply);
+    assert_eq!(
+        (status, code.as_str()),
+        (400, "ResourceRegistrationFailure")
+    );
+    assert!(message.contains("Thing type meter"), "{message}");
+    assert!(env.emu.service().registry().thing("m1").is_none());
+    // Everything it references exists (PackageVersions accepted too): provisioned.
+    let (_, reply) = register(&env, "Account", json!({"Serial": "s1", "Type": "sensor"})).await;
+    assert_eq!(accepted("Account", &reply)["thingName"], "s1");
+}

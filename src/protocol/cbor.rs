@@ -67,6 +67,17 @@ fn text(d: &mut Decoder<'_>) -> Result<String, DecodeError> {
     Ok(out)
 }
 
+/// Where decoding stopped. minicbor's own messages are not used: their formatting code costs
+/// more of the library's size than the rest of the codec.
+fn describe(e: &DecodeError) -> String {
+    match e.position() {
+        Some(at) if e.is_end_of_input() => format!("truncated at byte {at}"),
+        Some(at) => format!("unexpected item at byte {at}"),
+        None if e.is_end_of_input() => "truncated".to_owned(),
+        None => "unexpected item".to_owned(),
+    }
+}
+
 /// Why a payload or one of its fields is not what was expected.
 pub(crate) type CborError = String;
 
@@ -76,15 +87,16 @@ impl<'b> CborMap<'b> {
         let mut d = Decoder::new(input);
         match d.datatype() {
             Ok(Type::Map | Type::MapIndef) => {}
-            Ok(other) => return Err(format!("the payload is a CBOR {other}, not a map")),
-            Err(e) => return Err(format!("the payload is not CBOR: {e}")),
+            Ok(_) => return Err("the payload is not a CBOR map".to_owned()),
+            Err(e) => return Err(format!("the payload is not CBOR: {}", describe(&e))),
         }
         let mut fields = Vec::new();
         for entry in d
             .map_iter::<Key, Span>()
-            .map_err(|e| format!("the payload is not a CBOR map: {e}"))?
+            .map_err(|e| format!("the payload is not a CBOR map: {}", describe(&e)))?
         {
-            let (key, span) = entry.map_err(|e| format!("the CBOR map is malformed: {e}"))?;
+            let (key, span) =
+                entry.map_err(|e| format!("the CBOR map is malformed: {}", describe(&e)))?;
             if let Key(Some(key)) = key {
                 fields.push((key, span));
             }
@@ -112,7 +124,7 @@ impl<'b> CborMap<'b> {
         };
         text(&mut d)
             .map(Some)
-            .map_err(|e| format!("{key} is not CBOR text: {e}"))
+            .map_err(|e| format!("{key} is not CBOR text: {}", describe(&e)))
     }
 
     /// The text field `key`, which must be present.
@@ -124,7 +136,7 @@ impl<'b> CborMap<'b> {
     /// reallocation leaves a copy behind; the only other copy is in the payload.
     pub(crate) fn secret_text(&self, key: &str) -> Result<Zeroizing<String>, CborError> {
         let mut d = self.value(key).ok_or_else(|| format!("{key} is missing"))?;
-        let not_text = |e: DecodeError| format!("{key} is not CBOR text: {e}");
+        let not_text = |e: DecodeError| format!("{key} is not CBOR text: {}", describe(&e));
         let mut len = 0usize;
         for chunk in d.clone().str_iter().map_err(not_text)? {
             len = len.saturating_add(chunk.map_err(not_text)?.len());
@@ -144,7 +156,8 @@ impl<'b> CborMap<'b> {
         if matches!(d.datatype(), Ok(Type::Null)) {
             return Ok(BTreeMap::new());
         }
-        let bad = |e: DecodeError| format!("{key} is not a CBOR map of text to text: {e}");
+        let bad =
+            |e: DecodeError| format!("{key} is not a CBOR map of text to text: {}", describe(&e));
         d.map_iter::<Text, Text>()
             .map_err(bad)?
             .map(|entry| entry.map(|(k, v)| (k.0, v.0)).map_err(bad))
