@@ -18,6 +18,7 @@ use serde_json::{json, Map, Value};
 
 use crate::account::Account;
 use crate::ca::{cert_info, certificate_id, pem_block, Ca, CsrError, Issued};
+use crate::hook::{Hook, HookError, HookInput};
 use crate::registry::{RegistrationError, Registry};
 use crate::template::{CertInfo, Template};
 
@@ -28,6 +29,10 @@ const CREATE_KEYS: &str = "$aws/certificates/create/";
 const CREATE_FROM_CSR: &str = "$aws/certificates/create-from-csr/";
 const TEMPLATES: &str = "$aws/provisioning-templates/";
 const PROVISION: &str = "/provision/";
+
+/// errorCode of a request a pre-provisioning hook refused or failed on (our fact sheet's; AWS's
+/// hook page names none).
+const HOOK_DENIED: &str = "ACCESS_DENIED";
 
 /// A reply for the connection that sent the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +49,7 @@ pub struct Service {
     /// Requests answered, by format: json, cbor.
     answered: [AtomicU64; 2],
     account: Option<Account>,
+    hooks: BTreeMap<String, Hook>,
 }
 
 impl std::fmt::Debug for Service {
@@ -96,7 +102,14 @@ impl Service {
             templates,
             answered: Default::default(),
             account: None,
+            hooks: BTreeMap::new(),
         }
+    }
+
+    /// Run `hooks` (by template name) before evaluating their templates.
+    pub fn with_hooks(mut self, hooks: BTreeMap<String, Hook>) -> Service {
+        self.hooks = hooks;
+        self
     }
 
     /// Check templates against `account`: a referenced resource it lacks fails the request.
@@ -115,6 +128,18 @@ impl Service {
     /// Returns the reply to send back to that client only (accepted or rejected topic, in the
     /// request's format), or None if not a provisioning topic.
     pub fn handle(&self, topic: &str, payload: &[u8], requester_cert_id: &str) -> Option<Reply> {
+        self.handle_from(topic, payload, requester_cert_id, "")
+    }
+
+    /// [`Service::handle`] for a request from the MQTT client `client_id` (which a
+    /// pre-provisioning hook is told).
+    pub fn handle_from(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        requester_cert_id: &str,
+        client_id: &str,
+    ) -> Option<Reply> {
         let (operation, format) = parse_topic(topic)?;
         let result = if payload.len() > MAX_PAYLOAD_BYTES {
             Err(invalid_payload(format!(
@@ -127,7 +152,9 @@ impl Service {
                 Operation::CreateFromCsr => {
                     self.create_from_csr(required(request)?, requester_cert_id)
                 }
-                Operation::Register(name) => self.register(name, request, requester_cert_id),
+                Operation::Register(name) => {
+                    self.register(name, request, requester_cert_id, client_id)
+                }
             })
         };
         let (suffix, body) = match result {
@@ -223,6 +250,7 @@ impl Service {
         name: &str,
         request: Option<Map<String, Value>>,
         requester: &str,
+        client_id: &str,
     ) -> Result<Value, Rejection> {
         if !valid_template_name(name) {
             return Err(reject(
@@ -248,7 +276,7 @@ impl Service {
                 ))
             }
         };
-        let parameters = parameters(request.get("parameters"))?;
+        let mut parameters = parameters(request.get("parameters"))?;
 
         let token_error = |e: &dyn std::fmt::Display| {
             reject(400, "InvalidCertificateOwnershipToken", e.to_string())
@@ -267,6 +295,25 @@ impl Service {
                 certificate_id: cert.certificate_id.clone(),
                 ..CertInfo::default()
             });
+        if let Some(hook) = self.hooks.get(name) {
+            let input = HookInput {
+                claim_certificate_id: requester,
+                certificate_id: &cert.certificate_id,
+                certificate_pem: cert.certificate_pem.as_deref().unwrap_or_default(),
+                template_name: name,
+                client_id,
+                parameters: &parameters,
+            };
+            let overrides = hook.run(&input).map_err(|e| match e {
+                HookError::Refused => reject(
+                    403,
+                    HOOK_DENIED,
+                    "The pre-provisioning hook did not allow provisioning.",
+                ),
+                HookError::Failed(m) => reject(403, HOOK_DENIED, m),
+            })?;
+            parameters.extend(overrides);
+        }
         let provisioned = template
             .evaluate(&parameters, &info)
             .map_err(|e| reject(400, "InvalidParameters", e.0))?;

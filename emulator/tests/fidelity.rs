@@ -183,3 +183,89 @@ async fn resources_missing_from_the_account_fail_provisioning() {
     let (_, reply) = register(&env, "Account", json!({"Serial": "s1", "Type": "sensor"})).await;
     assert_eq!(accepted("Account", &reply)["thingName"], "s1");
 }
+
+fn hook_template() -> Value {
+    thing_template(
+        json!({"ThingName": {"Ref": "Serial"}}),
+        json!({"CertificateId": {"Ref": "AWS::IoT::Certificate::Id"}, "Status": "ACTIVE"}),
+    )
+}
+
+/// An emulator whose template `Hooked` has `command` as its pre-provisioning hook, with a short
+/// time limit so the hanging case stays quick (the default is AWS's 5 s).
+async fn with_hook(command: String) -> Env {
+    start_with(&[("Hooked", hook_template())], |cfg| {
+        cfg.hooks = vec![("Hooked".to_owned(), command)];
+        cfg.hook_timeout = std::time::Duration::from_millis(500);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_hook_rejects_the_request_and_registers_nothing() {
+    let env = with_hook(r#"cat >/dev/null; echo '{"allowProvisioning": false}'"#.into()).await;
+    let (_, reply) = register(&env, "Hooked", json!({"Serial": "r1"})).await;
+    let (status, code, _) = rejected("Hooked", &reply);
+    assert_eq!((status, code.as_str()), (403, "ACCESS_DENIED"));
+    assert!(env.emu.service().registry().thing("r1").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_gets_aws_input_and_its_overrides_are_applied() {
+    let seen = tempfile::tempdir().unwrap();
+    let input = seen.path().join("input.json");
+    let env = with_hook(format!(
+        r#"cat > '{}'; echo '{{"allowProvisioning": true, "parameterOverrides": {{"Serial": "from-hook"}}}}'"#,
+        input.display()
+    ))
+    .await;
+    let (device, reply) = register(&env, "Hooked", json!({"Serial": "o1"})).await;
+    assert_eq!(accepted("Hooked", &reply)["thingName"], "from-hook");
+    let input: Value = serde_json::from_str(&std::fs::read_to_string(&input).unwrap()).unwrap();
+    let fields: Vec<&str> = input
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "claimCertificateId",
+            "certificateId",
+            "certificatePem",
+            "templateArn",
+            "clientId",
+            "parameters"
+        ]
+    );
+    assert_eq!(input["clientId"], "fidelity");
+    assert_eq!(input["parameters"], json!({"Serial": "o1"}));
+    assert_eq!(input["certificatePem"], device.cert_pem.as_str());
+    assert!(input["templateArn"]
+        .as_str()
+        .unwrap()
+        .ends_with(":provisioningtemplate/Hooked"));
+    let claim = env
+        .emu
+        .service()
+        .registry()
+        .cert_status(input["claimCertificateId"].as_str().unwrap());
+    assert_eq!(claim, Some(fleetprov_emulator::registry::CertStatus::Claim));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_or_failing_hook_rejects_the_request() {
+    for (command, expect) in [
+        ("exec sleep 30", "did not answer within 500 ms"),
+        ("exit 3", "failed"),
+        ("echo yes", "not JSON"),
+    ] {
+        let env = with_hook(command.into()).await;
+        let (_, reply) = register(&env, "Hooked", json!({"Serial": "h1"})).await;
+        let (status, code, message) = rejected("Hooked", &reply);
+        assert_eq!((status, code.as_str()), (403, "ACCESS_DENIED"), "{command}");
+        assert!(message.contains(expect), "{command}: {message}");
+        assert!(env.emu.service().registry().thing("h1").is_none());
+    }
+}
