@@ -30,8 +30,7 @@ use codec::{
     UnsubCode, Version, Will,
 };
 
-/// Largest PUBLISH payload accepted (AWS IoT's message size limit).
-pub const MAX_PAYLOAD: usize = 128 * 1024;
+pub use crate::service::MAX_PAYLOAD_BYTES as MAX_PAYLOAD;
 /// Largest remaining length read off the wire: the payload limit plus room for topic and properties.
 const MAX_REMAINING: usize = MAX_PAYLOAD + 16 * 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

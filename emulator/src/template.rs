@@ -15,7 +15,6 @@
 //! - `OverrideSettings` values are literal strings; `CACertificatePem` is not supported.
 
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -1299,61 +1298,10 @@ impl Eval<'_> {
 
 /// The certificate id AWS uses: SHA-256 hex of the DER inside the PEM.
 fn certificate_id_from_pem(pem: &str) -> Result<String> {
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    let start = pem
-        .find(BEGIN)
-        .map(|i| i + BEGIN.len())
-        .ok_or_else(|| err("not a PEM certificate"))?;
-    let len = pem[start..]
-        .find(END)
-        .ok_or_else(|| err("the PEM certificate has no END line"))?;
-    let der = base64_decode(&pem[start..start + len])
+    crate::ca::pem_block(pem.as_bytes(), "CERTIFICATE")
         .filter(|der| !der.is_empty())
-        .ok_or_else(|| err("the PEM certificate's body is not valid base64"))?;
-    Ok(Sha256::digest(&der)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect())
-}
-
-/// Standard base64 with padding, whitespace ignored; `None` on anything else.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let mut acc: u32 = 0;
-    let mut bits = 0u32;
-    let mut symbols = 0usize;
-    let mut padding = 0usize;
-    for c in text.bytes().filter(|b| !b.is_ascii_whitespace()) {
-        if c == b'=' {
-            padding += 1;
-            continue;
-        }
-        if padding > 0 {
-            return None;
-        }
-        let value = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        symbols += 1;
-        acc = (acc << 6) | u32::from(value);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    // A final group of 2 or 3 symbols carries 1 or 2 bytes and needs the matching padding.
-    match (symbols % 4, padding) {
-        (0, 0) | (2, 2) | (3, 1) => Some(out),
-        _ => None,
-    }
+        .map(|der| crate::ca::certificate_id(&der))
+        .ok_or_else(|| err("not a PEM certificate"))
 }
 
 #[cfg(test)]
@@ -2048,20 +1996,8 @@ mod tests {
             Template::parse(&body)
                 .unwrap()
                 .evaluate(&params(&[]), &cert()),
-            "not valid base64",
+            "not a PEM certificate",
         );
-    }
-
-    #[test]
-    fn base64_decoding() {
-        assert_eq!(base64_decode("TWFu").unwrap(), b"Man");
-        assert_eq!(base64_decode("TWE=").unwrap(), b"Ma");
-        assert_eq!(base64_decode("TQ==").unwrap(), b"M");
-        assert_eq!(base64_decode("T Q\n=\t=").unwrap(), b"M");
-        assert!(base64_decode("TQ=").is_none());
-        assert!(base64_decode("TQ==TQ==").is_none());
-        assert!(base64_decode("T").is_none());
-        assert!(base64_decode("TW-u").is_none());
     }
 
     #[test]
