@@ -387,9 +387,12 @@ pub(crate) fn open_service(
     hooks: BTreeMap<String, hook::Hook>,
 ) -> io::Result<Arc<Service>> {
     for name in hooks.keys() {
-        if !templates.iter().any(|(t, _)| t == name)
-            && !(templates.is_empty() && name == SEED_TEMPLATE_NAME)
-        {
+        let served = if templates.is_empty() {
+            name == SEED_TEMPLATE_NAME
+        } else {
+            templates.iter().any(|(t, _)| t == name)
+        };
+        if !served {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("--hook {name}: no template of that name is served"),

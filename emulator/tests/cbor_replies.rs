@@ -84,34 +84,17 @@ fn pem_der(pem: &str) -> Vec<u8> {
         .to_vec()
 }
 
-async fn request(c: &mut V5, topic: &str, payload: Vec<u8>) -> Msg {
-    let accepted = format!("{topic}/accepted");
-    let rejected = format!("{topic}/rejected");
-    c.subscribe(&[&accepted, &rejected]).await;
-    c.publish(topic, payload).await;
-    c.recv().await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cbor2_reads_every_kind_of_reply() {
     let env = Env::start().await;
     let mut c = V5::connect(env.port(), env.tls(&env.claim()), "cbor2-check").await;
 
     // An empty map, as AWS's embedded C library sends.
-    let keys = request(&mut c, CREATE, vec![0xa0]).await;
-    let key = rcgen::KeyPair::generate().unwrap();
-    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
-        .unwrap()
-        .serialize_request(&key)
-        .unwrap()
-        .pem()
-        .unwrap();
-    let from_csr = request(
-        &mut c,
-        CREATE_CSR,
-        cbor(&json!({"certificateSigningRequest": csr})),
-    )
-    .await;
+    let keys = c.request(CREATE, vec![0xa0]).await;
+    let (_key, csr) = new_csr();
+    let from_csr = c
+        .request(CREATE_CSR, cbor(&json!({"certificateSigningRequest": csr})))
+        .await;
     let token = {
         let v: Value = ciborium::de::from_reader(from_csr.payload.as_slice()).unwrap();
         v["certificateOwnershipToken"].as_str().unwrap().to_owned()
@@ -120,9 +103,9 @@ async fn cbor2_reads_every_kind_of_reply() {
         "certificateOwnershipToken": token,
         "parameters": {"SerialNumber": "cbor2", "DeviceLocation": "Seattle"}
     }));
-    let registered = request(&mut c, REGISTER, register_body.clone()).await;
+    let registered = c.request(REGISTER, register_body.clone()).await;
     // The token is spent now: a rejection.
-    let refused = request(&mut c, REGISTER, register_body).await;
+    let refused = c.request(REGISTER, register_body).await;
 
     assert_eq!(keys.topic, format!("{CREATE}/accepted"));
     assert_eq!(from_csr.topic, format!("{CREATE_CSR}/accepted"));
