@@ -273,6 +273,9 @@ impl Client {
             // The reply may overtake the PUBACK; a refused PUBACK (MQTT 5) ends the wait early.
             loop {
                 tokio::select! {
+                    // The reply first: when it arrived just before the connection ended, the
+                    // PUBACK's waiter may already hold the loss, and the reply must win.
+                    biased;
                     r = &mut reply_rx => {
                         let reply = r.map_err(|_| session.not_connected())??;
                         kind.awaiting_reply = false;
