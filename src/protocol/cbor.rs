@@ -164,6 +164,12 @@ impl<'b> CborMap<'b> {
             .collect()
     }
 
+    /// Whether `key` is missing or CBOR null.
+    pub(crate) fn is_absent_or_null(&self, key: &str) -> bool {
+        self.value(key)
+            .is_none_or(|d| matches!(d.datatype(), Ok(Type::Null)))
+    }
+
     /// The integer field `key`, or text holding one; anything else is `None`.
     pub(crate) fn int(&self, key: &str) -> Option<i64> {
         let mut d = self.value(key)?;

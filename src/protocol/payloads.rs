@@ -115,7 +115,7 @@ impl CreateKeysResponse {
     pub fn from_cbor(payload: &[u8]) -> Result<CreateKeysResponse, Error> {
         const OP: &str = "CreateKeysAndCertificate";
         let map = cbor_reply(payload, OP)?;
-        Ok(CreateKeysResponse {
+        let r = CreateKeysResponse {
             certificate_id: cbor_field(OP, map.required_text("certificateId"))?,
             certificate_pem: cbor_field(OP, map.required_text("certificatePem"))?,
             private_key: cbor_field(OP, map.secret_text("privateKey"))?,
@@ -123,7 +123,17 @@ impl CreateKeysResponse {
                 OP,
                 map.required_text("certificateOwnershipToken"),
             )?,
-        })
+        };
+        require_fields(
+            OP,
+            &[
+                ("certificateId", &r.certificate_id),
+                ("certificatePem", &r.certificate_pem),
+                ("privateKey", &r.private_key),
+                ("certificateOwnershipToken", &r.certificate_ownership_token),
+            ],
+        )?;
+        Ok(r)
     }
 
     /// Parses an accepted reply in `format`.
@@ -258,14 +268,23 @@ impl CreateFromCsrResponse {
     pub fn from_cbor(payload: &[u8]) -> Result<Self, Error> {
         const OP: &str = "CreateCertificateFromCsr";
         let map = cbor_reply(payload, OP)?;
-        Ok(CreateFromCsrResponse {
+        let r = CreateFromCsrResponse {
             certificate_id: cbor_field(OP, map.required_text("certificateId"))?,
             certificate_pem: cbor_field(OP, map.required_text("certificatePem"))?,
             certificate_ownership_token: cbor_field(
                 OP,
                 map.required_text("certificateOwnershipToken"),
             )?,
-        })
+        };
+        require_fields(
+            OP,
+            &[
+                ("certificateId", &r.certificate_id),
+                ("certificatePem", &r.certificate_pem),
+                ("certificateOwnershipToken", &r.certificate_ownership_token),
+            ],
+        )?;
+        Ok(r)
     }
 
     /// Parses an accepted reply in `format`.
@@ -338,10 +357,12 @@ impl RegisterThingResponse {
     pub fn from_cbor(payload: &[u8]) -> Result<Self, Error> {
         const OP: &str = "RegisterThing";
         let map = cbor_reply(payload, OP)?;
-        Ok(RegisterThingResponse {
+        let r = RegisterThingResponse {
             thing_name: cbor_field(OP, map.required_text("thingName"))?,
             device_configuration: cbor_field(OP, map.string_map("deviceConfiguration"))?,
-        })
+        };
+        require_fields(OP, &[("thingName", &r.thing_name)])?;
+        Ok(r)
     }
 
     /// Parses an accepted reply in `format`.
@@ -411,8 +432,21 @@ impl Rejection {
         let map = CborMap::parse(payload)
             .map_err(|e| Error::bad_reply(format!("rejected reply: {e}")))?;
         let text = |k: &str| map.text(k).ok().flatten().unwrap_or_default();
+        // As in JSON: absent or null is 0, anything but an HTTP status is a bad reply.
+        let status_code = if map.is_absent_or_null("statusCode") {
+            0
+        } else {
+            match map.int("statusCode") {
+                Some(code) if (100..=599).contains(&code) => code,
+                _ => {
+                    return Err(Error::bad_reply(
+                        "rejected reply has a statusCode that is not an HTTP status",
+                    ))
+                }
+            }
+        };
         Ok(Rejection {
-            status_code: map.int("statusCode").unwrap_or(0),
+            status_code,
             error_code: text("errorCode"),
             error_message: text("errorMessage"),
         })
@@ -814,6 +848,20 @@ mod tests {
         );
         let r = Rejection::parse(&cbor(&[("statusCode", "403")]), PayloadFormat::Cbor).unwrap();
         assert_eq!((r.status_code, r.error_code.as_str()), (403, ""));
+        assert_eq!(
+            Rejection::parse(b"\xa0", PayloadFormat::Cbor).unwrap(),
+            Rejection::default()
+        );
+        for bad in [
+            &cbor(&[("statusCode", "lots")])[..],
+            b"\xa1\x6astatusCode\x19\x03\xe7",
+        ] {
+            let e = Rejection::parse(bad, PayloadFormat::Cbor).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::BadReply, "{bad:x?}");
+        }
+        let e = RegisterThingResponse::parse(&cbor(&[("thingName", "")]), PayloadFormat::Cbor)
+            .unwrap_err();
+        assert!(e.message.contains("empty thingName"), "{}", e.message);
         for bad in [&b""[..], b"\x01", b"{\"statusCode\":400}"] {
             let e = Rejection::parse(bad, PayloadFormat::Cbor).unwrap_err();
             assert_eq!(e.kind, ErrorKind::BadReply);
