@@ -29,19 +29,12 @@ for dir in bindings/go examples/go; do
 done
 (cd bindings/go && go vet -tags fleetprov_intree ./... && go test -race -count=1 -tags fleetprov_intree ./...)
 
-echo "== Go: the default build, flags from pkg-config fleetprov"
-# A fleetprov.pc describing this checkout, so the `#cgo pkg-config` path is built and run as an
-# installed library would be.
-pc=$(mktemp -d)
-trap 'rm -rf "$pc"' EXIT
-cat >"$pc/fleetprov.pc" <<PC
-Name: fleetprov
-Description: AWS IoT Fleet Provisioning over MQTT (this checkout)
-Version: $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-Cflags: -I$PWD/include
-Libs: -L$PWD/target/release -lfleetprov -Wl,-rpath,$PWD/target/release
-PC
-(cd bindings/go && PKG_CONFIG_PATH="$pc" go test -count=1 ./...)
+echo "== Go: the default build, flags from pkg-config fleetprov (make install into a scratch prefix)"
+prefix=$(mktemp -d)
+trap 'rm -rf "$prefix"' EXIT
+make install PREFIX="$prefix" >/dev/null
+(cd bindings/go && PKG_CONFIG_PATH="$prefix/lib/pkgconfig" LD_LIBRARY_PATH="$prefix/lib" \
+    go test -count=1 ./...)
 
 echo "== Node.js: npm ci, node --test, tsc"
 (cd bindings/node && npm ci --no-audit --no-fund --loglevel=error && npm test && npm run types)
