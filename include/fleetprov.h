@@ -133,6 +133,12 @@ typedef enum fp_result {
      * An impossible state inside the library (a bug).
      */
     FP_ERR_INTERNAL = 17,
+    /**
+     * The signer failed: the application's signer callback (fp_signer_new()) returned an
+     * error or a signature that does not verify with the key, or the PKCS#11 module, token,
+     * PIN or key could not be used. fp_error_message() names the cause.
+     */
+    FP_ERR_SIGNER = 20,
 } fp_result;
 
 /**

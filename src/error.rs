@@ -40,6 +40,10 @@ pub enum ErrorKind {
     Cancelled,
     /// A bug or an impossible state inside the library.
     Internal,
+    /// The signer of a key the library does not hold failed: the application's signer
+    /// callback returned an error or a signature that does not verify with the key, or the
+    /// PKCS#11 module, token, PIN or key could not be used. The message names the cause.
+    Signer,
 }
 
 impl ErrorKind {
@@ -58,6 +62,7 @@ impl ErrorKind {
             ErrorKind::BadReply => "bad reply",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Internal => "internal error",
+            ErrorKind::Signer => "signer failed",
         }
     }
 }

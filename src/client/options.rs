@@ -2,12 +2,14 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use zeroize::Zeroizing;
 
 use crate::error::Error;
 use crate::protocol::PayloadFormat;
+use crate::signer::Signer;
 
 /// MQTT protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -67,6 +69,10 @@ pub struct ClientOptions {
     pub cert: Option<Pem>,
     /// Private key of the client certificate: PKCS#1, PKCS#8 or SEC1 PEM.
     pub key: Option<Pem>,
+    /// Instead of `key`: signs the TLS handshake with the certificate's key, which the library
+    /// never holds (a secure element, an HSM, PKCS#11). Its public key must be the
+    /// certificate's. Called on the thread that drives the connection, once per handshake.
+    pub signer: Option<Arc<dyn Signer>>,
     /// CA certificates that may sign the server's certificate; `None` uses the platform roots.
     pub ca: Option<Pem>,
     /// MQTT 5 or 3.1.1.
@@ -94,6 +100,7 @@ impl ClientOptions {
             client_id: None,
             cert: None,
             key: None,
+            signer: None,
             ca: None,
             mqtt_version: MqttVersion::V5,
             keep_alive: Duration::from_secs(30),
@@ -141,12 +148,22 @@ impl ClientOptions {
                 ));
             }
         }
-        match (&self.cert, &self.key) {
-            (Some(_), None) => {
-                return Err(Error::invalid("a client certificate needs its private key"))
+        match (&self.cert, &self.key, &self.signer) {
+            (Some(_), None, None) => {
+                return Err(Error::invalid(
+                    "a client certificate needs its private key or a signer",
+                ))
             }
-            (None, Some(_)) => {
+            (None, Some(_), _) => {
                 return Err(Error::invalid("a private key needs its client certificate"))
+            }
+            (None, None, Some(_)) => {
+                return Err(Error::invalid("a signer needs its client certificate"))
+            }
+            (_, Some(_), Some(_)) => {
+                return Err(Error::invalid(
+                    "give the client certificate's private key or a signer, not both",
+                ))
             }
             _ => {}
         }
@@ -233,6 +250,14 @@ mod tests {
             ("empty client id", |o| o.client_id = Some(String::new())),
             ("cert without key", |o| o.key = None),
             ("key without cert", |o| o.cert = None),
+            ("key and signer", |o| {
+                o.signer = Some(crate::signer::test_signer())
+            }),
+            ("signer without cert", |o| {
+                o.cert = None;
+                o.key = None;
+                o.signer = Some(crate::signer::test_signer());
+            }),
             ("proxy port 0", |o| o.proxy = Some(("p".into(), 0))),
             ("cbor", |o| o.format = PayloadFormat::Cbor),
         ];
@@ -246,6 +271,10 @@ mod tests {
                 "{name}"
             );
         }
+        let mut o = ok_opts();
+        o.key = None;
+        o.signer = Some(crate::signer::test_signer());
+        o.validate().unwrap();
         let mut o = ok_opts();
         o.keep_alive = Duration::from_secs(5);
         o.endpoint = "127.0.0.1".into();

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::options::{ClientOptions, MqttVersion};
-use super::tls::describe_tls_error;
+use super::tls::{describe_tls_error, tls_error};
 use crate::error::{Error, ErrorKind};
 use crate::log::{fp_log, Level};
 use crate::protocol::{Topics, MAX_PAYLOAD_LEN};
@@ -799,7 +799,7 @@ impl LoopError {
 /// Maps a failure before CONNACK.
 fn connect_error(e: &LoopError, host: &str, endpoint: &str) -> Error {
     if let Some(r) = find_in_chain::<rustls::Error>(e.as_dyn()) {
-        return Error::new(ErrorKind::Tls, describe_tls_error(r, host));
+        return tls_error(r, host);
     }
     let (kind, what) = match e {
         LoopError::V4(e) => {

@@ -51,6 +51,10 @@ pub enum fp_result {
     FP_ERR_PANIC = 16,
     /// An impossible state inside the library (a bug).
     FP_ERR_INTERNAL = 17,
+    /// The signer failed: the application's signer callback (fp_signer_new()) returned an
+    /// error or a signature that does not verify with the key, or the PKCS#11 module, token,
+    /// PIN or key could not be used. fp_error_message() names the cause.
+    FP_ERR_SIGNER = 20,
 }
 
 use fp_result::*;
@@ -77,11 +81,12 @@ impl fp_result {
             FP_ERR_ALREADY_CONNECTED => c"already connected",
             FP_ERR_PANIC => c"internal panic caught at the API boundary",
             FP_ERR_INTERNAL => c"internal error",
+            FP_ERR_SIGNER => c"signer failed",
         }
     }
 
     fn from_int(code: c_int) -> Option<fp_result> {
-        const ALL: [fp_result; 18] = [
+        const ALL: [fp_result; 19] = [
             FP_OK,
             FP_ERR_NULL_ARGUMENT,
             FP_ERR_INVALID_UTF8,
@@ -100,6 +105,7 @@ impl fp_result {
             FP_ERR_ALREADY_CONNECTED,
             FP_ERR_PANIC,
             FP_ERR_INTERNAL,
+            FP_ERR_SIGNER,
         ];
         ALL.iter().copied().find(|r| *r as c_int == code)
     }
@@ -120,6 +126,7 @@ impl From<ErrorKind> for fp_result {
             ErrorKind::BadReply => FP_ERR_BAD_REPLY,
             ErrorKind::Cancelled => FP_ERR_CANCELLED,
             ErrorKind::Internal => FP_ERR_INTERNAL,
+            ErrorKind::Signer => FP_ERR_SIGNER,
             // A kind added to the core later: still a failure, never FP_OK.
             #[allow(unreachable_patterns)]
             _ => FP_ERR_INTERNAL,
@@ -278,6 +285,10 @@ mod tests {
             assert!(names.insert(r.as_cstr()));
         }
         assert!(fp_result::from_int(18).is_none());
+        let signer = fp_result::from_int(20).unwrap();
+        assert_eq!(signer, FP_ERR_SIGNER);
+        assert!(names.insert(signer.as_cstr()));
+        assert_eq!(fp_result::from(ErrorKind::Signer), FP_ERR_SIGNER);
         assert!(fp_result::from_int(-1).is_none());
         let unknown = unsafe { CStr::from_ptr(fp_result_str(-1)) };
         assert_eq!(unknown, c"unknown result code");
