@@ -306,6 +306,33 @@ pub extern "C" fn fp_client_options_set_proxy(
     }
 }
 
+/// Signs the TLS client authentication through `signer` instead of a private key: the key
+/// stays with the application (see fp_signer_new()). The options share the signer, so it may
+/// be freed right after. Replaces a private key set before. If the signer was made from a
+/// certificate, that certificate becomes the client certificate (replacing one set before);
+/// otherwise set the certificate with fp_client_options_set_cert_file() or
+/// fp_client_options_set_cert_pem(). When connecting, a signer whose key is not the
+/// certificate's fails with `FP_ERR_SIGNER` before any network I/O, and so does a handshake
+/// whose signature the callback fails.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_client_options_set_signer(
+    options: *mut fp_client_options,
+    signer: *const super::signer::fp_signer,
+) -> fp_result {
+    ffi_panic_boundary! {
+        with_options(options, |o| {
+            // SAFETY: NULL or a live handle from fp_signer_new(), per the header.
+            let signer = unsafe { signer.as_ref() }.ok_or(FP_ERR_NULL_ARGUMENT)?;
+            if let Some(cert) = signer.certificate() {
+                o.cert = Some(cert.clone());
+            }
+            o.key = None;
+            o.signer = Some(signer.signer());
+            Ok(())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
