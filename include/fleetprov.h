@@ -775,6 +775,46 @@ enum fp_result fp_client_options_set_signer(struct fp_client_options *options,
                                             const struct fp_signer *signer);
 
 /**
+ * Takes the client certificate's private key from a PKCS#11 token: `path` is the module
+ * (e.g. `/usr/lib/softhsm/libsofthsm2.so`), copied. Also set the key label
+ * (fp_client_options_set_pkcs11_key_label()), usually the PIN, and the token label or slot id
+ * if the module has more than one token. Replaces a private key or signer set before.
+ *
+ * Nothing is loaded here: when connecting, the library loads the module (once per process;
+ * it stays loaded), opens a session, logs in and finds the key; a missing module, token or
+ * key, or a refused PIN, fails the connection with `FP_ERR_SIGNER` and a message naming the
+ * cause. The key never leaves the token; the handshake is signed by it.
+ */
+enum fp_result fp_client_options_set_pkcs11_module(struct fp_client_options *options,
+                                                   const char *path);
+
+/**
+ * Selects the PKCS#11 token by its label (copied; 1 to 32 bytes). See
+ * fp_client_options_set_pkcs11_module().
+ */
+enum fp_result fp_client_options_set_pkcs11_token_label(struct fp_client_options *options,
+                                                        const char *label);
+
+/**
+ * Selects the PKCS#11 token by its slot id. See fp_client_options_set_pkcs11_module().
+ */
+enum fp_result fp_client_options_set_pkcs11_slot_id(struct fp_client_options *options,
+                                                    uint64_t slot_id);
+
+/**
+ * Sets the PKCS#11 user PIN (copied into memory the library wipes when the options and
+ * clients made from them are freed). Without a PIN the library does not log in.
+ */
+enum fp_result fp_client_options_set_pkcs11_pin(struct fp_client_options *options, const char *pin);
+
+/**
+ * Sets the label (`CKA_LABEL`) of the private key in the PKCS#11 token (copied). Its public
+ * key is read from the public key object of the same label, or from the client certificate.
+ */
+enum fp_result fp_client_options_set_pkcs11_key_label(struct fp_client_options *options,
+                                                      const char *label);
+
+/**
  * Creates a signer for the private key whose public half is in `public_pem`, signing through
  * `sign`.
  *
@@ -822,6 +862,41 @@ enum fp_result fp_signer_create_csr(const struct fp_signer *signer,
                                     char *buf,
                                     size_t buf_len,
                                     size_t *written);
+
+/**
+ * Generates the device key inside the PKCS#11 token that `options` name (module, token,
+ * PIN, and the key label the new key gets) and builds its certificate signing request,
+ * signed by the token, for fp_create_from_csr(). Then connect with options that carry the
+ * issued certificate (fp_client_options_set_cert_pem()) and the same PKCS#11 settings.
+ *
+ * The private key is created as a token object, sensitive and not extractable: it never
+ * leaves the token. A token that already has a private key with that label is left as it is
+ * and the call fails. Blocking (key generation in a token can take seconds); call it from a
+ * thread that may wait. The CSR's subject is `CN=<common_name>` (NULL: empty subject). Writes
+ * the NUL-terminated PEM to `buf` (::FP_CSR_PEM_MAX_LEN suffices) and its length to
+ * `*written`. Returns `FP_OK`, `FP_ERR_NULL_ARGUMENT`, `FP_ERR_INVALID_ARGUMENT` (no PKCS#11
+ * settings in `options`, no module or key label, an unknown key type, `buf_len` too small) or
+ * `FP_ERR_SIGNER` (module, token, PIN or generation failed: the reason goes to the log
+ * callback at FP_LOG_ERROR).
+ */
+enum fp_result fp_pkcs11_generate_key(const struct fp_client_options *options,
+                                      int key_type,
+                                      const char *common_name,
+                                      char *buf,
+                                      size_t buf_len,
+                                      size_t *written);
+
+/**
+ * Stores `certificate_pem` (NUL-terminated; its first certificate) in the PKCS#11 token that
+ * `options` name, as an X.509 certificate object with the key's label and `CKA_ID`, e.g. the
+ * device certificate from fp_create_from_csr(). Certificates stored with that label before
+ * are removed once the new one is in. Blocking. Returns `FP_OK`, `FP_ERR_NULL_ARGUMENT`,
+ * `FP_ERR_INVALID_UTF8`, `FP_ERR_INVALID_ARGUMENT` (no PKCS#11 settings, no certificate in
+ * the PEM) or `FP_ERR_SIGNER` (module, token, PIN, key or the token's refusal; the reason
+ * goes to the log callback).
+ */
+enum fp_result fp_pkcs11_store_certificate(const struct fp_client_options *options,
+                                           const char *certificate_pem);
 
 #ifdef __cplusplus
 }  // extern "C"

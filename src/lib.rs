@@ -16,6 +16,7 @@
 pub mod client;
 pub mod error;
 pub mod log;
+pub mod pkcs11;
 pub mod protocol;
 pub mod signer;
 

@@ -331,6 +331,73 @@ fn ecdsa_raw_to_der(raw: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A DER element: `tag`, length, `content`.
+pub(crate) fn der_wrap(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    der_push_len(&mut out, content.len());
+    out.extend_from_slice(content);
+    out
+}
+
+/// The DER ECParameters (a named curve OID) of P-256 or P-384.
+pub(crate) fn ec_params_der(algorithm: KeyAlgorithm) -> Option<Vec<u8>> {
+    match algorithm {
+        KeyAlgorithm::EcP256 => Some(der_wrap(TAG_OID, OID_P256)),
+        KeyAlgorithm::EcP384 => Some(der_wrap(TAG_OID, OID_P384)),
+        KeyAlgorithm::Rsa { .. } => None,
+    }
+}
+
+/// The SubjectPublicKeyInfo of an EC key from its DER ECParameters and uncompressed point.
+pub(crate) fn ec_spki(params_der: &[u8], point: &[u8]) -> Vec<u8> {
+    let mut alg = der_wrap(TAG_OID, OID_EC_PUBLIC_KEY);
+    alg.extend_from_slice(params_der);
+    spki(&alg, point)
+}
+
+/// The SubjectPublicKeyInfo of an RSA key from its modulus and public exponent (big-endian).
+pub(crate) fn rsa_spki(modulus: &[u8], exponent: &[u8]) -> Vec<u8> {
+    let mut alg = der_wrap(TAG_OID, OID_RSA_ENCRYPTION);
+    alg.extend_from_slice(&[0x05, 0x00]);
+    let mut key = der_uint(modulus);
+    key.extend(der_uint(exponent));
+    spki(&alg, &der_wrap(TAG_SEQUENCE, &key))
+}
+
+fn spki(algorithm_content: &[u8], key: &[u8]) -> Vec<u8> {
+    let mut bits = vec![0u8];
+    bits.extend_from_slice(key);
+    let mut body = der_wrap(TAG_SEQUENCE, algorithm_content);
+    body.extend(der_wrap(TAG_BIT_STRING, &bits));
+    der_wrap(TAG_SEQUENCE, &body)
+}
+
+/// The DER subject Name of a DER X.509 certificate.
+pub(crate) fn certificate_subject(cert: &[u8]) -> Option<Vec<u8>> {
+    let (cert, _) = der_expect(cert, TAG_SEQUENCE)?;
+    let (mut tbs, _) = der_expect(cert, TAG_SEQUENCE)?;
+    // [0] version, if present, then serialNumber, signature, issuer, validity, subject.
+    if tbs.first() == Some(&0xa0) {
+        tbs = der_next(tbs)?.2;
+    }
+    for _ in 0..4 {
+        tbs = der_next(tbs)?.2;
+    }
+    let (tag, content, rest) = der_next(tbs)?;
+    (tag == TAG_SEQUENCE)
+        .then(|| tbs[..tbs.len() - rest.len()].to_vec())
+        .filter(|s| s.len() > content.len())
+}
+
+/// The point inside a DER OCTET STRING (PKCS#11's `CKA_EC_POINT`), or the bytes as they are
+/// when a token gives the bare point.
+pub(crate) fn unwrap_octet_string(value: &[u8]) -> &[u8] {
+    match der_next(value) {
+        Some((0x04, content, rest)) if rest.is_empty() && content.first() == Some(&0x04) => content,
+        _ => value,
+    }
+}
+
 impl PublicKey {
     /// Parses a DER SubjectPublicKeyInfo: EC P-256, EC P-384 or RSA of 2048 to 8192 bits.
     pub fn from_spki_der(spki: &[u8]) -> Result<PublicKey, Error> {
@@ -631,25 +698,14 @@ mod tests {
         }
     }
 
-    /// Builds the SPKI of an EC key from its point (the same bytes rcgen writes).
+    /// The SPKI of an EC key from its point.
     fn spki_of(key: &EcdsaKeyPair, p384: bool) -> Vec<u8> {
-        let curve = if p384 { OID_P384 } else { OID_P256 };
-        let mut alg = vec![TAG_OID, OID_EC_PUBLIC_KEY.len() as u8];
-        alg.extend_from_slice(OID_EC_PUBLIC_KEY);
-        alg.extend_from_slice(&[TAG_OID, curve.len() as u8]);
-        alg.extend_from_slice(curve);
-        let point = key.public_key().as_ref();
-        let mut body = vec![TAG_SEQUENCE];
-        der_push_len(&mut body, alg.len());
-        body.extend(alg);
-        body.push(TAG_BIT_STRING);
-        der_push_len(&mut body, point.len() + 1);
-        body.push(0);
-        body.extend_from_slice(point);
-        let mut out = vec![TAG_SEQUENCE];
-        der_push_len(&mut out, body.len());
-        out.extend(body);
-        out
+        let alg = if p384 {
+            KeyAlgorithm::EcP384
+        } else {
+            KeyAlgorithm::EcP256
+        };
+        ec_spki(&ec_params_der(alg).unwrap(), key.public_key().as_ref())
     }
 
     impl Signer for Soft {
@@ -712,29 +768,10 @@ mod tests {
 
     #[test]
     fn rsa_key_sizes_are_checked() {
-        // SEQUENCE { SEQUENCE { rsaEncryption, NULL }, BIT STRING { SEQUENCE { n, e } } }
         let spki = |n_bytes: usize| {
             let mut n = vec![0u8; n_bytes];
             n[0] = 0xc1;
-            let mut key = der_uint(&n);
-            key.extend(der_uint(&[1, 0, 1]));
-            let mut seq = vec![TAG_SEQUENCE];
-            der_push_len(&mut seq, key.len());
-            seq.extend(key);
-            let mut alg = vec![TAG_OID, OID_RSA_ENCRYPTION.len() as u8];
-            alg.extend_from_slice(OID_RSA_ENCRYPTION);
-            alg.extend_from_slice(&[0x05, 0x00]);
-            let mut body = vec![TAG_SEQUENCE];
-            der_push_len(&mut body, alg.len());
-            body.extend(alg);
-            body.push(TAG_BIT_STRING);
-            der_push_len(&mut body, seq.len() + 1);
-            body.push(0);
-            body.extend(seq);
-            let mut out = vec![TAG_SEQUENCE];
-            der_push_len(&mut out, body.len());
-            out.extend(body);
-            out
+            rsa_spki(&n, &[1, 0, 1])
         };
         let p = PublicKey::from_spki_der(&spki(256)).unwrap();
         assert_eq!(p.algorithm(), KeyAlgorithm::Rsa { bits: 2048 });
@@ -773,6 +810,24 @@ mod tests {
         let e = sign_checked(&f, SignatureScheme::EcdsaP256Sha256, b"x").unwrap_err();
         assert_eq!(e.kind, ErrorKind::Signer);
         assert!(e.message.contains("token removed"), "{}", e.message);
+    }
+
+    #[test]
+    fn subjects_and_points_are_found() {
+        let k = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["x".to_owned()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "subject-cn");
+        let cert = params.self_signed(&k).unwrap();
+        let subject = certificate_subject(cert.der()).unwrap();
+        assert_eq!(subject[0], TAG_SEQUENCE);
+        assert!(subject.windows(10).any(|w| w == b"subject-cn"));
+        assert!(certificate_subject(b"junk").is_none());
+        let point = k.public_key_raw();
+        assert_eq!(unwrap_octet_string(&der_wrap(0x04, point)), point);
+        assert_eq!(unwrap_octet_string(point), point);
     }
 
     #[test]

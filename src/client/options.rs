@@ -8,6 +8,7 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 use crate::error::Error;
+use crate::pkcs11::Pkcs11Key;
 use crate::protocol::PayloadFormat;
 use crate::signer::Signer;
 
@@ -73,6 +74,8 @@ pub struct ClientOptions {
     /// never holds (a secure element, an HSM, PKCS#11). Its public key must be the
     /// certificate's. Called on the thread that drives the connection, once per handshake.
     pub signer: Option<Arc<dyn Signer>>,
+    /// Instead of `key`: the certificate's key in a PKCS#11 token, opened when connecting.
+    pub pkcs11: Option<Pkcs11Key>,
     /// CA certificates that may sign the server's certificate; `None` uses the platform roots.
     pub ca: Option<Pem>,
     /// MQTT 5 or 3.1.1.
@@ -101,6 +104,7 @@ impl ClientOptions {
             cert: None,
             key: None,
             signer: None,
+            pkcs11: None,
             ca: None,
             mqtt_version: MqttVersion::V5,
             keep_alive: Duration::from_secs(30),
@@ -148,24 +152,36 @@ impl ClientOptions {
                 ));
             }
         }
-        match (&self.cert, &self.key, &self.signer) {
-            (Some(_), None, None) => {
+        let keys = usize::from(self.key.is_some())
+            + usize::from(self.signer.is_some())
+            + usize::from(self.pkcs11.is_some());
+        match (&self.cert, keys) {
+            (Some(_), 0) => {
                 return Err(Error::invalid(
-                    "a client certificate needs its private key or a signer",
+                    "a client certificate needs its private key, a signer or a PKCS#11 key",
                 ))
             }
-            (None, Some(_), _) => {
-                return Err(Error::invalid("a private key needs its client certificate"))
+            (None, 1..) => {
+                let what = if self.key.is_some() {
+                    "a private key"
+                } else if self.signer.is_some() {
+                    "a signer"
+                } else {
+                    "a PKCS#11 key"
+                };
+                return Err(Error::invalid(format!(
+                    "{what} needs its client certificate"
+                )));
             }
-            (None, None, Some(_)) => {
-                return Err(Error::invalid("a signer needs its client certificate"))
-            }
-            (_, Some(_), Some(_)) => {
+            (_, 2..) => {
                 return Err(Error::invalid(
-                    "give the client certificate's private key or a signer, not both",
+                    "give one of a private key, a signer and a PKCS#11 key, not several",
                 ))
             }
             _ => {}
+        }
+        if let Some(p) = &self.pkcs11 {
+            p.validate()?;
         }
         if let Some((host, port)) = &self.proxy {
             if host.trim().is_empty() || *port == 0 {
@@ -252,6 +268,20 @@ mod tests {
             ("key without cert", |o| o.cert = None),
             ("key and signer", |o| {
                 o.signer = Some(crate::signer::test_signer())
+            }),
+            ("key and pkcs11", |o| {
+                o.pkcs11 = Some(Pkcs11Key {
+                    module: "m.so".into(),
+                    key_label: "k".into(),
+                    ..Default::default()
+                })
+            }),
+            ("pkcs11 without key label", |o| {
+                o.key = None;
+                o.pkcs11 = Some(Pkcs11Key {
+                    module: "m.so".into(),
+                    ..Default::default()
+                })
             }),
             ("signer without cert", |o| {
                 o.cert = None;

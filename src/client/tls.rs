@@ -25,7 +25,16 @@ pub(crate) fn client_config(opts: &ClientOptions) -> Result<Arc<ClientConfig>, E
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::new(ErrorKind::Internal, format!("TLS setup: {e}")))?
         .with_root_certificates(roots);
-    let mut config = match (&opts.cert, &opts.key, &opts.signer) {
+    let pkcs11_signer = match (&opts.cert, &opts.pkcs11) {
+        (Some(cert), Some(p)) => {
+            let chain = load_certs(cert, "client certificate")?;
+            let known = crate::signer::PublicKey::from_certificate_der(&chain[0]).ok();
+            Some(crate::pkcs11::open(p, known.as_ref())?)
+        }
+        _ => None,
+    };
+    let signer = opts.signer.as_ref().or(pkcs11_signer.as_ref());
+    let mut config = match (&opts.cert, &opts.key, signer) {
         (Some(cert), None, Some(signer)) => {
             let chain = load_certs(cert, "client certificate")?;
             let certified = CertifiedKey::new(chain, Arc::new(TlsKey(signer.clone())));

@@ -326,6 +326,122 @@ pub extern "C" fn fp_signer_create_csr(
     }
 }
 
+/// A key type for fp_pkcs11_generate_key().
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum fp_pkcs11_key_type {
+    /// EC P-256 (signs with ECDSA SHA-256).
+    FP_PKCS11_KEY_EC_P256 = 1,
+    /// EC P-384 (signs with ECDSA SHA-384).
+    FP_PKCS11_KEY_EC_P384 = 2,
+    /// RSA, 2048 bits.
+    FP_PKCS11_KEY_RSA_2048 = 3,
+}
+
+/// The PKCS#11 settings of `options` (fp_client_options_set_pkcs11_module() and the others).
+fn pkcs11_of<'a>(
+    options: *const super::options::fp_client_options,
+) -> Result<&'a crate::pkcs11::Pkcs11Key, fp_result> {
+    // SAFETY: NULL or a live handle from fp_client_options_new(), per the header; the
+    // reference does not outlive the call that made it.
+    let o = unsafe { options.as_ref() }.ok_or(FP_ERR_NULL_ARGUMENT)?;
+    o.inner.pkcs11.as_ref().ok_or(FP_ERR_INVALID_ARGUMENT)
+}
+
+/// Logs a failure of a call that returns only a code, so the reason is not lost.
+fn log_failure(what: &str, e: &Error) -> fp_result {
+    crate::log::fp_log!(crate::log::Level::Error, "{what}: {}", e.message);
+    e.kind.into()
+}
+
+/// Generates the device key inside the PKCS#11 token that `options` name (module, token,
+/// PIN, and the key label the new key gets) and builds its certificate signing request,
+/// signed by the token, for fp_create_from_csr(). Then connect with options that carry the
+/// issued certificate (fp_client_options_set_cert_pem()) and the same PKCS#11 settings.
+///
+/// The private key is created as a token object, sensitive and not extractable: it never
+/// leaves the token. A token that already has a private key with that label is left as it is
+/// and the call fails. Blocking (key generation in a token can take seconds); call it from a
+/// thread that may wait. The CSR's subject is `CN=<common_name>` (NULL: empty subject). Writes
+/// the NUL-terminated PEM to `buf` (::FP_CSR_PEM_MAX_LEN suffices) and its length to
+/// `*written`. Returns `FP_OK`, `FP_ERR_NULL_ARGUMENT`, `FP_ERR_INVALID_ARGUMENT` (no PKCS#11
+/// settings in `options`, no module or key label, an unknown key type, `buf_len` too small) or
+/// `FP_ERR_SIGNER` (module, token, PIN or generation failed: the reason goes to the log
+/// callback at FP_LOG_ERROR).
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_pkcs11_generate_key(
+    options: *const super::options::fp_client_options,
+    key_type: c_int,
+    common_name: *const c_char,
+    buf: *mut c_char,
+    buf_len: usize,
+    written: *mut usize,
+) -> fp_result {
+    ffi_panic_boundary! {
+        use crate::signer::KeyAlgorithm;
+        let key = match pkcs11_of(options) {
+            Ok(k) => k,
+            Err(code) => return code,
+        };
+        if buf.is_null() || written.is_null() {
+            return FP_ERR_NULL_ARGUMENT;
+        }
+        use fp_pkcs11_key_type::*;
+        let algorithm = match key_type {
+            k if k == FP_PKCS11_KEY_EC_P256 as c_int => KeyAlgorithm::EcP256,
+            k if k == FP_PKCS11_KEY_EC_P384 as c_int => KeyAlgorithm::EcP384,
+            k if k == FP_PKCS11_KEY_RSA_2048 as c_int => KeyAlgorithm::Rsa { bits: 2048 },
+            _ => return FP_ERR_INVALID_ARGUMENT,
+        };
+        let common_name = if common_name.is_null() {
+            None
+        } else {
+            // SAFETY: a NUL-terminated string, per the header.
+            match unsafe { str_arg(common_name) } {
+                Ok(cn) => Some(cn),
+                Err(code) => return code,
+            }
+        };
+        let signer = match crate::pkcs11::generate(key, algorithm) {
+            Ok(s) => s,
+            Err(e) => return log_failure("PKCS#11 key generation", &e),
+        };
+        match certificate_request(signer, common_name) {
+            Ok(pem) => copy_out(pem.as_bytes(), buf, buf_len, written),
+            Err(e) => log_failure("CSR", &e),
+        }
+    }
+}
+
+/// Stores `certificate_pem` (NUL-terminated; its first certificate) in the PKCS#11 token that
+/// `options` name, as an X.509 certificate object with the key's label and `CKA_ID`, e.g. the
+/// device certificate from fp_create_from_csr(). Certificates stored with that label before
+/// are removed once the new one is in. Blocking. Returns `FP_OK`, `FP_ERR_NULL_ARGUMENT`,
+/// `FP_ERR_INVALID_UTF8`, `FP_ERR_INVALID_ARGUMENT` (no PKCS#11 settings, no certificate in
+/// the PEM) or `FP_ERR_SIGNER` (module, token, PIN, key or the token's refusal; the reason
+/// goes to the log callback).
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_pkcs11_store_certificate(
+    options: *const super::options::fp_client_options,
+    certificate_pem: *const c_char,
+) -> fp_result {
+    ffi_panic_boundary! {
+        let key = match pkcs11_of(options) {
+            Ok(k) => k,
+            Err(code) => return code,
+        };
+        // SAFETY: NULL or a NUL-terminated string, per the header.
+        let pem = match unsafe { nonempty_str_arg(certificate_pem) } {
+            Ok(p) => p,
+            Err(code) => return code,
+        };
+        match crate::pkcs11::store_certificate(key, pem) {
+            Ok(()) => FP_OK,
+            Err(e) => log_failure("PKCS#11 certificate store", &e),
+        }
+    }
+}
+
 /// Copies `text` and a NUL into the caller's buffer, or refuses if it does not fit.
 fn copy_out(text: &[u8], buf: *mut c_char, buf_len: usize, written: *mut usize) -> fp_result {
     if text.len() >= buf_len {
