@@ -66,6 +66,7 @@ impl Pkcs11Key {
     }
 
     /// "token 'x'" or "slot 3" or "the token", for messages.
+    #[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
     fn token_name(&self) -> String {
         match (&self.token_label, self.slot_id) {
             (Some(l), _) => format!("token '{l}'"),

@@ -332,6 +332,7 @@ fn ecdsa_raw_to_der(raw: &[u8]) -> Vec<u8> {
 }
 
 /// A DER element: `tag`, length, `content`.
+#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
 pub(crate) fn der_wrap(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
     der_push_len(&mut out, content.len());
@@ -340,6 +341,7 @@ pub(crate) fn der_wrap(tag: u8, content: &[u8]) -> Vec<u8> {
 }
 
 /// The DER ECParameters (a named curve OID) of P-256 or P-384.
+#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
 pub(crate) fn ec_params_der(algorithm: KeyAlgorithm) -> Option<Vec<u8>> {
     match algorithm {
         KeyAlgorithm::EcP256 => Some(der_wrap(TAG_OID, OID_P256)),
@@ -349,6 +351,7 @@ pub(crate) fn ec_params_der(algorithm: KeyAlgorithm) -> Option<Vec<u8>> {
 }
 
 /// The SubjectPublicKeyInfo of an EC key from its DER ECParameters and uncompressed point.
+#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
 pub(crate) fn ec_spki(params_der: &[u8], point: &[u8]) -> Vec<u8> {
     let mut alg = der_wrap(TAG_OID, OID_EC_PUBLIC_KEY);
     alg.extend_from_slice(params_der);
@@ -356,6 +359,7 @@ pub(crate) fn ec_spki(params_der: &[u8], point: &[u8]) -> Vec<u8> {
 }
 
 /// The SubjectPublicKeyInfo of an RSA key from its modulus and public exponent (big-endian).
+#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
 pub(crate) fn rsa_spki(modulus: &[u8], exponent: &[u8]) -> Vec<u8> {
     let mut alg = der_wrap(TAG_OID, OID_RSA_ENCRYPTION);
     alg.extend_from_slice(&[0x05, 0x00]);
@@ -364,6 +368,7 @@ pub(crate) fn rsa_spki(modulus: &[u8], exponent: &[u8]) -> Vec<u8> {
     spki(&alg, &der_wrap(TAG_SEQUENCE, &key))
 }
 
+#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
 fn spki(algorithm_content: &[u8], key: &[u8]) -> Vec<u8> {
     let mut bits = vec![0u8];
     bits.extend_from_slice(key);
@@ -373,6 +378,7 @@ fn spki(algorithm_content: &[u8], key: &[u8]) -> Vec<u8> {
 }
 
 /// The DER subject Name of a DER X.509 certificate.
+#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
 pub(crate) fn certificate_subject(cert: &[u8]) -> Option<Vec<u8>> {
     let (cert, _) = der_expect(cert, TAG_SEQUENCE)?;
     let (mut tbs, _) = der_expect(cert, TAG_SEQUENCE)?;
@@ -391,6 +397,7 @@ pub(crate) fn certificate_subject(cert: &[u8]) -> Option<Vec<u8>> {
 
 /// The point inside a DER OCTET STRING (PKCS#11's `CKA_EC_POINT`), or the bytes as they are
 /// when a token gives the bare point.
+#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
 pub(crate) fn unwrap_octet_string(value: &[u8]) -> &[u8] {
     match der_next(value) {
         Some((0x04, content, rest)) if rest.is_empty() && content.first() == Some(&0x04) => content,

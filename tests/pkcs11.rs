@@ -24,6 +24,9 @@ use fleetprov::ErrorKind;
 use fleetprov_emulator::{Emulator, EmulatorConfig};
 
 const TOKEN: &str = "fleetprov-test";
+/// A second token, used only by the wrong-PIN check: PKCS#11 login state is per token and
+/// process, so while another test is logged in to `TOKEN`, any PIN would "log in" there.
+const PIN_TOKEN: &str = "fleetprov-pin";
 const PIN: &str = "4711";
 const SO_PIN: &str = "0815";
 const CLAIM_LABEL: &str = "claim";
@@ -89,34 +92,30 @@ fn hsm() -> Option<&'static Hsm> {
         .unwrap();
         // Read by the module when it is initialised, in this process and in softhsm2-util.
         std::env::set_var("SOFTHSM2_CONF", &conf);
-        run(Command::new("softhsm2-util").args([
-            "--init-token",
-            "--free",
-            "--label",
-            TOKEN,
-            "--pin",
-            PIN,
-            "--so-pin",
-            SO_PIN,
-        ]));
+        for token in [TOKEN, PIN_TOKEN] {
+            run(Command::new("softhsm2-util").args([
+                "--init-token",
+                "--free",
+                "--label",
+                token,
+                "--pin",
+                PIN,
+                "--so-pin",
+                SO_PIN,
+            ]));
+        }
         // An emulator state (CA, claim certificate and key) to copy; its claim key goes into
         // the token.
         let state = dir.path().join("state");
         fleetprov_emulator::ca::Ca::load_or_create(&state).unwrap();
         let claim_key = state.join("claim-key.pem");
-        run(Command::new("softhsm2-util")
-            .args(["--import"])
-            .arg(&claim_key)
-            .args([
-                "--token",
-                TOKEN,
-                "--label",
-                CLAIM_LABEL,
-                "--id",
-                "01",
-                "--pin",
-                PIN,
-            ]));
+        for token in [TOKEN, PIN_TOKEN] {
+            run(Command::new("softhsm2-util")
+                .args(["--import"])
+                .arg(&claim_key)
+                .args(["--token", token, "--label", CLAIM_LABEL])
+                .args(["--id", "01", "--pin", PIN]));
+        }
         Some(Hsm {
             _dir: dir,
             module,
@@ -301,10 +300,18 @@ async fn wrong_pin_missing_key_token_and_module_are_clear_errors() {
     };
 
     let mut key = hsm.key(CLAIM_LABEL);
+    key.token_label = Some(PIN_TOKEN.to_owned());
     key.pin = Some("0000".to_owned().into());
-    let e = connect_error(key).await;
+    let e = connect_error(key.clone()).await;
     assert_eq!(e.kind, ErrorKind::Signer, "{e}");
-    assert!(e.message.contains("refused the PIN"), "{e}");
+    assert!(
+        e.message.contains("token 'fleetprov-pin' refused the PIN"),
+        "{e}"
+    );
+    // The right PIN on that token works: the failure was the PIN.
+    key.pin = Some(PIN.to_owned().into());
+    let o = opts(&emu, Pem::file(emu.claim_cert_path()), key);
+    Client::connect(o).await.unwrap().disconnect().await;
 
     let e = connect_error(hsm.key("no-such-key")).await;
     assert_eq!(e.kind, ErrorKind::Signer, "{e}");
