@@ -26,8 +26,10 @@ DEMO        := build/fleet_provisioning
 MINIMAL     := build/minimal
 SOAK        := build/soak
 SOAK_CYCLES ?= 10000
+FLEET       := build/fleet
+FLEET_N     ?= 1000
 
-.PHONY: all demo emulator soak bench clean FORCE
+.PHONY: all demo emulator soak fleet bench clean FORCE
 
 all: $(DEMO) $(MINIMAL)
 
@@ -63,6 +65,16 @@ $(SOAK): bench/soak.c include/fleetprov.h $(LIB)
 
 soak: $(SOAK) $(EMULATOR)
 	SOAK_CYCLES=$(SOAK_CYCLES) sh bench/soak.sh $(SOAK) $(EMULATOR)
+
+# `make fleet`: FLEET_N (default 1000) devices provisioned at once from one process, and the
+# same number only connecting (the floor), against an emulator in another (bench/fleet.c).
+$(FLEET): bench/fleet.c include/fleetprov.h $(LIB)
+	@mkdir -p build
+	$(CC) $(DEMO_CFLAGS) $(CFLAGS) -Iinclude -o $@ bench/fleet.c \
+		-L$(TARGET_DIR) -lfleetprov -Wl,-rpath,'$$ORIGIN/../$(TARGET_DIR)' -pthread
+
+fleet: $(FLEET) $(EMULATOR)
+	FLEET_N=$(FLEET_N) sh bench/fleet.sh $(FLEET) $(EMULATOR)
 
 # `make bench`: the demo against mosquitto_rr, and the stripped library's size (bench/measure.sh).
 bench:

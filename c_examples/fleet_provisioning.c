@@ -759,7 +759,7 @@ int main(int argc, char **argv) {
         free(csr);
         return EXIT_OUTPUT;
     }
-    fp_set_log_callback(log_to_stderr, NULL, level);
+    fp_set_log_callback(log_to_stderr, NULL, NULL, level);
 
     r = fp_client_options_new(a.endpoint, &opts);
     if (r != FP_OK) {
@@ -792,7 +792,7 @@ int main(int argc, char **argv) {
         wait_until(&d, &d.stopped);
     }
     fp_client_free(client);
-    fp_set_log_callback(NULL, NULL, FP_LOG_NONE);
+    fp_set_log_callback(NULL, NULL, NULL, FP_LOG_NONE);
 
     wipe_free(d.private_key);
     free(d.certificate_id);

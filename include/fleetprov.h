@@ -20,8 +20,12 @@
  * - A start call that returns FP_OK calls its callback exactly once: on success, rejection,
  *   timeout, disconnection or cancellation. A start call that returns anything else never
  *   calls it.
- * - Callbacks run on a library thread, never inside the start call. Slow callbacks do not
- *   stall network I/O, but they do hold one library thread each while they run.
+ * - Callbacks run on one of four library callback threads (shared by all clients), never
+ *   inside the start call and never on the thread that does network I/O, so a slow callback
+ *   never stalls a connection. What a slow callback does delay: other callbacks, of any
+ *   client, once all four callback threads are busy, and the reading of certificate files by
+ *   connections being made meanwhile. A callback must not block waiting for another callback
+ *   (e.g. by freeing another client whose callbacks are queued behind it).
  * - `user_data` is passed back unchanged as the first argument; it must stay valid, and be
  *   usable from library threads, until its callback has run.
  * - Everything a callback receives (responses, ::fp_error) is borrowed for the duration of
@@ -33,8 +37,9 @@
  *   waits for running callbacks, and returns only then. From inside one of the client's own
  *   callbacks it does not wait (that would deadlock); the client's last callback to return
  *   releases what remains.
- * - The library starts one background thread (plus short-lived callback threads) with the
- *   first client and stops it when the last client is freed.
+ * - The library starts its threads (one for network I/O, up to four for callbacks, whatever
+ *   the number of clients) with the first client and stops them when the last client is
+ *   freed.
  */
 
 #ifndef FLEETPROV_H
@@ -144,6 +149,18 @@ typedef enum fp_result {
      * An impossible state inside the library (a bug).
      */
     FP_ERR_INTERNAL = 17,
+    /**
+     * The broker broke the MQTT protocol (a malformed packet, a topic alias the client never
+     * allowed, a CONNACK with Receive Maximum 0, a packet a broker never sends); the library
+     * closed the connection. The message says what was received.
+     */
+    FP_ERR_PROTOCOL = 18,
+    /**
+     * The broker refused the request's PUBLISH (MQTT 5 PUBACK with a failure reason code,
+     * such as 0x87 not authorized: the broker's policy forbids the topic). The message names
+     * the reason; the service never saw the request.
+     */
+    FP_ERR_PUBLISH_REFUSED = 19,
     /**
      * The signer failed: the application's signer callback (fp_signer_new()) returned an
      * error or a signature that does not verify with the key, or the PKCS#11 module, token,
@@ -323,6 +340,13 @@ typedef void (*fp_lifecycle_callback)(void *user_data,
 typedef void (*fp_log_callback)(void *user_data, enum fp_log_level level, const char *message);
 
 /**
+ * Releases the `user_data` a callback was registered with, once the library is done with
+ * it: called exactly once, after the last call of the callback has returned, on whichever
+ * thread drops the library's last use (possibly inside the call that replaced the callback).
+ */
+typedef void (*fp_release_callback)(void *user_data);
+
+/**
  * The reply to CreateKeysAndCertificate.
  *
  * Every string is NUL-terminated and borrowed for the duration of the callback only: copy
@@ -464,15 +488,6 @@ typedef int (*fp_sign_callback)(void *user_data,
                                 size_t signature_capacity,
                                 size_t *signature_len);
 
-/**
- * Releases a signer's `user_data` when the library no longer needs it.
- *
- * Called exactly once, when the ::fp_signer and every options object and client that took it
- * have been freed, on the thread that freed the last of them or on a library thread. After it
- * returns, the sign callback is never called again with that `user_data`.
- */
-typedef void (*fp_signer_release_callback)(void *user_data);
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -588,10 +603,16 @@ const char *fp_error_aws_message(const struct fp_error *error);
  * `FP_ERR_INVALID_ARGUMENT` if `max_level` is not an ::fp_log_level value.
  *
  * `user_data` is passed to every call and must stay valid, and usable from any thread, until
- * another fp_set_log_callback() call has returned and any message in flight on another
- * thread has been delivered; simplest is to keep it valid for the life of the process.
+ * `release` (may be NULL) is called with it: exactly once, after the callback is replaced or
+ * removed by a later fp_set_log_callback() and every message in flight on another thread has
+ * been delivered. It is also called, at once, when this call fails or does not install the
+ * callback (`callback` NULL or `max_level` `FP_LOG_NONE`). A callback still installed at
+ * process exit is never released.
  */
-enum fp_result fp_set_log_callback(fp_log_callback callback, void *user_data, int max_level);
+enum fp_result fp_set_log_callback(fp_log_callback callback,
+                                   void *user_data,
+                                   fp_release_callback release,
+                                   int max_level);
 
 /**
  * Starts CreateKeysAndCertificate: the service generates a key pair and a certificate.
@@ -825,8 +846,10 @@ enum fp_result fp_client_options_set_pkcs11_key_label(struct fp_client_options *
  * EC P-384, RSA of 2048 to 8192 bits (see ::fp_signature_scheme for what each is asked for).
  *
  * On success writes the new handle to `*out` (free it with fp_signer_free()) and returns
- * `FP_OK`; from then on the library owns `user_data` and calls `release` (if not NULL) once
- * when done with it (see ::fp_signer_release_callback). On failure `*out` is untouched,
+ * `FP_OK`; from then on the library owns `user_data` and calls `release` (if not NULL)
+ * exactly once, when the signer and every options object and client that took it have been
+ * freed, on the thread that freed the last of them or on a library thread; the sign callback
+ * is never called after it. On failure `*out` is untouched,
  * `release` is never called and `user_data` stays the caller's: `FP_ERR_NULL_ARGUMENT`
  * (`public_pem`, `sign` or `out` is NULL), `FP_ERR_INVALID_UTF8`, `FP_ERR_INVALID_ARGUMENT`
  * (no certificate or public key in the PEM, or a key of another type or size).
@@ -834,7 +857,7 @@ enum fp_result fp_client_options_set_pkcs11_key_label(struct fp_client_options *
 enum fp_result fp_signer_new(const char *public_pem,
                              fp_sign_callback sign,
                              void *user_data,
-                             fp_signer_release_callback release,
+                             fp_release_callback release,
                              struct fp_signer **out);
 
 /**

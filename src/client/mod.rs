@@ -23,6 +23,7 @@
 mod options;
 mod session;
 mod tls;
+mod tls_cache;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -91,15 +92,25 @@ impl Client {
     /// connection's tasks.
     pub async fn connect(opts: ClientOptions) -> Result<Client, Error> {
         opts.validate()?;
-        // Reading PEM files and the platform roots is blocking file I/O: keep it off the
-        // runtime's worker threads.
-        let (opts, tls) = tokio::task::spawn_blocking(move || {
-            let tls = tls::client_config(&opts);
-            (opts, tls)
-        })
-        .await
-        .map_err(|e| Error::new(ErrorKind::Internal, format!("TLS setup failed: {e}")))?;
-        let tls = tls?;
+        let key = tls_cache::ConfigKey::of(&opts);
+        let (opts, tls) = match key.as_ref().and_then(tls_cache::lookup) {
+            Some(tls) => (opts, tls),
+            None => {
+                // Reading PEM files and the platform roots is blocking file I/O: keep it off
+                // the runtime's worker threads.
+                let (opts, tls) = tokio::task::spawn_blocking(move || {
+                    let tls = tls::client_config(&opts);
+                    (opts, tls)
+                })
+                .await
+                .map_err(|e| Error::new(ErrorKind::Internal, format!("TLS setup failed: {e}")))?;
+                let tls = tls?;
+                if let Some(key) = key {
+                    tls_cache::insert(key, &tls);
+                }
+                (opts, tls)
+            }
+        };
         let client_id = opts.effective_client_id()?;
         let session = Session::connect(&opts, tls, client_id.clone()).await?;
         fp_log!(
@@ -265,6 +276,9 @@ impl Client {
             // The reply may overtake the PUBACK; a refused PUBACK (MQTT 5) ends the wait early.
             loop {
                 tokio::select! {
+                    // The reply first: when it arrived just before the connection ended, the
+                    // PUBACK's waiter may already hold the loss, and the reply must win.
+                    biased;
                     r = &mut reply_rx => {
                         let reply = r.map_err(|_| session.not_connected())??;
                         kind.awaiting_reply = false;

@@ -51,6 +51,14 @@ pub enum fp_result {
     FP_ERR_PANIC = 16,
     /// An impossible state inside the library (a bug).
     FP_ERR_INTERNAL = 17,
+    /// The broker broke the MQTT protocol (a malformed packet, a topic alias the client never
+    /// allowed, a CONNACK with Receive Maximum 0, a packet a broker never sends); the library
+    /// closed the connection. The message says what was received.
+    FP_ERR_PROTOCOL = 18,
+    /// The broker refused the request's PUBLISH (MQTT 5 PUBACK with a failure reason code,
+    /// such as 0x87 not authorized: the broker's policy forbids the topic). The message names
+    /// the reason; the service never saw the request.
+    FP_ERR_PUBLISH_REFUSED = 19,
     /// The signer failed: the application's signer callback (fp_signer_new()) returned an
     /// error or a signature that does not verify with the key, or the PKCS#11 module, token,
     /// PIN or key could not be used. fp_error_message() names the cause.
@@ -81,12 +89,14 @@ impl fp_result {
             FP_ERR_ALREADY_CONNECTED => c"already connected",
             FP_ERR_PANIC => c"internal panic caught at the API boundary",
             FP_ERR_INTERNAL => c"internal error",
+            FP_ERR_PROTOCOL => c"the broker broke the MQTT protocol",
+            FP_ERR_PUBLISH_REFUSED => c"the broker refused the publish",
             FP_ERR_SIGNER => c"signer failed",
         }
     }
 
     fn from_int(code: c_int) -> Option<fp_result> {
-        const ALL: [fp_result; 19] = [
+        const ALL: [fp_result; 21] = [
             FP_OK,
             FP_ERR_NULL_ARGUMENT,
             FP_ERR_INVALID_UTF8,
@@ -105,6 +115,8 @@ impl fp_result {
             FP_ERR_ALREADY_CONNECTED,
             FP_ERR_PANIC,
             FP_ERR_INTERNAL,
+            FP_ERR_PROTOCOL,
+            FP_ERR_PUBLISH_REFUSED,
             FP_ERR_SIGNER,
         ];
         ALL.iter().copied().find(|r| *r as c_int == code)
@@ -126,6 +138,8 @@ impl From<ErrorKind> for fp_result {
             ErrorKind::BadReply => FP_ERR_BAD_REPLY,
             ErrorKind::Cancelled => FP_ERR_CANCELLED,
             ErrorKind::Internal => FP_ERR_INTERNAL,
+            ErrorKind::Protocol => FP_ERR_PROTOCOL,
+            ErrorKind::PublishRefused => FP_ERR_PUBLISH_REFUSED,
             ErrorKind::Signer => FP_ERR_SIGNER,
             // A kind added to the core later: still a failure, never FP_OK.
             #[allow(unreachable_patterns)]
@@ -172,6 +186,11 @@ impl fp_error {
             aws_code: None,
             aws_message: None,
         }
+    }
+
+    /// The message, for wrapping into another error's message.
+    pub(crate) fn message(&self) -> std::borrow::Cow<'_, str> {
+        self.message.to_string_lossy()
     }
 
     #[cfg(test)]
@@ -279,12 +298,11 @@ mod tests {
     #[test]
     fn every_code_has_a_distinct_name_and_round_trips() {
         let mut names = std::collections::HashSet::new();
-        for code in 0..=17 {
+        for code in 0..=19 {
             let r = fp_result::from_int(code).unwrap();
             assert_eq!(r as c_int, code);
             assert!(names.insert(r.as_cstr()));
         }
-        assert!(fp_result::from_int(18).is_none());
         let signer = fp_result::from_int(20).unwrap();
         assert_eq!(signer, FP_ERR_SIGNER);
         assert!(names.insert(signer.as_cstr()));

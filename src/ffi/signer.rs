@@ -4,6 +4,7 @@ use std::ffi::{c_char, c_int, c_void};
 use std::sync::Arc;
 
 use super::error::fp_result::{self, *};
+use super::log::fp_release_callback;
 use super::strings::{nonempty_str_arg, str_arg};
 use crate::client::Pem;
 use crate::error::{Error, ErrorKind};
@@ -99,13 +100,6 @@ pub type fp_sign_callback = Option<
     ) -> c_int,
 >;
 
-/// Releases a signer's `user_data` when the library no longer needs it.
-///
-/// Called exactly once, when the ::fp_signer and every options object and client that took it
-/// have been freed, on the thread that freed the last of them or on a library thread. After it
-/// returns, the sign callback is never called again with that `user_data`.
-pub type fp_signer_release_callback = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
-
 /// A private key held by the application (a secure element, a TPM, an HSM, its own store):
 /// the library asks its sign callback for signatures and never sees the key.
 ///
@@ -131,7 +125,7 @@ struct CallbackSigner {
         usize,
         *mut usize,
     ) -> c_int,
-    release: fp_signer_release_callback,
+    release: fp_release_callback,
     user_data: *mut c_void,
 }
 
@@ -225,8 +219,10 @@ impl fp_signer {
 /// EC P-384, RSA of 2048 to 8192 bits (see ::fp_signature_scheme for what each is asked for).
 ///
 /// On success writes the new handle to `*out` (free it with fp_signer_free()) and returns
-/// `FP_OK`; from then on the library owns `user_data` and calls `release` (if not NULL) once
-/// when done with it (see ::fp_signer_release_callback). On failure `*out` is untouched,
+/// `FP_OK`; from then on the library owns `user_data` and calls `release` (if not NULL)
+/// exactly once, when the signer and every options object and client that took it have been
+/// freed, on the thread that freed the last of them or on a library thread; the sign callback
+/// is never called after it. On failure `*out` is untouched,
 /// `release` is never called and `user_data` stays the caller's: `FP_ERR_NULL_ARGUMENT`
 /// (`public_pem`, `sign` or `out` is NULL), `FP_ERR_INVALID_UTF8`, `FP_ERR_INVALID_ARGUMENT`
 /// (no certificate or public key in the PEM, or a key of another type or size).
@@ -235,7 +231,7 @@ pub extern "C" fn fp_signer_new(
     public_pem: *const c_char,
     sign: fp_sign_callback,
     user_data: *mut c_void,
-    release: fp_signer_release_callback,
+    release: fp_release_callback,
     out: *mut *mut fp_signer,
 ) -> fp_result {
     ffi_panic_boundary! {

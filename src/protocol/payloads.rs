@@ -71,6 +71,18 @@ impl CreateKeysResponse {
         let private_key = unescape_json_string(wire.private_key.get()).ok_or_else(|| {
             Error::bad_reply("CreateKeysAndCertificate accepted reply: privateKey is not a string")
         })?;
+        require_fields(
+            "CreateKeysAndCertificate",
+            &[
+                ("certificateId", &wire.certificate_id),
+                ("certificatePem", &wire.certificate_pem),
+                ("privateKey", &private_key),
+                (
+                    "certificateOwnershipToken",
+                    &wire.certificate_ownership_token,
+                ),
+            ],
+        )?;
         Ok(CreateKeysResponse {
             certificate_id: wire.certificate_id,
             certificate_pem: wire.certificate_pem,
@@ -174,7 +186,16 @@ pub struct CreateFromCsrResponse {
 impl CreateFromCsrResponse {
     /// Parses an accepted CreateCertificateFromCsr reply.
     pub fn from_json(payload: &[u8]) -> Result<Self, Error> {
-        parse_reply(payload, "CreateCertificateFromCsr")
+        let r: Self = parse_reply(payload, "CreateCertificateFromCsr")?;
+        require_fields(
+            "CreateCertificateFromCsr",
+            &[
+                ("certificateId", &r.certificate_id),
+                ("certificatePem", &r.certificate_pem),
+                ("certificateOwnershipToken", &r.certificate_ownership_token),
+            ],
+        )?;
+        Ok(r)
     }
 }
 
@@ -210,7 +231,9 @@ pub struct RegisterThingResponse {
 impl RegisterThingResponse {
     /// Parses an accepted RegisterThing reply.
     pub fn from_json(payload: &[u8]) -> Result<Self, Error> {
-        parse_reply(payload, "RegisterThing")
+        let r: Self = parse_reply(payload, "RegisterThing")?;
+        require_fields("RegisterThing", &[("thingName", &r.thing_name)])?;
+        Ok(r)
     }
 }
 
@@ -244,11 +267,21 @@ impl Rejection {
             Some(serde_json::Value::Null) | None => String::new(),
             Some(other) => other.to_string(),
         };
+        // An HTTP status, if present; anything else means the reply is not what AWS sends.
         let status_code = match obj.get("statusCode") {
-            Some(serde_json::Value::Number(n)) => n.as_i64().unwrap_or(0),
-            Some(serde_json::Value::String(s)) => s.trim().parse().unwrap_or(0),
-            _ => 0,
+            None | Some(serde_json::Value::Null) => 0,
+            Some(serde_json::Value::Number(n)) => n.as_i64().unwrap_or(-1),
+            Some(serde_json::Value::String(s)) => s.trim().parse().unwrap_or(-1),
+            Some(_) => -1,
         };
+        if !(100..=599).contains(&status_code) && status_code != 0 {
+            return Err(Error::bad_reply(format!(
+                "rejected reply has statusCode {}, not an HTTP status",
+                obj.get("statusCode")
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+            )));
+        }
         Ok(Rejection {
             status_code,
             error_code: text("errorCode"),
@@ -298,6 +331,16 @@ fn json_type_name(v: &serde_json::Value) -> &'static str {
 fn parse_reply<T: serde::de::DeserializeOwned>(payload: &[u8], op: &str) -> Result<T, Error> {
     serde_json::from_slice(payload)
         .map_err(|e| Error::bad_reply(format!("{op} accepted reply is not the expected JSON: {e}")))
+}
+
+/// An accepted reply whose required fields are empty is as unusable as one without them.
+fn require_fields(op: &str, fields: &[(&str, &str)]) -> Result<(), Error> {
+    match fields.iter().find(|(_, v)| v.trim().is_empty()) {
+        Some((name, _)) => Err(Error::bad_reply(format!(
+            "{op} accepted reply has an empty {name}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn json_bytes<T: Serialize>(v: &T) -> Vec<u8> {
@@ -465,12 +508,38 @@ mod tests {
             .unwrap();
         assert_eq!((r.status_code, r.error_message.as_str()), (404, ""));
         assert_eq!(Rejection::from_json(b"{}").unwrap(), Rejection::default());
-        for bad in [&b"nope"[..], b"[1]", b"\"x\""] {
+        for bad in [
+            &b"nope"[..],
+            b"[1]",
+            b"\"x\"",
+            br#"{"statusCode":99999999999}"#,
+            br#"{"statusCode":-1}"#,
+            br#"{"statusCode":4.5}"#,
+            br#"{"statusCode":"lots"}"#,
+            br#"{"statusCode":true}"#,
+        ] {
             assert_eq!(
                 Rejection::from_json(bad).unwrap_err().kind,
                 ErrorKind::BadReply
             );
         }
+    }
+
+    #[test]
+    fn accepted_replies_with_empty_required_fields_are_bad() {
+        let e = CreateFromCsrResponse::from_json(
+            br#"{"certificateId":"ab","certificatePem":"p","certificateOwnershipToken":""}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadReply);
+        assert!(e.message.contains("certificateOwnershipToken"), "{e}");
+        let e = CreateKeysResponse::from_json(
+            br#"{"certificateId":" ","certificatePem":"p","privateKey":"k","certificateOwnershipToken":"t"}"#,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("certificateId"), "{e}");
+        let e = RegisterThingResponse::from_json(br#"{"thingName":""}"#).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadReply);
     }
 
     #[test]

@@ -417,7 +417,7 @@ int main(int argc, char **argv) {
     struct board b;
     parse_conn_args(argc, argv, 1, &a);
     board_init(&b);
-    CHECK_RESULT(fp_set_log_callback(log_to_stderr, NULL, FP_LOG_ERROR), FP_OK);
+    CHECK_RESULT(fp_set_log_callback(log_to_stderr, NULL, NULL, FP_LOG_ERROR), FP_OK);
     if (strcmp(argv[6], "provision") == 0) {
         provision(&a, &b);
     } else if (strcmp(argv[6], "failing") == 0) {
@@ -426,7 +426,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "unknown mode %s\n", argv[6]);
         return 2;
     }
-    CHECK_RESULT(fp_set_log_callback(NULL, NULL, 0), FP_OK);
+    CHECK_RESULT(fp_set_log_callback(NULL, NULL, NULL, 0), FP_OK);
     board_destroy(&b);
     printf("signer: ok\n");
     return 0;
