@@ -47,6 +47,7 @@ struct args {
     const char *mqtt_version;
     const char *timeout_ms;
     const char *output_dir;
+    const char *payload_format;
     /* The claim key in a PKCS#11 token instead of --key (AWS's samples' flag names). */
     const char *pkcs11_lib;
     const char *pin;
@@ -93,7 +94,7 @@ static const char *const USAGE =
     "         [--template_parameters JSON] [--csr FILE] [--ca_file FILE] [--port N]\n"
     "         [--client_id ID] [--proxy_host HOST] [--proxy_port N (8080)]\n"
     "         [--verbosity NoLogs|Fatal|Error|Warn|Info|Debug|Trace] [--mqtt_version 3|5]\n"
-    "         [--timeout_ms N] [--output_dir DIR [--force]]\n"
+    "         [--timeout_ms N] [--output_dir DIR [--force]] [--payload_format json|cbor]\n"
     "         [--pkcs11_lib MODULE --key_label LABEL [--pin PIN] [--token_label LABEL]\n"
     "          [--slot_id N]] (the claim key in a PKCS#11 token, instead of --key)\n";
 
@@ -145,7 +146,7 @@ static int parse_args(int argc, char **argv, struct args *a) {
     struct flag {
         const char *name;
         const char **slot;
-    } flags[20];
+    } flags[21];
     int i;
     size_t nflags = 0;
 
@@ -174,6 +175,7 @@ static int parse_args(int argc, char **argv, struct args *a) {
     FLAG("--mqtt_version", &a->mqtt_version);
     FLAG("--timeout_ms", &a->timeout_ms);
     FLAG("--output_dir", &a->output_dir);
+    FLAG("--payload_format", &a->payload_format);
     FLAG("--pkcs11_lib", &a->pkcs11_lib);
     FLAG("--pin", &a->pin);
     FLAG("--token_label", &a->token_label);
@@ -714,6 +716,14 @@ static int configure(const struct args *a, fp_client_options *opts) {
         if (r == FP_OK) {
             r = fp_client_options_set_connect_timeout_ms(opts, (uint32_t)timeout_ms);
         }
+    }
+    if (r == FP_OK && a->payload_format != NULL) {
+        if (strcmp(a->payload_format, "json") != 0 && strcmp(a->payload_format, "cbor") != 0) {
+            fail_line("--payload_format must be json or cbor");
+            return EXIT_USAGE;
+        }
+        r = fp_client_options_set_payload_format(
+            opts, strcmp(a->payload_format, "cbor") == 0 ? FP_PAYLOAD_CBOR : FP_PAYLOAD_JSON);
     }
     if (r != FP_OK) {
         fail_line("invalid option: %s", fp_result_str((int)r));

@@ -56,6 +56,16 @@
 #define FP_VERSION_PATCH 0
 
 /**
+ * `fp_client_options_set_payload_format`: JSON payloads on the `.../json` topics (default).
+ */
+#define FP_PAYLOAD_JSON 0
+
+/**
+ * `fp_client_options_set_payload_format`: CBOR payloads on the `.../cbor` topics.
+ */
+#define FP_PAYLOAD_CBOR 1
+
+/**
  * The size of the signature buffer a sign callback gets: room for an RSA-8192 signature.
  */
 #define FP_SIGNATURE_MAX_LEN 1024
@@ -781,6 +791,12 @@ enum fp_result fp_client_options_set_connect_timeout_ms(struct fp_client_options
 enum fp_result fp_client_options_set_proxy(struct fp_client_options *options,
                                            const char *host,
                                            uint16_t port);
+
+/**
+ * Selects the payload format of the provisioning requests and replies: `FP_PAYLOAD_JSON`
+ * (default) or `FP_PAYLOAD_CBOR`. `FP_ERR_INVALID_ARGUMENT` for any other value.
+ */
+enum fp_result fp_client_options_set_payload_format(struct fp_client_options *options, int format);
 
 /**
  * Signs the TLS client authentication through `signer` instead of a private key: the key

@@ -1151,3 +1151,53 @@ async fn c_unknown_alias_is_fp_err_protocol() {
     })
     .await;
 }
+
+/// CONNACK Maximum Packet Size 0 is a protocol error (MQTT 5 3.2.2.3.6: zero is not allowed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maximum_packet_size_zero_fails_the_connect() {
+    bounded(async {
+        let b = Broker::start(|mut c| async move {
+            c.accept_connect(&connack(
+                true,
+                &props(&[prop::u32(prop::MAXIMUM_PACKET_SIZE, 0)]),
+            ))
+            .await?;
+            c.hold_open().await
+        })
+        .await;
+        let e = connect_and_run(b.opts(V5), Op::CreateKeys)
+            .await
+            .unwrap_err();
+        assert_error(&e, "protocol error", &["Maximum Packet Size"]);
+    })
+    .await;
+}
+
+/// A SUBSCRIBE sent to the client (only clients subscribe): a protocol error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_from_the_broker_is_a_protocol_error() {
+    for version in [V5, V311] {
+        bounded(async {
+            let b = Broker::start(move |mut c| async move {
+                let v5 = version == V5;
+                let (_, pkid) = c.up_to_request(&connack_ok(v5)).await?;
+                let mut out = puback(v5, pkid, None);
+                let mut body = 9u16.to_be_bytes().to_vec();
+                if v5 {
+                    body.push(0);
+                }
+                body.extend(mqtt_str("#"));
+                body.push(1);
+                out.extend(packet(0x82, &body));
+                c.send(&out).await?;
+                c.hold_open().await
+            })
+            .await;
+            let e = connect_and_run(b.opts(version), Op::CreateKeys)
+                .await
+                .unwrap_err();
+            assert_error(&e, "protocol error", &["SUBSCRIBE"]);
+        })
+        .await;
+    }
+}

@@ -123,6 +123,7 @@ async fn aliased_flood_is_refused_and_memory_stays_bounded() {
     let rise = peak_over(baseline);
     client.disconnect().await;
     let sent = b.join().await;
+    eprintln!("aliased flood: {sent} packets sent, peak rose {rise} bytes");
     assert!(
         rise <= BOUND,
         "peak rose {rise} bytes over {baseline} while the broker sent {sent} aliased packets \
@@ -162,6 +163,7 @@ async fn unrequested_flood_is_dropped_and_memory_stays_bounded() {
         let rise = peak_over(baseline);
         client.disconnect().await;
         let sent = b.join().await;
+        eprintln!("{version:?} unrequested flood: {sent} packets, peak rose {rise} bytes");
         assert_eq!(sent, FLOOD);
         assert_eq!(r.unwrap().certificate_ownership_token, "hostile-token");
         assert!(
@@ -193,6 +195,7 @@ async fn huge_announced_packet_is_never_allocated() {
         let e = client.create_keys_and_certificate().await.unwrap_err();
         let rise = peak_over(baseline);
         client.disconnect().await;
+        eprintln!("{version:?} 256 MiB header: peak rose {rise} bytes");
         assert!(
             matches!(e.kind.as_str(), "protocol error" | "bad reply"),
             "{version:?}: {e:?}"

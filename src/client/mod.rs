@@ -37,9 +37,9 @@ pub use tls::AWS_MQTT_ALPN;
 use crate::error::{Error, ErrorKind};
 use crate::log::{fp_log, Level};
 use crate::protocol::{
-    create_from_csr_topics, create_keys_topics, register_thing_topics, CreateFromCsrRequest,
-    CreateFromCsrResponse, CreateKeysResponse, Operation, PayloadFormat, RegisterThingRequest,
-    RegisterThingResponse, Rejection, Topics, CREATE_KEYS_REQUEST, MAX_PAYLOAD_LEN,
+    create_from_csr_topics, create_keys_request, create_keys_topics, register_thing_topics,
+    CreateFromCsrRequest, CreateFromCsrResponse, CreateKeysResponse, Operation, PayloadFormat,
+    RegisterThingRequest, RegisterThingResponse, Rejection, Topics, MAX_PAYLOAD_LEN,
 };
 use session::{Reply, Session};
 
@@ -143,9 +143,13 @@ impl Client {
     pub async fn create_keys_and_certificate(&self) -> Result<CreateKeysResponse, Error> {
         let topics = create_keys_topics(self.inner.format);
         let reply = self
-            .request(Operation::CreateKeys, topics, CREATE_KEYS_REQUEST.to_vec())
+            .request(
+                Operation::CreateKeys,
+                topics,
+                create_keys_request(self.inner.format).to_vec(),
+            )
             .await?;
-        let parsed = CreateKeysResponse::from_json(&reply.payload);
+        let parsed = CreateKeysResponse::parse(&reply.payload, self.inner.format);
         if !wipe(reply.payload) {
             fp_log!(Level::Trace, "reply buffer still shared; left to its owner");
         }
@@ -163,12 +167,12 @@ impl Client {
         let payload = CreateFromCsrRequest {
             certificate_signing_request: csr_pem,
         }
-        .to_json();
+        .encode(self.inner.format);
         let topics = create_from_csr_topics(self.inner.format);
         let reply = self
             .request(Operation::CreateFromCsr, topics, payload)
             .await?;
-        CreateFromCsrResponse::from_json(&reply.payload)
+        CreateFromCsrResponse::parse(&reply.payload, self.inner.format)
     }
 
     /// RegisterThing with the template `template_name` (validated before anything is sent).
@@ -179,9 +183,13 @@ impl Client {
     ) -> Result<RegisterThingResponse, Error> {
         let topics = register_thing_topics(template_name, self.inner.format)?;
         let reply = self
-            .request(Operation::RegisterThing, topics, req.to_json())
+            .request(
+                Operation::RegisterThing,
+                topics,
+                req.encode(self.inner.format),
+            )
             .await?;
-        RegisterThingResponse::from_json(&reply.payload)
+        RegisterThingResponse::parse(&reply.payload, self.inner.format)
     }
 
     /// Publishes `payload` to `topic` at QoS 1 and waits for the PUBACK, within the operation
@@ -317,7 +325,7 @@ impl Client {
             fp_log!(Level::Info, "{} accepted", op.name());
             Ok(reply)
         } else {
-            let rejection = Rejection::from_json(&reply.payload).map_err(|e| {
+            let rejection = Rejection::parse(&reply.payload, self.inner.format).map_err(|e| {
                 Error::bad_reply(format!("{} on {}: {}", op.name(), reply.topic, e.message))
             })?;
             fp_log!(

@@ -89,7 +89,7 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// HTTP CONNECT proxy as (host, port).
     pub proxy: Option<(String, u16)>,
-    /// Payload format of the provisioning topics. Only JSON is implemented.
+    /// Payload format of the provisioning topics and payloads (default JSON).
     pub format: PayloadFormat,
 }
 
@@ -188,11 +188,6 @@ impl ClientOptions {
                 return Err(Error::invalid("proxy needs a host and a non-zero port"));
             }
         }
-        if self.format != PayloadFormat::Json {
-            return Err(Error::invalid(
-                "only the JSON payload format is implemented",
-            ));
-        }
         Ok(())
     }
 
@@ -289,7 +284,6 @@ mod tests {
                 o.signer = Some(crate::signer::test_signer());
             }),
             ("proxy port 0", |o| o.proxy = Some(("p".into(), 0))),
-            ("cbor", |o| o.format = PayloadFormat::Cbor),
         ];
         ok_opts().validate().unwrap();
         for (name, f) in cases {

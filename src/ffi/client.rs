@@ -251,7 +251,7 @@ impl Shared {
             };
             let id = shared.id;
             drop(shared);
-            run_callback(id, promise, move || deliver(result)).await;
+            run_callback(id, promise, move || deliver(result));
         });
     }
 }
@@ -269,19 +269,19 @@ fn join_error(e: tokio::task::JoinError) -> fp_error {
 
 /// Runs a C callback on the blocking pool (so slow callbacks never stall network I/O), marks
 /// the thread as inside this client's callback, and fulfils the promise once it returned.
-async fn run_callback(client_id: u64, promise: Promise, callback: impl FnOnce() + Send + 'static) {
-    let joined = tokio::task::spawn_blocking(move || {
+///
+/// Nothing waits for it to finish: the promise it holds keeps the client (and so the runtime)
+/// alive until the callback returned, and not waiting spares the I/O thread a wake-up per
+/// callback.
+fn run_callback(client_id: u64, promise: Promise, callback: impl FnOnce() + Send + 'static) {
+    drop(tokio::task::spawn_blocking(move || {
         let previous = IN_CALLBACK_OF.with(|c| c.replace(client_id));
         // A panic in the Rust code preparing the callback's arguments must not skip the
         // bookkeeping below; the deliver functions report it to C themselves where possible.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback));
         IN_CALLBACK_OF.with(|c| c.set(previous));
         drop(promise);
-    })
-    .await;
-    // The blocking task only fails to run if the runtime is shutting down, which cannot
-    // happen while a promise is outstanding; nothing more to do either way.
-    let _ = joined;
+    }));
 }
 
 /// Creates a client from `options` (copied: the options may be freed right after).

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use zeroize::Zeroizing;
 
+use super::cbor::{CborMap, MapWriter};
+use super::topics::PayloadFormat;
 use crate::error::Error;
 
 /// Largest MQTT payload AWS IoT accepts or sends: 128 KiB.
@@ -17,6 +19,23 @@ pub const MAX_PAYLOAD_LEN: usize = 128 * 1024;
 
 /// Payload of a CreateKeysAndCertificate request: an empty JSON object.
 pub const CREATE_KEYS_REQUEST: &[u8] = b"{}";
+
+/// Payload of a CreateKeysAndCertificate request in `format`: an empty map.
+pub fn create_keys_request(format: PayloadFormat) -> &'static [u8] {
+    match format {
+        PayloadFormat::Json => CREATE_KEYS_REQUEST,
+        PayloadFormat::Cbor => b"\xa0",
+    }
+}
+
+fn cbor_reply<'b>(payload: &'b [u8], op: &str) -> Result<CborMap<'b>, Error> {
+    CborMap::parse(payload)
+        .map_err(|e| Error::bad_reply(format!("{op} accepted reply is not the expected CBOR: {e}")))
+}
+
+fn cbor_field<T>(op: &str, field: Result<T, String>) -> Result<T, Error> {
+    field.map_err(|e| Error::bad_reply(format!("{op} accepted reply: {e}")))
+}
 
 /// Accepted reply of CreateKeysAndCertificate.
 #[derive(Clone, PartialEq, Eq)]
@@ -89,6 +108,40 @@ impl CreateKeysResponse {
             private_key,
             certificate_ownership_token: wire.certificate_ownership_token,
         })
+    }
+
+    /// Parses an accepted CreateKeysAndCertificate reply in CBOR; the key is copied once, into
+    /// its zeroizing buffer.
+    pub fn from_cbor(payload: &[u8]) -> Result<CreateKeysResponse, Error> {
+        const OP: &str = "CreateKeysAndCertificate";
+        let map = cbor_reply(payload, OP)?;
+        let r = CreateKeysResponse {
+            certificate_id: cbor_field(OP, map.required_text("certificateId"))?,
+            certificate_pem: cbor_field(OP, map.required_text("certificatePem"))?,
+            private_key: cbor_field(OP, map.secret_text("privateKey"))?,
+            certificate_ownership_token: cbor_field(
+                OP,
+                map.required_text("certificateOwnershipToken"),
+            )?,
+        };
+        require_fields(
+            OP,
+            &[
+                ("certificateId", &r.certificate_id),
+                ("certificatePem", &r.certificate_pem),
+                ("privateKey", &r.private_key),
+                ("certificateOwnershipToken", &r.certificate_ownership_token),
+            ],
+        )?;
+        Ok(r)
+    }
+
+    /// Parses an accepted reply in `format`.
+    pub fn parse(payload: &[u8], format: PayloadFormat) -> Result<CreateKeysResponse, Error> {
+        match format {
+            PayloadFormat::Json => CreateKeysResponse::from_json(payload),
+            PayloadFormat::Cbor => CreateKeysResponse::from_cbor(payload),
+        }
     }
 }
 
@@ -169,6 +222,19 @@ impl CreateFromCsrRequest<'_> {
     pub fn to_json(&self) -> Vec<u8> {
         json_bytes(self)
     }
+
+    /// The payload in `format`.
+    pub fn encode(&self, format: PayloadFormat) -> Vec<u8> {
+        match format {
+            PayloadFormat::Json => self.to_json(),
+            PayloadFormat::Cbor => MapWriter::new(1)
+                .text(
+                    "certificateSigningRequest",
+                    self.certificate_signing_request,
+                )
+                .finish(),
+        }
+    }
 }
 
 /// Accepted reply of CreateCertificateFromCsr.
@@ -197,6 +263,37 @@ impl CreateFromCsrResponse {
         )?;
         Ok(r)
     }
+
+    /// Parses an accepted CreateCertificateFromCsr reply in CBOR.
+    pub fn from_cbor(payload: &[u8]) -> Result<Self, Error> {
+        const OP: &str = "CreateCertificateFromCsr";
+        let map = cbor_reply(payload, OP)?;
+        let r = CreateFromCsrResponse {
+            certificate_id: cbor_field(OP, map.required_text("certificateId"))?,
+            certificate_pem: cbor_field(OP, map.required_text("certificatePem"))?,
+            certificate_ownership_token: cbor_field(
+                OP,
+                map.required_text("certificateOwnershipToken"),
+            )?,
+        };
+        require_fields(
+            OP,
+            &[
+                ("certificateId", &r.certificate_id),
+                ("certificatePem", &r.certificate_pem),
+                ("certificateOwnershipToken", &r.certificate_ownership_token),
+            ],
+        )?;
+        Ok(r)
+    }
+
+    /// Parses an accepted reply in `format`.
+    pub fn parse(payload: &[u8], format: PayloadFormat) -> Result<Self, Error> {
+        match format {
+            PayloadFormat::Json => Self::from_json(payload),
+            PayloadFormat::Cbor => Self::from_cbor(payload),
+        }
+    }
 }
 
 /// Request of RegisterThing.
@@ -214,6 +311,26 @@ impl RegisterThingRequest {
     /// The JSON payload.
     pub fn to_json(&self) -> Vec<u8> {
         json_bytes(self)
+    }
+
+    /// The payload in `format` (`parameters` left out when empty, as in JSON).
+    pub fn encode(&self, format: PayloadFormat) -> Vec<u8> {
+        match format {
+            PayloadFormat::Json => self.to_json(),
+            PayloadFormat::Cbor if self.parameters.is_empty() => MapWriter::new(1)
+                .text(
+                    "certificateOwnershipToken",
+                    &self.certificate_ownership_token,
+                )
+                .finish(),
+            PayloadFormat::Cbor => MapWriter::new(2)
+                .text(
+                    "certificateOwnershipToken",
+                    &self.certificate_ownership_token,
+                )
+                .string_map("parameters", &self.parameters)
+                .finish(),
+        }
     }
 }
 
@@ -234,6 +351,26 @@ impl RegisterThingResponse {
         let r: Self = parse_reply(payload, "RegisterThing")?;
         require_fields("RegisterThing", &[("thingName", &r.thing_name)])?;
         Ok(r)
+    }
+
+    /// Parses an accepted RegisterThing reply in CBOR.
+    pub fn from_cbor(payload: &[u8]) -> Result<Self, Error> {
+        const OP: &str = "RegisterThing";
+        let map = cbor_reply(payload, OP)?;
+        let r = RegisterThingResponse {
+            thing_name: cbor_field(OP, map.required_text("thingName"))?,
+            device_configuration: cbor_field(OP, map.string_map("deviceConfiguration"))?,
+        };
+        require_fields(OP, &[("thingName", &r.thing_name)])?;
+        Ok(r)
+    }
+
+    /// Parses an accepted reply in `format`.
+    pub fn parse(payload: &[u8], format: PayloadFormat) -> Result<Self, Error> {
+        match format {
+            PayloadFormat::Json => Self::from_json(payload),
+            PayloadFormat::Cbor => Self::from_cbor(payload),
+        }
     }
 }
 
@@ -287,6 +424,40 @@ impl Rejection {
             error_code: text("errorCode"),
             error_message: text("errorMessage"),
         })
+    }
+
+    /// Parses a rejected reply in CBOR; only a payload that is not one CBOR map is an error,
+    /// and a field of another type than expected is left at 0 or empty.
+    pub fn from_cbor(payload: &[u8]) -> Result<Rejection, Error> {
+        let map = CborMap::parse(payload)
+            .map_err(|e| Error::bad_reply(format!("rejected reply: {e}")))?;
+        let text = |k: &str| map.text(k).ok().flatten().unwrap_or_default();
+        // As in JSON: absent or null is 0, anything but an HTTP status is a bad reply.
+        let status_code = if map.is_absent_or_null("statusCode") {
+            0
+        } else {
+            match map.int("statusCode") {
+                Some(code) if (100..=599).contains(&code) => code,
+                _ => {
+                    return Err(Error::bad_reply(
+                        "rejected reply has a statusCode that is not an HTTP status",
+                    ))
+                }
+            }
+        };
+        Ok(Rejection {
+            status_code,
+            error_code: text("errorCode"),
+            error_message: text("errorMessage"),
+        })
+    }
+
+    /// Parses a rejected reply in `format`.
+    pub fn parse(payload: &[u8], format: PayloadFormat) -> Result<Rejection, Error> {
+        match format {
+            PayloadFormat::Json => Rejection::from_json(payload),
+            PayloadFormat::Cbor => Rejection::from_cbor(payload),
+        }
     }
 }
 
@@ -565,6 +736,135 @@ mod tests {
             let e = parse_template_parameters(bad).unwrap_err();
             assert_eq!(e.kind, ErrorKind::InvalidArgument, "{bad}");
             assert!(e.message.contains(needle), "{bad}: {}", e.message);
+        }
+    }
+
+    fn cbor(fields: &[(&str, &str)]) -> Vec<u8> {
+        fields
+            .iter()
+            .fold(MapWriter::new(fields.len() as u64), |w, (k, v)| {
+                w.text(k, v)
+            })
+            .finish()
+    }
+
+    #[test]
+    fn cbor_requests_are_maps_with_the_json_names() {
+        assert_eq!(create_keys_request(PayloadFormat::Cbor), b"\xa0");
+        assert_eq!(create_keys_request(PayloadFormat::Json), b"{}");
+        let csr = CreateFromCsrRequest {
+            certificate_signing_request: "C",
+        };
+        let mut want = vec![0xa1, 0x78, 25];
+        want.extend_from_slice(b"certificateSigningRequest\x61C");
+        assert_eq!(csr.encode(PayloadFormat::Cbor), want);
+        let mut req = RegisterThingRequest {
+            certificate_ownership_token: "t".into(),
+            parameters: BTreeMap::new(),
+        };
+        let mut want = vec![0xa1, 0x78, 25];
+        want.extend_from_slice(b"certificateOwnershipToken\x61t");
+        assert_eq!(req.encode(PayloadFormat::Cbor), want);
+        req.parameters.insert("SerialNumber".into(), "1".into());
+        let mut want = vec![0xa2, 0x78, 25];
+        want.extend_from_slice(
+            b"certificateOwnershipToken\x61t\x6aparameters\xa1\x6cSerialNumber\x611",
+        );
+        assert_eq!(req.encode(PayloadFormat::Cbor), want);
+        assert_eq!(req.encode(PayloadFormat::Json), req.to_json());
+    }
+
+    #[test]
+    fn cbor_replies_parse_and_wrong_shapes_are_bad_replies() {
+        let keys = cbor(&[
+            ("certificateId", "ab12"),
+            ("certificatePem", "P"),
+            ("privateKey", KEY),
+            ("certificateOwnershipToken", "tok"),
+            ("extra", "x"),
+        ]);
+        let r = CreateKeysResponse::parse(&keys, PayloadFormat::Cbor).unwrap();
+        assert_eq!(r.private_key.as_str(), KEY);
+        assert_eq!(
+            r.private_key.capacity(),
+            KEY.len(),
+            "sized once, never reallocated"
+        );
+        assert_eq!(r.certificate_ownership_token, "tok");
+        let csr = CreateFromCsrResponse::parse(&keys, PayloadFormat::Cbor).unwrap();
+        assert_eq!(csr.certificate_id, "ab12");
+        let thing = MapWriter::new(2)
+            .string_map(
+                "deviceConfiguration",
+                &[("k".to_owned(), "v".to_owned())].into(),
+            )
+            .text("thingName", "T")
+            .finish();
+        let r = RegisterThingResponse::parse(&thing, PayloadFormat::Cbor).unwrap();
+        assert_eq!(
+            (r.thing_name.as_str(), r.device_configuration["k"].as_str()),
+            ("T", "v")
+        );
+        let r = RegisterThingResponse::parse(&cbor(&[("thingName", "T")]), PayloadFormat::Cbor)
+            .unwrap();
+        assert!(r.device_configuration.is_empty());
+
+        let no_key = cbor(&[
+            ("certificateId", "i"),
+            ("certificatePem", "p"),
+            ("certificateOwnershipToken", "t"),
+        ]);
+        for bad in [&b""[..], b"{}", b"\x80", &no_key, &keys[..keys.len() - 1]] {
+            let e = CreateKeysResponse::parse(bad, PayloadFormat::Cbor).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::BadReply, "{bad:x?}");
+            assert!(!e.message.contains("MIIB"), "{}", e.message);
+        }
+        // privateKey as a byte string, not text.
+        let mut bytes_key = no_key.clone();
+        bytes_key[0] = 0xa4;
+        bytes_key.extend_from_slice(b"\x6aprivateKey\x44MIIB");
+        let e = CreateKeysResponse::parse(&bytes_key, PayloadFormat::Cbor).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadReply);
+        assert!(e.message.contains("privateKey"), "{}", e.message);
+        assert!(!e.message.contains("MIIB"), "{}", e.message);
+        let e = RegisterThingResponse::parse(&cbor(&[("thing", "T")]), PayloadFormat::Cbor)
+            .unwrap_err();
+        assert!(e.message.contains("thingName"), "{}", e.message);
+    }
+
+    #[test]
+    fn cbor_rejections_parse_as_received() {
+        // {"statusCode": 400, "errorCode": "E", "errorMessage": "M"}
+        let mut payload = vec![0xa3, 0x6a];
+        payload.extend_from_slice(b"statusCode\x19\x01\x90\x69errorCode\x61E\x6cerrorMessage\x61M");
+        let r = Rejection::parse(&payload, PayloadFormat::Cbor).unwrap();
+        assert_eq!(
+            r,
+            Rejection {
+                status_code: 400,
+                error_code: "E".into(),
+                error_message: "M".into()
+            }
+        );
+        let r = Rejection::parse(&cbor(&[("statusCode", "403")]), PayloadFormat::Cbor).unwrap();
+        assert_eq!((r.status_code, r.error_code.as_str()), (403, ""));
+        assert_eq!(
+            Rejection::parse(b"\xa0", PayloadFormat::Cbor).unwrap(),
+            Rejection::default()
+        );
+        for bad in [
+            &cbor(&[("statusCode", "lots")])[..],
+            b"\xa1\x6astatusCode\x19\x03\xe7",
+        ] {
+            let e = Rejection::parse(bad, PayloadFormat::Cbor).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::BadReply, "{bad:x?}");
+        }
+        let e = RegisterThingResponse::parse(&cbor(&[("thingName", "")]), PayloadFormat::Cbor)
+            .unwrap_err();
+        assert!(e.message.contains("empty thingName"), "{}", e.message);
+        for bad in [&b""[..], b"\x01", b"{\"statusCode\":400}"] {
+            let e = Rejection::parse(bad, PayloadFormat::Cbor).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::BadReply);
         }
     }
 }

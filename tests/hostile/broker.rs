@@ -249,7 +249,11 @@ impl Conn {
             let header = frame.len() - remaining_len_of(&frame);
             self.v5 = frame.get(header + 6) == Some(&5);
         }
-        // rumqttc's MQTT 5 reader wants a body for DISCONNECT; the client may send none.
+        // DISCONNECT is read here: rumqttc's MQTT 5 reader wants a property block after the
+        // reason code, and a client may send the reason code alone, or nothing.
+        if kind == 14 {
+            return Ok(In::Disconnect);
+        }
         if remaining_len_of(&frame) == 0 {
             return Ok(match kind {
                 12 => In::PingReq,
