@@ -48,6 +48,12 @@ struct args {
     const char *timeout_ms;
     const char *output_dir;
     const char *payload_format;
+    /* The claim key in a PKCS#11 token instead of --key (AWS's samples' flag names). */
+    const char *pkcs11_lib;
+    const char *pin;
+    const char *token_label;
+    const char *slot_id;
+    const char *key_label;
     int force;
 };
 
@@ -88,7 +94,9 @@ static const char *const USAGE =
     "         [--template_parameters JSON] [--csr FILE] [--ca_file FILE] [--port N]\n"
     "         [--client_id ID] [--proxy_host HOST] [--proxy_port N (8080)]\n"
     "         [--verbosity NoLogs|Fatal|Error|Warn|Info|Debug|Trace] [--mqtt_version 3|5]\n"
-    "         [--timeout_ms N] [--output_dir DIR [--force]] [--payload_format json|cbor]\n";
+    "         [--timeout_ms N] [--output_dir DIR [--force]] [--payload_format json|cbor]\n"
+    "         [--pkcs11_lib MODULE --key_label LABEL [--pin PIN] [--token_label LABEL]\n"
+    "          [--slot_id N]] (the claim key in a PKCS#11 token, instead of --key)\n";
 
 static void fail_line(const char *fmt, ...) {
     va_list ap;
@@ -138,7 +146,7 @@ static int parse_args(int argc, char **argv, struct args *a) {
     struct flag {
         const char *name;
         const char **slot;
-    } flags[16];
+    } flags[21];
     int i;
     size_t nflags = 0;
 
@@ -168,6 +176,11 @@ static int parse_args(int argc, char **argv, struct args *a) {
     FLAG("--timeout_ms", &a->timeout_ms);
     FLAG("--output_dir", &a->output_dir);
     FLAG("--payload_format", &a->payload_format);
+    FLAG("--pkcs11_lib", &a->pkcs11_lib);
+    FLAG("--pin", &a->pin);
+    FLAG("--token_label", &a->token_label);
+    FLAG("--slot_id", &a->slot_id);
+    FLAG("--key_label", &a->key_label);
 #undef FLAG
 
     for (i = 1; i < argc; i++) {
@@ -208,8 +221,14 @@ static int parse_args(int argc, char **argv, struct args *a) {
             return -1;
         }
     }
-    if (a->endpoint == NULL || a->cert == NULL || a->key == NULL || a->template_name == NULL) {
-        fail_line("--endpoint, --cert, --key and --template_name are required");
+    if (a->endpoint == NULL || a->cert == NULL || a->template_name == NULL ||
+        (a->key == NULL) == (a->pkcs11_lib == NULL)) {
+        fail_line("--endpoint, --cert, --template_name and one of --key and --pkcs11_lib are "
+                  "required");
+        return -1;
+    }
+    if (a->pkcs11_lib != NULL && a->key_label == NULL) {
+        fail_line("--pkcs11_lib needs --key_label");
         return -1;
     }
     return 0;
@@ -624,6 +643,27 @@ static int provision(const struct args *a, struct demo *d, fp_client *client, co
     return 0;
 }
 
+/* The claim key in a PKCS#11 token: loaded, logged in to and found when connecting. */
+static fp_result configure_pkcs11(const struct args *a, fp_client_options *opts) {
+    fp_result r = fp_client_options_set_pkcs11_module(opts, a->pkcs11_lib);
+    long slot;
+    if (r == FP_OK) {
+        r = fp_client_options_set_pkcs11_key_label(opts, a->key_label);
+    }
+    if (r == FP_OK && a->pin != NULL) {
+        r = fp_client_options_set_pkcs11_pin(opts, a->pin);
+    }
+    if (r == FP_OK && a->token_label != NULL) {
+        r = fp_client_options_set_pkcs11_token_label(opts, a->token_label);
+    }
+    if (r == FP_OK && a->slot_id != NULL) {
+        slot = parse_number(a->slot_id, 0, 2147483647L);
+        r = slot < 0 ? FP_ERR_INVALID_ARGUMENT
+                     : fp_client_options_set_pkcs11_slot_id(opts, (uint64_t)slot);
+    }
+    return r;
+}
+
 static int configure(const struct args *a, fp_client_options *opts) {
     long port = -1, version, proxy_port, timeout_ms;
     fp_result r = FP_OK;
@@ -646,8 +686,11 @@ static int configure(const struct args *a, fp_client_options *opts) {
     if (r == FP_OK) {
         r = fp_client_options_set_cert_file(opts, a->cert);
     }
-    if (r == FP_OK) {
+    if (r == FP_OK && a->key != NULL) {
         r = fp_client_options_set_key_file(opts, a->key);
+    }
+    if (r == FP_OK && a->pkcs11_lib != NULL) {
+        r = configure_pkcs11(a, opts);
     }
     if (r == FP_OK && a->ca_file != NULL) {
         r = fp_client_options_set_ca_file(opts, a->ca_file);

@@ -66,6 +66,17 @@
 #define FP_PAYLOAD_CBOR 1
 
 /**
+ * The size of the signature buffer a sign callback gets: room for an RSA-8192 signature.
+ */
+#define FP_SIGNATURE_MAX_LEN 1024
+
+/**
+ * A buffer of this many bytes always holds the CSR PEM of fp_signer_create_csr(), NUL
+ * included (an RSA-8192 key needs about 3,100).
+ */
+#define FP_CSR_PEM_MAX_LEN 4096
+
+/**
  * Result of a library call, and the code carried by an ::fp_error.
  *
  * `FP_OK` is 0; every other value is a distinct failure. New codes may be added at the end in
@@ -160,6 +171,12 @@ typedef enum fp_result {
      * the reason; the service never saw the request.
      */
     FP_ERR_PUBLISH_REFUSED = 19,
+    /**
+     * The signer failed: the application's signer callback (fp_signer_new()) returned an
+     * error or a signature that does not verify with the key, or the PKCS#11 module, token,
+     * PIN or key could not be used. fp_error_message() names the cause.
+     */
+    FP_ERR_SIGNER = 20,
 } fp_result;
 
 /**
@@ -230,6 +247,51 @@ typedef enum fp_log_level {
 } fp_log_level;
 
 /**
+ * A signature scheme the library asks a sign callback for.
+ *
+ * Which ones a key is asked for depends on its type: an EC P-256 key only
+ * `FP_SIGNATURE_ECDSA_P256_SHA256`, an EC P-384 key only `FP_SIGNATURE_ECDSA_P384_SHA384`, an
+ * RSA key (2048 to 8192 bits) any RSA scheme. For RSA keys TLS 1.3 uses the PSS schemes
+ * (`FP_SIGNATURE_RSA_PSS_SHA256` in practice) and a certificate signing request is signed
+ * with `FP_SIGNATURE_RSA_PKCS1_SHA256`, so an RSA signer must offer both. New schemes may be
+ * added in later versions: fail on a value you do not know.
+ */
+typedef enum fp_signature_scheme {
+    /**
+     * ECDSA on P-256 with SHA-256.
+     */
+    FP_SIGNATURE_ECDSA_P256_SHA256 = 1,
+    /**
+     * ECDSA on P-384 with SHA-384.
+     */
+    FP_SIGNATURE_ECDSA_P384_SHA384 = 2,
+    /**
+     * RSASSA-PKCS1-v1_5 with SHA-256.
+     */
+    FP_SIGNATURE_RSA_PKCS1_SHA256 = 3,
+    /**
+     * RSASSA-PKCS1-v1_5 with SHA-384.
+     */
+    FP_SIGNATURE_RSA_PKCS1_SHA384 = 4,
+    /**
+     * RSASSA-PKCS1-v1_5 with SHA-512.
+     */
+    FP_SIGNATURE_RSA_PKCS1_SHA512 = 5,
+    /**
+     * RSASSA-PSS with SHA-256, MGF1 with SHA-256, a 32-byte salt.
+     */
+    FP_SIGNATURE_RSA_PSS_SHA256 = 6,
+    /**
+     * RSASSA-PSS with SHA-384, MGF1 with SHA-384, a 48-byte salt.
+     */
+    FP_SIGNATURE_RSA_PSS_SHA384 = 7,
+    /**
+     * RSASSA-PSS with SHA-512, MGF1 with SHA-512, a 64-byte salt.
+     */
+    FP_SIGNATURE_RSA_PSS_SHA512 = 8,
+} fp_signature_scheme;
+
+/**
  * A connection to the provisioning endpoint.
  *
  * Created by fp_client_new(), connected once by fp_client_connect(), released by
@@ -255,6 +317,16 @@ typedef struct fp_client_options fp_client_options;
  * accessors may be called from any thread during that time.
  */
 typedef struct fp_error fp_error;
+
+/**
+ * A private key held by the application (a secure element, a TPM, an HSM, its own store):
+ * the library asks its sign callback for signatures and never sees the key.
+ *
+ * Made by fp_signer_new() and released by fp_signer_free(). Options that take it
+ * (fp_client_options_set_signer()) share it, so it may be freed right after. May be used from
+ * any thread.
+ */
+typedef struct fp_signer fp_signer;
 
 /**
  * Receives a client's lifecycle events, in order, one at a time.
@@ -391,6 +463,40 @@ typedef struct fp_register_thing_response {
 typedef void (*fp_register_thing_callback)(void *user_data,
                                            const struct fp_register_thing_response *response,
                                            const struct fp_error *error);
+
+/**
+ * Signs with the application's private key.
+ *
+ * Sign `message` (`message_len` bytes: the data itself, not a digest) with `scheme`, using the
+ * key whose public key the ::fp_signer was made from. `digest` (`digest_len` bytes) is the
+ * message already hashed with the scheme's hash, for key stores that sign a digest (a PKCS#11
+ * `CKM_ECDSA` or `CKM_RSA_PKCS_PSS` mechanism, a TPM, OpenSSL's EVP_PKEY_sign()). Write the
+ * signature to `signature`, which has room for `signature_capacity` bytes
+ * (::FP_SIGNATURE_MAX_LEN), store its length in `*signature_len`, and return 0. Return any
+ * other value on failure: the operation that needed the signature fails with
+ * `FP_ERR_SIGNER`, and the message names the value returned.
+ *
+ * Encoding: for RSA the `k`-byte signature (as long as the modulus); for ECDSA either the DER
+ * `Ecdsa-Sig-Value` (what OpenSSL gives) or `r || s`, each padded to the curve's size (64
+ * bytes for P-256, 96 for P-384: what PKCS#11 and most secure elements give). The library
+ * checks every signature against the public key; one that does not verify is an
+ * `FP_ERR_SIGNER` that says so.
+ *
+ * Threads: called during the TLS handshake of a client whose options carry the signer, on
+ * the library's network thread, so while it runs no client's network I/O moves: keep it to
+ * the signature (a secure element takes 10 to 200 ms). Called inside fp_signer_create_csr() on
+ * the calling thread. It may therefore run on several threads at once, and must not call
+ * functions of this library. All pointers are borrowed for the duration of the call.
+ */
+typedef int (*fp_sign_callback)(void *user_data,
+                                enum fp_signature_scheme scheme,
+                                const uint8_t *message,
+                                size_t message_len,
+                                const uint8_t *digest,
+                                size_t digest_len,
+                                uint8_t *signature,
+                                size_t signature_capacity,
+                                size_t *signature_len);
 
 #ifdef __cplusplus
 extern "C" {
@@ -691,6 +797,145 @@ enum fp_result fp_client_options_set_proxy(struct fp_client_options *options,
  * (default) or `FP_PAYLOAD_CBOR`. `FP_ERR_INVALID_ARGUMENT` for any other value.
  */
 enum fp_result fp_client_options_set_payload_format(struct fp_client_options *options, int format);
+
+/**
+ * Signs the TLS client authentication through `signer` instead of a private key: the key
+ * stays with the application (see fp_signer_new()). The options share the signer, so it may
+ * be freed right after. Replaces a private key set before. If the signer was made from a
+ * certificate, that certificate becomes the client certificate (replacing one set before);
+ * otherwise set the certificate with fp_client_options_set_cert_file() or
+ * fp_client_options_set_cert_pem(). When connecting, a signer whose key is not the
+ * certificate's fails with `FP_ERR_SIGNER` before any network I/O, and so does a handshake
+ * whose signature the callback fails.
+ */
+enum fp_result fp_client_options_set_signer(struct fp_client_options *options,
+                                            const struct fp_signer *signer);
+
+/**
+ * Takes the client certificate's private key from a PKCS#11 token: `path` is the module
+ * (e.g. `/usr/lib/softhsm/libsofthsm2.so`), copied. Also set the key label
+ * (fp_client_options_set_pkcs11_key_label()), usually the PIN, and the token label or slot id
+ * if the module has more than one token. Replaces a private key or signer set before.
+ *
+ * Nothing is loaded here: when connecting, the library loads the module (once per process;
+ * it stays loaded), opens a session, logs in and finds the key; a missing module, token or
+ * key, or a refused PIN, fails the connection with `FP_ERR_SIGNER` and a message naming the
+ * cause. The key never leaves the token; the handshake is signed by it.
+ */
+enum fp_result fp_client_options_set_pkcs11_module(struct fp_client_options *options,
+                                                   const char *path);
+
+/**
+ * Selects the PKCS#11 token by its label (copied; 1 to 32 bytes). See
+ * fp_client_options_set_pkcs11_module().
+ */
+enum fp_result fp_client_options_set_pkcs11_token_label(struct fp_client_options *options,
+                                                        const char *label);
+
+/**
+ * Selects the PKCS#11 token by its slot id. See fp_client_options_set_pkcs11_module().
+ */
+enum fp_result fp_client_options_set_pkcs11_slot_id(struct fp_client_options *options,
+                                                    uint64_t slot_id);
+
+/**
+ * Sets the PKCS#11 user PIN (copied into memory the library wipes when the options and
+ * clients made from them are freed). Without a PIN the library does not log in.
+ */
+enum fp_result fp_client_options_set_pkcs11_pin(struct fp_client_options *options, const char *pin);
+
+/**
+ * Sets the label (`CKA_LABEL`) of the private key in the PKCS#11 token (copied). Its public
+ * key is read from the public key object of the same label, or from the client certificate.
+ */
+enum fp_result fp_client_options_set_pkcs11_key_label(struct fp_client_options *options,
+                                                      const char *label);
+
+/**
+ * Creates a signer for the private key whose public half is in `public_pem`, signing through
+ * `sign`.
+ *
+ * `public_pem` is NUL-terminated PEM text holding either the key's certificate (`CERTIFICATE`,
+ * the leaf first if it is a chain: for a claim, or a device certificate already issued) or
+ * its public key (`PUBLIC KEY`, a SubjectPublicKeyInfo: for a device key before its
+ * certificate exists, to sign a CSR with fp_signer_create_csr()). It is copied. Keys: EC P-256,
+ * EC P-384, RSA of 2048 to 8192 bits (see ::fp_signature_scheme for what each is asked for).
+ *
+ * On success writes the new handle to `*out` (free it with fp_signer_free()) and returns
+ * `FP_OK`; from then on the library owns `user_data` and calls `release` (if not NULL)
+ * exactly once, when the signer and every options object and client that took it have been
+ * freed, on the thread that freed the last of them or on a library thread; the sign callback
+ * is never called after it. On failure `*out` is untouched,
+ * `release` is never called and `user_data` stays the caller's: `FP_ERR_NULL_ARGUMENT`
+ * (`public_pem`, `sign` or `out` is NULL), `FP_ERR_INVALID_UTF8`, `FP_ERR_INVALID_ARGUMENT`
+ * (no certificate or public key in the PEM, or a key of another type or size).
+ */
+enum fp_result fp_signer_new(const char *public_pem,
+                             fp_sign_callback sign,
+                             void *user_data,
+                             fp_release_callback release,
+                             struct fp_signer **out);
+
+/**
+ * Frees the handle. NULL is a no-op. Options and clients that took the signer keep it until
+ * they are freed; the release callback runs when the last of them lets go.
+ */
+void fp_signer_free(struct fp_signer *signer);
+
+/**
+ * Builds a PEM certificate signing request for the signer's key, signed through its sign
+ * callback (called once, on this thread, with `FP_SIGNATURE_ECDSA_P256_SHA256`,
+ * `FP_SIGNATURE_ECDSA_P384_SHA384` or `FP_SIGNATURE_RSA_PKCS1_SHA256`), for
+ * fp_create_from_csr().
+ *
+ * The subject is `CN=<common_name>` (1 to 64 bytes, copied), or empty if `common_name` is
+ * NULL. Writes the NUL-terminated PEM to `buf` (`buf_len` bytes; ::FP_CSR_PEM_MAX_LEN always
+ * suffices) and its length without the NUL to `*written`, and returns `FP_OK`. Otherwise
+ * writes nothing and returns `FP_ERR_NULL_ARGUMENT` (`signer`, `buf` or `written` NULL),
+ * `FP_ERR_INVALID_UTF8`, `FP_ERR_INVALID_ARGUMENT` (empty or too long a common name, or
+ * `buf_len` too small) or `FP_ERR_SIGNER` (the callback failed or its signature does not
+ * verify).
+ */
+enum fp_result fp_signer_create_csr(const struct fp_signer *signer,
+                                    const char *common_name,
+                                    char *buf,
+                                    size_t buf_len,
+                                    size_t *written);
+
+/**
+ * Generates the device key inside the PKCS#11 token that `options` name (module, token,
+ * PIN, and the key label the new key gets) and builds its certificate signing request,
+ * signed by the token, for fp_create_from_csr(). Then connect with options that carry the
+ * issued certificate (fp_client_options_set_cert_pem()) and the same PKCS#11 settings.
+ *
+ * The private key is created as a token object, sensitive and not extractable: it never
+ * leaves the token. A token that already has a private key with that label is left as it is
+ * and the call fails. Blocking (key generation in a token can take seconds); call it from a
+ * thread that may wait. The CSR's subject is `CN=<common_name>` (NULL: empty subject). Writes
+ * the NUL-terminated PEM to `buf` (::FP_CSR_PEM_MAX_LEN suffices) and its length to
+ * `*written`. Returns `FP_OK`, `FP_ERR_NULL_ARGUMENT`, `FP_ERR_INVALID_ARGUMENT` (no PKCS#11
+ * settings in `options`, no module or key label, an unknown key type, `buf_len` too small) or
+ * `FP_ERR_SIGNER` (module, token, PIN or generation failed: the reason goes to the log
+ * callback at FP_LOG_ERROR).
+ */
+enum fp_result fp_pkcs11_generate_key(const struct fp_client_options *options,
+                                      int key_type,
+                                      const char *common_name,
+                                      char *buf,
+                                      size_t buf_len,
+                                      size_t *written);
+
+/**
+ * Stores `certificate_pem` (NUL-terminated; its first certificate) in the PKCS#11 token that
+ * `options` name, as an X.509 certificate object with the key's label and `CKA_ID`, e.g. the
+ * device certificate from fp_create_from_csr(). Certificates stored with that label before
+ * are removed once the new one is in. Blocking. Returns `FP_OK`, `FP_ERR_NULL_ARGUMENT`,
+ * `FP_ERR_INVALID_UTF8`, `FP_ERR_INVALID_ARGUMENT` (no PKCS#11 settings, no certificate in
+ * the PEM) or `FP_ERR_SIGNER` (module, token, PIN, key or the token's refusal; the reason
+ * goes to the log callback).
+ */
+enum fp_result fp_pkcs11_store_certificate(const struct fp_client_options *options,
+                                           const char *certificate_pem);
 
 #ifdef __cplusplus
 }  // extern "C"

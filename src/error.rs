@@ -46,6 +46,10 @@ pub enum ErrorKind {
     /// The broker refused our PUBLISH (an MQTT 5 PUBACK with a failure reason code, such as
     /// 0x87 not authorized); the reason is in the message. Nothing reached the service.
     PublishRefused,
+    /// The signer of a key the library does not hold failed: the application's signer
+    /// callback returned an error or a signature that does not verify with the key, or the
+    /// PKCS#11 module, token, PIN or key could not be used. The message names the cause.
+    Signer,
 }
 
 impl ErrorKind {
@@ -66,6 +70,7 @@ impl ErrorKind {
             ErrorKind::Internal => "internal error",
             ErrorKind::Protocol => "protocol error",
             ErrorKind::PublishRefused => "publish refused",
+            ErrorKind::Signer => "signer failed",
         }
     }
 }

@@ -8,13 +8,17 @@
 //!   SUBACK checked before the request is published, replies matched, per-operation timeout).
 //! - [`error`]: one [`Error`] with an [`ErrorKind`] and, for service rejections, AWS's fields.
 //! - [`log`]: a process-wide logging callback; keys are never logged.
+//! - [`signer`]: keys the library never holds (a secure element, an HSM): a [`signer::Signer`]
+//!   signs for the TLS client authentication and for certificate signing requests.
 //!
 //! The C surface (`include/fleetprov.h`) is a thin layer over this core.
 
 pub mod client;
 pub mod error;
 pub mod log;
+pub mod pkcs11;
 pub mod protocol;
+pub mod signer;
 
 mod ffi;
 

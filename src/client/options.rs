@@ -2,12 +2,15 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use zeroize::Zeroizing;
 
 use crate::error::Error;
+use crate::pkcs11::Pkcs11Key;
 use crate::protocol::PayloadFormat;
+use crate::signer::Signer;
 
 /// MQTT protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -67,6 +70,12 @@ pub struct ClientOptions {
     pub cert: Option<Pem>,
     /// Private key of the client certificate: PKCS#1, PKCS#8 or SEC1 PEM.
     pub key: Option<Pem>,
+    /// Instead of `key`: signs the TLS handshake with the certificate's key, which the library
+    /// never holds (a secure element, an HSM, PKCS#11). Its public key must be the
+    /// certificate's. Called on the thread that drives the connection, once per handshake.
+    pub signer: Option<Arc<dyn Signer>>,
+    /// Instead of `key`: the certificate's key in a PKCS#11 token, opened when connecting.
+    pub pkcs11: Option<Pkcs11Key>,
     /// CA certificates that may sign the server's certificate; `None` uses the platform roots.
     pub ca: Option<Pem>,
     /// MQTT 5 or 3.1.1.
@@ -94,6 +103,8 @@ impl ClientOptions {
             client_id: None,
             cert: None,
             key: None,
+            signer: None,
+            pkcs11: None,
             ca: None,
             mqtt_version: MqttVersion::V5,
             keep_alive: Duration::from_secs(30),
@@ -141,14 +152,36 @@ impl ClientOptions {
                 ));
             }
         }
-        match (&self.cert, &self.key) {
-            (Some(_), None) => {
-                return Err(Error::invalid("a client certificate needs its private key"))
+        let keys = usize::from(self.key.is_some())
+            + usize::from(self.signer.is_some())
+            + usize::from(self.pkcs11.is_some());
+        match (&self.cert, keys) {
+            (Some(_), 0) => {
+                return Err(Error::invalid(
+                    "a client certificate needs its private key, a signer or a PKCS#11 key",
+                ))
             }
-            (None, Some(_)) => {
-                return Err(Error::invalid("a private key needs its client certificate"))
+            (None, 1..) => {
+                let what = if self.key.is_some() {
+                    "a private key"
+                } else if self.signer.is_some() {
+                    "a signer"
+                } else {
+                    "a PKCS#11 key"
+                };
+                return Err(Error::invalid(format!(
+                    "{what} needs its client certificate"
+                )));
+            }
+            (_, 2..) => {
+                return Err(Error::invalid(
+                    "give one of a private key, a signer and a PKCS#11 key, not several",
+                ))
             }
             _ => {}
+        }
+        if let Some(p) = &self.pkcs11 {
+            p.validate()?;
         }
         if let Some((host, port)) = &self.proxy {
             if host.trim().is_empty() || *port == 0 {
@@ -228,6 +261,28 @@ mod tests {
             ("empty client id", |o| o.client_id = Some(String::new())),
             ("cert without key", |o| o.key = None),
             ("key without cert", |o| o.cert = None),
+            ("key and signer", |o| {
+                o.signer = Some(crate::signer::test_signer())
+            }),
+            ("key and pkcs11", |o| {
+                o.pkcs11 = Some(Pkcs11Key {
+                    module: "m.so".into(),
+                    key_label: "k".into(),
+                    ..Default::default()
+                })
+            }),
+            ("pkcs11 without key label", |o| {
+                o.key = None;
+                o.pkcs11 = Some(Pkcs11Key {
+                    module: "m.so".into(),
+                    ..Default::default()
+                })
+            }),
+            ("signer without cert", |o| {
+                o.cert = None;
+                o.key = None;
+                o.signer = Some(crate::signer::test_signer());
+            }),
             ("proxy port 0", |o| o.proxy = Some(("p".into(), 0))),
         ];
         ok_opts().validate().unwrap();
@@ -240,6 +295,10 @@ mod tests {
                 "{name}"
             );
         }
+        let mut o = ok_opts();
+        o.key = None;
+        o.signer = Some(crate::signer::test_signer());
+        o.validate().unwrap();
         let mut o = ok_opts();
         o.keep_alive = Duration::from_secs(5);
         o.endpoint = "127.0.0.1".into();

@@ -3,13 +3,15 @@
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, SubjectPublicKeyInfoDer};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore};
 use zeroize::Zeroizing;
 
 use super::options::{ClientOptions, Pem};
 use crate::error::{Error, ErrorKind};
 use crate::log::{fp_log, Level};
+use crate::signer::{sign_checked, KeyAlgorithm, SignatureScheme, Signer};
 
 /// ALPN protocol AWS IoT expects for MQTT over port 443.
 pub const AWS_MQTT_ALPN: &[u8] = b"x-amzn-mqtt-ca";
@@ -23,8 +25,39 @@ pub(crate) fn client_config(opts: &ClientOptions) -> Result<Arc<ClientConfig>, E
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::new(ErrorKind::Internal, format!("TLS setup: {e}")))?
         .with_root_certificates(roots);
-    let mut config = match (&opts.cert, &opts.key) {
-        (Some(cert), Some(key)) => {
+    let pkcs11_signer = match (&opts.cert, &opts.pkcs11) {
+        (Some(cert), Some(p)) => {
+            let chain = load_certs(cert, "client certificate")?;
+            let known = crate::signer::PublicKey::from_certificate_der(&chain[0]).ok();
+            Some(crate::pkcs11::open(p, known.as_ref())?)
+        }
+        _ => None,
+    };
+    let signer = opts.signer.as_ref().or(pkcs11_signer.as_ref());
+    let mut config = match (&opts.cert, &opts.key, signer) {
+        (Some(cert), None, Some(signer)) => {
+            let chain = load_certs(cert, "client certificate")?;
+            let certified = CertifiedKey::new(chain, Arc::new(TlsKey(signer.clone())));
+            certified.keys_match().map_err(|e| {
+                Error::new(
+                    ErrorKind::Signer,
+                    match e {
+                        rustls::Error::InconsistentKeys(_) => format!(
+                            "the signer's public key ({}) is not the key of the client \
+                             certificate ({})",
+                            signer.public_key().algorithm(),
+                            describe_pem(cert)
+                        ),
+                        other => format!(
+                            "the client certificate ({}) is not usable: {other}",
+                            describe_pem(cert)
+                        ),
+                    },
+                )
+            })?;
+            builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified)))
+        }
+        (Some(cert), Some(key), _) => {
             let chain = load_certs(cert, "client certificate")?;
             let key_der = load_key(key)?;
             builder
@@ -51,6 +84,89 @@ pub(crate) fn client_config(opts: &ClientOptions) -> Result<Arc<ClientConfig>, E
         config.alpn_protocols = vec![AWS_MQTT_ALPN.to_vec()];
     }
     Ok(Arc::new(config))
+}
+
+/// A [`Signer`] as rustls's signing key for the client certificate.
+#[derive(Debug)]
+struct TlsKey(Arc<dyn Signer>);
+
+impl rustls::sign::SigningKey for TlsKey {
+    fn choose_scheme(
+        &self,
+        offered: &[rustls::SignatureScheme],
+    ) -> Option<Box<dyn rustls::sign::Signer>> {
+        let ours = self.0.public_key().algorithm().schemes();
+        let scheme = ours
+            .iter()
+            .copied()
+            .find(|s| offered.contains(&s.to_rustls()))?;
+        Some(Box::new(TlsSigner {
+            signer: self.0.clone(),
+            scheme,
+        }))
+    }
+
+    fn public_key(&self) -> Option<SubjectPublicKeyInfoDer<'_>> {
+        Some(SubjectPublicKeyInfoDer::from(
+            self.0.public_key().spki_der(),
+        ))
+    }
+
+    fn algorithm(&self) -> rustls::SignatureAlgorithm {
+        match self.0.public_key().algorithm() {
+            KeyAlgorithm::EcP256 | KeyAlgorithm::EcP384 => rustls::SignatureAlgorithm::ECDSA,
+            KeyAlgorithm::Rsa { .. } => rustls::SignatureAlgorithm::RSA,
+        }
+    }
+}
+
+/// One handshake signature by a [`Signer`], with the scheme rustls agreed on.
+#[derive(Debug)]
+struct TlsSigner {
+    signer: Arc<dyn Signer>,
+    scheme: SignatureScheme,
+}
+
+/// A signer's failure inside rustls, so [`tls_error`] can give it back its own kind.
+#[derive(Debug)]
+struct SignerFailure(Error);
+
+impl std::fmt::Display for SignerFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.message)
+    }
+}
+
+impl std::error::Error for SignerFailure {}
+
+impl rustls::sign::Signer for TlsSigner {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        sign_checked(self.signer.as_ref(), self.scheme, message).map_err(|e| {
+            fp_log!(Level::Error, "TLS client authentication: {}", e.message);
+            rustls::Error::Other(rustls::OtherError(Arc::new(SignerFailure(e))))
+        })
+    }
+
+    fn scheme(&self) -> rustls::SignatureScheme {
+        self.scheme.to_rustls()
+    }
+}
+
+/// The error for a TLS failure while connecting: [`ErrorKind::Signer`] when the signer
+/// failed, [`ErrorKind::Tls`] otherwise.
+pub(crate) fn tls_error(e: &rustls::Error, endpoint: &str) -> Error {
+    if let rustls::Error::Other(other) = e {
+        if let Some(SignerFailure(inner)) = other.0.downcast_ref::<SignerFailure>() {
+            return Error::new(
+                ErrorKind::Signer,
+                format!(
+                    "TLS with {endpoint} stopped: client authentication failed: {}",
+                    inner.message
+                ),
+            );
+        }
+    }
+    Error::new(ErrorKind::Tls, describe_tls_error(e, endpoint))
 }
 
 fn describe_pem(pem: &Pem) -> String {

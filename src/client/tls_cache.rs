@@ -73,6 +73,10 @@ pub(crate) struct ConfigKey {
 impl ConfigKey {
     /// The key for `opts`, or `None` when they cannot be cached.
     pub(crate) fn of(opts: &ClientOptions) -> Option<ConfigKey> {
+        // A signer or a PKCS#11 key is not identified by the PEM sources: never shared.
+        if opts.signer.is_some() || opts.pkcs11.is_some() {
+            return None;
+        }
         let source = |p: &Option<Pem>| match p {
             None => Some(None),
             Some(p) => Source::of(p).map(Some),
@@ -132,6 +136,14 @@ mod tests {
         o.port = 443;
         assert!(b != ConfigKey::of(&o).unwrap());
         o.cert = Some(Pem::file(dir.join("missing.pem")));
+        assert!(ConfigKey::of(&o).is_none());
+        // Keys held elsewhere: two signers over one certificate are two identities.
+        o.cert = Some(Pem::memory("cert"));
+        o.key = None;
+        o.signer = Some(crate::signer::test_signer());
+        assert!(ConfigKey::of(&o).is_none());
+        o.signer = None;
+        o.pkcs11 = Some(Default::default());
         assert!(ConfigKey::of(&o).is_none());
     }
 

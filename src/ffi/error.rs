@@ -59,6 +59,10 @@ pub enum fp_result {
     /// such as 0x87 not authorized: the broker's policy forbids the topic). The message names
     /// the reason; the service never saw the request.
     FP_ERR_PUBLISH_REFUSED = 19,
+    /// The signer failed: the application's signer callback (fp_signer_new()) returned an
+    /// error or a signature that does not verify with the key, or the PKCS#11 module, token,
+    /// PIN or key could not be used. fp_error_message() names the cause.
+    FP_ERR_SIGNER = 20,
 }
 
 use fp_result::*;
@@ -87,11 +91,12 @@ impl fp_result {
             FP_ERR_INTERNAL => c"internal error",
             FP_ERR_PROTOCOL => c"the broker broke the MQTT protocol",
             FP_ERR_PUBLISH_REFUSED => c"the broker refused the publish",
+            FP_ERR_SIGNER => c"signer failed",
         }
     }
 
     fn from_int(code: c_int) -> Option<fp_result> {
-        const ALL: [fp_result; 20] = [
+        const ALL: [fp_result; 21] = [
             FP_OK,
             FP_ERR_NULL_ARGUMENT,
             FP_ERR_INVALID_UTF8,
@@ -112,6 +117,7 @@ impl fp_result {
             FP_ERR_INTERNAL,
             FP_ERR_PROTOCOL,
             FP_ERR_PUBLISH_REFUSED,
+            FP_ERR_SIGNER,
         ];
         ALL.iter().copied().find(|r| *r as c_int == code)
     }
@@ -134,6 +140,7 @@ impl From<ErrorKind> for fp_result {
             ErrorKind::Internal => FP_ERR_INTERNAL,
             ErrorKind::Protocol => FP_ERR_PROTOCOL,
             ErrorKind::PublishRefused => FP_ERR_PUBLISH_REFUSED,
+            ErrorKind::Signer => FP_ERR_SIGNER,
             // A kind added to the core later: still a failure, never FP_OK.
             #[allow(unreachable_patterns)]
             _ => FP_ERR_INTERNAL,
@@ -296,7 +303,10 @@ mod tests {
             assert_eq!(r as c_int, code);
             assert!(names.insert(r.as_cstr()));
         }
-        assert!(fp_result::from_int(20).is_none());
+        let signer = fp_result::from_int(20).unwrap();
+        assert_eq!(signer, FP_ERR_SIGNER);
+        assert!(names.insert(signer.as_cstr()));
+        assert_eq!(fp_result::from(ErrorKind::Signer), FP_ERR_SIGNER);
         assert!(fp_result::from_int(-1).is_none());
         let unknown = unsafe { CStr::from_ptr(fp_result_str(-1)) };
         assert_eq!(unknown, c"unknown result code");

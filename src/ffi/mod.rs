@@ -25,6 +25,7 @@ mod log;
 mod operations;
 mod options;
 mod runtime;
+mod signer;
 mod strings;
 
 use std::ffi::c_char;

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use super::super::tls::describe_tls_error;
+use super::super::tls::{describe_tls_error, tls_error};
 use crate::error::{Error, ErrorKind};
 
 /// Where in the connection's life an I/O error happened.
@@ -38,7 +38,8 @@ pub(super) fn io_failure(e: &io::Error, endpoint: &str, host: &str, phase: Phase
                 ErrorKind::Disconnected,
                 format!("connection to {endpoint} lost: {what}"),
             ),
-            _ => Error::new(ErrorKind::Tls, what),
+            // The signer's own failures keep their kind (ErrorKind::Signer).
+            _ => tls_error(r, host),
         };
     }
     match phase {

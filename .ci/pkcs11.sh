@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Keys the library never holds: the PKCS#11 tests against SoftHSM2 (Debian's softhsm2, a real
+# PKCS#11 module; each test run sets up its own token directory), the signer callback from C
+# (tests/c/signer.c signs with libcrypto from libssl-dev) and the Rust signer tests, all
+# against the emulator. With CI set, a missing SoftHSM2 fails the tests instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source .ci/lib.sh
+need_packages softhsm2 libssl-dev
+command -v softhsm2-util >/dev/null || { echo "softhsm2-util is missing after install" >&2; exit 1; }
+CI="${CI:-true}" cargo test -p fleetprov --test pkcs11 --test c_signer --test signer
+
+# The demo with the claim key in a token (--pkcs11_lib, AWS's samples' flags), both flows.
+make all emulator >/dev/null
+module=$(for m in /usr/lib/softhsm/libsofthsm2.so /usr/lib/*-linux-gnu/softhsm/libsofthsm2.so; do
+  [ -f "$m" ] && { echo "$m"; break; }; done)
+[ -n "$module" ] || { echo "libsofthsm2.so not found" >&2; exit 1; }
+. c_examples/emulator.sh
+emulator_workdir pkcs11
+mkdir "$work/tokens"
+printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$work/tokens" \
+  >"$work/softhsm2.conf"
+export SOFTHSM2_CONF="$work/softhsm2.conf"
+softhsm2-util --init-token --free --label demo --pin 1234 --so-pin 5678 >/dev/null
+emulator_start target/release/fleetprov-emulator "$work/state" "$work/ready"
+softhsm2-util --import "$work/state/claim-key.pem" --token demo --label claim --id 01 --pin 1234 >/dev/null
+hsm=(--endpoint localhost --port "$emulator_port" --ca_file "$work/state/ca.pem"
+     --cert "$work/state/claim-cert.pem" --pkcs11_lib "$module" --token_label demo --pin 1234
+     --key_label claim --template_name FleetTemplate)
+build/fleet_provisioning "${hsm[@]}" --template_parameters '{"SerialNumber":"hsm-1","DeviceLocation":"Seattle"}' \
+  | tee "$work/keys.out"
+grep -q 'ThingPrefix_hsm-1' "$work/keys.out"
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=hsm-device" \
+  -keyout "$work/device.key" -out "$work/device.csr" 2>/dev/null
+build/fleet_provisioning "${hsm[@]}" --csr "$work/device.csr" \
+  --template_parameters '{"SerialNumber":"hsm-2","DeviceLocation":"Seattle"}' | tee "$work/csr.out"
+grep -q 'ThingPrefix_hsm-2' "$work/csr.out"
+# A wrong PIN fails the connection (exit 3) with the token's refusal in the message.
+if build/fleet_provisioning "${hsm[@]}" --pin 0000 >"$work/pin.out" 2>&1; then
+  echo "a wrong PIN was accepted" >&2; exit 1
+fi
+grep -q 'refused the PIN' "$work/pin.out" || { cat "$work/pin.out" >&2; exit 1; }
+echo "demo with a PKCS#11 claim key: both flows provisioned, a wrong PIN refused"

@@ -1,0 +1,199 @@
+//! The signer callback from C: `tests/c/signer.c` keeps its keys in OpenSSL's libcrypto and
+//! signs through `fp_signer_new()`'s callback; it is compiled with the `cc` crate, linked
+//! against the `libfleetprov.so` cargo built for this test run, and run against the emulator.
+//! Needs libcrypto's headers (Debian's libssl-dev); `.ci/pkcs11.sh` installs them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use fleetprov_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
+
+const TARGET: &str = env!("FLEETPROV_BUILD_TARGET");
+const HOST: &str = env!("FLEETPROV_BUILD_HOST");
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The directory of the cdylib cargo built alongside this test binary.
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap().to_path_buf();
+    [deps.clone(), deps.parent().unwrap().to_path_buf()]
+        .into_iter()
+        .find(|d| d.join("libfleetprov.so").is_file())
+        .unwrap_or_else(|| panic!("libfleetprov.so not found next to {}", exe.display()))
+}
+
+/// Compiles `tests/c/signer.c` (as C11, or as C++ when `cxx`) with warnings as errors and
+/// links it to libfleetprov and libcrypto.
+fn build(cxx: bool) -> PathBuf {
+    let name = if cxx { "signer_cxx" } else { "signer" };
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("c_signer")
+        .join(name);
+    std::fs::create_dir_all(&out).unwrap();
+    let mut b = cc::Build::new();
+    b.target(TARGET)
+        .host(HOST)
+        .opt_level(0)
+        .debug(true)
+        .out_dir(&out)
+        .cargo_metadata(false)
+        .cargo_warnings(false)
+        .include(root().join("include"))
+        .include(root().join("tests").join("c"))
+        .flag("-Wall")
+        .flag("-Wextra")
+        .flag("-pedantic")
+        .flag("-Werror")
+        .file(root().join("tests").join("c").join("signer.c"));
+    if cxx {
+        b.cpp(true).flag("-x").flag("c++");
+    } else {
+        b.std("c11").define("_POSIX_C_SOURCE", "200809L");
+    }
+    let objects = b.compile_intermediates();
+    let exe = out.join(name);
+    let lib = lib_dir();
+    let status = cc::Build::new()
+        .target(TARGET)
+        .host(HOST)
+        .opt_level(0)
+        .cargo_metadata(false)
+        .cargo_warnings(false)
+        .cpp(cxx)
+        .get_compiler()
+        .to_command()
+        .args(&objects)
+        .arg("-o")
+        .arg(&exe)
+        .arg(format!("-L{}", lib.display()))
+        .arg("-lfleetprov")
+        .arg("-lcrypto")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        // DT_RPATH: wins over the LD_LIBRARY_PATH cargo sets, which may name a stale copy.
+        .arg("-Wl,--disable-new-dtags")
+        .arg("-pthread")
+        .status()
+        .unwrap();
+    assert!(status.success(), "linking {name} failed");
+    exe
+}
+
+/// Whether libcrypto's headers are installed; under `CI` they must be.
+fn have_openssl() -> bool {
+    let found = Path::new("/usr/include/openssl/evp.h").is_file();
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "libssl-dev is required in CI (apt-get install libssl-dev)"
+        );
+        eprintln!("skipped: OpenSSL headers missing (apt-get install libssl-dev)");
+    }
+    found
+}
+
+fn program() -> PathBuf {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| build(false)).clone()
+}
+
+struct Env {
+    emulator: EmulatorHandle,
+    _state: tempfile::TempDir,
+}
+
+impl Env {
+    fn start() -> Env {
+        let state = tempfile::tempdir().unwrap();
+        let emulator = Emulator::start_blocking(EmulatorConfig::new(state.path())).unwrap();
+        Env {
+            emulator,
+            _state: state,
+        }
+    }
+
+    /// Runs the program in `mode` with a hard time limit, so a hang fails the test.
+    fn run(&self, mode: &str) -> Output {
+        let e = &self.emulator;
+        let out = Command::new("timeout")
+            .args(["-k", "5", "120"])
+            .arg(program())
+            .arg("localhost")
+            .arg(e.port().to_string())
+            .arg(e.ca_path())
+            .arg(e.claim_cert_path())
+            .arg(e.claim_key_path())
+            .arg(mode)
+            .output()
+            .unwrap();
+        eprintln!(
+            "--- stdout\n{}--- stderr\n{}--- status {:?}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            out.status.code()
+        );
+        out
+    }
+}
+
+#[test]
+fn c_signer_callback_provisions_in_both_flows_and_the_device_key_connects() {
+    if !have_openssl() {
+        return;
+    }
+    let env = Env::start();
+    let out = env.run("provision");
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("thing: ThingPrefix_c-signer-keys\n"),
+        "{text}"
+    );
+    assert!(text.contains("thing: ThingPrefix_c-signer-csr\n"), "{text}");
+    assert!(text.contains("device connected\n"), "{text}");
+    assert!(text.ends_with("signer: ok\n"), "{text}");
+    let things: Vec<String> = env
+        .emulator
+        .service()
+        .registry()
+        .things()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert!(things.contains(&"ThingPrefix_c-signer-csr".to_owned()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("PRIVATE KEY"));
+}
+
+#[test]
+fn c_failing_signers_give_fp_err_signer() {
+    if !have_openssl() {
+        return;
+    }
+    let env = Env::start();
+    let out = env.run("failing");
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("signer error: ") && text.contains("the sign callback returned -5"),
+        "{text}"
+    );
+    assert!(
+        text.contains("does not verify with its public key"),
+        "{text}"
+    );
+    assert!(text.ends_with("signer: ok\n"), "{text}");
+    // Nothing registered: no connection got past the handshake.
+    assert!(env.emulator.service().registry().things().is_empty());
+}
+
+#[test]
+fn c_signer_test_compiles_as_cpp() {
+    if !have_openssl() {
+        return;
+    }
+    build(true);
+}
