@@ -204,6 +204,11 @@ impl Shared {
             Conn::Connected(client) => Ok(client),
             Conn::Failed(e) => Err(e),
             Conn::Ended(Some(lost)) if started_live => Err(lost),
+            // Pending when the owner stopped the client: cancelled, as the header says.
+            Conn::Ended(None) if started_live => Err(fp_error::new(
+                FP_ERR_CANCELLED,
+                "the client was disconnected by its owner before the operation could start",
+            )),
             Conn::Ended(Some(lost)) => Err(fp_error::new(
                 FP_ERR_NOT_CONNECTED,
                 &format!("not connected: the connection was lost: {}", lost.message()),
