@@ -40,6 +40,9 @@ pub enum ErrorKind {
     Cancelled,
     /// A bug or an impossible state inside the library.
     Internal,
+    /// The identity store (a directory) cannot be created, read or written, or is not a
+    /// directory.
+    Store,
 }
 
 impl ErrorKind {
@@ -58,6 +61,7 @@ impl ErrorKind {
             ErrorKind::BadReply => "bad reply",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Internal => "internal error",
+            ErrorKind::Store => "identity store error",
         }
     }
 }

@@ -51,6 +51,9 @@ pub enum fp_result {
     FP_ERR_PANIC = 16,
     /// An impossible state inside the library (a bug).
     FP_ERR_INTERNAL = 17,
+    /// The identity store of fp_provision() (a directory) cannot be created, read or written,
+    /// or is not a directory.
+    FP_ERR_STORE = 21,
 }
 
 use fp_result::*;
@@ -77,11 +80,12 @@ impl fp_result {
             FP_ERR_ALREADY_CONNECTED => c"already connected",
             FP_ERR_PANIC => c"internal panic caught at the API boundary",
             FP_ERR_INTERNAL => c"internal error",
+            FP_ERR_STORE => c"identity store error",
         }
     }
 
     fn from_int(code: c_int) -> Option<fp_result> {
-        const ALL: [fp_result; 18] = [
+        const ALL: [fp_result; 19] = [
             FP_OK,
             FP_ERR_NULL_ARGUMENT,
             FP_ERR_INVALID_UTF8,
@@ -100,6 +104,7 @@ impl fp_result {
             FP_ERR_ALREADY_CONNECTED,
             FP_ERR_PANIC,
             FP_ERR_INTERNAL,
+            FP_ERR_STORE,
         ];
         ALL.iter().copied().find(|r| *r as c_int == code)
     }
@@ -120,6 +125,7 @@ impl From<ErrorKind> for fp_result {
             ErrorKind::BadReply => FP_ERR_BAD_REPLY,
             ErrorKind::Cancelled => FP_ERR_CANCELLED,
             ErrorKind::Internal => FP_ERR_INTERNAL,
+            ErrorKind::Store => FP_ERR_STORE,
             // A kind added to the core later: still a failure, never FP_OK.
             #[allow(unreachable_patterns)]
             _ => FP_ERR_INTERNAL,
@@ -272,12 +278,12 @@ mod tests {
     #[test]
     fn every_code_has_a_distinct_name_and_round_trips() {
         let mut names = std::collections::HashSet::new();
-        for code in 0..=17 {
+        for code in (0..=17).chain([21]) {
             let r = fp_result::from_int(code).unwrap();
             assert_eq!(r as c_int, code);
             assert!(names.insert(r.as_cstr()));
         }
-        assert!(fp_result::from_int(18).is_none());
+        assert!(fp_result::from_int(22).is_none());
         assert!(fp_result::from_int(-1).is_none());
         let unknown = unsafe { CStr::from_ptr(fp_result_str(-1)) };
         assert_eq!(unknown, c"unknown result code");
