@@ -91,6 +91,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn identify(&self, cert_der: &[u8]) -> (String, Access);
     /// Handle one provisioning request; returns the reply topic and payload, if any.
     fn handle(&self, topic: &str, payload: &[u8], cert_id: &str) -> Option<(String, Vec<u8>)>;
+    /// Whether a request is served, rejected as throttled, or closes the connection.
+    fn admit(&self, _topic: &str) -> crate::throttle::Admission {
+        crate::throttle::Admission::Pass
+    }
 }
 
 /// Resolves once the endpoint is stopping (or its owner is gone).
@@ -745,6 +749,19 @@ impl Conn {
             let fault = self.shared.fault();
             if fault == Fault::DisconnectOnRequest {
                 return Some(End::Abort);
+            }
+            match self.shared.backend.admit(&p.topic) {
+                crate::throttle::Admission::Pass => {}
+                crate::throttle::Admission::Close => return Some(End::Abort),
+                crate::throttle::Admission::Reject(body) => {
+                    self.puback(&p, PubAckCode::Success);
+                    self.deliver_reply(Reply {
+                        topic: format!("{}/rejected", p.topic),
+                        payload: Bytes::from(body),
+                        unsolicited: false,
+                    });
+                    return None;
+                }
             }
             self.puback(&p, PubAckCode::Success);
             self.start_request(p.topic, p.payload, fault);

@@ -9,6 +9,7 @@ pub mod ca;
 pub mod registry;
 pub mod service;
 pub mod template;
+pub mod throttle;
 
 mod broker;
 pub mod responder;
@@ -33,6 +34,7 @@ use ca::Ca;
 use registry::{CertStatus, Registry};
 use service::Service;
 use template::Template;
+use throttle::Throttle;
 
 /// The seed's provisioning template, served as [`SEED_TEMPLATE_NAME`] when no template is given.
 pub const SEED_TEMPLATE: &str = include_str!("../templates/FleetTemplate.json");
@@ -81,6 +83,7 @@ pub struct Emulator {
     state_dir: PathBuf,
     claim_cert: PathBuf,
     claim_key: PathBuf,
+    throttle: Arc<Throttle>,
 }
 
 impl std::fmt::Debug for Emulator {
@@ -103,9 +106,11 @@ impl Emulator {
             .map_err(io::Error::other)??;
         let tls = Arc::new(server_tls(service.ca())?);
         let (claim_cert, claim_key) = service.ca().claim_paths();
+        let throttle = Arc::new(Throttle::default());
         let backend = Arc::new(ServiceBackend {
             service: Arc::clone(&service),
             claims_dir: cfg.state_dir.join(CLAIMS_DIR),
+            throttle: Arc::clone(&throttle),
         });
         let addr = SocketAddr::new(cfg.bind, cfg.port);
         let broker = Broker::start(addr, tls, backend, cfg.fault, cfg.log).await?;
@@ -115,6 +120,7 @@ impl Emulator {
             state_dir: cfg.state_dir,
             claim_cert,
             claim_key,
+            throttle,
         })
     }
 
@@ -152,6 +158,7 @@ impl Emulator {
                         ca_path: emulator.ca_path(),
                         claim_cert: emulator.claim_cert.clone(),
                         claim_key: emulator.claim_key.clone(),
+                        throttle: Arc::clone(&emulator.throttle),
                     };
                     if ready_tx.send(Ok(view)).is_err() {
                         return emulator.stop().await;
@@ -218,6 +225,11 @@ impl Emulator {
         self.broker.set_fault(fault);
     }
 
+    /// Rate limits, how throttled requests are answered, and connection counts.
+    pub fn throttle(&self) -> &Arc<Throttle> {
+        &self.throttle
+    }
+
     /// Stop accepting, close every connection, and wait for the connection tasks to end.
     pub async fn stop(self) {
         self.broker.stop().await;
@@ -232,6 +244,7 @@ struct EmulatorView {
     ca_path: PathBuf,
     claim_cert: PathBuf,
     claim_key: PathBuf,
+    throttle: Arc<Throttle>,
 }
 
 /// An emulator running on its own thread (see [`Emulator::start_blocking`]); stopped on drop.
@@ -271,6 +284,9 @@ impl EmulatorHandle {
     pub fn set_fault(&self, fault: Fault) {
         self.view.fault.set(fault);
     }
+    pub fn throttle(&self) -> &Arc<Throttle> {
+        &self.view.throttle
+    }
     /// Stop and wait (the same as dropping the handle).
     pub fn stop(self) {}
 }
@@ -290,6 +306,7 @@ impl Drop for EmulatorHandle {
 struct ServiceBackend {
     service: Arc<Service>,
     claims_dir: PathBuf,
+    throttle: Arc<Throttle>,
 }
 
 impl Backend for ServiceBackend {
@@ -307,7 +324,12 @@ impl Backend for ServiceBackend {
             Some(CertStatus::Active) => Access::Device,
             _ => Access::Denied,
         };
+        self.throttle.count_connection(access == Access::Claim);
         (id, access)
+    }
+
+    fn admit(&self, topic: &str) -> throttle::Admission {
+        self.throttle.admit(topic)
     }
 
     fn handle(&self, topic: &str, payload: &[u8], cert_id: &str) -> Option<(String, Vec<u8>)> {
