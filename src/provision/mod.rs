@@ -241,7 +241,7 @@ impl ProvisionOptions {
         }));
     }
 
-    fn validate(&self) -> Result<(), Error> {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
         self.claim.validate()?;
         if self.claim.cert.is_none() {
             return Err(Error::invalid("the claim certificate and key are required"));
