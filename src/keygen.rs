@@ -1,7 +1,8 @@
 //! Device keys made on the device, and the CSR for CreateCertificateFromCsr.
 //!
 //! EC keys come from ring (through rcgen); ring cannot generate RSA keys, so RSA-2048 comes
-//! from the `rsa` crate and is handed to rcgen as PKCS#8 for signing the CSR. The private key
+//! from the `rsa` crate (cargo feature `rsa-keygen`, off by default: it costs about 184 KiB of
+//! the shared library) and is handed to rcgen as PKCS#8 for signing the CSR. The private key
 //! leaves this module only as PEM in a [`Zeroizing`] buffer; rcgen's copy is wiped before it
 //! is dropped. (ring keeps its own parsed form of the key inside rcgen's key pair while the
 //! CSR is signed and frees it without wiping: that copy is beyond our reach.)
@@ -20,7 +21,9 @@ pub enum KeyType {
     /// ECDSA on NIST P-384 with SHA-384.
     EcP384,
     /// RSA with a 2048-bit modulus, PKCS#1 v1.5 signatures with SHA-256. Generating it takes
-    /// from a fraction of a second to a few seconds on a small CPU.
+    /// from a fraction of a second to a few seconds on a small CPU. Needs the cargo feature
+    /// `rsa-keygen` (about 184 KiB of the shared library); without it, asking for it is an
+    /// [`ErrorKind::InvalidArgument`] error.
     Rsa2048,
 }
 
@@ -157,12 +160,14 @@ fn keygen_error(what: &str, e: impl std::fmt::Display) -> Error {
 /// Generates a key of `key_type` from the operating system's randomness and a CSR for it
 /// with `subject`. Blocking (RSA generation is slow): run it off an async executor's threads.
 pub fn generate(key_type: KeyType, subject: &CsrSubject) -> Result<DeviceKey, Error> {
+    let ec = |alg| {
+        KeyPair::generate_for(alg).map_err(|e| keygen_error("cannot generate the device key", e))
+    };
     let mut key_pair = match key_type {
-        KeyType::EcP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
-        KeyType::EcP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
-        KeyType::Rsa2048 => rsa_key_pair(),
-    }
-    .map_err(|e| keygen_error("cannot generate the device key", e))?;
+        KeyType::EcP256 => ec(&rcgen::PKCS_ECDSA_P256_SHA256)?,
+        KeyType::EcP384 => ec(&rcgen::PKCS_ECDSA_P384_SHA384)?,
+        KeyType::Rsa2048 => rsa_key_pair()?,
+    };
     let result = csr_for(&key_pair, subject).map(|csr_pem| DeviceKey {
         key_type,
         private_key_pem: Zeroizing::new(key_pair.serialize_pem()),
@@ -183,16 +188,27 @@ fn csr_for(key_pair: &KeyPair, subject: &CsrSubject) -> Result<String, Error> {
         .map_err(|e| keygen_error("cannot build the CSR", e))
 }
 
-fn rsa_key_pair() -> Result<KeyPair, rcgen::Error> {
+#[cfg(feature = "rsa-keygen")]
+fn rsa_key_pair() -> Result<KeyPair, Error> {
     use rsa::pkcs8::EncodePrivateKey;
     let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)
-        .map_err(|_| rcgen::Error::KeyGenerationUnavailable)?;
+        .map_err(|e| keygen_error("cannot generate the RSA key", e))?;
     // `SecretDocument` and the RSA key wipe themselves when dropped.
     let pkcs8 = key
         .to_pkcs8_der()
-        .map_err(|_| rcgen::Error::KeyGenerationUnavailable)?;
+        .map_err(|e| keygen_error("cannot encode the RSA key", e))?;
     let der = rustls_pki_types::PrivatePkcs8KeyDer::from(pkcs8.as_bytes());
     KeyPair::from_pkcs8_der_and_sign_algo(&der, rsa_sha256())
+        .map_err(|e| keygen_error("cannot use the RSA key", e))
+}
+
+#[cfg(not(feature = "rsa-keygen"))]
+fn rsa_key_pair() -> Result<KeyPair, Error> {
+    let _ = rsa_sha256;
+    Err(Error::invalid(
+        "RSA-2048 key generation is not built into this library (cargo feature rsa-keygen); \
+         use EC P-256 or P-384, or keys from the service",
+    ))
 }
 
 fn rsa_sha256() -> &'static SignatureAlgorithm {
@@ -206,12 +222,24 @@ mod tests {
     #[test]
     fn every_key_type_gives_a_signed_csr_with_the_subject() {
         let subject = CsrSubject::parse("CN=meter-17,O=Acme,serialNumber=17").unwrap();
-        for key_type in [KeyType::EcP256, KeyType::EcP384, KeyType::Rsa2048] {
+        let mut types = vec![KeyType::EcP256, KeyType::EcP384];
+        if cfg!(feature = "rsa-keygen") {
+            types.push(KeyType::Rsa2048);
+        }
+        for key_type in types {
             let k = generate(key_type, &subject).unwrap();
             assert!(k.csr_pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
             assert!(k.private_key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
             assert!(!format!("{k:?}").contains("PRIVATE"));
         }
+    }
+
+    #[cfg(not(feature = "rsa-keygen"))]
+    #[test]
+    fn rsa_without_the_feature_is_a_clear_error() {
+        let e = generate(KeyType::Rsa2048, &CsrSubject::default()).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        assert!(e.message.contains("rsa-keygen"));
     }
 
     #[test]

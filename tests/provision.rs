@@ -98,14 +98,22 @@ async fn force_replaces_the_identity_once_the_new_one_is_verified() {
 async fn service_keys_rsa_and_user_csr_all_provision() {
     let env = Env::start().await;
     let csr = common::make_csr("user-csr");
-    let sources = [
+    let mut sources = vec![
         KeySource::Service,
-        KeySource::Generate(KeyType::Rsa2048),
         KeySource::Csr {
             csr_pem: csr.pem.clone(),
             private_key_pem: csr.key.serialize_pem().into(),
         },
     ];
+    if cfg!(feature = "rsa-keygen") {
+        sources.push(KeySource::Generate(KeyType::Rsa2048));
+    } else {
+        // Not built in: refused at once, before any connection.
+        let mut o = options(&env, &env.dir.path().join("rsa"));
+        o.key = KeySource::Generate(KeyType::Rsa2048);
+        let e = provision(o).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+    }
     for (i, key) in sources.into_iter().enumerate() {
         let store = env.dir.path().join(format!("s{i}"));
         let mut o = options(&env, &store);

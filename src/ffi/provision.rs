@@ -484,7 +484,6 @@ fn deliver(
     user_data: UserData,
     result: Result<crate::provision::Provisioned, fp_error>,
 ) {
-    let user_data = user_data;
     let owned = std::panic::catch_unwind(|| {
         result.map(|p| {
             let configuration: Vec<(CString, CString)> = p

@@ -253,6 +253,14 @@ impl ProvisionOptions {
                 return Err(Error::invalid("the device client id must not be empty"));
             }
         }
+        if matches!(self.key, KeySource::Generate(KeyType::Rsa2048))
+            && !cfg!(feature = "rsa-keygen")
+        {
+            return Err(Error::invalid(
+                "RSA-2048 key generation is not built into this library (cargo feature \
+                 rsa-keygen); use EC P-256 or P-384, or keys from the service",
+            ));
+        }
         if let KeySource::Csr {
             csr_pem,
             private_key_pem,
@@ -306,7 +314,7 @@ pub async fn provision(opts: ProvisionOptions) -> Result<Provisioned, Error> {
     if !run.opts.force {
         let (s, endpoint) = (store.clone(), run.opts.claim.endpoint.clone());
         match blocking(move || s.load(&endpoint)).await? {
-            Found::Usable(identity) => return run.reuse(identity).await,
+            Found::Usable(identity) => return run.reuse(*identity).await,
             Found::Unusable(why) => fp_log!(
                 Level::Warn,
                 "identity store {}: not reusing the stored identity: {why}",
@@ -915,8 +923,10 @@ mod tests {
         p.validate().unwrap();
         p.max_attempts = 0;
         assert!(p.validate().is_err());
-        let mut p = RetryPolicy::default();
-        p.max_delay = Duration::from_millis(1);
+        let p = RetryPolicy {
+            max_delay: Duration::from_millis(1),
+            ..RetryPolicy::default()
+        };
         assert!(p.validate().is_err());
         let mut claim = ClientOptions::new("localhost");
         let o = ProvisionOptions::new(claim.clone(), "FleetTemplate", "/tmp/x");

@@ -98,7 +98,7 @@ pub enum Found {
     /// another endpoint, unreadable): it stays until a new one replaces it.
     Unusable(String),
     /// A usable identity.
-    Usable(StoredIdentity),
+    Usable(Box<StoredIdentity>),
 }
 
 /// Certificate and key written under their final names, not committed yet.
@@ -231,7 +231,7 @@ impl IdentityStore {
         };
         let files = self.files_of(&metadata.certificate_file, &metadata.private_key_file);
         match self.check(&metadata, &files, endpoint) {
-            Ok(()) => Ok(Found::Usable(StoredIdentity { metadata, files })),
+            Ok(()) => Ok(Found::Usable(Box::new(StoredIdentity { metadata, files }))),
             Err(why) => Ok(Found::Unusable(why)),
         }
     }
