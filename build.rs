@@ -23,6 +23,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     );
     println!("cargo:rustc-env=FLEETPROV_BUILD_HOST={}", env::var("HOST")?);
 
+    // The shared library's SONAME: programs record `libfleetprov.so.0` and keep working with any
+    // later 0.x file it points to (the Makefile installs libfleetprov.so.<version> and the links).
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libfleetprov.so.0");
+
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let header = generate(&root)?;
 

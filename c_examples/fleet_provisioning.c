@@ -53,6 +53,7 @@ struct args {
     const char *mqtt_version;
     const char *timeout_ms;
     const char *output_dir;
+    const char *payload_format;
     const char *key_type;
     const char *max_attempts;
     int force;
@@ -95,7 +96,7 @@ static const char *const USAGE =
     "         [--template_parameters JSON] [--csr FILE] [--ca_file FILE] [--port N]\n"
     "         [--client_id ID] [--proxy_host HOST] [--proxy_port N (8080)]\n"
     "         [--verbosity NoLogs|Fatal|Error|Warn|Info|Debug|Trace] [--mqtt_version 3|5]\n"
-    "         [--timeout_ms N]\n"
+    "         [--timeout_ms N] [--payload_format json|cbor]\n"
     "         [--output_dir DIR [--force] [--key_type ec-p256|ec-p384|rsa-2048|service]\n"
     "          [--max_attempts N]]\n";
 
@@ -147,7 +148,7 @@ static int parse_args(int argc, char **argv, struct args *a) {
     struct flag {
         const char *name;
         const char **slot;
-    } flags[17];
+    } flags[18];
     int i;
     size_t nflags = 0;
 
@@ -176,6 +177,7 @@ static int parse_args(int argc, char **argv, struct args *a) {
     FLAG("--mqtt_version", &a->mqtt_version);
     FLAG("--timeout_ms", &a->timeout_ms);
     FLAG("--output_dir", &a->output_dir);
+    FLAG("--payload_format", &a->payload_format);
     FLAG("--key_type", &a->key_type);
     FLAG("--max_attempts", &a->max_attempts);
 #undef FLAG
@@ -717,6 +719,14 @@ static int configure(const struct args *a, fp_client_options *opts) {
             r = fp_client_options_set_connect_timeout_ms(opts, (uint32_t)timeout_ms);
         }
     }
+    if (r == FP_OK && a->payload_format != NULL) {
+        if (strcmp(a->payload_format, "json") != 0 && strcmp(a->payload_format, "cbor") != 0) {
+            fail_line("--payload_format must be json or cbor");
+            return EXIT_USAGE;
+        }
+        r = fp_client_options_set_payload_format(
+            opts, strcmp(a->payload_format, "cbor") == 0 ? FP_PAYLOAD_CBOR : FP_PAYLOAD_JSON);
+    }
     if (r != FP_OK) {
         fail_line("invalid option: %s", fp_result_str((int)r));
         return EXIT_USAGE;
@@ -768,7 +778,7 @@ int main(int argc, char **argv) {
         free(csr);
         return EXIT_USAGE;
     }
-    fp_set_log_callback(log_to_stderr, NULL, level);
+    fp_set_log_callback(log_to_stderr, NULL, NULL, level);
 
     r = fp_client_options_new(a.endpoint, &opts);
     if (r != FP_OK) {
@@ -780,7 +790,7 @@ int main(int argc, char **argv) {
     if (code == 0 && a.output_dir != NULL) {
         code = provision_to_store(&a, opts);
         fp_client_options_free(opts);
-        fp_set_log_callback(NULL, NULL, FP_LOG_NONE);
+        fp_set_log_callback(NULL, NULL, NULL, FP_LOG_NONE);
         return code;
     }
     if (code == 0) {
@@ -807,7 +817,7 @@ int main(int argc, char **argv) {
         wait_until(&d, &d.stopped);
     }
     fp_client_free(client);
-    fp_set_log_callback(NULL, NULL, FP_LOG_NONE);
+    fp_set_log_callback(NULL, NULL, NULL, FP_LOG_NONE);
 
     wipe_free(d.private_key);
     free(d.certificate_id);

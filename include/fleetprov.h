@@ -20,8 +20,12 @@
  * - A start call that returns FP_OK calls its callback exactly once: on success, rejection,
  *   timeout, disconnection or cancellation. A start call that returns anything else never
  *   calls it.
- * - Callbacks run on a library thread, never inside the start call. Slow callbacks do not
- *   stall network I/O, but they do hold one library thread each while they run.
+ * - Callbacks run on one of four library callback threads (shared by all clients), never
+ *   inside the start call and never on the thread that does network I/O, so a slow callback
+ *   never stalls a connection. What a slow callback does delay: other callbacks, of any
+ *   client, once all four callback threads are busy, and the reading of certificate files by
+ *   connections being made meanwhile. A callback must not block waiting for another callback
+ *   (e.g. by freeing another client whose callbacks are queued behind it).
  * - `user_data` is passed back unchanged as the first argument; it must stay valid, and be
  *   usable from library threads, until its callback has run.
  * - Everything a callback receives (responses, ::fp_error) is borrowed for the duration of
@@ -33,8 +37,9 @@
  *   waits for running callbacks, and returns only then. From inside one of the client's own
  *   callbacks it does not wait (that would deadlock); the client's last callback to return
  *   releases what remains.
- * - The library starts one background thread (plus short-lived callback threads) with the
- *   first client and stops it when the last client is freed.
+ * - The library starts its threads (one for network I/O, up to four for callbacks, whatever
+ *   the number of clients) with the first client and stops them when the last client is
+ *   freed.
  */
 
 #ifndef FLEETPROV_H
@@ -49,6 +54,16 @@
 #define FP_VERSION_MAJOR 0
 #define FP_VERSION_MINOR 1
 #define FP_VERSION_PATCH 0
+
+/**
+ * `fp_client_options_set_payload_format`: JSON payloads on the `.../json` topics (default).
+ */
+#define FP_PAYLOAD_JSON 0
+
+/**
+ * `fp_client_options_set_payload_format`: CBOR payloads on the `.../cbor` topics.
+ */
+#define FP_PAYLOAD_CBOR 1
 
 /**
  * Result of a library call, and the code carried by an ::fp_error.
@@ -133,6 +148,18 @@ typedef enum fp_result {
      * An impossible state inside the library (a bug).
      */
     FP_ERR_INTERNAL = 17,
+    /**
+     * The broker broke the MQTT protocol (a malformed packet, a topic alias the client never
+     * allowed, a CONNACK with Receive Maximum 0, a packet a broker never sends); the library
+     * closed the connection. The message says what was received.
+     */
+    FP_ERR_PROTOCOL = 18,
+    /**
+     * The broker refused the request's PUBLISH (MQTT 5 PUBACK with a failure reason code,
+     * such as 0x87 not authorized: the broker's policy forbids the topic). The message names
+     * the reason; the service never saw the request.
+     */
+    FP_ERR_PUBLISH_REFUSED = 19,
     /**
      * The identity store of fp_provision() (a directory) cannot be created, read or written,
      * or is not a directory.
@@ -326,6 +353,13 @@ typedef void (*fp_lifecycle_callback)(void *user_data,
  * several at once; it must not call back into the library and should return quickly.
  */
 typedef void (*fp_log_callback)(void *user_data, enum fp_log_level level, const char *message);
+
+/**
+ * Releases the `user_data` a callback was registered with, once the library is done with
+ * it: called exactly once, after the last call of the callback has returned, on whichever
+ * thread drops the library's last use (possibly inside the call that replaced the callback).
+ */
+typedef void (*fp_release_callback)(void *user_data);
 
 /**
  * The reply to CreateKeysAndCertificate.
@@ -572,10 +606,16 @@ const char *fp_error_aws_message(const struct fp_error *error);
  * `FP_ERR_INVALID_ARGUMENT` if `max_level` is not an ::fp_log_level value.
  *
  * `user_data` is passed to every call and must stay valid, and usable from any thread, until
- * another fp_set_log_callback() call has returned and any message in flight on another
- * thread has been delivered; simplest is to keep it valid for the life of the process.
+ * `release` (may be NULL) is called with it: exactly once, after the callback is replaced or
+ * removed by a later fp_set_log_callback() and every message in flight on another thread has
+ * been delivered. It is also called, at once, when this call fails or does not install the
+ * callback (`callback` NULL or `max_level` `FP_LOG_NONE`). A callback still installed at
+ * process exit is never released.
  */
-enum fp_result fp_set_log_callback(fp_log_callback callback, void *user_data, int max_level);
+enum fp_result fp_set_log_callback(fp_log_callback callback,
+                                   void *user_data,
+                                   fp_release_callback release,
+                                   int max_level);
 
 /**
  * Starts CreateKeysAndCertificate: the service generates a key pair and a certificate.
@@ -744,6 +784,12 @@ enum fp_result fp_client_options_set_connect_timeout_ms(struct fp_client_options
 enum fp_result fp_client_options_set_proxy(struct fp_client_options *options,
                                            const char *host,
                                            uint16_t port);
+
+/**
+ * Selects the payload format of the provisioning requests and replies: `FP_PAYLOAD_JSON`
+ * (default) or `FP_PAYLOAD_CBOR`. `FP_ERR_INVALID_ARGUMENT` for any other value.
+ */
+enum fp_result fp_client_options_set_payload_format(struct fp_client_options *options, int format);
 
 /**
  * Creates provisioning options: the claim connection `claim` (copied: endpoint, port, CA,

@@ -29,9 +29,8 @@ pub enum ErrorKind {
     Timeout,
     /// The broker refused to subscribe to a reply topic (SUBACK failure code).
     SubscribeRefused,
-    /// The request was refused. For a service answer on `/rejected`, [`Error::rejection`]
-    /// holds AWS's `statusCode`, `errorCode` and `errorMessage`; for an MQTT 5 PUBACK with a
-    /// failure reason code it is `None` and the message names the reason.
+    /// The service refused the request: [`Error::rejection`] holds AWS's `statusCode`,
+    /// `errorCode` and `errorMessage` as received on the `/rejected` topic.
     Rejected,
     /// The service answered with something we cannot use: not JSON, wrong shape or types,
     /// or larger than the 128 KiB AWS allows.
@@ -40,6 +39,13 @@ pub enum ErrorKind {
     Cancelled,
     /// A bug or an impossible state inside the library.
     Internal,
+    /// The broker broke the MQTT protocol (a malformed packet, a topic alias the client never
+    /// allowed, an impossible CONNACK, a packet a broker never sends); the library closed the
+    /// connection. The message says what was received.
+    Protocol,
+    /// The broker refused our PUBLISH (an MQTT 5 PUBACK with a failure reason code, such as
+    /// 0x87 not authorized); the reason is in the message. Nothing reached the service.
+    PublishRefused,
     /// The identity store (a directory) cannot be created, read or written, or is not a
     /// directory.
     Store,
@@ -61,6 +67,8 @@ impl ErrorKind {
             ErrorKind::BadReply => "bad reply",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Internal => "internal error",
+            ErrorKind::Protocol => "protocol error",
+            ErrorKind::PublishRefused => "publish refused",
             ErrorKind::Store => "identity store error",
         }
     }

@@ -105,15 +105,33 @@ impl Mode {
 /// The directory of the cdylib cargo built alongside this test binary
 /// (`target/<profile>/deps/`, next to the test executable).
 fn lib_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(find_lib_dir).clone()
+}
+
+fn find_lib_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let deps = exe.parent().unwrap().to_path_buf();
     let candidates = [deps.clone(), deps.parent().unwrap().to_path_buf()];
     for dir in candidates {
         if dir.join("libfleetprov.so").is_file() {
+            soname_link(&dir);
             return dir;
         }
     }
     panic!("libfleetprov.so not found next to {}", exe.display());
+}
+
+/// The library's SONAME is `libfleetprov.so.0` (build.rs), so the programs linked to it look for
+/// that name at run time; cargo creates only `libfleetprov.so`. The link is relative, so it always
+/// names the library of the current build.
+fn soname_link(dir: &Path) {
+    let link = dir.join("libfleetprov.so.0");
+    if fs::read_link(&link).is_ok_and(|t| t == Path::new("libfleetprov.so")) {
+        return;
+    }
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink("libfleetprov.so", &link).unwrap();
 }
 
 enum Lang {

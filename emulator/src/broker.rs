@@ -30,8 +30,7 @@ use codec::{
     UnsubCode, Version, Will,
 };
 
-/// Largest PUBLISH payload accepted (AWS IoT's message size limit).
-pub const MAX_PAYLOAD: usize = 128 * 1024;
+pub use crate::service::MAX_PAYLOAD_BYTES as MAX_PAYLOAD;
 /// Largest remaining length read off the wire: the payload limit plus room for topic and properties.
 const MAX_REMAINING: usize = MAX_PAYLOAD + 16 * 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -90,7 +89,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// The certificate id of a connecting client and what it may do.
     fn identify(&self, cert_der: &[u8]) -> (String, Access);
     /// Handle one provisioning request; returns the reply topic and payload, if any.
-    fn handle(&self, topic: &str, payload: &[u8], cert_id: &str) -> Option<(String, Vec<u8>)>;
+    fn handle(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        cert_id: &str,
+        client_id: &str,
+    ) -> Option<(String, Vec<u8>)>;
     /// Whether a request is served, rejected as throttled, or closes the connection.
     fn admit(&self, _topic: &str) -> crate::throttle::Admission {
         crate::throttle::Admission::Pass
@@ -392,6 +397,7 @@ async fn serve_connection(
         out: BytesMut::with_capacity(8 * 1024),
         version: Version::V4,
         cert_id,
+        client_id: String::new(),
         access,
         next_pkid: 0,
         client_max_packet: usize::MAX,
@@ -435,6 +441,7 @@ struct Conn {
     out: BytesMut,
     version: Version,
     cert_id: String,
+    client_id: String,
     access: Access,
     next_pkid: u16,
     client_max_packet: usize,
@@ -483,6 +490,7 @@ impl Conn {
             k => k.min(MAX_KEEP_ALIVE),
         };
         let server_keep_alive = (keep_alive != connect.keep_alive).then_some(keep_alive);
+        self.client_id = client_id.clone();
         if let Some(max) = connect.max_packet_size {
             self.client_max_packet = usize::try_from(max).unwrap_or(usize::MAX);
         }
@@ -814,13 +822,14 @@ impl Conn {
         let backend = Arc::clone(&self.shared.backend);
         let calls = Arc::clone(&self.shared.service_calls);
         let cert_id = self.cert_id.clone();
+        let client_id = self.client_id.clone();
         let wrong_topic = fault == Fault::ReplyOnWrongTopic;
         self.requests.spawn(async move {
             let _permit = calls.acquire_owned().await.ok()?;
             // Key generation and signing are CPU-bound: keep them off the async workers.
             let handled = tokio::task::spawn_blocking(move || {
                 backend
-                    .handle(&request, &payload, &cert_id)
+                    .handle(&request, &payload, &cert_id, &client_id)
                     .map(|(topic, body)| (request, topic, body))
             })
             .await

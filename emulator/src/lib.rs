@@ -5,7 +5,9 @@
 //! Tests start it in-process ([`Emulator::start`], or [`Emulator::start_blocking`] outside
 //! async code); the `fleetprov-emulator` binary runs the same thing from the command line.
 
+pub mod account;
 pub mod ca;
+pub mod hook;
 pub mod registry;
 pub mod service;
 pub mod template;
@@ -20,6 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::thread;
+use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -60,6 +63,13 @@ pub struct EmulatorConfig {
     pub fault: Fault,
     /// Log connections and refusals to stderr (never payloads).
     pub log: bool,
+    /// The account templates are checked against (see [`account`]); `None` lets every
+    /// referenced thing type, group and policy exist.
+    pub account: Option<PathBuf>,
+    /// Pre-provisioning hooks as (template name, shell command); see [`hook`].
+    pub hooks: Vec<(String, String)>,
+    /// How long a hook may take; AWS's 5 seconds by default.
+    pub hook_timeout: Duration,
 }
 
 impl EmulatorConfig {
@@ -72,6 +82,9 @@ impl EmulatorConfig {
             templates: Vec::new(),
             fault: Fault::None,
             log: false,
+            account: None,
+            hooks: Vec::new(),
+            hook_timeout: hook::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -100,10 +113,24 @@ impl Emulator {
     /// (multi-threaded or not).
     pub async fn start(cfg: EmulatorConfig) -> io::Result<Emulator> {
         let (dir, templates) = (cfg.state_dir.clone(), cfg.templates.clone());
+        let account = cfg.account.clone();
+        let hooks: BTreeMap<String, hook::Hook> = cfg
+            .hooks
+            .iter()
+            .map(|(name, command)| {
+                let hook = hook::Hook {
+                    command: command.clone(),
+                    timeout: cfg.hook_timeout,
+                };
+                (name.clone(), hook)
+            })
+            .collect();
         // Key generation and file I/O: keep them off the async workers.
-        let service = tokio::task::spawn_blocking(move || open_service(&dir, &templates))
-            .await
-            .map_err(io::Error::other)??;
+        let service = tokio::task::spawn_blocking(move || {
+            open_service(&dir, &templates, account.as_deref(), hooks)
+        })
+        .await
+        .map_err(io::Error::other)??;
         let tls = Arc::new(server_tls(service.ca())?);
         let (claim_cert, claim_key) = service.ca().claim_paths();
         let throttle = Arc::new(Throttle::default());
@@ -332,9 +359,15 @@ impl Backend for ServiceBackend {
         self.throttle.admit(topic)
     }
 
-    fn handle(&self, topic: &str, payload: &[u8], cert_id: &str) -> Option<(String, Vec<u8>)> {
+    fn handle(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        cert_id: &str,
+        client_id: &str,
+    ) -> Option<(String, Vec<u8>)> {
         self.service
-            .handle(topic, payload, cert_id)
+            .handle_from(topic, payload, cert_id, client_id)
             .map(|reply| (reply.topic, reply.payload))
     }
 }
@@ -372,17 +405,33 @@ fn import_claims(state_dir: &Path, registry: &Registry) {
 pub(crate) fn open_service(
     state_dir: &Path,
     templates: &[(String, PathBuf)],
+    account: Option<&Path>,
+    hooks: BTreeMap<String, hook::Hook>,
 ) -> io::Result<Arc<Service>> {
+    for name in hooks.keys() {
+        let served = if templates.is_empty() {
+            name == SEED_TEMPLATE_NAME
+        } else {
+            templates.iter().any(|(t, _)| t == name)
+        };
+        if !served {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("--hook {name}: no template of that name is served"),
+            ));
+        }
+    }
     let templates = load_templates(templates)?;
+    let account = account.map(account::Account::load).transpose()?;
     let ca = Ca::load_or_create(state_dir)?;
     let registry = Registry::open(state_dir)?;
     registry.add_claim(&ca::certificate_id(&ca.claim_der()));
     import_claims(state_dir, &registry);
-    Ok(Arc::new(Service::new(
-        Arc::new(ca),
-        Arc::new(registry),
-        templates,
-    )))
+    Ok(Arc::new(
+        Service::new(Arc::new(ca), Arc::new(registry), templates)
+            .with_account(account)
+            .with_hooks(hooks),
+    ))
 }
 
 /// The things registered in `state_dir`, read without disturbing a server that is using it:

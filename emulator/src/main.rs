@@ -13,11 +13,16 @@ fleetprov-emulator: a local AWS IoT Core fleet-provisioning endpoint
 
 USAGE:
   fleetprov-emulator serve [--state-dir DIR] [--bind ADDR] [--port PORT]
-                           [--template NAME=FILE]... [--ready-file PATH] [--quiet]
+                           [--template NAME=FILE]... [--account FILE]
+                           [--hook NAME=COMMAND]... [--ready-file PATH] [--quiet]
                            [--rate-limit API=TPS]... [--throttle reject|disconnect]
       Serve MQTT 5 and 3.1.1 over mutual TLS. The first start creates DIR/ca.pem,
       DIR/claim-cert.pem and DIR/claim-key.pem. Without --template the seed template is
-      served as FleetTemplate. --ready-file receives the port once listening.
+      served as FleetTemplate. --account lists the thing types, thing groups, billing
+      groups and policies that exist (JSON, see the README); a template referencing
+      another fails the request, as on AWS. --hook runs COMMAND (sh -c) as template
+      NAME's pre-provisioning hook: AWS's input JSON on stdin, its answer JSON on stdout,
+      5 seconds to answer. --ready-file receives the port once listening.
       Defaults: --state-dir ./emulator-state --bind 127.0.0.1 --port 8883.
       --rate-limit limits an API (CreateKeysAndCertificate, CreateCertificateFromCsr,
       RegisterThing) to TPS requests per second (token bucket, off by default);
@@ -92,6 +97,8 @@ const SERVE_FLAGS: &[&str] = &[
     "--bind",
     "--port",
     "--template",
+    "--account",
+    "--hook",
     "--ready-file",
     "--quiet",
     "--rate-limit",
@@ -223,6 +230,16 @@ fn serve(o: &Options) -> Result<(), Error> {
     }
     cfg.port = o.number("--port")?.unwrap_or(8883);
     cfg.templates = o.templates()?;
+    cfg.account = o.get("--account").map(PathBuf::from);
+    cfg.hooks =
+        o.0.iter()
+            .filter(|(f, _)| f == "--hook")
+            .map(|(_, v)| {
+                v.split_once('=')
+                    .map(|(name, command)| (name.to_owned(), command.to_owned()))
+                    .ok_or_else(|| Error::Usage(format!("--hook {v:?}: expected NAME=COMMAND")))
+            })
+            .collect::<Result<_, _>>()?;
     cfg.log = !o.has("--quiet");
     let names: Vec<String> = if cfg.templates.is_empty() {
         vec![fleetprov_emulator::SEED_TEMPLATE_NAME.to_owned()]

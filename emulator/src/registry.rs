@@ -706,8 +706,7 @@ fn override_thing(existing: &ThingRecord, spec: &ThingSpec) -> Result<ThingRecor
 /// Name of a policy given inline: AWS names these itself; ours is stable for a document.
 fn inline_policy_name(logical_id: &str, document: &Value) -> String {
     let digest = Sha256::digest(document.to_string().as_bytes());
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{logical_id}-{hex}")
+    format!("{logical_id}-{}", crate::ca::hex(&digest[..8]))
 }
 
 fn push_unique(list: &mut Vec<String>, item: &str) {
@@ -723,7 +722,7 @@ fn new_token() -> String {
         // The OS refused randomness; rand's generator (seeded earlier from the OS) remains.
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut bytes);
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::ca::hex(&bytes)
 }
 
 fn now_secs() -> u64 {
@@ -759,6 +758,7 @@ mod tests {
                 thing_type_name: None,
                 thing_groups: Vec::new(),
                 billing_group: None,
+                package_versions: BTreeMap::new(),
                 overrides: BTreeMap::new(),
             }),
             certificate: Some(CertificateSpec {

@@ -80,9 +80,11 @@ impl Responder {
     pub async fn start(cfg: ResponderConfig) -> io::Result<Responder> {
         let tls = client_tls(&cfg)?;
         let (dir, templates) = (cfg.state_dir.clone(), cfg.templates.clone());
-        let service = tokio::task::spawn_blocking(move || crate::open_service(&dir, &templates))
-            .await
-            .map_err(io::Error::other)??;
+        let service = tokio::task::spawn_blocking(move || {
+            crate::open_service(&dir, &templates, None, Default::default())
+        })
+        .await
+        .map_err(io::Error::other)??;
 
         let mut options = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
         options.set_keep_alive(Duration::from_secs(30));

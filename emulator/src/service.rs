@@ -1,6 +1,8 @@
 //! The fleet-provisioning request handlers: a request topic and payload in, the reply out.
 //!
 //! Transport-free, so the broker, the responder mode and tests all drive the same code.
+//! Requests on `.../json` topics are JSON objects and are answered in JSON; on `.../cbor` they
+//! are CBOR maps with the same keys and are answered, rejections included, in CBOR.
 //! Error codes: malformed payloads 400 `InvalidPayload`, CSRs the CA refuses 400 `InvalidCsr`
 //! (AWS publishes no code for this; ours names the problem), token problems 400
 //! `InvalidCertificateOwnershipToken`, unknown templates 404 `ResourceNotFound`, template
@@ -8,12 +10,15 @@
 //! `ResourceRegistrationFailure`, failures of the emulator itself 500 `InternalFailure`.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
+use crate::account::Account;
 use crate::ca::{cert_info, certificate_id, pem_block, Ca, CsrError, Issued};
+use crate::hook::{Hook, HookError, HookInput};
 use crate::registry::{RegistrationError, Registry};
 use crate::template::{CertInfo, Template};
 
@@ -24,6 +29,10 @@ const CREATE_KEYS: &str = "$aws/certificates/create/";
 const CREATE_FROM_CSR: &str = "$aws/certificates/create-from-csr/";
 const TEMPLATES: &str = "$aws/provisioning-templates/";
 const PROVISION: &str = "/provision/";
+
+/// errorCode of a request a pre-provisioning hook refused or failed on (our fact sheet's; AWS's
+/// hook page names none).
+const HOOK_DENIED: &str = "ACCESS_DENIED";
 
 /// A reply for the connection that sent the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +46,10 @@ pub struct Service {
     ca: Arc<Ca>,
     registry: Arc<Registry>,
     templates: BTreeMap<String, Template>,
+    /// Requests answered, by format: json, cbor.
+    answered: [AtomicU64; 2],
+    account: Option<Account>,
+    hooks: BTreeMap<String, Hook>,
 }
 
 impl std::fmt::Debug for Service {
@@ -87,35 +100,62 @@ impl Service {
             ca,
             registry,
             templates,
+            answered: Default::default(),
+            account: None,
+            hooks: BTreeMap::new(),
         }
     }
 
-    /// Is `topic` one of the fleet-provisioning request topics this service answers?
-    /// (json and cbor; cbor requests are answered with a rejection.)
+    /// Run `hooks` (by template name) before evaluating their templates.
+    pub fn with_hooks(mut self, hooks: BTreeMap<String, Hook>) -> Service {
+        self.hooks = hooks;
+        self
+    }
+
+    /// Check templates against `account`: a referenced resource it lacks fails the request.
+    pub fn with_account(mut self, account: Option<Account>) -> Service {
+        self.account = account;
+        self
+    }
+
+    /// Is `topic` one of the fleet-provisioning request topics this service answers (json or
+    /// cbor)?
     pub fn is_request_topic(topic: &str) -> bool {
         parse_topic(topic).is_some()
     }
 
     /// Handle one request published by a client authenticated with `requester_cert_id`.
-    /// Returns the reply to send back to that client only (accepted or rejected topic), or
-    /// None if not a provisioning topic.
+    /// Returns the reply to send back to that client only (accepted or rejected topic, in the
+    /// request's format), or None if not a provisioning topic.
     pub fn handle(&self, topic: &str, payload: &[u8], requester_cert_id: &str) -> Option<Reply> {
-        let (operation, json) = parse_topic(topic)?;
-        let result = if !json {
-            Err(invalid_payload(
-                "CBOR payloads are not supported by the emulator; use the json topics",
-            ))
-        } else if payload.len() > MAX_PAYLOAD_BYTES {
+        self.handle_from(topic, payload, requester_cert_id, "")
+    }
+
+    /// [`Service::handle`] for a request from the MQTT client `client_id` (which a
+    /// pre-provisioning hook is told).
+    pub fn handle_from(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        requester_cert_id: &str,
+        client_id: &str,
+    ) -> Option<Reply> {
+        let (operation, format) = parse_topic(topic)?;
+        let result = if payload.len() > MAX_PAYLOAD_BYTES {
             Err(invalid_payload(format!(
                 "the payload is {} bytes; the limit is {MAX_PAYLOAD_BYTES}",
                 payload.len()
             )))
         } else {
-            match operation {
-                Operation::CreateKeys => self.create_keys(payload, requester_cert_id),
-                Operation::CreateFromCsr => self.create_from_csr(payload, requester_cert_id),
-                Operation::Register(name) => self.register(name, payload, requester_cert_id),
-            }
+            decode(payload, format).and_then(|request| match operation {
+                Operation::CreateKeys => self.create_keys(requester_cert_id),
+                Operation::CreateFromCsr => {
+                    self.create_from_csr(required(request)?, requester_cert_id)
+                }
+                Operation::Register(name) => {
+                    self.register(name, request, requester_cert_id, client_id)
+                }
+            })
         };
         let (suffix, body) = match result {
             Ok(body) => ("accepted", body),
@@ -128,10 +168,19 @@ impl Service {
                 }),
             ),
         };
+        self.answered[format as usize].fetch_add(1, Ordering::Relaxed);
         Some(Reply {
             topic: format!("{topic}/{suffix}"),
-            payload: serde_json::to_vec(&body).unwrap_or_default(),
+            payload: encode(&body, format),
         })
+    }
+
+    /// How many requests were answered so far on the json topics and on the cbor topics.
+    pub fn answered(&self) -> (u64, u64) {
+        (
+            self.answered[Format::Json as usize].load(Ordering::Relaxed),
+            self.answered[Format::Cbor as usize].load(Ordering::Relaxed),
+        )
     }
 
     pub fn registry(&self) -> &Registry {
@@ -155,11 +204,8 @@ impl Service {
         Ok(issued)
     }
 
-    fn create_keys(&self, payload: &[u8], requester: &str) -> Result<Value, Rejection> {
-        // SDKs send either nothing or `{}`; any object is accepted, its fields ignored.
-        if !payload.is_empty() {
-            object(payload)?;
-        }
+    /// SDKs send either nothing or `{}`; any map is accepted, its fields ignored.
+    fn create_keys(&self, requester: &str) -> Result<Value, Rejection> {
         let issued = self
             .ca
             .create_keys_and_certificate()
@@ -173,8 +219,11 @@ impl Service {
         }))
     }
 
-    fn create_from_csr(&self, payload: &[u8], requester: &str) -> Result<Value, Rejection> {
-        let request = object(payload)?;
+    fn create_from_csr(
+        &self,
+        request: Map<String, Value>,
+        requester: &str,
+    ) -> Result<Value, Rejection> {
         let csr = match request.get("certificateSigningRequest") {
             Some(Value::String(csr)) => csr,
             Some(_) => {
@@ -196,7 +245,13 @@ impl Service {
         }))
     }
 
-    fn register(&self, name: &str, payload: &[u8], requester: &str) -> Result<Value, Rejection> {
+    fn register(
+        &self,
+        name: &str,
+        request: Option<Map<String, Value>>,
+        requester: &str,
+        client_id: &str,
+    ) -> Result<Value, Rejection> {
         if !valid_template_name(name) {
             return Err(reject(
                 400,
@@ -211,7 +266,7 @@ impl Service {
                 format!("Template {name} was not found."),
             )
         })?;
-        let request = object(payload)?;
+        let request = required(request)?;
         let token = match request.get("certificateOwnershipToken") {
             Some(Value::String(token)) => token.as_str(),
             None | Some(Value::Null) => "",
@@ -221,7 +276,7 @@ impl Service {
                 ))
             }
         };
-        let parameters = parameters(request.get("parameters"))?;
+        let mut parameters = parameters(request.get("parameters"))?;
 
         let token_error = |e: &dyn std::fmt::Display| {
             reject(400, "InvalidCertificateOwnershipToken", e.to_string())
@@ -240,9 +295,31 @@ impl Service {
                 certificate_id: cert.certificate_id.clone(),
                 ..CertInfo::default()
             });
+        if let Some(hook) = self.hooks.get(name) {
+            let input = HookInput {
+                claim_certificate_id: requester,
+                certificate_id: &cert.certificate_id,
+                certificate_pem: cert.certificate_pem.as_deref().unwrap_or_default(),
+                template_name: name,
+                client_id,
+                parameters: &parameters,
+            };
+            let overrides = hook.run(&input).map_err(|e| match e {
+                HookError::Refused => reject(
+                    403,
+                    HOOK_DENIED,
+                    "The pre-provisioning hook did not allow provisioning.",
+                ),
+                HookError::Failed(m) => reject(403, HOOK_DENIED, m),
+            })?;
+            parameters.extend(overrides);
+        }
         let provisioned = template
             .evaluate(&parameters, &info)
             .map_err(|e| reject(400, "InvalidParameters", e.0))?;
+        if let Some(missing) = self.account.as_ref().and_then(|a| a.missing(&provisioned)) {
+            return Err(reject(400, "ResourceRegistrationFailure", missing));
+        }
         let thing = self
             .registry
             .apply_registration(token, requester, &provisioned)
@@ -279,11 +356,18 @@ pub fn valid_template_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// The operation of a request topic and whether its format is json (else cbor).
-fn parse_topic(topic: &str) -> Option<(Operation<'_>, bool)> {
+/// Request and reply encoding, from the last level of the request topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json = 0,
+    Cbor = 1,
+}
+
+/// The operation of a request topic and its payload format.
+fn parse_topic(topic: &str) -> Option<(Operation<'_>, Format)> {
     let format = |rest: &str| match rest {
-        "json" => Some(true),
-        "cbor" => Some(false),
+        "json" => Some(Format::Json),
+        "cbor" => Some(Format::Cbor),
         _ => None,
     };
     if let Some(rest) = topic.strip_prefix(CREATE_KEYS) {
@@ -294,17 +378,56 @@ fn parse_topic(topic: &str) -> Option<(Operation<'_>, bool)> {
     }
     let rest = topic.strip_prefix(TEMPLATES)?;
     let at = rest.rfind(PROVISION)?;
-    let json = format(&rest[at + PROVISION.len()..])?;
-    Some((Operation::Register(&rest[..at]), json))
+    let format = format(&rest[at + PROVISION.len()..])?;
+    Some((Operation::Register(&rest[..at]), format))
 }
 
-fn object(payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
-    match serde_json::from_slice::<Value>(payload) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(invalid_payload("the payload must be a JSON object")),
-        Err(e) => Err(invalid_payload(format!(
-            "the payload is not valid JSON: {e}"
-        ))),
+/// The request as a map of fields; an empty payload is `None`.
+fn decode(payload: &[u8], format: Format) -> Result<Option<Map<String, Value>>, Rejection> {
+    if payload.is_empty() {
+        return Ok(None);
+    }
+    let value = match format {
+        Format::Json => serde_json::from_slice::<Value>(payload)
+            .map_err(|e| invalid_payload(format!("the payload is not valid JSON: {e}")))?,
+        Format::Cbor => {
+            let mut rest = payload;
+            let value = ciborium::de::from_reader::<Value, _>(&mut rest).map_err(|e| {
+                invalid_payload(format!(
+                    "the payload is not CBOR made of maps, text, numbers, booleans and null: {e}"
+                ))
+            })?;
+            if !rest.is_empty() {
+                return Err(invalid_payload(format!(
+                    "{} bytes follow the CBOR payload",
+                    rest.len()
+                )));
+            }
+            value
+        }
+    };
+    match value {
+        Value::Object(map) => Ok(Some(map)),
+        _ => Err(invalid_payload(match format {
+            Format::Json => "the payload must be a JSON object",
+            Format::Cbor => "the payload must be a CBOR map",
+        })),
+    }
+}
+
+fn required(request: Option<Map<String, Value>>) -> Result<Map<String, Value>, Rejection> {
+    request.ok_or_else(|| invalid_payload("the payload is empty"))
+}
+
+fn encode(body: &Value, format: Format) -> Vec<u8> {
+    match format {
+        Format::Json => serde_json::to_vec(body).unwrap_or_default(),
+        Format::Cbor => {
+            let mut out = Vec::new();
+            // Writing maps, text and integers into a Vec cannot fail.
+            let _ = ciborium::ser::into_writer(body, &mut out);
+            out
+        }
     }
 }
 
@@ -642,20 +765,68 @@ mod tests {
         assert_eq!((status, code.as_str()), (400, "InvalidCsr"));
     }
 
+    fn cbor(value: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        ciborium::ser::into_writer(value, &mut out).unwrap();
+        out
+    }
+
+    fn call_cbor(f: &Fixture, topic: &str, payload: &[u8]) -> (String, Value) {
+        let reply = f.service.handle(topic, payload, &f.claim).expect("a reply");
+        let value = ciborium::de::from_reader(reply.payload.as_slice()).unwrap();
+        (reply.topic, value)
+    }
+
     #[test]
-    fn cbor_is_refused_and_other_topics_are_not_ours() {
+    fn cbor_requests_are_answered_in_cbor() {
+        let f = fixture();
+        let create = "$aws/certificates/create/cbor";
+        for payload in [&b""[..], b"\xa0"] {
+            let reply = accepted(create, call_cbor(&f, create, payload));
+            assert!(reply["privateKey"]
+                .as_str()
+                .unwrap()
+                .starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+        }
+        let csr_topic = "$aws/certificates/create-from-csr/cbor";
+        let body = cbor(&json!({"certificateSigningRequest": csr("cbor-device")}));
+        let reply = accepted(csr_topic, call_cbor(&f, csr_topic, &body));
+        let token = reply["certificateOwnershipToken"].as_str().unwrap();
+        let register = "$aws/provisioning-templates/FleetTemplate/provision/cbor";
+        let body = cbor(&json!({
+            "certificateOwnershipToken": token,
+            "parameters": {"SerialNumber": "c1", "DeviceLocation": "Seattle"}
+        }));
+        let reply = accepted(register, call_cbor(&f, register, &body));
+        assert_eq!(reply["thingName"], "ThingPrefix_c1");
+        assert_eq!(f.service.answered(), (0, 4));
+
+        // Rejections come back in CBOR with AWS's three fields.
+        let cases: [(&str, &[u8], &str); 6] = [
+            (create, b"\x01", "InvalidPayload"),
+            (create, b"{}", "InvalidPayload"),
+            (create, b"\xa0\x00", "InvalidPayload"),
+            (csr_topic, b"\xa1\x61x\x41\x00", "InvalidPayload"),
+            (csr_topic, b"", "InvalidPayload"),
+            (register, &body, "InvalidCertificateOwnershipToken"),
+        ];
+        for (topic, payload, code) in cases {
+            let (status, got, _) = rejected(topic, call_cbor(&f, topic, payload));
+            assert_eq!((status, got.as_str()), (400, code), "{topic} {payload:x?}");
+        }
+    }
+
+    #[test]
+    fn request_topics_and_other_topics() {
         let f = fixture();
         for topic in [
+            CREATE,
+            CSR,
+            REGISTER,
             "$aws/certificates/create/cbor",
             "$aws/certificates/create-from-csr/cbor",
             "$aws/provisioning-templates/FleetTemplate/provision/cbor",
         ] {
-            assert!(Service::is_request_topic(topic));
-            let (status, code, message) = rejected(topic, call(&f, topic, b""));
-            assert_eq!((status, code.as_str()), (400, "InvalidPayload"));
-            assert!(message.contains("CBOR"));
-        }
-        for topic in [CREATE, CSR, REGISTER] {
             assert!(Service::is_request_topic(topic));
         }
         for topic in [

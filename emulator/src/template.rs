@@ -12,11 +12,9 @@
 //!   ignored, so a device cannot claim another certificate's id or subject.
 //! - A declared parameter with no value and no `Default` fails the request even when nothing
 //!   references it, as AWS does.
-//! - A certificate resource without `Status` leaves the certificate `INACTIVE`.
 //! - `OverrideSettings` values are literal strings; `CACertificatePem` is not supported.
 
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,8 +29,12 @@ const MAX_DEPTH: usize = 64;
 /// Longest thing, thing type, group and policy name AWS accepts.
 const MAX_NAME_CHARS: usize = 128;
 
-/// Longest attribute value AWS accepts.
+/// Longest attribute value AWS accepts (AttributePayload in the API reference).
 const MAX_ATTRIBUTE_VALUE_CHARS: usize = 800;
+
+/// Attributes a thing may have without a thing type, and with one (AWS IoT's registry limits).
+const MAX_ATTRIBUTES_WITHOUT_TYPE: usize = 3;
+const MAX_ATTRIBUTES_WITH_TYPE: usize = 50;
 
 /// Bytes of function results one evaluation may produce. Requests carry parameters of up to
 /// 128 KiB and a template may reference them hundreds of times; a reply must fit in 128 KiB, so a
@@ -135,6 +137,8 @@ pub struct ThingSpec {
     pub thing_type_name: Option<String>,
     pub thing_groups: Vec<String>,
     pub billing_group: Option<String>,
+    /// `PackageVersions`: package name to version name (accepted and reported, not stored).
+    pub package_versions: BTreeMap<String, String>,
     /// What to do with each property when the thing already exists, keyed by property name.
     pub overrides: BTreeMap<String, OverrideSetting>,
 }
@@ -206,6 +210,7 @@ impl Kind {
                 "ThingTypeName",
                 "ThingGroups",
                 "BillingGroup",
+                "PackageVersions",
             ],
             Kind::Certificate => &["CertificateId", "CertificatePem", "Status"],
             Kind::Policy => &["PolicyName", "PolicyDocument"],
@@ -675,6 +680,18 @@ fn check_property(kind: Kind, name: &str, value: &Value, checker: &Checker<'_>) 
             }
             Ok(())
         }
+        (Kind::Thing, "PackageVersions") => {
+            let Value::Object(packages) = value else {
+                return Err(err(format!(
+                    "must be an object of package names to version names, got {}",
+                    describe(value)
+                )));
+            };
+            for (package, version) in packages {
+                checker.flat(version).map_err(|e| e.within(package))?;
+            }
+            Ok(())
+        }
         (Kind::Thing, "ThingGroups") => match value {
             Value::Array(_) => checker.check(value, 0),
             _ if intrinsic(value)?.is_some() => checker.check(value, 0),
@@ -769,6 +786,18 @@ fn check_attribute_name(name: &str) -> Result<()> {
         return Err(err(format!(
             "attribute name '{name}' must be 1-{MAX_NAME_CHARS} characters of \
              [a-zA-Z0-9_.,@/:#-]"
+        )));
+    }
+    Ok(())
+}
+
+/// AWS's pattern for attribute values: up to 800 of `[a-zA-Z0-9_.,@/:#=\[\]-]`, so no spaces.
+fn check_attribute_value(name: &str, value: &str) -> Result<()> {
+    let valid_char = |c: char| c.is_ascii_alphanumeric() || "_.,@/:#=[]-".contains(c);
+    if value.chars().count() > MAX_ATTRIBUTE_VALUE_CHARS || !value.chars().all(valid_char) {
+        return Err(err(format!(
+            "{name}: attribute values are up to {MAX_ATTRIBUTE_VALUE_CHARS} characters of \
+             [a-zA-Z0-9_.,@/:#=[]-] (no spaces)"
         )));
     }
     Ok(())
@@ -1137,14 +1166,36 @@ impl Eval<'_> {
                     .string(value, 0)
                     .map_err(|e| e.within(key))
                     .map_err(at("AttributePayload"))?;
-                if text.chars().count() > MAX_ATTRIBUTE_VALUE_CHARS {
-                    return Err(err(format!(
-                        "{key}: attribute values are limited to {MAX_ATTRIBUTE_VALUE_CHARS} \
-                         characters"
-                    )))
-                    .map_err(at("AttributePayload"));
-                }
+                check_attribute_value(key, &text).map_err(at("AttributePayload"))?;
                 attributes.insert(key.clone(), text);
+            }
+        }
+        let thing_type_name = name_property("ThingTypeName")?;
+        let limit = if thing_type_name.is_some() {
+            MAX_ATTRIBUTES_WITH_TYPE
+        } else {
+            MAX_ATTRIBUTES_WITHOUT_TYPE
+        };
+        if attributes.len() > limit {
+            return Err(err(format!(
+                "{} attributes; a thing {} a thing type may have at most {limit}",
+                attributes.len(),
+                if thing_type_name.is_some() {
+                    "with"
+                } else {
+                    "without"
+                }
+            )))
+            .map_err(at("AttributePayload"));
+        }
+        let mut package_versions = BTreeMap::new();
+        if let Some(Value::Object(packages)) = p.get("PackageVersions") {
+            for (package, version) in packages {
+                let version = self
+                    .string(version, 0)
+                    .map_err(|e| e.within(package))
+                    .map_err(at("PackageVersions"))?;
+                package_versions.insert(package.clone(), version);
             }
         }
         let thing_groups = match p.get("ThingGroups") {
@@ -1160,9 +1211,10 @@ impl Eval<'_> {
         Ok(ThingSpec {
             thing_name,
             attributes,
-            thing_type_name: name_property("ThingTypeName")?,
+            thing_type_name,
             thing_groups,
             billing_group: name_property("BillingGroup")?,
+            package_versions,
             overrides: resource.overrides.clone(),
         })
     }
@@ -1181,8 +1233,9 @@ impl Eval<'_> {
                 .map_err(at("CertificatePem"))?,
             (None, None) => return Err(err("CertificateId or CertificatePem is required")),
         };
+        // AWS documents `Status` as optional with ACTIVE as its default.
         let status = match p.get("Status") {
-            None => "INACTIVE".to_owned(),
+            None => "ACTIVE".to_owned(),
             Some(value) => {
                 let status = self.string(value, 0).map_err(at("Status"))?;
                 let upper = status.to_ascii_uppercase();
@@ -1245,61 +1298,10 @@ impl Eval<'_> {
 
 /// The certificate id AWS uses: SHA-256 hex of the DER inside the PEM.
 fn certificate_id_from_pem(pem: &str) -> Result<String> {
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    let start = pem
-        .find(BEGIN)
-        .map(|i| i + BEGIN.len())
-        .ok_or_else(|| err("not a PEM certificate"))?;
-    let len = pem[start..]
-        .find(END)
-        .ok_or_else(|| err("the PEM certificate has no END line"))?;
-    let der = base64_decode(&pem[start..start + len])
+    crate::ca::pem_block(pem.as_bytes(), "CERTIFICATE")
         .filter(|der| !der.is_empty())
-        .ok_or_else(|| err("the PEM certificate's body is not valid base64"))?;
-    Ok(Sha256::digest(&der)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect())
-}
-
-/// Standard base64 with padding, whitespace ignored; `None` on anything else.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let mut acc: u32 = 0;
-    let mut bits = 0u32;
-    let mut symbols = 0usize;
-    let mut padding = 0usize;
-    for c in text.bytes().filter(|b| !b.is_ascii_whitespace()) {
-        if c == b'=' {
-            padding += 1;
-            continue;
-        }
-        if padding > 0 {
-            return None;
-        }
-        let value = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        symbols += 1;
-        acc = (acc << 6) | u32::from(value);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    // A final group of 2 or 3 symbols carries 1 or 2 bytes and needs the matching padding.
-    match (symbols % 4, padding) {
-        (0, 0) | (2, 2) | (3, 1) => Some(out),
-        _ => None,
-    }
+        .map(|der| crate::ca::certificate_id(&der))
+        .ok_or_else(|| err("not a PEM certificate"))
 }
 
 #[cfg(test)]
@@ -1950,7 +1952,7 @@ mod tests {
         assert_eq!(spec.status, "ACTIVE");
         assert_eq!(
             eval(json!({"CertificateId": "abc"})).unwrap().status,
-            "INACTIVE"
+            "ACTIVE"
         );
         expect_error(
             eval(json!({"CertificateId": "abc", "Status": "Revoked"})),
@@ -1994,20 +1996,8 @@ mod tests {
             Template::parse(&body)
                 .unwrap()
                 .evaluate(&params(&[]), &cert()),
-            "not valid base64",
+            "not a PEM certificate",
         );
-    }
-
-    #[test]
-    fn base64_decoding() {
-        assert_eq!(base64_decode("TWFu").unwrap(), b"Man");
-        assert_eq!(base64_decode("TWE=").unwrap(), b"Ma");
-        assert_eq!(base64_decode("TQ==").unwrap(), b"M");
-        assert_eq!(base64_decode("T Q\n=\t=").unwrap(), b"M");
-        assert!(base64_decode("TQ=").is_none());
-        assert!(base64_decode("TQ==TQ==").is_none());
-        assert!(base64_decode("T").is_none());
-        assert!(base64_decode("TW-u").is_none());
     }
 
     #[test]

@@ -59,13 +59,7 @@ async fn seed_template_flow_over_mqtt311() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csr_flow_and_certificate_id() {
     let env = Env::start().await;
-    let key = rcgen::KeyPair::generate().unwrap();
-    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
-        .unwrap()
-        .serialize_request(&key)
-        .unwrap()
-        .pem()
-        .unwrap();
+    let (key, csr) = new_csr();
     let mut c = V5::connect(env.port(), env.tls(&env.claim()), "csr-device").await;
     let body = serde_json::json!({ "certificateSigningRequest": csr });
     let created = c.request(CREATE_CSR, &body.to_string()).await;

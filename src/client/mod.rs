@@ -23,6 +23,7 @@
 mod options;
 mod session;
 mod tls;
+mod tls_cache;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -36,9 +37,9 @@ pub use tls::AWS_MQTT_ALPN;
 use crate::error::{Error, ErrorKind};
 use crate::log::{fp_log, Level};
 use crate::protocol::{
-    create_from_csr_topics, create_keys_topics, register_thing_topics, CreateFromCsrRequest,
-    CreateFromCsrResponse, CreateKeysResponse, Operation, PayloadFormat, RegisterThingRequest,
-    RegisterThingResponse, Rejection, Topics, CREATE_KEYS_REQUEST, MAX_PAYLOAD_LEN,
+    create_from_csr_topics, create_keys_request, create_keys_topics, register_thing_topics,
+    CreateFromCsrRequest, CreateFromCsrResponse, CreateKeysResponse, Operation, PayloadFormat,
+    RegisterThingRequest, RegisterThingResponse, Rejection, Topics, MAX_PAYLOAD_LEN,
 };
 use session::{Reply, Session};
 
@@ -91,15 +92,25 @@ impl Client {
     /// connection's tasks.
     pub async fn connect(opts: ClientOptions) -> Result<Client, Error> {
         opts.validate()?;
-        // Reading PEM files and the platform roots is blocking file I/O: keep it off the
-        // runtime's worker threads.
-        let (opts, tls) = tokio::task::spawn_blocking(move || {
-            let tls = tls::client_config(&opts);
-            (opts, tls)
-        })
-        .await
-        .map_err(|e| Error::new(ErrorKind::Internal, format!("TLS setup failed: {e}")))?;
-        let tls = tls?;
+        let key = tls_cache::ConfigKey::of(&opts);
+        let (opts, tls) = match key.as_ref().and_then(tls_cache::lookup) {
+            Some(tls) => (opts, tls),
+            None => {
+                // Reading PEM files and the platform roots is blocking file I/O: keep it off
+                // the runtime's worker threads.
+                let (opts, tls) = tokio::task::spawn_blocking(move || {
+                    let tls = tls::client_config(&opts);
+                    (opts, tls)
+                })
+                .await
+                .map_err(|e| Error::new(ErrorKind::Internal, format!("TLS setup failed: {e}")))?;
+                let tls = tls?;
+                if let Some(key) = key {
+                    tls_cache::insert(key, &tls);
+                }
+                (opts, tls)
+            }
+        };
         let client_id = opts.effective_client_id()?;
         let session = Session::connect(&opts, tls, client_id.clone()).await?;
         fp_log!(
@@ -132,9 +143,13 @@ impl Client {
     pub async fn create_keys_and_certificate(&self) -> Result<CreateKeysResponse, Error> {
         let topics = create_keys_topics(self.inner.format);
         let reply = self
-            .request(Operation::CreateKeys, topics, CREATE_KEYS_REQUEST.to_vec())
+            .request(
+                Operation::CreateKeys,
+                topics,
+                create_keys_request(self.inner.format).to_vec(),
+            )
             .await?;
-        let parsed = CreateKeysResponse::from_json(&reply.payload);
+        let parsed = CreateKeysResponse::parse(&reply.payload, self.inner.format);
         if !wipe(reply.payload) {
             fp_log!(Level::Trace, "reply buffer still shared; left to its owner");
         }
@@ -152,12 +167,12 @@ impl Client {
         let payload = CreateFromCsrRequest {
             certificate_signing_request: csr_pem,
         }
-        .to_json();
+        .encode(self.inner.format);
         let topics = create_from_csr_topics(self.inner.format);
         let reply = self
             .request(Operation::CreateFromCsr, topics, payload)
             .await?;
-        CreateFromCsrResponse::from_json(&reply.payload)
+        CreateFromCsrResponse::parse(&reply.payload, self.inner.format)
     }
 
     /// RegisterThing with the template `template_name` (validated before anything is sent).
@@ -168,9 +183,13 @@ impl Client {
     ) -> Result<RegisterThingResponse, Error> {
         let topics = register_thing_topics(template_name, self.inner.format)?;
         let reply = self
-            .request(Operation::RegisterThing, topics, req.to_json())
+            .request(
+                Operation::RegisterThing,
+                topics,
+                req.encode(self.inner.format),
+            )
             .await?;
-        RegisterThingResponse::from_json(&reply.payload)
+        RegisterThingResponse::parse(&reply.payload, self.inner.format)
     }
 
     /// Publishes `payload` to `topic` at QoS 1 and waits for the PUBACK, within the operation
@@ -265,6 +284,9 @@ impl Client {
             // The reply may overtake the PUBACK; a refused PUBACK (MQTT 5) ends the wait early.
             loop {
                 tokio::select! {
+                    // The reply first: when it arrived just before the connection ended, the
+                    // PUBACK's waiter may already hold the loss, and the reply must win.
+                    biased;
                     r = &mut reply_rx => {
                         let reply = r.map_err(|_| session.not_connected())??;
                         kind.awaiting_reply = false;
@@ -303,7 +325,7 @@ impl Client {
             fp_log!(Level::Info, "{} accepted", op.name());
             Ok(reply)
         } else {
-            let rejection = Rejection::from_json(&reply.payload).map_err(|e| {
+            let rejection = Rejection::parse(&reply.payload, self.inner.format).map_err(|e| {
                 Error::bad_reply(format!("{} on {}: {}", op.name(), reply.topic, e.message))
             })?;
             fp_log!(

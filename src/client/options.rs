@@ -80,7 +80,7 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// HTTP CONNECT proxy as (host, port).
     pub proxy: Option<(String, u16)>,
-    /// Payload format of the provisioning topics. Only JSON is implemented.
+    /// Payload format of the provisioning topics and payloads (default JSON).
     pub format: PayloadFormat,
 }
 
@@ -154,11 +154,6 @@ impl ClientOptions {
             if host.trim().is_empty() || *port == 0 {
                 return Err(Error::invalid("proxy needs a host and a non-zero port"));
             }
-        }
-        if self.format != PayloadFormat::Json {
-            return Err(Error::invalid(
-                "only the JSON payload format is implemented",
-            ));
         }
         Ok(())
     }
@@ -234,7 +229,6 @@ mod tests {
             ("cert without key", |o| o.key = None),
             ("key without cert", |o| o.cert = None),
             ("proxy port 0", |o| o.proxy = Some(("p".into(), 0))),
-            ("cbor", |o| o.format = PayloadFormat::Cbor),
         ];
         ok_opts().validate().unwrap();
         for (name, f) in cases {

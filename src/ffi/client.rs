@@ -91,8 +91,8 @@ enum Conn {
     Connected(Client),
     /// Connecting failed; operations that waited for it fail with the same error.
     Failed(fp_error),
-    /// Stopped by the owner or lost.
-    Ended,
+    /// Stopped by the owner (`None`) or lost (why).
+    Ended(Option<fp_error>),
 }
 
 struct Tracking {
@@ -191,17 +191,24 @@ impl Shared {
         })
     }
 
-    /// Waits until connecting is over and returns the connected client.
-    async fn connected(&self) -> Result<Client, fp_error> {
+    /// Waits until connecting is over and returns the connected client. `started_live`: the
+    /// operation was started while the connection was being made or was up, so a loss that
+    /// ended it before the operation got to run is reported as that loss, with its cause.
+    async fn connected(&self, started_live: bool) -> Result<Client, fp_error> {
         let mut rx = self.conn.subscribe();
         let state = match rx.wait_for(|c| !matches!(c, Conn::Connecting)).await {
             Ok(state) => state.clone(),
-            Err(_) => Conn::Ended,
+            Err(_) => Conn::Ended(None),
         };
         match state {
             Conn::Connected(client) => Ok(client),
             Conn::Failed(e) => Err(e),
-            Conn::Idle | Conn::Connecting | Conn::Ended => Err(fp_error::new(
+            Conn::Ended(Some(lost)) if started_live => Err(lost),
+            Conn::Ended(Some(lost)) => Err(fp_error::new(
+                FP_ERR_NOT_CONNECTED,
+                &format!("not connected: the connection was lost: {}", lost.message()),
+            )),
+            Conn::Idle | Conn::Connecting | Conn::Ended(None) => Err(fp_error::new(
                 FP_ERR_NOT_CONNECTED,
                 "not connected: the connection had ended before the operation could start",
             )),
@@ -222,13 +229,14 @@ impl Shared {
         D: FnOnce(Result<T, fp_error>) + Send + 'static,
     {
         let shared = Arc::clone(self);
+        let started_live = matches!(&*self.conn.borrow(), Conn::Connecting | Conn::Connected(_));
         self.handle.spawn(async move {
             let work = {
                 let shared = Arc::clone(&shared);
                 // A separate task so a panic inside the core becomes an error, not a lost
                 // callback.
                 tokio::spawn(async move {
-                    let client = shared.connected().await?;
+                    let client = shared.connected(started_live).await?;
                     operation(client).await.map_err(fp_error::from)
                 })
             };
@@ -243,7 +251,7 @@ impl Shared {
             };
             let id = shared.id;
             drop(shared);
-            run_callback(id, promise, move || deliver(result)).await;
+            run_callback(id, promise, move || deliver(result));
         });
     }
 }
@@ -261,19 +269,19 @@ fn join_error(e: tokio::task::JoinError) -> fp_error {
 
 /// Runs a C callback on the blocking pool (so slow callbacks never stall network I/O), marks
 /// the thread as inside this client's callback, and fulfils the promise once it returned.
-async fn run_callback(client_id: u64, promise: Promise, callback: impl FnOnce() + Send + 'static) {
-    let joined = tokio::task::spawn_blocking(move || {
+///
+/// Nothing waits for it to finish: the promise it holds keeps the client (and so the runtime)
+/// alive until the callback returned, and not waiting spares the I/O thread a wake-up per
+/// callback.
+fn run_callback(client_id: u64, promise: Promise, callback: impl FnOnce() + Send + 'static) {
+    drop(tokio::task::spawn_blocking(move || {
         let previous = IN_CALLBACK_OF.with(|c| c.replace(client_id));
         // A panic in the Rust code preparing the callback's arguments must not skip the
         // bookkeeping below; the deliver functions report it to C themselves where possible.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback));
         IN_CALLBACK_OF.with(|c| c.set(previous));
         drop(promise);
-    })
-    .await;
-    // The blocking task only fails to run if the runtime is shutting down, which cannot
-    // happen while a promise is outstanding; nothing more to do either way.
-    let _ = joined;
+    }));
 }
 
 /// Creates a client from `options` (copied: the options may be freed right after).
@@ -461,7 +469,9 @@ async fn lifecycle(
                 reason = client.closed() => Some(reason),
             };
             // Operations started from now on call back with FP_ERR_NOT_CONNECTED.
-            shared.conn.send_replace(Conn::Ended);
+            shared
+                .conn
+                .send_replace(Conn::Ended(lost.clone().map(fp_error::from)));
             // After a loss this sends nothing and only joins the finished connection tasks.
             let _ = tokio::time::timeout(DISCONNECT_GRACE, client.disconnect()).await;
             drop(client);

@@ -51,6 +51,14 @@ pub enum fp_result {
     FP_ERR_PANIC = 16,
     /// An impossible state inside the library (a bug).
     FP_ERR_INTERNAL = 17,
+    /// The broker broke the MQTT protocol (a malformed packet, a topic alias the client never
+    /// allowed, a CONNACK with Receive Maximum 0, a packet a broker never sends); the library
+    /// closed the connection. The message says what was received.
+    FP_ERR_PROTOCOL = 18,
+    /// The broker refused the request's PUBLISH (MQTT 5 PUBACK with a failure reason code,
+    /// such as 0x87 not authorized: the broker's policy forbids the topic). The message names
+    /// the reason; the service never saw the request.
+    FP_ERR_PUBLISH_REFUSED = 19,
     /// The identity store of fp_provision() (a directory) cannot be created, read or written,
     /// or is not a directory.
     FP_ERR_STORE = 21,
@@ -80,12 +88,14 @@ impl fp_result {
             FP_ERR_ALREADY_CONNECTED => c"already connected",
             FP_ERR_PANIC => c"internal panic caught at the API boundary",
             FP_ERR_INTERNAL => c"internal error",
+            FP_ERR_PROTOCOL => c"the broker broke the MQTT protocol",
+            FP_ERR_PUBLISH_REFUSED => c"the broker refused the publish",
             FP_ERR_STORE => c"identity store error",
         }
     }
 
     fn from_int(code: c_int) -> Option<fp_result> {
-        const ALL: [fp_result; 19] = [
+        const ALL: [fp_result; 21] = [
             FP_OK,
             FP_ERR_NULL_ARGUMENT,
             FP_ERR_INVALID_UTF8,
@@ -104,6 +114,8 @@ impl fp_result {
             FP_ERR_ALREADY_CONNECTED,
             FP_ERR_PANIC,
             FP_ERR_INTERNAL,
+            FP_ERR_PROTOCOL,
+            FP_ERR_PUBLISH_REFUSED,
             FP_ERR_STORE,
         ];
         ALL.iter().copied().find(|r| *r as c_int == code)
@@ -125,6 +137,8 @@ impl From<ErrorKind> for fp_result {
             ErrorKind::BadReply => FP_ERR_BAD_REPLY,
             ErrorKind::Cancelled => FP_ERR_CANCELLED,
             ErrorKind::Internal => FP_ERR_INTERNAL,
+            ErrorKind::Protocol => FP_ERR_PROTOCOL,
+            ErrorKind::PublishRefused => FP_ERR_PUBLISH_REFUSED,
             ErrorKind::Store => FP_ERR_STORE,
             // A kind added to the core later: still a failure, never FP_OK.
             #[allow(unreachable_patterns)]
@@ -171,6 +185,11 @@ impl fp_error {
             aws_code: None,
             aws_message: None,
         }
+    }
+
+    /// The message, for wrapping into another error's message.
+    pub(crate) fn message(&self) -> std::borrow::Cow<'_, str> {
+        self.message.to_string_lossy()
     }
 
     #[cfg(test)]
@@ -278,11 +297,12 @@ mod tests {
     #[test]
     fn every_code_has_a_distinct_name_and_round_trips() {
         let mut names = std::collections::HashSet::new();
-        for code in (0..=17).chain([21]) {
+        for code in (0..=19).chain([21]) {
             let r = fp_result::from_int(code).unwrap();
             assert_eq!(r as c_int, code);
             assert!(names.insert(r.as_cstr()));
         }
+        assert!(fp_result::from_int(20).is_none());
         assert!(fp_result::from_int(22).is_none());
         assert!(fp_result::from_int(-1).is_none());
         let unknown = unsafe { CStr::from_ptr(fp_result_str(-1)) };

@@ -73,11 +73,27 @@ pub type fp_log_callback = Option<
     unsafe extern "C" fn(user_data: *mut c_void, level: fp_log_level, message: *const c_char),
 >;
 
-/// A `user_data` pointer moved into the logger closure.
+/// Releases the `user_data` a callback was registered with, once the library is done with
+/// it: called exactly once, after the last call of the callback has returned, on whichever
+/// thread drops the library's last use (possibly inside the call that replaced the callback).
+pub type fp_release_callback = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
+
+/// A `user_data` pointer moved into the logger closure, released when the closure is dropped.
 struct LogTarget {
     callback: unsafe extern "C" fn(*mut c_void, fp_log_level, *const c_char),
     user_data: *mut c_void,
+    release: fp_release_callback,
     max_level: fp_log_level,
+}
+
+impl Drop for LogTarget {
+    fn drop(&mut self) {
+        if let Some(release) = self.release {
+            // SAFETY: release and user_data were supplied together by the C caller; the
+            // logger holding this target is gone, so the callback is never called again.
+            unsafe { release(self.user_data) };
+        }
+    }
 }
 
 impl LogTarget {
@@ -103,27 +119,46 @@ unsafe impl Sync for LogTarget {}
 /// `FP_ERR_INVALID_ARGUMENT` if `max_level` is not an ::fp_log_level value.
 ///
 /// `user_data` is passed to every call and must stay valid, and usable from any thread, until
-/// another fp_set_log_callback() call has returned and any message in flight on another
-/// thread has been delivered; simplest is to keep it valid for the life of the process.
+/// `release` (may be NULL) is called with it: exactly once, after the callback is replaced or
+/// removed by a later fp_set_log_callback() and every message in flight on another thread has
+/// been delivered. It is also called, at once, when this call fails or does not install the
+/// callback (`callback` NULL or `max_level` `FP_LOG_NONE`). A callback still installed at
+/// process exit is never released.
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_set_log_callback(
     callback: fp_log_callback,
     user_data: *mut c_void,
+    release: fp_release_callback,
     max_level: c_int,
 ) -> fp_result {
     ffi_panic_boundary! {
-        let Some(max_level) = fp_log_level::from_int(max_level) else {
+        let level = fp_log_level::from_int(max_level);
+        let target = callback.map(|callback| LogTarget {
+            callback,
+            user_data,
+            release,
+            max_level: level.unwrap_or(FP_LOG_NONE),
+        });
+        let Some(max_level) = level else {
+            // Dropping `target` releases `user_data`.
             return fp_result::FP_ERR_INVALID_ARGUMENT;
         };
-        match callback {
-            Some(callback) if max_level != FP_LOG_NONE => {
-                let target = LogTarget { callback, user_data, max_level };
+        match target {
+            Some(target) if max_level != FP_LOG_NONE => {
                 core_log::set_max_level(max_level.to_core());
                 core_log::set_logger(Some(Box::new(move |level, message| {
                     target.deliver(level, message)
                 })));
             }
-            _ => core_log::set_logger(None),
+            _ => {
+                core_log::set_logger(None);
+                if target.is_none() {
+                    if let Some(release) = release {
+                        // SAFETY: as in `LogTarget::drop`; nothing was installed with it.
+                        unsafe { release(user_data) };
+                    }
+                }
+            }
         }
         fp_result::FP_OK
     }
@@ -141,7 +176,7 @@ mod tests {
         assert_eq!(FP_LOG_FATAL.to_core(), Level::Error);
         assert!(fp_log_level::from_core(Level::Error) > FP_LOG_FATAL);
         assert_eq!(
-            fp_set_log_callback(None, std::ptr::null_mut(), 9),
+            fp_set_log_callback(None, std::ptr::null_mut(), None, 9),
             fp_result::FP_ERR_INVALID_ARGUMENT
         );
     }

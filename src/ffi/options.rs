@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::error::fp_result::{self, *};
 use super::strings::{nonempty_str_arg, secret_arg};
 use crate::client::{ClientOptions, MqttVersion, Pem};
+use crate::protocol::PayloadFormat;
 
 /// Connection settings for fp_client_new().
 ///
@@ -306,6 +307,30 @@ pub extern "C" fn fp_client_options_set_proxy(
     }
 }
 
+/// `fp_client_options_set_payload_format`: JSON payloads on the `.../json` topics (default).
+pub const FP_PAYLOAD_JSON: c_int = 0;
+/// `fp_client_options_set_payload_format`: CBOR payloads on the `.../cbor` topics.
+pub const FP_PAYLOAD_CBOR: c_int = 1;
+
+/// Selects the payload format of the provisioning requests and replies: `FP_PAYLOAD_JSON`
+/// (default) or `FP_PAYLOAD_CBOR`. `FP_ERR_INVALID_ARGUMENT` for any other value.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_client_options_set_payload_format(
+    options: *mut fp_client_options,
+    format: c_int,
+) -> fp_result {
+    ffi_panic_boundary! {
+        with_options(options, |o| {
+            o.format = match format {
+                FP_PAYLOAD_JSON => PayloadFormat::Json,
+                FP_PAYLOAD_CBOR => PayloadFormat::Cbor,
+                _ => return Err(FP_ERR_INVALID_ARGUMENT),
+            };
+            Ok(())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,6 +402,20 @@ mod tests {
             fp_client_options_set_port(std::ptr::null_mut(), 1),
             FP_ERR_NULL_ARGUMENT
         );
+        assert_eq!(
+            fp_client_options_set_payload_format(o, 2),
+            FP_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            fp_client_options_set_payload_format(std::ptr::null_mut(), FP_PAYLOAD_CBOR),
+            FP_ERR_NULL_ARGUMENT
+        );
+        assert_eq!(unsafe { &(*o).inner }.format, PayloadFormat::Json);
+        assert_eq!(
+            fp_client_options_set_payload_format(o, FP_PAYLOAD_CBOR),
+            FP_OK
+        );
+        assert_eq!(unsafe { &(*o).inner }.format, PayloadFormat::Cbor);
         let inner = unsafe { &(*o).inner };
         assert_eq!(inner.port, 1883);
         assert_eq!(inner.mqtt_version, MqttVersion::V311);

@@ -1,8 +1,8 @@
 //! The one tokio runtime shared by every C client of the process.
 //!
 //! One thread drives all connections (a gateway with 1,000 clients still has one I/O thread);
-//! callbacks run on the runtime's blocking pool so a slow callback never stalls I/O. The
-//! runtime starts with the first client and stops when the last client is released, so a
+//! callbacks run on the runtime's blocking pool, capped at [`CALLBACK_THREADS`], so a slow
+//! callback never stalls I/O. The runtime starts with the first client and stops when the last client is released, so a
 //! program that frees its clients leaves no threads or allocations behind (valgrind-clean).
 //!
 //! It is a current-thread runtime driven by a thread of our own, rather than a multi-thread
@@ -29,6 +29,10 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+
+/// Threads that run callbacks (tokio's blocking pool): a fixed few whatever the number of
+/// clients. Together with the driver thread the library never runs more than five threads.
+pub(crate) const CALLBACK_THREADS: usize = 4;
 
 /// How long a shutdown waits for runtime threads to finish. When the last client is released
 /// every callback has already returned, so this only bounds a misbehaving case.
@@ -133,6 +137,7 @@ fn start() -> std::io::Result<Driver> {
                     .thread_name("fleetprov")
                     .enable_io()
                     .enable_time()
+                    .max_blocking_threads(CALLBACK_THREADS)
                     // Blocking-pool threads; this thread marked itself above.
                     .on_thread_start(|| ON_RUNTIME_THREAD.with(|f| f.set(true)))
                     .build()

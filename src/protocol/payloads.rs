@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use zeroize::Zeroizing;
 
+use super::cbor::{CborMap, MapWriter};
+use super::topics::PayloadFormat;
 use crate::error::Error;
 
 /// Largest MQTT payload AWS IoT accepts or sends: 128 KiB.
@@ -17,6 +19,23 @@ pub const MAX_PAYLOAD_LEN: usize = 128 * 1024;
 
 /// Payload of a CreateKeysAndCertificate request: an empty JSON object.
 pub const CREATE_KEYS_REQUEST: &[u8] = b"{}";
+
+/// Payload of a CreateKeysAndCertificate request in `format`: an empty map.
+pub fn create_keys_request(format: PayloadFormat) -> &'static [u8] {
+    match format {
+        PayloadFormat::Json => CREATE_KEYS_REQUEST,
+        PayloadFormat::Cbor => b"\xa0",
+    }
+}
+
+fn cbor_reply<'b>(payload: &'b [u8], op: &str) -> Result<CborMap<'b>, Error> {
+    CborMap::parse(payload)
+        .map_err(|e| Error::bad_reply(format!("{op} accepted reply is not the expected CBOR: {e}")))
+}
+
+fn cbor_field<T>(op: &str, field: Result<T, String>) -> Result<T, Error> {
+    field.map_err(|e| Error::bad_reply(format!("{op} accepted reply: {e}")))
+}
 
 /// Accepted reply of CreateKeysAndCertificate.
 #[derive(Clone, PartialEq, Eq)]
@@ -71,12 +90,58 @@ impl CreateKeysResponse {
         let private_key = unescape_json_string(wire.private_key.get()).ok_or_else(|| {
             Error::bad_reply("CreateKeysAndCertificate accepted reply: privateKey is not a string")
         })?;
+        require_fields(
+            "CreateKeysAndCertificate",
+            &[
+                ("certificateId", &wire.certificate_id),
+                ("certificatePem", &wire.certificate_pem),
+                ("privateKey", &private_key),
+                (
+                    "certificateOwnershipToken",
+                    &wire.certificate_ownership_token,
+                ),
+            ],
+        )?;
         Ok(CreateKeysResponse {
             certificate_id: wire.certificate_id,
             certificate_pem: wire.certificate_pem,
             private_key,
             certificate_ownership_token: wire.certificate_ownership_token,
         })
+    }
+
+    /// Parses an accepted CreateKeysAndCertificate reply in CBOR; the key is copied once, into
+    /// its zeroizing buffer.
+    pub fn from_cbor(payload: &[u8]) -> Result<CreateKeysResponse, Error> {
+        const OP: &str = "CreateKeysAndCertificate";
+        let map = cbor_reply(payload, OP)?;
+        let r = CreateKeysResponse {
+            certificate_id: cbor_field(OP, map.required_text("certificateId"))?,
+            certificate_pem: cbor_field(OP, map.required_text("certificatePem"))?,
+            private_key: cbor_field(OP, map.secret_text("privateKey"))?,
+            certificate_ownership_token: cbor_field(
+                OP,
+                map.required_text("certificateOwnershipToken"),
+            )?,
+        };
+        require_fields(
+            OP,
+            &[
+                ("certificateId", &r.certificate_id),
+                ("certificatePem", &r.certificate_pem),
+                ("privateKey", &r.private_key),
+                ("certificateOwnershipToken", &r.certificate_ownership_token),
+            ],
+        )?;
+        Ok(r)
+    }
+
+    /// Parses an accepted reply in `format`.
+    pub fn parse(payload: &[u8], format: PayloadFormat) -> Result<CreateKeysResponse, Error> {
+        match format {
+            PayloadFormat::Json => CreateKeysResponse::from_json(payload),
+            PayloadFormat::Cbor => CreateKeysResponse::from_cbor(payload),
+        }
     }
 }
 
@@ -157,6 +222,19 @@ impl CreateFromCsrRequest<'_> {
     pub fn to_json(&self) -> Vec<u8> {
         json_bytes(self)
     }
+
+    /// The payload in `format`.
+    pub fn encode(&self, format: PayloadFormat) -> Vec<u8> {
+        match format {
+            PayloadFormat::Json => self.to_json(),
+            PayloadFormat::Cbor => MapWriter::new(1)
+                .text(
+                    "certificateSigningRequest",
+                    self.certificate_signing_request,
+                )
+                .finish(),
+        }
+    }
 }
 
 /// Accepted reply of CreateCertificateFromCsr.
@@ -174,7 +252,47 @@ pub struct CreateFromCsrResponse {
 impl CreateFromCsrResponse {
     /// Parses an accepted CreateCertificateFromCsr reply.
     pub fn from_json(payload: &[u8]) -> Result<Self, Error> {
-        parse_reply(payload, "CreateCertificateFromCsr")
+        let r: Self = parse_reply(payload, "CreateCertificateFromCsr")?;
+        require_fields(
+            "CreateCertificateFromCsr",
+            &[
+                ("certificateId", &r.certificate_id),
+                ("certificatePem", &r.certificate_pem),
+                ("certificateOwnershipToken", &r.certificate_ownership_token),
+            ],
+        )?;
+        Ok(r)
+    }
+
+    /// Parses an accepted CreateCertificateFromCsr reply in CBOR.
+    pub fn from_cbor(payload: &[u8]) -> Result<Self, Error> {
+        const OP: &str = "CreateCertificateFromCsr";
+        let map = cbor_reply(payload, OP)?;
+        let r = CreateFromCsrResponse {
+            certificate_id: cbor_field(OP, map.required_text("certificateId"))?,
+            certificate_pem: cbor_field(OP, map.required_text("certificatePem"))?,
+            certificate_ownership_token: cbor_field(
+                OP,
+                map.required_text("certificateOwnershipToken"),
+            )?,
+        };
+        require_fields(
+            OP,
+            &[
+                ("certificateId", &r.certificate_id),
+                ("certificatePem", &r.certificate_pem),
+                ("certificateOwnershipToken", &r.certificate_ownership_token),
+            ],
+        )?;
+        Ok(r)
+    }
+
+    /// Parses an accepted reply in `format`.
+    pub fn parse(payload: &[u8], format: PayloadFormat) -> Result<Self, Error> {
+        match format {
+            PayloadFormat::Json => Self::from_json(payload),
+            PayloadFormat::Cbor => Self::from_cbor(payload),
+        }
     }
 }
 
@@ -194,6 +312,26 @@ impl RegisterThingRequest {
     pub fn to_json(&self) -> Vec<u8> {
         json_bytes(self)
     }
+
+    /// The payload in `format` (`parameters` left out when empty, as in JSON).
+    pub fn encode(&self, format: PayloadFormat) -> Vec<u8> {
+        match format {
+            PayloadFormat::Json => self.to_json(),
+            PayloadFormat::Cbor if self.parameters.is_empty() => MapWriter::new(1)
+                .text(
+                    "certificateOwnershipToken",
+                    &self.certificate_ownership_token,
+                )
+                .finish(),
+            PayloadFormat::Cbor => MapWriter::new(2)
+                .text(
+                    "certificateOwnershipToken",
+                    &self.certificate_ownership_token,
+                )
+                .string_map("parameters", &self.parameters)
+                .finish(),
+        }
+    }
 }
 
 /// Accepted reply of RegisterThing.
@@ -210,7 +348,29 @@ pub struct RegisterThingResponse {
 impl RegisterThingResponse {
     /// Parses an accepted RegisterThing reply.
     pub fn from_json(payload: &[u8]) -> Result<Self, Error> {
-        parse_reply(payload, "RegisterThing")
+        let r: Self = parse_reply(payload, "RegisterThing")?;
+        require_fields("RegisterThing", &[("thingName", &r.thing_name)])?;
+        Ok(r)
+    }
+
+    /// Parses an accepted RegisterThing reply in CBOR.
+    pub fn from_cbor(payload: &[u8]) -> Result<Self, Error> {
+        const OP: &str = "RegisterThing";
+        let map = cbor_reply(payload, OP)?;
+        let r = RegisterThingResponse {
+            thing_name: cbor_field(OP, map.required_text("thingName"))?,
+            device_configuration: cbor_field(OP, map.string_map("deviceConfiguration"))?,
+        };
+        require_fields(OP, &[("thingName", &r.thing_name)])?;
+        Ok(r)
+    }
+
+    /// Parses an accepted reply in `format`.
+    pub fn parse(payload: &[u8], format: PayloadFormat) -> Result<Self, Error> {
+        match format {
+            PayloadFormat::Json => Self::from_json(payload),
+            PayloadFormat::Cbor => Self::from_cbor(payload),
+        }
     }
 }
 
@@ -244,16 +404,60 @@ impl Rejection {
             Some(serde_json::Value::Null) | None => String::new(),
             Some(other) => other.to_string(),
         };
+        // An HTTP status, if present; anything else means the reply is not what AWS sends.
         let status_code = match obj.get("statusCode") {
-            Some(serde_json::Value::Number(n)) => n.as_i64().unwrap_or(0),
-            Some(serde_json::Value::String(s)) => s.trim().parse().unwrap_or(0),
-            _ => 0,
+            None | Some(serde_json::Value::Null) => 0,
+            Some(serde_json::Value::Number(n)) => n.as_i64().unwrap_or(-1),
+            Some(serde_json::Value::String(s)) => s.trim().parse().unwrap_or(-1),
+            Some(_) => -1,
+        };
+        if !(100..=599).contains(&status_code) && status_code != 0 {
+            return Err(Error::bad_reply(format!(
+                "rejected reply has statusCode {}, not an HTTP status",
+                obj.get("statusCode")
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+            )));
+        }
+        Ok(Rejection {
+            status_code,
+            error_code: text("errorCode"),
+            error_message: text("errorMessage"),
+        })
+    }
+
+    /// Parses a rejected reply in CBOR; only a payload that is not one CBOR map is an error,
+    /// and a field of another type than expected is left at 0 or empty.
+    pub fn from_cbor(payload: &[u8]) -> Result<Rejection, Error> {
+        let map = CborMap::parse(payload)
+            .map_err(|e| Error::bad_reply(format!("rejected reply: {e}")))?;
+        let text = |k: &str| map.text(k).ok().flatten().unwrap_or_default();
+        // As in JSON: absent or null is 0, anything but an HTTP status is a bad reply.
+        let status_code = if map.is_absent_or_null("statusCode") {
+            0
+        } else {
+            match map.int("statusCode") {
+                Some(code) if (100..=599).contains(&code) => code,
+                _ => {
+                    return Err(Error::bad_reply(
+                        "rejected reply has a statusCode that is not an HTTP status",
+                    ))
+                }
+            }
         };
         Ok(Rejection {
             status_code,
             error_code: text("errorCode"),
             error_message: text("errorMessage"),
         })
+    }
+
+    /// Parses a rejected reply in `format`.
+    pub fn parse(payload: &[u8], format: PayloadFormat) -> Result<Rejection, Error> {
+        match format {
+            PayloadFormat::Json => Rejection::from_json(payload),
+            PayloadFormat::Cbor => Rejection::from_cbor(payload),
+        }
     }
 }
 
@@ -298,6 +502,16 @@ fn json_type_name(v: &serde_json::Value) -> &'static str {
 fn parse_reply<T: serde::de::DeserializeOwned>(payload: &[u8], op: &str) -> Result<T, Error> {
     serde_json::from_slice(payload)
         .map_err(|e| Error::bad_reply(format!("{op} accepted reply is not the expected JSON: {e}")))
+}
+
+/// An accepted reply whose required fields are empty is as unusable as one without them.
+fn require_fields(op: &str, fields: &[(&str, &str)]) -> Result<(), Error> {
+    match fields.iter().find(|(_, v)| v.trim().is_empty()) {
+        Some((name, _)) => Err(Error::bad_reply(format!(
+            "{op} accepted reply has an empty {name}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn json_bytes<T: Serialize>(v: &T) -> Vec<u8> {
@@ -465,12 +679,38 @@ mod tests {
             .unwrap();
         assert_eq!((r.status_code, r.error_message.as_str()), (404, ""));
         assert_eq!(Rejection::from_json(b"{}").unwrap(), Rejection::default());
-        for bad in [&b"nope"[..], b"[1]", b"\"x\""] {
+        for bad in [
+            &b"nope"[..],
+            b"[1]",
+            b"\"x\"",
+            br#"{"statusCode":99999999999}"#,
+            br#"{"statusCode":-1}"#,
+            br#"{"statusCode":4.5}"#,
+            br#"{"statusCode":"lots"}"#,
+            br#"{"statusCode":true}"#,
+        ] {
             assert_eq!(
                 Rejection::from_json(bad).unwrap_err().kind,
                 ErrorKind::BadReply
             );
         }
+    }
+
+    #[test]
+    fn accepted_replies_with_empty_required_fields_are_bad() {
+        let e = CreateFromCsrResponse::from_json(
+            br#"{"certificateId":"ab","certificatePem":"p","certificateOwnershipToken":""}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadReply);
+        assert!(e.message.contains("certificateOwnershipToken"), "{e}");
+        let e = CreateKeysResponse::from_json(
+            br#"{"certificateId":" ","certificatePem":"p","privateKey":"k","certificateOwnershipToken":"t"}"#,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("certificateId"), "{e}");
+        let e = RegisterThingResponse::from_json(br#"{"thingName":""}"#).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadReply);
     }
 
     #[test]
@@ -496,6 +736,135 @@ mod tests {
             let e = parse_template_parameters(bad).unwrap_err();
             assert_eq!(e.kind, ErrorKind::InvalidArgument, "{bad}");
             assert!(e.message.contains(needle), "{bad}: {}", e.message);
+        }
+    }
+
+    fn cbor(fields: &[(&str, &str)]) -> Vec<u8> {
+        fields
+            .iter()
+            .fold(MapWriter::new(fields.len() as u64), |w, (k, v)| {
+                w.text(k, v)
+            })
+            .finish()
+    }
+
+    #[test]
+    fn cbor_requests_are_maps_with_the_json_names() {
+        assert_eq!(create_keys_request(PayloadFormat::Cbor), b"\xa0");
+        assert_eq!(create_keys_request(PayloadFormat::Json), b"{}");
+        let csr = CreateFromCsrRequest {
+            certificate_signing_request: "C",
+        };
+        let mut want = vec![0xa1, 0x78, 25];
+        want.extend_from_slice(b"certificateSigningRequest\x61C");
+        assert_eq!(csr.encode(PayloadFormat::Cbor), want);
+        let mut req = RegisterThingRequest {
+            certificate_ownership_token: "t".into(),
+            parameters: BTreeMap::new(),
+        };
+        let mut want = vec![0xa1, 0x78, 25];
+        want.extend_from_slice(b"certificateOwnershipToken\x61t");
+        assert_eq!(req.encode(PayloadFormat::Cbor), want);
+        req.parameters.insert("SerialNumber".into(), "1".into());
+        let mut want = vec![0xa2, 0x78, 25];
+        want.extend_from_slice(
+            b"certificateOwnershipToken\x61t\x6aparameters\xa1\x6cSerialNumber\x611",
+        );
+        assert_eq!(req.encode(PayloadFormat::Cbor), want);
+        assert_eq!(req.encode(PayloadFormat::Json), req.to_json());
+    }
+
+    #[test]
+    fn cbor_replies_parse_and_wrong_shapes_are_bad_replies() {
+        let keys = cbor(&[
+            ("certificateId", "ab12"),
+            ("certificatePem", "P"),
+            ("privateKey", KEY),
+            ("certificateOwnershipToken", "tok"),
+            ("extra", "x"),
+        ]);
+        let r = CreateKeysResponse::parse(&keys, PayloadFormat::Cbor).unwrap();
+        assert_eq!(r.private_key.as_str(), KEY);
+        assert_eq!(
+            r.private_key.capacity(),
+            KEY.len(),
+            "sized once, never reallocated"
+        );
+        assert_eq!(r.certificate_ownership_token, "tok");
+        let csr = CreateFromCsrResponse::parse(&keys, PayloadFormat::Cbor).unwrap();
+        assert_eq!(csr.certificate_id, "ab12");
+        let thing = MapWriter::new(2)
+            .string_map(
+                "deviceConfiguration",
+                &[("k".to_owned(), "v".to_owned())].into(),
+            )
+            .text("thingName", "T")
+            .finish();
+        let r = RegisterThingResponse::parse(&thing, PayloadFormat::Cbor).unwrap();
+        assert_eq!(
+            (r.thing_name.as_str(), r.device_configuration["k"].as_str()),
+            ("T", "v")
+        );
+        let r = RegisterThingResponse::parse(&cbor(&[("thingName", "T")]), PayloadFormat::Cbor)
+            .unwrap();
+        assert!(r.device_configuration.is_empty());
+
+        let no_key = cbor(&[
+            ("certificateId", "i"),
+            ("certificatePem", "p"),
+            ("certificateOwnershipToken", "t"),
+        ]);
+        for bad in [&b""[..], b"{}", b"\x80", &no_key, &keys[..keys.len() - 1]] {
+            let e = CreateKeysResponse::parse(bad, PayloadFormat::Cbor).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::BadReply, "{bad:x?}");
+            assert!(!e.message.contains("MIIB"), "{}", e.message);
+        }
+        // privateKey as a byte string, not text.
+        let mut bytes_key = no_key.clone();
+        bytes_key[0] = 0xa4;
+        bytes_key.extend_from_slice(b"\x6aprivateKey\x44MIIB");
+        let e = CreateKeysResponse::parse(&bytes_key, PayloadFormat::Cbor).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadReply);
+        assert!(e.message.contains("privateKey"), "{}", e.message);
+        assert!(!e.message.contains("MIIB"), "{}", e.message);
+        let e = RegisterThingResponse::parse(&cbor(&[("thing", "T")]), PayloadFormat::Cbor)
+            .unwrap_err();
+        assert!(e.message.contains("thingName"), "{}", e.message);
+    }
+
+    #[test]
+    fn cbor_rejections_parse_as_received() {
+        // {"statusCode": 400, "errorCode": "E", "errorMessage": "M"}
+        let mut payload = vec![0xa3, 0x6a];
+        payload.extend_from_slice(b"statusCode\x19\x01\x90\x69errorCode\x61E\x6cerrorMessage\x61M");
+        let r = Rejection::parse(&payload, PayloadFormat::Cbor).unwrap();
+        assert_eq!(
+            r,
+            Rejection {
+                status_code: 400,
+                error_code: "E".into(),
+                error_message: "M".into()
+            }
+        );
+        let r = Rejection::parse(&cbor(&[("statusCode", "403")]), PayloadFormat::Cbor).unwrap();
+        assert_eq!((r.status_code, r.error_code.as_str()), (403, ""));
+        assert_eq!(
+            Rejection::parse(b"\xa0", PayloadFormat::Cbor).unwrap(),
+            Rejection::default()
+        );
+        for bad in [
+            &cbor(&[("statusCode", "lots")])[..],
+            b"\xa1\x6astatusCode\x19\x03\xe7",
+        ] {
+            let e = Rejection::parse(bad, PayloadFormat::Cbor).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::BadReply, "{bad:x?}");
+        }
+        let e = RegisterThingResponse::parse(&cbor(&[("thingName", "")]), PayloadFormat::Cbor)
+            .unwrap_err();
+        assert!(e.message.contains("empty thingName"), "{}", e.message);
+        for bad in [&b""[..], b"\x01", b"{\"statusCode\":400}"] {
+            let e = Rejection::parse(bad, PayloadFormat::Cbor).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::BadReply);
         }
     }
 }

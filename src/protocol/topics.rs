@@ -5,10 +5,10 @@ use crate::error::Error;
 /// Payload encoding; it is part of every topic name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum PayloadFormat {
-    /// `json`: the only format the library serialises today.
+    /// `json`.
     #[default]
     Json,
-    /// `cbor`: topic names only, for now.
+    /// `cbor`: maps with the JSON field names, as AWS's embedded C library sends.
     Cbor,
 }
 

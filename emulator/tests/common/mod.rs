@@ -213,14 +213,14 @@ impl V5 {
     }
 
     /// Subscribe to the reply topics of `topic`, publish the request, and return the reply.
-    pub async fn request(&mut self, topic: &str, payload: &str) -> Msg {
+    pub async fn request(&mut self, topic: &str, payload: impl AsRef<[u8]>) -> Msg {
         let accepted = format!("{topic}/accepted");
         let rejected = format!("{topic}/rejected");
         let codes = self.subscribe(&[&accepted, &rejected]).await;
         assert!(codes
             .iter()
             .all(|c| *c == p5::SubscribeReasonCode::Success(QoS5::AtLeastOnce)));
-        let ack = self.publish(topic, payload).await;
+        let ack = self.publish(topic, payload.as_ref().to_vec()).await;
         assert_eq!(ack.reason, p5::PubAckReason::Success);
         self.recv().await
     }
@@ -377,6 +377,18 @@ pub async fn provision(env: &Env, serial: &str) -> (Identity, Value) {
         key_pem: created["privateKey"].as_str().unwrap().to_owned(),
     };
     (id, registered.json())
+}
+
+/// A fresh key and a CSR for it (PEM, empty subject).
+pub fn new_csr() -> (rcgen::KeyPair, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    (key, csr)
 }
 
 /// A TLS connection speaking raw bytes.

@@ -1,0 +1,144 @@
+//! The AWS account a template is evaluated against: the thing types, thing groups, billing
+//! groups and named policies that exist. On AWS a template that references one the account
+//! lacks fails provisioning; given an account (`--account FILE`), the emulator does the same.
+//! Without one, every referenced resource is taken to exist.
+//!
+//! The file is JSON: `{"thingTypes": [...], "thingGroups": [...], "billingGroups": [...],
+//! "policies": [...]}`, each a list of names; absent lists are empty.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::template::Provisioned;
+
+/// Names of the resources that exist in the account.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Account {
+    #[serde(default)]
+    pub thing_types: BTreeSet<String>,
+    #[serde(default)]
+    pub thing_groups: BTreeSet<String>,
+    #[serde(default)]
+    pub billing_groups: BTreeSet<String>,
+    #[serde(default)]
+    pub policies: BTreeSet<String>,
+}
+
+impl Account {
+    /// Reads an account file.
+    pub fn load(path: &Path) -> io::Result<Account> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        serde_json::from_str(&text).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: not an account definition: {e}", path.display()),
+            )
+        })
+    }
+
+    /// The first resource `provisioned` references that the account lacks, described for the
+    /// rejection's `errorMessage`.
+    pub fn missing(&self, provisioned: &Provisioned) -> Option<String> {
+        if let Some(thing) = &provisioned.thing {
+            if let Some(t) = thing
+                .thing_type_name
+                .as_ref()
+                .filter(|t| !self.thing_types.contains(*t))
+            {
+                return Some(format!("Thing type {t} does not exist."));
+            }
+            if let Some(g) = thing
+                .thing_groups
+                .iter()
+                .find(|g| !self.thing_groups.contains(*g))
+            {
+                return Some(format!("Thing group {g} does not exist."));
+            }
+            if let Some(b) = thing
+                .billing_group
+                .as_ref()
+                .filter(|b| !self.billing_groups.contains(*b))
+            {
+                return Some(format!("Billing group {b} does not exist."));
+            }
+        }
+        provisioned
+            .policies
+            .iter()
+            .filter_map(|p| p.policy_name.as_ref())
+            .find(|name| !self.policies.contains(*name))
+            .map(|name| format!("Policy {name} does not exist."))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::template::{CertInfo, Template};
+    use serde_json::json;
+
+    fn provisioned(thing: serde_json::Value) -> Provisioned {
+        let body = json!({
+            "Resources": {
+                "thing": {"Type": "AWS::IoT::Thing", "Properties": thing},
+                "policy": {"Type": "AWS::IoT::Policy", "Properties": {"PolicyName": "DevicePolicy"}}
+            }
+        });
+        Template::parse(&body.to_string())
+            .unwrap()
+            .evaluate(&Default::default(), &CertInfo::default())
+            .unwrap()
+    }
+
+    #[test]
+    fn each_kind_of_missing_resource_is_named() {
+        let account: Account = serde_json::from_value(json!({
+            "thingTypes": ["sensor"], "thingGroups": ["fleet"],
+            "billingGroups": ["lab"], "policies": ["DevicePolicy"]
+        }))
+        .unwrap();
+        let full = json!({"ThingName": "t", "ThingTypeName": "sensor",
+                          "ThingGroups": ["fleet"], "BillingGroup": "lab"});
+        assert_eq!(account.missing(&provisioned(full)), None);
+        for (thing, want) in [
+            (
+                json!({"ThingName": "t", "ThingTypeName": "meter"}),
+                "Thing type meter",
+            ),
+            (
+                json!({"ThingName": "t", "ThingGroups": ["fleet", "x"]}),
+                "Thing group x",
+            ),
+            (
+                json!({"ThingName": "t", "BillingGroup": "b"}),
+                "Billing group b",
+            ),
+        ] {
+            let got = account.missing(&provisioned(thing)).unwrap();
+            assert!(got.starts_with(want), "{got}");
+        }
+        let empty = Account::default();
+        let got = empty
+            .missing(&provisioned(json!({"ThingName": "t"})))
+            .unwrap();
+        assert_eq!(got, "Policy DevicePolicy does not exist.");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("account.json");
+        std::fs::write(&path, r#"{"thingType": ["x"]}"#).unwrap();
+        assert_eq!(
+            Account::load(&path).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        std::fs::write(&path, r#"{"policies": ["p"]}"#).unwrap();
+        assert!(Account::load(&path).unwrap().policies.contains("p"));
+    }
+}

@@ -1,0 +1,157 @@
+//! TLS configurations shared by the clients of a process that have the same identity and trust.
+//!
+//! Building a configuration reads and parses the PEM files, checks the key against the
+//! certificate and, without a CA file, loads the platform's roots: most of what a connection
+//! costs besides the handshake. Clients with the same certificate, key, CA and ALPN share one
+//! configuration while any of them holds it, and with it rustls's session cache, so a gateway
+//! or a provisioning station connecting many clients with one claim resumes TLS sessions
+//! instead of repeating the full handshake.
+//!
+//! A file counts as the same while its path, size, modification time and inode are; a file
+//! replaced on disk (a renewed certificate) gives a new configuration. The cache holds only
+//! weak references: a configuration lives as long as a client uses it.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::SystemTime;
+
+use rustls::ClientConfig;
+use zeroize::Zeroizing;
+
+use super::options::{ClientOptions, Pem};
+
+/// What identifies one PEM source.
+#[derive(PartialEq, Eq)]
+enum Source {
+    File {
+        path: PathBuf,
+        len: u64,
+        modified: Option<SystemTime>,
+        inode: u64,
+    },
+    Memory(Zeroizing<Vec<u8>>),
+}
+
+impl Source {
+    /// `None` if the file cannot be inspected: the configuration is then built (and its error
+    /// reported) without the cache.
+    fn of(pem: &Pem) -> Option<Source> {
+        Some(match pem {
+            Pem::File(path) => {
+                let meta = std::fs::metadata(path).ok()?;
+                Source::File {
+                    path: path.clone(),
+                    len: meta.len(),
+                    modified: meta.modified().ok(),
+                    inode: inode(&meta),
+                }
+            }
+            Pem::Memory(bytes) => Source::Memory(bytes.clone()),
+        })
+    }
+}
+
+#[cfg(unix)]
+fn inode(meta: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(meta)
+}
+
+#[cfg(not(unix))]
+fn inode(_: &std::fs::Metadata) -> u64 {
+    0
+}
+
+/// Everything a client configuration is built from.
+#[derive(PartialEq, Eq)]
+pub(crate) struct ConfigKey {
+    cert: Option<Source>,
+    key: Option<Source>,
+    ca: Option<Source>,
+    alpn: bool,
+}
+
+impl ConfigKey {
+    /// The key for `opts`, or `None` when they cannot be cached.
+    pub(crate) fn of(opts: &ClientOptions) -> Option<ConfigKey> {
+        let source = |p: &Option<Pem>| match p {
+            None => Some(None),
+            Some(p) => Source::of(p).map(Some),
+        };
+        Some(ConfigKey {
+            cert: source(&opts.cert)?,
+            key: source(&opts.key)?,
+            ca: source(&opts.ca)?,
+            alpn: opts.port == 443,
+        })
+    }
+}
+
+static CACHE: Mutex<Vec<(ConfigKey, Weak<ClientConfig>)>> = Mutex::new(Vec::new());
+
+fn cache() -> std::sync::MutexGuard<'static, Vec<(ConfigKey, Weak<ClientConfig>)>> {
+    // Every update leaves the list consistent.
+    CACHE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The live configuration built from `key`, if a client still holds one.
+pub(crate) fn lookup(key: &ConfigKey) -> Option<Arc<ClientConfig>> {
+    let mut entries = cache();
+    entries.retain(|(_, weak)| weak.strong_count() > 0);
+    entries
+        .iter()
+        .find(|(k, _)| k == key)
+        .and_then(|(_, weak)| weak.upgrade())
+}
+
+/// Remembers `config` as the one built from `key`.
+pub(crate) fn insert(key: ConfigKey, config: &Arc<ClientConfig>) {
+    let mut entries = cache();
+    entries.retain(|(k, weak)| weak.strong_count() > 0 && *k != key);
+    entries.push((key, Arc::downgrade(config)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_sources_same_key_and_a_changed_file_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let cert = dir.join("c.pem");
+        std::fs::write(&cert, b"one").unwrap();
+        let mut o = ClientOptions::new("localhost");
+        o.cert = Some(Pem::file(&cert));
+        o.key = Some(Pem::memory("secret"));
+        let a = ConfigKey::of(&o).unwrap();
+        assert!(a == ConfigKey::of(&o).unwrap());
+        std::fs::write(&cert, b"three").unwrap();
+        assert!(a != ConfigKey::of(&o).unwrap());
+        o.key = Some(Pem::memory("other"));
+        let b = ConfigKey::of(&o).unwrap();
+        o.port = 443;
+        assert!(b != ConfigKey::of(&o).unwrap());
+        o.cert = Some(Pem::file(dir.join("missing.pem")));
+        assert!(ConfigKey::of(&o).is_none());
+    }
+
+    #[test]
+    fn entries_live_only_as_long_as_their_configuration() {
+        let mut o = ClientOptions::new("localhost");
+        o.ca = Some(Pem::memory(
+            "entries_live_only_as_long_as_their_configuration",
+        ));
+        let config = Arc::new(
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        );
+        insert(ConfigKey::of(&o).unwrap(), &config);
+        let found = lookup(&ConfigKey::of(&o).unwrap()).unwrap();
+        assert!(Arc::ptr_eq(&found, &config));
+        drop((found, config));
+        assert!(lookup(&ConfigKey::of(&o).unwrap()).is_none());
+    }
+}

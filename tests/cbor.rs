@@ -1,0 +1,182 @@
+//! CBOR end to end: the C demo provisions with `--payload_format cbor` against the emulator,
+//! in the keys flow and the CSR flow, and the emulator counts the requests it answered on the
+//! `.../cbor` topics. The library's decoder (minicbor) reads what the emulator's encoder
+//! (ciborium) wrote, and the other way round.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use fleetprov_emulator::{Emulator, EmulatorConfig};
+
+/// An EC P-256 CSR (its key was thrown away: only the service's signature matters here).
+const CSR_PEM: &str = "-----BEGIN CERTIFICATE REQUEST-----
+MIHUMH0CAQAwGzEZMBcGA1UEAwwQZmxlZXRwcm92LWMtdGVzdDBZMBMGByqGSM49
+AgEGCCqGSM49AwEHA0IABACAY7h3p4d7Uh+nfeUmCEVW3rxF83h2ADtjC4obDqPC
+SyqiAgvXezTvjbs0ZmEDG/6I1VwkxrKYpzEaUWfakUigADAKBggqhkjOPQQDAgNH
+ADBEAiA58EUnHiuUy88he3bLsoUTpnMZx9I6pQaCgvixSs3M9AIgHaX7SkGt3WAQ
+5ST9/qISA+geLhDrY0xkrgK6gbbp/1I=
+-----END CERTIFICATE REQUEST-----
+";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The libfleetprov.so cargo built next to this test binary.
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap().to_path_buf();
+    [deps.clone(), deps.parent().unwrap().to_path_buf()]
+        .into_iter()
+        .find(|dir| dir.join("libfleetprov.so").is_file())
+        .expect("libfleetprov.so next to the test binary")
+}
+
+/// The demo, compiled once per test process with warnings as errors and linked to that library.
+fn demo() -> PathBuf {
+    static DEMO: OnceLock<PathBuf> = OnceLock::new();
+    DEMO.get_or_init(build_demo).clone()
+}
+
+fn build_demo() -> PathBuf {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cbor_demo");
+    std::fs::create_dir_all(&out).unwrap();
+    let objects = cc::Build::new()
+        .target(env!("FLEETPROV_BUILD_TARGET"))
+        .host(env!("FLEETPROV_BUILD_HOST"))
+        .opt_level(0)
+        .out_dir(&out)
+        .cargo_metadata(false)
+        .cargo_warnings(false)
+        .std("c11")
+        .define("_POSIX_C_SOURCE", "200809L")
+        .include(root().join("include"))
+        .flag("-Wall")
+        .flag("-Wextra")
+        .flag("-pedantic")
+        .flag("-Werror")
+        .file(root().join("c_examples").join("fleet_provisioning.c"))
+        .compile_intermediates();
+    let exe = out.join("fleet_provisioning");
+    let lib = lib_dir();
+    let status = cc::Build::new()
+        .target(env!("FLEETPROV_BUILD_TARGET"))
+        .host(env!("FLEETPROV_BUILD_HOST"))
+        .opt_level(0)
+        .cargo_metadata(false)
+        .cargo_warnings(false)
+        .get_compiler()
+        .to_command()
+        .args(&objects)
+        .arg("-o")
+        .arg(&exe)
+        .arg(format!("-L{}", lib.display()))
+        .arg("-lfleetprov")
+        // DT_RPATH so that cargo's LD_LIBRARY_PATH does not pick a stale copy.
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-Wl,--disable-new-dtags")
+        .arg("-pthread")
+        .status()
+        .unwrap();
+    assert!(status.success(), "linking the demo failed");
+    exe
+}
+
+/// Runs the demo against a fresh emulator with `extra` flags; returns (exit code, stdout,
+/// stderr, requests answered on json and cbor topics).
+fn run_demo(extra: &[&str]) -> (Option<i32>, String, String, (u64, u64)) {
+    let state = tempfile::tempdir().unwrap();
+    let emu = Emulator::start_blocking(EmulatorConfig::new(state.path())).unwrap();
+    let port = emu.port().to_string();
+    let (ca, cert, key) = (emu.ca_path(), emu.claim_cert_path(), emu.claim_key_path());
+    let out = Command::new("timeout")
+        .args(["-k", "5", "120"])
+        .arg(demo())
+        .args(["--endpoint", "localhost", "--port", &port])
+        .arg("--ca_file")
+        .arg(&ca)
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .args(["--template_name", "FleetTemplate"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("--- stdout\n{stdout}--- stderr\n{stderr}");
+    (out.status.code(), stdout, stderr, emu.service().answered())
+}
+
+#[test]
+fn demo_keys_flow_in_cbor() {
+    let (code, stdout, stderr, answered) = run_demo(&[
+        "--template_parameters",
+        r#"{"SerialNumber":"cbor7","DeviceLocation":"Seattle"}"#,
+        "--payload_format",
+        "cbor",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("Thing registered: ThingPrefix_cbor7\n"));
+    assert!(stdout.contains("  LocationUrl = https://example.aws\n"));
+    assert!(!stdout.contains("PRIVATE KEY") && !stderr.contains("PRIVATE KEY"));
+    assert_eq!(
+        answered,
+        (0, 2),
+        "CreateKeysAndCertificate and RegisterThing, both in CBOR"
+    );
+}
+
+#[test]
+fn demo_csr_flow_in_cbor_over_mqtt311() {
+    let work = tempfile::tempdir().unwrap();
+    let csr = work.path().join("device.csr");
+    std::fs::write(&csr, CSR_PEM).unwrap();
+    let (code, stdout, stderr, answered) = run_demo(&[
+        "--template_parameters",
+        r#"{"SerialNumber":"cbor8","DeviceLocation":"Seattle"}"#,
+        "--csr",
+        csr.to_str().unwrap(),
+        "--mqtt_version",
+        "3",
+        "--payload_format",
+        "cbor",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("Thing registered: ThingPrefix_cbor8\n"));
+    assert_eq!(answered, (0, 2));
+}
+
+#[test]
+fn demo_rejection_in_cbor_is_reported_with_aws_fields() {
+    // No SerialNumber: the seed template's evaluation fails, and the CBOR rejection's fields
+    // reach the demo's message.
+    let (code, _, stderr, answered) = run_demo(&[
+        "--template_parameters",
+        r#"{"DeviceLocation":"Seattle"}"#,
+        "--payload_format",
+        "cbor",
+    ]);
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("InvalidParameters"), "{stderr}");
+    assert!(stderr.contains("400"), "{stderr}");
+    assert_eq!(answered, (0, 2));
+}
+
+#[test]
+fn demo_json_stays_the_default_and_bad_formats_are_usage_errors() {
+    let (code, _, _, answered) = run_demo(&[
+        "--template_parameters",
+        r#"{"SerialNumber":"json9","DeviceLocation":"Seattle"}"#,
+    ]);
+    assert_eq!((code, answered), (Some(0), (2, 0)));
+    let (code, _, stderr, answered) = run_demo(&["--payload_format", "xml"]);
+    assert_ne!(code, Some(0));
+    assert!(
+        stderr.contains("--payload_format must be json or cbor"),
+        "{stderr}"
+    );
+    assert_eq!(answered, (0, 0));
+}
