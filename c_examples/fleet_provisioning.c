@@ -3,8 +3,14 @@
  * (CreateKeysAndCertificate, or CreateCertificateFromCsr with --csr), register the thing
  * with a provisioning template (RegisterThing), print the result, disconnect.
  *
+ * With --output_dir DIR the directory is the device's identity store, through
+ * fp_provision(): the first run provisions (a key made on the device and the CSR flow by
+ * default, --key_type), saves the identity and proves it by connecting with it; later runs
+ * reuse it, connect with it and print the thing name, without provisioning again. --force
+ * provisions anew and replaces the stored identity once the new one is verified.
+ *
  * Exit codes: 0 success, 2 usage, 3 connection failure, 4 rejected by the service,
- * 5 timeout, 6 other error, 7 output directory error. Failures print one line on stderr.
+ * 5 timeout, 6 other error, 7 identity store error. Failures print one line on stderr.
  * The private key is never printed; --output_dir saves it (0600) with the certificate.
  *
  * Build: see the Makefile (`make`), which links it against libfleetprov.
@@ -54,6 +60,8 @@ struct args {
     const char *token_label;
     const char *slot_id;
     const char *key_label;
+    const char *key_type;
+    const char *max_attempts;
     int force;
 };
 
@@ -94,7 +102,9 @@ static const char *const USAGE =
     "         [--template_parameters JSON] [--csr FILE] [--ca_file FILE] [--port N]\n"
     "         [--client_id ID] [--proxy_host HOST] [--proxy_port N (8080)]\n"
     "         [--verbosity NoLogs|Fatal|Error|Warn|Info|Debug|Trace] [--mqtt_version 3|5]\n"
-    "         [--timeout_ms N] [--output_dir DIR [--force]] [--payload_format json|cbor]\n"
+    "         [--timeout_ms N] [--payload_format json|cbor]\n"
+    "         [--output_dir DIR [--force] [--key_type ec-p256|ec-p384|rsa-2048|service]\n"
+    "          [--max_attempts N]]\n"
     "         [--pkcs11_lib MODULE --key_label LABEL [--pin PIN] [--token_label LABEL]\n"
     "          [--slot_id N]] (the claim key in a PKCS#11 token, instead of --key)\n";
 
@@ -146,7 +156,7 @@ static int parse_args(int argc, char **argv, struct args *a) {
     struct flag {
         const char *name;
         const char **slot;
-    } flags[21];
+    } flags[23];
     int i;
     size_t nflags = 0;
 
@@ -181,6 +191,8 @@ static int parse_args(int argc, char **argv, struct args *a) {
     FLAG("--token_label", &a->token_label);
     FLAG("--slot_id", &a->slot_id);
     FLAG("--key_label", &a->key_label);
+    FLAG("--key_type", &a->key_type);
+    FLAG("--max_attempts", &a->max_attempts);
 #undef FLAG
 
     for (i = 1; i < argc; i++) {
@@ -309,111 +321,155 @@ static char *read_file(const char *path) {
     return buf;
 }
 
-/* ---------- output directory ---------- */
+/* ---------- identity store (--output_dir, through fp_provision) ---------- */
 
-static int join_path(char *out, size_t cap, const char *dir, const char *name) {
-    int n = snprintf(out, cap, "%s/%s", dir, name);
-    return (n < 0 || (size_t)n >= cap) ? -1 : 0;
+struct store_run {
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    int done;
+    int code;
+};
+
+static const char *step_name(fp_provision_step step) {
+    switch (step) {
+    case FP_STEP_CONNECTING: return "connecting";
+    case FP_STEP_CREATING: return "creating";
+    case FP_STEP_REGISTERING: return "registering";
+    case FP_STEP_SAVING: return "saving";
+    case FP_STEP_VERIFYING: return "verifying";
+    case FP_STEP_RETRY_SCHEDULED: return "retry scheduled";
+    case FP_STEP_REUSING: return "reusing";
+    default: return "step";
+    }
 }
 
-/* Creates the directory (0700) if missing and refuses an existing identity without --force,
- * before anything is provisioned. */
-static int prepare_output_dir(const struct args *a) {
-    static const char *const names[] = {"certificate.pem", "private.key"};
-    struct stat st;
-    size_t i;
-    if (mkdir(a->output_dir, 0700) != 0 && errno != EEXIST) {
-        fail_line("cannot create output directory %s: %s", a->output_dir, strerror(errno));
-        return -1;
+static void on_store_progress(void *user_data, fp_provision_step step, uint32_t attempt,
+                              uint64_t delay_ms, const char *detail) {
+    (void)user_data;
+    if (step == FP_STEP_RETRY_SCHEDULED) {
+        printf("[attempt %u] retry in %llu ms: %s\n", (unsigned)attempt,
+               (unsigned long long)delay_ms, detail);
+    } else {
+        printf("[attempt %u] %s (%s)\n", (unsigned)attempt, step_name(step), detail);
     }
-    if (stat(a->output_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        fail_line("output path %s is not a directory", a->output_dir);
-        return -1;
-    }
-    for (i = 0; i < sizeof names / sizeof names[0]; i++) {
-        char path[4096];
-        if (join_path(path, sizeof path, a->output_dir, names[i]) != 0) {
-            fail_line("output directory path is too long");
-            return -1;
-        }
-        if (!a->force && lstat(path, &st) == 0) {
-            fail_line("%s already exists; refusing to overwrite an identity (use --force)", path);
-            return -1;
-        }
-    }
-    return 0;
+    fflush(stdout);
 }
 
-/* Writes `data` to dir/name atomically: a new temp file (O_EXCL, `mode`), fsync, then link
- * (no overwrite) or rename (--force), then fsync of the directory. */
-static int write_atomic(const char *dir, const char *name, const char *data, mode_t mode,
-                        int force) {
-    char final_path[4096], tmp_path[4096];
-    size_t len = strlen(data), off = 0;
-    int fd, attempt, dfd;
-    if (join_path(final_path, sizeof final_path, dir, name) != 0) {
-        return -1;
+static int exit_code_of(fp_result r) {
+    switch (r) {
+    case FP_ERR_CONNECTION:
+    case FP_ERR_CONNECTION_REFUSED:
+    case FP_ERR_TLS:
+    case FP_ERR_DISCONNECTED: return EXIT_CONNECTION;
+    case FP_ERR_REJECTED: return EXIT_REJECTED;
+    case FP_ERR_TIMEOUT: return EXIT_TIMEOUT;
+    case FP_ERR_STORE: return EXIT_OUTPUT;
+    case FP_ERR_INVALID_ARGUMENT: return EXIT_USAGE;
+    default: return EXIT_OTHER;
     }
-    {
-        int n = snprintf(tmp_path, sizeof tmp_path, "%s/.%s.tmp.%ld", dir, name, (long)getpid());
-        if (n < 0 || (size_t)n >= sizeof tmp_path) {
-            return -1;
-        }
-    }
-    fd = -1;
-    for (attempt = 0; attempt < 2 && fd < 0; attempt++) {
-        fd = open(tmp_path, O_WRONLY | O_CREAT | O_EXCL, mode);
-        if (fd < 0 && errno == EEXIST && attempt == 0) {
-            /* Left behind by an earlier run that died with our pid; it is ours to remove. */
-            unlink(tmp_path);
-        }
-    }
-    if (fd < 0) {
-        fail_line("cannot create %s: %s", tmp_path, strerror(errno));
-        return -1;
-    }
-    while (off < len) {
-        ssize_t n = write(fd, data + off, len - off);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            break;
-        }
-        off += (size_t)n;
-    }
-    if (off < len || fsync(fd) != 0) {
-        fail_line("cannot write %s: %s", tmp_path, strerror(errno));
-        close(fd);
-        unlink(tmp_path);
-        return -1;
-    }
-    if (close(fd) != 0) {
-        fail_line("cannot write %s: %s", tmp_path, strerror(errno));
-        unlink(tmp_path);
-        return -1;
-    }
-    if (force) {
-        if (rename(tmp_path, final_path) != 0) {
-            fail_line("cannot rename to %s: %s", final_path, strerror(errno));
-            unlink(tmp_path);
-            return -1;
+}
+
+static void on_store_done(void *user_data, const fp_provisioned *result, const fp_error *error) {
+    struct store_run *s = user_data;
+    int code = 0;
+    size_t i, n;
+    if (result != NULL) {
+        printf("Thing: %s\n", fp_provisioned_thing_name(result));
+        printf("%s (connected as %s, %u attempt%s).\n",
+               fp_provisioned_reused(result) ? "Reused the stored identity, verified by connecting"
+                                             : "Provisioned, saved and verified by connecting",
+               fp_provisioned_client_id(result), (unsigned)fp_provisioned_attempts(result),
+               fp_provisioned_attempts(result) == 1 ? "" : "s");
+        printf("Certificate id: %s\n", fp_provisioned_certificate_id(result));
+        printf("Stored: %s, %s, %s\n", fp_provisioned_metadata_file(result),
+               fp_provisioned_certificate_file(result), fp_provisioned_private_key_file(result));
+        n = fp_provisioned_device_configuration_len(result);
+        printf("Device configuration:\n");
+        for (i = 0; i < n; i++) {
+            const fp_key_value *kv = fp_provisioned_device_configuration_at(result, i);
+            printf("  %s = %s\n", kv->key, kv->value);
         }
     } else {
-        /* link() fails with EEXIST instead of replacing: no identity is ever overwritten. */
-        if (link(tmp_path, final_path) != 0) {
-            fail_line("cannot create %s: %s", final_path, strerror(errno));
-            unlink(tmp_path);
-            return -1;
+        fp_result r = fp_error_code(error);
+        if (r == FP_ERR_REJECTED) {
+            fail_line("provisioning failed (%s): statusCode=%d errorCode=%s: %s",
+                      fp_result_str((int)r), fp_error_status_code(error),
+                      fp_error_aws_code(error), fp_error_message(error));
+        } else {
+            fail_line("provisioning failed (%s): %s", fp_result_str((int)r),
+                      fp_error_message(error));
         }
-        unlink(tmp_path);
+        code = exit_code_of(r);
     }
-    dfd = open(dir, O_RDONLY);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
+    fflush(stdout);
+    pthread_mutex_lock(&s->lock);
+    s->code = code;
+    s->done = 1;
+    pthread_cond_signal(&s->changed);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Provisions into, or reuses, the identity store a->output_dir. */
+static int provision_to_store(const struct args *a, const fp_client_options *claim) {
+    static const char *const key_names[] = {"ec-p256", "ec-p384", "rsa-2048", "service"};
+    static const fp_key_type key_types[] = {FP_KEY_EC_P256, FP_KEY_EC_P384, FP_KEY_RSA_2048,
+                                            FP_KEY_SERVICE};
+    fp_provision_options *o = NULL;
+    struct store_run s;
+    fp_result r;
+    size_t i;
+    int key_type = -1;
+    long attempts = -1;
+
+    for (i = 0; i < sizeof key_names / sizeof key_names[0]; i++) {
+        if (strcmp(a->key_type != NULL ? a->key_type : "ec-p256", key_names[i]) == 0) {
+            key_type = (int)key_types[i];
+        }
     }
-    return 0;
+    if (key_type < 0) {
+        fail_line("--key_type must be ec-p256, ec-p384, rsa-2048 or service");
+        return EXIT_USAGE;
+    }
+    if (a->max_attempts != NULL && (attempts = parse_number(a->max_attempts, 1, 1000)) < 0) {
+        fail_line("--max_attempts must be 1-1000");
+        return EXIT_USAGE;
+    }
+    r = fp_provision_options_new(claim, a->template_name, a->output_dir, &o);
+    if (r == FP_OK) {
+        r = fp_provision_options_set_parameters(o, a->template_parameters);
+    }
+    if (r == FP_OK) {
+        r = fp_provision_options_set_key_type(o, key_type);
+    }
+    if (r == FP_OK) {
+        r = fp_provision_options_set_force(o, a->force);
+    }
+    if (r == FP_OK && attempts > 0) {
+        r = fp_provision_options_set_max_attempts(o, (uint32_t)attempts);
+    }
+    if (r != FP_OK) {
+        fail_line("invalid provisioning option: %s", fp_result_str((int)r));
+        fp_provision_options_free(o);
+        return EXIT_USAGE;
+    }
+    memset(&s, 0, sizeof s);
+    pthread_mutex_init(&s.lock, NULL);
+    pthread_cond_init(&s.changed, NULL);
+    r = fp_provision(o, on_store_progress, on_store_done, &s);
+    fp_provision_options_free(o);
+    if (r != FP_OK) {
+        fail_line("cannot start provisioning: %s", fp_result_str((int)r));
+        s.code = exit_code_of(r);
+    } else {
+        pthread_mutex_lock(&s.lock);
+        while (!s.done) {
+            pthread_cond_wait(&s.changed, &s.lock);
+        }
+        pthread_mutex_unlock(&s.lock);
+    }
+    pthread_cond_destroy(&s.changed);
+    pthread_mutex_destroy(&s.lock);
+    return s.code;
 }
 
 /* ---------- callbacks (library threads) ---------- */
@@ -626,18 +682,7 @@ static int provision(const struct args *a, struct demo *d, fp_client *client, co
         printf("  %s = %s\n", d->config[i].key, d->config[i].value);
     }
 
-    if (a->output_dir != NULL) {
-        if (d->private_key != NULL &&
-            write_atomic(a->output_dir, "private.key", d->private_key, 0600, a->force) != 0) {
-            return EXIT_OUTPUT;
-        }
-        if (write_atomic(a->output_dir, "certificate.pem", d->certificate_pem, 0644, a->force) !=
-            0) {
-            return EXIT_OUTPUT;
-        }
-        printf("Saved %s/certificate.pem%s.\n", a->output_dir,
-               d->private_key != NULL ? " and private.key" : "");
-    } else if (d->private_key != NULL) {
+    if (d->private_key != NULL) {
         printf("Private key received (not shown; use --output_dir to save it).\n");
     }
     return 0;
@@ -765,9 +810,16 @@ int main(int argc, char **argv) {
             return EXIT_OTHER;
         }
     }
-    if (a.output_dir != NULL && prepare_output_dir(&a) != 0) {
+    if (a.output_dir == NULL && (a.force || a.key_type != NULL || a.max_attempts != NULL)) {
+        fail_line("--force, --key_type and --max_attempts need --output_dir");
         free(csr);
-        return EXIT_OUTPUT;
+        return EXIT_USAGE;
+    }
+    if (a.output_dir != NULL && a.csr != NULL) {
+        fail_line("--csr and --output_dir do not mix: the store needs the CSR's key; with "
+                  "--output_dir the key is made on the device (--key_type)");
+        free(csr);
+        return EXIT_USAGE;
     }
     fp_set_log_callback(log_to_stderr, NULL, NULL, level);
 
@@ -778,6 +830,12 @@ int main(int argc, char **argv) {
         return EXIT_USAGE;
     }
     code = configure(&a, opts);
+    if (code == 0 && a.output_dir != NULL) {
+        code = provision_to_store(&a, opts);
+        fp_client_options_free(opts);
+        fp_set_log_callback(NULL, NULL, NULL, FP_LOG_NONE);
+        return code;
+    }
     if (code == 0) {
         r = fp_client_new(opts, &client);
         if (r != FP_OK) {

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs the C demo end to end against a local emulator on a loopback port: the
 # CreateKeysAndCertificate flow, then the CreateCertificateFromCsr flow with a CSR made on the
-# spot, then lists the registered things. Exits non-zero if any step fails; the emulator is
+# spot, then the identity store (--output_dir): a first run that provisions with a key made on
+# the device and verifies the new identity, a second that reuses it; then lists the things. Exits non-zero if any step fails; the emulator is
 # stopped on every exit path.
 #
 # Usage: c_examples/run_demo.sh [DEMO_BINARY] [EMULATOR_BINARY]
@@ -27,8 +28,7 @@ common="--endpoint localhost --port $port --ca_file $state/ca.pem --cert $state/
 
 echo "== CreateKeysAndCertificate + RegisterThing (MQTT 5)"
 # shellcheck disable=SC2086 # $common is a list of words on purpose
-"$demo" $common --template_parameters '{"SerialNumber":"1","DeviceLocation":"Seattle"}' \
-    --output_dir "$work/device-1"
+"$demo" $common --template_parameters '{"SerialNumber":"1","DeviceLocation":"Seattle"}'
 
 echo
 echo "== CreateCertificateFromCsr + RegisterThing (MQTT 3.1.1)"
@@ -40,6 +40,23 @@ openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
 # ends up with both certificates attached.
 "$demo" $common --template_parameters '{"SerialNumber":"1","DeviceLocation":"Seattle"}' \
     --csr "$work/device-2.csr" --mqtt_version 3
+
+echo
+echo "== Identity store, first run: provision (EC P-256 key made here), save, verify"
+# shellcheck disable=SC2086
+"$demo" $common --template_parameters '{"SerialNumber":"3","DeviceLocation":"Seattle"}' \
+    --output_dir "$work/device-3" | tee "$work/run1"
+grep -q "^Provisioned, saved and verified" "$work/run1"
+
+echo
+echo "== Identity store, second run: reuse, verify by connecting, no provisioning"
+# shellcheck disable=SC2086
+"$demo" $common --template_parameters '{"SerialNumber":"3","DeviceLocation":"Seattle"}' \
+    --output_dir "$work/device-3" | tee "$work/run2"
+if ! grep -q "^Reused the stored identity" "$work/run2" || grep -q "(claim)" "$work/run2"; then
+    echo "run_demo: the second run did not reuse the stored identity" >&2
+    exit 1
+fi
 
 echo
 echo "== Things registered in the emulator"

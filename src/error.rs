@@ -50,6 +50,9 @@ pub enum ErrorKind {
     /// callback returned an error or a signature that does not verify with the key, or the
     /// PKCS#11 module, token, PIN or key could not be used. The message names the cause.
     Signer,
+    /// The identity store (a directory) cannot be created, read or written, or is not a
+    /// directory.
+    Store,
 }
 
 impl ErrorKind {
@@ -71,6 +74,7 @@ impl ErrorKind {
             ErrorKind::Protocol => "protocol error",
             ErrorKind::PublishRefused => "publish refused",
             ErrorKind::Signer => "signer failed",
+            ErrorKind::Store => "identity store error",
         }
     }
 }

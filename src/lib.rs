@@ -10,21 +10,28 @@
 //! - [`log`]: a process-wide logging callback; keys are never logged.
 //! - [`signer`]: keys the library never holds (a secure element, an HSM): a [`signer::Signer`]
 //!   signs for the TLS client authentication and for certificate signing requests.
+//! - [`keygen`]: device keys (EC P-256, P-384, RSA-2048) and CSRs made on the device.
+//! - [`provision`]: one call from claim certificate to a verified, stored identity, with
+//!   retries; [`provision::store`] is the identity store.
 //!
 //! The C surface (`include/fleetprov.h`) is a thin layer over this core.
 
 pub mod client;
 pub mod error;
+pub mod keygen;
 pub mod log;
 pub mod pkcs11;
 pub mod protocol;
+pub mod provision;
 pub mod signer;
 
 mod ffi;
 
 pub use client::{Client, ClientOptions, MqttVersion, Pem};
 pub use error::{Error, ErrorKind};
+pub use keygen::{CsrSubject, KeyType};
 pub use protocol::{
     CreateFromCsrResponse, CreateKeysResponse, PayloadFormat, RegisterThingRequest,
     RegisterThingResponse, Rejection,
 };
+pub use provision::{provision, KeySource, Progress, ProvisionOptions, Provisioned, RetryPolicy};

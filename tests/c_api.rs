@@ -866,8 +866,19 @@ fn perm_bits(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
+/// The one file of the identity store whose name starts with `prefix`.
+fn store_file(dir: &Path, prefix: &str) -> PathBuf {
+    let found: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(prefix))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.into_iter().next().unwrap()
+}
+
 #[test]
-fn demo_keys_flow_saves_the_identity_and_never_prints_the_key() {
+fn demo_keys_flow_saves_the_identity_reuses_it_and_never_prints_the_key() {
     let env = Env::start();
     let exe = demo();
     let work = tempfile::tempdir().unwrap();
@@ -880,18 +891,21 @@ fn demo_keys_flow_saves_the_identity_and_never_prints_the_key() {
         r#"{"SerialNumber":"7","DeviceLocation":"Seattle"}"#,
         "--output_dir",
         out_dir.to_str().unwrap(),
+        "--key_type",
+        "service",
     ]));
     let out = run(&exe, &args);
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("Thing registered: ThingPrefix_7\n"));
+    assert!(text.contains("Thing: ThingPrefix_7\n"), "{text}");
+    assert!(text.contains("Provisioned, saved and verified by connecting"));
     assert!(text.contains("  LocationUrl = https://example.aws\n"));
     assert!(text.contains("  FallbackUrl = https://www.example.com/test-site\n"));
     assert!(!text.contains("PRIVATE KEY") && !stderr(&out).contains("PRIVATE KEY"));
     assert!(env.thing_names().contains(&"ThingPrefix_7".to_owned()));
 
-    let key = out_dir.join("private.key");
-    let cert = out_dir.join("certificate.pem");
+    let key = store_file(&out_dir, "private-key-");
+    let cert = store_file(&out_dir, "certificate-");
     assert_eq!(perm_bits(&out_dir), 0o700);
     assert_eq!(perm_bits(&key), 0o600);
     let key_pem = fs::read_to_string(&key).unwrap();
@@ -899,23 +913,31 @@ fn demo_keys_flow_saves_the_identity_and_never_prints_the_key() {
     assert!(fs::read_to_string(&cert)
         .unwrap()
         .starts_with("-----BEGIN CERTIFICATE-----"));
-    // No temporary files left behind.
-    assert_eq!(fs::read_dir(&out_dir).unwrap().count(), 2);
+    // The key, the certificate and identity.json; no temporary files left behind.
+    assert_eq!(fs::read_dir(&out_dir).unwrap().count(), 3);
 
-    // A second run refuses to overwrite the identity, before provisioning anything.
+    // A second run reuses the identity, proving it by connecting, without provisioning.
     let things_before = env.thing_names().len();
     let again = run(&exe, &args);
-    assert_eq!(again.status.code(), Some(7));
-    assert_eq!(stderr(&again).lines().count(), 1);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    let text = stdout(&again);
+    assert!(text.contains("Thing: ThingPrefix_7\n"));
+    assert!(text.contains("Reused the stored identity, verified by connecting"));
+    assert!(!text.contains("creating"));
     assert_eq!(fs::read_to_string(&key).unwrap(), key_pem);
     assert_eq!(env.thing_names().len(), things_before);
 
-    // --force replaces it.
+    // --force provisions anew (an EC key made on the device by default) and replaces it.
+    args.truncate(args.len() - 2);
     args.push("--force".into());
     let forced = run(&exe, &args);
-    assert_eq!(forced.status.code(), Some(0));
-    assert_ne!(fs::read_to_string(&key).unwrap(), key_pem);
+    assert_eq!(forced.status.code(), Some(0), "{}", stderr(&forced));
+    let key = store_file(&out_dir, "private-key-");
+    let new_key = fs::read_to_string(&key).unwrap();
+    assert_ne!(new_key, key_pem);
+    assert!(new_key.starts_with("-----BEGIN PRIVATE KEY-----"));
     assert_eq!(perm_bits(&key), 0o600);
+    assert_eq!(fs::read_dir(&out_dir).unwrap().count(), 3);
 }
 
 #[test]

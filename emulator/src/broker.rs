@@ -96,6 +96,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
         cert_id: &str,
         client_id: &str,
     ) -> Option<(String, Vec<u8>)>;
+    /// Whether a request is served, rejected as throttled, or closes the connection.
+    fn admit(&self, _topic: &str) -> crate::throttle::Admission {
+        crate::throttle::Admission::Pass
+    }
 }
 
 /// Resolves once the endpoint is stopping (or its owner is gone).
@@ -753,6 +757,19 @@ impl Conn {
             let fault = self.shared.fault();
             if fault == Fault::DisconnectOnRequest {
                 return Some(End::Abort);
+            }
+            match self.shared.backend.admit(&p.topic) {
+                crate::throttle::Admission::Pass => {}
+                crate::throttle::Admission::Close => return Some(End::Abort),
+                crate::throttle::Admission::Reject(body) => {
+                    self.puback(&p, PubAckCode::Success);
+                    self.deliver_reply(Reply {
+                        topic: format!("{}/rejected", p.topic),
+                        payload: Bytes::from(body),
+                        unsolicited: false,
+                    });
+                    return None;
+                }
             }
             self.puback(&p, PubAckCode::Success);
             self.start_request(p.topic, p.payload, fault);

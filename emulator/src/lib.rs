@@ -11,6 +11,7 @@ pub mod hook;
 pub mod registry;
 pub mod service;
 pub mod template;
+pub mod throttle;
 
 mod broker;
 pub mod responder;
@@ -36,6 +37,7 @@ use ca::Ca;
 use registry::{CertStatus, Registry};
 use service::Service;
 use template::Template;
+use throttle::Throttle;
 
 /// The seed's provisioning template, served as [`SEED_TEMPLATE_NAME`] when no template is given.
 pub const SEED_TEMPLATE: &str = include_str!("../templates/FleetTemplate.json");
@@ -94,6 +96,7 @@ pub struct Emulator {
     state_dir: PathBuf,
     claim_cert: PathBuf,
     claim_key: PathBuf,
+    throttle: Arc<Throttle>,
 }
 
 impl std::fmt::Debug for Emulator {
@@ -130,9 +133,11 @@ impl Emulator {
         .map_err(io::Error::other)??;
         let tls = Arc::new(server_tls(service.ca())?);
         let (claim_cert, claim_key) = service.ca().claim_paths();
+        let throttle = Arc::new(Throttle::default());
         let backend = Arc::new(ServiceBackend {
             service: Arc::clone(&service),
             claims_dir: cfg.state_dir.join(CLAIMS_DIR),
+            throttle: Arc::clone(&throttle),
         });
         let addr = SocketAddr::new(cfg.bind, cfg.port);
         let broker = Broker::start(addr, tls, backend, cfg.fault, cfg.log).await?;
@@ -142,6 +147,7 @@ impl Emulator {
             state_dir: cfg.state_dir,
             claim_cert,
             claim_key,
+            throttle,
         })
     }
 
@@ -179,6 +185,7 @@ impl Emulator {
                         ca_path: emulator.ca_path(),
                         claim_cert: emulator.claim_cert.clone(),
                         claim_key: emulator.claim_key.clone(),
+                        throttle: Arc::clone(&emulator.throttle),
                     };
                     if ready_tx.send(Ok(view)).is_err() {
                         return emulator.stop().await;
@@ -245,6 +252,11 @@ impl Emulator {
         self.broker.set_fault(fault);
     }
 
+    /// Rate limits, how throttled requests are answered, and connection counts.
+    pub fn throttle(&self) -> &Arc<Throttle> {
+        &self.throttle
+    }
+
     /// Stop accepting, close every connection, and wait for the connection tasks to end.
     pub async fn stop(self) {
         self.broker.stop().await;
@@ -259,6 +271,7 @@ struct EmulatorView {
     ca_path: PathBuf,
     claim_cert: PathBuf,
     claim_key: PathBuf,
+    throttle: Arc<Throttle>,
 }
 
 /// An emulator running on its own thread (see [`Emulator::start_blocking`]); stopped on drop.
@@ -298,6 +311,9 @@ impl EmulatorHandle {
     pub fn set_fault(&self, fault: Fault) {
         self.view.fault.set(fault);
     }
+    pub fn throttle(&self) -> &Arc<Throttle> {
+        &self.view.throttle
+    }
     /// Stop and wait (the same as dropping the handle).
     pub fn stop(self) {}
 }
@@ -317,6 +333,7 @@ impl Drop for EmulatorHandle {
 struct ServiceBackend {
     service: Arc<Service>,
     claims_dir: PathBuf,
+    throttle: Arc<Throttle>,
 }
 
 impl Backend for ServiceBackend {
@@ -334,7 +351,12 @@ impl Backend for ServiceBackend {
             Some(CertStatus::Active) => Access::Device,
             _ => Access::Denied,
         };
+        self.throttle.count_connection(access == Access::Claim);
         (id, access)
+    }
+
+    fn admit(&self, topic: &str) -> throttle::Admission {
+        self.throttle.admit(topic)
     }
 
     fn handle(

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use fleetprov_emulator::{ca, responder, Emulator, EmulatorConfig};
+use fleetprov_emulator::{ca, responder, throttle, Emulator, EmulatorConfig};
 
 const USAGE: &str = "\
 fleetprov-emulator: a local AWS IoT Core fleet-provisioning endpoint
@@ -15,6 +15,7 @@ USAGE:
   fleetprov-emulator serve [--state-dir DIR] [--bind ADDR] [--port PORT]
                            [--template NAME=FILE]... [--account FILE]
                            [--hook NAME=COMMAND]... [--ready-file PATH] [--quiet]
+                           [--rate-limit API=TPS]... [--throttle reject|disconnect]
       Serve MQTT 5 and 3.1.1 over mutual TLS. The first start creates DIR/ca.pem,
       DIR/claim-cert.pem and DIR/claim-key.pem. Without --template the seed template is
       served as FleetTemplate. --account lists the thing types, thing groups, billing
@@ -23,6 +24,10 @@ USAGE:
       NAME's pre-provisioning hook: AWS's input JSON on stdin, its answer JSON on stdout,
       5 seconds to answer. --ready-file receives the port once listening.
       Defaults: --state-dir ./emulator-state --bind 127.0.0.1 --port 8883.
+      --rate-limit limits an API (CreateKeysAndCertificate, CreateCertificateFromCsr,
+      RegisterThing) to TPS requests per second (token bucket, off by default);
+      --throttle says how a throttled request is answered: a 429 ThrottlingException
+      rejection (reject, the default) or a closed connection (disconnect).
       Stops on SIGINT or SIGTERM.
 
   fleetprov-emulator claim [--state-dir DIR] --out-cert FILE --out-key FILE
@@ -96,6 +101,8 @@ const SERVE_FLAGS: &[&str] = &[
     "--hook",
     "--ready-file",
     "--quiet",
+    "--rate-limit",
+    "--throttle",
 ];
 const CLAIM_FLAGS: &[&str] = &[
     "--state-dir",
@@ -240,9 +247,25 @@ fn serve(o: &Options) -> Result<(), Error> {
         cfg.templates.iter().map(|(n, _)| n.clone()).collect()
     };
     let ready_file = o.get("--ready-file").map(PathBuf::from);
+    let limits =
+        o.0.iter()
+            .filter(|(flag, _)| flag == "--rate-limit")
+            .map(|(_, v)| throttle::parse_rate_limit(v).map_err(Error::Usage))
+            .collect::<Result<Vec<_>, Error>>()?;
+    let mode = match o.get("--throttle") {
+        None => throttle::ThrottleMode::Reject,
+        Some(m) => throttle::ThrottleMode::parse(m).ok_or_else(|| {
+            Error::Usage(format!("--throttle {m:?}: expected reject or disconnect"))
+        })?,
+    };
 
     runtime()?.block_on(async move {
         let emulator = Emulator::start(cfg).await.map_err(failed)?;
+        emulator.throttle().set_mode(mode);
+        for (api, tps) in limits {
+            emulator.throttle().set_rate_limit(api, Some(tps));
+            println!("rate limit: {api:?} {tps}/s");
+        }
         let host = match emulator.local_addr().ip() {
             ip if ip.is_loopback() => "localhost".to_owned(),
             ip => ip.to_string(),

@@ -63,6 +63,9 @@ pub enum fp_result {
     /// error or a signature that does not verify with the key, or the PKCS#11 module, token,
     /// PIN or key could not be used. fp_error_message() names the cause.
     FP_ERR_SIGNER = 20,
+    /// The identity store of fp_provision() (a directory) cannot be created, read or written,
+    /// or is not a directory.
+    FP_ERR_STORE = 21,
 }
 
 use fp_result::*;
@@ -92,11 +95,12 @@ impl fp_result {
             FP_ERR_PROTOCOL => c"the broker broke the MQTT protocol",
             FP_ERR_PUBLISH_REFUSED => c"the broker refused the publish",
             FP_ERR_SIGNER => c"signer failed",
+            FP_ERR_STORE => c"identity store error",
         }
     }
 
     fn from_int(code: c_int) -> Option<fp_result> {
-        const ALL: [fp_result; 21] = [
+        const ALL: [fp_result; 22] = [
             FP_OK,
             FP_ERR_NULL_ARGUMENT,
             FP_ERR_INVALID_UTF8,
@@ -118,6 +122,7 @@ impl fp_result {
             FP_ERR_PROTOCOL,
             FP_ERR_PUBLISH_REFUSED,
             FP_ERR_SIGNER,
+            FP_ERR_STORE,
         ];
         ALL.iter().copied().find(|r| *r as c_int == code)
     }
@@ -141,6 +146,7 @@ impl From<ErrorKind> for fp_result {
             ErrorKind::Protocol => FP_ERR_PROTOCOL,
             ErrorKind::PublishRefused => FP_ERR_PUBLISH_REFUSED,
             ErrorKind::Signer => FP_ERR_SIGNER,
+            ErrorKind::Store => FP_ERR_STORE,
             // A kind added to the core later: still a failure, never FP_OK.
             #[allow(unreachable_patterns)]
             _ => FP_ERR_INTERNAL,
@@ -298,15 +304,14 @@ mod tests {
     #[test]
     fn every_code_has_a_distinct_name_and_round_trips() {
         let mut names = std::collections::HashSet::new();
-        for code in 0..=19 {
+        for code in 0..=21 {
             let r = fp_result::from_int(code).unwrap();
             assert_eq!(r as c_int, code);
             assert!(names.insert(r.as_cstr()));
         }
-        let signer = fp_result::from_int(20).unwrap();
-        assert_eq!(signer, FP_ERR_SIGNER);
-        assert!(names.insert(signer.as_cstr()));
         assert_eq!(fp_result::from(ErrorKind::Signer), FP_ERR_SIGNER);
+        assert_eq!(fp_result::from(ErrorKind::Store), FP_ERR_STORE);
+        assert!(fp_result::from_int(22).is_none());
         assert!(fp_result::from_int(-1).is_none());
         let unknown = unsafe { CStr::from_ptr(fp_result_str(-1)) };
         assert_eq!(unknown, c"unknown result code");

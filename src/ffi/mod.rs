@@ -18,12 +18,14 @@
 #[macro_use]
 mod panic;
 
-// In this order in the header: results and errors, logging, options, client, operations.
+// In this order in the header: results and errors, logging, options, client, operations,
+// provisioning.
 mod client;
 mod error;
 mod log;
 mod operations;
 mod options;
+mod provision;
 mod runtime;
 mod signer;
 mod strings;

@@ -23,6 +23,18 @@ impl PanicValue for () {
     fn panic_value() -> Self {}
 }
 
+impl PanicValue for u32 {
+    fn panic_value() -> Self {
+        0
+    }
+}
+
+impl PanicValue for usize {
+    fn panic_value() -> Self {
+        0
+    }
+}
+
 impl PanicValue for c_int {
     fn panic_value() -> Self {
         0
