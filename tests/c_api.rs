@@ -25,23 +25,10 @@ use fleetprov_emulator::{Emulator, EmulatorConfig, EmulatorHandle, Fault};
 
 mod common;
 
+use common::{lib_dir, root, CSR_PEM};
+
 const TARGET: &str = env!("FLEETPROV_BUILD_TARGET");
 const HOST: &str = env!("FLEETPROV_BUILD_HOST");
-
-/// An EC P-256 certificate signing request (its key was thrown away: only the service's
-/// signature over the public key matters here).
-const CSR_PEM: &str = "-----BEGIN CERTIFICATE REQUEST-----
-MIHUMH0CAQAwGzEZMBcGA1UEAwwQZmxlZXRwcm92LWMtdGVzdDBZMBMGByqGSM49
-AgEGCCqGSM49AwEHA0IABACAY7h3p4d7Uh+nfeUmCEVW3rxF83h2ADtjC4obDqPC
-SyqiAgvXezTvjbs0ZmEDG/6I1VwkxrKYpzEaUWfakUigADAKBggqhkjOPQQDAgNH
-ADBEAiA58EUnHiuUy88he3bLsoUTpnMZx9I6pQaCgvixSs3M9AIgHaX7SkGt3WAQ
-5ST9/qISA+geLhDrY0xkrgK6gbbp/1I=
------END CERTIFICATE REQUEST-----
-";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// How the C programs are built and run (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,38 +87,6 @@ impl Mode {
         }
         false
     }
-}
-
-/// The directory of the cdylib cargo built alongside this test binary
-/// (`target/<profile>/deps/`, next to the test executable).
-fn lib_dir() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(find_lib_dir).clone()
-}
-
-fn find_lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap().to_path_buf();
-    let candidates = [deps.clone(), deps.parent().unwrap().to_path_buf()];
-    for dir in candidates {
-        if dir.join("libfleetprov.so").is_file() {
-            soname_link(&dir);
-            return dir;
-        }
-    }
-    panic!("libfleetprov.so not found next to {}", exe.display());
-}
-
-/// The library's SONAME is `libfleetprov.so.0` (build.rs), so the programs linked to it look for
-/// that name at run time; cargo creates only `libfleetprov.so`. The link is relative, so it always
-/// names the library of the current build.
-fn soname_link(dir: &Path) {
-    let link = dir.join("libfleetprov.so.0");
-    if fs::read_link(&link).is_ok_and(|t| t == Path::new("libfleetprov.so")) {
-        return;
-    }
-    let _ = fs::remove_file(&link);
-    std::os::unix::fs::symlink("libfleetprov.so", &link).unwrap();
 }
 
 enum Lang {

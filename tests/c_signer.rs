@@ -9,22 +9,12 @@ use std::sync::OnceLock;
 
 use fleetprov_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 
+mod common;
+
+use common::{lib_dir, root};
+
 const TARGET: &str = env!("FLEETPROV_BUILD_TARGET");
 const HOST: &str = env!("FLEETPROV_BUILD_HOST");
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The directory of the cdylib cargo built alongside this test binary.
-fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap().to_path_buf();
-    [deps.clone(), deps.parent().unwrap().to_path_buf()]
-        .into_iter()
-        .find(|d| d.join("libfleetprov.so").is_file())
-        .unwrap_or_else(|| panic!("libfleetprov.so not found next to {}", exe.display()))
-}
 
 /// Compiles `tests/c/signer.c` (as C11, or as C++ when `cxx`) with warnings as errors and
 /// links it to libfleetprov and libcrypto.

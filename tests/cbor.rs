@@ -9,29 +9,9 @@ use std::sync::OnceLock;
 
 use fleetprov_emulator::{Emulator, EmulatorConfig};
 
-/// An EC P-256 CSR (its key was thrown away: only the service's signature matters here).
-const CSR_PEM: &str = "-----BEGIN CERTIFICATE REQUEST-----
-MIHUMH0CAQAwGzEZMBcGA1UEAwwQZmxlZXRwcm92LWMtdGVzdDBZMBMGByqGSM49
-AgEGCCqGSM49AwEHA0IABACAY7h3p4d7Uh+nfeUmCEVW3rxF83h2ADtjC4obDqPC
-SyqiAgvXezTvjbs0ZmEDG/6I1VwkxrKYpzEaUWfakUigADAKBggqhkjOPQQDAgNH
-ADBEAiA58EUnHiuUy88he3bLsoUTpnMZx9I6pQaCgvixSs3M9AIgHaX7SkGt3WAQ
-5ST9/qISA+geLhDrY0xkrgK6gbbp/1I=
------END CERTIFICATE REQUEST-----
-";
+mod common;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The libfleetprov.so cargo built next to this test binary.
-fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap().to_path_buf();
-    [deps.clone(), deps.parent().unwrap().to_path_buf()]
-        .into_iter()
-        .find(|dir| dir.join("libfleetprov.so").is_file())
-        .expect("libfleetprov.so next to the test binary")
-}
+use common::{lib_dir, root, CSR_PEM};
 
 /// The demo, compiled once per test process with warnings as errors and linked to that library.
 fn demo() -> PathBuf {

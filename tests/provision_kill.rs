@@ -8,36 +8,10 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::Env;
+use common::{lib_dir, root, Env};
 
 const TARGET: &str = env!("FLEETPROV_BUILD_TARGET");
 const HOST: &str = env!("FLEETPROV_BUILD_HOST");
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The cdylib cargo built next to this test binary, with the `libfleetprov.so.0` link its
-/// SONAME needs at run time (cargo makes only `libfleetprov.so`).
-fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap().to_path_buf();
-    let dir = [deps.clone(), deps.parent().unwrap().to_path_buf()]
-        .into_iter()
-        .find(|d| d.join("libfleetprov.so").is_file())
-        .expect("libfleetprov.so next to the test binary");
-    let link = dir.join("libfleetprov.so.0");
-    if !std::fs::read_link(&link).is_ok_and(|t| t == Path::new("libfleetprov.so")) {
-        let _ = std::fs::remove_file(&link);
-        // Another test binary may make the same link at the same time: either one will do.
-        match std::os::unix::fs::symlink("libfleetprov.so", &link) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => panic!("{}: {e}", link.display()),
-        }
-    }
-    dir
-}
 
 fn build_program(out: &Path) -> PathBuf {
     let exe = out.join("provision_kill");

@@ -1,4 +1,5 @@
-//! Shared fixtures for the Rust integration tests: an in-process emulator and a CONNECT proxy.
+//! Shared fixtures for the Rust integration tests: an in-process emulator and a CONNECT proxy,
+//! and for the tests that build C programs: where the library is, and a CSR.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -243,4 +244,48 @@ pub async fn start_relay(target_port: u16) -> Relay {
         from_client,
         task,
     }
+}
+
+/// An EC P-256 certificate signing request (its key was thrown away: only the service's
+/// signature over the public key matters here).
+pub const CSR_PEM: &str = "-----BEGIN CERTIFICATE REQUEST-----
+MIHUMH0CAQAwGzEZMBcGA1UEAwwQZmxlZXRwcm92LWMtdGVzdDBZMBMGByqGSM49
+AgEGCCqGSM49AwEHA0IABACAY7h3p4d7Uh+nfeUmCEVW3rxF83h2ADtjC4obDqPC
+SyqiAgvXezTvjbs0ZmEDG/6I1VwkxrKYpzEaUWfakUigADAKBggqhkjOPQQDAgNH
+ADBEAiA58EUnHiuUy88he3bLsoUTpnMZx9I6pQaCgvixSs3M9AIgHaX7SkGt3WAQ
+5ST9/qISA+geLhDrY0xkrgK6gbbp/1I=
+-----END CERTIFICATE REQUEST-----
+";
+
+/// The checkout's root.
+pub fn root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The directory of the libfleetprov.so cargo built for this test run, with the
+/// `libfleetprov.so.0` link its SONAME (build.rs) needs at run time: cargo makes only
+/// `libfleetprov.so`. The link is relative, so it always names the library of this build.
+pub fn lib_dir() -> std::path::PathBuf {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let deps = exe.parent().unwrap().to_path_buf();
+        let dir = [deps.clone(), deps.parent().unwrap().to_path_buf()]
+            .into_iter()
+            .find(|d| d.join("libfleetprov.so").is_file())
+            .unwrap_or_else(|| panic!("libfleetprov.so not found next to {}", exe.display()));
+        let link = dir.join("libfleetprov.so.0");
+        let target = std::path::Path::new("libfleetprov.so");
+        if !std::fs::read_link(&link).is_ok_and(|t| t == target) {
+            let _ = std::fs::remove_file(&link);
+            // Another test binary may make the same link at the same time: either one will do.
+            match std::os::unix::fs::symlink(target, &link) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => panic!("{}: {e}", link.display()),
+            }
+        }
+        dir
+    })
+    .clone()
 }
