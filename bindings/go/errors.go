@@ -35,10 +35,8 @@ const (
 	ErrInternal          Code = C.FP_ERR_INTERNAL
 	ErrProtocol          Code = C.FP_ERR_PROTOCOL
 	ErrPublishRefused    Code = C.FP_ERR_PUBLISH_REFUSED
-	// Codes agreed for the library's next additions (numbers fixed); named from the header
-	// once it has them.
-	ErrSigner Code = 20 // the signer callback or PKCS#11 failed
-	ErrStore  Code = 21 // the identity store is unusable or corrupt
+	ErrSigner            Code = C.FP_ERR_SIGNER
+	ErrStore             Code = C.FP_ERR_STORE
 )
 
 // String is the library's name for the code (fp_result_str), e.g. "timed out".
