@@ -70,6 +70,8 @@ pub enum fp_result {
 
 use fp_result::*;
 
+include!(concat!(env!("OUT_DIR"), "/result_codes.rs"));
+
 impl fp_result {
     /// The static, NUL-terminated name of the code.
     pub(crate) fn as_cstr(self) -> &'static CStr {
@@ -100,31 +102,7 @@ impl fp_result {
     }
 
     fn from_int(code: c_int) -> Option<fp_result> {
-        const ALL: [fp_result; 22] = [
-            FP_OK,
-            FP_ERR_NULL_ARGUMENT,
-            FP_ERR_INVALID_UTF8,
-            FP_ERR_INVALID_ARGUMENT,
-            FP_ERR_IO,
-            FP_ERR_TLS,
-            FP_ERR_CONNECTION_REFUSED,
-            FP_ERR_CONNECTION,
-            FP_ERR_DISCONNECTED,
-            FP_ERR_TIMEOUT,
-            FP_ERR_SUBSCRIBE_REFUSED,
-            FP_ERR_REJECTED,
-            FP_ERR_BAD_REPLY,
-            FP_ERR_CANCELLED,
-            FP_ERR_NOT_CONNECTED,
-            FP_ERR_ALREADY_CONNECTED,
-            FP_ERR_PANIC,
-            FP_ERR_INTERNAL,
-            FP_ERR_PROTOCOL,
-            FP_ERR_PUBLISH_REFUSED,
-            FP_ERR_SIGNER,
-            FP_ERR_STORE,
-        ];
-        ALL.iter().copied().find(|r| *r as c_int == code)
+        ALL_RESULTS.iter().copied().find(|r| *r as c_int == code)
     }
 }
 
