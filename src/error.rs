@@ -37,6 +37,9 @@ pub enum ErrorKind {
     BadReply,
     /// The operation was abandoned because the client was disconnected by its owner.
     Cancelled,
+    /// The operation found no connection: it was never started, or had already ended
+    /// (see [`crate::client::Lifecycle`]).
+    NotConnected,
     /// A bug or an impossible state inside the library.
     Internal,
     /// The broker broke the MQTT protocol (a malformed packet, a topic alias the client never
@@ -70,6 +73,7 @@ impl ErrorKind {
             ErrorKind::Rejected => "rejected",
             ErrorKind::BadReply => "bad reply",
             ErrorKind::Cancelled => "cancelled",
+            ErrorKind::NotConnected => "not connected",
             ErrorKind::Internal => "internal error",
             ErrorKind::Protocol => "protocol error",
             ErrorKind::PublishRefused => "publish refused",

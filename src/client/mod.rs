@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+mod lifecycle;
 mod options;
 mod session;
 mod tls;
@@ -31,6 +32,7 @@ use std::time::Duration;
 
 use zeroize::Zeroize;
 
+pub use lifecycle::{Event, Lifecycle, Ticket};
 pub use options::{ClientOptions, MqttVersion, Pem, DEFAULT_PORT, MIN_KEEP_ALIVE};
 pub use tls::AWS_MQTT_ALPN;
 

@@ -1,12 +1,13 @@
 //! `fp_client`: one MQTT connection, its lifecycle events, and the bookkeeping behind the
 //! callback contract (exactly once, never inside the start call, free waits for callbacks).
+//! The connection's life itself (connecting, operations waiting for it, stopping, how it ended)
+//! is the core's [`Lifecycle`]; this file turns its events into C callbacks.
 
 use std::cell::Cell;
 use std::ffi::c_void;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -15,11 +16,8 @@ use super::error::fp_error;
 use super::error::fp_result::{self, *};
 use super::options::fp_client_options;
 use super::runtime::{self, RuntimeGuard};
-use crate::client::{Client, ClientOptions};
+use crate::client::{Client, ClientOptions, Event, Lifecycle};
 use crate::error::Error;
-
-/// How long a clean MQTT DISCONNECT may take when stopping; the connection is dropped after.
-const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 
 /// A connection to the provisioning endpoint.
 ///
@@ -82,19 +80,6 @@ thread_local! {
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// The state of the connection as the operations see it.
-#[derive(Clone)]
-enum Conn {
-    /// fp_client_connect() not called yet.
-    Idle,
-    Connecting,
-    Connected(Client),
-    /// Connecting failed; operations that waited for it fail with the same error.
-    Failed(fp_error),
-    /// Stopped by the owner (`None`) or lost (why).
-    Ended(Option<fp_error>),
-}
-
 struct Tracking {
     /// Callbacks promised and not yet returned (operations, lifecycle).
     outstanding: usize,
@@ -122,11 +107,11 @@ pub(crate) struct Shared {
     id: u64,
     options: ClientOptions,
     handle: Handle,
-    conn: watch::Sender<Conn>,
+    /// The connection, from fp_client_connect() to its end; stopped by fp_client_disconnect()
+    /// and fp_client_free().
+    life: Lifecycle,
     /// Set by fp_client_free(): pending operations finish with `FP_ERR_CANCELLED`.
     cancel: watch::Sender<bool>,
-    /// Set by fp_client_disconnect() and fp_client_free(): close the connection.
-    stop: watch::Sender<bool>,
     tracking: Mutex<Tracking>,
     idle: Condvar,
 }
@@ -182,42 +167,13 @@ impl Shared {
         // whether an operation is accepted must not depend on how far the connection got on
         // the library thread (that would be a race for the caller): an operation started
         // after the connection failed or ended is accepted and its callback reports why.
-        if matches!(&*self.conn.borrow(), Conn::Idle) {
+        if !self.life.started() {
             return Err(FP_ERR_NOT_CONNECTED);
         }
         t.outstanding += 1;
         Ok(Promise {
             shared: Arc::clone(self),
         })
-    }
-
-    /// Waits until connecting is over and returns the connected client. `started_live`: the
-    /// operation was started while the connection was being made or was up, so a loss that
-    /// ended it before the operation got to run is reported as that loss, with its cause.
-    async fn connected(&self, started_live: bool) -> Result<Client, fp_error> {
-        let mut rx = self.conn.subscribe();
-        let state = match rx.wait_for(|c| !matches!(c, Conn::Connecting)).await {
-            Ok(state) => state.clone(),
-            Err(_) => Conn::Ended(None),
-        };
-        match state {
-            Conn::Connected(client) => Ok(client),
-            Conn::Failed(e) => Err(e),
-            Conn::Ended(Some(lost)) if started_live => Err(lost),
-            // Pending when the owner stopped the client: cancelled, as the header says.
-            Conn::Ended(None) if started_live => Err(fp_error::new(
-                FP_ERR_CANCELLED,
-                "the client was disconnected by its owner before the operation could start",
-            )),
-            Conn::Ended(Some(lost)) => Err(fp_error::new(
-                FP_ERR_NOT_CONNECTED,
-                &format!("not connected: the connection was lost: {}", lost.message()),
-            )),
-            Conn::Idle | Conn::Connecting | Conn::Ended(None) => Err(fp_error::new(
-                FP_ERR_NOT_CONNECTED,
-                "not connected: the connection had ended before the operation could start",
-            )),
-        }
     }
 
     /// Runs an operation on the connected client, with cancellation by fp_client_free() and
@@ -234,14 +190,14 @@ impl Shared {
         D: FnOnce(Result<T, fp_error>) + Send + 'static,
     {
         let shared = Arc::clone(self);
-        let started_live = matches!(&*self.conn.borrow(), Conn::Connecting | Conn::Connected(_));
+        let ticket = self.life.ticket();
         self.handle.spawn(async move {
             let work = {
                 let shared = Arc::clone(&shared);
                 // A separate task so a panic inside the core becomes an error, not a lost
                 // callback.
                 tokio::spawn(async move {
-                    let client = shared.connected(started_live).await?;
+                    let client = shared.life.client(ticket).await.map_err(fp_error::from)?;
                     operation(client).await.map_err(fp_error::from)
                 })
             };
@@ -321,9 +277,8 @@ pub extern "C" fn fp_client_new(
             id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
             options: options.inner.clone(),
             handle: guard.handle().clone(),
-            conn: watch::Sender::new(Conn::Idle),
+            life: Lifecycle::new(),
             cancel: watch::Sender::new(false),
-            stop: watch::Sender::new(false),
             tracking: Mutex::new(Tracking {
                 outstanding: 0,
                 closing: false,
@@ -389,7 +344,7 @@ pub extern "C" fn fp_client_connect(
             }
             t.connect_called = true;
             t.outstanding += 1;
-            shared.conn.send_replace(Conn::Connecting);
+            shared.life.begin();
             Promise { shared: Arc::clone(&shared) }
         };
         let user_data = UserData(user_data);
@@ -413,12 +368,12 @@ async fn emit(
         return;
     };
     let id = shared.id;
-    let stop = shared.stop.subscribe();
+    let life = shared.life.clone();
     let run = move || {
         let user_data = user_data;
-        // Checked on the callback's own thread, right before the call: fp_client_free() sets
-        // `stop` before it returns, so a free that returned first is always seen here.
-        if event == FP_EVENT_DISCONNECTED && *stop.borrow() {
+        // Checked on the callback's own thread, right before the call: fp_client_free() asks
+        // for the stop before it returns, so a free that returned first is always seen here.
+        if event == FP_EVENT_DISCONNECTED && life.stop_requested() {
             return;
         }
         let error_ptr = error
@@ -443,68 +398,23 @@ async fn lifecycle(
     callback: fp_lifecycle_callback,
     user_data: UserData,
 ) {
-    let mut stop = shared.stop.subscribe();
-    let connecting = tokio::spawn(Client::connect(shared.options.clone()));
-    let abort = connecting.abort_handle();
-    let outcome = tokio::select! {
-        joined = connecting => match joined {
-            Ok(result) => result.map_err(fp_error::from),
-            Err(e) => Err(join_error(e)),
-        },
-        _ = stop.wait_for(|s| *s) => {
-            abort.abort();
-            Err(fp_error::new(FP_ERR_CANCELLED, "the client was stopped before the connection completed"))
-        }
-    };
-    match outcome {
-        Ok(client) => {
-            shared.conn.send_replace(Conn::Connected(client.clone()));
-            emit(
-                &shared,
-                callback,
-                user_data,
-                FP_EVENT_CONNECTION_SUCCESS,
-                None,
-            )
-            .await;
-            let lost = tokio::select! {
-                // A stop request wins a tie: the owner asked, so the end is not a surprise.
-                biased;
-                _ = stop.wait_for(|s| *s) => None,
-                reason = client.closed() => Some(reason),
-            };
-            // Operations started from now on call back with FP_ERR_NOT_CONNECTED.
-            shared
-                .conn
-                .send_replace(Conn::Ended(lost.clone().map(fp_error::from)));
-            // After a loss this sends nothing and only joins the finished connection tasks.
-            let _ = tokio::time::timeout(DISCONNECT_GRACE, client.disconnect()).await;
-            drop(client);
-            if let Some(reason) = lost {
+    let life = shared.life.clone();
+    let options = shared.options.clone();
+    let reporting = Arc::clone(&shared);
+    life.run(options, move |event| {
+        let shared = Arc::clone(&reporting);
+        async move {
+            let (event, error) = match event {
+                Event::Connected => (FP_EVENT_CONNECTION_SUCCESS, None),
+                Event::ConnectFailed(e) => (FP_EVENT_CONNECTION_FAILURE, Some(fp_error::from(e))),
                 // Dropped by `emit` if the owner has asked to stop since.
-                emit(
-                    &shared,
-                    callback,
-                    user_data,
-                    FP_EVENT_DISCONNECTED,
-                    Some(fp_error::from(reason)),
-                )
-                .await;
-            }
+                Event::Lost(e) => (FP_EVENT_DISCONNECTED, Some(fp_error::from(e))),
+                Event::Stopped => (FP_EVENT_STOPPED, None),
+            };
+            emit(&shared, callback, user_data, event, error).await;
         }
-        Err(e) => {
-            shared.conn.send_replace(Conn::Failed(e.clone()));
-            emit(
-                &shared,
-                callback,
-                user_data,
-                FP_EVENT_CONNECTION_FAILURE,
-                Some(e),
-            )
-            .await;
-        }
-    }
-    emit(&shared, callback, user_data, FP_EVENT_STOPPED, None).await;
+    })
+    .await;
     drop(shared);
     drop(promise);
 }
@@ -523,7 +433,7 @@ pub extern "C" fn fp_client_disconnect(client: *mut fp_client) -> fp_result {
         if !shared.lock().connect_called {
             return FP_ERR_NOT_CONNECTED;
         }
-        shared.stop.send_replace(true);
+        shared.life.stop();
         FP_OK
     }
 }
@@ -559,7 +469,7 @@ pub extern "C" fn fp_client_free(client: *mut fp_client) {
             return;
         }
         shared.cancel.send_replace(true);
-        shared.stop.send_replace(true);
+        shared.life.stop();
         let release = {
             let mut t = shared.lock();
             if inside_own_callback {

@@ -120,6 +120,7 @@ impl From<ErrorKind> for fp_result {
             ErrorKind::Rejected => FP_ERR_REJECTED,
             ErrorKind::BadReply => FP_ERR_BAD_REPLY,
             ErrorKind::Cancelled => FP_ERR_CANCELLED,
+            ErrorKind::NotConnected => FP_ERR_NOT_CONNECTED,
             ErrorKind::Internal => FP_ERR_INTERNAL,
             ErrorKind::Protocol => FP_ERR_PROTOCOL,
             ErrorKind::PublishRefused => FP_ERR_PUBLISH_REFUSED,
@@ -170,11 +171,6 @@ impl fp_error {
             aws_code: None,
             aws_message: None,
         }
-    }
-
-    /// The message, for wrapping into another error's message.
-    pub(crate) fn message(&self) -> std::borrow::Cow<'_, str> {
-        self.message.to_string_lossy()
     }
 
     #[cfg(test)]
