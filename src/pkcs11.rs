@@ -418,7 +418,7 @@ mod imp {
                 let params = PkcsPssParams {
                     hash_alg: hash_mech,
                     mgf,
-                    s_len: (hash.len() as u64).into(),
+                    s_len: (hash.len() as std::ffi::c_ulong).into(),
                 };
                 (Mechanism::RsaPkcsPss(params), digest)
             } else {
@@ -500,7 +500,7 @@ mod imp {
         ];
         let mechanism = match algorithm {
             KeyAlgorithm::Rsa { bits } => {
-                public.push(Attribute::ModulusBits((bits as u64).into()));
+                public.push(Attribute::ModulusBits((bits as std::ffi::c_ulong).into()));
                 public.push(Attribute::PublicExponent(vec![1, 0, 1]));
                 Mechanism::RsaPkcsKeyPairGen
             }
