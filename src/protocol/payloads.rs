@@ -90,24 +90,13 @@ impl CreateKeysResponse {
         let private_key = unescape_json_string(wire.private_key.get()).ok_or_else(|| {
             Error::bad_reply("CreateKeysAndCertificate accepted reply: privateKey is not a string")
         })?;
-        require_fields(
-            "CreateKeysAndCertificate",
-            &[
-                ("certificateId", &wire.certificate_id),
-                ("certificatePem", &wire.certificate_pem),
-                ("privateKey", &private_key),
-                (
-                    "certificateOwnershipToken",
-                    &wire.certificate_ownership_token,
-                ),
-            ],
-        )?;
-        Ok(CreateKeysResponse {
+        CreateKeysResponse {
             certificate_id: wire.certificate_id,
             certificate_pem: wire.certificate_pem,
             private_key,
             certificate_ownership_token: wire.certificate_ownership_token,
-        })
+        }
+        .complete()
     }
 
     /// Parses an accepted CreateKeysAndCertificate reply in CBOR; the key is copied once, into
@@ -124,16 +113,24 @@ impl CreateKeysResponse {
                 map.required_text("certificateOwnershipToken"),
             )?,
         };
+        r.complete()
+    }
+
+    /// The reply, if none of its required fields is empty (for both formats).
+    fn complete(self) -> Result<CreateKeysResponse, Error> {
         require_fields(
-            OP,
+            "CreateKeysAndCertificate",
             &[
-                ("certificateId", &r.certificate_id),
-                ("certificatePem", &r.certificate_pem),
-                ("privateKey", &r.private_key),
-                ("certificateOwnershipToken", &r.certificate_ownership_token),
+                ("certificateId", &self.certificate_id),
+                ("certificatePem", &self.certificate_pem),
+                ("privateKey", &self.private_key),
+                (
+                    "certificateOwnershipToken",
+                    &self.certificate_ownership_token,
+                ),
             ],
         )?;
-        Ok(r)
+        Ok(self)
     }
 
     /// Parses an accepted reply in `format`.
@@ -253,15 +250,7 @@ impl CreateFromCsrResponse {
     /// Parses an accepted CreateCertificateFromCsr reply.
     pub fn from_json(payload: &[u8]) -> Result<Self, Error> {
         let r: Self = parse_reply(payload, "CreateCertificateFromCsr")?;
-        require_fields(
-            "CreateCertificateFromCsr",
-            &[
-                ("certificateId", &r.certificate_id),
-                ("certificatePem", &r.certificate_pem),
-                ("certificateOwnershipToken", &r.certificate_ownership_token),
-            ],
-        )?;
-        Ok(r)
+        r.complete()
     }
 
     /// Parses an accepted CreateCertificateFromCsr reply in CBOR.
@@ -276,15 +265,23 @@ impl CreateFromCsrResponse {
                 map.required_text("certificateOwnershipToken"),
             )?,
         };
+        r.complete()
+    }
+
+    /// The reply, if none of its required fields is empty (for both formats).
+    fn complete(self) -> Result<Self, Error> {
         require_fields(
-            OP,
+            "CreateCertificateFromCsr",
             &[
-                ("certificateId", &r.certificate_id),
-                ("certificatePem", &r.certificate_pem),
-                ("certificateOwnershipToken", &r.certificate_ownership_token),
+                ("certificateId", &self.certificate_id),
+                ("certificatePem", &self.certificate_pem),
+                (
+                    "certificateOwnershipToken",
+                    &self.certificate_ownership_token,
+                ),
             ],
         )?;
-        Ok(r)
+        Ok(self)
     }
 
     /// Parses an accepted reply in `format`.
