@@ -7,6 +7,10 @@
 //! or a provisioning station connecting many clients with one claim resumes TLS sessions
 //! instead of repeating the full handshake.
 //!
+//! Clients started together (a fleet connecting at once) would all miss the cache before the
+//! first configuration is built; one build runs at a time, and whoever waited for it looks
+//! again first, so a burst of connections reads the files and checks the key once.
+//!
 //! A file counts as the same while its path, size, modification time and inode are; a file
 //! replaced on disk (a renewed certificate) gives a new configuration. The cache holds only
 //! weak references: a configuration lives as long as a client uses it.
@@ -19,6 +23,39 @@ use rustls::ClientConfig;
 use zeroize::Zeroizing;
 
 use super::options::{ClientOptions, Pem};
+use crate::error::{Error, ErrorKind};
+
+/// The configuration for `opts`: the shared one if a client holds it already, else a new one
+/// (shared from then on when `opts` can be cached). Reading files and the platform roots runs
+/// on the blocking pool, off the I/O thread.
+pub(crate) async fn config_for(
+    opts: ClientOptions,
+) -> Result<(ClientOptions, Arc<ClientConfig>), Error> {
+    let key = ConfigKey::of(&opts);
+    if let Some(tls) = key.as_ref().and_then(lookup) {
+        return Ok((opts, tls));
+    }
+    // One build at a time: a burst of clients with the same sources builds one configuration.
+    static BUILDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = match key {
+        Some(_) => Some(BUILDING.lock().await),
+        None => None,
+    };
+    if let Some(tls) = key.as_ref().and_then(lookup) {
+        return Ok((opts, tls));
+    }
+    let (opts, tls) = tokio::task::spawn_blocking(move || {
+        let tls = super::tls::client_config(&opts);
+        (opts, tls)
+    })
+    .await
+    .map_err(|e| Error::new(ErrorKind::Internal, format!("TLS setup failed: {e}")))?;
+    let tls = tls?;
+    if let Some(key) = key {
+        insert(key, &tls);
+    }
+    Ok((opts, tls))
+}
 
 /// What identifies one PEM source.
 #[derive(PartialEq, Eq)]
