@@ -362,6 +362,21 @@ mod tests {
     }
 
     #[test]
+    fn aes_128_gcm_sha256_is_offered_first_and_nothing_is_dropped() {
+        let ours = provider();
+        let default = rustls::crypto::ring::default_provider();
+        assert_eq!(
+            ours.cipher_suites[0].suite(),
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+        );
+        let mut a: Vec<_> = ours.cipher_suites.iter().map(|s| s.suite()).collect();
+        let mut b: Vec<_> = default.cipher_suites.iter().map(|s| s.suite()).collect();
+        a.sort_by_key(|s| u16::from(*s));
+        b.sort_by_key(|s| u16::from(*s));
+        assert_eq!(a, b);
+    }
+
+    #[test]
     fn alpn_only_on_port_443() {
         let mut o = ClientOptions::new("localhost");
         let key = rcgen::KeyPair::generate().unwrap();

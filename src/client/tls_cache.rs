@@ -44,6 +44,8 @@ pub(crate) async fn config_for(
     if let Some(tls) = key.as_ref().and_then(lookup) {
         return Ok((opts, tls));
     }
+    #[cfg(test)]
+    BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (opts, tls) = tokio::task::spawn_blocking(move || {
         let tls = super::tls::client_config(&opts);
         (opts, tls)
@@ -127,6 +129,10 @@ impl ConfigKey {
     }
 }
 
+/// Configurations built so far (for tests).
+#[cfg(test)]
+static BUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 static CACHE: Mutex<Vec<(ConfigKey, Weak<ClientConfig>)>> = Mutex::new(Vec::new());
 
 fn cache() -> std::sync::MutexGuard<'static, Vec<(ConfigKey, Weak<ClientConfig>)>> {
@@ -182,6 +188,35 @@ mod tests {
         o.signer = None;
         o.pkcs11 = Some(Default::default());
         assert!(ConfigKey::of(&o).is_none());
+    }
+
+    /// Clients started together with the same files: one configuration is built, all share it.
+    #[tokio::test]
+    async fn a_burst_of_clients_builds_one_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["burst".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cert_file, key_file) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let mut o = ClientOptions::new("localhost");
+        o.cert = Some(Pem::file(&cert_file));
+        o.key = Some(Pem::file(&key_file));
+        o.ca = Some(Pem::file(&cert_file));
+        let before = BUILDS.load(std::sync::atomic::Ordering::Relaxed);
+        let burst: Vec<_> = (0..16)
+            .map(|_| tokio::spawn(config_for(o.clone())))
+            .collect();
+        let mut configs = Vec::new();
+        for b in burst {
+            configs.push(b.await.unwrap().unwrap().1);
+        }
+        let built = BUILDS.load(std::sync::atomic::Ordering::Relaxed) - before;
+        assert_eq!(built, 1, "16 clients at once built {built} configurations");
+        assert!(configs.iter().all(|c| Arc::ptr_eq(c, &configs[0])));
     }
 
     #[test]

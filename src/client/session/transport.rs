@@ -171,3 +171,27 @@ async fn http_connect(tcp: &mut TcpStream, host: &str, port: u16) -> Result<(), 
         Err(format!("it answered {status:?}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lookups_at_once_share_one_and_leave_nothing_behind() {
+        let all: Vec<_> = (0..8)
+            .map(|_| tokio::spawn(async { resolve("localhost", 8883).await }))
+            .collect();
+        for one in all {
+            let addrs = one.await.unwrap().unwrap();
+            assert!(addrs
+                .iter()
+                .all(|a| a.port() == 8883 && a.ip().is_loopback()));
+        }
+        assert!(lookups().iter().all(|(k, _)| k.0 != "localhost"));
+        // An address is used as it is.
+        assert_eq!(
+            resolve("127.0.0.1", 1).await.unwrap(),
+            vec![SocketAddr::from(([127, 0, 0, 1], 1))]
+        );
+    }
+}
