@@ -520,10 +520,18 @@ int main(int argc, char **argv) {
     }
     if (cfg.rounds > 1 && round_global == cfg.rounds) {
         double f = median(floor_cpu, cfg.rounds), p = median(prov_cpu, cfg.rounds);
-        printf("median of %ld rounds: cpu floor %.3f ms/device  provision %.3f ms/device  "
-               "(%.2fx)\n",
-               cfg.rounds, f * 1e3 / (double)cfg.devices, p * 1e3 / (double)cfg.devices,
-               ratio(p, f));
+        double per = 1e3 / (double)cfg.devices;
+        printf("median of %ld rounds: cpu", cfg.rounds);
+        if (cfg.only != 1) {
+            printf(" floor %.3f ms/device", f * per);
+        }
+        if (cfg.only != 0) {
+            printf(" provision %.3f ms/device", p * per);
+        }
+        if (cfg.only == -1) {
+            printf(" (%.2fx)", ratio(p, f));
+        }
+        printf("\n");
     }
     all_ok = floor_f.ok == cfg.devices && prov_f.ok == cfg.devices;
     printf("result: %s (floor %ld/%ld connected, provisioning %ld/%ld registered)\n",
