@@ -66,13 +66,7 @@ pub struct Responder {
     task: JoinHandle<()>,
 }
 
-impl std::fmt::Debug for Responder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Responder")
-            .field("broker", &self.broker)
-            .finish_non_exhaustive()
-    }
-}
+debug_one_field!(Responder, broker);
 
 impl Responder {
     /// Connect, subscribe, and return once the broker has granted all three subscriptions.
