@@ -27,6 +27,8 @@ use tokio_rustls::TlsAcceptor;
 use connection::serve_connection;
 
 pub use crate::service::MAX_PAYLOAD_BYTES as MAX_PAYLOAD;
+/// Largest remaining length read off the wire: the payload limit plus room for topic and properties.
+pub(crate) const MAX_REMAINING: usize = MAX_PAYLOAD + 16 * 1024;
 /// How long `stop` waits for connections to finish before aborting them.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Provisioning requests in the service at once, over all connections.
@@ -349,7 +351,7 @@ pub fn fuzz_packets(data: &[u8]) {
         _ => codec::Version::V4,
     };
     let mut buf = bytes::BytesMut::from(data);
-    while let Ok(Some(packet)) = codec::decode(version, &mut buf, MAX_PAYLOAD + 1024) {
+    while let Ok(Some(packet)) = codec::decode(version, &mut buf, MAX_REMAINING) {
         if let codec::Incoming::Subscribe { filters, .. } = &packet {
             for f in filters {
                 let _ =

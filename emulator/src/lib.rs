@@ -24,6 +24,7 @@ pub mod ca;
 pub mod files;
 pub mod hook;
 pub mod registry;
+mod request_topic;
 pub mod service;
 pub mod template;
 pub mod throttle;

@@ -84,7 +84,7 @@ impl Responder {
         options.set_keep_alive(Duration::from_secs(30));
         options.set_clean_session(true);
         // Room for CSRs and certificate replies; the endpoint's own limit is the same.
-        let max = crate::MAX_PAYLOAD + 16 * 1024;
+        let max = crate::broker::MAX_REMAINING;
         options.set_max_packet_size(max, max);
         options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
             Arc::new(tls),

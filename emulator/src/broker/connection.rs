@@ -23,11 +23,10 @@ use super::codec::{
     UnsubCode, Version, Will,
 };
 use super::{
-    lock, stopped, topic, Access, Control, Fault, Kick, Shared, Sub, MAX_PAYLOAD, STOP_GRACE,
+    lock, stopped, topic, Access, Control, Fault, Kick, Shared, Sub, MAX_PAYLOAD, MAX_REMAINING,
+    STOP_GRACE,
 };
 
-/// Largest remaining length read off the wire: the payload limit plus room for topic and properties.
-const MAX_REMAINING: usize = MAX_PAYLOAD + 16 * 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that does not take our bytes for this long is dropped.
