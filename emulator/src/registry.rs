@@ -764,6 +764,28 @@ mod tests {
         thing.thing.as_mut().unwrap()
     }
 
+    fn strings(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// Register certificate `cert_id` for the thing "dev" as changed by `edit`.
+    fn register_dev(
+        registry: &Registry,
+        cert_id: &str,
+        edit: impl FnOnce(&mut ThingSpec),
+    ) -> ThingRecord {
+        let mut provisioned = provisioned(cert_id, "dev");
+        edit(spec(&mut provisioned));
+        let token = registry.add_pending(&issued(cert_id), CLAIM);
+        registry
+            .apply_registration(&token, CLAIM, &provisioned)
+            .unwrap()
+            .unwrap()
+    }
+
     #[test]
     fn registration_activates_attaches_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -937,14 +959,8 @@ mod tests {
         registry.apply_registration(&t1, CLAIM, &first).unwrap();
 
         // The seed template's settings: MERGE attributes, REPLACE type, DO_NOTHING groups.
-        let mut second = provisioned("c2", "dev");
-        {
-            let s = spec(&mut second);
-            s.attributes = [
-                ("serialNumber".to_owned(), "42".to_owned()),
-                ("version".to_owned(), "v2".to_owned()),
-            ]
-            .into();
+        let thing = register_dev(&registry, "c2", |s| {
+            s.attributes = strings(&[("serialNumber", "42"), ("version", "v2")]);
             s.thing_type_name = Some("gateway".into());
             s.thing_groups = vec!["g2".into()];
             s.billing_group = Some("b2".into());
@@ -954,19 +970,10 @@ mod tests {
                 ("ThingGroups".to_owned(), OverrideSetting::DoNothing),
             ]
             .into();
-        }
-        let t2 = registry.add_pending(&issued("c2"), CLAIM);
-        let thing = registry
-            .apply_registration(&t2, CLAIM, &second)
-            .unwrap()
-            .unwrap();
+        });
         assert_eq!(
             thing.attributes,
-            [
-                ("serialNumber".to_owned(), "42".to_owned()),
-                ("version".to_owned(), "v2".to_owned())
-            ]
-            .into()
+            strings(&[("serialNumber", "42"), ("version", "v2")])
         );
         assert_eq!(thing.thing_type.as_deref(), Some("gateway"));
         assert_eq!(thing.groups, ["g1"]);
@@ -975,26 +982,16 @@ mod tests {
         assert_eq!(thing.certificate_ids, ["c1", "c2"]);
 
         // MERGE groups adds; REPLACE attributes replaces.
-        let mut third = provisioned("c3", "dev");
-        {
-            let s = spec(&mut third);
-            s.attributes = [("only".to_owned(), "this".to_owned())].into();
+        let thing = register_dev(&registry, "c3", |s| {
+            s.attributes = strings(&[("only", "this")]);
             s.thing_groups = vec!["g3".into(), "g1".into()];
             s.overrides = [
                 ("AttributePayload".to_owned(), OverrideSetting::Replace),
                 ("ThingGroups".to_owned(), OverrideSetting::Merge),
             ]
             .into();
-        }
-        let t3 = registry.add_pending(&issued("c3"), CLAIM);
-        let thing = registry
-            .apply_registration(&t3, CLAIM, &third)
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            thing.attributes,
-            [("only".to_owned(), "this".to_owned())].into()
-        );
+        });
+        assert_eq!(thing.attributes, strings(&[("only", "this")]));
         assert_eq!(thing.groups, ["g1", "g3"]);
 
         // FAIL refuses a change and leaves everything as it was, token included.
