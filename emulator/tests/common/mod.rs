@@ -58,6 +58,11 @@ impl Env {
     pub fn tls(&self, id: &Identity) -> Arc<rustls::ClientConfig> {
         client_tls(&self.emu.ca_path(), id)
     }
+
+    /// An MQTT 5 connection with the claim certificate.
+    pub async fn claim_v5(&self, client_id: &str) -> V5 {
+        V5::connect(self.port(), self.tls(&self.claim()), client_id).await
+    }
 }
 
 /// A client certificate and its key, PEM.
@@ -190,12 +195,17 @@ impl V5 {
         }
     }
 
-    /// Publish at QoS 1 and wait for the PUBACK.
-    pub async fn publish(&mut self, topic: &str, payload: impl Into<Vec<u8>>) -> p5::PubAck {
+    /// Publish without waiting for an answer.
+    pub async fn send(&mut self, topic: &str, qos: QoS5, payload: impl Into<Vec<u8>>) {
         self.client
-            .publish(topic, QoS5::AtLeastOnce, false, payload.into())
+            .publish(topic, qos, false, payload.into())
             .await
             .unwrap();
+    }
+
+    /// Publish at QoS 1 and wait for the PUBACK.
+    pub async fn publish(&mut self, topic: &str, payload: impl Into<Vec<u8>>) -> p5::PubAck {
+        self.send(topic, QoS5::AtLeastOnce, payload).await;
         loop {
             if let p5::Packet::PubAck(ack) = self.next().await.unwrap() {
                 return ack;
@@ -223,6 +233,17 @@ impl V5 {
         let ack = self.publish(topic, payload.as_ref().to_vec()).await;
         assert_eq!(ack.reason, p5::PubAckReason::Success);
         self.recv().await
+    }
+
+    /// CreateKeysAndCertificate must be accepted: the connection works and may provision.
+    pub async fn expect_create_accepted(&mut self) {
+        let reply = self.request(CREATE, "{}").await;
+        assert_eq!(reply.topic, format!("{CREATE}/accepted"));
+    }
+
+    /// The server must end the connection with DISCONNECT `reason`.
+    pub async fn expect_disconnect(&mut self, reason: p5::DisconnectReasonCode) {
+        assert_eq!(self.closed().await, Some(reason));
     }
 
     /// Wait until the server ends the connection; returns its DISCONNECT reason, if it sent one.
@@ -311,11 +332,17 @@ impl V4 {
         }
     }
 
-    pub async fn publish(&mut self, topic: &str, payload: impl Into<Vec<u8>>) {
+    /// Publish without waiting for an answer.
+    pub async fn send(&mut self, topic: &str, qos: rumqttc::QoS, payload: impl Into<Vec<u8>>) {
         self.client
-            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.into())
+            .publish(topic, qos, false, payload.into())
             .await
             .unwrap();
+    }
+
+    /// Publish at QoS 1 and wait for the PUBACK.
+    pub async fn publish(&mut self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.send(topic, rumqttc::QoS::AtLeastOnce, payload).await;
         loop {
             if let rumqttc::Packet::PubAck(_) = self.next().await.unwrap() {
                 return;
@@ -408,6 +435,19 @@ impl Raw {
             stream,
             buf: BytesMut::new(),
         })
+    }
+
+    /// A raw MQTT 5 session of `client_id` that has received its CONNACK.
+    pub async fn connected_v5(
+        port: u16,
+        tls: Arc<rustls::ClientConfig>,
+        client_id: &str,
+        keep_alive: u16,
+    ) -> Raw {
+        let mut raw = Raw::connect(port, tls).await.unwrap();
+        raw.send(&connect_v5(client_id, keep_alive)).await;
+        assert!(matches!(raw.read_v5().await, Some(p5::Packet::ConnAck(_))));
+        raw
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {
