@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ca::Issued;
 use crate::files::{
-    create_private_dir, invalid_data, open_append_private, read_if_exists, write_atomic,
+    in_private_dir, invalid_data, open_append_private, read_if_exists, write_atomic,
 };
 use crate::template::{OverrideSetting, Provisioned, ThingSpec};
 
@@ -257,9 +257,7 @@ debug_one_field!(Registry, dir);
 impl Registry {
     /// Open (or create) the registry in `dir`, replaying what an earlier run left.
     pub fn open(dir: &Path) -> io::Result<Registry> {
-        create_private_dir(dir)?;
-        let snapshot_path = dir.join(SNAPSHOT_FILE);
-        let journal_path = dir.join(JOURNAL_FILE);
+        let [snapshot_path, journal_path] = in_private_dir(dir, [SNAPSHOT_FILE, JOURNAL_FILE])?;
 
         let mut state: State = match read_if_exists(&snapshot_path)? {
             Some(bytes) => serde_json::from_slice(&bytes)
