@@ -11,9 +11,8 @@
 //! and whenever it grows larger than the snapshot.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,7 +21,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::ca::{write_atomic, Issued};
+use crate::ca::Issued;
+use crate::files::{
+    in_private_dir, invalid_data, open_append_private, read_if_exists, write_atomic,
+};
 use crate::template::{OverrideSetting, Provisioned, ThingSpec};
 
 const SNAPSHOT_FILE: &str = "registry.json";
@@ -250,43 +252,24 @@ pub struct Registry {
     inner: Mutex<Inner>,
 }
 
-impl std::fmt::Debug for Registry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry")
-            .field("dir", &self.dir)
-            .finish_non_exhaustive()
-    }
-}
+debug_one_field!(Registry, dir);
 
 impl Registry {
     /// Open (or create) the registry in `dir`, replaying what an earlier run left.
     pub fn open(dir: &Path) -> io::Result<Registry> {
-        crate::ca::create_private_dir(dir)?;
-        let snapshot_path = dir.join(SNAPSHOT_FILE);
-        let journal_path = dir.join(JOURNAL_FILE);
+        let [snapshot_path, journal_path] = in_private_dir(dir, [SNAPSHOT_FILE, JOURNAL_FILE])?;
 
-        let mut state: State = match fs::read(&snapshot_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: {e}", snapshot_path.display()),
-                )
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => State::default(),
-            Err(e) => return Err(e),
+        let mut state: State = match read_if_exists(&snapshot_path)? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| invalid_data(format!("{}: {e}", snapshot_path.display())))?,
+            None => State::default(),
         };
-        match fs::read(&journal_path) {
-            Ok(bytes) => replay(&mut state, &bytes, &journal_path),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        if let Some(bytes) = read_if_exists(&journal_path)? {
+            replay(&mut state, &bytes, &journal_path);
         }
         state.purge(now_secs());
 
-        let journal = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&journal_path)?;
+        let journal = open_append_private(&journal_path)?;
         let mut inner = Inner {
             state,
             journal,
@@ -735,9 +718,10 @@ fn now_secs() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::mode_of;
     use crate::template::{CertificateSpec, PolicySpec};
     use serde_json::json;
-    use std::os::unix::fs::PermissionsExt;
+    use std::fs;
 
     const CLAIM: &str = "claim-cert-id";
 
@@ -776,6 +760,28 @@ mod tests {
 
     fn spec(thing: &mut Provisioned) -> &mut ThingSpec {
         thing.thing.as_mut().unwrap()
+    }
+
+    fn strings(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// Register certificate `cert_id` for the thing "dev" as changed by `edit`.
+    fn register_dev(
+        registry: &Registry,
+        cert_id: &str,
+        edit: impl FnOnce(&mut ThingSpec),
+    ) -> ThingRecord {
+        let mut provisioned = provisioned(cert_id, "dev");
+        edit(spec(&mut provisioned));
+        let token = registry.add_pending(&issued(cert_id), CLAIM);
+        registry
+            .apply_registration(&token, CLAIM, &provisioned)
+            .unwrap()
+            .unwrap()
     }
 
     #[test]
@@ -951,14 +957,8 @@ mod tests {
         registry.apply_registration(&t1, CLAIM, &first).unwrap();
 
         // The seed template's settings: MERGE attributes, REPLACE type, DO_NOTHING groups.
-        let mut second = provisioned("c2", "dev");
-        {
-            let s = spec(&mut second);
-            s.attributes = [
-                ("serialNumber".to_owned(), "42".to_owned()),
-                ("version".to_owned(), "v2".to_owned()),
-            ]
-            .into();
+        let thing = register_dev(&registry, "c2", |s| {
+            s.attributes = strings(&[("serialNumber", "42"), ("version", "v2")]);
             s.thing_type_name = Some("gateway".into());
             s.thing_groups = vec!["g2".into()];
             s.billing_group = Some("b2".into());
@@ -968,19 +968,10 @@ mod tests {
                 ("ThingGroups".to_owned(), OverrideSetting::DoNothing),
             ]
             .into();
-        }
-        let t2 = registry.add_pending(&issued("c2"), CLAIM);
-        let thing = registry
-            .apply_registration(&t2, CLAIM, &second)
-            .unwrap()
-            .unwrap();
+        });
         assert_eq!(
             thing.attributes,
-            [
-                ("serialNumber".to_owned(), "42".to_owned()),
-                ("version".to_owned(), "v2".to_owned())
-            ]
-            .into()
+            strings(&[("serialNumber", "42"), ("version", "v2")])
         );
         assert_eq!(thing.thing_type.as_deref(), Some("gateway"));
         assert_eq!(thing.groups, ["g1"]);
@@ -989,26 +980,16 @@ mod tests {
         assert_eq!(thing.certificate_ids, ["c1", "c2"]);
 
         // MERGE groups adds; REPLACE attributes replaces.
-        let mut third = provisioned("c3", "dev");
-        {
-            let s = spec(&mut third);
-            s.attributes = [("only".to_owned(), "this".to_owned())].into();
+        let thing = register_dev(&registry, "c3", |s| {
+            s.attributes = strings(&[("only", "this")]);
             s.thing_groups = vec!["g3".into(), "g1".into()];
             s.overrides = [
                 ("AttributePayload".to_owned(), OverrideSetting::Replace),
                 ("ThingGroups".to_owned(), OverrideSetting::Merge),
             ]
             .into();
-        }
-        let t3 = registry.add_pending(&issued("c3"), CLAIM);
-        let thing = registry
-            .apply_registration(&t3, CLAIM, &third)
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            thing.attributes,
-            [("only".to_owned(), "this".to_owned())].into()
-        );
+        });
+        assert_eq!(thing.attributes, strings(&[("only", "this")]));
         assert_eq!(thing.groups, ["g1", "g3"]);
 
         // FAIL refuses a change and leaves everything as it was, token included.
@@ -1046,10 +1027,7 @@ mod tests {
         assert!(registry.set_cert_status("b", CertStatus::Revoked));
         assert!(!registry.set_cert_status("zzz", CertStatus::Revoked));
         // What a crash in the middle of a write leaves.
-        let mut journal = OpenOptions::new()
-            .append(true)
-            .open(dir.path().join(JOURNAL_FILE))
-            .unwrap();
+        let mut journal = open_append_private(&dir.path().join(JOURNAL_FILE)).unwrap();
         journal
             .write_all(br#"{"op":"certificate","record":{"certificate_id":"c","#)
             .unwrap();
@@ -1066,11 +1044,7 @@ mod tests {
             0
         );
         for file in [SNAPSHOT_FILE, JOURNAL_FILE] {
-            let mode = fs::metadata(dir.path().join(file))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600, "{file}");
+            assert_eq!(mode_of(&dir.path().join(file)), 0o600, "{file}");
         }
         // Adding the same claim again writes nothing.
         reopened.add_claim("a");
