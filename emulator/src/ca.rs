@@ -4,11 +4,9 @@
 //! device certificate. Everything lives in the state directory so a restart keeps the same trust
 //! anchor: devices provisioned yesterday still connect today.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -31,6 +29,9 @@ use x509_parser::oid_registry::{
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::{SubjectPublicKeyInfo as ParsedSpki, X509Name};
 
+/// Also reachable here for the binary; the helper lives in [`crate::files`].
+pub use crate::files::write_atomic;
+use crate::files::{create_private_dir, invalid_data};
 use crate::template::CertInfo;
 
 const CA_CERT_FILE: &str = "ca.pem";
@@ -97,13 +98,7 @@ pub struct Ca {
     pool: KeyPool,
 }
 
-impl std::fmt::Debug for Ca {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ca")
-            .field("dir", &self.dir)
-            .finish_non_exhaustive()
-    }
-}
+debug_one_field!(Ca, dir);
 
 impl Ca {
     /// First start creates ca.pem, ca-key.pem (0600), server-cert.pem, server-key.pem (0600),
@@ -330,56 +325,6 @@ pub fn cert_info(der: &[u8]) -> CertInfo {
         }
     }
     info
-}
-
-/// Write `data` to `path` so that readers see the old file or the new one, never a part:
-/// a temporary file in the same directory, created with `mode` (so a key is never readable by
-/// others, not even for a moment), synced, then renamed over `path`.
-pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| invalid_data(format!("{} has no file name", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}.{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.write_all(data)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-        return result;
-    }
-    // Make the rename itself durable; a failure here loses nothing already written.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-/// Create the state directory (0700: it holds private keys) if it does not exist.
-pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
 }
 
 fn load_signer(ca_pem: &str, key_pem: &str) -> io::Result<Signer> {
@@ -671,10 +616,6 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-fn invalid_data(msg: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg)
-}
-
 fn generate_rsa() -> Result<RsaPrivateKey, CsrError> {
     RsaPrivateKey::new(&mut rand::rngs::OsRng, RSA_BITS)
         .map_err(|e| CsrError(format!("RSA key generation failed: {e}")))
@@ -780,10 +721,10 @@ impl Drop for KeyPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::mode_of;
     use rcgen::{PKCS_ECDSA_P384_SHA384, PKCS_ED25519, PKCS_RSA_SHA256};
     use rsa::pkcs1::DecodeRsaPrivateKey;
     use rsa::pkcs8::EncodePrivateKey;
-    use std::os::unix::fs::PermissionsExt;
     use x509_parser::extensions::ExtendedKeyUsage;
 
     /// P-384 key, CSR signed with ecdsa-with-SHA256 (OpenSSL's default digest), full subject.
@@ -854,10 +795,6 @@ qv/5TbN5
         params.serialize_request(key).unwrap()
     }
 
-    fn mode(path: &Path) -> u32 {
-        fs::metadata(path).unwrap().permissions().mode() & 0o777
-    }
-
     fn base64(data: &[u8]) -> String {
         const ALPHABET: &[u8; 64] =
             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -914,12 +851,12 @@ qv/5TbN5
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("fresh");
         let ca = Ca::load_or_create(&state).unwrap();
-        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode_of(&state), 0o700);
         for key in ["ca-key.pem", "server-key.pem", "claim-key.pem"] {
-            assert_eq!(mode(&state.join(key)), 0o600, "{key}");
+            assert_eq!(mode_of(&state.join(key)), 0o600, "{key}");
         }
         for cert in ["ca.pem", "server-cert.pem", "claim-cert.pem"] {
-            assert_eq!(mode(&state.join(cert)), 0o644, "{cert}");
+            assert_eq!(mode_of(&state.join(cert)), 0o644, "{cert}");
         }
         let (cert_path, key_path) = ca.claim_paths();
         assert_eq!(cert_path, state.join("claim-cert.pem"));
@@ -930,17 +867,6 @@ qv/5TbN5
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names.len(), 6, "{names:?}");
-    }
-
-    #[test]
-    fn write_atomic_creates_with_the_mode_and_replaces() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("secret");
-        write_atomic(&path, b"one", 0o600).unwrap();
-        assert_eq!(mode(&path), 0o600);
-        write_atomic(&path, b"two", 0o600).unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"two");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

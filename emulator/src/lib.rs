@@ -5,10 +5,26 @@
 //! Tests start it in-process ([`Emulator::start`], or [`Emulator::start_blocking`] outside
 //! async code); the `fleetprov-emulator` binary runs the same thing from the command line.
 
+/// `impl Debug` printing `Name { field: value, .. }`: the one field worth showing of a type whose
+/// other fields are keys or large state.
+macro_rules! debug_one_field {
+    ($name:ident, $field:ident) => {
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field(stringify!($field), &self.$field)
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
 pub mod account;
 pub mod ca;
+pub mod files;
 pub mod hook;
 pub mod registry;
+mod request_topic;
 pub mod service;
 pub mod template;
 pub mod throttle;
@@ -377,7 +393,7 @@ impl Backend for ServiceBackend {
 pub fn record_claim(state_dir: &Path, issued: &ca::Issued) -> io::Result<()> {
     let dir = state_dir.join(CLAIMS_DIR);
     std::fs::create_dir_all(&dir)?;
-    ca::write_atomic(
+    files::write_atomic(
         &dir.join(&issued.certificate_id),
         issued.certificate_pem.as_bytes(),
         0o644,

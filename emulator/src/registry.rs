@@ -11,9 +11,8 @@
 //! and whenever it grows larger than the snapshot.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,7 +21,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::ca::{write_atomic, Issued};
+use crate::ca::Issued;
+use crate::files::{
+    create_private_dir, invalid_data, open_append_private, read_if_exists, write_atomic,
+};
 use crate::template::{OverrideSetting, Provisioned, ThingSpec};
 
 const SNAPSHOT_FILE: &str = "registry.json";
@@ -250,43 +252,26 @@ pub struct Registry {
     inner: Mutex<Inner>,
 }
 
-impl std::fmt::Debug for Registry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry")
-            .field("dir", &self.dir)
-            .finish_non_exhaustive()
-    }
-}
+debug_one_field!(Registry, dir);
 
 impl Registry {
     /// Open (or create) the registry in `dir`, replaying what an earlier run left.
     pub fn open(dir: &Path) -> io::Result<Registry> {
-        crate::ca::create_private_dir(dir)?;
+        create_private_dir(dir)?;
         let snapshot_path = dir.join(SNAPSHOT_FILE);
         let journal_path = dir.join(JOURNAL_FILE);
 
-        let mut state: State = match fs::read(&snapshot_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: {e}", snapshot_path.display()),
-                )
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => State::default(),
-            Err(e) => return Err(e),
+        let mut state: State = match read_if_exists(&snapshot_path)? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| invalid_data(format!("{}: {e}", snapshot_path.display())))?,
+            None => State::default(),
         };
-        match fs::read(&journal_path) {
-            Ok(bytes) => replay(&mut state, &bytes, &journal_path),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        if let Some(bytes) = read_if_exists(&journal_path)? {
+            replay(&mut state, &bytes, &journal_path);
         }
         state.purge(now_secs());
 
-        let journal = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&journal_path)?;
+        let journal = open_append_private(&journal_path)?;
         let mut inner = Inner {
             state,
             journal,
@@ -735,9 +720,10 @@ fn now_secs() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::mode_of;
     use crate::template::{CertificateSpec, PolicySpec};
     use serde_json::json;
-    use std::os::unix::fs::PermissionsExt;
+    use std::fs;
 
     const CLAIM: &str = "claim-cert-id";
 
@@ -1046,10 +1032,7 @@ mod tests {
         assert!(registry.set_cert_status("b", CertStatus::Revoked));
         assert!(!registry.set_cert_status("zzz", CertStatus::Revoked));
         // What a crash in the middle of a write leaves.
-        let mut journal = OpenOptions::new()
-            .append(true)
-            .open(dir.path().join(JOURNAL_FILE))
-            .unwrap();
+        let mut journal = open_append_private(&dir.path().join(JOURNAL_FILE)).unwrap();
         journal
             .write_all(br#"{"op":"certificate","record":{"certificate_id":"c","#)
             .unwrap();
@@ -1066,11 +1049,7 @@ mod tests {
             0
         );
         for file in [SNAPSHOT_FILE, JOURNAL_FILE] {
-            let mode = fs::metadata(dir.path().join(file))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600, "{file}");
+            assert_eq!(mode_of(&dir.path().join(file)), 0o600, "{file}");
         }
         // Adding the same claim again writes nothing.
         reopened.add_claim("a");

@@ -66,13 +66,7 @@ pub struct Responder {
     task: JoinHandle<()>,
 }
 
-impl std::fmt::Debug for Responder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Responder")
-            .field("broker", &self.broker)
-            .finish_non_exhaustive()
-    }
-}
+debug_one_field!(Responder, broker);
 
 impl Responder {
     /// Connect, subscribe, and return once the broker has granted all three subscriptions.
@@ -90,7 +84,7 @@ impl Responder {
         options.set_keep_alive(Duration::from_secs(30));
         options.set_clean_session(true);
         // Room for CSRs and certificate replies; the endpoint's own limit is the same.
-        let max = crate::MAX_PAYLOAD + 16 * 1024;
+        let max = crate::broker::MAX_REMAINING;
         options.set_max_packet_size(max, max);
         options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
             Arc::new(tls),

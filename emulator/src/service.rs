@@ -20,15 +20,11 @@ use crate::account::Account;
 use crate::ca::{cert_info, certificate_id, pem_block, Ca, CsrError, Issued};
 use crate::hook::{Hook, HookError, HookInput};
 use crate::registry::{RegistrationError, Registry};
+use crate::request_topic::{self, Format, Operation};
 use crate::template::{CertInfo, Template};
 
 /// AWS IoT's MQTT message size limit; the broker refuses larger messages too.
 pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
-
-const CREATE_KEYS: &str = "$aws/certificates/create/";
-const CREATE_FROM_CSR: &str = "$aws/certificates/create-from-csr/";
-const TEMPLATES: &str = "$aws/provisioning-templates/";
-const PROVISION: &str = "/provision/";
 
 /// errorCode of a request a pre-provisioning hook refused or failed on (our fact sheet's; AWS's
 /// hook page names none).
@@ -58,13 +54,6 @@ impl std::fmt::Debug for Service {
             .field("templates", &self.templates.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Operation<'a> {
-    CreateKeys,
-    CreateFromCsr,
-    Register(&'a str),
 }
 
 /// A rejection: becomes `{"statusCode", "errorCode", "errorMessage"}`.
@@ -121,7 +110,7 @@ impl Service {
     /// Is `topic` one of the fleet-provisioning request topics this service answers (json or
     /// cbor)?
     pub fn is_request_topic(topic: &str) -> bool {
-        parse_topic(topic).is_some()
+        request_topic::parse(topic).is_some()
     }
 
     /// Handle one request published by a client authenticated with `requester_cert_id`.
@@ -140,7 +129,7 @@ impl Service {
         requester_cert_id: &str,
         client_id: &str,
     ) -> Option<Reply> {
-        let (operation, format) = parse_topic(topic)?;
+        let (operation, format) = request_topic::parse(topic)?;
         let result = if payload.len() > MAX_PAYLOAD_BYTES {
             Err(invalid_payload(format!(
                 "the payload is {} bytes; the limit is {MAX_PAYLOAD_BYTES}",
@@ -354,32 +343,6 @@ pub fn valid_template_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// Request and reply encoding, from the last level of the request topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Json = 0,
-    Cbor = 1,
-}
-
-/// The operation of a request topic and its payload format.
-fn parse_topic(topic: &str) -> Option<(Operation<'_>, Format)> {
-    let format = |rest: &str| match rest {
-        "json" => Some(Format::Json),
-        "cbor" => Some(Format::Cbor),
-        _ => None,
-    };
-    if let Some(rest) = topic.strip_prefix(CREATE_KEYS) {
-        return Some((Operation::CreateKeys, format(rest)?));
-    }
-    if let Some(rest) = topic.strip_prefix(CREATE_FROM_CSR) {
-        return Some((Operation::CreateFromCsr, format(rest)?));
-    }
-    let rest = topic.strip_prefix(TEMPLATES)?;
-    let at = rest.rfind(PROVISION)?;
-    let format = format(&rest[at + PROVISION.len()..])?;
-    Some((Operation::Register(&rest[..at]), format))
 }
 
 /// The request as a map of fields; an empty payload is `None`.

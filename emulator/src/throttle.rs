@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::request_topic::Operation;
+
 /// The APIs that can be limited, named as AWS names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Api {
@@ -30,15 +32,11 @@ impl Api {
 
     /// The API a request topic calls, if it is one.
     fn of_topic(topic: &str) -> Option<Api> {
-        if topic.starts_with("$aws/certificates/create/") {
-            Some(Api::CreateKeysAndCertificate)
-        } else if topic.starts_with("$aws/certificates/create-from-csr/") {
-            Some(Api::CreateCertificateFromCsr)
-        } else if topic.starts_with("$aws/provisioning-templates/") {
-            Some(Api::RegisterThing)
-        } else {
-            None
-        }
+        Some(match crate::request_topic::parse(topic)?.0 {
+            Operation::CreateKeys => Api::CreateKeysAndCertificate,
+            Operation::CreateFromCsr => Api::CreateCertificateFromCsr,
+            Operation::Register(_) => Api::RegisterThing,
+        })
     }
 }
 

@@ -382,8 +382,8 @@ async fn payload_limit_is_128_kib() {
     let env = Env::start().await;
     let claim = env.claim();
     let mut c = V5::connect(env.port(), env.tls(&claim), "limit").await;
-    // Exactly 128 KiB is accepted (and answered: whitespace around {} is still valid JSON).
-    let mut body = vec![b' '; 128 * 1024 - 2];
+    // Exactly MAX_PAYLOAD (128 KiB) is accepted and answered (whitespace around {} is valid JSON).
+    let mut body = vec![b' '; fleetprov_emulator::MAX_PAYLOAD - 2];
     body.extend_from_slice(b"{}");
     let reply = c.request(CREATE, std::str::from_utf8(&body).unwrap()).await;
     assert_eq!(reply.topic, format!("{CREATE}/accepted"));

@@ -1,7 +1,9 @@
-//! Topic names, topic filters, and the fleet-provisioning topics the endpoint treats specially.
+//! Topic names and topic filters; the fleet-provisioning topics are [`crate::request_topic`]'s.
 //!
 //! rumqttc's own matcher refuses every topic that starts with `$`, which would make the
 //! `$aws/...` reply topics undeliverable, so matching is done here.
+
+pub(crate) use crate::request_topic::{is_reply_topic, request_format};
 
 /// AWS IoT's limit on a topic name or filter. It also bounds what a connection's subscriptions
 /// hold: the subscription count alone would let each filter be as large as a packet.
@@ -54,41 +56,6 @@ pub(crate) fn filter_matches(filter: &str, topic: &str) -> bool {
             _ => return false,
         }
     }
-}
-
-/// The payload format of a fleet-provisioning request, the last level of its topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Format {
-    Json,
-    Cbor,
-}
-
-/// Is `topic` one of the fleet-provisioning request topics (any template name, json or cbor)?
-pub(crate) fn request_format(topic: &str) -> Option<Format> {
-    let (base, format) = if let Some(base) = topic.strip_suffix("/json") {
-        (base, Format::Json)
-    } else if let Some(base) = topic.strip_suffix("/cbor") {
-        (base, Format::Cbor)
-    } else {
-        return None;
-    };
-    if base == "$aws/certificates/create" || base == "$aws/certificates/create-from-csr" {
-        return Some(format);
-    }
-    let name = base
-        .strip_prefix("$aws/provisioning-templates/")?
-        .strip_suffix("/provision")?;
-    let single_level = !name.is_empty() && !name.contains(['/', '+', '#']);
-    single_level.then_some(format)
-}
-
-/// Is `filter` exactly the accepted or rejected reply topic of a provisioning request?
-/// This is all a claim certificate may subscribe to under the seed's claim policy.
-pub(crate) fn is_reply_topic(filter: &str) -> bool {
-    let request = filter
-        .strip_suffix("/accepted")
-        .or_else(|| filter.strip_suffix("/rejected"));
-    request.is_some_and(|r| request_format(r).is_some())
 }
 
 #[cfg(test)]
@@ -155,43 +122,5 @@ mod tests {
             "$aws/certificates/create/json/rejected",
             reply
         ));
-    }
-
-    #[test]
-    fn request_topics() {
-        assert_eq!(
-            request_format("$aws/certificates/create/json"),
-            Some(Format::Json)
-        );
-        assert_eq!(
-            request_format("$aws/certificates/create-from-csr/cbor"),
-            Some(Format::Cbor)
-        );
-        assert_eq!(
-            request_format("$aws/provisioning-templates/FleetTemplate/provision/json"),
-            Some(Format::Json)
-        );
-        for no in [
-            "$aws/certificates/create",
-            "$aws/certificates/create/xml",
-            "$aws/certificates/create/json/accepted",
-            "$aws/provisioning-templates//provision/json",
-            "$aws/provisioning-templates/a/b/provision/json",
-            "aws/certificates/create/json",
-        ] {
-            assert_eq!(request_format(no), None, "{no}");
-        }
-    }
-
-    #[test]
-    fn reply_topics() {
-        assert!(is_reply_topic("$aws/certificates/create/json/accepted"));
-        assert!(is_reply_topic(
-            "$aws/provisioning-templates/T/provision/json/rejected"
-        ));
-        assert!(!is_reply_topic("$aws/certificates/create/json"));
-        assert!(!is_reply_topic("$aws/certificates/create/json/+"));
-        assert!(!is_reply_topic("$aws/certificates/+/json/accepted"));
-        assert!(!is_reply_topic("#"));
     }
 }

@@ -1,0 +1,661 @@
+//! One connection's state machine: TLS handshake, CONNECT, then the packet loop until it ends.
+//!
+//! A connection owns its buffers, deadlines and in-flight provisioning requests; the endpoint's
+//! shared state (sessions, fault, backend) is reached through [`Shared`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::{timeout, Instant};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use super::codec::{
+    self, ConnCode, DecodeError, Incoming, Outgoing, Peek, PubAckCode, Reason, SubCode, SubFilter,
+    UnsubCode, Version, Will,
+};
+use super::{
+    lock, stopped, topic, Access, Control, Fault, Kick, Shared, Sub, MAX_PAYLOAD, MAX_REMAINING,
+    STOP_GRACE,
+};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that does not take our bytes for this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Messages waiting for one connection; a client that lets more pile up is dropped.
+const QUEUE_LEN: usize = 256;
+const MAX_SUBSCRIPTIONS: usize = 100;
+/// Provisioning requests one connection may have in the service at once.
+const MAX_PENDING_REQUESTS: usize = 16;
+/// AWS IoT uses 1200 s when a client asks for 0 (no keep-alive) or more than 1200 s.
+const MAX_KEEP_ALIVE: u16 = 1200;
+
+pub(super) async fn serve_connection(
+    shared: Arc<Shared>,
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // Small request/reply exchanges must not wait for delayed ACKs.
+    let _ = tcp.set_nodelay(true);
+    let stream = tokio::select! {
+        r = timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                shared.log(format_args!("{peer}: TLS handshake failed: {e}"));
+                return;
+            }
+            Err(_) => {
+                shared.log(format_args!("{peer}: TLS handshake timed out"));
+                return;
+            }
+        },
+        _ = stopped(&mut shutdown) => return,
+    };
+    let der = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|c| c.as_ref().to_vec());
+    // The verifier requires a client certificate, so this is only a safeguard.
+    let Some(der) = der else { return };
+    let (cert_id, access) = shared.backend.identify(&der);
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let mut conn = Conn {
+        shared,
+        id,
+        peer,
+        stream,
+        inbuf: BytesMut::with_capacity(8 * 1024),
+        out: BytesMut::with_capacity(8 * 1024),
+        version: Version::V4,
+        cert_id,
+        client_id: String::new(),
+        access,
+        next_pkid: 0,
+        client_max_packet: usize::MAX,
+        requests: JoinSet::new(),
+    };
+    conn.run(shutdown).await;
+}
+
+/// How a connection ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The client sent DISCONNECT; `will` says whether it asked for its will to be published.
+    ClientDisconnect {
+        will: bool,
+    },
+    /// The server closes with this MQTT 5 reason (on 3.1.1 it just closes).
+    Server(Reason, &'static str),
+    /// The transport failed or the peer went away.
+    Lost,
+    /// Refused before or at CONNACK: flush what is queued (the CONNACK) and close, no DISCONNECT.
+    Refused,
+    /// A fault injection closes the socket abruptly, discarding anything queued.
+    Abort,
+    Shutdown,
+}
+
+/// A reply from the service on its way to the requesting connection.
+struct Reply {
+    topic: String,
+    payload: Bytes,
+    /// Deliver even without a matching subscription (fault injection only).
+    unsolicited: bool,
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    id: u64,
+    peer: SocketAddr,
+    stream: TlsStream<TcpStream>,
+    inbuf: BytesMut,
+    out: BytesMut,
+    version: Version,
+    cert_id: String,
+    client_id: String,
+    access: Access,
+    next_pkid: u16,
+    client_max_packet: usize,
+    requests: JoinSet<Option<Reply>>,
+}
+
+impl Conn {
+    async fn run(&mut self, mut shutdown: watch::Receiver<bool>) {
+        let connect = tokio::select! {
+            r = timeout(CONNECT_TIMEOUT, self.read_connect()) => match r {
+                Ok(Some(c)) => c,
+                Ok(None) => return self.close(End::Refused).await,
+                Err(_) => {
+                    self.shared.log(format_args!("{}: no CONNECT within {CONNECT_TIMEOUT:?}", self.peer));
+                    return self.close(End::Refused).await;
+                }
+            },
+            _ = stopped(&mut shutdown) => return self.close(End::Shutdown).await,
+        };
+
+        if self.shared.fault() == Fault::NoConnack {
+            return self.idle_until_closed(shutdown).await;
+        }
+        if self.access == Access::Denied {
+            self.shared.log(format_args!(
+                "{}: certificate {} is not active: CONNACK not authorized",
+                self.peer, self.cert_id
+            ));
+            self.connack(ConnCode::NotAuthorized, None, None);
+            return self.close(End::Refused).await;
+        }
+        let mut assigned = None;
+        let client_id = if connect.client_id.is_empty() {
+            if self.version == Version::V4 && !connect.clean_start {
+                self.connack(ConnCode::BadClientId, None, None);
+                return self.close(End::Refused).await;
+            }
+            let generated = format!("fleetprov-emulator-{}", self.id);
+            assigned = Some(generated.clone());
+            generated
+        } else {
+            connect.client_id.clone()
+        };
+        let keep_alive = match connect.keep_alive {
+            0 => MAX_KEEP_ALIVE,
+            k => k.min(MAX_KEEP_ALIVE),
+        };
+        let server_keep_alive = (keep_alive != connect.keep_alive).then_some(keep_alive);
+        self.client_id = client_id.clone();
+        if let Some(max) = connect.max_packet_size {
+            self.client_max_packet = usize::try_from(max).unwrap_or(usize::MAX);
+        }
+
+        let (tx, mut rx) = mpsc::channel(QUEUE_LEN);
+        let ctl = Arc::new(Control::default());
+        self.shared
+            .register(self.id, &client_id, tx, Arc::clone(&ctl));
+        self.connack(ConnCode::Accepted, assigned, server_keep_alive);
+        self.shared.log(format_args!(
+            "{}: connected as {client_id:?} ({:?}, certificate {}, {:?})",
+            self.peer, self.version, self.cert_id, self.access
+        ));
+
+        // MQTT: no packet for 1.5 times the keep-alive ends the connection.
+        let grace = Duration::from_millis(u64::from(keep_alive) * 1500);
+        let mut deadline = Instant::now() + grace;
+        let end = loop {
+            if !self.out.is_empty() {
+                // A client that stopped reading blocks this write; being dropped for it (a full
+                // queue noticed by a publisher) must still get through.
+                let flushed = tokio::select! {
+                    r = self.flush() => r.map_err(|_| End::Lost),
+                    _ = ctl.notify.notified() => Err(End::Abort),
+                };
+                if let Err(end) = flushed {
+                    break end;
+                }
+            }
+            if self.inbuf.capacity() - self.inbuf.len() < 4096 {
+                self.inbuf.reserve(8 * 1024);
+            }
+            tokio::select! {
+                _ = stopped(&mut shutdown) => break End::Shutdown,
+                _ = ctl.notify.notified() => {
+                    break match *lock(&ctl.kick) {
+                        Some(Kick::TakenOver) => End::Server(
+                            Reason::SessionTakenOver,
+                            "another connection uses this client id",
+                        ),
+                        _ => End::Server(Reason::QuotaExceeded, "client does not read fast enough"),
+                    };
+                }
+                r = self.stream.read_buf(&mut self.inbuf) => match r {
+                    Ok(0) | Err(_) => break End::Lost,
+                    Ok(_) => {
+                        deadline = Instant::now() + grace;
+                        if let Some(end) = self.process_input() {
+                            break end;
+                        }
+                    }
+                },
+                Some(msg) = rx.recv() => self.publish_out(&msg.topic, msg.payload, msg.qos),
+                Some(done) = self.requests.join_next(), if !self.requests.is_empty() => {
+                    if let Ok(Some(reply)) = done {
+                        self.deliver_reply(reply);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    break End::Server(Reason::KeepAliveTimeout, "keep-alive timeout");
+                }
+            }
+        };
+        self.shared.unregister(self.id);
+        if matches!(
+            end,
+            End::ClientDisconnect { will: true } | End::Server(..) | End::Lost
+        ) {
+            if let Some(will) = connect.will {
+                self.publish_will(will);
+            }
+        }
+        self.shared.log(format_args!(
+            "{}: {client_id:?} closed ({end:?})",
+            self.peer
+        ));
+        self.close(end).await;
+    }
+
+    /// Read until a whole CONNECT is buffered; choose the codec from its protocol level first.
+    async fn read_connect(&mut self) -> Option<codec::ConnectInfo> {
+        loop {
+            match codec::peek_connect(&self.inbuf) {
+                Peek::NeedMore => {}
+                Peek::Level(v) => {
+                    self.version = v;
+                    break;
+                }
+                Peek::UnsupportedLevel => {
+                    self.out
+                        .extend_from_slice(&codec::CONNACK_UNSUPPORTED_LEVEL);
+                    return None;
+                }
+                Peek::NotConnect => return None,
+            }
+            self.read_more().await?;
+        }
+        loop {
+            match codec::decode(self.version, &mut self.inbuf, MAX_REMAINING) {
+                Ok(Some(Incoming::Connect(c))) => return Some(c),
+                Ok(Some(_)) | Err(_) => return None,
+                Ok(None) => self.read_more().await?,
+            }
+        }
+    }
+
+    async fn read_more(&mut self) -> Option<()> {
+        if self.inbuf.capacity() - self.inbuf.len() < 4096 {
+            self.inbuf.reserve(8 * 1024);
+        }
+        match self.stream.read_buf(&mut self.inbuf).await {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(()),
+        }
+    }
+
+    /// Keep the connection open without answering anything until the client or the server ends it.
+    async fn idle_until_closed(&mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut sink = [0u8; 1024];
+        loop {
+            tokio::select! {
+                _ = stopped(&mut shutdown) => return self.close(End::Shutdown).await,
+                r = self.stream.read(&mut sink) => {
+                    if matches!(r, Ok(0) | Err(_)) {
+                        return self.close(End::Lost).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn connack(&mut self, code: ConnCode, assigned: Option<String>, keep_alive: Option<u16>) {
+        self.send(&Outgoing::ConnAck {
+            code,
+            assigned_client_id: assigned,
+            server_keep_alive: keep_alive,
+            max_packet_size: MAX_REMAINING as u32 + 5,
+        });
+    }
+
+    fn send(&mut self, packet: &Outgoing) {
+        if let Err(e) = codec::encode(self.version, packet, &mut self.out) {
+            self.shared
+                .log(format_args!("{}: cannot encode {packet:?}: {e}", self.peer));
+        }
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        let write = async {
+            self.stream.write_all(&self.out).await?;
+            self.stream.flush().await
+        };
+        let result = match timeout(WRITE_TIMEOUT, write).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client not reading",
+            )),
+        };
+        self.out.clear();
+        result
+    }
+
+    /// Say why (MQTT 5), close the TLS session, and wait briefly for provisioning requests still
+    /// in the service so their registry writes finish before the connection is gone.
+    async fn close(&mut self, end: End) {
+        let reason = match end {
+            End::Server(reason, text) => Some((reason, text)),
+            End::Shutdown => Some((Reason::ServerShuttingDown, "server shutting down")),
+            _ => None,
+        };
+        if let Some((reason, text)) = reason {
+            self.send(&Outgoing::Disconnect(reason, text));
+        }
+        if !matches!(end, End::Lost | End::Abort) && !self.out.is_empty() {
+            let out = std::mem::take(&mut self.out);
+            let _ = timeout(CLOSE_TIMEOUT, async {
+                self.stream.write_all(&out).await?;
+                self.stream.flush().await
+            })
+            .await;
+        }
+        if !matches!(end, End::Lost | End::Abort) {
+            let _ = timeout(CLOSE_TIMEOUT, self.stream.shutdown()).await;
+        }
+        let requests = &mut self.requests;
+        let drained = timeout(STOP_GRACE, async {
+            while requests.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            self.requests.abort_all();
+        }
+    }
+
+    fn process_input(&mut self) -> Option<End> {
+        loop {
+            match codec::decode(self.version, &mut self.inbuf, MAX_REMAINING) {
+                Ok(None) => return None,
+                Ok(Some(packet)) => {
+                    if let Some(end) = self.handle(packet) {
+                        return Some(end);
+                    }
+                }
+                Err(DecodeError::TooLarge) => {
+                    return Some(End::Server(Reason::PacketTooLarge, "packet too large"))
+                }
+                Err(DecodeError::Malformed(e)) => {
+                    self.shared
+                        .log(format_args!("{}: malformed packet: {e}", self.peer));
+                    return Some(End::Server(Reason::MalformedPacket, "malformed packet"));
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, packet: Incoming) -> Option<End> {
+        match packet {
+            Incoming::Publish(p) => self.on_publish(p),
+            // Deliveries are not retransmitted (clean sessions only), so acks need no bookkeeping.
+            Incoming::PubAck(_) => None,
+            Incoming::Subscribe { pkid, filters } => {
+                self.on_subscribe(pkid, filters);
+                None
+            }
+            Incoming::Unsubscribe { pkid, filters } => self.on_unsubscribe(pkid, filters),
+            Incoming::PingReq => {
+                self.send(&Outgoing::PingResp);
+                None
+            }
+            Incoming::Disconnect { with_will } => Some(End::ClientDisconnect { will: with_will }),
+            Incoming::Connect(_) => Some(End::Server(Reason::ProtocolError, "second CONNECT")),
+            Incoming::Unexpected(what) => {
+                self.shared
+                    .log(format_args!("{}: unexpected {what}", self.peer));
+                Some(End::Server(Reason::ProtocolError, "unexpected packet"))
+            }
+        }
+    }
+
+    fn on_publish(&mut self, p: codec::Publish) -> Option<End> {
+        if p.topic_alias {
+            return Some(End::Server(
+                Reason::TopicAliasInvalid,
+                "topic aliases are not supported",
+            ));
+        }
+        if p.qos > 1 {
+            return Some(End::Server(
+                Reason::QoSNotSupported,
+                "QoS 2 is not supported",
+            ));
+        }
+        if p.payload.len() > MAX_PAYLOAD {
+            return Some(End::Server(
+                Reason::PacketTooLarge,
+                "payload larger than 128 KiB",
+            ));
+        }
+        if !topic::valid_topic_name(&p.topic) {
+            return Some(End::Server(Reason::TopicNameInvalid, "invalid topic name"));
+        }
+        if topic::request_format(&p.topic).is_some() {
+            let fault = self.shared.fault();
+            if fault == Fault::DisconnectOnRequest {
+                return Some(End::Abort);
+            }
+            match self.shared.backend.admit(&p.topic) {
+                crate::throttle::Admission::Pass => {}
+                crate::throttle::Admission::Close => return Some(End::Abort),
+                crate::throttle::Admission::Reject(body) => {
+                    self.puback(&p, PubAckCode::Success);
+                    self.deliver_reply(Reply {
+                        topic: format!("{}/rejected", p.topic),
+                        payload: Bytes::from(body),
+                        unsolicited: false,
+                    });
+                    return None;
+                }
+            }
+            self.puback(&p, PubAckCode::Success);
+            self.start_request(p.topic, p.payload, fault);
+            return None;
+        }
+        // Reserved topics other than the requests are never writable; claims write nothing else.
+        if self.access != Access::Device || p.topic.starts_with('$') {
+            self.shared.log(format_args!(
+                "{}: publish to {:?} not authorized",
+                self.peer, p.topic
+            ));
+            if self.version == Version::V5 && p.qos == 1 {
+                self.puback(&p, PubAckCode::NotAuthorized);
+                return None;
+            }
+            return Some(End::Server(Reason::NotAuthorized, "publish not authorized"));
+        }
+        self.puback(&p, PubAckCode::Success);
+        self.shared.fan_out(self.id, &p.topic, &p.payload, p.qos);
+        None
+    }
+
+    fn puback(&mut self, p: &codec::Publish, code: PubAckCode) {
+        if p.qos == 1 {
+            self.send(&Outgoing::PubAck { pkid: p.pkid, code });
+        }
+    }
+
+    fn start_request(&mut self, request: String, payload: Bytes, fault: Fault) {
+        match fault {
+            Fault::Silent => return,
+            Fault::ReplyAccepted(raw) => {
+                let topic = format!("{request}/accepted");
+                return self.deliver_reply(Reply {
+                    topic,
+                    payload: Bytes::from(raw),
+                    unsolicited: false,
+                });
+            }
+            _ => {}
+        }
+        if self.requests.len() >= MAX_PENDING_REQUESTS {
+            let body = br#"{"statusCode":429,"errorCode":"Throttling","errorMessage":"Too many requests in progress on this connection."}"#;
+            return self.deliver_reply(Reply {
+                topic: format!("{request}/rejected"),
+                payload: Bytes::from_static(body),
+                unsolicited: false,
+            });
+        }
+        let backend = Arc::clone(&self.shared.backend);
+        let calls = Arc::clone(&self.shared.service_calls);
+        let cert_id = self.cert_id.clone();
+        let client_id = self.client_id.clone();
+        let wrong_topic = fault == Fault::ReplyOnWrongTopic;
+        self.requests.spawn(async move {
+            let _permit = calls.acquire_owned().await.ok()?;
+            // Key generation and signing are CPU-bound: keep them off the async workers.
+            let handled = tokio::task::spawn_blocking(move || {
+                backend
+                    .handle(&request, &payload, &cert_id, &client_id)
+                    .map(|(topic, body)| (request, topic, body))
+            })
+            .await
+            .ok()??;
+            let (request, topic, body) = handled;
+            Some(if wrong_topic {
+                Reply {
+                    topic: format!("{request}/unexpected"),
+                    payload: Bytes::from(body),
+                    unsolicited: true,
+                }
+            } else {
+                Reply {
+                    topic,
+                    payload: Bytes::from(body),
+                    unsolicited: false,
+                }
+            })
+        });
+    }
+
+    /// A reply goes to this connection only, and only if it subscribed to the reply topic.
+    fn deliver_reply(&mut self, reply: Reply) {
+        let qos = if reply.unsolicited {
+            Some(1)
+        } else {
+            self.shared.subscribed_qos(self.id, &reply.topic)
+        };
+        match qos {
+            Some(qos) => self.publish_out(&reply.topic, reply.payload, qos),
+            None => self.shared.log(format_args!(
+                "{}: reply on {:?} dropped: not subscribed",
+                self.peer, reply.topic
+            )),
+        }
+    }
+
+    fn publish_out(&mut self, topic: &str, payload: Bytes, qos: u8) {
+        // MQTT 5: a message larger than the client's maximum packet size is dropped for it.
+        if codec::publish_size(self.version, topic, qos, payload.len()) > self.client_max_packet {
+            return;
+        }
+        let pkid = if qos > 0 {
+            self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+            self.next_pkid
+        } else {
+            0
+        };
+        self.send(&Outgoing::Publish {
+            topic: topic.to_owned(),
+            qos,
+            pkid,
+            payload,
+        });
+    }
+
+    fn on_subscribe(&mut self, pkid: u16, filters: Vec<SubFilter>) {
+        let fault = self.shared.fault();
+        if fault == Fault::NoSuback {
+            return;
+        }
+        let codes = {
+            let mut sessions = lock(&self.shared.sessions);
+            let Some(session) = sessions.conns.get_mut(&self.id) else {
+                return;
+            };
+            filters
+                .into_iter()
+                .map(|f| {
+                    if !topic::valid_filter(&f.filter) {
+                        SubCode::FilterInvalid
+                    } else if topic::is_shared_filter(&f.filter) {
+                        SubCode::SharedNotSupported
+                    } else if fault == Fault::RefuseSubscribe
+                        || (self.access == Access::Claim && !topic::is_reply_topic(&f.filter))
+                    {
+                        SubCode::NotAuthorized
+                    } else {
+                        let qos = f.qos.min(1);
+                        if let Some(s) = session.subs.iter_mut().find(|s| s.filter == f.filter) {
+                            s.qos = qos;
+                            s.no_local = f.no_local;
+                            SubCode::Granted(qos)
+                        } else if session.subs.len() >= MAX_SUBSCRIPTIONS {
+                            SubCode::QuotaExceeded
+                        } else {
+                            session.subs.push(Sub {
+                                filter: f.filter,
+                                qos,
+                                no_local: f.no_local,
+                            });
+                            SubCode::Granted(qos)
+                        }
+                    }
+                })
+                .collect::<Vec<_>>()
+        };
+        if codes.iter().any(|c| !matches!(c, SubCode::Granted(_))) {
+            self.shared.log(format_args!(
+                "{}: subscription refused: {codes:?}",
+                self.peer
+            ));
+        }
+        self.send(&Outgoing::SubAck { pkid, codes });
+    }
+
+    fn on_unsubscribe(&mut self, pkid: u16, filters: Vec<String>) -> Option<End> {
+        if filters.is_empty() {
+            return Some(End::Server(
+                Reason::ProtocolError,
+                "UNSUBSCRIBE without filters",
+            ));
+        }
+        let codes = {
+            let mut sessions = lock(&self.shared.sessions);
+            let session = sessions.conns.get_mut(&self.id)?;
+            filters
+                .iter()
+                .map(|f| {
+                    let before = session.subs.len();
+                    session.subs.retain(|s| &s.filter != f);
+                    if session.subs.len() < before {
+                        UnsubCode::Success
+                    } else {
+                        UnsubCode::NoSubscription
+                    }
+                })
+                .collect()
+        };
+        self.send(&Outgoing::UnsubAck { pkid, codes });
+        None
+    }
+
+    fn publish_will(&self, will: Will) {
+        let allowed = self.access == Access::Device
+            && topic::valid_topic_name(&will.topic)
+            && !will.topic.starts_with('$')
+            && will.payload.len() <= MAX_PAYLOAD;
+        if allowed {
+            self.shared
+                .fan_out(self.id, &will.topic, &will.payload, will.qos.min(1));
+        }
+    }
+}
