@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use fleetprov_emulator::files::write_atomic;
 use fleetprov_emulator::{ca, responder, throttle, Emulator, EmulatorConfig};
 
 use cli::{Cli, Command};
@@ -105,7 +106,6 @@ fn serve(o: cli::Serve) -> Result {
     cfg.templates = o.templates;
     cfg.account = o.account;
     cfg.hooks = o.hooks;
-    cfg.log = !o.quiet.quiet;
     let names: Vec<String> = if cfg.templates.is_empty() {
         vec![fleetprov_emulator::SEED_TEMPLATE_NAME.to_owned()]
     } else {
@@ -141,7 +141,7 @@ fn serve(o: cli::Serve) -> Result {
         println!("templates:  {}", names.join(", "));
         if let Some(path) = &ready_file {
             // Written whole (temporary file + rename) so a waiting script never reads half a port.
-            ca::write_atomic(path, format!("{}\n", emulator.port()).as_bytes(), 0o644)
+            write_atomic(path, format!("{}\n", emulator.port()).as_bytes(), 0o644)
                 .map_err(|e| failed(format!("{}: {e}", path.display())))?;
         }
         let signal = wait_for_signal().await;
@@ -174,9 +174,9 @@ fn claim(o: cli::Claim) -> Result {
         .private_key_pem
         .as_deref()
         .ok_or_else(|| failed("the CA returned a claim without a key"))?;
-    ca::write_atomic(&o.out_key, key.as_bytes(), 0o600)
+    write_atomic(&o.out_key, key.as_bytes(), 0o600)
         .map_err(|e| failed(format!("{}: {e}", o.out_key.display())))?;
-    ca::write_atomic(&o.out_cert, issued.certificate_pem.as_bytes(), 0o644)
+    write_atomic(&o.out_cert, issued.certificate_pem.as_bytes(), 0o644)
         .map_err(|e| failed(format!("{}: {e}", o.out_cert.display())))?;
     fleetprov_emulator::record_claim(&dir, &issued).map_err(failed)?;
     println!("certificate id: {}", issued.certificate_id);
@@ -203,13 +203,12 @@ fn respond(o: cli::Respond) -> Result {
         state_dir: o.state.state_dir,
         templates: o.templates,
         client_id: o.client_id,
-        log: !o.quiet.quiet,
     };
     runtime()?.block_on(async move {
         let responder = responder::Responder::start(cfg).await.map_err(failed)?;
         println!("fleetprov-emulator responding on {}", responder.broker());
         if let Some(path) = &ready_file {
-            ca::write_atomic(path, b"subscribed\n", 0o644)
+            write_atomic(path, b"subscribed\n", 0o644)
                 .map_err(|e| failed(format!("{}: {e}", path.display())))?;
         }
         let signal = wait_for_signal().await;

@@ -272,7 +272,6 @@ fn responder_answers_through_mosquitto() {
             state_dir: state.clone(),
             templates: Vec::new(),
             client_id: "responder-test".into(),
-            log: false,
         }))
         .unwrap();
 
