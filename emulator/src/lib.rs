@@ -4,6 +4,9 @@
 //! a claim certificate, provisioning templates, and a persistent registry in a state directory.
 //! Tests start it in-process ([`Emulator::start`], or [`Emulator::start_blocking`] outside
 //! async code); the `fleetprov-emulator` binary runs the same thing from the command line.
+//!
+//! Connections, refusals and registry trouble are reported through the `log` crate (never a
+//! payload or a key): silent unless the process installs a logger, as the binary does.
 
 /// `impl Debug` printing `Name { field: value, .. }`: the one field worth showing of a type whose
 /// other fields are keys or large state.
