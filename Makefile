@@ -69,6 +69,7 @@ SOAK        := $(BUILD_DIR)/soak
 SOAK_CYCLES ?= 10000
 FLEET       := $(BUILD_DIR)/fleet
 FLEET_N     ?= 1000
+FLEET_ROUNDS ?= 1
 LINK_LIB     = -L$(TARGET_DIR) -lfleetprov -Wl,-rpath,'$$ORIGIN/$(RPATH_UP)/$(TARGET_DIR)' -pthread
 
 .PHONY: all demo emulator soak fleet bench clean install uninstall FORCE
@@ -119,7 +120,7 @@ $(FLEET): bench/fleet.c include/fleetprov.h $(LIB)
 	$(TARGET_CC) $(DEMO_CFLAGS) $(CFLAGS) -Iinclude -o $@ bench/fleet.c $(LINK_LIB)
 
 fleet: $(FLEET) $(EMULATOR)
-	FLEET_N=$(FLEET_N) sh bench/fleet.sh $(FLEET) $(EMULATOR)
+	FLEET_N=$(FLEET_N) FLEET_ROUNDS=$(FLEET_ROUNDS) sh bench/fleet.sh $(FLEET) $(EMULATOR)
 
 # `make bench`: the demo against mosquitto_rr, and the stripped library's size (bench/measure.sh).
 bench:

@@ -3,12 +3,13 @@
 # started here as a separate process, with one EC P-256 CSR made by openssl for all devices.
 # Raises the descriptor limit for both (one socket per device on each side).
 #
-# Usage: bench/fleet.sh FLEET_BINARY EMULATOR_BINARY   (FLEET_N passes through)
+# Usage: bench/fleet.sh FLEET_BINARY EMULATOR_BINARY   (FLEET_N and FLEET_ROUNDS pass through)
 set -eu
 
 fleet=${1:?fleet binary}
 emulator=${2:?emulator binary}
 devices=${FLEET_N:-1000}
+rounds=${FLEET_ROUNDS:-1}
 
 # Each side holds a socket per device, plus files; the emulator inherits this limit.
 need=$((devices + 1024))
@@ -29,7 +30,7 @@ openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=f
     -keyout "$work/device.key" -out "$work/device.csr" 2>/dev/null
 
 status=0
-"$fleet" --devices "$devices" --port "$emulator_port" --ca "$state/ca.pem" \
+"$fleet" --devices "$devices" --rounds "$rounds" --port "$emulator_port" --ca "$state/ca.pem" \
     --cert "$state/claim-cert.pem" --key "$state/claim-key.pem" --csr "$work/device.csr" ||
     status=$?
 printf 'emulator: VmHWM %s kB, threads %s\n' \

@@ -1201,3 +1201,63 @@ async fn subscribe_from_the_broker_is_a_protocol_error() {
         .await;
     }
 }
+
+// ---------- acknowledgements of replies ----------
+
+/// The broker answers with a QoS 1 reply and then waits for its PUBACK. `then_disconnect`:
+/// the client disconnects at once after the reply (the PUBACK must come before DISCONNECT);
+/// otherwise the client stays connected and sends nothing more (the PUBACK must still come).
+async fn reply_is_acknowledged(version: MqttVersion, then_disconnect: bool) {
+    let v5 = version == V5;
+    let b = Broker::start(move |mut c| async move {
+        let (topic, pkid) = c.up_to_request(&connack_ok(v5)).await?;
+        let mut out = puback(v5, pkid, None);
+        out.extend(publish(
+            v5,
+            &format!("{topic}/accepted"),
+            1,
+            4242,
+            &[0],
+            &accepted_payload(Op::CreateKeys),
+        ));
+        c.send(&out).await?;
+        match c.next("PUBACK of the reply").await? {
+            In::PubAck { pkid: 4242 } => {}
+            other => return Err(format!("expected PUBACK 4242, got {other:?}")),
+        }
+        if then_disconnect {
+            match c.next("DISCONNECT").await? {
+                In::Disconnect => {}
+                other => return Err(format!("expected DISCONNECT, got {other:?}")),
+            }
+        }
+        Ok(())
+    })
+    .await;
+    let client = Client::connect(b.opts(version)).await.unwrap();
+    let got = run(&client, Op::CreateKeys).await.unwrap();
+    assert_eq!(got, expected_value(Op::CreateKeys));
+    if then_disconnect {
+        client.disconnect().await;
+        b.join().await;
+    } else {
+        // Connected and silent until the broker has seen the PUBACK.
+        b.join().await;
+        client.disconnect().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_acknowledged_while_the_client_is_idle_mqtt5() {
+    bounded(reply_is_acknowledged(V5, false)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_acknowledged_while_the_client_is_idle_mqtt311() {
+    bounded(reply_is_acknowledged(V311, false)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_acknowledged_before_an_immediate_disconnect() {
+    bounded(reply_is_acknowledged(V5, true)).await;
+}

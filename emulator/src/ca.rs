@@ -31,7 +31,7 @@ use x509_parser::x509::{SubjectPublicKeyInfo as ParsedSpki, X509Name};
 
 /// Also reachable here for the binary; the helper lives in [`crate::files`].
 pub use crate::files::write_atomic;
-use crate::files::{create_private_dir, invalid_data};
+use crate::files::{in_private_dir, invalid_data};
 use crate::template::CertInfo;
 
 const CA_CERT_FILE: &str = "ca.pem";
@@ -104,9 +104,7 @@ impl Ca {
     /// First start creates ca.pem, ca-key.pem (0600), server-cert.pem, server-key.pem (0600),
     /// claim-cert.pem, claim-key.pem (0600) in `dir`; later starts load them.
     pub fn load_or_create(dir: &Path) -> io::Result<Ca> {
-        create_private_dir(dir)?;
-        let ca_path = dir.join(CA_CERT_FILE);
-        let ca_key_path = dir.join(CA_KEY_FILE);
+        let [ca_path, ca_key_path] = in_private_dir(dir, [CA_CERT_FILE, CA_KEY_FILE])?;
 
         let (signer, ca_pem, fresh) = if ca_path.exists() {
             if !ca_key_path.exists() {

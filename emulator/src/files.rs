@@ -3,7 +3,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Write `data` to `path` so that readers see the old file or the new one, never a part:
@@ -54,6 +54,15 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
+}
+
+/// The paths of `names` in the private directory `dir`, which is created first if missing.
+pub(crate) fn in_private_dir<const N: usize>(
+    dir: &Path,
+    names: [&str; N],
+) -> io::Result<[PathBuf; N]> {
+    create_private_dir(dir)?;
+    Ok(names.map(|name| dir.join(name)))
 }
 
 /// The contents of `path`, or `None` if there is no such file.
@@ -113,9 +122,9 @@ mod tests {
     fn a_private_dir_and_an_appended_file_are_0700_and_0600() {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("a/b");
-        create_private_dir(&sub).unwrap();
+        let [path] = in_private_dir(&sub, ["log"]).unwrap();
+        assert_eq!(path, sub.join("log"));
         assert_eq!(mode_of(&sub), 0o700);
-        let path = sub.join("log");
         open_append_private(&path).unwrap().write_all(b"1").unwrap();
         open_append_private(&path).unwrap().write_all(b"2").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"12");

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ca::Issued;
 use crate::files::{
-    create_private_dir, invalid_data, open_append_private, read_if_exists, write_atomic,
+    in_private_dir, invalid_data, open_append_private, read_if_exists, write_atomic,
 };
 use crate::template::{OverrideSetting, Provisioned, ThingSpec};
 
@@ -257,9 +257,7 @@ debug_one_field!(Registry, dir);
 impl Registry {
     /// Open (or create) the registry in `dir`, replaying what an earlier run left.
     pub fn open(dir: &Path) -> io::Result<Registry> {
-        create_private_dir(dir)?;
-        let snapshot_path = dir.join(SNAPSHOT_FILE);
-        let journal_path = dir.join(JOURNAL_FILE);
+        let [snapshot_path, journal_path] = in_private_dir(dir, [SNAPSHOT_FILE, JOURNAL_FILE])?;
 
         let mut state: State = match read_if_exists(&snapshot_path)? {
             Some(bytes) => serde_json::from_slice(&bytes)
@@ -761,6 +759,28 @@ mod tests {
         thing.thing.as_mut().unwrap()
     }
 
+    fn strings(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// Register certificate `cert_id` for the thing "dev" as changed by `edit`.
+    fn register_dev(
+        registry: &Registry,
+        cert_id: &str,
+        edit: impl FnOnce(&mut ThingSpec),
+    ) -> ThingRecord {
+        let mut provisioned = provisioned(cert_id, "dev");
+        edit(spec(&mut provisioned));
+        let token = registry.add_pending(&issued(cert_id), CLAIM);
+        registry
+            .apply_registration(&token, CLAIM, &provisioned)
+            .unwrap()
+            .unwrap()
+    }
+
     #[test]
     fn registration_activates_attaches_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -934,14 +954,8 @@ mod tests {
         registry.apply_registration(&t1, CLAIM, &first).unwrap();
 
         // The seed template's settings: MERGE attributes, REPLACE type, DO_NOTHING groups.
-        let mut second = provisioned("c2", "dev");
-        {
-            let s = spec(&mut second);
-            s.attributes = [
-                ("serialNumber".to_owned(), "42".to_owned()),
-                ("version".to_owned(), "v2".to_owned()),
-            ]
-            .into();
+        let thing = register_dev(&registry, "c2", |s| {
+            s.attributes = strings(&[("serialNumber", "42"), ("version", "v2")]);
             s.thing_type_name = Some("gateway".into());
             s.thing_groups = vec!["g2".into()];
             s.billing_group = Some("b2".into());
@@ -951,19 +965,10 @@ mod tests {
                 ("ThingGroups".to_owned(), OverrideSetting::DoNothing),
             ]
             .into();
-        }
-        let t2 = registry.add_pending(&issued("c2"), CLAIM);
-        let thing = registry
-            .apply_registration(&t2, CLAIM, &second)
-            .unwrap()
-            .unwrap();
+        });
         assert_eq!(
             thing.attributes,
-            [
-                ("serialNumber".to_owned(), "42".to_owned()),
-                ("version".to_owned(), "v2".to_owned())
-            ]
-            .into()
+            strings(&[("serialNumber", "42"), ("version", "v2")])
         );
         assert_eq!(thing.thing_type.as_deref(), Some("gateway"));
         assert_eq!(thing.groups, ["g1"]);
@@ -972,26 +977,16 @@ mod tests {
         assert_eq!(thing.certificate_ids, ["c1", "c2"]);
 
         // MERGE groups adds; REPLACE attributes replaces.
-        let mut third = provisioned("c3", "dev");
-        {
-            let s = spec(&mut third);
-            s.attributes = [("only".to_owned(), "this".to_owned())].into();
+        let thing = register_dev(&registry, "c3", |s| {
+            s.attributes = strings(&[("only", "this")]);
             s.thing_groups = vec!["g3".into(), "g1".into()];
             s.overrides = [
                 ("AttributePayload".to_owned(), OverrideSetting::Replace),
                 ("ThingGroups".to_owned(), OverrideSetting::Merge),
             ]
             .into();
-        }
-        let t3 = registry.add_pending(&issued("c3"), CLAIM);
-        let thing = registry
-            .apply_registration(&t3, CLAIM, &third)
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            thing.attributes,
-            [("only".to_owned(), "this".to_owned())].into()
-        );
+        });
+        assert_eq!(thing.attributes, strings(&[("only", "this")]));
         assert_eq!(thing.groups, ["g1", "g3"]);
 
         // FAIL refuses a change and leaves everything as it was, token included.

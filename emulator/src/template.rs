@@ -192,6 +192,16 @@ enum Kind {
     Policy,
 }
 
+const THING_PROPERTIES: [&str; 6] = [
+    "ThingName",
+    "AttributePayload",
+    "ThingTypeName",
+    "ThingGroups",
+    "BillingGroup",
+    "PackageVersions",
+];
+const CERTIFICATE_PROPERTIES: [&str; 3] = ["CertificateId", "CertificatePem", "Status"];
+
 impl Kind {
     fn from_type(name: &str) -> Option<Kind> {
         match name {
@@ -204,15 +214,8 @@ impl Kind {
 
     fn properties(self) -> &'static [&'static str] {
         match self {
-            Kind::Thing => &[
-                "ThingName",
-                "AttributePayload",
-                "ThingTypeName",
-                "ThingGroups",
-                "BillingGroup",
-                "PackageVersions",
-            ],
-            Kind::Certificate => &["CertificateId", "CertificatePem", "Status"],
+            Kind::Thing => &THING_PROPERTIES,
+            Kind::Certificate => &CERTIFICATE_PROPERTIES,
             Kind::Policy => &["PolicyName", "PolicyDocument"],
         }
     }
@@ -220,13 +223,9 @@ impl Kind {
     /// Properties an `OverrideSettings` entry may name.
     fn overridable(self) -> &'static [&'static str] {
         match self {
-            Kind::Thing => &[
-                "AttributePayload",
-                "ThingTypeName",
-                "ThingGroups",
-                "BillingGroup",
-            ],
-            Kind::Certificate => &["Status"],
+            // All but ThingName and PackageVersions.
+            Kind::Thing => &THING_PROPERTIES[1..5],
+            Kind::Certificate => &CERTIFICATE_PROPERTIES[2..],
             Kind::Policy => &[],
         }
     }
@@ -475,15 +474,22 @@ impl Template {
     }
 }
 
+/// A section that may be absent but must be an object when present.
+fn optional_object<'a>(
+    section: Option<&'a Value>,
+    not_an_object: &str,
+) -> Result<Option<&'a Map<String, Value>>> {
+    match section {
+        None => Ok(None),
+        Some(Value::Object(map)) => Ok(Some(map)),
+        Some(_) => Err(err(not_an_object)),
+    }
+}
+
 fn parse_parameters(section: Option<&Value>) -> Result<Vec<Parameter>> {
-    let Some(section) = section else {
-        return Ok(Vec::new());
-    };
-    let Value::Object(section) = section else {
-        return Err(err("Parameters must be an object"));
-    };
-    let mut parameters = Vec::with_capacity(section.len());
-    for (name, definition) in section {
+    let section = optional_object(section, "Parameters must be an object")?;
+    let mut parameters = Vec::with_capacity(section.map_or(0, Map::len));
+    for (name, definition) in section.into_iter().flatten() {
         if name.is_empty() {
             return Err(err("Parameters: a parameter name is empty"));
         }
@@ -520,14 +526,9 @@ fn parse_parameters(section: Option<&Value>) -> Result<Vec<Parameter>> {
 }
 
 fn parse_mappings(section: Option<&Value>) -> Result<Mappings> {
-    let Some(section) = section else {
-        return Ok(Mappings::new());
-    };
-    let Value::Object(section) = section else {
-        return Err(err("Mappings must be an object"));
-    };
+    let section = optional_object(section, "Mappings must be an object")?;
     let mut mappings = Mappings::new();
-    for (name, table) in section {
+    for (name, table) in section.into_iter().flatten() {
         let Value::Object(table) = table else {
             return Err(err(format!("Mappings.{name} must be an object")));
         };
@@ -715,14 +716,9 @@ fn parse_overrides(
     kind: Kind,
     section: Option<&Value>,
 ) -> Result<BTreeMap<String, OverrideSetting>> {
-    let Some(section) = section else {
-        return Ok(BTreeMap::new());
-    };
-    let Value::Object(section) = section else {
-        return Err(err("must be an object"));
-    };
+    let section = optional_object(section, "must be an object")?;
     let mut overrides = BTreeMap::new();
-    for (property, setting) in section {
+    for (property, setting) in section.into_iter().flatten() {
         if !kind.overridable().contains(&property.as_str()) {
             return Err(err(format!(
                 "'{property}' cannot be overridden; allowed: {}",
@@ -1159,17 +1155,22 @@ impl Eval<'_> {
         };
         let thing_name = name_property("ThingName")?
             .ok_or_else(|| err("ThingName is required").within(&resource.logical_id))?;
-        let mut attributes = BTreeMap::new();
-        if let Some(Value::Object(payload)) = p.get("AttributePayload") {
-            for (key, value) in payload {
-                let text = self
-                    .string(value, 0)
-                    .map_err(|e| e.within(key))
-                    .map_err(at("AttributePayload"))?;
-                check_attribute_value(key, &text).map_err(at("AttributePayload"))?;
-                attributes.insert(key.clone(), text);
+        // An object of names to strings, each value evaluated and then checked.
+        let string_map = |property: &str, check: fn(&str, &str) -> Result<()>| {
+            let mut out = BTreeMap::new();
+            if let Some(Value::Object(entries)) = p.get(property) {
+                for (key, value) in entries {
+                    let text = self
+                        .string(value, 0)
+                        .map_err(|e| e.within(key))
+                        .map_err(at(property))?;
+                    check(key, &text).map_err(at(property))?;
+                    out.insert(key.clone(), text);
+                }
             }
-        }
+            Ok::<_, TemplateError>(out)
+        };
+        let attributes = string_map("AttributePayload", check_attribute_value)?;
         let thing_type_name = name_property("ThingTypeName")?;
         let limit = if thing_type_name.is_some() {
             MAX_ATTRIBUTES_WITH_TYPE
@@ -1188,16 +1189,7 @@ impl Eval<'_> {
             )))
             .map_err(at("AttributePayload"));
         }
-        let mut package_versions = BTreeMap::new();
-        if let Some(Value::Object(packages)) = p.get("PackageVersions") {
-            for (package, version) in packages {
-                let version = self
-                    .string(version, 0)
-                    .map_err(|e| e.within(package))
-                    .map_err(at("PackageVersions"))?;
-                package_versions.insert(package.clone(), version);
-            }
-        }
+        let package_versions = string_map("PackageVersions", |_, _| Ok(()))?;
         let thing_groups = match p.get("ThingGroups") {
             None => Vec::new(),
             Some(value) => {
@@ -1379,6 +1371,13 @@ mod tests {
         .to_string()
     }
 
+    /// `body` parsed and evaluated without parameters for the default certificate.
+    fn evaluate(body: &str) -> std::result::Result<Provisioned, TemplateError> {
+        Template::parse(body)
+            .unwrap()
+            .evaluate(&params(&[]), &cert())
+    }
+
     fn resource_template(kind: &str, properties: Value) -> String {
         json!({
             "Resources": {"r": {"Type": kind, "Properties": properties}},
@@ -1475,10 +1474,7 @@ mod tests {
             "DeviceConfiguration": {"port": {"Ref": "Port"}},
         })
         .to_string();
-        let out = Template::parse(&body)
-            .unwrap()
-            .evaluate(&params(&[]), &cert())
-            .unwrap();
+        let out = evaluate(&body).unwrap();
         assert_eq!(out.device_configuration["port"], "8883");
     }
 
@@ -1875,12 +1871,7 @@ mod tests {
 
     #[test]
     fn thing_name_is_validated() {
-        let bad = |name: &str| {
-            let body = thing_template(json!({"ThingName": name}), json!({}));
-            Template::parse(&body)
-                .unwrap()
-                .evaluate(&params(&[]), &cert())
-        };
+        let bad = |name: &str| evaluate(&thing_template(json!({"ThingName": name}), json!({})));
         expect_error(
             bad("has space"),
             "Resources.thing.Properties.ThingName: ThingName 'has space'",
@@ -1979,10 +1970,7 @@ mod tests {
             "AWS::IoT::Certificate",
             json!({"CertificatePem": pem, "Status": "Active"}),
         );
-        let out = Template::parse(&body)
-            .unwrap()
-            .evaluate(&params(&[]), &cert())
-            .unwrap();
+        let out = evaluate(&body).unwrap();
         // SHA-256 of "hello", the bytes this PEM carries.
         assert_eq!(
             out.certificate.unwrap().certificate_id,
@@ -1992,12 +1980,22 @@ mod tests {
             "AWS::IoT::Certificate",
             json!({"CertificatePem": "-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----"}),
         );
-        expect_error(
-            Template::parse(&body)
-                .unwrap()
-                .evaluate(&params(&[]), &cert()),
-            "not a PEM certificate",
+        expect_error(evaluate(&body), "not a PEM certificate");
+    }
+
+    #[test]
+    fn overridable_properties() {
+        assert_eq!(
+            Kind::Thing.overridable(),
+            [
+                "AttributePayload",
+                "ThingTypeName",
+                "ThingGroups",
+                "BillingGroup"
+            ]
         );
+        assert_eq!(Kind::Certificate.overridable(), ["Status"]);
+        assert!(Kind::Policy.overridable().is_empty());
     }
 
     #[test]
@@ -2032,10 +2030,7 @@ mod tests {
             },
         })
         .to_string();
-        let out = Template::parse(&body)
-            .unwrap()
-            .evaluate(&params(&[]), &cert())
-            .unwrap();
+        let out = evaluate(&body).unwrap();
         assert_eq!(out.policies.len(), 3);
         assert_eq!(out.policies[0].policy_name.as_deref(), Some("DevicePolicy"));
         assert_eq!(out.policies[0].policy_document, None);
@@ -2049,19 +2044,9 @@ mod tests {
         );
 
         let body = resource_template("AWS::IoT::Policy", json!({"PolicyDocument": "not json"}));
-        expect_error(
-            Template::parse(&body)
-                .unwrap()
-                .evaluate(&params(&[]), &cert()),
-            "the policy document is not valid JSON",
-        );
+        expect_error(evaluate(&body), "the policy document is not valid JSON");
         let body = resource_template("AWS::IoT::Policy", json!({"PolicyName": "bad name"}));
-        expect_error(
-            Template::parse(&body)
-                .unwrap()
-                .evaluate(&params(&[]), &cert()),
-            "policy name 'bad name'",
-        );
+        expect_error(evaluate(&body), "policy name 'bad name'");
     }
 
     #[test]

@@ -60,7 +60,7 @@ async fn seed_template_flow_over_mqtt311() {
 async fn csr_flow_and_certificate_id() {
     let env = Env::start().await;
     let (key, csr) = new_csr();
-    let mut c = V5::connect(env.port(), env.tls(&env.claim()), "csr-device").await;
+    let mut c = env.claim_v5("csr-device").await;
     let body = serde_json::json!({ "certificateSigningRequest": csr });
     let created = c.request(CREATE_CSR, &body.to_string()).await;
     assert_eq!(created.topic, format!("{CREATE_CSR}/accepted"));
@@ -88,9 +88,8 @@ async fn csr_flow_and_certificate_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_goes_only_to_the_connection_that_asked() {
     let env = Env::start().await;
-    let claim = env.claim();
-    let mut a = V5::connect(env.port(), env.tls(&claim), "twin-a").await;
-    let mut b = V5::connect(env.port(), env.tls(&claim), "twin-b").await;
+    let mut a = env.claim_v5("twin-a").await;
+    let mut b = env.claim_v5("twin-b").await;
     let accepted = format!("{CREATE}/accepted");
     let rejected = format!("{CREATE}/rejected");
     // Both subscribe to the same reply topics before anyone asks.
@@ -114,7 +113,7 @@ async fn a_reply_goes_only_to_the_connection_that_asked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_policy_over_mqtt5_uses_reason_codes() {
     let env = Env::start().await;
-    let mut c = V5::connect(env.port(), env.tls(&env.claim()), "claim-v5").await;
+    let mut c = env.claim_v5("claim-v5").await;
     let accepted = format!("{CREATE}/accepted");
     let codes = c
         .subscribe(&[
@@ -138,17 +137,11 @@ async fn claim_policy_over_mqtt5_uses_reason_codes() {
     let ack = c.publish("$aws/things/t/shadow/update", "{}").await;
     assert_eq!(ack.reason, p5::PubAckReason::NotAuthorized);
     // Still connected and still allowed to provision.
-    let reply = c.request(CREATE, "{}").await;
-    assert_eq!(reply.topic, accepted);
+    c.expect_create_accepted().await;
     // A refused QoS 0 publish cannot be acknowledged: the connection is closed instead.
-    c.client
-        .publish("plain/topic", QoS5::AtMostOnce, false, "x")
-        .await
-        .unwrap();
-    assert_eq!(
-        c.closed().await,
-        Some(p5::DisconnectReasonCode::NotAuthorized)
-    );
+    c.send("plain/topic", QoS5::AtMostOnce, "x").await;
+    c.expect_disconnect(p5::DisconnectReasonCode::NotAuthorized)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,10 +157,7 @@ async fn claim_policy_over_mqtt311_closes_the_connection() {
             rumqttc::SubscribeReasonCode::Success(rumqttc::QoS::AtLeastOnce),
         ]
     );
-    c.client
-        .publish("plain/topic", rumqttc::QoS::AtLeastOnce, false, "x")
-        .await
-        .unwrap();
+    c.send("plain/topic", rumqttc::QoS::AtLeastOnce, "x").await;
     loop {
         match c.next().await {
             Ok(rumqttc::Packet::PubAck(_)) => panic!("a refused publish was acknowledged"),
@@ -198,14 +188,13 @@ async fn a_registered_device_reconnects_with_its_certificate_and_talks_to_others
     let own = b.recv().await;
     assert_eq!(own.topic, "devices/11/status");
     // A device may provision too (its policy allows everything), and gets the reply itself.
-    let reply = a.request(CREATE, "{}").await;
-    assert_eq!(reply.topic, format!("{CREATE}/accepted"));
+    a.expect_create_accepted().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_issued_but_unregistered_certificate_is_refused_at_connack() {
     let env = Env::start().await;
-    let mut c = V5::connect(env.port(), env.tls(&env.claim()), "issuer").await;
+    let mut c = env.claim_v5("issuer").await;
     let created = c.request(CREATE, "{}").await.json();
     let pending = Identity {
         cert_pem: created["certificatePem"].as_str().unwrap().to_owned(),
@@ -263,7 +252,7 @@ async fn certificates_from_another_ca_or_expired_fail_in_tls() {
 async fn misbehaving_connections_do_not_disturb_others() {
     let env = Env::start().await;
     let claim = env.claim();
-    let mut good = V5::connect(env.port(), env.tls(&claim), "good").await;
+    let mut good = env.claim_v5("good").await;
 
     // Half-open: TCP only, and TLS without a single MQTT byte. Both stay open meanwhile.
     let _tcp_only = tokio::net::TcpStream::connect(("127.0.0.1", env.port()))
@@ -301,8 +290,7 @@ async fn misbehaving_connections_do_not_disturb_others() {
     }
 
     // Through all of it the good connection keeps working.
-    let reply = good.request(CREATE, "{}").await;
-    assert_eq!(reply.topic, format!("{CREATE}/accepted"));
+    good.expect_create_accepted().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,18 +358,14 @@ async fn a_thousand_concurrent_connections() {
         assert_eq!(a.await.unwrap(), format!("{CREATE_CSR}/rejected"));
     }
     let mut extra = V5::connect(env.port(), tls, "many-extra").await;
-    assert_eq!(
-        extra.request(CREATE, "{}").await.topic,
-        format!("{CREATE}/accepted")
-    );
+    extra.expect_create_accepted().await;
     eprintln!("done in {:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payload_limit_is_128_kib() {
     let env = Env::start().await;
-    let claim = env.claim();
-    let mut c = V5::connect(env.port(), env.tls(&claim), "limit").await;
+    let mut c = env.claim_v5("limit").await;
     // Exactly MAX_PAYLOAD (128 KiB) is accepted and answered (whitespace around {} is valid JSON).
     let mut body = vec![b' '; fleetprov_emulator::MAX_PAYLOAD - 2];
     body.extend_from_slice(b"{}");
@@ -389,24 +373,15 @@ async fn payload_limit_is_128_kib() {
     assert_eq!(reply.topic, format!("{CREATE}/accepted"));
     // One byte more is refused with "packet too large".
     body.insert(0, b' ');
-    c.client
-        .publish(CREATE, QoS5::AtLeastOnce, false, body)
-        .await
-        .unwrap();
-    assert_eq!(
-        c.closed().await,
-        Some(p5::DisconnectReasonCode::PacketTooLarge)
-    );
+    c.send(CREATE, QoS5::AtLeastOnce, body).await;
+    c.expect_disconnect(p5::DisconnectReasonCode::PacketTooLarge)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_expires_after_one_and_a_half_periods() {
     let env = Env::start().await;
-    let mut raw = Raw::connect(env.port(), env.tls(&env.claim()))
-        .await
-        .unwrap();
-    raw.send(&connect_v5("sleepy", 1)).await;
-    assert!(matches!(raw.read_v5().await, Some(p5::Packet::ConnAck(_))));
+    let mut raw = Raw::connected_v5(env.port(), env.tls(&env.claim()), "sleepy", 1).await;
     let started = std::time::Instant::now();
     match raw.read_v5().await {
         Some(p5::Packet::Disconnect(d)) => {
@@ -420,11 +395,8 @@ async fn keep_alive_expires_after_one_and_a_half_periods() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_byte_mqtt5_disconnect_is_a_normal_disconnect() {
     let env = Env::start().await;
-    let mut raw = Raw::connect(env.port(), env.tls(&env.claim()))
-        .await
-        .unwrap();
-    raw.send(&connect_v5("short-disconnect", 30)).await;
-    assert!(matches!(raw.read_v5().await, Some(p5::Packet::ConnAck(_))));
+    let mut raw =
+        Raw::connected_v5(env.port(), env.tls(&env.claim()), "short-disconnect", 30).await;
     raw.send(&[0xE0, 0x00]).await;
     // No DISCONNECT "malformed packet" back: the server just closes.
     assert!(raw.drain().await.is_empty());
@@ -460,10 +432,7 @@ async fn alpn_x_amzn_mqtt_ca_is_accepted() {
         Some(&b"x-amzn-mqtt-ca"[..])
     );
     let mut c = V5::connect(env.port(), tls, "alpn").await;
-    assert_eq!(
-        c.request(CREATE, "{}").await.topic,
-        format!("{CREATE}/accepted")
-    );
+    c.expect_create_accepted().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -474,7 +443,7 @@ async fn faults_can_be_injected_at_run_time() {
     let rejected = format!("{CREATE}/rejected");
 
     env.emu.set_fault(Fault::RefuseSubscribe);
-    let mut c = V5::connect(env.port(), env.tls(&claim), "faults").await;
+    let mut c = env.claim_v5("faults").await;
     assert_eq!(
         c.subscribe(&[&accepted]).await,
         vec![p5::SubscribeReasonCode::NotAuthorized]
@@ -495,19 +464,14 @@ async fn faults_can_be_injected_at_run_time() {
 
     // NoSuback: the PINGRESP sent after the SUBSCRIBE arrives, the SUBACK never does.
     env.emu.set_fault(Fault::NoSuback);
-    let mut raw = Raw::connect(env.port(), env.tls(&claim)).await.unwrap();
-    raw.send(&connect_v5("no-suback", 30)).await;
-    assert!(matches!(raw.read_v5().await, Some(p5::Packet::ConnAck(_))));
+    let mut raw = Raw::connected_v5(env.port(), env.tls(&claim), "no-suback", 30).await;
     let sub = subscribe_v5(&rejected, 1);
     raw.send(&sub).await;
     raw.send(&[0xC0, 0x00]).await;
     assert!(matches!(raw.read_v5().await, Some(p5::Packet::PingResp(_))));
 
     env.emu.set_fault(Fault::DisconnectOnRequest);
-    c.client
-        .publish(CREATE, QoS5::AtLeastOnce, false, "{}")
-        .await
-        .unwrap();
+    c.send(CREATE, QoS5::AtLeastOnce, "{}").await;
     loop {
         match c.next().await {
             Ok(p5::Packet::PubAck(_)) => panic!("the request was acknowledged"),
@@ -534,15 +498,15 @@ async fn faults_can_be_injected_at_run_time() {
     );
 
     env.emu.set_fault(Fault::None);
-    let mut c = V5::connect(env.port(), env.tls(&claim), "after-faults").await;
-    assert_eq!(c.request(CREATE, "{}").await.topic, accepted);
+    let mut c = env.claim_v5("after-faults").await;
+    c.expect_create_accepted().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_fault_acknowledges_but_never_answers() {
     let env = Env::start().await;
     env.emu.set_fault(Fault::Silent);
-    let mut c = V5::connect(env.port(), env.tls(&env.claim()), "silent").await;
+    let mut c = env.claim_v5("silent").await;
     let accepted = format!("{CREATE}/accepted");
     let rejected = format!("{CREATE}/rejected");
     c.subscribe(&[&accepted, &rejected]).await;
@@ -560,17 +524,12 @@ async fn silent_fault_acknowledges_but_never_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_connection_with_the_same_client_id_takes_over() {
     let env = Env::start().await;
-    let claim = env.claim();
-    let mut first = V5::connect(env.port(), env.tls(&claim), "same-id").await;
-    let mut second = V5::connect(env.port(), env.tls(&claim), "same-id").await;
-    assert_eq!(
-        first.closed().await,
-        Some(p5::DisconnectReasonCode::SessionTakenOver)
-    );
-    assert_eq!(
-        second.request(CREATE, "{}").await.topic,
-        format!("{CREATE}/accepted")
-    );
+    let mut first = env.claim_v5("same-id").await;
+    let mut second = env.claim_v5("same-id").await;
+    first
+        .expect_disconnect(p5::DisconnectReasonCode::SessionTakenOver)
+        .await;
+    second.expect_create_accepted().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -582,10 +541,8 @@ async fn stop_disconnects_clients_and_closes_the_port() {
         env.emu.stop().await;
         env.dir
     });
-    assert_eq!(
-        c.closed().await,
-        Some(p5::DisconnectReasonCode::ServerShuttingDown)
-    );
+    c.expect_disconnect(p5::DisconnectReasonCode::ServerShuttingDown)
+        .await;
     let _dir = within("stop", stopping).await.unwrap();
     assert!(tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -608,10 +565,7 @@ fn start_blocking_serves_until_dropped() {
     let tls = client_tls(&handle.ca_path(), &claim);
     rt.block_on(async {
         let mut c = V5::connect(port, tls, "blocking").await;
-        assert_eq!(
-            c.request(CREATE, "{}").await.topic,
-            format!("{CREATE}/accepted")
-        );
+        c.expect_create_accepted().await;
     });
     drop(handle);
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());

@@ -30,7 +30,7 @@ async fn start_with(
 /// CreateKeysAndCertificate then RegisterThing on `template` with `parameters`; returns the new
 /// identity and the RegisterThing reply (accepted or rejected).
 async fn register(env: &Env, template: &str, parameters: Value) -> (Identity, Msg) {
-    let mut c = V5::connect(env.port(), env.tls(&env.claim()), "fidelity").await;
+    let mut c = env.claim_v5("fidelity").await;
     let created = c.request(CREATE, "{}").await;
     assert_eq!(created.topic, format!("{CREATE}/accepted"));
     let created = created.json();

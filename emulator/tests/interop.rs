@@ -43,6 +43,21 @@ fn mosquitto_rr(port: u16, ca: &Path, cert: &Path, key: &Path, topic: &str, body
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
+/// CreateKeysAndCertificate, then RegisterThing with its token for `serial`, each through its
+/// own `mosquitto_rr` connection; returns both replies.
+fn mosquitto_provision(
+    port: u16,
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    serial: &str,
+) -> (Value, Value) {
+    let created = mosquitto_rr(port, ca, cert, key, CREATE, "{}");
+    let body = register_body(&created, serial);
+    let registered = mosquitto_rr(port, ca, cert, key, REGISTER, &body);
+    (created, registered)
+}
+
 fn register_body(created: &Value, serial: &str) -> String {
     serde_json::json!({
         "certificateOwnershipToken": created["certificateOwnershipToken"],
@@ -56,7 +71,7 @@ fn mosquitto_rr_creates_keys_and_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let emu = Emulator::start_blocking(EmulatorConfig::new(dir.path())).unwrap();
     let (ca, cert, key) = (emu.ca_path(), emu.claim_cert_path(), emu.claim_key_path());
-    let created = mosquitto_rr(emu.port(), &ca, &cert, &key, CREATE, "{}");
+    let (created, registered) = mosquitto_provision(emu.port(), &ca, &cert, &key, "5");
     let id = created["certificateId"].as_str().unwrap();
     assert_eq!(id.len(), 64);
     assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
@@ -64,15 +79,7 @@ fn mosquitto_rr_creates_keys_and_certificate() {
         .as_str()
         .unwrap()
         .starts_with("-----BEGIN RSA PRIVATE KEY-----"));
-    // The token works from another connection with the same claim.
-    let registered = mosquitto_rr(
-        emu.port(),
-        &ca,
-        &cert,
-        &key,
-        REGISTER,
-        &register_body(&created, "5"),
-    );
+    // The token worked from another connection with the same claim.
     assert_eq!(registered["thingName"], "ThingPrefix_5");
 }
 
@@ -86,20 +93,30 @@ impl Drop for Proc {
     }
 }
 
-fn wait_for_file(path: &Path, child: &mut Child) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
+/// Poll `ready` until it gives a value; fails if `child` exits first or `limit` passes.
+fn wait_for<T>(
+    child: &mut Child,
+    what: &str,
+    limit: Duration,
+    mut ready: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + limit;
     loop {
-        if let Ok(s) = std::fs::read_to_string(path) {
-            if !s.is_empty() {
-                return s;
-            }
+        if let Some(value) = ready() {
+            return value;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("the server exited early: {status}");
+            panic!("exited before {what}: {status}");
         }
-        assert!(Instant::now() < deadline, "no ready file");
+        assert!(Instant::now() < deadline, "no {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+fn wait_for_file(path: &Path, child: &mut Child) -> String {
+    wait_for(child, "ready file", Duration::from_secs(30), || {
+        std::fs::read_to_string(path).ok().filter(|s| !s.is_empty())
+    })
 }
 
 #[test]
@@ -144,15 +161,7 @@ fn command_line_serve_claim_things_and_sigterm() {
     );
 
     let ca = state.join("ca.pem");
-    let created = mosquitto_rr(port, &ca, &cert, &key, CREATE, "{}");
-    let registered = mosquitto_rr(
-        port,
-        &ca,
-        &cert,
-        &key,
-        REGISTER,
-        &register_body(&created, "7"),
-    );
+    let (_, registered) = mosquitto_provision(port, &ca, &cert, &key, "7");
     assert_eq!(registered["thingName"], "ThingPrefix_7");
 
     let out = run(Command::new(BIN)
@@ -237,14 +246,12 @@ fn start_mosquitto(state: &Path, work: &Path) -> (Proc, u16) {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run mosquitto: {e} (Debian package mosquitto)")),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.0.try_wait() {
-            panic!("mosquitto exited: {status}");
-        }
-        assert!(Instant::now() < deadline, "mosquitto is not listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(
+        &mut child.0,
+        "mosquitto listening",
+        Duration::from_secs(10),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+    );
     (child, port)
 }
 
@@ -276,16 +283,8 @@ fn responder_answers_through_mosquitto() {
         .unwrap();
 
     let ca_path = state.join("ca.pem");
-    let created = mosquitto_rr(port, &ca_path, &claim_cert, &claim_key, CREATE, "{}");
+    let (created, registered) = mosquitto_provision(port, &ca_path, &claim_cert, &claim_key, "9");
     assert_eq!(created["certificateId"].as_str().unwrap().len(), 64);
-    let registered = mosquitto_rr(
-        port,
-        &ca_path,
-        &claim_cert,
-        &claim_key,
-        REGISTER,
-        &register_body(&created, "9"),
-    );
     assert_eq!(registered["thingName"], "ThingPrefix_9");
     assert!(responder
         .service()

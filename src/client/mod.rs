@@ -25,6 +25,7 @@ mod options;
 mod session;
 mod tls;
 mod tls_cache;
+mod verify_cache;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -94,25 +95,7 @@ impl Client {
     /// connection's tasks.
     pub async fn connect(opts: ClientOptions) -> Result<Client, Error> {
         opts.validate()?;
-        let key = tls_cache::ConfigKey::of(&opts);
-        let (opts, tls) = match key.as_ref().and_then(tls_cache::lookup) {
-            Some(tls) => (opts, tls),
-            None => {
-                // Reading PEM files and the platform roots is blocking file I/O: keep it off
-                // the runtime's worker threads.
-                let (opts, tls) = tokio::task::spawn_blocking(move || {
-                    let tls = tls::client_config(&opts);
-                    (opts, tls)
-                })
-                .await
-                .map_err(|e| Error::new(ErrorKind::Internal, format!("TLS setup failed: {e}")))?;
-                let tls = tls?;
-                if let Some(key) = key {
-                    tls_cache::insert(key, &tls);
-                }
-                (opts, tls)
-            }
-        };
+        let (opts, tls) = tls_cache::config_for(opts).await?;
         let client_id = opts.effective_client_id()?;
         let session = Session::connect(&opts, tls, client_id.clone()).await?;
         fp_log!(

@@ -7,6 +7,10 @@
 //! or a provisioning station connecting many clients with one claim resumes TLS sessions
 //! instead of repeating the full handshake.
 //!
+//! Clients started together (a fleet connecting at once) would all miss the cache before the
+//! first configuration is built; one build runs at a time, and whoever waited for it looks
+//! again first, so a burst of connections reads the files and checks the key once.
+//!
 //! A file counts as the same while its path, size, modification time and inode are; a file
 //! replaced on disk (a renewed certificate) gives a new configuration. The cache holds only
 //! weak references: a configuration lives as long as a client uses it.
@@ -19,6 +23,41 @@ use rustls::ClientConfig;
 use zeroize::Zeroizing;
 
 use super::options::{ClientOptions, Pem};
+use crate::error::{Error, ErrorKind};
+
+/// The configuration for `opts`: the shared one if a client holds it already, else a new one
+/// (shared from then on when `opts` can be cached). Reading files and the platform roots runs
+/// on the blocking pool, off the I/O thread.
+pub(crate) async fn config_for(
+    opts: ClientOptions,
+) -> Result<(ClientOptions, Arc<ClientConfig>), Error> {
+    let key = ConfigKey::of(&opts);
+    if let Some(tls) = key.as_ref().and_then(lookup) {
+        return Ok((opts, tls));
+    }
+    // One build at a time: a burst of clients with the same sources builds one configuration.
+    static BUILDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = match key {
+        Some(_) => Some(BUILDING.lock().await),
+        None => None,
+    };
+    if let Some(tls) = key.as_ref().and_then(lookup) {
+        return Ok((opts, tls));
+    }
+    #[cfg(test)]
+    BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (opts, tls) = tokio::task::spawn_blocking(move || {
+        let tls = super::tls::client_config(&opts);
+        (opts, tls)
+    })
+    .await
+    .map_err(|e| Error::new(ErrorKind::Internal, format!("TLS setup failed: {e}")))?;
+    let tls = tls?;
+    if let Some(key) = key {
+        insert(key, &tls);
+    }
+    Ok((opts, tls))
+}
 
 /// What identifies one PEM source.
 #[derive(PartialEq, Eq)]
@@ -90,6 +129,10 @@ impl ConfigKey {
     }
 }
 
+/// Configurations built so far (for tests).
+#[cfg(test)]
+static BUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 static CACHE: Mutex<Vec<(ConfigKey, Weak<ClientConfig>)>> = Mutex::new(Vec::new());
 
 fn cache() -> std::sync::MutexGuard<'static, Vec<(ConfigKey, Weak<ClientConfig>)>> {
@@ -145,6 +188,35 @@ mod tests {
         o.signer = None;
         o.pkcs11 = Some(Default::default());
         assert!(ConfigKey::of(&o).is_none());
+    }
+
+    /// Clients started together with the same files: one configuration is built, all share it.
+    #[tokio::test]
+    async fn a_burst_of_clients_builds_one_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["burst".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cert_file, key_file) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let mut o = ClientOptions::new("localhost");
+        o.cert = Some(Pem::file(&cert_file));
+        o.key = Some(Pem::file(&key_file));
+        o.ca = Some(Pem::file(&cert_file));
+        let before = BUILDS.load(std::sync::atomic::Ordering::Relaxed);
+        let burst: Vec<_> = (0..16)
+            .map(|_| tokio::spawn(config_for(o.clone())))
+            .collect();
+        let mut configs = Vec::new();
+        for b in burst {
+            configs.push(b.await.unwrap().unwrap().1);
+        }
+        let built = BUILDS.load(std::sync::atomic::Ordering::Relaxed) - before;
+        assert_eq!(built, 1, "16 clients at once built {built} configurations");
+        assert!(configs.iter().all(|c| Arc::ptr_eq(c, &configs[0])));
     }
 
     #[test]

@@ -192,21 +192,22 @@ impl Shared {
         let shared = Arc::clone(self);
         let ticket = self.life.ticket();
         self.handle.spawn(async move {
-            let work = {
+            // A panic inside the core becomes an error, not a lost callback.
+            let work = CatchUnwind({
                 let shared = Arc::clone(&shared);
-                // A separate task so a panic inside the core becomes an error, not a lost
-                // callback.
-                tokio::spawn(async move {
+                async move {
                     let client = shared.life.client(ticket).await.map_err(fp_error::from)?;
                     operation(client).await.map_err(fp_error::from)
-                })
-            };
-            let abort = work.abort_handle();
+                }
+            });
             let mut cancel = shared.cancel.subscribe();
+            // Losing the race drops the operation where it stands.
             let result = tokio::select! {
-                joined = work => joined.unwrap_or_else(|e| Err(join_error(e))),
+                done = work => done.unwrap_or_else(|()| Err(fp_error::new(
+                    FP_ERR_PANIC,
+                    "the library panicked while running the operation",
+                ))),
                 _ = cancel.wait_for(|c| *c) => {
-                    abort.abort();
                     Err(fp_error::new(FP_ERR_CANCELLED, "the client was freed before the operation completed"))
                 }
             };
@@ -217,14 +218,26 @@ impl Shared {
     }
 }
 
-fn join_error(e: tokio::task::JoinError) -> fp_error {
-    if e.is_panic() {
-        fp_error::new(
-            FP_ERR_PANIC,
-            "the library panicked while running the operation",
-        )
-    } else {
-        fp_error::new(FP_ERR_CANCELLED, "the operation was abandoned")
+/// A future whose panic is caught where it is polled: `Err(())` instead of unwinding into the
+/// task (in place of a task of its own per operation, which costs an allocation and a wake-up).
+struct CatchUnwind<F>(F);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        // SAFETY: the field is pinned with the wrapper (structural pinning): it is never moved
+        // out or given out unpinned, and the wrapper has no Drop of its own.
+        let inner = unsafe { self.map_unchecked_mut(|s| &mut s.0) };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            // A panicked future is never polled again; it is dropped with the task.
+            Err(_) => std::task::Poll::Ready(Err(())),
+        }
     }
 }
 

@@ -149,7 +149,43 @@ pub(crate) fn decode(
     }
 }
 
+/// A SUBSCRIBE from its packet id and its (filter, QoS, no local) triples.
+fn subscribe(pkid: u16, filters: impl Iterator<Item = (String, u8, bool)>) -> Incoming {
+    let filters = filters
+        .map(|(filter, qos, no_local)| SubFilter {
+            filter,
+            qos,
+            no_local,
+        })
+        .collect();
+    Incoming::Subscribe { pkid, filters }
+}
+
+/// The name of the packet starting `buf`, from its fixed header's type (the same in 3.1.1 and 5).
+fn packet_name(buf: &[u8]) -> &'static str {
+    const NAMES: [&str; 16] = [
+        "reserved packet type",
+        "CONNECT",
+        "CONNACK",
+        "PUBLISH",
+        "PUBACK",
+        "PUBREC",
+        "PUBREL",
+        "PUBCOMP",
+        "SUBSCRIBE",
+        "SUBACK",
+        "UNSUBSCRIBE",
+        "UNSUBACK",
+        "PINGREQ",
+        "PINGRESP",
+        "DISCONNECT",
+        "AUTH",
+    ];
+    buf.first().map_or(NAMES[0], |b| NAMES[usize::from(b >> 4)])
+}
+
 fn decode_v4(buf: &mut BytesMut, max: usize) -> Result<Option<Incoming>, DecodeError> {
+    let name = packet_name(buf);
     let packet = match v4::Packet::read(buf, max) {
         Ok(p) => p,
         Err(m4::Error::InsufficientBytes(_)) => return Ok(None),
@@ -176,31 +212,18 @@ fn decode_v4(buf: &mut BytesMut, max: usize) -> Result<Option<Incoming>, DecodeE
             topic_alias: false,
         }),
         v4::Packet::PubAck(a) => Incoming::PubAck(a.pkid),
-        v4::Packet::Subscribe(s) => Incoming::Subscribe {
-            pkid: s.pkid,
-            filters: s
-                .filters
-                .into_iter()
-                .map(|f| SubFilter {
-                    filter: f.path,
-                    qos: f.qos as u8,
-                    no_local: false,
-                })
-                .collect(),
-        },
+        v4::Packet::Subscribe(s) => subscribe(
+            s.pkid,
+            s.filters.into_iter().map(|f| (f.path, f.qos as u8, false)),
+        ),
         v4::Packet::Unsubscribe(u) => Incoming::Unsubscribe {
             pkid: u.pkid,
             filters: u.topics,
         },
         v4::Packet::PingReq => Incoming::PingReq,
         v4::Packet::Disconnect => Incoming::Disconnect { with_will: false },
-        v4::Packet::ConnAck(_) => Incoming::Unexpected("CONNACK"),
-        v4::Packet::PubRec(_) => Incoming::Unexpected("PUBREC"),
-        v4::Packet::PubRel(_) => Incoming::Unexpected("PUBREL"),
-        v4::Packet::PubComp(_) => Incoming::Unexpected("PUBCOMP"),
-        v4::Packet::SubAck(_) => Incoming::Unexpected("SUBACK"),
-        v4::Packet::UnsubAck(_) => Incoming::Unexpected("UNSUBACK"),
-        v4::Packet::PingResp => Incoming::Unexpected("PINGRESP"),
+        // Server-side acks and the QoS 2 flow.
+        _ => Incoming::Unexpected(name),
     }))
 }
 
@@ -212,6 +235,7 @@ fn decode_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Incoming>, DecodeE
         return Ok(Some(Incoming::Disconnect { with_will: false }));
     }
     let max = u32::try_from(max).unwrap_or(u32::MAX);
+    let name = packet_name(buf);
     let packet = match v5::Packet::read(buf, Some(max)) {
         Ok(p) => p,
         Err(m5::Error::InsufficientBytes(_)) => return Ok(None),
@@ -246,18 +270,12 @@ fn decode_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Incoming>, DecodeE
             topic_alias: p.properties.is_some_and(|pr| pr.topic_alias.is_some()),
         }),
         v5::Packet::PubAck(a) => Incoming::PubAck(a.pkid),
-        v5::Packet::Subscribe(s) => Incoming::Subscribe {
-            pkid: s.pkid,
-            filters: s
-                .filters
+        v5::Packet::Subscribe(s) => subscribe(
+            s.pkid,
+            s.filters
                 .into_iter()
-                .map(|f| SubFilter {
-                    filter: f.path,
-                    qos: f.qos as u8,
-                    no_local: f.nolocal,
-                })
-                .collect(),
-        },
+                .map(|f| (f.path, f.qos as u8, f.nolocal)),
+        ),
         v5::Packet::Unsubscribe(u) => Incoming::Unsubscribe {
             pkid: u.pkid,
             filters: u.filters,
@@ -266,14 +284,8 @@ fn decode_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Incoming>, DecodeE
         v5::Packet::Disconnect(d) => Incoming::Disconnect {
             with_will: d.reason_code == Reason::DisconnectWithWillMessage,
         },
-        v5::Packet::Auth(_) => Incoming::Unexpected("AUTH"),
-        v5::Packet::ConnAck(_) => Incoming::Unexpected("CONNACK"),
-        v5::Packet::PubRec(_) => Incoming::Unexpected("PUBREC"),
-        v5::Packet::PubRel(_) => Incoming::Unexpected("PUBREL"),
-        v5::Packet::PubComp(_) => Incoming::Unexpected("PUBCOMP"),
-        v5::Packet::SubAck(_) => Incoming::Unexpected("SUBACK"),
-        v5::Packet::UnsubAck(_) => Incoming::Unexpected("UNSUBACK"),
-        v5::Packet::PingResp(_) => Incoming::Unexpected("PINGRESP"),
+        // AUTH, server-side acks and the QoS 2 flow.
+        _ => Incoming::Unexpected(name),
     }))
 }
 
@@ -305,6 +317,15 @@ pub(crate) enum UnsubCode {
     NoSubscription,
 }
 
+/// A message the server sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Delivery {
+    pub topic: String,
+    pub qos: u8,
+    pub pkid: u16,
+    pub payload: Bytes,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outgoing {
     ConnAck {
@@ -313,12 +334,7 @@ pub(crate) enum Outgoing {
         server_keep_alive: Option<u16>,
         max_packet_size: u32,
     },
-    Publish {
-        topic: String,
-        qos: u8,
-        pkid: u16,
-        payload: Bytes,
-    },
+    Publish(Delivery),
     PubAck {
         pkid: u16,
         code: PubAckCode,
@@ -372,14 +388,9 @@ fn encode_v4(packet: &Outgoing, out: &mut BytesMut) -> Result<(), String> {
             },
             false,
         )),
-        Outgoing::Publish {
-            topic,
-            qos,
-            pkid,
-            payload,
-        } => {
-            let mut p = v4::Publish::from_bytes(topic.as_str(), qos4(*qos), payload.clone());
-            p.pkid = *pkid;
+        Outgoing::Publish(d) => {
+            let mut p = v4::Publish::from_bytes(d.topic.as_str(), qos4(d.qos), d.payload.clone());
+            p.pkid = d.pkid;
             v4::Packet::Publish(p)
         }
         // 3.1.1 has no negative PUBACK; refusals close the connection instead.
@@ -442,14 +453,9 @@ fn encode_v5(packet: &Outgoing, out: &mut BytesMut) -> Result<(), String> {
                 properties,
             })
         }
-        Outgoing::Publish {
-            topic,
-            qos,
-            pkid,
-            payload,
-        } => {
-            let mut p = v5::Publish::new(topic.as_str(), qos5(*qos), payload.clone(), None);
-            p.pkid = *pkid;
+        Outgoing::Publish(d) => {
+            let mut p = v5::Publish::new(d.topic.as_str(), qos5(d.qos), d.payload.clone(), None);
+            p.pkid = d.pkid;
             v5::Packet::Publish(p)
         }
         Outgoing::PubAck { pkid, code } => {
@@ -570,6 +576,24 @@ mod tests {
     }
 
     #[test]
+    fn packets_a_client_may_not_send_are_named() {
+        // SUBACK (pkid 1, granted QoS 0; MQTT 5 adds an empty property length), then PINGRESP.
+        let v4: &[u8] = &[0x90, 0x03, 0x00, 0x01, 0x00, 0xD0, 0x00];
+        let v5: &[u8] = &[0x90, 0x04, 0x00, 0x01, 0x00, 0x00, 0xD0, 0x00];
+        for (version, bytes) in [(Version::V4, v4), (Version::V5, v5)] {
+            let mut buf = BytesMut::from(bytes);
+            assert_eq!(
+                decode(version, &mut buf, 1024).unwrap(),
+                Some(Incoming::Unexpected("SUBACK"))
+            );
+            assert_eq!(
+                decode(version, &mut buf, 1024).unwrap(),
+                Some(Incoming::Unexpected("PINGRESP"))
+            );
+        }
+    }
+
+    #[test]
     fn short_v5_disconnect() {
         let mut buf = BytesMut::from(&[0xE0, 0x00][..]);
         assert_eq!(
@@ -617,12 +641,12 @@ mod tests {
             (Version::V5, 0, 127),
         ] {
             let mut out = BytesMut::new();
-            let p = Outgoing::Publish {
+            let p = Outgoing::Publish(Delivery {
                 topic: "a/b".into(),
                 qos,
                 pkid: 7,
                 payload: Bytes::from(vec![0u8; len]),
-            };
+            });
             encode(version, &p, &mut out).unwrap();
             assert_eq!(out.len(), publish_size(version, "a/b", qos, len));
         }

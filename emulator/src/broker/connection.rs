@@ -19,8 +19,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::codec::{
-    self, ConnCode, DecodeError, Incoming, Outgoing, Peek, PubAckCode, Reason, SubCode, SubFilter,
-    UnsubCode, Version, Will,
+    self, ConnCode, DecodeError, Delivery, Incoming, Outgoing, Peek, PubAckCode, Reason, SubCode,
+    SubFilter, UnsubCode, Version, Will,
 };
 use super::{
     lock, stopped, topic, Access, Control, Fault, Kick, Shared, Sub, MAX_PAYLOAD, MAX_REMAINING,
@@ -565,12 +565,12 @@ impl Conn {
         } else {
             0
         };
-        self.send(&Outgoing::Publish {
+        self.send(&Outgoing::Publish(Delivery {
             topic: topic.to_owned(),
             qos,
             pkid,
             payload,
-        });
+        }));
     }
 
     fn on_subscribe(&mut self, pkid: u16, filters: Vec<SubFilter>) {

@@ -58,6 +58,11 @@ impl Env {
     pub fn tls(&self, id: &Identity) -> Arc<rustls::ClientConfig> {
         client_tls(&self.emu.ca_path(), id)
     }
+
+    /// An MQTT 5 connection with the claim certificate.
+    pub async fn claim_v5(&self, client_id: &str) -> V5 {
+        V5::connect(self.port(), self.tls(&self.claim()), client_id).await
+    }
 }
 
 /// A client certificate and its key, PEM.
@@ -113,19 +118,64 @@ impl Msg {
     }
 }
 
-/// rumqttc MQTT 5 client with its event loop driven by the test.
-pub struct V5 {
-    pub client: rumqttc::v5::AsyncClient,
-    pub events: rumqttc::v5::EventLoop,
+/// What the MQTT 5 and 3.1.1 test clients have in common.
+pub trait Client: Sized {
+    type Options;
+    type Error: std::fmt::Debug;
+
+    fn options(port: u16, tls: Arc<rustls::ClientConfig>, client_id: &str) -> Self::Options;
+
+    /// Connect and wait for CONNACK; the error is what rumqttc reports (refusal, TLS failure).
+    async fn try_connect(opts: Self::Options) -> Result<Self, Self::Error>;
+
+    /// Wait for the next packet from the server (a PUBLISH also goes to the inbox).
+    async fn step(&mut self) -> Result<(), Self::Error>;
+
+    async fn connect(port: u16, tls: Arc<rustls::ClientConfig>, client_id: &str) -> Self {
+        Self::try_connect(Self::options(port, tls, client_id))
+            .await
+            .unwrap()
+    }
+}
+
+/// A rumqttc client with its event loop driven by the test, and the PUBLISHes received so far.
+pub struct Mqtt<C, L> {
+    pub client: C,
+    pub events: L,
     pub inbox: VecDeque<Msg>,
 }
 
-impl V5 {
-    pub fn options(
-        port: u16,
-        tls: Arc<rustls::ClientConfig>,
-        client_id: &str,
-    ) -> rumqttc::v5::MqttOptions {
+impl<C, L> Mqtt<C, L> {
+    fn new(client: C, events: L) -> Self {
+        Mqtt {
+            client,
+            events,
+            inbox: VecDeque::new(),
+        }
+    }
+
+    /// The next received PUBLISH.
+    pub async fn recv(&mut self) -> Msg
+    where
+        Self: Client,
+    {
+        loop {
+            if let Some(m) = self.inbox.pop_front() {
+                return m;
+            }
+            self.step().await.unwrap();
+        }
+    }
+}
+
+/// rumqttc MQTT 5 client.
+pub type V5 = Mqtt<rumqttc::v5::AsyncClient, rumqttc::v5::EventLoop>;
+
+impl Client for V5 {
+    type Options = rumqttc::v5::MqttOptions;
+    type Error = rumqttc::v5::ConnectionError;
+
+    fn options(port: u16, tls: Arc<rustls::ClientConfig>, client_id: &str) -> Self::Options {
         let mut o = rumqttc::v5::MqttOptions::new(client_id, "localhost", port);
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
         o.set_keep_alive(Duration::from_secs(30));
@@ -135,10 +185,7 @@ impl V5 {
         o
     }
 
-    /// Connect and wait for CONNACK; the error is what rumqttc reports (refusal, TLS failure).
-    pub async fn try_connect(
-        opts: rumqttc::v5::MqttOptions,
-    ) -> Result<V5, rumqttc::v5::ConnectionError> {
+    async fn try_connect(opts: Self::Options) -> Result<V5, Self::Error> {
         let (client, mut events) = rumqttc::v5::AsyncClient::new(opts, 16);
         loop {
             match within("CONNACK", events.poll()).await? {
@@ -146,19 +193,15 @@ impl V5 {
                 _ => continue,
             }
         }
-        Ok(V5 {
-            client,
-            events,
-            inbox: VecDeque::new(),
-        })
+        Ok(Mqtt::new(client, events))
     }
 
-    pub async fn connect(port: u16, tls: Arc<rustls::ClientConfig>, client_id: &str) -> V5 {
-        V5::try_connect(V5::options(port, tls, client_id))
-            .await
-            .unwrap()
+    async fn step(&mut self) -> Result<(), Self::Error> {
+        self.next().await.map(drop)
     }
+}
 
+impl V5 {
     /// Next packet from the server; a received PUBLISH is also kept in the inbox.
     pub async fn next(&mut self) -> Result<p5::Packet, rumqttc::v5::ConnectionError> {
         loop {
@@ -190,25 +233,21 @@ impl V5 {
         }
     }
 
-    /// Publish at QoS 1 and wait for the PUBACK.
-    pub async fn publish(&mut self, topic: &str, payload: impl Into<Vec<u8>>) -> p5::PubAck {
+    /// Publish without waiting for an answer.
+    pub async fn send(&mut self, topic: &str, qos: QoS5, payload: impl Into<Vec<u8>>) {
         self.client
-            .publish(topic, QoS5::AtLeastOnce, false, payload.into())
+            .publish(topic, qos, false, payload.into())
             .await
             .unwrap();
+    }
+
+    /// Publish at QoS 1 and wait for the PUBACK.
+    pub async fn publish(&mut self, topic: &str, payload: impl Into<Vec<u8>>) -> p5::PubAck {
+        self.send(topic, QoS5::AtLeastOnce, payload).await;
         loop {
             if let p5::Packet::PubAck(ack) = self.next().await.unwrap() {
                 return ack;
             }
-        }
-    }
-
-    pub async fn recv(&mut self) -> Msg {
-        loop {
-            if let Some(m) = self.inbox.pop_front() {
-                return m;
-            }
-            self.next().await.unwrap();
         }
     }
 
@@ -223,6 +262,17 @@ impl V5 {
         let ack = self.publish(topic, payload.as_ref().to_vec()).await;
         assert_eq!(ack.reason, p5::PubAckReason::Success);
         self.recv().await
+    }
+
+    /// CreateKeysAndCertificate must be accepted: the connection works and may provision.
+    pub async fn expect_create_accepted(&mut self) {
+        let reply = self.request(CREATE, "{}").await;
+        assert_eq!(reply.topic, format!("{CREATE}/accepted"));
+    }
+
+    /// The server must end the connection with DISCONNECT `reason`.
+    pub async fn expect_disconnect(&mut self, reason: p5::DisconnectReasonCode) {
+        assert_eq!(self.closed().await, Some(reason));
     }
 
     /// Wait until the server ends the connection; returns its DISCONNECT reason, if it sent one.
@@ -240,18 +290,13 @@ impl V5 {
 }
 
 /// rumqttc MQTT 3.1.1 client.
-pub struct V4 {
-    pub client: rumqttc::AsyncClient,
-    pub events: rumqttc::EventLoop,
-    pub inbox: VecDeque<Msg>,
-}
+pub type V4 = Mqtt<rumqttc::AsyncClient, rumqttc::EventLoop>;
 
-impl V4 {
-    pub fn options(
-        port: u16,
-        tls: Arc<rustls::ClientConfig>,
-        client_id: &str,
-    ) -> rumqttc::MqttOptions {
+impl Client for V4 {
+    type Options = rumqttc::MqttOptions;
+    type Error = rumqttc::ConnectionError;
+
+    fn options(port: u16, tls: Arc<rustls::ClientConfig>, client_id: &str) -> Self::Options {
         let mut o = rumqttc::MqttOptions::new(client_id, "localhost", port);
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
         o.set_keep_alive(Duration::from_secs(30));
@@ -259,7 +304,7 @@ impl V4 {
         o
     }
 
-    pub async fn try_connect(opts: rumqttc::MqttOptions) -> Result<V4, rumqttc::ConnectionError> {
+    async fn try_connect(opts: Self::Options) -> Result<V4, Self::Error> {
         let (client, mut events) = rumqttc::AsyncClient::new(opts, 16);
         loop {
             if let rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)) =
@@ -268,19 +313,15 @@ impl V4 {
                 break;
             }
         }
-        Ok(V4 {
-            client,
-            events,
-            inbox: VecDeque::new(),
-        })
+        Ok(Mqtt::new(client, events))
     }
 
-    pub async fn connect(port: u16, tls: Arc<rustls::ClientConfig>, client_id: &str) -> V4 {
-        V4::try_connect(V4::options(port, tls, client_id))
-            .await
-            .unwrap()
+    async fn step(&mut self) -> Result<(), Self::Error> {
+        self.next().await.map(drop)
     }
+}
 
+impl V4 {
     pub async fn next(&mut self) -> Result<rumqttc::Packet, rumqttc::ConnectionError> {
         loop {
             match within("a packet", self.events.poll()).await? {
@@ -311,24 +352,21 @@ impl V4 {
         }
     }
 
-    pub async fn publish(&mut self, topic: &str, payload: impl Into<Vec<u8>>) {
+    /// Publish without waiting for an answer.
+    pub async fn send(&mut self, topic: &str, qos: rumqttc::QoS, payload: impl Into<Vec<u8>>) {
         self.client
-            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.into())
+            .publish(topic, qos, false, payload.into())
             .await
             .unwrap();
+    }
+
+    /// Publish at QoS 1 and wait for the PUBACK.
+    pub async fn publish(&mut self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.send(topic, rumqttc::QoS::AtLeastOnce, payload).await;
         loop {
             if let rumqttc::Packet::PubAck(_) = self.next().await.unwrap() {
                 return;
             }
-        }
-    }
-
-    pub async fn recv(&mut self) -> Msg {
-        loop {
-            if let Some(m) = self.inbox.pop_front() {
-                return m;
-            }
-            self.next().await.unwrap();
         }
     }
 
@@ -408,6 +446,19 @@ impl Raw {
             stream,
             buf: BytesMut::new(),
         })
+    }
+
+    /// A raw MQTT 5 session of `client_id` that has received its CONNACK.
+    pub async fn connected_v5(
+        port: u16,
+        tls: Arc<rustls::ClientConfig>,
+        client_id: &str,
+        keep_alive: u16,
+    ) -> Raw {
+        let mut raw = Raw::connect(port, tls).await.unwrap();
+        raw.send(&connect_v5(client_id, keep_alive)).await;
+        assert!(matches!(raw.read_v5().await, Some(p5::Packet::ConnAck(_))));
+        raw
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {

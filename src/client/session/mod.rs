@@ -49,6 +49,11 @@ const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The receive buffer's size between packets; larger packets grow it for as long as needed.
 const READ_CHUNK: usize = 2048;
+/// How long a PUBACK for a reply may wait to go out with the next packet we send. A reply is
+/// usually followed at once by the next request (RegisterThing after the certificate) or by
+/// DISCONNECT, so the acknowledgement rides along instead of costing a write of its own; the
+/// broker's redelivery works in seconds, so the wait changes nothing for it.
+const ACK_DELAY: Duration = Duration::from_millis(20);
 
 /// A message received on a reply topic.
 pub(crate) struct Reply {
@@ -397,6 +402,9 @@ struct Connection {
     /// How many bytes the frame at the front of `rbuf` needs in all.
     want: usize,
     wbuf: BytesMut,
+    /// PUBACKs not written yet, and when they must be at the latest.
+    acks: BytesMut,
+    ack_due: Option<Instant>,
     next_pkid: u16,
     /// Packet ids of UNSUBSCRIBEs awaiting their UNSUBACK.
     unsubs: HashSet<u16>,
@@ -421,9 +429,23 @@ impl Connection {
         client_id: &str,
         endpoint: &str,
     ) -> Result<Connection, Error> {
-        let stream = transport::open(opts, tls, endpoint).await?;
         // Validated: 5..=65535 s, whole seconds are what goes on the wire.
         let keep_alive = u16::try_from(opts.keep_alive.as_secs()).unwrap_or(u16::MAX);
+        // CONNECT goes out with the handshake's last flight (one write, one segment): TLS 1.3
+        // lets the client send data right after its Finished, and rustls holds it until then.
+        let mut connect = BytesMut::new();
+        mqtt::encode(
+            opts.mqtt_version,
+            Outgoing::Connect {
+                client_id,
+                keep_alive,
+                receive_maximum: INFLIGHT,
+                maximum_packet_size: MAX_PACKET as u32,
+            },
+            &mut connect,
+        )
+        .map_err(|e| Error::new(ErrorKind::InvalidArgument, e))?;
+        let stream = transport::open(opts, tls, endpoint, &connect).await?;
         let mut conn = Connection {
             stream,
             version: opts.mqtt_version,
@@ -431,6 +453,8 @@ impl Connection {
             rbuf: BytesMut::new(),
             want: 2,
             wbuf: BytesMut::new(),
+            acks: BytesMut::new(),
+            ack_due: None,
             next_pkid: 0,
             unsubs: HashSet::new(),
             inflight: 0,
@@ -441,13 +465,7 @@ impl Connection {
             last_sent: Instant::now(),
             ping_sent: None,
         };
-        conn.queue(Outgoing::Connect {
-            client_id,
-            keep_alive,
-            receive_maximum: INFLIGHT,
-            maximum_packet_size: MAX_PACKET as u32,
-        })
-        .map_err(|e| Error::new(ErrorKind::InvalidArgument, e))?;
+        // Under TLS 1.2 the data waits for the server's Finished: out now, at the latest.
         if let Err(e) = conn.flush(Phase::Connack).await {
             return Err(e.error);
         }
@@ -578,8 +596,7 @@ impl Connection {
                     Some(Command::Disconnect) | None => {
                         // A clean end: DISCONNECT, then close.
                         let _ = self.queue(Outgoing::Disconnect { reason: 0 });
-                        let _ = self.flush(Phase::Session).await;
-                        let _ = self.stream.shutdown().await;
+                        self.close_with_queued().await;
                         Err(End::quietly(Error::new(
                             ErrorKind::Cancelled,
                             "the client was disconnected by its owner",
@@ -604,12 +621,7 @@ impl Connection {
         if let Some(reason) = end.disconnect_with {
             self.wbuf.clear();
             if self.queue(Outgoing::Disconnect { reason }).is_ok() {
-                let _ = tokio::time::timeout(DISCONNECT_GRACE, async {
-                    let _ = self.stream.write_all(&self.wbuf).await;
-                    let _ = self.stream.flush().await;
-                    let _ = self.stream.shutdown().await;
-                })
-                .await;
+                let _ = tokio::time::timeout(DISCONNECT_GRACE, self.close_with_queued()).await;
             }
         }
         end.error
@@ -741,10 +753,12 @@ impl Connection {
                 match qos {
                     0 => {}
                     1 => {
-                        // Acknowledged before it is handed on: the queue of PUBACKs is
-                        // written right after this read.
-                        self.queue(Outgoing::PubAck { pkid })
+                        // Acknowledged before it is handed on; the PUBACK goes out with our
+                        // next packet, or after ACK_DELAY at the latest.
+                        mqtt::encode(self.version, Outgoing::PubAck { pkid }, &mut self.acks)
                             .map_err(|e| End::quietly(Error::new(ErrorKind::Internal, e)))?;
+                        self.ack_due
+                            .get_or_insert_with(|| Instant::now() + ACK_DELAY);
                     }
                     _ => {
                         return Err(End::protocol(
@@ -924,8 +938,34 @@ impl Connection {
         Ok(())
     }
 
-    /// Writes what is queued, bounded in time.
+    /// Sends what is queued (a DISCONNECT) and TLS's close_notify together, in one write, and
+    /// closes our side. Best effort: the connection ends either way.
+    async fn close_with_queued(&mut self) {
+        self.take_acks();
+        let (_, tls) = self.stream.get_mut();
+        // Taken as plaintext by rustls (the handshake is done); written with the alert below.
+        let _ = std::io::Write::write_all(&mut tls.writer(), &self.wbuf);
+        self.wbuf.clear();
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, self.stream.shutdown()).await;
+    }
+
+    /// Puts the waiting PUBACKs in front of what is queued.
+    fn take_acks(&mut self) {
+        if self.acks.is_empty() {
+            return;
+        }
+        let mut out = std::mem::take(&mut self.acks);
+        out.extend_from_slice(&self.wbuf);
+        self.wbuf = out;
+        self.ack_due = None;
+    }
+
+    /// Writes what is queued, bounded in time, with the waiting PUBACKs; PUBACKs alone wait
+    /// until they are due.
     async fn flush(&mut self, phase: Phase) -> Result<(), End> {
+        if !self.wbuf.is_empty() || self.ack_due.is_some_and(|due| due <= Instant::now()) {
+            self.take_acks();
+        }
         if self.wbuf.is_empty() {
             return Ok(());
         }
@@ -962,11 +1002,14 @@ impl Connection {
 
     /// When keep-alive next needs attention: the PINGRESP deadline, or the time to ping.
     fn next_timer(&self) -> Option<Instant> {
-        let ka = self.keep_alive?;
-        Some(match self.ping_sent {
+        let ping = self.keep_alive.map(|ka| match self.ping_sent {
             Some(sent) => sent + ka,
             None => self.last_sent + ka,
-        })
+        });
+        match (ping, self.ack_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn keep_alive_due(&mut self) -> Result<(), End> {

@@ -1,6 +1,7 @@
 //! The byte stream under the session: TCP (directly or through an HTTP CONNECT proxy), then TLS.
 
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,17 +18,24 @@ pub(super) type Stream = TlsStream<TcpStream>;
 /// The longest proxy answer header we read before giving up on it.
 const MAX_PROXY_RESPONSE: usize = 8 * 1024;
 
-/// Opens TCP (through the proxy if one is set) and completes the TLS handshake.
+/// Opens TCP (through the proxy if one is set) and completes the TLS handshake; `first` is
+/// sent as the first application data, with the handshake's last flight under TLS 1.3.
 pub(super) async fn open(
     opts: &ClientOptions,
     tls: Arc<rustls::ClientConfig>,
     endpoint: &str,
+    first: &[u8],
 ) -> Result<Stream, Error> {
     let host = opts.endpoint.as_str();
     let tcp = match &opts.proxy {
-        None => TcpStream::connect((host, opts.port))
-            .await
-            .map_err(|e| io_failure(&e, endpoint, host, Phase::Tcp))?,
+        None => {
+            let addrs = resolve(host, opts.port)
+                .await
+                .map_err(|e| io_failure(&e, endpoint, host, Phase::Tcp))?;
+            TcpStream::connect(&addrs[..])
+                .await
+                .map_err(|e| io_failure(&e, endpoint, host, Phase::Tcp))?
+        }
         Some((proxy_host, proxy_port)) => {
             let mut tcp = TcpStream::connect((proxy_host.as_str(), *proxy_port))
                 .await
@@ -58,10 +66,71 @@ pub(super) async fn open(
             format!("{host:?} is not a valid server name"),
         )
     })?;
-    TlsConnector::from(tls)
-        .connect(name, tcp)
+    let mut queued = Ok(());
+    let stream = TlsConnector::from(tls)
+        .connect_with(name, tcp, |c| {
+            queued = std::io::Write::write_all(&mut c.writer(), first);
+        })
         .await
-        .map_err(|e| io_failure(&e, endpoint, host, Phase::Handshake))
+        .map_err(|e| io_failure(&e, endpoint, host, Phase::Handshake))?;
+    queued.map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("the first packet could not be queued: {e}"),
+        )
+    })?;
+    Ok(stream)
+}
+
+/// A name lookup in progress, shared by the connections that want the same name meanwhile.
+type Lookup = Arc<tokio::sync::OnceCell<Result<Vec<SocketAddr>, (std::io::ErrorKind, String)>>>;
+
+/// The lookups in progress (a few at most: one per name being resolved right now).
+static LOOKUPS: Mutex<Vec<((String, u16), Lookup)>> = Mutex::new(Vec::new());
+
+fn lookups() -> std::sync::MutexGuard<'static, Vec<((String, u16), Lookup)>> {
+    // Every update leaves the list consistent.
+    LOOKUPS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The addresses of `host`. An IP address is used as it is; a name is looked up by the system
+/// resolver on the blocking pool, and connections asking for a name while its lookup runs
+/// wait for that lookup rather than start their own (a fleet of clients started at once asks
+/// the resolver once). Nothing is kept once the lookup is over: the next connection asks anew.
+async fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let lookup = {
+        let mut pending = lookups();
+        match pending.iter().find(|(k, _)| k.0 == host && k.1 == port) {
+            Some((_, lookup)) => Arc::clone(lookup),
+            None => {
+                let lookup = Lookup::default();
+                pending.push(((host.to_owned(), port), Arc::clone(&lookup)));
+                lookup
+            }
+        }
+    };
+    // If the connection running the lookup is dropped meanwhile, a waiting one takes it over.
+    let outcome = lookup
+        .get_or_init(|| async {
+            match tokio::net::lookup_host((host, port)).await {
+                Ok(addrs) => Ok(addrs.collect::<Vec<_>>()),
+                Err(e) => Err((e.kind(), e.to_string())),
+            }
+        })
+        .await
+        .clone();
+    lookups().retain(|(_, l)| !Arc::ptr_eq(l, &lookup));
+    match outcome {
+        Ok(addrs) if addrs.is_empty() => Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{host} has no address"),
+        )),
+        Ok(addrs) => Ok(addrs),
+        Err((kind, message)) => Err(std::io::Error::new(kind, message)),
+    }
 }
 
 /// Asks an HTTP proxy for a tunnel to `host:port` and reads its answer up to the blank line.
@@ -100,5 +169,29 @@ async fn http_connect(tcp: &mut TcpStream, host: &str, port: u16) -> Result<(), 
         Ok(())
     } else {
         Err(format!("it answered {status:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lookups_at_once_share_one_and_leave_nothing_behind() {
+        let all: Vec<_> = (0..8)
+            .map(|_| tokio::spawn(async { resolve("localhost", 8883).await }))
+            .collect();
+        for one in all {
+            let addrs = one.await.unwrap().unwrap();
+            assert!(addrs
+                .iter()
+                .all(|a| a.port() == 8883 && a.ip().is_loopback()));
+        }
+        assert!(lookups().iter().all(|(k, _)| k.0 != "localhost"));
+        // An address is used as it is.
+        assert_eq!(
+            resolve("127.0.0.1", 1).await.unwrap(),
+            vec![SocketAddr::from(([127, 0, 0, 1], 1))]
+        );
     }
 }
