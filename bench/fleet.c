@@ -47,6 +47,7 @@ struct config {
     char *csr;
     long devices;
     long rounds;
+    int only; /* -1 both phases, 0 the floor only, 1 provisioning only (for profiling) */
 };
 
 /* One device. The fields below `lock`'s users are written by library threads. */
@@ -80,6 +81,15 @@ static double cpu_secs(int who) {
     }
     return (double)u.ru_utime.tv_sec + (double)u.ru_utime.tv_usec / 1e6 +
            (double)u.ru_stime.tv_sec + (double)u.ru_stime.tv_usec / 1e6;
+}
+
+/* Context switches (voluntary and not) of the process or the thread. */
+static long switches(int who) {
+    struct rusage u;
+    if (getrusage(who, &u) != 0) {
+        return 0;
+    }
+    return u.ru_nvcsw + u.ru_nivcsw;
 }
 
 /* One "Name:   value" line of /proc/self/status; -1 if absent. */
@@ -118,6 +128,7 @@ static pthread_mutex_t sampler_lock = PTHREAD_MUTEX_INITIALIZER;
 static int sampler_stop;
 static long sampler_peak;
 static double sampler_cpu;
+static long sampler_switches;
 
 static void *sampler(void *arg) {
     struct timespec pause = {0, SAMPLE_NS};
@@ -130,6 +141,7 @@ static void *sampler(void *arg) {
         }
         if (sampler_stop) {
             sampler_cpu = cpu_secs(RUSAGE_THREAD);
+            sampler_switches = switches(RUSAGE_THREAD);
             pthread_mutex_unlock(&sampler_lock);
             return NULL;
         }
@@ -202,6 +214,7 @@ static void on_created(void *user_data, const fp_create_from_csr_response *r,
 
 struct figures {
     long ok;
+    long switches;
     double wall;
     double free_wall;
     double cpu;
@@ -232,6 +245,7 @@ static int run_phase(const struct config *cfg, int provision, struct device *dev
     fp_client_options *opts = make_options(cfg);
     pthread_t sampler_thread;
     double t0, cpu0, t1;
+    long sw0;
     long i, started = 0, printed = 0;
 
     if (opts == NULL) {
@@ -256,6 +270,7 @@ static int run_phase(const struct config *cfg, int provision, struct device *dev
 
     t0 = now_secs();
     cpu0 = cpu_secs(RUSAGE_SELF);
+    sw0 = switches(RUSAGE_SELF);
     for (i = 0; i < cfg->devices; i++) {
         struct device *d = &devs[i];
         fp_result r;
@@ -282,6 +297,7 @@ static int run_phase(const struct config *cfg, int provision, struct device *dev
     pthread_mutex_unlock(&done_lock);
     t1 = now_secs();
     out->cpu = cpu_secs(RUSAGE_SELF) - cpu0;
+    out->switches = switches(RUSAGE_SELF) - sw0;
     out->wall = t1 - t0;
     out->peak_rss_kb = status_field("VmHWM");
 
@@ -290,6 +306,7 @@ static int run_phase(const struct config *cfg, int provision, struct device *dev
     pthread_mutex_unlock(&sampler_lock);
     pthread_join(sampler_thread, NULL);
     out->cpu -= sampler_cpu;
+    out->switches -= sampler_switches;
     out->lib_threads = sampler_peak - OWN_THREADS;
 
     for (i = 0; i < started; i++) {
@@ -311,8 +328,10 @@ static int run_phase(const struct config *cfg, int provision, struct device *dev
 static void print_figures(const char *label, const struct config *cfg, const struct figures *f) {
     long n = cfg->devices;
     printf("%-9s %ld/%ld ok  wall %7.3f s  rate %8.1f /s  cpu %6.3f ms/device  "
-           "peak RSS %7.1f MiB (%+.1f KiB/device)  library threads %ld  (free %.3f s)\n",
+           "switches %5.1f/device  peak RSS %7.1f MiB (%+.1f KiB/device)  library threads %ld  "
+           "(free %.3f s)\n",
            label, f->ok, n, f->wall, (double)n / f->wall, 1e3 * f->cpu / (double)n,
+           (double)f->switches / (double)n,
            (double)f->peak_rss_kb / 1024.0,
            (double)(f->peak_rss_kb - f->rss_before_kb) / (double)n, f->lib_threads, f->free_wall);
 }
@@ -354,6 +373,7 @@ static int parse_args(int argc, char **argv, struct config *cfg, const char **cs
     cfg->template_name = "FleetTemplate";
     cfg->devices = 1000;
     cfg->rounds = 1;
+    cfg->only = -1;
     *csr_path = NULL;
     for (i = 1; i + 1 < argc; i += 2) {
         const char *flag = argv[i], *value = argv[i + 1];
@@ -370,6 +390,14 @@ static int parse_args(int argc, char **argv, struct config *cfg, const char **cs
         } else if (strcmp(flag, "--rounds") == 0) {
             cfg->rounds = strtol(value, &end, 10);
             if (*end != '\0' || cfg->rounds < 1 || cfg->rounds > 99) {
+                return -1;
+            }
+        } else if (strcmp(flag, "--only") == 0) {
+            if (strcmp(value, "floor") == 0) {
+                cfg->only = 0;
+            } else if (strcmp(value, "provision") == 0) {
+                cfg->only = 1;
+            } else {
                 return -1;
             }
         } else if (strcmp(flag, "--ca") == 0) {
@@ -433,7 +461,8 @@ int main(int argc, char **argv) {
 
     if (parse_args(argc, argv, &cfg, &csr_path) != 0) {
         fputs("usage: fleet --port N --ca FILE --cert FILE --key FILE --csr FILE "
-              "[--devices N] [--rounds N] [--endpoint HOST] [--template NAME]\n",
+              "[--devices N] [--rounds N] [--only floor|provision] [--endpoint HOST] "
+              "[--template NAME]\n",
               stderr);
         return 2;
     }
@@ -458,21 +487,30 @@ int main(int argc, char **argv) {
            "CreateCertificateFromCsr + RegisterThing)\n",
            cfg.devices, cfg.endpoint, cfg.port);
     fflush(stdout);
+    memset(&floor_f, 0, sizeof floor_f);
+    memset(&prov_f, 0, sizeof prov_f);
+    floor_f.ok = prov_f.ok = cfg.devices; /* a phase not run does not fail the run */
     for (round_global = 0; round_global < cfg.rounds; round_global++) {
-        if (run_phase(&cfg, 0, devs, &floor_f) != 0) {
-            return 1;
+        if (cfg.only != 1) {
+            if (run_phase(&cfg, 0, devs, &floor_f) != 0) {
+                return 1;
+            }
+            print_figures("floor", &cfg, &floor_f);
+            fflush(stdout);
         }
-        print_figures("floor", &cfg, &floor_f);
-        fflush(stdout);
-        if (run_phase(&cfg, 1, devs, &prov_f) != 0) {
-            return 1;
+        if (cfg.only != 0) {
+            if (run_phase(&cfg, 1, devs, &prov_f) != 0) {
+                return 1;
+            }
+            print_figures("provision", &cfg, &prov_f);
         }
-        print_figures("provision", &cfg, &prov_f);
-        printf("ratio provision/floor: wall %.2fx  cpu/device %.2fx  peak RSS %.2fx  "
-               "library threads %.2fx\n",
-               ratio(prov_f.wall, floor_f.wall), ratio(prov_f.cpu, floor_f.cpu),
-               ratio((double)prov_f.peak_rss_kb, (double)floor_f.peak_rss_kb),
-               ratio((double)prov_f.lib_threads, (double)floor_f.lib_threads));
+        if (cfg.only == -1) {
+            printf("ratio provision/floor: wall %.2fx  cpu/device %.2fx  peak RSS %.2fx  "
+                   "library threads %.2fx\n",
+                   ratio(prov_f.wall, floor_f.wall), ratio(prov_f.cpu, floor_f.cpu),
+                   ratio((double)prov_f.peak_rss_kb, (double)floor_f.peak_rss_kb),
+                   ratio((double)prov_f.lib_threads, (double)floor_f.lib_threads));
+        }
         fflush(stdout);
         floor_cpu[round_global] = floor_f.cpu;
         prov_cpu[round_global] = prov_f.cpu;

@@ -585,9 +585,18 @@ impl Connection {
         commands: &mut mpsc::UnboundedReceiver<Command>,
         stop: &mut oneshot::Receiver<()>,
     ) -> End {
+        // One timer for the connection's life, moved rather than made anew for each packet: a
+        // deadline moved later costs no timer-wheel update.
+        let timer = tokio::time::sleep_until(self.last_sent);
+        tokio::pin!(timer);
         loop {
             self.prepare_read();
             let wake = self.next_timer();
+            if let Some(at) = wake {
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
+                }
+            }
             let step = tokio::select! {
                 biased;
                 _ = &mut *stop => Err(End::quietly(Error::new(ErrorKind::Cancelled, "the client was closed"))),
@@ -604,7 +613,7 @@ impl Connection {
                     }
                     Some(cmd) => self.command(cmd, shared),
                 },
-                _ = sleep_until(wake), if wake.is_some() => self.keep_alive_due(),
+                () = &mut timer, if wake.is_some() => self.keep_alive_due(),
             };
             let step = match step {
                 Ok(()) => self.flush(Phase::Session).await,
@@ -1034,13 +1043,6 @@ impl Connection {
             self.ping_sent = Some(Instant::now());
         }
         Ok(())
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
