@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Identity, CREATE, REGISTER, V5};
+use common::{Client, Identity, CREATE, REGISTER, V5};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fleetprov-emulator");

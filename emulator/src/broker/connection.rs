@@ -321,8 +321,8 @@ impl Conn {
         if let Err(e) = codec::encode(self.version, packet, &mut self.out) {
             // A PUBLISH's payload may hold a private key: name its topic only.
             match packet {
-                Outgoing::Publish { topic, .. } => {
-                    log::error!("{}: cannot encode PUBLISH on {topic:?}: {e}", self.peer)
+                Outgoing::Publish(d) => {
+                    log::error!("{}: cannot encode PUBLISH on {:?}: {e}", self.peer, d.topic)
                 }
                 other => log::error!("{}: cannot encode {other:?}: {e}", self.peer),
             }
