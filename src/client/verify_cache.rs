@@ -9,8 +9,9 @@
 //!
 //! A chain is remembered only if it verified both now and [`REMEMBERED_FOR`] from now: a
 //! certificate's validity is one interval, so the chain is valid throughout the time it is
-//! remembered and a remembered answer is the answer a full check would give. Nothing is
-//! remembered of a refusal.
+//! remembered and a remembered answer is the answer a full check would give. That second check
+//! is made when the chain is seen a second time, so a configuration used for one connection
+//! pays for one check, as without this verifier. Nothing is remembered of a refusal.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,13 +26,15 @@ pub(crate) const REMEMBERED_FOR: Duration = Duration::from_secs(600);
 /// How many chains are remembered (endpoints a configuration talks to at the same time).
 const CAPACITY: usize = 8;
 
-/// One accepted chain: exactly these bytes, for this name, in `[from, until]`.
+/// One accepted chain: exactly these bytes, for this name. Accepted again in `[from, until]`
+/// once `proven` (valid at both ends); until then only a note that it was seen.
 struct Accepted {
     chain: Vec<Vec<u8>>,
     ocsp: Vec<u8>,
     name: String,
     from: u64,
     until: u64,
+    proven: bool,
 }
 
 impl Accepted {
@@ -80,10 +83,10 @@ impl RememberingVerifier {
         self.accepted.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// How many chains are remembered now (for tests).
+    /// How many chains are accepted without a check now (for tests).
     #[cfg(test)]
     fn remembered(&self) -> usize {
-        self.accepted().len()
+        self.accepted().iter().filter(|a| a.proven).count()
     }
 }
 
@@ -106,15 +109,18 @@ impl ServerCertVerifier for RememberingVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let name = name_of(server_name);
         let secs = now.as_secs();
-        {
+        let seen = {
             let mut accepted = self.accepted();
             accepted.retain(|a| a.until >= secs);
-            if accepted.iter().any(|a| {
-                a.from <= secs && a.matches(end_entity, intermediates, &name, ocsp_response)
-            }) {
-                return Ok(ServerCertVerified::assertion());
+            match accepted
+                .iter()
+                .find(|a| a.matches(end_entity, intermediates, &name, ocsp_response))
+            {
+                Some(a) if a.proven && a.from <= secs => return Ok(ServerCertVerified::assertion()),
+                Some(_) => true,
+                None => false,
             }
-        }
+        };
         let verified = self.inner.verify_server_cert(
             end_entity,
             intermediates,
@@ -123,27 +129,29 @@ impl ServerCertVerifier for RememberingVerifier {
             now,
         )?;
         let until = secs.saturating_add(REMEMBERED_FOR.as_secs());
-        let later = UnixTime::since_unix_epoch(Duration::from_secs(until));
-        let still_valid = self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, later)
-            .is_ok();
-        if still_valid {
-            let mut accepted = self.accepted();
-            if accepted.len() >= CAPACITY {
-                accepted.remove(0);
-            }
-            accepted.push(Accepted {
-                chain: std::iter::once(end_entity)
-                    .chain(intermediates)
-                    .map(|c| c.as_ref().to_vec())
-                    .collect(),
-                ocsp: ocsp_response.to_vec(),
-                name,
-                from: secs,
-                until,
-            });
+        // Seen before: worth proving it for the window. First sight: a note, nothing more.
+        let proven = seen && {
+            let later = UnixTime::since_unix_epoch(Duration::from_secs(until));
+            self.inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, later)
+                .is_ok()
+        };
+        let mut accepted = self.accepted();
+        accepted.retain(|a| !a.matches(end_entity, intermediates, &name, ocsp_response));
+        if accepted.len() >= CAPACITY {
+            accepted.remove(0);
         }
+        accepted.push(Accepted {
+            chain: std::iter::once(end_entity)
+                .chain(intermediates)
+                .map(|c| c.as_ref().to_vec())
+                .collect(),
+            ocsp: ocsp_response.to_vec(),
+            name,
+            from: secs,
+            until,
+            proven,
+        });
         Ok(verified)
     }
 
@@ -232,6 +240,10 @@ mod tests {
         let p = pki(30 * 86_400);
         let v = verifier(&p.ca);
         let now = UnixTime::now();
+        // Checked in full the first two times (proven for the window the second time).
+        v.verify_server_cert(&p.server, &[], &localhost(), &[], now)
+            .unwrap();
+        assert_eq!(v.remembered(), 0);
         v.verify_server_cert(&p.server, &[], &localhost(), &[], now)
             .unwrap();
         assert_eq!(v.remembered(), 1);
@@ -244,8 +256,10 @@ mod tests {
             .verify_server_cert(&p.server, &[], &other, &[], now)
             .is_err());
         // Another certificate is checked in full too, and remembered beside the first.
-        v.verify_server_cert(&p.other_server, &[], &localhost(), &[], now)
-            .unwrap();
+        for _ in 0..2 {
+            v.verify_server_cert(&p.other_server, &[], &localhost(), &[], now)
+                .unwrap();
+        }
         assert_eq!(v.remembered(), 2);
         // Past the remembered window the chain is checked again (and is still fine).
         let later = UnixTime::since_unix_epoch(Duration::from_secs(
@@ -262,16 +276,20 @@ mod tests {
         let v = verifier(&p.ca);
         let now = UnixTime::now();
         // Signed by a CA the verifier does not trust.
-        assert!(v
-            .verify_server_cert(&stranger.server, &[], &localhost(), &[], now)
-            .is_err());
+        for _ in 0..2 {
+            assert!(v
+                .verify_server_cert(&stranger.server, &[], &localhost(), &[], now)
+                .is_err());
+        }
         assert_eq!(v.remembered(), 0);
         // Valid now, expired before the window would end: accepted, not remembered, so a
         // connection after its expiry is refused.
         let short = pki(60);
         let v = verifier(&short.ca);
-        v.verify_server_cert(&short.server, &[], &localhost(), &[], now)
-            .unwrap();
+        for _ in 0..3 {
+            v.verify_server_cert(&short.server, &[], &localhost(), &[], now)
+                .unwrap();
+        }
         assert_eq!(v.remembered(), 0);
         let expired = UnixTime::since_unix_epoch(Duration::from_secs(now.as_secs() + 2 * 86_400));
         assert!(v
