@@ -158,18 +158,11 @@ struct Shared {
     sessions: Mutex<Sessions>,
     next_id: AtomicU64,
     service_calls: Arc<Semaphore>,
-    log: bool,
 }
 
 impl Shared {
     fn fault(&self) -> Fault {
         lock(&self.fault).clone()
-    }
-
-    fn log(&self, msg: std::fmt::Arguments<'_>) {
-        if self.log {
-            eprintln!("fleetprov-emulator: {msg}");
-        }
     }
 
     /// Add a session; a session already holding the client id is told to go (MQTT's takeover).
@@ -252,7 +245,6 @@ impl Broker {
         tls: Arc<rustls::ServerConfig>,
         backend: Arc<dyn Backend>,
         fault: Fault,
-        log: bool,
     ) -> io::Result<Broker> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
@@ -262,7 +254,6 @@ impl Broker {
             sessions: Mutex::new(Sessions::default()),
             next_id: AtomicU64::new(1),
             service_calls: Arc::new(Semaphore::new(MAX_SERVICE_CALLS)),
-            log,
         });
         let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(accept_loop(
@@ -321,7 +312,7 @@ async fn accept_loop(
                 }
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
-                    shared.log(format_args!("accept failed: {e}"));
+                    log::warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },

@@ -4,6 +4,9 @@
 //! a claim certificate, provisioning templates, and a persistent registry in a state directory.
 //! Tests start it in-process ([`Emulator::start`], or [`Emulator::start_blocking`] outside
 //! async code); the `fleetprov-emulator` binary runs the same thing from the command line.
+//!
+//! Connections, refusals and registry trouble are reported through the `log` crate (never a
+//! payload or a key): silent unless the process installs a logger, as the binary does.
 
 /// `impl Debug` printing `Name { field: value, .. }`: the one field worth showing of a type whose
 /// other fields are keys or large state.
@@ -77,8 +80,6 @@ pub struct EmulatorConfig {
     pub templates: Vec<(String, PathBuf)>,
     /// Fault injected from the start; [`Emulator::set_fault`] changes it later.
     pub fault: Fault,
-    /// Log connections and refusals to stderr (never payloads).
-    pub log: bool,
     /// The account templates are checked against (see [`account`]); `None` lets every
     /// referenced thing type, group and policy exist.
     pub account: Option<PathBuf>,
@@ -89,7 +90,7 @@ pub struct EmulatorConfig {
 }
 
 impl EmulatorConfig {
-    /// Loopback, ephemeral port, the seed template, no fault, no log.
+    /// Loopback, ephemeral port, the seed template, no fault.
     pub fn new(state_dir: impl Into<PathBuf>) -> EmulatorConfig {
         EmulatorConfig {
             state_dir: state_dir.into(),
@@ -97,7 +98,6 @@ impl EmulatorConfig {
             port: 0,
             templates: Vec::new(),
             fault: Fault::None,
-            log: false,
             account: None,
             hooks: Vec::new(),
             hook_timeout: hook::DEFAULT_TIMEOUT,
@@ -156,7 +156,7 @@ impl Emulator {
             throttle: Arc::clone(&throttle),
         });
         let addr = SocketAddr::new(cfg.bind, cfg.port);
-        let broker = Broker::start(addr, tls, backend, cfg.fault, cfg.log).await?;
+        let broker = Broker::start(addr, tls, backend, cfg.fault).await?;
         Ok(Emulator {
             broker,
             service,

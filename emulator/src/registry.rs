@@ -538,17 +538,17 @@ impl Registry {
         }
         if inner.journal_bytes > COMPACT_MIN_BYTES.max(inner.snapshot_bytes) {
             if let Err(e) = compact(&self.dir, inner) {
-                eprintln!("fleetprov-emulator: registry snapshot failed: {e}");
+                log::error!("registry snapshot failed: {e}");
             }
         }
         Ok(())
     }
 
     /// For changes whose callers cannot fail: memory always takes them; a write failure is
-    /// reported on stderr.
+    /// logged.
     fn commit_or_warn(&self, inner: &mut Inner, changes: Vec<Change>) {
         if let Err(e) = self.commit(inner, changes, true) {
-            eprintln!("fleetprov-emulator: registry change not saved: {e}");
+            log::error!("registry change not saved: {e}");
         }
     }
 }
@@ -580,10 +580,7 @@ fn replay(state: &mut State, bytes: &[u8], path: &Path) {
         }
     }
     if skipped > 0 {
-        eprintln!(
-            "fleetprov-emulator: {}: skipped {skipped} damaged line(s)",
-            path.display()
-        );
+        log::warn!("{}: skipped {skipped} damaged line(s)", path.display());
     }
 }
 

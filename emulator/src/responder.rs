@@ -54,8 +54,6 @@ pub struct ResponderConfig {
     /// Templates as (name, file); empty serves the seed template as `FleetTemplate`.
     pub templates: Vec<(String, PathBuf)>,
     pub client_id: String,
-    /// Log requests and connection trouble to stderr (never payloads).
-    pub log: bool,
 }
 
 /// A running responder.
@@ -133,7 +131,7 @@ impl Responder {
         }
 
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run(client, events, Arc::clone(&service), stop_rx, cfg.log));
+        let task = tokio::spawn(run(client, events, Arc::clone(&service), stop_rx));
         Ok(Responder {
             broker: format!("{}:{}", cfg.host, cfg.port),
             service,
@@ -175,7 +173,6 @@ async fn run(
     mut events: rumqttc::EventLoop,
     service: Arc<Service>,
     mut stop: watch::Receiver<bool>,
-    log: bool,
 ) {
     let mut replies = tokio::task::JoinSet::new();
     loop {
@@ -185,16 +182,12 @@ async fn run(
                 // A reconnect starts a clean session: subscribe again.
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     if let Err(e) = client.try_subscribe_many(filters()) {
-                        if log {
-                            eprintln!("fleetprov-emulator responder: cannot resubscribe: {e}");
-                        }
+                        log::warn!("responder: cannot resubscribe: {e}");
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let (service, client) = (Arc::clone(&service), client.clone());
-                    if log {
-                        eprintln!("fleetprov-emulator responder: request on {}", p.topic);
-                    }
+                    log::info!("responder: request on {}", p.topic);
                     replies.spawn(async move {
                         let topic = p.topic;
                         let payload = p.payload;
@@ -213,9 +206,7 @@ async fn run(
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    if log {
-                        eprintln!("fleetprov-emulator responder: connection: {e}; retrying");
-                    }
+                    log::warn!("responder: connection: {e}; retrying");
                     tokio::time::sleep(RETRY_DELAY).await;
                 }
             },

@@ -201,7 +201,7 @@ fn command_line_usage() {
     let out = run(Command::new(BIN).arg("--help"));
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for word in ["serve", "claim", "things", "respond", "--ready-file"] {
+    for word in ["serve", "claim", "things", "respond"] {
         assert!(help.contains(word), "{word}");
     }
     let out = run(Command::new(BIN).args(["serve", "--no-such-flag"]));
@@ -279,7 +279,6 @@ fn responder_answers_through_mosquitto() {
             state_dir: state.clone(),
             templates: Vec::new(),
             client_id: "responder-test".into(),
-            log: false,
         }))
         .unwrap();
 

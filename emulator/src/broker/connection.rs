@@ -53,11 +53,11 @@ pub(super) async fn serve_connection(
         r = timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => match r {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                shared.log(format_args!("{peer}: TLS handshake failed: {e}"));
+                log::warn!("{peer}: TLS handshake failed: {e}");
                 return;
             }
             Err(_) => {
-                shared.log(format_args!("{peer}: TLS handshake timed out"));
+                log::warn!("{peer}: TLS handshake timed out");
                 return;
             }
         },
@@ -140,7 +140,7 @@ impl Conn {
                 Ok(Some(c)) => c,
                 Ok(None) => return self.close(End::Refused).await,
                 Err(_) => {
-                    self.shared.log(format_args!("{}: no CONNECT within {CONNECT_TIMEOUT:?}", self.peer));
+                    log::warn!("{}: no CONNECT within {CONNECT_TIMEOUT:?}", self.peer);
                     return self.close(End::Refused).await;
                 }
             },
@@ -151,10 +151,11 @@ impl Conn {
             return self.idle_until_closed(shutdown).await;
         }
         if self.access == Access::Denied {
-            self.shared.log(format_args!(
+            log::warn!(
                 "{}: certificate {} is not active: CONNACK not authorized",
-                self.peer, self.cert_id
-            ));
+                self.peer,
+                self.cert_id
+            );
             self.connack(ConnCode::NotAuthorized, None, None);
             return self.close(End::Refused).await;
         }
@@ -185,10 +186,13 @@ impl Conn {
         self.shared
             .register(self.id, &client_id, tx, Arc::clone(&ctl));
         self.connack(ConnCode::Accepted, assigned, server_keep_alive);
-        self.shared.log(format_args!(
+        log::info!(
             "{}: connected as {client_id:?} ({:?}, certificate {}, {:?})",
-            self.peer, self.version, self.cert_id, self.access
-        ));
+            self.peer,
+            self.version,
+            self.cert_id,
+            self.access
+        );
 
         // MQTT: no packet for 1.5 times the keep-alive ends the connection.
         let grace = Duration::from_millis(u64::from(keep_alive) * 1500);
@@ -248,10 +252,7 @@ impl Conn {
                 self.publish_will(will);
             }
         }
-        self.shared.log(format_args!(
-            "{}: {client_id:?} closed ({end:?})",
-            self.peer
-        ));
+        log::info!("{}: {client_id:?} closed ({end:?})", self.peer);
         self.close(end).await;
     }
 
@@ -318,8 +319,13 @@ impl Conn {
 
     fn send(&mut self, packet: &Outgoing) {
         if let Err(e) = codec::encode(self.version, packet, &mut self.out) {
-            self.shared
-                .log(format_args!("{}: cannot encode {packet:?}: {e}", self.peer));
+            // A PUBLISH's payload may hold a private key: name its topic only.
+            match packet {
+                Outgoing::Publish(d) => {
+                    log::error!("{}: cannot encode PUBLISH on {:?}: {e}", self.peer, d.topic)
+                }
+                other => log::error!("{}: cannot encode {other:?}: {e}", self.peer),
+            }
         }
     }
 
@@ -384,8 +390,7 @@ impl Conn {
                     return Some(End::Server(Reason::PacketTooLarge, "packet too large"))
                 }
                 Err(DecodeError::Malformed(e)) => {
-                    self.shared
-                        .log(format_args!("{}: malformed packet: {e}", self.peer));
+                    log::warn!("{}: malformed packet: {e}", self.peer);
                     return Some(End::Server(Reason::MalformedPacket, "malformed packet"));
                 }
             }
@@ -409,8 +414,7 @@ impl Conn {
             Incoming::Disconnect { with_will } => Some(End::ClientDisconnect { will: with_will }),
             Incoming::Connect(_) => Some(End::Server(Reason::ProtocolError, "second CONNECT")),
             Incoming::Unexpected(what) => {
-                self.shared
-                    .log(format_args!("{}: unexpected {what}", self.peer));
+                log::warn!("{}: unexpected {what}", self.peer);
                 Some(End::Server(Reason::ProtocolError, "unexpected packet"))
             }
         }
@@ -462,10 +466,7 @@ impl Conn {
         }
         // Reserved topics other than the requests are never writable; claims write nothing else.
         if self.access != Access::Device || p.topic.starts_with('$') {
-            self.shared.log(format_args!(
-                "{}: publish to {:?} not authorized",
-                self.peer, p.topic
-            ));
+            log::warn!("{}: publish to {:?} not authorized", self.peer, p.topic);
             if self.version == Version::V5 && p.qos == 1 {
                 self.puback(&p, PubAckCode::NotAuthorized);
                 return None;
@@ -545,10 +546,11 @@ impl Conn {
         };
         match qos {
             Some(qos) => self.publish_out(&reply.topic, reply.payload, qos),
-            None => self.shared.log(format_args!(
+            None => log::warn!(
                 "{}: reply on {:?} dropped: not subscribed",
-                self.peer, reply.topic
-            )),
+                self.peer,
+                reply.topic
+            ),
         }
     }
 
@@ -613,10 +615,7 @@ impl Conn {
                 .collect::<Vec<_>>()
         };
         if codes.iter().any(|c| !matches!(c, SubCode::Granted(_))) {
-            self.shared.log(format_args!(
-                "{}: subscription refused: {codes:?}",
-                self.peer
-            ));
+            log::warn!("{}: subscription refused: {codes:?}", self.peer);
         }
         self.send(&Outgoing::SubAck { pkid, codes });
     }
