@@ -182,7 +182,9 @@ impl Lifecycle {
         let stage = &self.inner.stage;
         let mut stop = self.inner.stop.subscribe();
         // A task of its own, so a panic while connecting becomes an error, not a lost event.
-        let connecting = tokio::spawn(Client::connect(opts));
+        // Boxed: the handshake's state is kilobytes, given back as soon as the connection is
+        // up, whatever keeps the finished task's own allocation alive.
+        let connecting = tokio::spawn(Box::pin(Client::connect(opts)));
         let abort = connecting.abort_handle();
         let outcome = tokio::select! {
             joined = connecting => joined.unwrap_or_else(|e| Err(Error::new(
