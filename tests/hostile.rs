@@ -131,6 +131,23 @@ async fn connect_and_run(opts: ClientOptions, op: Op) -> Result<String, Error> {
     r
 }
 
+/// The broker answers an MQTT 5 CONNECT with `connack` and keeps the socket open: the connect
+/// must fail at once with `kind` and every needle in its message.
+async fn connack_fails_the_connect(connack: Vec<u8>, kind: &str, needles: &[&str]) {
+    bounded(async {
+        let b = Broker::start(move |mut c| async move {
+            c.accept_connect(&connack).await?;
+            c.hold_open().await
+        })
+        .await;
+        let e = connect_and_run(b.opts(V5), Op::CreateKeys)
+            .await
+            .unwrap_err();
+        assert_error(&e, kind, needles);
+    })
+    .await;
+}
+
 // ---------- 1. a reply followed by the end of the connection ----------
 
 #[derive(Clone, Copy, Debug)]
@@ -338,22 +355,8 @@ async fn smaller_server_keep_alive_is_honoured() {
 /// Receive Maximum 0 is a protocol error (MQTT 5 3.2.2.3.3): connecting fails at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receive_maximum_zero_fails_the_connect() {
-    bounded(async {
-        let b = Broker::start(|mut c| async move {
-            c.accept_connect(&connack(
-                true,
-                &props(&[prop::u16(prop::RECEIVE_MAXIMUM, 0)]),
-            ))
-            .await?;
-            c.hold_open().await
-        })
-        .await;
-        let e = connect_and_run(b.opts(V5), Op::CreateKeys)
-            .await
-            .unwrap_err();
-        assert_error(&e, "protocol error", &["Receive Maximum"]);
-    })
-    .await;
+    let connack = connack(true, &props(&[prop::u16(prop::RECEIVE_MAXIMUM, 0)]));
+    connack_fails_the_connect(connack, "protocol error", &["Receive Maximum"]).await;
 }
 
 /// A broker whose Maximum Packet Size is below the request: the operation fails at once with
@@ -859,18 +862,8 @@ async fn second_connack_is_a_protocol_error() {
 /// Session Present 1 in answer to a clean start is a protocol error (MQTT 5 3.2.2.1.1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_present_after_clean_start_is_a_protocol_error() {
-    bounded(async {
-        let b = Broker::start(|mut c| async move {
-            c.accept_connect(&[0x20, 0x03, 0x01, 0x00, 0x00]).await?;
-            c.hold_open().await
-        })
-        .await;
-        let e = connect_and_run(b.opts(V5), Op::CreateKeys)
-            .await
-            .unwrap_err();
-        assert_error(&e, "protocol error", &["session"]);
-    })
-    .await;
+    let connack = vec![0x20, 0x03, 0x01, 0x00, 0x00];
+    connack_fails_the_connect(connack, "protocol error", &["session"]).await;
 }
 
 /// An AUTH packet nobody asked for (the CONNECT had no authentication method).
@@ -1015,24 +1008,10 @@ async fn short_suback_is_a_bad_reply() {
 /// CONNACK refusing with 0x87 Not authorized and a reason string: both reach the user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connack_refusal_names_the_reason() {
-    bounded(async {
-        let b = Broker::start(|mut c| async move {
-            let mut body = vec![0x00, 0x87];
-            body.extend(props(&[prop::string(prop::REASON_STRING, "claim revoked")]));
-            c.accept_connect(&packet(0x20, &body)).await?;
-            c.hold_open().await
-        })
-        .await;
-        let e = connect_and_run(b.opts(V5), Op::CreateKeys)
-            .await
-            .unwrap_err();
-        assert_error(
-            &e,
-            "connection refused",
-            &["not authorized", "claim revoked"],
-        );
-    })
-    .await;
+    let mut body = vec![0x00, 0x87];
+    body.extend(props(&[prop::string(prop::REASON_STRING, "claim revoked")]));
+    let needles = ["not authorized", "claim revoked"];
+    connack_fails_the_connect(packet(0x20, &body), "connection refused", &needles).await;
 }
 
 // ---------- through the C surface: operations started before the CONNACK ----------
@@ -1155,22 +1134,8 @@ async fn c_unknown_alias_is_fp_err_protocol() {
 /// CONNACK Maximum Packet Size 0 is a protocol error (MQTT 5 3.2.2.3.6: zero is not allowed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maximum_packet_size_zero_fails_the_connect() {
-    bounded(async {
-        let b = Broker::start(|mut c| async move {
-            c.accept_connect(&connack(
-                true,
-                &props(&[prop::u32(prop::MAXIMUM_PACKET_SIZE, 0)]),
-            ))
-            .await?;
-            c.hold_open().await
-        })
-        .await;
-        let e = connect_and_run(b.opts(V5), Op::CreateKeys)
-            .await
-            .unwrap_err();
-        assert_error(&e, "protocol error", &["Maximum Packet Size"]);
-    })
-    .await;
+    let connack = connack(true, &props(&[prop::u32(prop::MAXIMUM_PACKET_SIZE, 0)]));
+    connack_fails_the_connect(connack, "protocol error", &["Maximum Packet Size"]).await;
 }
 
 /// A SUBSCRIBE sent to the client (only clients subscribe): a protocol error.
