@@ -160,6 +160,14 @@ pub extern "C" fn fp_client_options_set_key_file(
 
 /// Sets the path of a PEM file of CA certificates trusted to sign the server's certificate,
 /// instead of the system roots. The path is copied.
+///
+/// Clients made from the same certificate, key and CA files (and no signer or PKCS#11 key)
+/// share one TLS configuration: the files are read by the first of them, and again once a file
+/// has changed or no client holds the configuration any more. Such clients check the server's
+/// certificate chain in full on each connection until the same chain has
+/// been seen twice; from then on, for 10 minutes, exactly that chain for that server name is
+/// accepted without building its path again (it is remembered only if it is valid for the
+/// whole 10 minutes). The server's handshake signature is checked on every connection.
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_client_options_set_ca_file(
     options: *mut fp_client_options,
