@@ -33,8 +33,10 @@ echo "== Go: the default build, flags from pkg-config fleetprov (make install in
 prefix=$(mktemp -d)
 trap 'rm -rf "$prefix"' EXIT
 make install PREFIX="$prefix" >/dev/null
-(cd bindings/go && PKG_CONFIG_PATH="$prefix/lib/pkgconfig" LD_LIBRARY_PATH="$prefix/lib" \
-    go test -count=1 ./...)
+# A build cache of its own: Go's cache does not key the link on pkg-config's -L path, so a
+# cache from an earlier run (whose scratch prefix is gone) would link against a missing library.
+(cd bindings/go && GOCACHE="$prefix/go-build" PKG_CONFIG_PATH="$prefix/lib/pkgconfig" \
+    LD_LIBRARY_PATH="$prefix/lib" go test -count=1 ./...)
 
 echo "== Node.js: npm ci, node --test, tsc"
 (cd bindings/node && npm ci --no-audit --no-fund --loglevel=error && npm test && npm run types)
