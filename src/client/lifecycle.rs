@@ -181,18 +181,16 @@ impl Lifecycle {
     {
         let stage = &self.inner.stage;
         let mut stop = self.inner.stop.subscribe();
-        // A task of its own, so a panic while connecting becomes an error, not a lost event.
-        // Boxed: the handshake's state is kilobytes, given back as soon as the connection is
-        // up, whatever keeps the finished task's own allocation alive.
-        let connecting = tokio::spawn(Box::pin(Client::connect(opts)));
-        let abort = connecting.abort_handle();
+        // A panic while connecting becomes an error, not a lost event. Boxed: the handshake's
+        // state is kilobytes, given back as soon as the connection is up.
+        let connecting = CatchUnwind(Box::pin(Client::connect(opts)));
+        // Losing the race drops the attempt where it stands.
         let outcome = tokio::select! {
-            joined = connecting => joined.unwrap_or_else(|e| Err(Error::new(
+            done = connecting => done.unwrap_or_else(|()| Err(Error::new(
                 ErrorKind::Internal,
-                if e.is_panic() { "the library panicked while connecting" } else { "connecting was abandoned" },
+                "the library panicked while connecting",
             ))),
             _ = stop.wait_for(|s| *s) => {
-                abort.abort();
                 Err(Error::new(ErrorKind::Cancelled, "the client was stopped before the connection completed"))
             }
         };
@@ -220,6 +218,29 @@ impl Lifecycle {
             }
         }
         report(Event::Stopped).await;
+    }
+}
+
+/// A future whose panic is caught where it is polled: `Err(())` instead of unwinding into the
+/// task (in place of a task of its own, which costs an allocation and a wake-up).
+pub(crate) struct CatchUnwind<F>(pub(crate) F);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        // SAFETY: the field is pinned with the wrapper (structural pinning): it is never moved
+        // out or given out unpinned, and the wrapper has no Drop of its own.
+        let inner = unsafe { self.map_unchecked_mut(|s| &mut s.0) };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            // A panicked future is never polled again; it is dropped with the task.
+            Err(_) => std::task::Poll::Ready(Err(())),
+        }
     }
 }
 

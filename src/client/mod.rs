@@ -20,7 +20,7 @@
 //! # Ok(()) }
 //! ```
 
-mod lifecycle;
+pub(crate) mod lifecycle;
 mod options;
 mod session;
 mod tls;

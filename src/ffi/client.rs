@@ -16,6 +16,7 @@ use super::error::fp_error;
 use super::error::fp_result::{self, *};
 use super::options::fp_client_options;
 use super::runtime::{self, RuntimeGuard};
+use crate::client::lifecycle::CatchUnwind;
 use crate::client::{Client, ClientOptions, Event, Lifecycle};
 use crate::error::Error;
 
@@ -215,29 +216,6 @@ impl Shared {
             drop(shared);
             run_callback(id, promise, move || deliver(result));
         });
-    }
-}
-
-/// A future whose panic is caught where it is polled: `Err(())` instead of unwinding into the
-/// task (in place of a task of its own per operation, which costs an allocation and a wake-up).
-struct CatchUnwind<F>(F);
-
-impl<F: Future> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, ()>;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        // SAFETY: the field is pinned with the wrapper (structural pinning): it is never moved
-        // out or given out unpinned, and the wrapper has no Drop of its own.
-        let inner = unsafe { self.map_unchecked_mut(|s| &mut s.0) };
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
-            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
-            // A panicked future is never polled again; it is dropped with the task.
-            Err(_) => std::task::Poll::Ready(Err(())),
-        }
     }
 }
 

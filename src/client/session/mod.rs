@@ -467,10 +467,6 @@ impl Connection {
             last_sent: Instant::now(),
             ping_sent: None,
         };
-        // Under TLS 1.2 the data waits for the server's Finished: out now, at the latest.
-        if let Err(e) = conn.flush(Phase::Connack).await {
-            return Err(e.error);
-        }
         let connack = match conn.next_packet(Phase::Connack).await {
             Ok(Incoming::ConnAck(c)) => c,
             Ok(other) => {
@@ -1011,16 +1007,14 @@ impl Connection {
         }
     }
 
-    /// When keep-alive next needs attention: the PINGRESP deadline, or the time to ping.
+    /// When the connection next needs attention: the PINGRESP deadline or the time to ping,
+    /// or the latest time for the waiting PUBACKs, whichever comes first.
     fn next_timer(&self) -> Option<Instant> {
         let ping = self.keep_alive.map(|ka| match self.ping_sent {
             Some(sent) => sent + ka,
             None => self.last_sent + ka,
         });
-        match (ping, self.ack_due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        ping.into_iter().chain(self.ack_due).min()
     }
 
     fn keep_alive_due(&mut self) -> Result<(), End> {
