@@ -1226,3 +1226,28 @@ async fn reply_acknowledged_while_the_client_is_idle_mqtt311() {
 async fn reply_acknowledged_before_an_immediate_disconnect() {
     bounded(reply_is_acknowledged(V5, true)).await;
 }
+
+// ---------- a broker that prefers another key exchange ----------
+
+/// The client's one key share is for P-256; a server without P-256 asks for X25519 (TLS 1.3
+/// HelloRetryRequest) and the connection goes on with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_without_p256_gets_x25519() {
+    bounded(async {
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider
+            .kx_groups
+            .retain(|g| g.name() == rustls::NamedGroup::X25519);
+        let b = Broker::start_with(provider, |mut c| async move {
+            c.accept_connect(&connack_ok(true)).await?;
+            let group = c.kx_group();
+            c.hold_open().await?;
+            Ok(group)
+        })
+        .await;
+        let client = Client::connect(b.opts(V5)).await.unwrap();
+        client.disconnect().await;
+        assert_eq!(b.join().await, Some(rustls::NamedGroup::X25519));
+    })
+    .await;
+}

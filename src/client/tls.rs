@@ -97,6 +97,12 @@ pub(crate) fn client_config(opts: &ClientOptions) -> Result<Arc<ClientConfig>, E
 /// ring's cryptography with TLS 1.3's AES-128-GCM-SHA256 first: the suite every TLS 1.3 peer
 /// has (RFC 8446, 9.1) and the cheapest here, where SHA-256 has CPU instructions on x86-64 and
 /// ARMv8 and SHA-384 often has not. The server picks among the same suites as before.
+///
+/// And P-256 first among the key exchange groups (the client's one key share is for it): ring
+/// computes P-256 in assembly on x86-64 and ARM, while its X25519 is partly C, which a
+/// size-optimised build leaves slow (`bench/fleet`: 0.81x the floor's CPU per connection).
+/// Every group is still offered, and a server that prefers another asks for it (TLS 1.3's
+/// HelloRetryRequest).
 fn provider() -> rustls::crypto::CryptoProvider {
     let mut provider = rustls::crypto::ring::default_provider();
     let first = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
@@ -106,6 +112,10 @@ fn provider() -> rustls::crypto::CryptoProvider {
         .position(|s| s.suite() == first.suite())
     {
         provider.cipher_suites[..=at].rotate_right(1);
+    }
+    let group = rustls::NamedGroup::secp256r1;
+    if let Some(at) = provider.kx_groups.iter().position(|g| g.name() == group) {
+        provider.kx_groups[..=at].rotate_right(1);
     }
     provider
 }
@@ -373,6 +383,22 @@ mod tests {
         let mut b: Vec<_> = default.cipher_suites.iter().map(|s| s.suite()).collect();
         a.sort_by_key(|s| u16::from(*s));
         b.sort_by_key(|s| u16::from(*s));
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn p256_key_share_first_and_every_group_still_offered() {
+        let ours = provider();
+        let default = rustls::crypto::ring::default_provider();
+        assert_eq!(ours.kx_groups[0].name(), rustls::NamedGroup::secp256r1);
+        let mut a: Vec<_> = ours.kx_groups.iter().map(|g| u16::from(g.name())).collect();
+        let mut b: Vec<_> = default
+            .kx_groups
+            .iter()
+            .map(|g| u16::from(g.name()))
+            .collect();
+        a.sort_unstable();
+        b.sort_unstable();
         assert_eq!(a, b);
     }
 

@@ -56,9 +56,9 @@ pub fn ca_pem() -> &'static str {
     &pki().ca_pem
 }
 
-fn acceptor() -> tokio_rustls::TlsAcceptor {
+fn acceptor(provider: rustls::crypto::CryptoProvider) -> tokio_rustls::TlsAcceptor {
     let pki = pki();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(provider);
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.key_der.clone()));
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -91,12 +91,24 @@ impl<T: Send + 'static> Broker<T> {
         F: FnOnce(Conn) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, String>> + Send + 'static,
     {
+        Self::start_with(rustls::crypto::ring::default_provider(), script).await
+    }
+
+    /// [`Broker::start`] with the server's TLS made from `provider` (its suites and groups).
+    pub async fn start_with<F, Fut>(
+        provider: rustls::crypto::CryptoProvider,
+        script: F,
+    ) -> Broker<T>
+    where
+        F: FnOnce(Conn) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, String>> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let task = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
             tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-            let tls = acceptor()
+            let tls = acceptor(provider)
                 .accept(tcp)
                 .await
                 .map_err(|e| format!("server TLS handshake: {e}"))?;
@@ -196,6 +208,15 @@ impl Conn {
             answer_pings: true,
             largest_packet: 0,
         }
+    }
+
+    /// The key exchange group the TLS handshake settled on.
+    pub fn kx_group(&self) -> Option<rustls::NamedGroup> {
+        self.tls
+            .get_ref()
+            .1
+            .negotiated_key_exchange_group()
+            .map(|g| g.name())
     }
 
     /// The next packet from the client, or `None` when it closed the connection.
