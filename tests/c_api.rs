@@ -107,14 +107,14 @@ fn build_program(name: &str, sources: &[PathBuf], lang: Lang) -> PathBuf {
         .join("c_api")
         .join(mode.dir())
         .join(name);
-    fs::create_dir_all(&out).unwrap();
+    let program = common::program_build(&out, name);
     let mut build = cc::Build::new();
     build
         .target(TARGET)
         .host(HOST)
         .opt_level(0)
         .debug(true)
-        .out_dir(&out)
+        .out_dir(&program.dir)
         .cargo_metadata(false)
         .cargo_warnings(false)
         .include(root().join("include"))
@@ -138,7 +138,7 @@ fn build_program(name: &str, sources: &[PathBuf], lang: Lang) -> PathBuf {
         build.file(s);
     }
     let objects = build.compile_intermediates();
-    let exe = out.join(name);
+
     let lib = lib_dir();
     // Link with a clean driver: the compile flags (e.g. `-x c++`) would apply to the objects.
     let status = cc::Build::new()
@@ -153,7 +153,7 @@ fn build_program(name: &str, sources: &[PathBuf], lang: Lang) -> PathBuf {
         .args(&objects)
         .args(sanitize)
         .arg("-o")
-        .arg(&exe)
+        .arg(&program.linked)
         .arg(format!("-L{}", lib.display()))
         .arg("-lfleetprov")
         .arg(format!("-Wl,-rpath,{}", lib.display()))
@@ -165,6 +165,7 @@ fn build_program(name: &str, sources: &[PathBuf], lang: Lang) -> PathBuf {
         .status()
         .unwrap();
     assert!(status.success(), "linking {name} failed");
+    let exe = program.finish();
     if mode == Mode::Asan {
         assert_sanitizers_linked(&exe);
     }

@@ -23,13 +23,13 @@ fn build(cxx: bool) -> PathBuf {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("c_signer")
         .join(name);
-    std::fs::create_dir_all(&out).unwrap();
+    let program = common::program_build(&out, name);
     let mut b = cc::Build::new();
     b.target(TARGET)
         .host(HOST)
         .opt_level(0)
         .debug(true)
-        .out_dir(&out)
+        .out_dir(&program.dir)
         .cargo_metadata(false)
         .cargo_warnings(false)
         .include(root().join("include"))
@@ -45,7 +45,6 @@ fn build(cxx: bool) -> PathBuf {
         b.std("c11").define("_POSIX_C_SOURCE", "200809L");
     }
     let objects = b.compile_intermediates();
-    let exe = out.join(name);
     let lib = lib_dir();
     let status = cc::Build::new()
         .target(TARGET)
@@ -58,7 +57,7 @@ fn build(cxx: bool) -> PathBuf {
         .to_command()
         .args(&objects)
         .arg("-o")
-        .arg(&exe)
+        .arg(&program.linked)
         .arg(format!("-L{}", lib.display()))
         .arg("-lfleetprov")
         .arg("-lcrypto")
@@ -69,7 +68,7 @@ fn build(cxx: bool) -> PathBuf {
         .status()
         .unwrap();
     assert!(status.success(), "linking {name} failed");
-    exe
+    program.finish()
 }
 
 /// Whether libcrypto's headers are installed; under `CI` they must be.

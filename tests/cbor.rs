@@ -21,12 +21,12 @@ fn demo() -> PathBuf {
 
 fn build_demo() -> PathBuf {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cbor_demo");
-    std::fs::create_dir_all(&out).unwrap();
+    let program = common::program_build(&out, "fleet_provisioning");
     let objects = cc::Build::new()
         .target(env!("FLEETPROV_BUILD_TARGET"))
         .host(env!("FLEETPROV_BUILD_HOST"))
         .opt_level(0)
-        .out_dir(&out)
+        .out_dir(&program.dir)
         .cargo_metadata(false)
         .cargo_warnings(false)
         .std("c11")
@@ -38,7 +38,6 @@ fn build_demo() -> PathBuf {
         .flag("-Werror")
         .file(root().join("c_examples").join("fleet_provisioning.c"))
         .compile_intermediates();
-    let exe = out.join("fleet_provisioning");
     let lib = lib_dir();
     let status = cc::Build::new()
         .target(env!("FLEETPROV_BUILD_TARGET"))
@@ -50,7 +49,7 @@ fn build_demo() -> PathBuf {
         .to_command()
         .args(&objects)
         .arg("-o")
-        .arg(&exe)
+        .arg(&program.linked)
         .arg(format!("-L{}", lib.display()))
         .arg("-lfleetprov")
         // DT_RPATH so that cargo's LD_LIBRARY_PATH does not pick a stale copy.
@@ -60,7 +59,7 @@ fn build_demo() -> PathBuf {
         .status()
         .unwrap();
     assert!(status.success(), "linking the demo failed");
-    exe
+    program.finish()
 }
 
 /// Runs the demo against a fresh emulator with `extra` flags; returns (exit code, stdout,

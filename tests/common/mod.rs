@@ -262,6 +262,37 @@ pub fn root() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// One build of a C program named `name` for the directory `out`. Nextest runs each test as a
+/// process of its own and several build the same program, so each build compiles and links in
+/// a directory of its own ([`ProgramBuild::dir`], linking to [`ProgramBuild::linked`]) and
+/// [`ProgramBuild::finish`] renames the result into `out`: a test running the program never
+/// finds it half written, and no build links objects another is rewriting.
+pub struct ProgramBuild {
+    pub dir: std::path::PathBuf,
+    pub linked: std::path::PathBuf,
+    exe: std::path::PathBuf,
+}
+
+pub fn program_build(out: &std::path::Path, name: &str) -> ProgramBuild {
+    let dir = out.join(format!("build-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    ProgramBuild {
+        linked: dir.join(name),
+        exe: out.join(name),
+        dir,
+    }
+}
+
+impl ProgramBuild {
+    /// Puts the linked program in place and removes the build's directory; returns the
+    /// program's path.
+    pub fn finish(self) -> std::path::PathBuf {
+        std::fs::rename(&self.linked, &self.exe).unwrap();
+        std::fs::remove_dir_all(&self.dir).unwrap();
+        self.exe
+    }
+}
+
 /// The directory of the libfleetprov.so cargo built for this test run, with the
 /// `libfleetprov.so.0` link its SONAME (build.rs) needs at run time: cargo makes only
 /// `libfleetprov.so`. The link is relative, so it always names the library of this build.
