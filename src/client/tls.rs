@@ -99,10 +99,10 @@ pub(crate) fn client_config(opts: &ClientOptions) -> Result<Arc<ClientConfig>, E
 /// ARMv8 and SHA-384 often has not. The server picks among the same suites as before.
 ///
 /// And P-256 first among the key exchange groups (the client's one key share is for it): ring
-/// computes P-256 in assembly on x86-64 and ARM, while its X25519 is partly C, which a
-/// size-optimised build leaves slow (`bench/fleet`: 0.81x the floor's CPU per connection).
-/// Every group is still offered, and a server that prefers another asks for it (TLS 1.3's
-/// HelloRetryRequest).
+/// computes P-256 in assembly on x86-64 and AArch64, while its X25519 there is partly or
+/// wholly C, which a size-optimised build leaves slow (`bench/fleet`: 0.82x to 0.88x the
+/// floor's CPU per connection). Every group is still offered: a server without P-256 asks for
+/// another (TLS 1.3's HelloRetryRequest).
 fn provider() -> rustls::crypto::CryptoProvider {
     let mut provider = rustls::crypto::ring::default_provider();
     let first = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
