@@ -138,7 +138,6 @@ fn build_program(name: &str, sources: &[PathBuf], lang: Lang) -> PathBuf {
         build.file(s);
     }
     let objects = build.compile_intermediates();
-
     let lib = lib_dir();
     // Link with a clean driver: the compile flags (e.g. `-x c++`) would apply to the objects.
     let status = cc::Build::new()

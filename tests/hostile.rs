@@ -1227,7 +1227,7 @@ async fn reply_acknowledged_before_an_immediate_disconnect() {
     bounded(reply_is_acknowledged(V5, true)).await;
 }
 
-// ---------- a broker that prefers another key exchange ----------
+// ---------- a broker without the client's key exchange group ----------
 
 /// The client's one key share is for P-256; a server without P-256 asks for X25519 (TLS 1.3
 /// HelloRetryRequest) and the connection goes on with it.

@@ -105,19 +105,18 @@ pub(crate) fn client_config(opts: &ClientOptions) -> Result<Arc<ClientConfig>, E
 /// another (TLS 1.3's HelloRetryRequest).
 fn provider() -> rustls::crypto::CryptoProvider {
     let mut provider = rustls::crypto::ring::default_provider();
-    let first = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
-    if let Some(at) = provider
-        .cipher_suites
-        .iter()
-        .position(|s| s.suite() == first.suite())
-    {
-        provider.cipher_suites[..=at].rotate_right(1);
-    }
+    let suite = rustls::CipherSuite::TLS13_AES_128_GCM_SHA256;
+    put_first(&mut provider.cipher_suites, |s| s.suite() == suite);
     let group = rustls::NamedGroup::secp256r1;
-    if let Some(at) = provider.kx_groups.iter().position(|g| g.name() == group) {
-        provider.kx_groups[..=at].rotate_right(1);
-    }
+    put_first(&mut provider.kx_groups, |g| g.name() == group);
     provider
+}
+
+/// Moves the first item that `is` picks to the front, keeping the others in their order.
+fn put_first<T>(items: &mut [T], is: impl Fn(&T) -> bool) {
+    if let Some(at) = items.iter().position(is) {
+        items[..=at].rotate_right(1);
+    }
 }
 
 /// A [`Signer`] as rustls's signing key for the client certificate.
@@ -371,6 +370,13 @@ mod tests {
         assert!(e.message.contains("no PKCS#1"), "{}", e.message);
     }
 
+    /// The codes of `items`, sorted: what is offered, whatever the order.
+    fn offered<T>(items: &[T], code: impl Fn(&T) -> u16) -> Vec<u16> {
+        let mut codes: Vec<u16> = items.iter().map(code).collect();
+        codes.sort_unstable();
+        codes
+    }
+
     #[test]
     fn aes_128_gcm_sha256_is_offered_first_and_nothing_is_dropped() {
         let ours = provider();
@@ -379,11 +385,11 @@ mod tests {
             ours.cipher_suites[0].suite(),
             rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
         );
-        let mut a: Vec<_> = ours.cipher_suites.iter().map(|s| s.suite()).collect();
-        let mut b: Vec<_> = default.cipher_suites.iter().map(|s| s.suite()).collect();
-        a.sort_by_key(|s| u16::from(*s));
-        b.sort_by_key(|s| u16::from(*s));
-        assert_eq!(a, b);
+        let code = |s: &rustls::SupportedCipherSuite| u16::from(s.suite());
+        assert_eq!(
+            offered(&ours.cipher_suites, code),
+            offered(&default.cipher_suites, code)
+        );
     }
 
     #[test]
@@ -391,15 +397,11 @@ mod tests {
         let ours = provider();
         let default = rustls::crypto::ring::default_provider();
         assert_eq!(ours.kx_groups[0].name(), rustls::NamedGroup::secp256r1);
-        let mut a: Vec<_> = ours.kx_groups.iter().map(|g| u16::from(g.name())).collect();
-        let mut b: Vec<_> = default
-            .kx_groups
-            .iter()
-            .map(|g| u16::from(g.name()))
-            .collect();
-        a.sort_unstable();
-        b.sort_unstable();
-        assert_eq!(a, b);
+        let code = |g: &&'static dyn rustls::crypto::SupportedKxGroup| u16::from(g.name());
+        assert_eq!(
+            offered(&ours.kx_groups, code),
+            offered(&default.kx_groups, code)
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::operations::fp_key_value;
 use super::options::fp_client_options;
 use super::runtime;
 use super::strings::{nonempty_str_arg, str_arg};
+use crate::client::lifecycle::CatchUnwind;
 use crate::keygen::{CsrSubject, KeyType};
 use crate::protocol::{parse_template_parameters, validate_template_name};
 use crate::provision::{provision, KeySource, Progress, ProgressFuture, ProvisionOptions, Step};
@@ -464,10 +465,10 @@ pub extern "C" fn fp_provision(
         runtime::deferred_release_started();
         let handle = guard.handle().clone();
         handle.spawn(async move {
-            // Its own task, so a panic in the core becomes an error, not a lost callback.
-            let result = match tokio::spawn(provision(opts)).await {
+            // A panic in the core becomes an error, not a lost callback.
+            let result = match CatchUnwind(provision(opts)).await {
                 Ok(r) => r.map_err(fp_error::from),
-                Err(_) => Err(fp_error::new(
+                Err(()) => Err(fp_error::new(
                     FP_ERR_PANIC,
                     "the library panicked while provisioning",
                 )),
