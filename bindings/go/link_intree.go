@@ -3,8 +3,7 @@
 package fleetprov
 
 // The library of the checkout this package sits in: the header in include/, the library built
-// by `make` (or `cargo build --release -p fleetprov`) in target/release, found at run time
-// through the rpath.
+// by `make` in target/release, found at run time through the rpath.
 
 // #cgo CFLAGS: -I${SRCDIR}/../../include
 // #cgo LDFLAGS: -L${SRCDIR}/../../target/release -lfleetprov -Wl,-rpath,${SRCDIR}/../../target/release

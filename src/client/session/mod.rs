@@ -50,10 +50,13 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The receive buffer's size between packets; larger packets grow it for as long as needed.
 const READ_CHUNK: usize = 2048;
 /// How long a PUBACK for a reply may wait to go out with the next packet we send. A reply is
-/// usually followed at once by the next request (RegisterThing after the certificate) or by
-/// DISCONNECT, so the acknowledgement rides along instead of costing a write of its own; the
-/// broker's redelivery works in seconds, so the wait changes nothing for it.
-const ACK_DELAY: Duration = Duration::from_millis(20);
+/// usually followed by the next request (RegisterThing after the certificate) or by
+/// DISCONNECT, so the acknowledgement rides along instead of costing a write of its own. Under
+/// load that next packet can be hundreds of milliseconds away (the callback that sends it waits
+/// its turn): at 20 ms, 1,000 devices provisioning at once sent 9 writes a device, not 7.
+/// Neither MQTT version times a PUBACK: a broker resends only on reconnection (MQTT 3.1.1 and
+/// MQTT 5, section 4.4), so a later acknowledgement costs it nothing but an in-flight slot.
+const ACK_DELAY: Duration = Duration::from_secs(1);
 
 /// A message received on a reply topic.
 pub(crate) struct Reply {
