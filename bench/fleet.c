@@ -239,6 +239,7 @@ static fp_client_options *make_options(const struct config *cfg) {
         fp_client_options_set_ca_file(o, cfg->ca) != FP_OK ||
         fp_client_options_set_cert_file(o, cfg->cert) != FP_OK ||
         fp_client_options_set_key_file(o, cfg->key) != FP_OK ||
+        fp_client_options_set_template_name(o, cfg->template_name) != FP_OK ||
         fp_client_options_set_connect_timeout_ms(o, TIMEOUT_MS) != FP_OK ||
         fp_client_options_set_operation_timeout_ms(o, TIMEOUT_MS) != FP_OK) {
         fp_client_options_free(o);

@@ -743,6 +743,10 @@ static int configure(const struct args *a, fp_client_options *opts) {
     if (r == FP_OK && a->client_id != NULL) {
         r = fp_client_options_set_client_id(opts, a->client_id);
     }
+    if (r == FP_OK) {
+        /* RegisterThing's reply topics are subscribed together with the create operation's. */
+        r = fp_client_options_set_template_name(opts, a->template_name);
+    }
     if (r == FP_OK && a->proxy_host != NULL) {
         proxy_port = parse_number(a->proxy_port, 1, 65535);
         if (proxy_port < 0) {

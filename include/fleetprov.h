@@ -867,6 +867,17 @@ enum fp_result fp_client_options_set_client_id(struct fp_client_options *options
                                                const char *client_id);
 
 /**
+ * Names the provisioning template the client will register with (copied; optional). The
+ * first fp_create_keys() or fp_create_from_csr() then subscribes to this template's
+ * RegisterThing reply topics in the same SUBSCRIBE as its own, so fp_register_thing() with
+ * this template saves a round trip to the broker. fp_register_thing() with another template
+ * still works and subscribes for itself. `FP_ERR_INVALID_ARGUMENT` for a name that is not 1-36
+ * characters of `A-Za-z0-9_-`, `FP_ERR_INVALID_UTF8` if it is not UTF-8.
+ */
+enum fp_result fp_client_options_set_template_name(struct fp_client_options *options,
+                                                   const char *template_name);
+
+/**
  * Selects the MQTT version: 5 (default) or 3 for MQTT 3.1.1. `FP_ERR_INVALID_ARGUMENT` for
  * any other value.
  */

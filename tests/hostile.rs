@@ -1167,6 +1167,117 @@ async fn subscribe_from_the_broker_is_a_protocol_error() {
     }
 }
 
+// ---------- RegisterThing's subscription sent ahead ----------
+
+/// Answers the request `pkid` on `topic` with its PUBACK and an accepted reply for `op`.
+async fn accept_request(c: &mut Conn, topic: &str, pkid: u16, op: Op) -> Result<(), String> {
+    let mut out = puback(true, pkid, None);
+    out.extend(publish(
+        true,
+        &format!("{topic}/accepted"),
+        1,
+        4000 + pkid,
+        &[0],
+        &accepted_payload(op),
+    ));
+    c.send(&out).await
+}
+
+/// The next packet after a reply, skipping the reply's PUBACK.
+async fn next_after_reply(c: &mut Conn, what: &str) -> Result<In, String> {
+    loop {
+        match c.next(what).await? {
+            In::PubAck { .. } => {}
+            other => return Ok(other),
+        }
+    }
+}
+
+/// With `template_name` set, the create operation's SUBSCRIBE also carries RegisterThing's
+/// two reply filters, and RegisterThing then publishes without a SUBSCRIBE of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_name_subscribes_register_thing_with_the_create_operation() {
+    bounded(async {
+        let b = Broker::start(|mut c| async move {
+            c.accept_connect(&connack_ok(true)).await?;
+            let filters = c.grant_subscribe().await?;
+            let register = "$aws/provisioning-templates/FleetTemplate/provision/json";
+            let want = [
+                "$aws/certificates/create-from-csr/json/accepted".to_owned(),
+                "$aws/certificates/create-from-csr/json/rejected".to_owned(),
+                format!("{register}/accepted"),
+                format!("{register}/rejected"),
+            ];
+            if filters != want {
+                return Err(format!("SUBSCRIBE filters {filters:?}, expected {want:?}"));
+            }
+            let (topic, pkid, _) = c.expect_publish().await?;
+            accept_request(&mut c, &topic, pkid, Op::CreateFromCsr).await?;
+            match next_after_reply(&mut c, "the RegisterThing PUBLISH").await? {
+                In::Publish { topic, pkid, .. } if topic == register => {
+                    accept_request(&mut c, &topic, pkid, Op::Register).await?;
+                }
+                other => return Err(format!("expected the RegisterThing PUBLISH, got {other:?}")),
+            }
+            c.hold_open().await
+        })
+        .await;
+        let mut opts = b.opts(V5);
+        opts.template_name = Some("FleetTemplate".into());
+        let client = Client::connect(opts).await.unwrap();
+        assert_eq!(
+            run(&client, Op::CreateFromCsr).await.unwrap(),
+            expected_value(Op::CreateFromCsr)
+        );
+        assert_eq!(
+            run(&client, Op::Register).await.unwrap(),
+            expected_value(Op::Register)
+        );
+        client.disconnect().await;
+        b.join().await;
+    })
+    .await;
+}
+
+/// A SUBACK that grants the create operation's filters and refuses RegisterThing's: the create
+/// operation succeeds, and RegisterThing subscribes again and reports its own refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_register_filters_fail_only_register_thing() {
+    bounded(async {
+        let b = Broker::start(|mut c| async move {
+            c.accept_connect(&connack_ok(true)).await?;
+            let (pkid, filters) = c.expect_subscribe().await?;
+            if filters.len() != 4 {
+                return Err(format!("expected 4 filters, got {filters:?}"));
+            }
+            c.send(&suback(true, pkid, &[1, 1, 0x87, 0x87])).await?;
+            let (topic, pkid, _) = c.expect_publish().await?;
+            accept_request(&mut c, &topic, pkid, Op::CreateKeys).await?;
+            match next_after_reply(&mut c, "RegisterThing's own SUBSCRIBE").await? {
+                In::Subscribe { pkid, filters } if filters.len() == 2 => {
+                    c.send(&suback(true, pkid, &[0x87, 0x87])).await?;
+                }
+                other => return Err(format!("expected a SUBSCRIBE of 2 filters, got {other:?}")),
+            }
+            c.hold_open().await
+        })
+        .await;
+        let mut opts = b.opts(V5);
+        opts.template_name = Some("FleetTemplate".into());
+        let client = Client::connect(opts).await.unwrap();
+        assert_eq!(
+            run(&client, Op::CreateKeys).await.unwrap(),
+            expected_value(Op::CreateKeys)
+        );
+        let e = run(&client, Op::Register).await.unwrap_err();
+        assert_eq!(e.kind.as_str(), "subscription refused", "{e:?}");
+        assert!(e.message.contains("FleetTemplate"), "{e:?}");
+        client.disconnect().await;
+        b.join().await;
+    })
+    .await;
+}
+
 // ---------- acknowledgements of replies ----------
 
 /// The broker answers with a QoS 1 reply and then waits for its PUBACK. `then_disconnect`:

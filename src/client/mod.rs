@@ -77,6 +77,9 @@ struct Inner {
     operation_timeout: Duration,
     format: PayloadFormat,
     client_id: String,
+    /// RegisterThing's topics for [`ClientOptions::template_name`], subscribed together with
+    /// the first create operation's.
+    register_ahead: Option<Topics>,
 }
 
 impl std::fmt::Debug for Client {
@@ -97,6 +100,10 @@ impl Client {
         opts.validate()?;
         let (opts, tls) = tls_cache::config_for(opts).await?;
         let client_id = opts.effective_client_id()?;
+        let register_ahead = match &opts.template_name {
+            Some(name) => Some(register_thing_topics(name, opts.format)?),
+            None => None,
+        };
         let session = Session::connect(&opts, tls, client_id.clone()).await?;
         fp_log!(
             Level::Info,
@@ -115,6 +122,7 @@ impl Client {
                 operation_timeout: opts.operation_timeout,
                 format: opts.format,
                 client_id,
+                register_ahead,
             }),
         })
     }
@@ -223,6 +231,23 @@ impl Client {
         self.inner.session.is_connected()
     }
 
+    /// For a create operation, RegisterThing's lock and topics when its reply subscriptions
+    /// should join this SUBSCRIBE: a template was named, nothing holds RegisterThing's turn,
+    /// and its topics are not subscribed yet.
+    fn register_ahead(
+        &self,
+        op: Operation,
+    ) -> Option<(tokio::sync::MutexGuard<'_, HashSet<String>>, &Topics)> {
+        if op == Operation::RegisterThing {
+            return None;
+        }
+        let topics = self.inner.register_ahead.as_ref()?;
+        let guard = self.inner.ops[Operation::RegisterThing.index()]
+            .try_lock()
+            .ok()?;
+        (!guard.contains(&topics.request)).then_some((guard, topics))
+    }
+
     /// The request engine: serialise per kind, subscribe once, publish, await the reply.
     async fn request(
         &self,
@@ -252,11 +277,28 @@ impl Client {
         let outcome = tokio::time::timeout(timeout, async {
             if !kind.subscribed.contains(&topics.request) {
                 waiting_for = "the SUBACK";
-                let filters = vec![topics.accepted.clone(), topics.rejected.clone()];
+                let mut filters = vec![topics.accepted.clone(), topics.rejected.clone()];
+                // RegisterThing's subscription rides along when its template is known, unless
+                // one of its operations is running (it then subscribes for itself).
+                let mut ahead = self.register_ahead(op);
+                if let Some((_, t)) = &ahead {
+                    filters.extend([t.accepted.clone(), t.rejected.clone()]);
+                }
                 let rx = session.start_subscribe(filters.clone())?;
                 let outcome = rx.await.map_err(|_| session.not_connected())??;
-                check_suback(&filters, &outcome)?;
+                if outcome.len() != filters.len() {
+                    // Reports the count that does not match.
+                    check_suback(&filters, &outcome)?;
+                }
+                check_suback(&filters[..2], &outcome[..2])?;
                 kind.subscribed.insert(topics.request.clone());
+                // Refused filters of RegisterThing are not an error of this operation: its
+                // own next operation subscribes again and reports the refusal.
+                if let Some((mut register, t)) = ahead.take() {
+                    if outcome[2..].iter().all(Option::is_none) {
+                        register.insert(t.request.clone());
+                    }
+                }
             }
             waiting_for = "the reply";
             // Registered only now, after the SUBACK: a late reply to an abandoned request

@@ -91,6 +91,12 @@ pub struct ClientOptions {
     pub proxy: Option<(String, u16)>,
     /// Payload format of the provisioning topics and payloads (default JSON).
     pub format: PayloadFormat,
+    /// The provisioning template the client will register with, if known up front. The first
+    /// CreateKeysAndCertificate or CreateCertificateFromCsr then subscribes to this template's
+    /// RegisterThing reply topics in the same SUBSCRIBE as its own, so RegisterThing with this
+    /// template needs no subscription round trip of its own. RegisterThing with another
+    /// template still works, and subscribes for itself.
+    pub template_name: Option<String>,
 }
 
 impl ClientOptions {
@@ -112,6 +118,7 @@ impl ClientOptions {
             connect_timeout: Duration::from_secs(30),
             proxy: None,
             format: PayloadFormat::Json,
+            template_name: None,
         }
     }
 
@@ -142,6 +149,9 @@ impl ClientOptions {
         }
         if self.connect_timeout.is_zero() {
             return Err(Error::invalid("connect timeout must be greater than zero"));
+        }
+        if let Some(name) = &self.template_name {
+            crate::protocol::register_thing_topics(name, self.format)?;
         }
         if let Some(id) = &self.client_id {
             // MQTT strings are at most 65,535 bytes; an empty id would ask the broker to pick one,

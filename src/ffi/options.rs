@@ -4,9 +4,9 @@ use std::ffi::{c_char, c_int};
 use std::time::Duration;
 
 use super::error::fp_result::{self, *};
-use super::strings::{nonempty_str_arg, secret_arg};
+use super::strings::{nonempty_str_arg, secret_arg, str_arg};
 use crate::client::{ClientOptions, MqttVersion, Pem};
-use crate::protocol::PayloadFormat;
+use crate::protocol::{validate_template_name, PayloadFormat};
 
 /// Connection settings for fp_client_new().
 ///
@@ -229,6 +229,28 @@ pub extern "C" fn fp_client_options_set_client_id(
                 return Err(FP_ERR_INVALID_ARGUMENT);
             }
             o.client_id = Some(id.to_owned());
+            Ok(())
+        })
+    }
+}
+
+/// Names the provisioning template the client will register with (copied; optional). The
+/// first fp_create_keys() or fp_create_from_csr() then subscribes to this template's
+/// RegisterThing reply topics in the same SUBSCRIBE as its own, so fp_register_thing() with
+/// this template saves a round trip to the broker. fp_register_thing() with another template
+/// still works and subscribes for itself. `FP_ERR_INVALID_ARGUMENT` for a name that is not 1-36
+/// characters of `A-Za-z0-9_-`, `FP_ERR_INVALID_UTF8` if it is not UTF-8.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_client_options_set_template_name(
+    options: *mut fp_client_options,
+    template_name: *const c_char,
+) -> fp_result {
+    ffi_panic_boundary! {
+        with_options(options, |o| {
+            // SAFETY: NULL or a NUL-terminated string, per the header.
+            let name = unsafe { str_arg(template_name) }?;
+            validate_template_name(name).map_err(|e| fp_result::from(e.kind))?;
+            o.template_name = Some(name.to_owned());
             Ok(())
         })
     }
@@ -522,6 +544,22 @@ mod tests {
             FP_ERR_INVALID_ARGUMENT
         );
         assert_eq!(fp_client_options_set_connect_timeout_ms(o, 250), FP_OK);
+        assert_eq!(
+            fp_client_options_set_template_name(o, c"no/slash".as_ptr()),
+            FP_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            fp_client_options_set_template_name(o, std::ptr::null()),
+            FP_ERR_NULL_ARGUMENT
+        );
+        assert_eq!(
+            fp_client_options_set_template_name(o, c"\xc3".as_ptr()),
+            FP_ERR_INVALID_UTF8
+        );
+        assert_eq!(
+            fp_client_options_set_template_name(o, c"FleetTemplate".as_ptr()),
+            FP_OK
+        );
         assert_eq!(
             fp_client_options_set_cert_file(o, std::ptr::null()),
             FP_ERR_NULL_ARGUMENT

@@ -697,10 +697,10 @@ impl Run {
         let client = match claim {
             Some(c) if c.is_connected() => c.clone(),
             _ => {
-                let c = self
-                    .connect(self.opts.claim.clone(), "claim")
-                    .await
-                    .map_err(claim_error)?;
+                // RegisterThing's subscription rides along with the create operation's.
+                let mut opts = self.opts.claim.clone();
+                opts.template_name = Some(self.opts.template_name.clone());
+                let c = self.connect(opts, "claim").await.map_err(claim_error)?;
                 *claim = Some(c.clone());
                 c
             }
