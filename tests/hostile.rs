@@ -1169,18 +1169,28 @@ async fn subscribe_from_the_broker_is_a_protocol_error() {
 
 // ---------- RegisterThing's subscription sent ahead ----------
 
-/// Answers the request `pkid` on `topic` with its PUBACK and an accepted reply for `op`.
-async fn accept_request(c: &mut Conn, topic: &str, pkid: u16, op: Op) -> Result<(), String> {
-    let mut out = puback(true, pkid, None);
+/// The PUBACK of the request `pkid` on `topic`, then its accepted reply for `op` at QoS 1 with
+/// packet id `reply_pkid`, which the client owes a PUBACK for.
+fn accepted_at_qos1(v5: bool, topic: &str, pkid: u16, reply_pkid: u16, op: Op) -> Vec<u8> {
+    let mut out = puback(v5, pkid, None);
     out.extend(publish(
-        true,
+        v5,
         &format!("{topic}/accepted"),
         1,
-        4000 + pkid,
+        reply_pkid,
         &[0],
         &accepted_payload(op),
     ));
-    c.send(&out).await
+    out
+}
+
+/// A client naming the template that `run` registers with, on which `create` has succeeded.
+async fn created_naming_the_template<T: Send + 'static>(b: &Broker<T>, create: Op) -> Client {
+    let mut opts = b.opts(V5);
+    opts.template_name = Some("FleetTemplate".into());
+    let client = Client::connect(opts).await.unwrap();
+    assert_eq!(run(&client, create).await.unwrap(), expected_value(create));
+    client
 }
 
 /// The next packet after a reply, skipping the reply's PUBACK.
@@ -1212,23 +1222,25 @@ async fn template_name_subscribes_register_thing_with_the_create_operation() {
                 return Err(format!("SUBSCRIBE filters {filters:?}, expected {want:?}"));
             }
             let (topic, pkid, _) = c.expect_publish().await?;
-            accept_request(&mut c, &topic, pkid, Op::CreateFromCsr).await?;
+            c.send(&accepted_at_qos1(
+                true,
+                &topic,
+                pkid,
+                4001,
+                Op::CreateFromCsr,
+            ))
+            .await?;
             match next_after_reply(&mut c, "the RegisterThing PUBLISH").await? {
                 In::Publish { topic, pkid, .. } if topic == register => {
-                    accept_request(&mut c, &topic, pkid, Op::Register).await?;
+                    c.send(&accepted_at_qos1(true, &topic, pkid, 4002, Op::Register))
+                        .await?;
                 }
                 other => return Err(format!("expected the RegisterThing PUBLISH, got {other:?}")),
             }
             c.hold_open().await
         })
         .await;
-        let mut opts = b.opts(V5);
-        opts.template_name = Some("FleetTemplate".into());
-        let client = Client::connect(opts).await.unwrap();
-        assert_eq!(
-            run(&client, Op::CreateFromCsr).await.unwrap(),
-            expected_value(Op::CreateFromCsr)
-        );
+        let client = created_naming_the_template(&b, Op::CreateFromCsr).await;
         assert_eq!(
             run(&client, Op::Register).await.unwrap(),
             expected_value(Op::Register)
@@ -1252,7 +1264,8 @@ async fn refused_register_filters_fail_only_register_thing() {
             }
             c.send(&suback(true, pkid, &[1, 1, 0x87, 0x87])).await?;
             let (topic, pkid, _) = c.expect_publish().await?;
-            accept_request(&mut c, &topic, pkid, Op::CreateKeys).await?;
+            c.send(&accepted_at_qos1(true, &topic, pkid, 4001, Op::CreateKeys))
+                .await?;
             match next_after_reply(&mut c, "RegisterThing's own SUBSCRIBE").await? {
                 In::Subscribe { pkid, filters } if filters.len() == 2 => {
                     c.send(&suback(true, pkid, &[0x87, 0x87])).await?;
@@ -1262,13 +1275,7 @@ async fn refused_register_filters_fail_only_register_thing() {
             c.hold_open().await
         })
         .await;
-        let mut opts = b.opts(V5);
-        opts.template_name = Some("FleetTemplate".into());
-        let client = Client::connect(opts).await.unwrap();
-        assert_eq!(
-            run(&client, Op::CreateKeys).await.unwrap(),
-            expected_value(Op::CreateKeys)
-        );
+        let client = created_naming_the_template(&b, Op::CreateKeys).await;
         let e = run(&client, Op::Register).await.unwrap_err();
         assert_eq!(e.kind.as_str(), "subscription refused", "{e:?}");
         assert!(e.message.contains("FleetTemplate"), "{e:?}");
@@ -1287,16 +1294,8 @@ async fn reply_is_acknowledged(version: MqttVersion, then_disconnect: bool) {
     let v5 = version == V5;
     let b = Broker::start(move |mut c| async move {
         let (topic, pkid) = c.up_to_request(&connack_ok(v5)).await?;
-        let mut out = puback(v5, pkid, None);
-        out.extend(publish(
-            v5,
-            &format!("{topic}/accepted"),
-            1,
-            4242,
-            &[0],
-            &accepted_payload(Op::CreateKeys),
-        ));
-        c.send(&out).await?;
+        c.send(&accepted_at_qos1(v5, &topic, pkid, 4242, Op::CreateKeys))
+            .await?;
         match c.next("PUBACK of the reply").await? {
             In::PubAck { pkid: 4242 } => {}
             other => return Err(format!("expected PUBACK 4242, got {other:?}")),

@@ -278,6 +278,7 @@ impl Client {
             if !kind.subscribed.contains(&topics.request) {
                 waiting_for = "the SUBACK";
                 let mut filters = vec![topics.accepted.clone(), topics.rejected.clone()];
+                let own = filters.len();
                 // RegisterThing's subscription rides along when its template is known, unless
                 // one of its operations is running (it then subscribes for itself).
                 let mut ahead = self.register_ahead(op);
@@ -286,16 +287,12 @@ impl Client {
                 }
                 let rx = session.start_subscribe(filters.clone())?;
                 let outcome = rx.await.map_err(|_| session.not_connected())??;
-                if outcome.len() != filters.len() {
-                    // Reports the count that does not match.
-                    check_suback(&filters, &outcome)?;
-                }
-                check_suback(&filters[..2], &outcome[..2])?;
+                check_suback(&filters, &outcome, own)?;
                 kind.subscribed.insert(topics.request.clone());
                 // Refused filters of RegisterThing are not an error of this operation: its
                 // own next operation subscribes again and reports the refusal.
                 if let Some((mut register, t)) = ahead.take() {
-                    if outcome[2..].iter().all(Option::is_none) {
+                    if outcome[own..].iter().all(Option::is_none) {
                         register.insert(t.request.clone());
                     }
                 }
@@ -401,7 +398,9 @@ impl Drop for KindTurn<'_> {
     }
 }
 
-fn check_suback(filters: &[String], outcome: &[Option<String>]) -> Result<(), Error> {
+/// Checks a SUBACK: one reason code per filter, and none of the first `own` filters refused
+/// (the others, if any, are another kind's, subscribed ahead, and their refusal is theirs).
+fn check_suback(filters: &[String], outcome: &[Option<String>], own: usize) -> Result<(), Error> {
     if outcome.len() != filters.len() {
         return Err(Error::bad_reply(format!(
             "SUBACK has {} reason codes for {} filters",
@@ -409,7 +408,7 @@ fn check_suback(filters: &[String], outcome: &[Option<String>]) -> Result<(), Er
             filters.len()
         )));
     }
-    for (filter, code) in filters.iter().zip(outcome) {
+    for (filter, code) in filters.iter().zip(outcome).take(own) {
         if let Some(reason) = code {
             return Err(Error::new(
                 ErrorKind::SubscribeRefused,
@@ -463,12 +462,12 @@ mod tests {
     #[test]
     fn suback_codes_are_checked_per_filter() {
         let f = vec!["a/accepted".to_owned(), "a/rejected".to_owned()];
-        check_suback(&f, &[None, None]).unwrap();
-        let e = check_suback(&f, &[None, Some("NotAuthorized".into())]).unwrap_err();
+        check_suback(&f, &[None, None], 2).unwrap();
+        let e = check_suback(&f, &[None, Some("NotAuthorized".into())], 2).unwrap_err();
         assert_eq!(e.kind, ErrorKind::SubscribeRefused);
         assert!(e.message.contains("a/rejected") && e.message.contains("NotAuthorized"));
         assert_eq!(
-            check_suback(&f, &[None]).unwrap_err().kind,
+            check_suback(&f, &[None], 2).unwrap_err().kind,
             ErrorKind::BadReply
         );
     }

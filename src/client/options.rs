@@ -151,7 +151,7 @@ impl ClientOptions {
             return Err(Error::invalid("connect timeout must be greater than zero"));
         }
         if let Some(name) = &self.template_name {
-            crate::protocol::register_thing_topics(name, self.format)?;
+            crate::protocol::validate_template_name(name)?;
         }
         if let Some(id) = &self.client_id {
             // MQTT strings are at most 65,535 bytes; an empty id would ask the broker to pick one,

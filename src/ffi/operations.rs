@@ -8,12 +8,12 @@ use zeroize::Zeroizing;
 use super::client::{fp_client, shared_of, UserData};
 use super::error::fp_error;
 use super::error::fp_result::{self, *};
-use super::strings::{nonempty_str_arg, str_arg};
+use super::strings::{nonempty_str_arg, str_arg, template_name_arg};
 use crate::client::Client;
 use crate::error::Error;
 use crate::protocol::{
-    parse_template_parameters, validate_template_name, CreateFromCsrResponse, CreateKeysResponse,
-    RegisterThingRequest, RegisterThingResponse,
+    parse_template_parameters, CreateFromCsrResponse, CreateKeysResponse, RegisterThingRequest,
+    RegisterThingResponse,
 };
 
 /// The reply to CreateKeysAndCertificate.
@@ -413,8 +413,7 @@ fn register_request(
     parameters_json: *const c_char,
 ) -> Result<(String, RegisterThingRequest), fp_result> {
     // SAFETY (all three): NULL or NUL-terminated strings, per the header.
-    let template = unsafe { str_arg(template_name) }?;
-    validate_template_name(template).map_err(|e| fp_result::from(e.kind))?;
+    let template = unsafe { template_name_arg(template_name) }?;
     let token = unsafe { nonempty_str_arg(token) }?;
     let parameters = if parameters_json.is_null() {
         Default::default()

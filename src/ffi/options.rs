@@ -4,9 +4,9 @@ use std::ffi::{c_char, c_int};
 use std::time::Duration;
 
 use super::error::fp_result::{self, *};
-use super::strings::{nonempty_str_arg, secret_arg, str_arg};
+use super::strings::{nonempty_str_arg, secret_arg, template_name_arg};
 use crate::client::{ClientOptions, MqttVersion, Pem};
-use crate::protocol::{validate_template_name, PayloadFormat};
+use crate::protocol::PayloadFormat;
 
 /// Connection settings for fp_client_new().
 ///
@@ -248,8 +248,7 @@ pub extern "C" fn fp_client_options_set_template_name(
     ffi_panic_boundary! {
         with_options(options, |o| {
             // SAFETY: NULL or a NUL-terminated string, per the header.
-            let name = unsafe { str_arg(template_name) }?;
-            validate_template_name(name).map_err(|e| fp_result::from(e.kind))?;
+            let name = unsafe { template_name_arg(template_name) }?;
             o.template_name = Some(name.to_owned());
             Ok(())
         })
