@@ -81,7 +81,7 @@ all: $(DEMO) $(MINIMAL)
 # library to $(NATIVE_LIBS) whenever it builds it (a fresh build leaves the file as it was), and
 # so the C libraries are built without the Rust one (`--crate-type`): with an rlib among the
 # outputs, rustc keeps every public Rust item through LTO, and the .so comes out 550 KB larger
-# and about 10 % slower per connection (README, "Footprint").
+# and about 10 % slower per connection (README, "Install" and "Fleet").
 # The library's SONAME is libfleetprov.so.0 (build.rs): programs linked to it here look for that
 # name in their rpath directory, so it is made next to the .so (cargo makes only the .so).
 $(LIB): FORCE
