@@ -1,3 +1,5 @@
+# `make test`  installs what the tests need (`make test-deps`, Debian packages and cbor2) and runs
+#             the whole test suite (`cargo test --workspace`).
 # `make`      builds the library (release) and the C demo at build/fleet_provisioning.
 # `make demo` also builds the emulator and runs the demo against it on a loopback port.
 # `make install PREFIX=/usr/local DESTDIR=` installs the header, the shared and static libraries,
@@ -27,8 +29,9 @@ HOST_CARGO_FLAGS := $(CARGO_PROFILE_FLAG)
 # Cargo names the dev profile's directory "debug".
 PROFILE_DIR := $(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 
-# The crate version, from Cargo.toml's [package] table; the SONAME carries its major number.
-VERSION := $(shell sed -n '/^\[package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml)
+# The version, from the workspace's Cargo.toml ([workspace.package]); the SONAME carries its
+# major number.
+VERSION := $(shell sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml)
 SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
 
 ifeq ($(TARGET),)
@@ -55,6 +58,10 @@ endif
 # From the C programs' directory back to the repository root, for their rpath.
 RPATH_UP := $(if $(TARGET),../..,..)
 
+# The C library crate: its header, pkg-config and CMake templates.
+CLIB        := libfleetprov
+INCLUDE     := $(CLIB)/include
+HEADER      := $(INCLUDE)/fleetprov.h
 DEMO_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -pedantic -Werror
 LIB         := $(TARGET_DIR)/libfleetprov.so
 STATICLIB   := $(TARGET_DIR)/libfleetprov.a
@@ -72,55 +79,60 @@ FLEET_N     ?= 1000
 FLEET_ROUNDS ?= 1
 LINK_LIB     = -L$(TARGET_DIR) -lfleetprov -Wl,-rpath,'$$ORIGIN/$(RPATH_UP)/$(TARGET_DIR)' -pthread
 
-.PHONY: all demo emulator soak fleet bench clean install uninstall FORCE
+.PHONY: all demo emulator soak fleet bench clean install uninstall test test-deps FORCE
 
 all: $(DEMO) $(MINIMAL)
 
 # Cargo decides whether anything needs rebuilding; the .so only changes when it did.
-# `cargo rustc` rather than `cargo build` so rustc writes the native libraries of the static
-# library to $(NATIVE_LIBS) whenever it builds it (a fresh build leaves the file as it was), and
-# so the C libraries are built without the Rust one (`--crate-type`): with an rlib among the
-# outputs, rustc keeps every public Rust item through LTO, and the .so comes out 550 KB larger
-# and about 10 % slower per connection (README, "Install" and "Fleet").
+# The library crate (libfleetprov/, package fleetprov-ffi) makes only the C libraries, so this is
+# the library `cargo build --release -p fleetprov-ffi` makes. `cargo rustc` rather than
+# `cargo build` so rustc writes the native libraries of the static library to $(NATIVE_LIBS)
+# whenever it builds it (a fresh build leaves the file as it was).
 # The library's SONAME is libfleetprov.so.0 (build.rs): programs linked to it here look for that
 # name in their rpath directory, so it is made next to the .so (cargo makes only the .so).
 $(LIB): FORCE
-	$(CARGO_ENV) $(CARGO) rustc $(CARGO_PROFILE_FLAG) -p fleetprov --lib --crate-type cdylib,staticlib -- \
+	$(CARGO_ENV) $(CARGO) rustc $(CARGO_PROFILE_FLAG) -p fleetprov-ffi --lib -- \
 		--print native-static-libs=$(CURDIR)/$(NATIVE_LIBS)
-	@test -s $(NATIVE_LIBS) || { echo "$(NATIVE_LIBS) is missing: touch src/lib.rs and rerun" >&2; exit 1; }
+	@test -s $(NATIVE_LIBS) || { echo "$(NATIVE_LIBS) is missing: touch libfleetprov/src/lib.rs and rerun" >&2; exit 1; }
 	ln -sf libfleetprov.so $(TARGET_DIR)/libfleetprov.so.$(SOMAJOR)
 
 $(EMULATOR): FORCE
 	$(CARGO) build $(HOST_CARGO_FLAGS) -p fleetprov-emulator
 
-$(DEMO): c_examples/fleet_provisioning.c include/fleetprov.h $(LIB)
+$(DEMO): c_examples/fleet_provisioning.c $(HEADER) $(LIB)
 	@mkdir -p $(BUILD_DIR)
-	$(TARGET_CC) $(DEMO_CFLAGS) $(CFLAGS) -Iinclude -o $@ c_examples/fleet_provisioning.c $(LINK_LIB)
+	$(TARGET_CC) $(DEMO_CFLAGS) $(CFLAGS) -I$(INCLUDE) -o $@ c_examples/fleet_provisioning.c $(LINK_LIB)
 
 # The README's smallest example, built so it keeps compiling.
-$(MINIMAL): c_examples/minimal.c include/fleetprov.h $(LIB)
+$(MINIMAL): c_examples/minimal.c $(HEADER) $(LIB)
 	@mkdir -p $(BUILD_DIR)
-	$(TARGET_CC) $(DEMO_CFLAGS) $(CFLAGS) -Iinclude -o $@ c_examples/minimal.c $(LINK_LIB)
+	$(TARGET_CC) $(DEMO_CFLAGS) $(CFLAGS) -I$(INCLUDE) -o $@ c_examples/minimal.c $(LINK_LIB)
 
 emulator: $(EMULATOR)
+
+test-deps:
+	bash scripts/install-test-deps.sh
+
+test: test-deps
+	$(CARGO) test --workspace --no-fail-fast
 
 demo: $(DEMO) $(EMULATOR)
 	sh c_examples/run_demo.sh $(DEMO) $(EMULATOR)
 
 # `make soak`: SOAK_CYCLES (default 10000) create + register cycles in one process against an
 # emulator in another; fails if a cycle fails or RSS or open descriptors grow (bench/soak.c).
-$(SOAK): bench/soak.c include/fleetprov.h $(LIB)
+$(SOAK): bench/soak.c $(HEADER) $(LIB)
 	@mkdir -p $(BUILD_DIR)
-	$(TARGET_CC) $(DEMO_CFLAGS) $(CFLAGS) -Iinclude -o $@ bench/soak.c $(LINK_LIB)
+	$(TARGET_CC) $(DEMO_CFLAGS) $(CFLAGS) -I$(INCLUDE) -o $@ bench/soak.c $(LINK_LIB)
 
 soak: $(SOAK) $(EMULATOR)
 	SOAK_CYCLES=$(SOAK_CYCLES) sh bench/soak.sh $(SOAK) $(EMULATOR)
 
 # `make fleet`: FLEET_N (default 1000) devices provisioned at once from one process, and the
 # same number only connecting (the floor), against an emulator in another (bench/fleet.c).
-$(FLEET): bench/fleet.c include/fleetprov.h $(LIB)
+$(FLEET): bench/fleet.c $(HEADER) $(LIB)
 	@mkdir -p $(BUILD_DIR)
-	$(TARGET_CC) $(DEMO_CFLAGS) $(CFLAGS) -Iinclude -o $@ bench/fleet.c $(LINK_LIB)
+	$(TARGET_CC) $(DEMO_CFLAGS) $(CFLAGS) -I$(INCLUDE) -o $@ bench/fleet.c $(LINK_LIB)
 
 fleet: $(FLEET) $(EMULATOR)
 	FLEET_N=$(FLEET_N) FLEET_ROUNDS=$(FLEET_ROUNDS) sh bench/fleet.sh $(FLEET) $(EMULATOR)
@@ -167,7 +179,7 @@ INSTALLED := $(INCLUDEDIR)/fleetprov.h \
 	$(CMAKEDIR)/fleetprovConfig.cmake $(CMAKEDIR)/fleetprovConfigVersion.cmake \
 	$(SUPPDIR)/fleetprov.supp
 
-# @NAME@ placeholders of dist/*.pc.in and cmake/*.in.
+# @NAME@ placeholders of $(CLIB)/dist/*.pc.in and $(CLIB)/cmake/*.in.
 SUBST = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
 	-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
 	-e 's|@SOMAJOR@|$(SOMAJOR)|g' -e 's|@SIZEOF_VOID_P@|$(SIZEOF_VOID_P)|g' \
@@ -181,16 +193,16 @@ install: $(LIB)
 		echo "LIBDIR, INCLUDEDIR and CMAKEDIR must be below PREFIX ($$d)" >&2; exit 1;; esac; done
 	$(INSTALL) -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) \
 		$(DESTDIR)$(CMAKEDIR) $(DESTDIR)$(SUPPDIR)
-	$(INSTALL) -m 644 include/fleetprov.h $(DESTDIR)$(INCLUDEDIR)/fleetprov.h
+	$(INSTALL) -m 644 $(HEADER) $(DESTDIR)$(INCLUDEDIR)/fleetprov.h
 	$(INSTALL) -m 755 $(LIB) $(DESTDIR)$(LIBDIR)/$(SO_REAL)
 	ln -sf $(SO_REAL) $(DESTDIR)$(LIBDIR)/$(SO_NAME)
 	ln -sf $(SO_NAME) $(DESTDIR)$(LIBDIR)/libfleetprov.so
 	$(INSTALL) -m 644 $(STATICLIB) $(DESTDIR)$(LIBDIR)/libfleetprov.a
-	$(SUBST) dist/fleetprov.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/fleetprov.pc
-	$(SUBST) dist/fleetprov-static.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/fleetprov-static.pc
-	$(SUBST) cmake/fleetprovConfig.cmake.in > $(DESTDIR)$(CMAKEDIR)/fleetprovConfig.cmake
-	$(SUBST) cmake/fleetprovConfigVersion.cmake.in > $(DESTDIR)$(CMAKEDIR)/fleetprovConfigVersion.cmake
-	$(INSTALL) -m 644 dist/fleetprov.supp $(DESTDIR)$(SUPPDIR)/fleetprov.supp
+	$(SUBST) $(CLIB)/dist/fleetprov.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/fleetprov.pc
+	$(SUBST) $(CLIB)/dist/fleetprov-static.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/fleetprov-static.pc
+	$(SUBST) $(CLIB)/cmake/fleetprovConfig.cmake.in > $(DESTDIR)$(CMAKEDIR)/fleetprovConfig.cmake
+	$(SUBST) $(CLIB)/cmake/fleetprovConfigVersion.cmake.in > $(DESTDIR)$(CMAKEDIR)/fleetprovConfigVersion.cmake
+	$(INSTALL) -m 644 $(CLIB)/dist/fleetprov.supp $(DESTDIR)$(SUPPDIR)/fleetprov.supp
 
 # Removes the installed files, then the two directories that only this package uses.
 uninstall:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The C programs (c_examples/ and tests/c/) under memory checkers, against the emulator, with
+# The C programs (c_examples/ and libfleetprov/tests/c/) under memory checkers, against the emulator, with
 # the assertions of tests/c_api.rs (see its module docs for the modes):
 #   1. built with AddressSanitizer + UBSan; each program must carry __asan_init, and any
 #      sanitizer report (leaks at exit included) fails;
@@ -20,6 +20,6 @@ fi
 for mode in asan valgrind; do
   echo "--- C programs: FLEETPROV_C_MODE=$mode"
   t0=$(date +%s)
-  FLEETPROV_C_MODE=$mode cargo test -p fleetprov --test c_api
+  FLEETPROV_C_MODE=$mode cargo test -p fleetprov-ffi --test c_api
   echo "--- FLEETPROV_C_MODE=$mode passed in $(( $(date +%s) - t0 )) s"
 done

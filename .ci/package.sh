@@ -40,7 +40,7 @@ echo "SONAME: $soname"
 [ "$soname" = "libfleetprov.so.$major" ] || fail "SONAME is '$soname', expected libfleetprov.so.$major"
 [ "$(readlink "$lib/libfleetprov.so.$major")" = "libfleetprov.so.$version" ] || fail "bad libfleetprov.so.$major link"
 [ "$(readlink "$lib/libfleetprov.so")" = "libfleetprov.so.$major" ] || fail "bad libfleetprov.so link"
-cmp include/fleetprov.h "$prefix/include/fleetprov.h"
+cmp libfleetprov/include/fleetprov.h "$prefix/include/fleetprov.h"
 [ -s "$prefix/share/fleetprov/fleetprov.supp" ] || fail "suppression file not installed"
 
 export PKG_CONFIG_PATH="$lib/pkgconfig"
@@ -68,7 +68,7 @@ for kind in shared static; do
     echo "--- CMake, find_package(fleetprov CONFIG), $kind"
     static=OFF
     [ "$kind" = static ] && static=ON
-    cmake -S cmake/consumer -B "$work/cmake-$kind" -DCMAKE_PREFIX_PATH="$prefix" \
+    cmake -S libfleetprov/cmake/consumer -B "$work/cmake-$kind" -DCMAKE_PREFIX_PATH="$prefix" \
         -DFLEETPROV_USE_STATIC_LIBS=$static -DCMAKE_BUILD_TYPE=Release >/dev/null
     cmake --build "$work/cmake-$kind"
     cp "$work/cmake-$kind/minimal" "$bin/minimal-cmake-$kind"
@@ -114,7 +114,7 @@ done
 
 echo "--- the CMake package still works once the installed tree is moved (e.g. into a sysroot)"
 mv "$prefix" "$work/moved"
-cmake -S cmake/consumer -B "$work/cmake-moved" -DCMAKE_PREFIX_PATH="$work/moved" >/dev/null
+cmake -S libfleetprov/cmake/consumer -B "$work/cmake-moved" -DCMAKE_PREFIX_PATH="$work/moved" >/dev/null
 cmake --build "$work/cmake-moved" >/dev/null
 grep -q "libfleetprov.so.$major => $work/moved/lib/" <<<"$(ldd "$work/cmake-moved/minimal")" ||
     fail "the moved CMake package does not point at its own directory: $(ldd "$work/cmake-moved/minimal")"

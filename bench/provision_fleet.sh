@@ -16,7 +16,7 @@ emulator="$lib/fleetprov-emulator"
 . "$root/c_examples/emulator.sh"
 emulator_workdir provision-fleet
 
-cc -std=c99 -D_POSIX_C_SOURCE=200809L -O2 -Wall -Wextra -pedantic -I"$root/include" \
+cc -std=c99 -D_POSIX_C_SOURCE=200809L -O2 -Wall -Wextra -pedantic -I"$root/libfleetprov/include" \
     "$root/bench/provision_fleet.c" -L"$lib" -Wl,-rpath,"$lib" -lfleetprov -pthread \
     -o "$work/provision_fleet"
 

@@ -2,7 +2,7 @@
 //! PyPI; `.ci/cbor.sh` installs it). Requests go over MQTT 5 and mutual TLS; the raw reply
 //! payloads are handed to cbor2, which must read each as exactly one map with AWS's fields.
 
-mod common;
+use fleetprov_testkit::emulator_clients as common;
 
 use std::process::Command;
 
@@ -15,7 +15,7 @@ const CREATE_CSR: &str = "$aws/certificates/create-from-csr/cbor";
 const REGISTER: &str = "$aws/provisioning-templates/FleetTemplate/provision/cbor";
 
 /// Decodes each payload with cbor2, refusing trailing bytes; returns them as JSON values.
-/// `None` when cbor2 is not installed outside CI (in CI that is a failure).
+/// Fails the test when cbor2 is not installed.
 fn decode_with_cbor2(payloads: &[&[u8]]) -> Option<Vec<Value>> {
     const SCRIPT: &str = r#"
 import io, json, sys
@@ -34,12 +34,7 @@ for path in sys.argv[1:]:
         .args(["-c", "import cbor2"])
         .output();
     if !probe.map(|o| o.status.success()).unwrap_or(false) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3 with cbor2 is required in CI (.ci/cbor.sh installs it)"
-        );
-        eprintln!("skipped: python3 -c 'import cbor2' fails (pip install cbor2)");
-        return None;
+        fleetprov_testkit::missing_tool("python3 with cbor2", "pip install cbor2");
     }
     let dir = tempfile::tempdir().unwrap();
     let files: Vec<_> = payloads

@@ -2,7 +2,7 @@
 //! use are in `--help` and accepted, bad ones are usage errors, and `--quiet` silences every
 //! message while a device provisions.
 
-mod common;
+use fleetprov_testkit::emulator_clients as common;
 
 use std::io::Read;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! The endpoint over real mutual TLS: provisioning flows, AWS's delivery rules, the claim policy,
 //! identity checks, protocol edge cases, misbehaving connections, fault injection, and shutdown.
 
-mod common;
+use fleetprov_testkit::emulator_clients as common;
 
 use std::time::Duration;
 

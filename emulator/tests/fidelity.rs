@@ -2,7 +2,7 @@
 //! certificate status default, registry validation, the account's resources, pre-provisioning
 //! hooks and the other template details.
 
-mod common;
+use fleetprov_testkit::emulator_clients as common;
 
 use std::path::PathBuf;
 

@@ -16,8 +16,9 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 
-// The symbols come from the fleetprov rlib; nothing in Rust names the crate otherwise.
-extern crate fleetprov;
+// The symbols come from the C library's sources built as an rlib (fuzz/ffi); nothing in Rust
+// names the crate otherwise.
+extern crate fleetprov_c;
 
 /// Opaque handles, as C sees them.
 type Options = c_void;

@@ -1,5 +1,5 @@
 'use strict';
-// The C API of include/fleetprov.h, loaded with koffi on first use.
+// The C API of libfleetprov/include/fleetprov.h, loaded with koffi on first use.
 //
 // How the library's threads meet JavaScript (koffi 3.3, src/koffi/src/call.cc):
 // - The library calls back on its own threads. koffi relays such a call to the JS thread

@@ -1,0 +1,35 @@
+//! # fleetprov
+//!
+//! AWS IoT Fleet Provisioning over mutual-TLS MQTT for devices: CreateKeysAndCertificate,
+//! CreateCertificateFromCsr and RegisterThing, with MQTT 5 or 3.1.1 (rumqttc) and rustls.
+//!
+//! - [`protocol`]: topic names and JSON payloads with AWS's exact field names; no I/O.
+//! - [`client`]: the connection and the request engine (one SUBSCRIBE per operation kind,
+//!   SUBACK checked before the request is published, replies matched, per-operation timeout).
+//! - [`error`]: one [`Error`] with an [`ErrorKind`] and, for service rejections, AWS's fields.
+//! - [`log`]: a process-wide logging callback; keys are never logged.
+//! - [`signer`]: keys the library never holds (a secure element, an HSM): a [`signer::Signer`]
+//!   signs for the TLS client authentication and for certificate signing requests.
+//! - [`keygen`]: device keys (EC P-256, P-384, RSA-2048) and CSRs made on the device.
+//! - [`provision`]: one call from claim certificate to a verified, stored identity, with
+//!   retries; [`provision::store`] is the identity store.
+//!
+//! The C surface (`include/fleetprov.h`) is a thin layer over this core.
+
+pub mod client;
+pub mod error;
+pub mod keygen;
+pub mod log;
+pub mod pkcs11;
+pub mod protocol;
+pub mod provision;
+pub mod signer;
+
+pub use client::{Client, ClientOptions, MqttVersion, Pem};
+pub use error::{Error, ErrorKind};
+pub use keygen::{CsrSubject, KeyType};
+pub use protocol::{
+    CreateFromCsrResponse, CreateKeysResponse, PayloadFormat, RegisterThingRequest,
+    RegisterThingResponse, Rejection,
+};
+pub use provision::{provision, KeySource, Progress, ProvisionOptions, Provisioned, RetryPolicy};

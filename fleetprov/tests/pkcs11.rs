@@ -1,0 +1,351 @@
+//! PKCS#11 keys against SoftHSM2 (Debian's `softhsm2`, a real PKCS#11 module) and the
+//! emulator over mutual TLS: the claim key imported into a token provisions in both flows; a
+//! device key generated in the token gets its certificate through the CSR flow, the
+//! certificate is stored back, and that identity connects; a wrong PIN, a missing key, a
+//! missing token and a missing module each give a clear [`ErrorKind::Signer`].
+//!
+//! The tokens live in a temporary directory named by `SOFTHSM2_CONF`, set up once per test
+//! process with `softhsm2-util` before the module is first loaded. Without SoftHSM2 the tests
+//! say so and pass, except when `CI` is set: then they fail (`.ci/pkcs11.sh` installs it).
+#![cfg(feature = "pkcs11")]
+
+use fleetprov_testkit::env as common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::{make_csr, params};
+use fleetprov::client::{Client, ClientOptions, MqttVersion, Pem};
+use fleetprov::pkcs11::{self, Pkcs11Key};
+use fleetprov::protocol::RegisterThingRequest;
+use fleetprov::signer::{certificate_request, KeyAlgorithm, PublicKey};
+use fleetprov::ErrorKind;
+use fleetprov_emulator::{Emulator, EmulatorConfig};
+
+const TOKEN: &str = "fleetprov-test";
+/// A second token, used only by the wrong-PIN check: PKCS#11 login state is per token and
+/// process, so while another test is logged in to `TOKEN`, any PIN would "log in" there.
+const PIN_TOKEN: &str = "fleetprov-pin";
+const PIN: &str = "4711";
+const SO_PIN: &str = "0815";
+const CLAIM_LABEL: &str = "claim";
+
+const MODULE_CANDIDATES: &[&str] = &[
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+];
+
+/// The token directory, the SoftHSM2 module and an emulator state whose claim key is in the
+/// token; each test copies the state so it gets its own registry.
+struct Hsm {
+    _dir: tempfile::TempDir,
+    module: PathBuf,
+    state: PathBuf,
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed: {text}");
+    text
+}
+
+/// Sets SoftHSM2 up once, or `None` when it is not installed (a failure under `CI`).
+fn hsm() -> Option<&'static Hsm> {
+    static HSM: OnceLock<Option<Hsm>> = OnceLock::new();
+    HSM.get_or_init(|| {
+        let module = std::env::var_os("FLEETPROV_PKCS11_MODULE")
+            .map(PathBuf::from)
+            .or_else(|| {
+                MODULE_CANDIDATES
+                    .iter()
+                    .map(PathBuf::from)
+                    .find(|p| p.is_file())
+            });
+        let util = Command::new("softhsm2-util").arg("--version").output();
+        let (Some(module), Ok(_)) = (module, util) else {
+            fleetprov_testkit::missing_tool(
+                "SoftHSM2 (softhsm2-util and libsofthsm2.so)",
+                "apt-get install softhsm2",
+            );
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        // Read by the module when it is initialised, in this process and in softhsm2-util.
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        for token in [TOKEN, PIN_TOKEN] {
+            run(Command::new("softhsm2-util").args([
+                "--init-token",
+                "--free",
+                "--label",
+                token,
+                "--pin",
+                PIN,
+                "--so-pin",
+                SO_PIN,
+            ]));
+        }
+        // An emulator state (CA, claim certificate and key) to copy; its claim key goes into
+        // the token.
+        let state = dir.path().join("state");
+        fleetprov_emulator::ca::Ca::load_or_create(&state).unwrap();
+        let claim_key = state.join("claim-key.pem");
+        for token in [TOKEN, PIN_TOKEN] {
+            run(Command::new("softhsm2-util")
+                .args(["--import"])
+                .arg(&claim_key)
+                .args(["--token", token, "--label", CLAIM_LABEL])
+                .args(["--id", "01", "--pin", PIN]));
+        }
+        Some(Hsm {
+            _dir: dir,
+            module,
+            state,
+        })
+    })
+    .as_ref()
+}
+
+impl Hsm {
+    fn key(&self, label: &str) -> Pkcs11Key {
+        Pkcs11Key {
+            module: self.module.clone(),
+            token_label: Some(TOKEN.to_owned()),
+            slot_id: None,
+            pin: Some(PIN.to_owned().into()),
+            key_label: label.to_owned(),
+        }
+    }
+
+    /// An emulator on a copy of the prepared state (same CA and claim, its own registry).
+    async fn emulator(&self) -> (Emulator, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(&self.state).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+            }
+        }
+        let emu = Emulator::start(EmulatorConfig::new(dir.path()))
+            .await
+            .unwrap();
+        (emu, dir)
+    }
+}
+
+/// Options for `emu` with `cert` and the PKCS#11 key `key`.
+fn opts(emu: &Emulator, cert: Pem, key: Pkcs11Key) -> ClientOptions {
+    let mut o = ClientOptions::new("localhost");
+    o.port = emu.port();
+    o.ca = Some(Pem::file(emu.ca_path()));
+    o.cert = Some(cert);
+    o.pkcs11 = Some(key);
+    o.operation_timeout = std::time::Duration::from_secs(20);
+    o.connect_timeout = std::time::Duration::from_secs(10);
+    o
+}
+
+fn claim_opts(hsm: &Hsm, emu: &Emulator) -> ClientOptions {
+    opts(emu, Pem::file(emu.claim_cert_path()), hsm.key(CLAIM_LABEL))
+}
+
+fn register_req(token: &str, serial: &str) -> RegisterThingRequest {
+    RegisterThingRequest {
+        certificate_ownership_token: token.to_owned(),
+        parameters: params(serial),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_key_in_the_token_provisions_in_both_flows() {
+    let Some(hsm) = hsm() else { return };
+    let (emu, _state) = hsm.emulator().await;
+    for (i, version) in [MqttVersion::V5, MqttVersion::V311].into_iter().enumerate() {
+        let mut o = claim_opts(hsm, &emu);
+        o.mqtt_version = version;
+        let client = Client::connect(o).await.unwrap();
+        let created = client.create_keys_and_certificate().await.unwrap();
+        let thing = client
+            .register_thing(
+                "FleetTemplate",
+                &register_req(&created.certificate_ownership_token, &format!("hsm-k{i}")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(thing.thing_name, format!("ThingPrefix_hsm-k{i}"));
+        let csr = make_csr("hsm-csr");
+        let issued = client.create_certificate_from_csr(&csr.pem).await.unwrap();
+        let thing = client
+            .register_thing(
+                "FleetTemplate",
+                &register_req(&issued.certificate_ownership_token, &format!("hsm-c{i}")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(thing.thing_name, format!("ThingPrefix_hsm-c{i}"));
+        client.disconnect().await;
+    }
+    assert_eq!(emu.service().registry().things().len(), 4);
+}
+
+/// Whether the token holds exactly one certificate object labelled `label` whose value is
+/// `der`, looked up through the module directly.
+fn stored_certificate_is(hsm: &Hsm, label: &str, der: &[u8]) -> bool {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+    use cryptoki::session::UserType;
+    let m = Pkcs11::new(&hsm.module).unwrap();
+    // The library has initialised the module in this process already; either is fine.
+    let _ = m.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+    let slot = m
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| m.get_token_info(*s).unwrap().label().trim_end() == TOKEN)
+        .unwrap();
+    let session = m.open_ro_session(slot).unwrap();
+    let _ = session.login(UserType::User, Some(&PIN.to_owned().into()));
+    let found = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+        .unwrap();
+    found.len() == 1
+        && session
+            .get_attributes(found[0], &[AttributeType::Value])
+            .unwrap()
+            .iter()
+            .any(|a| matches!(a, Attribute::Value(v) if v == der))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_key_generated_in_the_token_gets_a_certificate_that_connects() {
+    let Some(hsm) = hsm() else { return };
+    let (emu, _state) = hsm.emulator().await;
+    let client = Client::connect(claim_opts(hsm, &emu)).await.unwrap();
+    for (label, algorithm) in [
+        ("device-p256", KeyAlgorithm::EcP256),
+        ("device-rsa", KeyAlgorithm::Rsa { bits: 2048 }),
+    ] {
+        let key = hsm.key(label);
+        let signer = pkcs11::generate(&key, algorithm).unwrap();
+        assert_eq!(signer.public_key().algorithm(), algorithm);
+        // A second generation under the same label is refused: nothing is overwritten.
+        let e = pkcs11::generate(&key, algorithm).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Signer);
+        assert!(e.message.contains("already has a private key"), "{e}");
+
+        let csr = certificate_request(signer.clone(), Some(label)).unwrap();
+        let issued = client.create_certificate_from_csr(&csr).await.unwrap();
+        assert_eq!(
+            &PublicKey::from_pem(issued.certificate_pem.as_bytes()).unwrap(),
+            signer.public_key()
+        );
+        let thing = client
+            .register_thing(
+                "FleetTemplate",
+                &register_req(&issued.certificate_ownership_token, label),
+            )
+            .await
+            .unwrap();
+        // Stored twice: the second replaces the first.
+        pkcs11::store_certificate(&key, &issued.certificate_pem).unwrap();
+        pkcs11::store_certificate(&key, &issued.certificate_pem).unwrap();
+        assert!(stored_certificate_is(
+            hsm,
+            label,
+            &common::cert_der(&issued.certificate_pem)
+        ));
+
+        // The new identity: its certificate, and its key still only in the token.
+        let mut o = opts(&emu, Pem::memory(&issued.certificate_pem), key);
+        o.client_id = Some(thing.thing_name.clone());
+        let device = Client::connect(o).await.unwrap();
+        device
+            .publish(&format!("devices/{}/hello", thing.thing_name), b"{}")
+            .await
+            .unwrap();
+        device.disconnect().await;
+    }
+    client.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_pin_missing_key_token_and_module_are_clear_errors() {
+    let Some(hsm) = hsm() else { return };
+    let (emu, _state) = hsm.emulator().await;
+    let connect_error = |key: Pkcs11Key| {
+        let o = opts(&emu, Pem::file(emu.claim_cert_path()), key);
+        async move { Client::connect(o).await.unwrap_err() }
+    };
+
+    let mut key = hsm.key(CLAIM_LABEL);
+    key.token_label = Some(PIN_TOKEN.to_owned());
+    key.pin = Some("0000".to_owned().into());
+    let e = connect_error(key.clone()).await;
+    assert_eq!(e.kind, ErrorKind::Signer, "{e}");
+    assert!(
+        e.message.contains("token 'fleetprov-pin' refused the PIN"),
+        "{e}"
+    );
+    // The right PIN on that token works: the failure was the PIN.
+    key.pin = Some(PIN.to_owned().into());
+    let o = opts(&emu, Pem::file(emu.claim_cert_path()), key);
+    Client::connect(o).await.unwrap().disconnect().await;
+
+    let e = connect_error(hsm.key("no-such-key")).await;
+    assert_eq!(e.kind, ErrorKind::Signer, "{e}");
+    assert!(
+        e.message
+            .contains("no private key labelled 'no-such-key' in token 'fleetprov-test'"),
+        "{e}"
+    );
+
+    let mut key = hsm.key(CLAIM_LABEL);
+    key.token_label = Some("elsewhere".into());
+    let e = connect_error(key).await;
+    assert_eq!(e.kind, ErrorKind::Signer, "{e}");
+    assert!(e.message.contains("token 'elsewhere' not found"), "{e}");
+    assert!(
+        e.message.contains("fleetprov-test"),
+        "names the tokens present: {e}"
+    );
+
+    let mut key = hsm.key(CLAIM_LABEL);
+    key.module = Path::new("/nonexistent/libpkcs11.so").into();
+    let e = connect_error(key).await;
+    assert_eq!(e.kind, ErrorKind::Signer, "{e}");
+    assert!(
+        e.message.contains("cannot load the module /nonexistent"),
+        "{e}"
+    );
+
+    // A key in the token that is not the certificate's: refused before any network I/O.
+    let other = hsm.key("other-p256");
+    pkcs11::generate(&other, KeyAlgorithm::EcP256).unwrap();
+    let e = connect_error(other).await;
+    assert_eq!(e.kind, ErrorKind::Signer, "{e}");
+    assert!(
+        e.message
+            .contains("is not the key of the client certificate"),
+        "{e}"
+    );
+    assert!(emu.service().registry().things().is_empty());
+}

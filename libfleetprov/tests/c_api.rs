@@ -1,0 +1,998 @@
+//! The C API from C: the programs under `tests/c/` and the examples under `c_examples/` are
+//! compiled with the `cc` crate, linked against the `libfleetprov.so` cargo built for this test
+//! run, and run against the emulator over mutual TLS on loopback. Their exit codes and output
+//! are asserted. Also checks the header itself: it compiles as C99 and C++, its version macros
+//! match Cargo.toml, and the committed copy equals a fresh generation.
+//!
+//! `FLEETPROV_C_MODE` runs the same programs and assertions under a memory checker:
+//! - unset: plain builds;
+//! - `asan`: built with AddressSanitizer and UBSan (each program is checked to carry
+//!   `__asan_init`); any sanitizer report, leaks at exit included, fails the run;
+//! - `valgrind`: plain builds run under memcheck with `.ci/valgrind.supp`; any error or a
+//!   definitely lost byte fails the run.
+//!
+//! The checker modes skip the header-only tests, which run no program.
+
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use fleetprov_emulator::{Emulator, EmulatorConfig, EmulatorHandle, Fault};
+
+use fleetprov_testkit::env as common;
+
+use common::CSR_PEM;
+use fleetprov_testkit::cprog::{c_tests_dir, cc_build, include_dir, root, CProgram};
+
+/// How the C programs are built and run (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Plain,
+    Asan,
+    Valgrind,
+}
+
+/// Compile and link flags of the `asan` mode. Without `-fno-sanitize-recover`, UBSan prints a
+/// report and carries on, and the run could still exit 0.
+const SANITIZE_FLAGS: &[&str] = &[
+    "-fsanitize=address,undefined",
+    "-fno-omit-frame-pointer",
+    "-fno-sanitize-recover=undefined",
+];
+
+impl Mode {
+    fn current() -> Mode {
+        static MODE: OnceLock<Mode> = OnceLock::new();
+        *MODE.get_or_init(|| match std::env::var("FLEETPROV_C_MODE").as_deref() {
+            Err(_) | Ok("") | Ok("plain") => Mode::Plain,
+            Ok("asan") => Mode::Asan,
+            Ok("valgrind") => Mode::Valgrind,
+            Ok(other) => panic!("FLEETPROV_C_MODE={other:?}: expected asan, valgrind or unset"),
+        })
+    }
+
+    /// Builds of different modes never share a directory.
+    fn dir(self) -> &'static str {
+        match self {
+            Mode::Plain => "plain",
+            Mode::Asan => "asan",
+            Mode::Valgrind => "valgrind",
+        }
+    }
+
+    /// Factor on the hard time limit of a run: memcheck runs these programs 10 to 50 times
+    /// slower (most of the time goes into TLS), ASan about twice.
+    fn time_scale(self) -> u64 {
+        match self {
+            Mode::Plain => 1,
+            Mode::Asan => 2,
+            Mode::Valgrind => 10,
+        }
+    }
+
+    /// The header-only tests build no program worth checking: they run in the plain mode only.
+    fn skips_header_checks(self) -> bool {
+        if self != Mode::Plain {
+            eprintln!(
+                "skipped: FLEETPROV_C_MODE={} runs programs only",
+                self.dir()
+            );
+            return true;
+        }
+        false
+    }
+}
+
+enum Lang {
+    C,
+    Cxx,
+}
+
+/// Compiles `sources` into an executable linked to libfleetprov, with warnings as errors, for
+/// the current [`Mode`].
+fn build_program(name: &str, sources: &[PathBuf], lang: Lang) -> PathBuf {
+    let mode = Mode::current();
+    let sanitize: &[&str] = if mode == Mode::Asan {
+        SANITIZE_FLAGS
+    } else {
+        &[]
+    };
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("c_api")
+        .join(mode.dir())
+        .join(name);
+    let exe = CProgram::new(name, &out)
+        .cxx(matches!(lang, Lang::Cxx))
+        .flags(sanitize)
+        .sources(sources)
+        .build();
+    if mode == Mode::Asan {
+        assert_sanitizers_linked(&exe);
+    }
+    exe
+}
+
+/// Proves the sanitizers are in the program: its symbol table references the ASan runtime's
+/// entry point and UBSan's report handlers.
+fn assert_sanitizers_linked(exe: &Path) {
+    let out = Command::new("nm").arg(exe).output().unwrap();
+    assert!(out.status.success(), "nm {} failed", exe.display());
+    let symbols = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        symbols.lines().any(|l| l.ends_with(" __asan_init")),
+        "{} lacks __asan_init",
+        exe.display()
+    );
+    assert!(
+        symbols.contains("__ubsan_handle_"),
+        "{} lacks UBSan handlers",
+        exe.display()
+    );
+}
+
+/// Builds each program once per test process; tests running in parallel share the result.
+fn built(cell: &'static OnceLock<PathBuf>, name: &str, source: PathBuf) -> PathBuf {
+    cell.get_or_init(|| build_program(name, &[source], Lang::C))
+        .clone()
+}
+
+fn c_test(name: &'static str) -> PathBuf {
+    static HAPPY: OnceLock<PathBuf> = OnceLock::new();
+    static LIFECYCLE: OnceLock<PathBuf> = OnceLock::new();
+    static BAD_INPUT: OnceLock<PathBuf> = OnceLock::new();
+    static NETWORK_FAULTS: OnceLock<PathBuf> = OnceLock::new();
+    let cell = match name {
+        "happy_path" => &HAPPY,
+        "lifecycle" => &LIFECYCLE,
+        "bad_input" => &BAD_INPUT,
+        "network_faults" => &NETWORK_FAULTS,
+        other => panic!("unknown C test {other}"),
+    };
+    built(cell, name, c_tests_dir().join(format!("{name}.c")))
+}
+
+fn demo() -> PathBuf {
+    static DEMO: OnceLock<PathBuf> = OnceLock::new();
+    built(
+        &DEMO,
+        "fleet_provisioning",
+        root().join("c_examples").join("fleet_provisioning.c"),
+    )
+}
+
+/// Runs a program with a hard time limit (coreutils `timeout`), so a hang fails the test
+/// instead of stalling it; in the checker modes, under the checker, failing on its findings.
+fn run(exe: &Path, args: &[String]) -> Output {
+    let mode = Mode::current();
+    // Reports of the checkers go to files, so the programs' own stderr stays as asserted.
+    let reports = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-k", "5"])
+        .arg((120 * mode.time_scale()).to_string());
+    match mode {
+        Mode::Plain => {}
+        Mode::Asan => {
+            let dir = reports.path().display();
+            cmd.env(
+                "ASAN_OPTIONS",
+                format!("detect_leaks=1:halt_on_error=1:log_path={dir}/asan"),
+            )
+            .env(
+                "UBSAN_OPTIONS",
+                format!("print_stacktrace=1:halt_on_error=1:log_path={dir}/ubsan"),
+            );
+        }
+        Mode::Valgrind => {
+            cmd.arg("valgrind")
+                .args(VALGRIND_FLAGS)
+                .arg(format!(
+                    "--suppressions={}",
+                    root().join(".ci").join("valgrind.supp").display()
+                ))
+                .arg(format!(
+                    "--log-file={}/valgrind.%p",
+                    reports.path().display()
+                ));
+        }
+    }
+    let out = cmd.arg(exe).args(args).output().unwrap();
+    eprintln!(
+        "$ {} {}\n--- stdout\n{}--- stderr\n{}--- status {:?}",
+        exe.display(),
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        out.status.code()
+    );
+    check_reports(mode, reports.path());
+    out
+}
+
+/// `--error-exitcode` alone would not say what went wrong: [`check_reports`] reads the log.
+const VALGRIND_FLAGS: &[&str] = &[
+    "--error-exitcode=1",
+    "--leak-check=full",
+    "--errors-for-leak-kinds=definite",
+    "--show-leak-kinds=definite",
+    "--num-callers=40",
+    "--gen-suppressions=all",
+];
+
+/// Fails on anything the checker of `mode` reported for one run.
+fn check_reports(mode: Mode, dir: &Path) {
+    let mut logs: Vec<(PathBuf, String)> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let text = fs::read_to_string(&path).unwrap();
+            (path, text)
+        })
+        .collect();
+    logs.sort();
+    match mode {
+        Mode::Plain => {}
+        // The sanitizers create a log only when they have something to report.
+        Mode::Asan => {
+            if let Some((path, text)) = logs.first() {
+                panic!("sanitizer report {}:\n{text}", path.display());
+            }
+        }
+        Mode::Valgrind => {
+            assert!(
+                !logs.is_empty(),
+                "valgrind wrote no log: is it installed and on PATH?"
+            );
+            for (path, text) in &logs {
+                let clean =
+                    text.contains("ERROR SUMMARY: 0 errors") && definitely_lost_bytes(text) == 0;
+                assert!(clean, "valgrind found errors ({}):\n{text}", path.display());
+                assert!(!text.contains("PRIVATE KEY"));
+            }
+        }
+    }
+}
+
+/// The "definitely lost" total of a memcheck log (absent when every block was freed).
+fn definitely_lost_bytes(log: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| l.split("definitely lost: ").nth(1))
+        .map(|rest| {
+            let n = rest.split_whitespace().next().unwrap_or("");
+            n.replace(',', "").parse::<u64>().unwrap()
+        })
+        .sum()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+struct Env {
+    emulator: EmulatorHandle,
+    _state: tempfile::TempDir,
+}
+
+impl Env {
+    fn start() -> Env {
+        Env::with_fault(Fault::None)
+    }
+
+    fn with_fault(fault: Fault) -> Env {
+        let state = tempfile::tempdir().unwrap();
+        let mut cfg = EmulatorConfig::new(state.path());
+        cfg.fault = fault;
+        let emulator = Emulator::start_blocking(cfg).unwrap();
+        Env {
+            emulator,
+            _state: state,
+        }
+    }
+
+    /// ENDPOINT PORT CA CERT KEY, as the C tests expect them.
+    fn conn_args(&self) -> Vec<String> {
+        vec![
+            "localhost".into(),
+            self.emulator.port().to_string(),
+            self.emulator.ca_path().display().to_string(),
+            self.emulator.claim_cert_path().display().to_string(),
+            self.emulator.claim_key_path().display().to_string(),
+        ]
+    }
+
+    /// The demo's connection flags.
+    fn demo_args(&self) -> Vec<String> {
+        let a = self.conn_args();
+        [
+            "--endpoint",
+            &a[0],
+            "--port",
+            &a[1],
+            "--ca_file",
+            &a[2],
+            "--cert",
+            &a[3],
+            "--key",
+            &a[4],
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    fn thing_names(&self) -> Vec<String> {
+        self.emulator
+            .service()
+            .registry()
+            .things()
+            .into_iter()
+            .map(|t| t.name)
+            .collect()
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+// ---------- the header ----------
+
+#[test]
+fn header_compiles_alone_as_c99_and_cpp() {
+    if Mode::current().skips_header_checks() {
+        return;
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("c_api")
+        .join("header");
+    fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("header_only.c");
+    fs::write(
+        &src,
+        // <stdlib.h> after the header: the header must not redeclare anything of the C library.
+        "#include \"fleetprov.h\"\n#include <stdlib.h>\nint header_only(void);\nint header_only(void) { return FP_OK; }\n",
+    )
+    .unwrap();
+    for (lang, std, sub) in [("c", "c99", "c99"), ("c++", "c++11", "cxx")] {
+        let out = dir.join(sub);
+        fs::create_dir_all(&out).unwrap();
+        let mut b = cc_build();
+        b.out_dir(&out)
+            .cpp(lang == "c++")
+            .include(include_dir())
+            .flag("-x")
+            .flag(lang)
+            .std(std)
+            .flag("-Wall")
+            .flag("-Wextra")
+            .flag("-pedantic")
+            .flag("-Werror")
+            .file(&src);
+        let objects = b.compile_intermediates();
+        assert_eq!(objects.len(), 1);
+    }
+}
+
+#[test]
+fn header_version_macros_match_cargo_toml() {
+    if Mode::current().skips_header_checks() {
+        return;
+    }
+    let header = fs::read_to_string(include_dir().join("fleetprov.h")).unwrap();
+    let macro_value = |name: &str| -> String {
+        let prefix = format!("#define {name} ");
+        header
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .trim()
+            .to_owned()
+    };
+    let version = format!(
+        "{}.{}.{}",
+        macro_value("FP_VERSION_MAJOR"),
+        macro_value("FP_VERSION_MINOR"),
+        macro_value("FP_VERSION_PATCH")
+    );
+    assert_eq!(version, env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn committed_header_equals_a_fresh_generation() {
+    if Mode::current().skips_header_checks() {
+        return;
+    }
+    // build.rs generates into OUT_DIR on every run of the script and rewrites include/ only
+    // when the content changed; a hand edit or a stale commit shows up as a difference.
+    let fresh = fs::read_to_string(concat!(env!("OUT_DIR"), "/fleetprov.h")).unwrap();
+    let committed = fs::read_to_string(include_dir().join("fleetprov.h")).unwrap();
+    assert!(
+        fresh == committed,
+        "include/fleetprov.h differs from the cbindgen output; rebuild and commit it"
+    );
+    // Every exported function is declared.
+    for f in [
+        "fp_version",
+        "fp_result_str",
+        "fp_client_options_new",
+        "fp_client_new",
+        "fp_client_connect",
+        "fp_client_free",
+        "fp_create_keys",
+        "fp_create_from_csr",
+        "fp_register_thing",
+        "fp_set_log_callback",
+    ] {
+        assert!(committed.contains(&format!("{f}(")), "{f} not declared");
+    }
+}
+
+#[test]
+fn c_tests_compile_as_cpp() {
+    if Mode::current().skips_header_checks() {
+        return;
+    }
+    for name in ["happy_path", "lifecycle", "bad_input", "network_faults"] {
+        build_program(
+            &format!("{name}_cxx"),
+            &[c_tests_dir().join(format!("{name}.c"))],
+            Lang::Cxx,
+        );
+    }
+}
+
+// ---------- tests/c programs ----------
+
+fn happy_path(version: &str, serial_a: &str, serial_b: &str) {
+    let env = Env::start();
+    let exe = c_test("happy_path");
+    let mut args = env.conn_args();
+    args.extend(strings(&[version, serial_a, serial_b]));
+    let out = run(&exe, &args);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(text.contains(&format!("thing: ThingPrefix_{serial_a}\n")));
+    assert!(text.contains(&format!("thing: ThingPrefix_{serial_b}\n")));
+    assert!(text.ends_with("happy_path: ok\n"));
+    // The service side agrees.
+    let things = env.thing_names();
+    assert!(
+        things.contains(&format!("ThingPrefix_{serial_a}")),
+        "{things:?}"
+    );
+    assert!(
+        things.contains(&format!("ThingPrefix_{serial_b}")),
+        "{things:?}"
+    );
+}
+
+#[test]
+fn happy_path_mqtt5() {
+    happy_path("5", "51", "52");
+}
+
+#[test]
+fn happy_path_mqtt311() {
+    happy_path("3", "31", "32");
+}
+
+#[test]
+fn lifecycle_contract() {
+    let env = Env::start();
+    // Accepts TCP connections (the kernel completes them) and never answers: connecting stays
+    // pending for as long as the test needs.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    // A port nothing listens on: connecting is refused at once.
+    let closed_port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let exe = c_test("lifecycle");
+    let mut args = env.conn_args();
+    args.push(silent.local_addr().unwrap().port().to_string());
+    args.push(closed_port.to_string());
+    let out = run(&exe, &args);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    for line in [
+        "not connected: ok",
+        "free cancels pending: ok",
+        "free waits for running callback: ok",
+        "failed connection: ok",
+        "free inside own callback: ok",
+        "free while a sibling callback runs: ok",
+        "free from main and from a callback: ok",
+        "lifecycle: ok",
+    ] {
+        assert!(text.contains(line), "missing {line:?}");
+    }
+    drop(silent);
+}
+
+#[test]
+fn bad_input_table() {
+    let env = Env::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let exe = c_test("bad_input");
+    let mut args = env.conn_args();
+    args.push(scratch.path().display().to_string());
+    let out = run(&exe, &args);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    for line in [
+        "missing certificate file: I/O error",
+        "missing key file: I/O error",
+        "missing CA file: I/O error",
+        "certificate not PEM: TLS error",
+        "key not PEM: TLS error",
+        "mismatched key: TLS error",
+        "wrong CA: TLS error",
+        "empty certificate file: TLS error",
+        "CA not PEM: TLS error",
+        "certificate path is a directory: I/O error",
+        "certificate PEM text not PEM: TLS error",
+        "key PEM text not PEM: TLS error",
+        "key PEM text of another certificate: TLS error",
+        "CA PEM text not PEM: TLS error",
+        "wrong CA PEM text: TLS error",
+        "bad_input: ok",
+    ] {
+        assert!(text.contains(line), "missing {line:?}");
+    }
+    // Refused operations never reached the service.
+    assert!(env.thing_names().is_empty());
+}
+
+// ---------- tests/c/network_faults: the network half of the bad-input table ----------
+
+/// Runs one case of `network_faults` with `conn` as its ENDPOINT PORT CA CERT KEY and `extra`
+/// after the case name; returns the case's report line, "<case>: <result> | <message>".
+fn network_fault_case(case: &str, mut conn: Vec<String>, extra: &[String]) -> String {
+    let exe = c_test("network_faults");
+    conn.push(case.to_owned());
+    conn.extend_from_slice(extra);
+    let out = run(&exe, &conn);
+    assert_eq!(out.status.code(), Some(0), "case {case}");
+    let text = stdout(&out);
+    assert!(text.ends_with("network_faults: ok\n"), "{text}");
+    let prefix = format!("{case}: ");
+    text.lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap()
+        .to_owned()
+}
+
+/// A case against an emulator injecting `fault`; the report line must contain `expect`.
+fn fault_case(case: &str, fault: Fault, expect: &str) {
+    let env = Env::with_fault(fault);
+    let line = network_fault_case(case, env.conn_args(), &[]);
+    assert!(line.contains(expect), "{line}");
+    assert!(env.thing_names().is_empty());
+}
+
+#[test]
+fn reply_not_json() {
+    fault_case(
+        "reply_not_json",
+        Fault::ReplyAccepted(b"certainly not json".to_vec()),
+        "bad reply from the service |",
+    );
+}
+
+#[test]
+fn reply_of_the_wrong_shape() {
+    // An object without the fields of a CreateCertificateFromCsr reply.
+    fault_case(
+        "reply_wrong_shape",
+        Fault::ReplyAccepted(br#"{"certificateId":"abc"}"#.to_vec()),
+        "bad reply from the service |",
+    );
+}
+
+#[test]
+fn reply_of_the_wrong_types() {
+    fault_case(
+        "reply_wrong_types",
+        Fault::ReplyAccepted(br#"{"thingName":5,"deviceConfiguration":[]}"#.to_vec()),
+        "bad reply from the service |",
+    );
+}
+
+#[test]
+fn reply_of_one_mebibyte() {
+    let huge = vec![b'x'; 1024 * 1024];
+    fault_case(
+        "reply_1mib_mqtt311",
+        Fault::ReplyAccepted(huge.clone()),
+        "limit",
+    );
+    fault_case(
+        "reply_1mib_mqtt5",
+        Fault::ReplyAccepted(huge),
+        "timed out |",
+    );
+}
+
+#[test]
+fn reply_on_the_wrong_topic() {
+    fault_case("reply_wrong_topic", Fault::ReplyOnWrongTopic, "timed out |");
+}
+
+#[test]
+fn service_never_answers() {
+    fault_case("service_silent", Fault::Silent, "timed out |");
+}
+
+#[test]
+fn csr_that_is_not_pem_is_rejected_by_the_service() {
+    fault_case("csr_not_pem", Fault::None, "rejected by the service |");
+}
+
+#[test]
+fn broker_closes_the_connection_mid_operation() {
+    fault_case(
+        "broker_closes_mid_operation",
+        Fault::DisconnectOnRequest,
+        "disconnected |",
+    );
+    fault_case(
+        "broker_closes_mid_operation_mqtt311",
+        Fault::DisconnectOnRequest,
+        "disconnected |",
+    );
+}
+
+#[test]
+fn broker_never_sends_connack() {
+    fault_case("no_connack", Fault::NoConnack, "timed out |");
+}
+
+#[test]
+fn broker_never_sends_suback() {
+    fault_case("no_suback", Fault::NoSuback, "timed out |");
+}
+
+#[test]
+fn broker_refuses_the_subscription() {
+    fault_case(
+        "subscribe_refused",
+        Fault::RefuseSubscribe,
+        "subscription refused |",
+    );
+    fault_case(
+        "subscribe_refused_mqtt311",
+        Fault::RefuseSubscribe,
+        "subscription refused |",
+    );
+}
+
+#[test]
+fn server_name_mismatch() {
+    let env = Env::start();
+    // The server certificate names localhost, 127.0.0.1 and ::1. A CONNECT proxy takes the
+    // client to the emulator under a name the certificate does not carry.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let proxy = rt.block_on(common::start_proxy(env.emulator.port()));
+    let mut conn = env.conn_args();
+    conn[0] = "wrong-name.example".into();
+    let line = network_fault_case("server_name_mismatch", conn, &[proxy.port.to_string()]);
+    assert!(line.contains("TLS error |"), "{line}");
+    assert!(line.contains("not valid for the name"), "{line}");
+    assert!(proxy.requests.lock().unwrap()[0].starts_with("CONNECT wrong-name.example:"));
+    drop(proxy);
+}
+
+/// A claim from the emulator's own CA valid from `from` to `to`, written to `dir` as
+/// `NAME-cert.pem` and `NAME-key.pem`, registered as a claim if `register`; returns the
+/// connection arguments that use it.
+fn claim_args(
+    env: &Env,
+    dir: &Path,
+    name: &str,
+    from: SystemTime,
+    to: SystemTime,
+    register: bool,
+) -> Vec<String> {
+    let issued = env
+        .emulator
+        .service()
+        .ca()
+        .issue_claim_between(name, from, to)
+        .unwrap();
+    if register {
+        env.emulator
+            .service()
+            .registry()
+            .add_claim(&issued.certificate_id);
+    }
+    let cert = dir.join(format!("{name}-cert.pem"));
+    let key = dir.join(format!("{name}-key.pem"));
+    fs::write(&cert, &issued.certificate_pem).unwrap();
+    fs::write(&key, issued.private_key_pem.unwrap()).unwrap();
+    let mut conn = env.conn_args();
+    conn[3] = cert.display().to_string();
+    conn[4] = key.display().to_string();
+    conn
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+#[test]
+fn expired_client_certificate() {
+    let env = Env::start();
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now();
+    let conn = claim_args(&env, dir.path(), "expired", now - 2 * DAY, now - DAY, true);
+    for case in ["expired_certificate", "expired_certificate_mqtt311"] {
+        let line = network_fault_case(case, conn.clone(), &[]);
+        assert!(line.contains("TLS error |"), "{line}");
+        assert!(line.contains("expired"), "{line}");
+    }
+}
+
+#[test]
+fn client_certificate_the_broker_does_not_know() {
+    let env = Env::start();
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now();
+    // Signed by the right CA and in date, but never registered: CONNACK "not authorized".
+    let conn = claim_args(&env, dir.path(), "stranger", now - DAY, now + DAY, false);
+    let line = network_fault_case("unregistered_certificate", conn, &[]);
+    assert!(
+        line.contains("connection refused by the broker |"),
+        "{line}"
+    );
+}
+
+// ---------- the demo ----------
+
+fn perm_bits(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// The one file of the identity store whose name starts with `prefix`.
+fn store_file(dir: &Path, prefix: &str) -> PathBuf {
+    let found: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(prefix))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.into_iter().next().unwrap()
+}
+
+#[test]
+fn demo_keys_flow_saves_the_identity_reuses_it_and_never_prints_the_key() {
+    let env = Env::start();
+    let exe = demo();
+    let work = tempfile::tempdir().unwrap();
+    let out_dir = work.path().join("identity");
+    let mut args = env.demo_args();
+    args.extend(strings(&[
+        "--template_name",
+        "FleetTemplate",
+        "--template_parameters",
+        r#"{"SerialNumber":"7","DeviceLocation":"Seattle"}"#,
+        "--output_dir",
+        out_dir.to_str().unwrap(),
+        "--key_type",
+        "service",
+    ]));
+    let out = run(&exe, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("Thing: ThingPrefix_7\n"), "{text}");
+    assert!(text.contains("Provisioned, saved and verified by connecting"));
+    assert!(text.contains("  LocationUrl = https://example.aws\n"));
+    assert!(text.contains("  FallbackUrl = https://www.example.com/test-site\n"));
+    assert!(!text.contains("PRIVATE KEY") && !stderr(&out).contains("PRIVATE KEY"));
+    assert!(env.thing_names().contains(&"ThingPrefix_7".to_owned()));
+
+    let key = store_file(&out_dir, "private-key-");
+    let cert = store_file(&out_dir, "certificate-");
+    assert_eq!(perm_bits(&out_dir), 0o700);
+    assert_eq!(perm_bits(&key), 0o600);
+    let key_pem = fs::read_to_string(&key).unwrap();
+    assert!(key_pem.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+    assert!(fs::read_to_string(&cert)
+        .unwrap()
+        .starts_with("-----BEGIN CERTIFICATE-----"));
+    // The key, the certificate and identity.json; no temporary files left behind.
+    assert_eq!(fs::read_dir(&out_dir).unwrap().count(), 3);
+
+    // A second run reuses the identity, proving it by connecting, without provisioning.
+    let things_before = env.thing_names().len();
+    let again = run(&exe, &args);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    let text = stdout(&again);
+    assert!(text.contains("Thing: ThingPrefix_7\n"));
+    assert!(text.contains("Reused the stored identity, verified by connecting"));
+    assert!(!text.contains("creating"));
+    assert_eq!(fs::read_to_string(&key).unwrap(), key_pem);
+    assert_eq!(env.thing_names().len(), things_before);
+
+    // --force provisions anew (an EC key made on the device by default) and replaces it.
+    args.truncate(args.len() - 2);
+    args.push("--force".into());
+    let forced = run(&exe, &args);
+    assert_eq!(forced.status.code(), Some(0), "{}", stderr(&forced));
+    let key = store_file(&out_dir, "private-key-");
+    let new_key = fs::read_to_string(&key).unwrap();
+    assert_ne!(new_key, key_pem);
+    assert!(new_key.starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert_eq!(perm_bits(&key), 0o600);
+    assert_eq!(fs::read_dir(&out_dir).unwrap().count(), 3);
+}
+
+#[test]
+fn demo_csr_flow_over_mqtt311() {
+    let env = Env::start();
+    let exe = demo();
+    let work = tempfile::tempdir().unwrap();
+    let csr = work.path().join("device.csr");
+    fs::write(&csr, CSR_PEM).unwrap();
+    let mut args = env.demo_args();
+    args.extend(strings(&[
+        "--template_name",
+        "FleetTemplate",
+        "--template_parameters",
+        r#"{"SerialNumber":"8","DeviceLocation":"Seattle"}"#,
+        "--csr",
+        csr.to_str().unwrap(),
+        "--mqtt_version",
+        "3",
+        "--verbosity",
+        "Info",
+    ]));
+    let out = run(&exe, &args);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("Thing registered: ThingPrefix_8\n"));
+    // --verbosity Info forwards the library's log lines to stderr.
+    assert!(stderr(&out).contains("[fleetprov INFO] connected to localhost"));
+    assert!(env.thing_names().contains(&"ThingPrefix_8".to_owned()));
+}
+
+#[test]
+fn minimal_example_provisions() {
+    static MINIMAL: OnceLock<PathBuf> = OnceLock::new();
+    let exe = built(
+        &MINIMAL,
+        "minimal",
+        root().join("c_examples").join("minimal.c"),
+    );
+    let env = Env::start();
+    let mut args = env.conn_args();
+    args.push("21".into());
+    let out = run(&exe, &args);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(text.starts_with("certificate "), "{text}");
+    assert!(text.ends_with("registered ThingPrefix_21\n"), "{text}");
+    assert!(!text.contains("PRIVATE KEY") && !stderr(&out).contains("PRIVATE KEY"));
+    assert!(env.thing_names().contains(&"ThingPrefix_21".to_owned()));
+}
+
+/// Runs the demo expecting failure `code` with a single stderr line containing `reason`.
+fn expect_demo_failure(exe: &Path, args: &[String], code: i32, reason: &str) {
+    let out = run(exe, args);
+    assert_eq!(out.status.code(), Some(code), "expected exit {code}");
+    let err = stderr(&out);
+    assert!(err.contains(reason), "stderr lacks {reason:?}");
+    if code != 2 {
+        assert_eq!(err.lines().count(), 1, "one-line reason expected");
+    }
+}
+
+#[test]
+fn demo_exit_codes() {
+    let env = Env::start();
+    let exe = demo();
+    let base = env.demo_args();
+    let with = |extra: &[&str]| -> Vec<String> {
+        let mut a = base.clone();
+        a.extend(strings(extra));
+        a
+    };
+    let params = r#"{"SerialNumber":"9","DeviceLocation":"Seattle"}"#;
+
+    // 2: usage.
+    expect_demo_failure(&exe, &[], 2, "required");
+    expect_demo_failure(
+        &exe,
+        &with(&["--template_name", "a/b"]),
+        2,
+        "--template_name",
+    );
+    expect_demo_failure(
+        &exe,
+        &with(&[
+            "--template_name",
+            "FleetTemplate",
+            "--template_parameters",
+            "[1]",
+        ]),
+        2,
+        "--template_parameters",
+    );
+    expect_demo_failure(
+        &exe,
+        &with(&["--template_name", "FleetTemplate", "--mqtt_version", "4"]),
+        2,
+        "--mqtt_version",
+    );
+    // 3: the connection fails (nothing listens on the port).
+    let closed_port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port().to_string()
+    };
+    let mut closed = with(&["--template_name", "FleetTemplate"]);
+    let port_at = closed.iter().position(|a| a == "--port").unwrap() + 1;
+    closed[port_at] = closed_port;
+    expect_demo_failure(&exe, &closed, 3, "connection to localhost failed");
+    // 4: rejected, with AWS's fields.
+    expect_demo_failure(
+        &exe,
+        &with(&[
+            "--template_name",
+            "NoSuchTemplate",
+            "--template_parameters",
+            params,
+        ]),
+        4,
+        "statusCode=404 errorCode=ResourceNotFound",
+    );
+    expect_demo_failure(
+        &exe,
+        &with(&["--template_name", "FleetTemplate"]),
+        4,
+        "statusCode=400 errorCode=InvalidParameters",
+    );
+    // 6: another error (an unreadable certificate file).
+    let mut missing = with(&["--template_name", "FleetTemplate"]);
+    let cert_at = missing.iter().position(|a| a == "--cert").unwrap() + 1;
+    missing[cert_at] = "/nonexistent/claim.pem".into();
+    expect_demo_failure(&exe, &missing, 6, "cannot read");
+    // 7: the output directory cannot be used (it is a file).
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("file");
+    fs::write(&file, "x").unwrap();
+    expect_demo_failure(
+        &exe,
+        &with(&[
+            "--template_name",
+            "FleetTemplate",
+            "--output_dir",
+            file.to_str().unwrap(),
+        ]),
+        7,
+        "not a directory",
+    );
+}
+
+#[test]
+fn demo_times_out_when_the_service_never_answers() {
+    let env = Env::with_fault(Fault::Silent);
+    let exe = demo();
+    let mut args = env.demo_args();
+    // The demo's timeout also bounds connecting, which must not be what times out: TLS under
+    // valgrind on a loaded machine takes seconds.
+    let timeout_ms = match Mode::current() {
+        Mode::Plain => 500,
+        Mode::Asan => 2_000,
+        Mode::Valgrind => 10_000,
+    };
+    args.extend(strings(&[
+        "--template_name",
+        "FleetTemplate",
+        "--timeout_ms",
+    ]));
+    args.push(timeout_ms.to_string());
+    expect_demo_failure(&exe, &args, 5, "timed out");
+}

@@ -1,0 +1,128 @@
+//! A process running fp_provision() killed with SIGKILL after create, after register and in
+//! the middle of saving leaves no half identity, and the next run completes. The program
+//! (tests/c/provision_kill.c) kills itself from its progress callback at the chosen step.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use fleetprov_testkit::cprog::{c_tests_dir, CProgram};
+use fleetprov_testkit::env::Env;
+
+fn build_program(out: &Path) -> PathBuf {
+    CProgram::new("provision_kill", out)
+        .source(c_tests_dir().join("provision_kill.c"))
+        .build()
+}
+
+fn run(exe: &Path, env: &Env, store: &Path, serial: &str, kill_at: &str) -> Output {
+    Command::new(exe)
+        .arg(env.emu.port().to_string())
+        .arg(env.emu.ca_path())
+        .arg(env.emu.claim_cert_path())
+        .arg(env.emu.claim_key_path())
+        .arg(store)
+        .arg(serial)
+        .arg(kill_at)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    format!(
+        "{:?}\n{}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_any_step_leaves_no_half_identity_and_the_next_run_completes() {
+    let env = Env::start().await;
+    let exe = build_program(env.dir.path());
+    for (i, step) in ["registering", "saving", "verifying"]
+        .into_iter()
+        .enumerate()
+    {
+        let store = env.dir.path().join(format!("store-{step}"));
+        let serial = format!("kill-{i}");
+        let killed = run(&exe, &env, &store, &serial, step);
+        assert_eq!(
+            killed.status.signal(),
+            Some(9),
+            "{step}: {}",
+            stdout(&killed)
+        );
+        // Never a committed identity; after "verifying" the key and certificate are on disk
+        // but not committed.
+        let left = names(&store);
+        assert!(
+            !left.contains(&"identity.json".to_owned()),
+            "{step}: {left:?}"
+        );
+        if step == "verifying" {
+            assert!(
+                left.iter().any(|n| n.starts_with("private-key-")),
+                "{left:?}"
+            );
+        }
+        let next = run(&exe, &env, &store, &serial, "none");
+        let out = stdout(&next);
+        assert!(next.status.success(), "{step}: {out}");
+        assert!(out.contains("reused=0"), "{out}");
+        // Exactly one identity: the leftovers of the killed run are gone.
+        let files = names(&store);
+        assert_eq!(files.len(), 3, "{files:?}");
+        assert_eq!(
+            files
+                .iter()
+                .filter(|n| n.starts_with("private-key-"))
+                .count(),
+            1
+        );
+        let claims = env.emu.throttle().claim_connections();
+        let again = run(&exe, &env, &store, &serial, "none");
+        assert_eq!(
+            env.emu.throttle().claim_connections(),
+            claims,
+            "reuse made a claim connection"
+        );
+        let out = stdout(&again);
+        assert!(again.status.success() && out.contains("reused=1"), "{out}");
+        assert!(!out.contains("step connecting attempt=1 delay_ms=0 detail=claim"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::start().await;
+    let exe = build_program(env.dir.path());
+    let store = env.dir.path().join("store");
+    let ok = run(&exe, &env, &store, "perm-1", "none");
+    let out = stdout(&ok);
+    assert!(ok.status.success(), "{out}");
+    let key = out
+        .lines()
+        .find_map(|l| l.strip_prefix("key="))
+        .unwrap()
+        .to_owned();
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let dir_mode = std::fs::metadata(&store).unwrap().permissions().mode();
+    assert_eq!(dir_mode & 0o777, 0o700);
+    // The key itself is never printed.
+    assert!(!out.contains("PRIVATE KEY"));
+}

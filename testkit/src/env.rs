@@ -1,0 +1,257 @@
+//! An in-process emulator with the claim's client options, a CONNECT proxy, a relay that can
+//! hold traffic, CSRs, and polling with a deadline.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fleetprov::client::{ClientOptions, MqttVersion, Pem};
+use fleetprov_emulator::{Emulator, EmulatorConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// An emulator on an ephemeral loopback port with its own state directory.
+pub struct Env {
+    pub emu: Emulator,
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let emu = Emulator::start(EmulatorConfig::new(dir.path()))
+            .await
+            .unwrap();
+        Env { emu, dir }
+    }
+
+    /// Options that connect to the emulator as the claim certificate.
+    pub fn claim_opts(&self, version: MqttVersion) -> ClientOptions {
+        let mut o = ClientOptions::new("localhost");
+        o.port = self.emu.port();
+        o.mqtt_version = version;
+        o.ca = Some(Pem::file(self.emu.ca_path()));
+        o.cert = Some(Pem::file(self.emu.claim_cert_path()));
+        o.key = Some(Pem::file(self.emu.claim_key_path()));
+        o.operation_timeout = Duration::from_secs(20);
+        o.connect_timeout = Duration::from_secs(10);
+        o
+    }
+}
+
+pub fn params(serial: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("SerialNumber".to_owned(), serial.to_owned()),
+        ("DeviceLocation".to_owned(), "Seattle".to_owned()),
+    ])
+}
+
+/// A fresh EC P-256 key and a CSR for it, as a device would make them.
+pub struct Csr {
+    pub key: rcgen::KeyPair,
+    pub pem: String,
+}
+
+pub fn make_csr(common_name: &str) -> Csr {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+    Csr { key, pem }
+}
+
+/// The DER of the first certificate in `pem`.
+pub fn cert_der(pem: &str) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
+/// A minimal HTTP CONNECT proxy on loopback that sends every tunnel to `target_port` on
+/// 127.0.0.1, whatever host the client asked for, and records the request lines.
+pub struct Proxy {
+    pub port: u16,
+    pub requests: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn start_proxy(target_port: u16) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let seen = requests.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                seen.lock()
+                    .unwrap()
+                    .push(head.lines().next().unwrap_or("").to_owned());
+                let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", target_port)).await else {
+                    return;
+                };
+                if client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    Proxy {
+        port,
+        requests,
+        task,
+    }
+}
+
+/// A TCP relay on loopback to `target_port` that can hold back what the server sends, in
+/// order, while passing on what the client sends. TLS runs end to end through it; it only
+/// counts bytes. Holding stands in for a slow network: packets the server has sent stay
+/// queued, ahead of anything it sends later.
+pub struct Relay {
+    pub port: u16,
+    hold: tokio::sync::watch::Sender<bool>,
+    held: Arc<std::sync::atomic::AtomicUsize>,
+    from_client: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Relay {
+    /// From now on, keep what the server sends.
+    pub fn hold(&self) {
+        self.hold.send_replace(true);
+    }
+
+    /// Pass on everything held, in order, and stop holding.
+    pub fn release(&self) {
+        self.hold.send_replace(false);
+    }
+
+    /// Bytes the server sent that are being held.
+    pub fn held(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Bytes the client has sent so far (all connections).
+    pub fn sent_by_client(&self) -> usize {
+        self.from_client.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Waits until `cond` holds, checking every few milliseconds; panics after `limit`.
+pub async fn wait_until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+pub async fn start_relay(target_port: u16) -> Relay {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (hold, hold_rx) = tokio::sync::watch::channel(false);
+    let held = Arc::new(AtomicUsize::new(0));
+    let from_client = Arc::new(AtomicUsize::new(0));
+    let (held_c, from_client_c) = (held.clone(), from_client.clone());
+    let task = tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", target_port)).await else {
+                return;
+            };
+            client.set_nodelay(true).unwrap();
+            server.set_nodelay(true).unwrap();
+            let (mut client_rd, mut client_wr) = client.into_split();
+            let (mut server_rd, mut server_wr) = server.into_split();
+            let counter = from_client_c.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match client_rd.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if server_wr.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    counter.fetch_add(n, Ordering::SeqCst);
+                }
+                let _ = server_wr.shutdown().await;
+            });
+            let mut hold_rx = hold_rx.clone();
+            let held = held_c.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut pending = Vec::new();
+                let mut open = true;
+                while open {
+                    tokio::select! {
+                        r = server_rd.read(&mut buf) => match r {
+                            Ok(0) | Err(_) => open = false,
+                            Ok(n) => pending.extend_from_slice(&buf[..n]),
+                        },
+                        r = hold_rx.changed() => if r.is_err() { open = false },
+                    }
+                    if !*hold_rx.borrow_and_update() || !open {
+                        if client_wr.write_all(&pending).await.is_err() {
+                            break;
+                        }
+                        pending.clear();
+                    }
+                    held.store(pending.len(), Ordering::SeqCst);
+                }
+                let _ = client_wr.shutdown().await;
+            });
+        }
+    });
+    Relay {
+        port,
+        hold,
+        held,
+        from_client,
+        task,
+    }
+}
+
+/// An EC P-256 certificate signing request (its key was thrown away: only the service's
+/// signature over the public key matters here).
+pub const CSR_PEM: &str = "-----BEGIN CERTIFICATE REQUEST-----
+MIHUMH0CAQAwGzEZMBcGA1UEAwwQZmxlZXRwcm92LWMtdGVzdDBZMBMGByqGSM49
+AgEGCCqGSM49AwEHA0IABACAY7h3p4d7Uh+nfeUmCEVW3rxF83h2ADtjC4obDqPC
+SyqiAgvXezTvjbs0ZmEDG/6I1VwkxrKYpzEaUWfakUigADAKBggqhkjOPQQDAgNH
+ADBEAiA58EUnHiuUy88he3bLsoUTpnMZx9I6pQaCgvixSs3M9AIgHaX7SkGt3WAQ
+5ST9/qISA+geLhDrY0xkrgK6gbbp/1I=
+-----END CERTIFICATE REQUEST-----
+";

@@ -1,0 +1,24 @@
+//! Test fixtures shared by the workspace's test suites (a dev-dependency only, never published):
+//!
+//! - [`env`]: an in-process emulator with the claim's client options, a CONNECT proxy, a relay
+//!   that can hold traffic, CSRs, and polling with a deadline;
+//! - [`emulator_clients`]: MQTT test clients (rumqttc, MQTT 5 and 3.1.1) and a raw TLS
+//!   connection for the emulator's own tests;
+//! - [`hostile`]: a scripted TLS broker that answers with raw bytes, for protocol faults;
+//! - [`cprog`]: where the C library of this build is, and one recipe that compiles and links a
+//!   C program against it.
+
+// The client traits are used only by these tests, on multi-thread runtimes.
+#![allow(async_fn_in_trait)]
+
+pub mod cprog;
+pub mod emulator_clients;
+pub mod env;
+pub mod hostile;
+
+/// Fails the calling test for want of a tool it needs: such a test is never counted as passed
+/// without having run. `make test-deps` installs every tool the suites use.
+#[track_caller]
+pub fn missing_tool(what: &str, install: &str) -> ! {
+    panic!("not run: this test needs {what}; install it with `make test-deps` ({install})")
+}
