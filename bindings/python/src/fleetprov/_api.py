@@ -208,6 +208,7 @@ class ClientBase:
         name = _core.c_str("template_name", template_name)
         token = _core.c_str("certificate_ownership_token", certificate_ownership_token)
         params = _core.parameters_json(parameters)
+        _core.check_template(name, params, "register_thing()")
         self._handle.start(
             "RegisterThing",
             lambda ptr, key: int(

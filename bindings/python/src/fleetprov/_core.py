@@ -161,6 +161,19 @@ def int_arg(name: str, value: object, lo: int, hi: int) -> int:
     return value
 
 
+TEMPLATE_RULE = "a template name is 1-36 characters of [A-Za-z0-9_-]"
+
+
+def check_template(name: Optional[bytes], parameters: Optional[bytes], what: str) -> None:
+    """Checks a template name and parameters as RegisterThing will (fp_register_thing_check)."""
+    rc = _ffi.fp_register_thing_check(name, parameters)
+    if rc == _codes.FP_OK:
+        return
+    if _ffi.fp_register_thing_check(name, None) != _codes.FP_OK:
+        raise make_error(rc, f"{what}: {name!r} is not a valid template name ({TEMPLATE_RULE})")
+    raise make_error(rc, f"{what}: the parameters are not a JSON object whose values are all strings")
+
+
 def parameters_json(value: Parameters) -> Optional[bytes]:
     """Template parameters: a mapping of str to str, a JSON object text, or None."""
     if value is None:
@@ -222,6 +235,8 @@ class ConnectionConfig:
         self.ca_pem = c_str("ca_pem", ca_pem, required=False)
         self.client_id = c_str("client_id", client_id, required=False)
         self.template_name = c_str("template_name", template_name, required=False)
+        if self.template_name is not None:
+            check_template(self.template_name, None, "template_name")
         if mqtt_version not in (3, 5) or isinstance(mqtt_version, bool):
             raise _codes.InvalidArgumentError(f"mqtt_version must be 3 or 5, got {mqtt_version!r}")
         self.mqtt_version = mqtt_version
@@ -388,9 +403,7 @@ class ProvisionConfig:
         self.template_name = c_str("template_name", template_name)
         self.output_dir = c_path("output_dir", output_dir)
         self.parameters = parameters_json(parameters)
-        check(_ffi.fp_register_thing_check(self.template_name, self.parameters),
-              "template_name or parameters (the name is 1-36 of [A-Za-z0-9_-], the parameters "
-              "a JSON object of strings)")
+        check_template(self.template_name, self.parameters, "template_name/parameters")
         try:
             self.key_type = KeyType(key_type)
         except ValueError:

@@ -24,9 +24,9 @@ import logging
 import sys
 from typing import List, NoReturn, Optional, Sequence
 
-from . import _codes
+from . import _codes, _ffi
 from ._api import Client, provision
-from ._core import TRACE
+from ._core import TEMPLATE_RULE, TRACE
 from ._errorbase import FleetprovError
 from ._types import KeysAndCertificate, KeyType, PayloadFormat, Pkcs11Key, Progress, RetryPolicy, Step
 
@@ -168,6 +168,9 @@ def _check_args(args: argparse.Namespace) -> None:
             "--csr and --output_dir do not mix: the store needs the CSR's private key; with "
             "--output_dir the key is made on the device (--key_type)"
         )
+    name = args.template_name.encode("utf-8", "surrogateescape")
+    if "\0" in args.template_name or _ffi.fp_register_thing_check(name, None) != _codes.FP_OK:
+        raise UsageError(f"bad --template_name {args.template_name!r}: {TEMPLATE_RULE}")
     if args.template_parameters is not None:
         import json
 
