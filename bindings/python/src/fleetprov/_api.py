@@ -191,7 +191,7 @@ class ClientBase:
                 csr_pem = csr_pem.decode("utf-8")
             except UnicodeDecodeError:
                 raise _codes.InvalidUtf8Error("csr_pem is not UTF-8 text") from None
-        csr = _core.c_str("csr_pem", csr_pem)
+        csr = _core.c_str("csr_pem", csr_pem, nonempty=True)
         self._handle.start(
             "CreateCertificateFromCsr",
             lambda ptr, key: int(_ffi.fp_create_from_csr(ptr, csr, _core.on_create_from_csr, key)),
@@ -206,7 +206,9 @@ class ClientBase:
         sink: Sink,
     ) -> None:
         name = _core.c_str("template_name", template_name)
-        token = _core.c_str("certificate_ownership_token", certificate_ownership_token)
+        token = _core.c_str(
+            "certificate_ownership_token", certificate_ownership_token, nonempty=True
+        )
         params = _core.parameters_json(parameters)
         _core.check_template(name, params, "register_thing()")
         self._handle.start(

@@ -102,7 +102,7 @@ def error_from(err: int) -> FleetprovError:
 # ---------------------------------------------------------------- argument checks
 
 
-def c_str(name: str, value: object, *, required: bool = True) -> Optional[bytes]:
+def c_str(name: str, value: object, *, required: bool = True, nonempty: bool = False) -> Optional[bytes]:
     """A str argument as NUL-terminated UTF-8, or a clear error naming ``name``."""
     if value is None:
         if required:
@@ -112,6 +112,8 @@ def c_str(name: str, value: object, *, required: bool = True) -> Optional[bytes]
         raise TypeError(f"{name} must be a str, not {type(value).__name__}")
     if "\0" in value:
         raise _codes.InvalidArgumentError(f"{name} contains a NUL character")
+    if nonempty and value == "":
+        raise _codes.InvalidArgumentError(f"{name} is empty")
     try:
         return value.encode("utf-8")
     except UnicodeEncodeError as e:
@@ -137,8 +139,6 @@ def c_path(name: str, value: object, *, required: bool = True, readable: bool = 
                 pass
         except OSError as e:
             raise _codes.IoError(f"{name} {path!r} cannot be read: {e.strerror}") from None
-        if os.path.isdir(path):
-            raise _codes.IoError(f"{name} {path!r} is a directory, not a file")
     return c_str(name, path)
 
 
@@ -223,7 +223,7 @@ class ConnectionConfig:
         proxy_port: Optional[int] = None,
         pkcs11: Optional[Pkcs11Key] = None,
     ) -> None:
-        self.endpoint = c_str("endpoint", endpoint)
+        self.endpoint = c_str("endpoint", endpoint, nonempty=True)
         self.port = int_arg("port", port, 1, 65535)
         self.cert_file = c_path("cert_file", cert_file, required=False, readable=True)
         self.key_file = c_path("key_file", key_file, required=False, readable=True)
@@ -581,7 +581,12 @@ def lookup(key: Optional[int], *, remove: bool) -> Any:
 
 
 def _guarded(fn: Callable[..., None]) -> Callable[..., None]:
-    """No exception may escape into the library's thread: log it instead."""
+    """No exception may escape into the library's thread: log it instead.
+
+    The C function pointers below (``on_progress = _ffi.PROGRESS_CB(...)``, ...) are made once,
+    at import, and live as long as the process: one freed while a library thread still
+    returns through it would be a use-after-free. Each call's state is found through
+    ``user_data``, a key into ``_registry``."""
 
     def run(*args: Any) -> None:
         try:
@@ -616,9 +621,7 @@ def _provisioned(result: int) -> Provisioned:
     )
 
 
-@_ffi.PROGRESS_CB
-@_guarded
-def on_progress(user_data: Optional[int], step: int, attempt: int, delay_ms: int, detail: Optional[bytes]) -> None:
+def _on_progress(user_data: Optional[int], step: int, attempt: int, delay_ms: int, detail: Optional[bytes]) -> None:
     sink = lookup(user_data, remove=False)
     if sink is None:
         return
@@ -629,9 +632,10 @@ def on_progress(user_data: Optional[int], step: int, attempt: int, delay_ms: int
     sink.progress(Progress(kind, int(attempt), int(delay_ms), _text(detail)))
 
 
-@_ffi.PROVISION_CB
-@_guarded
-def on_provision(user_data: Optional[int], result: Optional[int], error: Optional[int]) -> None:
+on_progress = _ffi.PROGRESS_CB(_guarded(_on_progress))
+
+
+def _on_provision(user_data: Optional[int], result: Optional[int], error: Optional[int]) -> None:
     global _running_provisions
     sink = lookup(user_data, remove=True)
     try:
@@ -643,9 +647,10 @@ def on_provision(user_data: Optional[int], result: Optional[int], error: Optiona
             _running.notify_all()
 
 
-@_ffi.CREATE_KEYS_CB
-@_guarded
-def on_create_keys(user_data: Optional[int], response: Any, error: Optional[int]) -> None:
+on_provision = _ffi.PROVISION_CB(_guarded(_on_provision))
+
+
+def _on_create_keys(user_data: Optional[int], response: Any, error: Optional[int]) -> None:
     sink = lookup(user_data, remove=True)
     if sink is None:
         return
@@ -662,9 +667,10 @@ def on_create_keys(user_data: Optional[int], response: Any, error: Optional[int]
     sink.finish(outcome)
 
 
-@_ffi.CREATE_FROM_CSR_CB
-@_guarded
-def on_create_from_csr(user_data: Optional[int], response: Any, error: Optional[int]) -> None:
+on_create_keys = _ffi.CREATE_KEYS_CB(_guarded(_on_create_keys))
+
+
+def _on_create_from_csr(user_data: Optional[int], response: Any, error: Optional[int]) -> None:
     sink = lookup(user_data, remove=True)
     if sink is None:
         return
@@ -680,9 +686,10 @@ def on_create_from_csr(user_data: Optional[int], response: Any, error: Optional[
     sink.finish(outcome)
 
 
-@_ffi.REGISTER_THING_CB
-@_guarded
-def on_register_thing(user_data: Optional[int], response: Any, error: Optional[int]) -> None:
+on_create_from_csr = _ffi.CREATE_FROM_CSR_CB(_guarded(_on_create_from_csr))
+
+
+def _on_register_thing(user_data: Optional[int], response: Any, error: Optional[int]) -> None:
     sink = lookup(user_data, remove=True)
     if sink is None:
         return
@@ -699,6 +706,9 @@ def on_register_thing(user_data: Optional[int], response: Any, error: Optional[i
     sink.finish(outcome)
 
 
+on_register_thing = _ffi.REGISTER_THING_CB(_guarded(_on_register_thing))
+
+
 class LifecycleState:
     """A client's connection, as its lifecycle callback reports it."""
 
@@ -708,9 +718,7 @@ class LifecycleState:
         self.stopped = threading.Event()
 
 
-@_ffi.LIFECYCLE_CB
-@_guarded
-def on_lifecycle(user_data: Optional[int], event: int, error: Optional[int]) -> None:
+def _on_lifecycle(user_data: Optional[int], event: int, error: Optional[int]) -> None:
     state = lookup(user_data, remove=event == _codes.FP_EVENT_STOPPED)
     if state is None:
         return
@@ -726,6 +734,9 @@ def on_lifecycle(user_data: Optional[int], event: int, error: Optional[int]) -> 
         if sink is not None:  # stopped before any connect outcome: never expected, but final
             sink.finish(_codes.CancelledError("the client stopped before it connected"))
         state.stopped.set()
+
+
+on_lifecycle = _ffi.LIFECYCLE_CB(_guarded(_on_lifecycle))
 
 
 # ---------------------------------------------------------------- starting calls
@@ -830,12 +841,15 @@ _installed_level = _codes.FP_LOG_NONE
 _log_lock = threading.Lock()
 
 
-@_ffi.LOG_CB
-def on_log(_user_data: Optional[int], level: int, message: Optional[bytes]) -> None:
+def _on_log(_user_data: Optional[int], level: int, message: Optional[bytes]) -> None:
     try:
         logger.log(_PY_LEVEL.get(level, logging.INFO), "%s", _text(message))
     except BaseException:  # noqa: BLE001 - a log line is not worth crossing into C
         pass
+
+
+# Made once and kept for the life of the process: the library may call it at any time.
+on_log = _ffi.LOG_CB(_on_log)
 
 
 def library_level_for(py_level: int) -> int:
