@@ -400,6 +400,14 @@ class ProvisionConfig:
         timeout: Optional[float] = None,
     ) -> None:
         self.connection = connection
+        if connection.pkcs11 is not None:
+            # fp_provision_options_new() refuses claim options whose key is not a key (file or
+            # PEM): say so here rather than pass on its bare "invalid argument".
+            raise _codes.InvalidArgumentError(
+                "provision() cannot take a PKCS#11 claim key: the C library's fp_provision() "
+                "needs the claim key as a file or PEM (key_file or key_pem); a Client takes "
+                "pkcs11 for the three operations one by one"
+            )
         self.template_name = c_str("template_name", template_name)
         self.output_dir = c_path("output_dir", output_dir)
         self.parameters = parameters_json(parameters)

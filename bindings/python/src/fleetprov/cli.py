@@ -161,6 +161,12 @@ def _check_args(args: argparse.Namespace) -> None:
         for flag in ("force", "key_type", "max_attempts"):
             if getattr(args, flag) not in (None, False):
                 raise UsageError("--force, --key_type and --max_attempts need --output_dir")
+    if args.output_dir is not None and args.pkcs11_lib is not None:
+        raise UsageError(
+            "--pkcs11_lib and --output_dir do not mix: the library's identity store "
+            "(fp_provision) needs the claim key as a file (--key); without --output_dir the "
+            "claim key may be in the token"
+        )
     if args.max_attempts is not None and not 1 <= args.max_attempts <= 1000:
         raise UsageError("--max_attempts must be 1-1000")
     if args.output_dir is not None and args.csr is not None:
