@@ -138,3 +138,37 @@ def test_late_result_of_a_cancelled_call_is_wiped() -> None:
         assert created.private_key == bytearray(len(b"secret key"))
 
     asyncio.run(main())
+
+
+def test_exit_right_after_a_cancelled_run(emulator: Emulator, silent_server: int, tmp_path: Path) -> None:
+    """A program that cancels a run and exits at once: the interpreter waits for the run's
+    end (its deadline) before it goes away, so no library thread calls into a finalized
+    interpreter; the exit is clean."""
+    import subprocess
+    import sys
+    import textwrap
+
+    program = textwrap.dedent(
+        f"""
+        import asyncio, fleetprov
+        async def main():
+            task = asyncio.ensure_future(fleetprov.aio.provision(
+                endpoint="localhost", port={silent_server}, ca_file={str(emulator.ca)!r},
+                cert_file={str(emulator.claim_cert)!r}, key_file={str(emulator.claim_key)!r},
+                template_name="FleetTemplate", output_dir={str(tmp_path / "s")!r},
+                retry=fleetprov.RetryPolicy(deadline=1.0)))
+            await asyncio.sleep(0.2)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                print("cancelled")
+        asyncio.run(main())
+        """
+    )
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "cancelled"
+    assert done.stderr == ""
+    assert time.monotonic() - t0 < 10

@@ -143,3 +143,31 @@ def test_help() -> None:
                  "--template_name", "--template_parameters", "--csr", "--proxy_host",
                  "--proxy_port", "--verbosity", "--mqtt_version", "--output_dir"):
         assert flag in done.stdout
+
+
+def test_ctrl_c_exits_130_at_once(emulator: Emulator, silent_server: int, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    args = list(emulator.cli_args())
+    args[args.index("--port") + 1] = str(silent_server)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleetprov", *args, "--template_name", "FleetTemplate",
+         "--output_dir", str(tmp_path / "id")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # the first progress line: the run has started
+        assert line.startswith("[attempt 1] connecting (claim)"), line
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert "interrupted" in err
+    assert not (tmp_path / "id" / "identity.json").exists()

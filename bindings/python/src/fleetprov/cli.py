@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import List, NoReturn, Optional, Sequence
 
@@ -376,8 +377,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _fail(f"provisioning failed ({e.code_name}): {e.message}")
         return exit_code_of(e)
     except KeyboardInterrupt:
+        # As a C program killed by SIGINT: exit now. A provision run cannot be cancelled yet
+        # (fp_provision() has no cancellation); the store is crash-safe (the previous identity
+        # or the new one, never a mixture), so there is nothing to wait for. os._exit skips the
+        # atexit wait for the abandoned run, which could last until its deadline.
         _fail("interrupted")
-        return EXIT_INTERRUPTED
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
 
 
 def console_main() -> None:
