@@ -21,7 +21,6 @@ py="$work/venv/bin/python"
 # Nothing from the developer's environment: the tests use the installed package and its
 # bundled library.
 unset PYTHONPATH FLEETPROV_LIBRARY
-"$py" -m pip install --quiet --upgrade pip
 "$py" -m pip install --quiet pytest mypy
 "$py" -m pip install ./bindings/python
 "$py" -c 'import fleetprov; print("fleetprov", fleetprov.version(), "from", fleetprov.library_path())'

@@ -111,6 +111,7 @@ def test_timeout(emulator: Emulator, silent_server: int, tmp_path: Path) -> None
             )
         assert 0.4 <= time.monotonic() - t0 < 2.0
         assert isinstance(info.value, TimeoutError)
+        assert "deadline" in str(info.value)
 
     asyncio.run(main())
     wait_for_background_runs(10)

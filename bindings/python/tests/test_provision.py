@@ -159,3 +159,5 @@ def test_sync_timeout(emulator: Emulator, silent_server: int, tmp_path: Path) ->
     elapsed = time.monotonic() - t0
     assert 0.9 <= elapsed < 3.0, elapsed
     assert isinstance(info.value, TimeoutError)
+    # The library's own deadline ended the run: its message names the step.
+    assert "deadline" in str(info.value) and "connecting (claim)" in str(info.value)

@@ -77,7 +77,9 @@ def provision(
 
     ``on_progress`` is called with each ``Progress`` on this thread, in order. ``timeout``
     (seconds) bounds the whole run: it becomes the library's deadline (if shorter than
-    ``retry.deadline``), so the run itself ends then; ``fleetprov.TimeoutError`` is raised.
+    ``retry.deadline``), so the run itself ends then, with ``fleetprov.TimeoutError`` naming
+    the step it was in (fleetprov raises its own if the library has not answered within
+    half a second more).
 
     Returns a ``Provisioned``; raises a ``FleetprovError`` subclass: ``RejectedError`` with
     AWS's fields, ``TlsError``, ``StoreError``, ``IoError`` for an unreadable file, ...
@@ -117,7 +119,7 @@ def provision(
     )
     sink = QueueSink()
     _core.start_provision(config, sink)
-    result = sink.wait(config.timeout, on_progress, "provision()")
+    result = sink.wait(config.wait_limit, on_progress, "provision()")
     assert isinstance(result, Provisioned)
     return result
 

@@ -380,6 +380,11 @@ class ConnectionConfig:
 # ---------------------------------------------------------------- provision options
 
 
+#: How long past ``timeout`` a provision() waits for the library's own deadline error (which
+#: names the step the run was in) before raising fleetprov's.
+TIMEOUT_GRACE = 0.5
+
+
 class ProvisionConfig:
     """Everything ``provision()`` takes, checked before anything starts."""
 
@@ -441,6 +446,12 @@ class ProvisionConfig:
             # The library's own deadline ends the run itself, not just our wait for it.
             deadline_ms = min(deadline_ms, seconds_to_ms("timeout", timeout))
         self.deadline_ms = deadline_ms
+
+    @property
+    def wait_limit(self) -> Optional[float]:
+        """How long to wait for the outcome: the timeout, and a little more for the library's
+        own deadline error, which ends the run itself."""
+        return None if self.timeout is None else self.timeout + TIMEOUT_GRACE
 
     def build(self) -> int:
         claim = self.connection.build()

@@ -95,7 +95,7 @@ async def _await(sink: LoopSink, timeout: Optional[float], what: str) -> object:
         return await sink.future
     try:
         return await asyncio.wait_for(sink.future, timeout)
-    except TimeoutError as e:
+    except (asyncio.TimeoutError, TimeoutError) as e:  # one class from Python 3.11 on
         if isinstance(e, FleetprovError):  # the library's own timeout
             raise
         raise _codes.TimeoutError(
@@ -173,7 +173,7 @@ async def provision(
     )
     sink = LoopSink(asyncio.get_running_loop(), on_progress)
     _core.start_provision(config, sink)
-    result = await _await(sink, config.timeout, "provision()")
+    result = await _await(sink, config.wait_limit, "provision()")
     assert isinstance(result, Provisioned)
     return result
 
