@@ -173,3 +173,24 @@ def test_exit_right_after_a_cancelled_run(emulator: Emulator, silent_server: int
     assert done.stdout.strip() == "cancelled"
     assert done.stderr == ""
     assert time.monotonic() - t0 < 10
+
+
+def test_close_cancels_pending_calls(emulator: Emulator, silent_server: int) -> None:
+    async def main() -> None:
+        client = fleetprov.aio.Client(**emulator.claim(port=silent_server))
+        connecting = asyncio.ensure_future(client.connect())
+        creating = asyncio.ensure_future(client.create_keys_and_certificate())
+        await asyncio.sleep(0)  # one loop turn: both have started their C call and wait
+        assert not connecting.done() and not creating.done()
+        t0 = time.monotonic()
+        await client.close()
+        assert time.monotonic() - t0 < 5  # no waiting for the 30 s connect timeout
+        for task in (connecting, creating):
+            with pytest.raises(fleetprov.FleetprovError) as info:
+                await task
+            print(type(info.value).__name__, info.value)
+            assert isinstance(info.value, fleetprov.CancelledError), info.value
+        with pytest.raises(fleetprov.NotConnectedError, match="closed"):
+            await client.create_keys_and_certificate()
+
+    asyncio.run(main())

@@ -797,34 +797,40 @@ class ClientHandle:
         self.lifecycle: Optional[LifecycleState] = None
         _live_clients.add(self)
 
-    def ptr(self) -> int:
-        with self._lock:
-            if self._ptr is None:
-                raise _codes.NotConnectedError("the client is closed")
-            return self._ptr
+    def _ptr_locked(self) -> int:
+        if self._ptr is None:
+            raise _codes.NotConnectedError("the client is closed")
+        return self._ptr
+
+    # The start calls below return at once; they run under the lock so that close() cannot
+    # free the handle while one is in the library (fp_client_free() must not race them).
 
     def connect(self, sink: Sink) -> None:
-        ptr = self.ptr()
-        if self.lifecycle is not None:
-            raise _codes.AlreadyConnectedError("connect() was already called on this client (a client connects once)")
-        state = LifecycleState(sink)
-        key = register(state)
-        rc = _ffi.fp_client_connect(ptr, on_lifecycle, key)
-        if rc != _codes.FP_OK:
-            lookup(key, remove=True)
-            check(rc, "cannot start connecting")
-        self.lifecycle = state
+        with self._lock:
+            ptr = self._ptr_locked()
+            if self.lifecycle is not None:
+                raise _codes.AlreadyConnectedError(
+                    "connect() was already called on this client (a client connects once)"
+                )
+            state = LifecycleState(sink)
+            key = register(state)
+            rc = _ffi.fp_client_connect(ptr, on_lifecycle, key)
+            if rc != _codes.FP_OK:
+                lookup(key, remove=True)
+                check(rc, "cannot start connecting")
+            self.lifecycle = state
 
     def start(self, name: str, fn: Callable[[int, int], int], sink: Sink) -> None:
-        ptr = self.ptr()
-        if self.lifecycle is None:
-            raise _codes.NotConnectedError(f"{name}: call connect() first")
         sync_log_level()
-        key = register(sink)
-        rc = fn(ptr, key)
-        if rc != _codes.FP_OK:
-            lookup(key, remove=True)
-            check(rc, f"cannot start {name}")
+        with self._lock:
+            ptr = self._ptr_locked()
+            if self.lifecycle is None:
+                raise _codes.NotConnectedError(f"{name}: call connect() first")
+            key = register(sink)
+            rc = fn(ptr, key)
+            if rc != _codes.FP_OK:
+                lookup(key, remove=True)
+                check(rc, f"cannot start {name}")
 
     def close(self) -> None:
         """Disconnects cleanly, cancels what is pending and frees the client; blocks until
