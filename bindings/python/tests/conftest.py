@@ -181,3 +181,76 @@ def make_csr(work: Path, name: str = "device") -> "tuple[str, str]":
         check=True, capture_output=True, timeout=30,
     )
     return csr.read_text(), key.read_text()
+
+
+class ConnectProxy:
+    """A minimal HTTP CONNECT proxy on loopback that records the targets it was asked for."""
+
+    def __init__(self) -> None:
+        import socketserver
+
+        self.targets: List[str] = []
+        proxy = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                conn: socket.socket = self.request
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    head += chunk
+                request_line = head.split(b"\r\n", 1)[0].decode()
+                method, target, _version = request_line.split(" ")
+                if method != "CONNECT":
+                    conn.sendall(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
+                    return
+                proxy.targets.append(target)
+                host, port = target.rsplit(":", 1)
+                upstream = socket.create_connection((host, int(port)), timeout=10)
+                upstream.settimeout(None)
+                conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+                def pipe(src: socket.socket, dst: socket.socket) -> None:
+                    try:
+                        while True:
+                            data = src.recv(65536)
+                            if not data:
+                                break
+                            dst.sendall(data)
+                    except OSError:
+                        pass
+                    finally:
+                        try:
+                            dst.shutdown(socket.SHUT_WR)
+                        except OSError:
+                            pass
+
+                t = threading.Thread(target=pipe, args=(upstream, conn), daemon=True)
+                t.start()
+                pipe(conn, upstream)
+                t.join(30)
+                upstream.close()
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port: int = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def connect_proxy() -> Iterator[ConnectProxy]:
+    proxy = ConnectProxy()
+    try:
+        yield proxy
+    finally:
+        proxy.close()

@@ -194,3 +194,21 @@ def test_close_cancels_pending_calls(emulator: Emulator, silent_server: int) -> 
             await client.create_keys_and_certificate()
 
     asyncio.run(main())
+
+
+def test_many_devices_at_once(emulator: Emulator, serial: str, tmp_path: Path) -> None:
+    """Eight provision() runs on one loop at once, half of them CBOR: each gets its own thing."""
+
+    async def main() -> List[fleetprov.Provisioned]:
+        return await asyncio.gather(*(
+            fleetprov.aio.provision(
+                **emulator.claim(payload_format=fleetprov.PayloadFormat(i % 2)),
+                template_name="FleetTemplate", parameters=params(f"{serial}-{i}"),
+                output_dir=tmp_path / f"d{i}",
+            )
+            for i in range(8)
+        ))
+
+    results = asyncio.run(main())
+    assert [r.thing_name for r in results] == [f"ThingPrefix_{serial}-{i}" for i in range(8)]
+    assert len({r.certificate_id for r in results}) == 8

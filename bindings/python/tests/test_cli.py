@@ -12,7 +12,7 @@ from typing import List
 
 import pytest
 
-from conftest import Emulator, make_csr
+from conftest import ConnectProxy, Emulator, make_csr
 
 PARAMS = '{{"SerialNumber":"{}","DeviceLocation":"Seattle"}}'
 
@@ -171,3 +171,12 @@ def test_ctrl_c_exits_130_at_once(emulator: Emulator, silent_server: int, tmp_pa
     assert proc.returncode == 130
     assert "interrupted" in err
     assert not (tmp_path / "id" / "identity.json").exists()
+
+
+def test_through_an_http_connect_proxy(emulator: Emulator, connect_proxy: ConnectProxy, serial: str) -> None:
+    done = run([*emulator.cli_args(), "--template_name", "FleetTemplate",
+                "--template_parameters", PARAMS.format(serial),
+                "--proxy_host", "127.0.0.1", "--proxy_port", str(connect_proxy.port)])
+    assert done.returncode == 0, done.stderr
+    assert f"Thing registered: ThingPrefix_{serial}" in done.stdout
+    assert connect_proxy.targets == [f"localhost:{emulator.port}"]
