@@ -48,8 +48,11 @@ def repo_root() -> Path:
 
 class BuildWithLibrary(build_py):
     def run(self) -> None:
-        super().run()
         out_pkg = Path(self.build_lib) / "fleetprov"
+        # pip builds in place: drop what an earlier build left (a module since removed would
+        # otherwise end up in the wheel).
+        shutil.rmtree(out_pkg, ignore_errors=True)
+        super().run()
         prebuilt = os.environ.get("FLEETPROV_LIBRARY")
         root = None
         if prebuilt:
