@@ -173,3 +173,12 @@ def test_every_c_function_is_bound_or_left_out_on_purpose() -> None:
     )
     unused = {name for name in declared if f"_ffi.{name}" not in users}
     assert not unused, f"declared but never called: {sorted(unused)}"
+
+
+def test_star_import_shadows_no_builtin() -> None:
+    import builtins
+
+    shadowing = [n for n in fleetprov.__all__ if hasattr(builtins, n)]
+    assert shadowing == []
+    for name in ("TimeoutError", "ConnectionError", "ConnectionRefusedError"):
+        assert issubclass(getattr(fleetprov, name), getattr(builtins, name))

@@ -60,6 +60,9 @@ from ._types import (
 
 __version__ = "0.1.0"
 
+# fleetprov.TimeoutError, .ConnectionError and .ConnectionRefusedError are left out of
+# __all__: `from fleetprov import *` must not shadow the built-in exceptions (which they
+# subclass) in the importing module.
 __all__ = [
     "aio",
     "provision",
@@ -84,10 +87,7 @@ __all__ = [
     "InvalidArgumentError",
     "IoError",
     "TlsError",
-    "ConnectionRefusedError",
-    "ConnectionError",
     "DisconnectedError",
-    "TimeoutError",
     "SubscribeRefusedError",
     "RejectedError",
     "BadReplyError",
