@@ -23,8 +23,6 @@ from ._codes import (
     AlreadyConnectedError,
     BadReplyError,
     CancelledError,
-    ConnectionError,
-    ConnectionRefusedError,
     DisconnectedError,
     InternalError,
     InvalidArgumentError,
@@ -39,9 +37,11 @@ from ._codes import (
     SignerError,
     StoreError,
     SubscribeRefusedError,
-    TimeoutError,
     TlsError,
 )
+from ._codes import ConnectionError as ConnectionError  # noqa: A004 - not in __all__
+from ._codes import ConnectionRefusedError as ConnectionRefusedError  # noqa: A004
+from ._codes import TimeoutError as TimeoutError  # noqa: A004
 from ._core import TRACE, version
 from ._errorbase import FleetprovError
 from ._ffi import library_path
