@@ -17,7 +17,14 @@ import re
 import sys
 from pathlib import Path
 
-ENUMS = ("fp_result", "fp_provision_step", "fp_key_type", "fp_log_level", "fp_lifecycle_event")
+ENUMS = (
+    "fp_result",
+    "fp_provision_step",
+    "fp_key_type",
+    "fp_log_level",
+    "fp_lifecycle_event",
+    "fp_signature_scheme",
+)
 
 # Extra standard-library bases of some error classes, so that `except ValueError` and
 # `except TimeoutError` catch what a Python user expects them to.
@@ -48,9 +55,10 @@ def parse_enums(header: str) -> dict[str, list[tuple[str, int, str]]]:
 
 
 def payload_formats(header: str) -> list[tuple[str, int]]:
+    """The numeric #defines: payload formats and buffer sizes."""
     return [
         (m.group(1), int(m.group(2)))
-        for m in re.finditer(r"#define (FP_PAYLOAD_\w+) (\d+)", header)
+        for m in re.finditer(r"#define (FP_(?:PAYLOAD_\w+|\w+_MAX_LEN)) (\d+)", header)
     ]
 
 

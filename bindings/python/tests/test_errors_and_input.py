@@ -148,10 +148,6 @@ def test_version_and_library() -> None:
 
 # The C functions this package leaves out on purpose, and why (also in README.md).
 LEFT_OUT = {
-    "fp_signer_new": "application signer callbacks: not offered yet",
-    "fp_signer_free": "application signer callbacks: not offered yet",
-    "fp_signer_create_csr": "application signer callbacks: not offered yet",
-    "fp_client_options_set_signer": "application signer callbacks: not offered yet",
     "fp_pkcs11_generate_key": "a device key made in a token: not offered yet",
     "fp_pkcs11_store_certificate": "a device key made in a token: not offered yet",
 }

@@ -44,6 +44,7 @@ from ._codes import ConnectionRefusedError as ConnectionRefusedError  # noqa: A0
 from ._codes import TimeoutError as TimeoutError  # noqa: A004
 from ._core import TRACE, version
 from ._errorbase import FleetprovError
+from ._signer import SignFunction, Signer
 from ._ffi import library_path
 from ._types import (
     Certificate,
@@ -55,6 +56,7 @@ from ._types import (
     Provisioned,
     RegisteredThing,
     RetryPolicy,
+    SignatureScheme,
     Step,
 )
 
@@ -76,6 +78,9 @@ __all__ = [
     "Step",
     "Progress",
     "Pkcs11Key",
+    "Signer",
+    "SignFunction",
+    "SignatureScheme",
     "RetryPolicy",
     "Provisioned",
     "Certificate",

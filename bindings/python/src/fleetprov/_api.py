@@ -16,6 +16,7 @@ from ._core import (
     Sink,
     StrPath,
 )
+from ._signer import Signer
 from ._types import (
     Certificate,
     KeysAndCertificate,
@@ -148,6 +149,7 @@ class ClientBase:
         proxy_host: Optional[str] = None,
         proxy_port: Optional[int] = None,
         pkcs11: Optional[Pkcs11Key] = None,
+        signer: Optional[Signer] = None,
     ) -> None:
         self._handle = _core.ClientHandle(
             ConnectionConfig(
@@ -169,6 +171,7 @@ class ClientBase:
                 proxy_host=proxy_host,
                 proxy_port=proxy_port,
                 pkcs11=pkcs11,
+                signer=signer,
             )
         )
 
@@ -234,7 +237,7 @@ class Client(ClientBase):
     """A connection to the provisioning endpoint for the three operations, one by one.
 
     ``Client(endpoint, cert_file=..., key_file=..., ca_file=..., port=...)`` takes the
-    connection settings of ``provision()`` (``template_name`` here only lets the create call
+    connection settings of ``provision()``, and ``signer`` (a ``Signer``) for the key (``template_name`` here only lets the create call
     subscribe to that template's RegisterThing replies ahead). Call ``connect()`` (or use
     ``with``, which connects), then the operations; ``close()`` disconnects and frees.
     Each call's ``timeout`` (seconds) bounds this thread's wait; the operation's own limit is

@@ -222,6 +222,7 @@ class ConnectionConfig:
         proxy_host: Optional[str] = None,
         proxy_port: Optional[int] = None,
         pkcs11: Optional[Pkcs11Key] = None,
+        signer: Optional[Any] = None,
     ) -> None:
         self.endpoint = c_str("endpoint", endpoint, nonempty=True)
         self.port = int_arg("port", port, 1, 65535)
@@ -267,13 +268,20 @@ class ConnectionConfig:
         if pkcs11 is not None:
             c_path("pkcs11.module", pkcs11.module, readable=True)
             c_str("pkcs11.key_label", pkcs11.key_label)
-        if cert_file is None and cert_pem is None:
+        if signer is not None and not hasattr(signer, "_signer_ptr"):
+            raise TypeError(f"signer must be a fleetprov.Signer, not {type(signer).__name__}")
+        self.signer = signer
+        if cert_file is None and cert_pem is None and signer is None:
             raise _codes.NullArgumentError("a client certificate is required: cert_file or cert_pem")
         if cert_file is not None and cert_pem is not None:
             raise _codes.InvalidArgumentError("give one of cert_file and cert_pem, not both")
-        keys = [n for n, v in (("key_file", key_file), ("key_pem", key_pem), ("pkcs11", pkcs11)) if v is not None]
+        keys = [
+            n
+            for n, v in (("key_file", key_file), ("key_pem", key_pem), ("pkcs11", pkcs11), ("signer", signer))
+            if v is not None
+        ]
         if not keys:
-            raise _codes.NullArgumentError("a private key is required: key_file, key_pem or pkcs11")
+            raise _codes.NullArgumentError("a private key is required: key_file, key_pem, pkcs11 or signer")
         if len(keys) > 1:
             raise _codes.InvalidArgumentError(f"give one private key, not {' and '.join(keys)}")
         if ca_file is not None and ca_pem is not None:
@@ -339,6 +347,11 @@ class ConnectionConfig:
                 )
             if self.pkcs11 is not None:
                 self._build_pkcs11(opts, self.pkcs11)
+            if self.signer is not None:
+                check(
+                    _ffi.fp_client_options_set_signer(opts, self.signer._signer_ptr()),
+                    "signer",
+                )
         except BaseException:
             _ffi.fp_client_options_free(opts)
             raise
@@ -405,6 +418,12 @@ class ProvisionConfig:
         timeout: Optional[float] = None,
     ) -> None:
         self.connection = connection
+        if connection.signer is not None:
+            raise _codes.InvalidArgumentError(
+                "provision() cannot take a Signer for the claim key: the C library's "
+                "fp_provision() needs the claim key as a file or PEM (key_file or key_pem); a "
+                "Client takes signer for the three operations one by one"
+            )
         if connection.pkcs11 is not None:
             # fp_provision_options_new() refuses claim options whose key is not a key (file or
             # PEM): say so here rather than pass on its bare "invalid argument".
@@ -579,6 +598,8 @@ def discard(outcome: object) -> None:
 
 _registry: Dict[int, Any] = {}
 _live_clients: "weakref.WeakSet[ClientHandle]" = weakref.WeakSet()
+#: Signers (``fleetprov.Signer``) not yet closed; closed at exit after the clients.
+live_signers: "weakref.WeakSet[Any]" = weakref.WeakSet()
 _registry_lock = threading.Lock()
 _keys = itertools.count(1)
 _running = threading.Condition()
@@ -919,6 +940,8 @@ def _at_exit() -> None:
         _installed_level = _codes.FP_LOG_NONE
     for client in list(_live_clients):
         client.close()
+    for signer in list(live_signers):
+        signer.close()
     with _running:
         if _running_provisions > 0:
             logger.warning(

@@ -91,6 +91,11 @@ CREATE_FROM_CSR_CB = CFUNCTYPE(None, c_void_p, POINTER(CreateFromCsrResponse), c
 REGISTER_THING_CB = CFUNCTYPE(None, c_void_p, POINTER(RegisterThingResponse), c_void_p)
 PROGRESS_CB = CFUNCTYPE(None, c_void_p, c_int, c_uint32, c_uint64, c_char_p)
 PROVISION_CB = CFUNCTYPE(None, c_void_p, c_void_p, c_void_p)
+SIGN_CB = CFUNCTYPE(
+    c_int, c_void_p, c_int, c_void_p, c_size_t, c_void_p, c_size_t, c_void_p, c_size_t,
+    POINTER(c_size_t),
+)
+RELEASE_CB = CFUNCTYPE(None, c_void_p)
 
 
 def _fn(name: str, restype: Any, *argtypes: Any) -> Any:
@@ -205,6 +210,13 @@ fp_provisioned_device_configuration_len = _fn(
 fp_provisioned_device_configuration_at = _fn(
     "fp_provisioned_device_configuration_at", POINTER(KeyValue), P, c_size_t
 )
+
+fp_signer_new = _fn("fp_signer_new", c_int, c_char_p, SIGN_CB, P, RELEASE_CB, PP)
+fp_signer_free = _fn("fp_signer_free", None, P)
+fp_signer_create_csr = _fn(
+    "fp_signer_create_csr", c_int, P, c_char_p, c_void_p, c_size_t, POINTER(c_size_t)
+)
+fp_client_options_set_signer = _fn("fp_client_options_set_signer", c_int, P, P)
 
 _libc = ctypes.CDLL(None)
 strlen = _libc.strlen

@@ -41,6 +41,19 @@ class Step(enum.IntEnum):
     REUSING = _codes.FP_STEP_REUSING
 
 
+class SignatureScheme(enum.IntEnum):
+    """What a ``Signer``'s sign function is asked for (``fp_signature_scheme``)."""
+
+    ECDSA_P256_SHA256 = _codes.FP_SIGNATURE_ECDSA_P256_SHA256
+    ECDSA_P384_SHA384 = _codes.FP_SIGNATURE_ECDSA_P384_SHA384
+    RSA_PKCS1_SHA256 = _codes.FP_SIGNATURE_RSA_PKCS1_SHA256
+    RSA_PKCS1_SHA384 = _codes.FP_SIGNATURE_RSA_PKCS1_SHA384
+    RSA_PKCS1_SHA512 = _codes.FP_SIGNATURE_RSA_PKCS1_SHA512
+    RSA_PSS_SHA256 = _codes.FP_SIGNATURE_RSA_PSS_SHA256
+    RSA_PSS_SHA384 = _codes.FP_SIGNATURE_RSA_PSS_SHA384
+    RSA_PSS_SHA512 = _codes.FP_SIGNATURE_RSA_PSS_SHA512
+
+
 @dataclass(frozen=True)
 class Progress:
     """One progress event of ``provision()``."""
