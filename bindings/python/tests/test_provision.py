@@ -1,0 +1,163 @@
+"""fleetprov.provision() (fp_provision()) against the emulator: both flows, reuse, a rejection
+with AWS's fields, CBOR, MQTT 3.1.1, the log through `logging`."""
+
+from __future__ import annotations
+
+import logging
+import stat
+from pathlib import Path
+from typing import List
+
+import pytest
+
+import fleetprov
+from conftest import Emulator, make_csr, params
+
+
+def test_csr_flow_then_reuse(emulator: Emulator, serial: str, tmp_path: Path) -> None:
+    store = tmp_path / "identity"
+    events: List[fleetprov.Progress] = []
+    first = fleetprov.provision(
+        **emulator.claim(),
+        template_name="FleetTemplate",
+        parameters=params(serial),
+        output_dir=store,
+        on_progress=events.append,
+    )
+    assert first.thing_name == f"ThingPrefix_{serial}"
+    assert not first.reused
+    assert first.attempts == 1
+    assert len(first.certificate_id) == 64
+    assert first.client_id == first.thing_name
+    assert first.device_configuration == {
+        "FallbackUrl": "https://www.example.com/test-site",
+        "LocationUrl": "https://example.aws",
+    }
+    key_file = Path(first.private_key_file)
+    assert key_file.parent == store and key_file.is_file()
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert "PRIVATE KEY" in key_file.read_text()
+    assert Path(first.metadata_file).is_file()
+    steps = [e.step for e in events]
+    assert steps == [
+        fleetprov.Step.CONNECTING,
+        fleetprov.Step.CREATING,
+        fleetprov.Step.REGISTERING,
+        fleetprov.Step.SAVING,
+        fleetprov.Step.VERIFYING,
+        fleetprov.Step.CONNECTING,
+    ]
+    assert events[0].detail == "claim" and events[1].detail == "CreateCertificateFromCsr"
+    assert f"ThingPrefix_{serial}" in emulator.things()
+
+    events.clear()
+    again = fleetprov.provision(
+        **emulator.claim(),
+        template_name="FleetTemplate",
+        parameters=params(serial),
+        output_dir=str(store),
+        on_progress=events.append,
+    )
+    assert again.reused
+    assert again.certificate_id == first.certificate_id
+    assert again.thing_name == first.thing_name
+    assert events[0].step == fleetprov.Step.REUSING
+    assert all(e.detail != "claim" for e in events), "a reuse made a claim connection"
+
+
+def test_keys_flow_service_key(emulator: Emulator, serial: str, tmp_path: Path) -> None:
+    events: List[fleetprov.Progress] = []
+    result = fleetprov.provision(
+        **emulator.claim(),
+        template_name="FleetTemplate",
+        parameters=params(serial),
+        output_dir=tmp_path / "store",
+        key_type=fleetprov.KeyType.SERVICE,
+        on_progress=events.append,
+    )
+    assert result.thing_name == f"ThingPrefix_{serial}"
+    assert any(e.detail == "CreateKeysAndCertificate" for e in events)
+    assert "RSA PRIVATE KEY" in Path(result.private_key_file).read_text()
+
+
+def test_user_csr_and_force(emulator: Emulator, serial: str, tmp_path: Path) -> None:
+    csr, key = make_csr(tmp_path)
+    store = tmp_path / "store"
+    first = fleetprov.provision(
+        **emulator.claim(), template_name="FleetTemplate", parameters=params(serial),
+        output_dir=store, csr_pem=csr, csr_private_key=bytearray(key.encode()),
+    )
+    assert Path(first.private_key_file).read_text().strip() == key.strip()
+    second = fleetprov.provision(
+        **emulator.claim(), template_name="FleetTemplate", parameters=params(serial),
+        output_dir=store, force=True,
+    )
+    assert not second.reused and second.certificate_id != first.certificate_id
+
+
+def test_unknown_template_is_rejected_with_aws_fields(emulator: Emulator, tmp_path: Path) -> None:
+    with pytest.raises(fleetprov.RejectedError) as info:
+        fleetprov.provision(
+            **emulator.claim(), template_name="NoSuchTemplate", output_dir=tmp_path / "s",
+            retry=fleetprov.RetryPolicy(max_attempts=3, backoff_base=0.05, backoff_max=0.1),
+        )
+    e = info.value
+    assert e.code == 11 and e.code_name == "FP_ERR_REJECTED"
+    assert e.status_code == 404
+    assert e.aws_error_code == "ResourceNotFound"
+    assert e.aws_error_message is not None and "NoSuchTemplate" in e.aws_error_message
+    assert isinstance(e, fleetprov.FleetprovError)
+    assert not (tmp_path / "s" / "identity.json").exists()
+
+
+def test_cbor_payloads_and_library_log(
+    emulator: Emulator, serial: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="fleetprov")
+    result = fleetprov.provision(
+        **emulator.claim(payload_format=fleetprov.PayloadFormat.CBOR),
+        template_name="FleetTemplate", parameters=params(serial), output_dir=tmp_path / "s",
+        key_type=fleetprov.KeyType.SERVICE,
+    )
+    assert result.thing_name == f"ThingPrefix_{serial}"
+    lines = [r.getMessage() for r in caplog.records if r.name == "fleetprov"]
+    assert any("PUBLISH $aws/certificates/create/cbor" in m for m in lines), lines
+    assert not any("/json" in m for m in lines)
+    assert not any("PRIVATE KEY" in m for m in lines)
+    levels = {r.levelno for r in caplog.records if r.name == "fleetprov"}
+    assert logging.DEBUG in levels and logging.INFO in levels
+
+
+def test_mqtt_311(emulator: Emulator, serial: str, tmp_path: Path) -> None:
+    result = fleetprov.provision(
+        **emulator.claim(mqtt_version=3), template_name="FleetTemplate",
+        parameters=params(serial), output_dir=tmp_path / "s",
+    )
+    assert result.thing_name == f"ThingPrefix_{serial}"
+    assert f'"{result.thing_name}" (V4' in emulator.log.read_text()
+
+
+def test_in_memory_claim_pems(emulator: Emulator, serial: str, tmp_path: Path) -> None:
+    result = fleetprov.provision(
+        endpoint=emulator.host, port=emulator.port,
+        ca_pem=emulator.ca.read_text(), cert_pem=emulator.claim_cert.read_text(),
+        key_pem=bytearray(emulator.claim_key.read_bytes()),
+        template_name="FleetTemplate", parameters=params(serial), output_dir=tmp_path / "s",
+    )
+    assert result.thing_name == f"ThingPrefix_{serial}"
+
+
+def test_sync_timeout(emulator: Emulator, silent_server: int, tmp_path: Path) -> None:
+    import time
+
+    t0 = time.monotonic()
+    with pytest.raises(fleetprov.TimeoutError) as info:
+        fleetprov.provision(
+            **emulator.claim(port=silent_server),
+            template_name="FleetTemplate", output_dir=tmp_path / "s", timeout=1.0,
+        )
+    elapsed = time.monotonic() - t0
+    assert 0.9 <= elapsed < 3.0, elapsed
+    assert isinstance(info.value, TimeoutError)
+    # The library's own deadline ended the run: its message names the step.
+    assert "deadline" in str(info.value) and "connecting (claim)" in str(info.value)
