@@ -3,8 +3,17 @@
  * fleetprov: AWS IoT Fleet Provisioning over mutual-TLS MQTT (CreateKeysAndCertificate,
  * CreateCertificateFromCsr, RegisterThing), C API.
  *
- * Typical use: fp_client_options_new() and its setters, fp_client_new(), fp_client_connect(),
- * fp_create_keys() or fp_create_from_csr(), then fp_register_thing() with the ownership token,
+ * Start here: fp_provision() takes a device from its claim certificate to a verified identity
+ * of its own in one call, with retries, and reuses that identity on later boots:
+ *   fp_client_options_new("<endpoint>", &claim) and its setters (CA, claim certificate, key);
+ *   fp_provision_options_new(claim, "<template>", "<store directory>", &options) and its
+ *   setters (template parameters, key type, ...);
+ *   fp_provision(options, progress, callback, user_data): `callback` gets an ::fp_provisioned
+ *   (thing name, certificate and key files) or an ::fp_error, once.
+ *
+ * The three operations one by one, for programs that drive the flow themselves:
+ * fp_client_new() from the options, fp_client_connect(), fp_create_keys() or
+ * fp_create_from_csr(), then fp_register_thing() with the ownership token,
  * fp_client_disconnect(), fp_client_free().
  *
  * Conventions
@@ -971,6 +980,41 @@ enum fp_result fp_client_options_set_pkcs11_key_label(struct fp_client_options *
                                                       const char *label);
 
 /**
+ * Generates the device key inside the PKCS#11 token that `options` name (module, token,
+ * PIN, and the key label the new key gets) and builds its certificate signing request,
+ * signed by the token, for fp_create_from_csr(). Then connect with options that carry the
+ * issued certificate (fp_client_options_set_cert_pem()) and the same PKCS#11 settings.
+ *
+ * The private key is created as a token object, sensitive and not extractable: it never
+ * leaves the token. A token that already has a private key with that label is left as it is
+ * and the call fails. Blocking (key generation in a token can take seconds); call it from a
+ * thread that may wait. The CSR's subject is `CN=<common_name>` (NULL: empty subject). Writes
+ * the NUL-terminated PEM to `buf` (::FP_CSR_PEM_MAX_LEN suffices) and its length to
+ * `*written`. Returns `FP_OK`, `FP_ERR_NULL_ARGUMENT`, `FP_ERR_INVALID_ARGUMENT` (no PKCS#11
+ * settings in `options`, no module or key label, an unknown key type, `buf_len` too small) or
+ * `FP_ERR_SIGNER` (module, token, PIN or generation failed: the reason goes to the log
+ * callback at FP_LOG_ERROR).
+ */
+enum fp_result fp_pkcs11_generate_key(const struct fp_client_options *options,
+                                      int key_type,
+                                      const char *common_name,
+                                      char *buf,
+                                      size_t buf_len,
+                                      size_t *written);
+
+/**
+ * Stores `certificate_pem` (NUL-terminated; its first certificate) in the PKCS#11 token that
+ * `options` name, as an X.509 certificate object with the key's label and `CKA_ID`, e.g. the
+ * device certificate from fp_create_from_csr(). Certificates stored with that label before
+ * are removed once the new one is in. Blocking. Returns `FP_OK`, `FP_ERR_NULL_ARGUMENT`,
+ * `FP_ERR_INVALID_UTF8`, `FP_ERR_INVALID_ARGUMENT` (no PKCS#11 settings, no certificate in
+ * the PEM) or `FP_ERR_SIGNER` (module, token, PIN, key or the token's refusal; the reason
+ * goes to the log callback).
+ */
+enum fp_result fp_pkcs11_store_certificate(const struct fp_client_options *options,
+                                           const char *certificate_pem);
+
+/**
  * Creates provisioning options: the claim connection `claim` (copied: endpoint, port, CA,
  * claim certificate and key, MQTT version, timeouts, proxy; the device connection uses the
  * same settings with the new identity), the provisioning template `template_name`, and the
@@ -1198,41 +1242,6 @@ enum fp_result fp_signer_create_csr(const struct fp_signer *signer,
                                     char *buf,
                                     size_t buf_len,
                                     size_t *written);
-
-/**
- * Generates the device key inside the PKCS#11 token that `options` name (module, token,
- * PIN, and the key label the new key gets) and builds its certificate signing request,
- * signed by the token, for fp_create_from_csr(). Then connect with options that carry the
- * issued certificate (fp_client_options_set_cert_pem()) and the same PKCS#11 settings.
- *
- * The private key is created as a token object, sensitive and not extractable: it never
- * leaves the token. A token that already has a private key with that label is left as it is
- * and the call fails. Blocking (key generation in a token can take seconds); call it from a
- * thread that may wait. The CSR's subject is `CN=<common_name>` (NULL: empty subject). Writes
- * the NUL-terminated PEM to `buf` (::FP_CSR_PEM_MAX_LEN suffices) and its length to
- * `*written`. Returns `FP_OK`, `FP_ERR_NULL_ARGUMENT`, `FP_ERR_INVALID_ARGUMENT` (no PKCS#11
- * settings in `options`, no module or key label, an unknown key type, `buf_len` too small) or
- * `FP_ERR_SIGNER` (module, token, PIN or generation failed: the reason goes to the log
- * callback at FP_LOG_ERROR).
- */
-enum fp_result fp_pkcs11_generate_key(const struct fp_client_options *options,
-                                      int key_type,
-                                      const char *common_name,
-                                      char *buf,
-                                      size_t buf_len,
-                                      size_t *written);
-
-/**
- * Stores `certificate_pem` (NUL-terminated; its first certificate) in the PKCS#11 token that
- * `options` name, as an X.509 certificate object with the key's label and `CKA_ID`, e.g. the
- * device certificate from fp_create_from_csr(). Certificates stored with that label before
- * are removed once the new one is in. Blocking. Returns `FP_OK`, `FP_ERR_NULL_ARGUMENT`,
- * `FP_ERR_INVALID_UTF8`, `FP_ERR_INVALID_ARGUMENT` (no PKCS#11 settings, no certificate in
- * the PEM) or `FP_ERR_SIGNER` (module, token, PIN, key or the token's refusal; the reason
- * goes to the log callback).
- */
-enum fp_result fp_pkcs11_store_certificate(const struct fp_client_options *options,
-                                           const char *certificate_pem);
 
 #ifdef __cplusplus
 }  // extern "C"

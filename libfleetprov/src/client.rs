@@ -12,8 +12,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
+use super::callback::Callback;
 use super::error::fp_error;
 use super::error::fp_result::{self, *};
+use super::handle::{check_out, Castable};
 use super::options::fp_client_options;
 use super::runtime::{self, RuntimeGuard};
 use fleetprov_core::client::CatchUnwind;
@@ -29,6 +31,8 @@ use fleetprov_core::error::Error;
 pub struct fp_client {
     shared: Arc<Shared>,
 }
+
+impl Castable for fp_client {}
 
 /// Lifecycle events of a client's connection, delivered to its ::fp_lifecycle_callback.
 #[repr(C)]
@@ -67,12 +71,11 @@ pub type fp_lifecycle_callback = Option<
     unsafe extern "C" fn(user_data: *mut c_void, event: fp_lifecycle_event, error: *const fp_error),
 >;
 
-/// A `user_data` pointer carried to the thread that runs a callback.
-#[derive(Clone, Copy)]
-pub(crate) struct UserData(pub(crate) *mut c_void);
+/// The lifecycle callback's function.
+type LifecycleFn = unsafe extern "C" fn(*mut c_void, fp_lifecycle_event, *const fp_error);
 
-// SAFETY: the header requires `user_data` to be usable from the library's threads.
-unsafe impl Send for UserData {}
+/// The lifecycle callback of one fp_client_connect(), shared by its events.
+type LifecycleCallback = Option<Arc<Callback<LifecycleFn>>>;
 
 thread_local! {
     /// Id of the client whose callback this thread is running (0: none).
@@ -142,7 +145,7 @@ impl Drop for Promise {
         if let Some(FreedHandle(client)) = handle {
             // SAFETY: from fp_client_new(), given up by fp_client_free(); no callback of this
             // client runs any more, so nothing may still use the handle.
-            drop(unsafe { Box::from_raw(client) });
+            unsafe { fp_client::free(client) };
         }
         if let Some(guard) = release {
             // Outside the lock: dropping the last runtime reference stops the runtime.
@@ -228,9 +231,9 @@ impl Shared {
 fn run_callback(client_id: u64, promise: Promise, callback: impl FnOnce() + Send + 'static) {
     drop(tokio::task::spawn_blocking(move || {
         let previous = IN_CALLBACK_OF.with(|c| c.replace(client_id));
-        // A panic in the Rust code preparing the callback's arguments must not skip the
-        // bookkeeping below; the deliver functions report it to C themselves where possible.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback));
+        // The deliver functions catch their own panics (preparing the reply, and around the C
+        // call), so the bookkeeping below always runs.
+        callback();
         IN_CALLBACK_OF.with(|c| c.set(previous));
         drop(promise);
     }));
@@ -249,21 +252,12 @@ pub extern "C" fn fp_client_new(
     options: *const fp_client_options,
     out: *mut *mut fp_client,
 ) -> fp_result {
-    ffi_panic_boundary! {
+    ffi_result! {
         // SAFETY: NULL or a live handle from fp_client_options_new(), per the header.
-        let Some(options) = (unsafe { options.as_ref() }) else {
-            return FP_ERR_NULL_ARGUMENT;
-        };
-        if out.is_null() {
-            return FP_ERR_NULL_ARGUMENT;
-        }
-        if let Err(e) = options.inner.validate() {
-            return e.kind.into();
-        }
-        let guard = match runtime::acquire() {
-            Ok(g) => g,
-            Err(_) => return FP_ERR_INTERNAL,
-        };
+        let options = unsafe { fp_client_options::try_ref(options) }?;
+        check_out(out)?;
+        options.inner.validate().map_err(|e| fp_result::from(e.kind))?;
+        let guard = runtime::acquire().map_err(|_| FP_ERR_INTERNAL)?;
         let shared = Arc::new(Shared {
             id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
             options: options.inner.clone(),
@@ -280,20 +274,16 @@ pub extern "C" fn fp_client_new(
             }),
             idle: Condvar::new(),
         });
-        let client = Box::into_raw(Box::new(fp_client { shared }));
-        // SAFETY: checked non-NULL above; the caller provides writable storage.
-        unsafe { out.write(client) };
-        FP_OK
+        // SAFETY: `out` was checked and is writable, per the header.
+        unsafe { fp_client { shared }.give(out) };
+        Ok(())
     }
 }
 
 /// Borrows the shared state behind a client handle.
 pub(crate) fn shared_of(client: *mut fp_client) -> Result<Arc<Shared>, fp_result> {
     // SAFETY: NULL or a live handle from fp_client_new(), per the header.
-    match unsafe { client.as_ref() } {
-        Some(c) => Ok(Arc::clone(&c.shared)),
-        None => Err(FP_ERR_NULL_ARGUMENT),
-    }
+    unsafe { fp_client::try_ref(client) }.map(|c| Arc::clone(&c.shared))
 }
 
 /// Starts connecting (DNS, TCP, proxy, TLS, MQTT CONNECT) on the library's thread and returns
@@ -320,28 +310,25 @@ pub extern "C" fn fp_client_connect(
     callback: fp_lifecycle_callback,
     user_data: *mut c_void,
 ) -> fp_result {
-    ffi_panic_boundary! {
-        let shared = match shared_of(client) {
-            Ok(s) => s,
-            Err(e) => return e,
-        };
+    ffi_result! {
+        let shared = shared_of(client)?;
         let promise = {
             let mut t = shared.lock();
             if t.closing {
-                return FP_ERR_CANCELLED;
+                return Err(FP_ERR_CANCELLED);
             }
             if t.connect_called {
-                return FP_ERR_ALREADY_CONNECTED;
+                return Err(FP_ERR_ALREADY_CONNECTED);
             }
             t.connect_called = true;
             t.outstanding += 1;
             shared.life.begin();
             Promise { shared: Arc::clone(&shared) }
         };
-        let user_data = UserData(user_data);
-        let task = lifecycle(Arc::clone(&shared), promise, callback, user_data);
+        let callback = Callback::new(callback, user_data, None).map(Arc::new);
+        let task = lifecycle(Arc::clone(&shared), promise, callback);
         shared.handle.spawn(task);
-        FP_OK
+        Ok(())
     }
 }
 
@@ -350,18 +337,16 @@ pub extern "C" fn fp_client_connect(
 /// before the callback would start, so it never begins after fp_client_free() returned.
 async fn emit(
     shared: &Arc<Shared>,
-    callback: fp_lifecycle_callback,
-    user_data: UserData,
+    callback: &LifecycleCallback,
     event: fp_lifecycle_event,
     error: Option<fp_error>,
 ) {
-    let Some(callback) = callback else {
+    let Some(callback) = callback.clone() else {
         return;
     };
     let id = shared.id;
     let life = shared.life.clone();
     let run = move || {
-        let user_data = user_data;
         // Checked on the callback's own thread, right before the call: fp_client_free() asks
         // for the stop before it returns, so a free that returned first is always seen here.
         if event == FP_EVENT_DISCONNECTED && life.stop_requested() {
@@ -370,12 +355,15 @@ async fn emit(
         let error_ptr = error
             .as_ref()
             .map_or(std::ptr::null(), |e| e as *const fp_error);
-        // SAFETY: callback and user_data were supplied together by the C caller.
-        unsafe { callback(user_data.0, event, error_ptr) };
+        callback.invoke(|call, user_data| {
+            // SAFETY: callback and user_data were supplied together by the C caller; the
+            // error outlives the call.
+            unsafe { call(user_data, event, error_ptr) }
+        });
     };
     let joined = tokio::task::spawn_blocking(move || {
         let previous = IN_CALLBACK_OF.with(|c| c.replace(id));
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
+        run();
         IN_CALLBACK_OF.with(|c| c.set(previous));
     })
     .await;
@@ -383,17 +371,13 @@ async fn emit(
 }
 
 /// Drives one connection from connect to stop and reports its events.
-async fn lifecycle(
-    shared: Arc<Shared>,
-    promise: Promise,
-    callback: fp_lifecycle_callback,
-    user_data: UserData,
-) {
+async fn lifecycle(shared: Arc<Shared>, promise: Promise, callback: LifecycleCallback) {
     let life = shared.life.clone();
     let options = shared.options.clone();
     let reporting = Arc::clone(&shared);
     life.run(options, move |event| {
         let shared = Arc::clone(&reporting);
+        let callback = callback.clone();
         async move {
             let (event, error) = match event {
                 Event::Connected => (FP_EVENT_CONNECTION_SUCCESS, None),
@@ -402,7 +386,7 @@ async fn lifecycle(
                 Event::Lost(e) => (FP_EVENT_DISCONNECTED, Some(fp_error::from(e))),
                 Event::Stopped => (FP_EVENT_STOPPED, None),
             };
-            emit(&shared, callback, user_data, event, error).await;
+            emit(&shared, &callback, event, error).await;
         }
     })
     .await;
@@ -416,16 +400,13 @@ async fn lifecycle(
 /// fp_client_connect() was never called. Calling it again is harmless.
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_client_disconnect(client: *mut fp_client) -> fp_result {
-    ffi_panic_boundary! {
-        let shared = match shared_of(client) {
-            Ok(s) => s,
-            Err(e) => return e,
-        };
+    ffi_result! {
+        let shared = shared_of(client)?;
         if !shared.lock().connect_called {
-            return FP_ERR_NOT_CONNECTED;
+            return Err(FP_ERR_NOT_CONNECTED);
         }
         shared.life.stop();
-        FP_OK
+        Ok(())
     }
 }
 
@@ -475,7 +456,7 @@ pub extern "C" fn fp_client_free(client: *mut fp_client) {
                 }
                 // SAFETY: a live handle from fp_client_new(), freed once, per the header; no
                 // callback of this client runs any more.
-                drop(unsafe { Box::from_raw(client) });
+                unsafe { fp_client::free(client) };
                 t.runtime.take()
             }
         };

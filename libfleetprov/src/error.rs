@@ -2,6 +2,7 @@
 
 use std::ffi::{c_char, c_int, CStr, CString};
 
+use super::handle::Castable;
 use fleetprov_core::error::{Error, ErrorKind};
 
 /// Result of a library call, and the code carried by an ::fp_error.
@@ -215,14 +216,19 @@ impl From<Error> for fp_error {
     }
 }
 
+impl Castable for fp_error {}
+
+/// The error handed to a running callback; `None` for NULL.
+fn borrowed<'a>(error: *const fp_error) -> Option<&'a fp_error> {
+    // SAFETY: NULL or the error handed to the callback, which is running, per the header.
+    unsafe { fp_error::try_ref(error) }.ok()
+}
+
 /// The error's code. `FP_ERR_NULL_ARGUMENT` if `error` is NULL.
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_error_code(error: *const fp_error) -> fp_result {
     ffi_panic_boundary! {
-        match unsafe { error.as_ref() } {
-            Some(e) => e.code,
-            None => FP_ERR_NULL_ARGUMENT,
-        }
+        borrowed(error).map_or(FP_ERR_NULL_ARGUMENT, |e| e.code)
     }
 }
 
@@ -231,10 +237,7 @@ pub extern "C" fn fp_error_code(error: *const fp_error) -> fp_result {
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_error_message(error: *const fp_error) -> *const c_char {
     ffi_panic_boundary! {
-        match unsafe { error.as_ref() } {
-            Some(e) => e.message.as_ptr(),
-            None => std::ptr::null(),
-        }
+        borrowed(error).map_or(std::ptr::null(), |e| e.message.as_ptr())
     }
 }
 
@@ -243,7 +246,7 @@ pub extern "C" fn fp_error_message(error: *const fp_error) -> *const c_char {
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_error_status_code(error: *const fp_error) -> c_int {
     ffi_panic_boundary! {
-        unsafe { error.as_ref() }.map_or(0, |e| e.status_code)
+        borrowed(error).map_or(0, |e| e.status_code)
     }
 }
 
@@ -253,7 +256,7 @@ pub extern "C" fn fp_error_status_code(error: *const fp_error) -> c_int {
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_error_aws_code(error: *const fp_error) -> *const c_char {
     ffi_panic_boundary! {
-        unsafe { error.as_ref() }
+        borrowed(error)
             .and_then(|e| e.aws_code.as_ref())
             .map_or(std::ptr::null(), |s| s.as_ptr())
     }
@@ -264,7 +267,7 @@ pub extern "C" fn fp_error_aws_code(error: *const fp_error) -> *const c_char {
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_error_aws_message(error: *const fp_error) -> *const c_char {
     ffi_panic_boundary! {
-        unsafe { error.as_ref() }
+        borrowed(error)
             .and_then(|e| e.aws_message.as_ref())
             .map_or(std::ptr::null(), |s| s.as_ptr())
     }

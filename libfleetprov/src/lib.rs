@@ -17,14 +17,18 @@
 
 #[macro_use]
 mod panic;
+#[macro_use]
+mod handle;
 
 // In this order in the header: results and errors, logging, options, client, operations,
 // provisioning.
+mod callback;
 mod client;
 mod error;
 mod log;
 mod operations;
 mod options;
+mod pkcs11;
 mod provision;
 mod runtime;
 mod signer;

@@ -2,6 +2,7 @@
 
 use std::ffi::{c_char, c_int, c_void};
 
+use super::callback::{fp_release_callback, Callback};
 use super::error::{fp_result, lossy_cstring};
 use fleetprov_core::log::{self as core_log, Level};
 
@@ -73,27 +74,13 @@ pub type fp_log_callback = Option<
     unsafe extern "C" fn(user_data: *mut c_void, level: fp_log_level, message: *const c_char),
 >;
 
-/// Releases the `user_data` a callback was registered with, once the library is done with
-/// it: called exactly once, after the last call of the callback has returned, on whichever
-/// thread drops the library's last use (possibly inside the call that replaced the callback).
-pub type fp_release_callback = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
+/// The log callback's function.
+type LogFn = unsafe extern "C" fn(*mut c_void, fp_log_level, *const c_char);
 
-/// A `user_data` pointer moved into the logger closure, released when the closure is dropped.
+/// The installed callback with its level; dropping it releases `user_data`.
 struct LogTarget {
-    callback: unsafe extern "C" fn(*mut c_void, fp_log_level, *const c_char),
-    user_data: *mut c_void,
-    release: fp_release_callback,
+    callback: Callback<LogFn>,
     max_level: fp_log_level,
-}
-
-impl Drop for LogTarget {
-    fn drop(&mut self) {
-        if let Some(release) = self.release {
-            // SAFETY: release and user_data were supplied together by the C caller; the
-            // logger holding this target is gone, so the callback is never called again.
-            unsafe { release(self.user_data) };
-        }
-    }
 }
 
 impl LogTarget {
@@ -101,16 +88,14 @@ impl LogTarget {
         let level = fp_log_level::from_core(level);
         if level <= self.max_level {
             let message = lossy_cstring(message);
-            // SAFETY: a callback and user_data supplied together by the C caller.
-            unsafe { (self.callback)(self.user_data, level, message.as_ptr()) };
+            self.callback.invoke(|call, user_data| {
+                // SAFETY: a callback and user_data supplied together by the C caller;
+                // `message` outlives the call.
+                unsafe { call(user_data, level, message.as_ptr()) }
+            });
         }
     }
 }
-
-// SAFETY: the header requires `user_data` to be usable from any thread.
-unsafe impl Send for LogTarget {}
-// SAFETY: as above; the target is only read.
-unsafe impl Sync for LogTarget {}
 
 /// Installs the process-wide log callback, replacing any previous one.
 ///
@@ -132,33 +117,21 @@ pub extern "C" fn fp_set_log_callback(
     max_level: c_int,
 ) -> fp_result {
     ffi_panic_boundary! {
-        let level = fp_log_level::from_int(max_level);
-        let target = callback.map(|callback| LogTarget {
-            callback,
-            user_data,
-            release,
-            max_level: level.unwrap_or(FP_LOG_NONE),
-        });
-        let Some(max_level) = level else {
-            // Dropping `target` releases `user_data`.
+        // Made first, so that every way out below releases `user_data` exactly once: by
+        // dropping the target, or later through the logger that keeps it.
+        let callback = Callback::new(callback, user_data, release);
+        let Some(max_level) = fp_log_level::from_int(max_level) else {
             return fp_result::FP_ERR_INVALID_ARGUMENT;
         };
-        match target {
-            Some(target) if max_level != FP_LOG_NONE => {
+        match callback {
+            Some(callback) if max_level != FP_LOG_NONE => {
+                let target = LogTarget { callback, max_level };
                 core_log::set_max_level(max_level.to_core());
                 core_log::set_logger(Some(Box::new(move |level, message| {
                     target.deliver(level, message)
                 })));
             }
-            _ => {
-                core_log::set_logger(None);
-                if target.is_none() {
-                    if let Some(release) = release {
-                        // SAFETY: as in `LogTarget::drop`; nothing was installed with it.
-                        unsafe { release(user_data) };
-                    }
-                }
-            }
+            _ => core_log::set_logger(None),
         }
         fp_result::FP_OK
     }

@@ -5,9 +5,11 @@ use std::future::Future;
 
 use zeroize::Zeroizing;
 
-use super::client::{fp_client, shared_of, UserData};
+use super::callback::Callback;
+use super::client::{fp_client, shared_of};
 use super::error::fp_error;
 use super::error::fp_result::{self, *};
+use super::panic::caught;
 use super::strings::{nonempty_str_arg, str_arg, template_name_arg};
 use fleetprov_core::client::Client;
 use fleetprov_core::error::Error;
@@ -135,16 +137,6 @@ fn error_ptr(e: &Result<impl Sized, fp_error>) -> *const fp_error {
     }
 }
 
-/// Converts a Rust-side preparation panic into an error the callback can still receive.
-fn prepared<T>(f: impl FnOnce() -> Result<T, fp_error>) -> Result<T, fp_error> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
-        Err(fp_error::new(
-            FP_ERR_PANIC,
-            "the library panicked while preparing the reply",
-        ))
-    })
-}
-
 struct KeysOwned {
     certificate_id: CString,
     certificate_pem: CString,
@@ -152,12 +144,18 @@ struct KeysOwned {
     token: CString,
 }
 
+type CreateKeysFn =
+    unsafe extern "C" fn(*mut c_void, *const fp_create_keys_response, *const fp_error);
+type CreateFromCsrFn =
+    unsafe extern "C" fn(*mut c_void, *const fp_create_from_csr_response, *const fp_error);
+type RegisterThingFn =
+    unsafe extern "C" fn(*mut c_void, *const fp_register_thing_response, *const fp_error);
+
 fn deliver_create_keys(
-    callback: unsafe extern "C" fn(*mut c_void, *const fp_create_keys_response, *const fp_error),
-    user_data: UserData,
+    callback: Callback<CreateKeysFn>,
     result: Result<CreateKeysResponse, fp_error>,
 ) {
-    let owned = prepared(|| {
+    let owned = caught("preparing the reply", || {
         let r = result?;
         Ok(KeysOwned {
             private_key: secret_cstring(&r.private_key)?,
@@ -176,21 +174,18 @@ fn deliver_create_keys(
     let response_ptr = response
         .as_ref()
         .map_or(std::ptr::null(), |r| r as *const _);
-    // SAFETY: callback and user_data were supplied together by the C caller; the pointers
-    // stay valid until `owned` drops after the call (which wipes the key).
-    unsafe { callback(user_data.0, response_ptr, error_ptr(&owned)) };
+    callback.invoke(|call, user_data| {
+        // SAFETY: callback and user_data were supplied together by the C caller; the pointers
+        // stay valid until `owned` drops after the call (which wipes the key).
+        unsafe { call(user_data, response_ptr, error_ptr(&owned)) }
+    });
 }
 
 fn deliver_create_from_csr(
-    callback: unsafe extern "C" fn(
-        *mut c_void,
-        *const fp_create_from_csr_response,
-        *const fp_error,
-    ),
-    user_data: UserData,
+    callback: Callback<CreateFromCsrFn>,
     result: Result<CreateFromCsrResponse, fp_error>,
 ) {
-    let owned = prepared(|| {
+    let owned = caught("preparing the reply", || {
         let r = result?;
         Ok([
             reply_cstring(r.certificate_id, "certificateId")?,
@@ -209,16 +204,17 @@ fn deliver_create_from_csr(
     let response_ptr = response
         .as_ref()
         .map_or(std::ptr::null(), |r| r as *const _);
-    // SAFETY: as in deliver_create_keys.
-    unsafe { callback(user_data.0, response_ptr, error_ptr(&owned)) };
+    callback.invoke(|call, user_data| {
+        // SAFETY: as in deliver_create_keys.
+        unsafe { call(user_data, response_ptr, error_ptr(&owned)) }
+    });
 }
 
 fn deliver_register_thing(
-    callback: unsafe extern "C" fn(*mut c_void, *const fp_register_thing_response, *const fp_error),
-    user_data: UserData,
+    callback: Callback<RegisterThingFn>,
     result: Result<RegisterThingResponse, fp_error>,
 ) {
-    let owned = prepared(|| {
+    let owned = caught("preparing the reply", || {
         let r = result?;
         let name = reply_cstring(r.thing_name, "thingName")?;
         let config = r
@@ -258,8 +254,10 @@ fn deliver_register_thing(
     let response_ptr = response
         .as_ref()
         .map_or(std::ptr::null(), |r| r as *const _);
-    // SAFETY: as in deliver_create_keys.
-    unsafe { callback(user_data.0, response_ptr, error_ptr(&owned)) };
+    callback.invoke(|call, user_data| {
+        // SAFETY: as in deliver_create_keys.
+        unsafe { call(user_data, response_ptr, error_ptr(&owned)) }
+    });
 }
 
 /// The start shared by the three operations. The checks run in this order, which decides the
@@ -272,11 +270,11 @@ fn start_operation<A, C, T, Fut>(
     callback: Option<C>,
     user_data: *mut c_void,
     operation: impl FnOnce(A, Client) -> Fut + Send + 'static,
-    deliver: fn(C, UserData, Result<T, fp_error>),
+    deliver: fn(Callback<C>, Result<T, fp_error>),
 ) -> fp_result
 where
     A: Send + 'static,
-    C: Send + 'static,
+    C: Copy + 'static,
     T: Send + 'static,
     Fut: Future<Output = Result<T, Error>> + Send + 'static,
 {
@@ -285,15 +283,15 @@ where
         let args = args()?;
         let callback = callback.ok_or(FP_ERR_NULL_ARGUMENT)?;
         let promise = shared.promise_operation()?;
-        let user_data = UserData(user_data);
+        let callback = Callback::unreleased(callback, user_data);
         shared.spawn_operation(
             promise,
             move |client| operation(args, client),
-            move |result| deliver(callback, user_data, result),
+            move |result| deliver(callback, result),
         );
         Ok(())
     };
-    start().err().unwrap_or(FP_OK)
+    start().into()
 }
 
 /// Starts CreateKeysAndCertificate: the service generates a key pair and a certificate.

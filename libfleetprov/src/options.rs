@@ -4,6 +4,8 @@ use std::ffi::{c_char, c_int};
 use std::time::Duration;
 
 use super::error::fp_result::{self, *};
+use super::handle::{check_out, Castable};
+use super::signer::fp_signer;
 use super::strings::{nonempty_str_arg, secret_arg, template_name_arg};
 use fleetprov_core::client::{ClientOptions, MqttVersion, Pem};
 use fleetprov_core::protocol::PayloadFormat;
@@ -17,16 +19,16 @@ pub struct fp_client_options {
     pub(crate) inner: ClientOptions,
 }
 
+impl Castable for fp_client_options {}
+
 /// Applies `f` to the options behind `options`, with the NULL check every setter needs.
-fn with_options(
+pub(crate) fn with_options(
     options: *mut fp_client_options,
     f: impl FnOnce(&mut ClientOptions) -> Result<(), fp_result>,
 ) -> fp_result {
     // SAFETY: the caller passes NULL or a live handle from fp_client_options_new().
-    match unsafe { options.as_mut() } {
-        None => FP_ERR_NULL_ARGUMENT,
-        Some(o) => f(&mut o.inner).err().unwrap_or(FP_OK),
-    }
+    let options = unsafe { fp_client_options::try_mut(options) };
+    options.and_then(|o| f(&mut o.inner)).into()
 }
 
 /// One of the three PEM slots of the options (certificate, key, CA).
@@ -84,22 +86,15 @@ pub extern "C" fn fp_client_options_new(
     endpoint: *const c_char,
     out: *mut *mut fp_client_options,
 ) -> fp_result {
-    ffi_panic_boundary! {
-        if out.is_null() {
-            return FP_ERR_NULL_ARGUMENT;
-        }
+    ffi_result! {
+        check_out(out)?;
         // SAFETY: NULL or a NUL-terminated string, per the header.
-        let endpoint = match unsafe { nonempty_str_arg(endpoint) } {
-            Ok(e) => e,
-            Err(code) => return code,
-        };
+        let endpoint = unsafe { nonempty_str_arg(endpoint) }?;
         let inner = ClientOptions::new(endpoint);
-        if inner.validate().is_err() {
-            return FP_ERR_INVALID_ARGUMENT;
-        }
-        // SAFETY: `out` is non-NULL and writable, per the header.
-        unsafe { out.write(Box::into_raw(Box::new(fp_client_options { inner }))) };
-        FP_OK
+        inner.validate().map_err(|_| FP_ERR_INVALID_ARGUMENT)?;
+        // SAFETY: `out` was checked and is writable, per the header.
+        unsafe { fp_client_options { inner }.give(out) };
+        Ok(())
     }
 }
 
@@ -107,10 +102,8 @@ pub extern "C" fn fp_client_options_new(
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_client_options_free(options: *mut fp_client_options) {
     ffi_panic_boundary! {
-        if !options.is_null() {
-            // SAFETY: a pointer from fp_client_options_new(), freed once, per the header.
-            drop(unsafe { Box::from_raw(options) });
-        }
+        // SAFETY: NULL or a pointer from fp_client_options_new(), freed once, per the header.
+        unsafe { fp_client_options::free(options) }
     }
 }
 
@@ -371,126 +364,18 @@ pub extern "C" fn fp_client_options_set_payload_format(
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_client_options_set_signer(
     options: *mut fp_client_options,
-    signer: *const super::signer::fp_signer,
+    signer: *const fp_signer,
 ) -> fp_result {
     ffi_panic_boundary! {
         with_options(options, |o| {
             // SAFETY: NULL or a live handle from fp_signer_new(), per the header.
-            let signer = unsafe { signer.as_ref() }.ok_or(FP_ERR_NULL_ARGUMENT)?;
+            let signer = unsafe { fp_signer::try_ref(signer) }?;
             if let Some(cert) = signer.certificate() {
                 o.cert = Some(cert.clone());
             }
             o.key = None;
             o.pkcs11 = None;
             o.signer = Some(signer.signer());
-            Ok(())
-        })
-    }
-}
-
-/// The body of the PKCS#11 setters: applies `f` to the options' PKCS#11 key, created empty on
-/// first use, and drops a private key or signer set before (one source of the key).
-fn with_pkcs11(
-    options: *mut fp_client_options,
-    f: impl FnOnce(&mut fleetprov_core::pkcs11::Pkcs11Key) -> Result<(), fp_result>,
-) -> fp_result {
-    with_options(options, |o| {
-        let mut key = o.pkcs11.take().unwrap_or_default();
-        let result = f(&mut key);
-        o.pkcs11 = Some(key);
-        o.key = None;
-        o.signer = None;
-        result
-    })
-}
-
-/// Takes the client certificate's private key from a PKCS#11 token: `path` is the module
-/// (e.g. `/usr/lib/softhsm/libsofthsm2.so`), copied. Also set the key label
-/// (fp_client_options_set_pkcs11_key_label()), usually the PIN, and the token label or slot id
-/// if the module has more than one token. Replaces a private key or signer set before.
-///
-/// Nothing is loaded here: when connecting, the library loads the module (once per process;
-/// it stays loaded), opens a session, logs in and finds the key; a missing module, token or
-/// key, or a refused PIN, fails the connection with `FP_ERR_SIGNER` and a message naming the
-/// cause. The key never leaves the token; the handshake is signed by it.
-#[unsafe(no_mangle)]
-pub extern "C" fn fp_client_options_set_pkcs11_module(
-    options: *mut fp_client_options,
-    path: *const c_char,
-) -> fp_result {
-    ffi_panic_boundary! {
-        with_pkcs11(options, |k| {
-            // SAFETY: NULL or a NUL-terminated string, per the header.
-            k.module = unsafe { nonempty_str_arg(path) }?.into();
-            Ok(())
-        })
-    }
-}
-
-/// Selects the PKCS#11 token by its label (copied; 1 to 32 bytes). See
-/// fp_client_options_set_pkcs11_module().
-#[unsafe(no_mangle)]
-pub extern "C" fn fp_client_options_set_pkcs11_token_label(
-    options: *mut fp_client_options,
-    label: *const c_char,
-) -> fp_result {
-    ffi_panic_boundary! {
-        with_pkcs11(options, |k| {
-            // SAFETY: NULL or a NUL-terminated string, per the header.
-            let label = unsafe { nonempty_str_arg(label) }?;
-            if label.len() > 32 {
-                return Err(FP_ERR_INVALID_ARGUMENT);
-            }
-            k.token_label = Some(label.to_owned());
-            Ok(())
-        })
-    }
-}
-
-/// Selects the PKCS#11 token by its slot id. See fp_client_options_set_pkcs11_module().
-#[unsafe(no_mangle)]
-pub extern "C" fn fp_client_options_set_pkcs11_slot_id(
-    options: *mut fp_client_options,
-    slot_id: u64,
-) -> fp_result {
-    ffi_panic_boundary! {
-        with_pkcs11(options, |k| {
-            k.slot_id = Some(slot_id);
-            Ok(())
-        })
-    }
-}
-
-/// Sets the PKCS#11 user PIN (copied into memory the library wipes when the options and
-/// clients made from them are freed). Without a PIN the library does not log in.
-#[unsafe(no_mangle)]
-pub extern "C" fn fp_client_options_set_pkcs11_pin(
-    options: *mut fp_client_options,
-    pin: *const c_char,
-) -> fp_result {
-    ffi_panic_boundary! {
-        with_pkcs11(options, |k| {
-            // SAFETY: NULL or a NUL-terminated string, per the header.
-            let pin = unsafe { nonempty_str_arg(pin) }?;
-            let mut copy = zeroize::Zeroizing::new(String::with_capacity(pin.len()));
-            copy.push_str(pin);
-            k.pin = Some(copy);
-            Ok(())
-        })
-    }
-}
-
-/// Sets the label (`CKA_LABEL`) of the private key in the PKCS#11 token (copied). Its public
-/// key is read from the public key object of the same label, or from the client certificate.
-#[unsafe(no_mangle)]
-pub extern "C" fn fp_client_options_set_pkcs11_key_label(
-    options: *mut fp_client_options,
-    label: *const c_char,
-) -> fp_result {
-    ffi_panic_boundary! {
-        with_pkcs11(options, |k| {
-            // SAFETY: NULL or a NUL-terminated string, per the header.
-            k.key_label = unsafe { nonempty_str_arg(label) }?.to_owned();
             Ok(())
         })
     }

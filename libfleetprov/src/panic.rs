@@ -6,7 +6,7 @@
 
 use std::ffi::c_int;
 
-use super::error::fp_result;
+use super::error::{fp_error, fp_result};
 
 /// The value an exported function returns when its body panicked.
 pub(crate) trait PanicValue {
@@ -51,6 +51,20 @@ impl<T> PanicValue for *mut T {
     fn panic_value() -> Self {
         std::ptr::null_mut()
     }
+}
+
+/// Runs `f`, which prepares what a callback will receive; a panic becomes an `FP_ERR_PANIC`
+/// error naming `what`, so the callback still runs and reports it.
+pub(crate) fn caught<T>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, fp_error>,
+) -> Result<T, fp_error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(fp_error::new(
+            fp_result::FP_ERR_PANIC,
+            &format!("the library panicked while {what}"),
+        ))
+    })
 }
 
 /// Runs the body under `catch_unwind` and maps a panic to [`PanicValue::panic_value`].

@@ -2,14 +2,18 @@
 //! result handles.
 
 use std::ffi::{c_char, c_int, c_void, CString};
+use std::sync::Arc;
 use std::time::Duration;
 
 use zeroize::Zeroizing;
 
+use super::callback::Callback;
 use super::error::fp_error;
 use super::error::fp_result::{self, *};
+use super::handle::{check_out, Castable};
 use super::operations::fp_key_value;
 use super::options::fp_client_options;
+use super::panic::caught;
 use super::runtime;
 use super::strings::{nonempty_str_arg, str_arg};
 use fleetprov_core::client::CatchUnwind;
@@ -120,24 +124,21 @@ pub struct fp_provisioned {
     attempts: u32,
 }
 
-/// `user_data`, shared by the progress and final callbacks.
-#[derive(Clone, Copy)]
-struct UserData(*mut c_void);
+impl Castable for fp_provision_options {}
+impl Castable for fp_provisioned {}
 
-// SAFETY: the header requires `user_data` to be usable from the library's threads; the
-// library never dereferences it, and calls the callbacks one at a time.
-unsafe impl Send for UserData {}
-unsafe impl Sync for UserData {}
+/// The progress callback's function.
+type ProgressFn = unsafe extern "C" fn(*mut c_void, fp_provision_step, u32, u64, *const c_char);
+/// The final callback's function.
+type DoneFn = unsafe extern "C" fn(*mut c_void, *const fp_provisioned, *const fp_error);
 
 fn with_options(
     options: *mut fp_provision_options,
     f: impl FnOnce(&mut ProvisionOptions) -> Result<(), fp_result>,
 ) -> fp_result {
     // SAFETY: NULL or a live handle from fp_provision_options_new(), per the header.
-    match unsafe { options.as_mut() } {
-        None => FP_ERR_NULL_ARGUMENT,
-        Some(o) => f(&mut o.inner).err().unwrap_or(FP_OK),
-    }
+    let options = unsafe { fp_provision_options::try_mut(options) };
+    options.and_then(|o| f(&mut o.inner)).into()
 }
 
 /// Creates provisioning options: the claim connection `claim` (copied: endpoint, port, CA,
@@ -161,32 +162,21 @@ pub extern "C" fn fp_provision_options_new(
     store_dir: *const c_char,
     out: *mut *mut fp_provision_options,
 ) -> fp_result {
-    ffi_panic_boundary! {
+    ffi_result! {
         // SAFETY: NULL or a live handle from fp_client_options_new(), per the header.
-        let Some(claim) = (unsafe { claim.as_ref() }) else {
-            return FP_ERR_NULL_ARGUMENT;
-        };
-        if out.is_null() {
-            return FP_ERR_NULL_ARGUMENT;
+        let claim = unsafe { fp_client_options::try_ref(claim) }?;
+        check_out(out)?;
+        // SAFETY: NULL or NUL-terminated strings, per the header.
+        let template = unsafe { str_arg(template_name) }?;
+        let dir = unsafe { nonempty_str_arg(store_dir) }?;
+        validate_template_name(template).map_err(|e| fp_result::from(e.kind))?;
+        if claim.inner.cert.is_none() || claim.inner.key.is_none() {
+            return Err(FP_ERR_INVALID_ARGUMENT);
         }
-        let build = || -> Result<ProvisionOptions, fp_result> {
-            // SAFETY: NULL or NUL-terminated strings, per the header.
-            let template = unsafe { str_arg(template_name) }?;
-            let dir = unsafe { nonempty_str_arg(store_dir) }?;
-            validate_template_name(template).map_err(|e| fp_result::from(e.kind))?;
-            if claim.inner.cert.is_none() || claim.inner.key.is_none() {
-                return Err(FP_ERR_INVALID_ARGUMENT);
-            }
-            Ok(ProvisionOptions::new(claim.inner.clone(), template, dir))
-        };
-        match build() {
-            Ok(inner) => {
-                // SAFETY: `out` is non-NULL and writable, per the header.
-                unsafe { out.write(Box::into_raw(Box::new(fp_provision_options { inner }))) };
-                FP_OK
-            }
-            Err(code) => code,
-        }
+        let inner = ProvisionOptions::new(claim.inner.clone(), template, dir);
+        // SAFETY: `out` was checked and is writable, per the header.
+        unsafe { fp_provision_options { inner }.give(out) };
+        Ok(())
     }
 }
 
@@ -195,10 +185,8 @@ pub extern "C" fn fp_provision_options_new(
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_provision_options_free(options: *mut fp_provision_options) {
     ffi_panic_boundary! {
-        if !options.is_null() {
-            // SAFETY: a pointer from fp_provision_options_new(), freed once, per the header.
-            drop(unsafe { Box::from_raw(options) });
-        }
+        // SAFETY: NULL or a pointer from fp_provision_options_new(), freed once, per the header.
+        unsafe { fp_provision_options::free(options) }
     }
 }
 
@@ -376,31 +364,19 @@ pub extern "C" fn fp_provision_options_set_deadline_ms(
     }
 }
 
-fn progress_sink(
-    callback: unsafe extern "C" fn(*mut c_void, fp_provision_step, u32, u64, *const c_char),
-    user_data: UserData,
-) -> fleetprov_core::provision::ProgressSink {
-    std::sync::Arc::new(move |p: Progress| -> ProgressFuture {
+fn progress_sink(callback: Arc<Callback<ProgressFn>>) -> fleetprov_core::provision::ProgressSink {
+    Arc::new(move |p: Progress| -> ProgressFuture {
+        let callback = Arc::clone(&callback);
         Box::pin(async move {
             // On the blocking pool: a slow callback holds its own thread, not the I/O thread.
             let _ = tokio::task::spawn_blocking(move || {
-                let user_data = user_data;
                 let detail = super::error::lossy_cstring(&p.detail);
                 let delay = u64::try_from(p.delay.as_millis()).unwrap_or(u64::MAX);
-                let call = || {
+                callback.invoke(|call, user_data| {
                     // SAFETY: callback and user_data were supplied together by the C caller;
                     // `detail` lives until after the call.
-                    unsafe {
-                        callback(
-                            user_data.0,
-                            p.step.into(),
-                            p.attempt,
-                            delay,
-                            detail.as_ptr(),
-                        )
-                    }
-                };
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call));
+                    unsafe { call(user_data, p.step.into(), p.attempt, delay, detail.as_ptr()) }
+                });
             })
             .await;
         })
@@ -444,24 +420,15 @@ pub extern "C" fn fp_provision(
     callback: fp_provision_callback,
     user_data: *mut c_void,
 ) -> fp_result {
-    ffi_panic_boundary! {
+    ffi_result! {
         // SAFETY: NULL or a live handle from fp_provision_options_new(), per the header.
-        let Some(options) = (unsafe { options.as_ref() }) else {
-            return FP_ERR_NULL_ARGUMENT;
-        };
-        let Some(callback) = callback else {
-            return FP_ERR_NULL_ARGUMENT;
-        };
+        let options = unsafe { fp_provision_options::try_ref(options) }?;
+        let callback = Callback::unreleased(callback.ok_or(FP_ERR_NULL_ARGUMENT)?, user_data);
         let mut opts = options.inner.clone();
-        if let Err(e) = opts.validate() {
-            return e.kind.into();
-        }
-        let user_data = UserData(user_data);
-        opts.progress = progress.map(|p| progress_sink(p, user_data));
-        let guard = match runtime::acquire() {
-            Ok(g) => g,
-            Err(_) => return FP_ERR_INTERNAL,
-        };
+        opts.validate().map_err(|e| fp_result::from(e.kind))?;
+        opts.progress = progress
+            .map(|p| progress_sink(Arc::new(Callback::unreleased(p, user_data))));
+        let guard = runtime::acquire().map_err(|_| FP_ERR_INTERNAL)?;
         // Process exit waits (bounded) for the release below, as for a client freed from
         // its own callback.
         runtime::deferred_release_started();
@@ -475,20 +442,19 @@ pub extern "C" fn fp_provision(
                     "the library panicked while provisioning",
                 )),
             };
-            let _ = tokio::task::spawn_blocking(move || deliver(callback, user_data, result)).await;
+            let _ = tokio::task::spawn_blocking(move || deliver(callback, result)).await;
             drop(guard);
             runtime::deferred_release_finished();
         });
-        FP_OK
+        Ok(())
     }
 }
 
 fn deliver(
-    callback: unsafe extern "C" fn(*mut c_void, *const fp_provisioned, *const fp_error),
-    user_data: UserData,
+    callback: Callback<DoneFn>,
     result: Result<fleetprov_core::provision::Provisioned, fp_error>,
 ) {
-    let owned = std::panic::catch_unwind(|| {
+    let owned = caught("preparing the result", || {
         result.map(|p| {
             let configuration: Vec<(CString, CString)> = p
                 .device_configuration
@@ -522,28 +488,26 @@ fn deliver(
                 .collect();
             r
         })
-    })
-    .unwrap_or_else(|_| {
-        Err(fp_error::new(
-            FP_ERR_PANIC,
-            "the library panicked while preparing the result",
-        ))
     });
     let (r, e) = match &owned {
         Ok(r) => (r as *const fp_provisioned, std::ptr::null()),
         Err(e) => (std::ptr::null(), e as *const fp_error),
     };
-    let call = || {
+    callback.invoke(|call, user_data| {
         // SAFETY: callback and user_data were supplied together by the C caller; `owned`
         // lives until after the call.
-        unsafe { callback(user_data.0, r, e) }
-    };
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call));
+        unsafe { call(user_data, r, e) }
+    });
+}
+
+/// The result handed to the callback, which is running; `None` for NULL.
+fn provisioned<'a>(result: *const fp_provisioned) -> Option<&'a fp_provisioned> {
+    // SAFETY: NULL or the pointer handed to the callback, which is running, per the header.
+    unsafe { fp_provisioned::try_ref(result) }.ok()
 }
 
 fn str_of(result: *const fp_provisioned, f: fn(&fp_provisioned) -> &CString) -> *const c_char {
-    // SAFETY: NULL or the pointer handed to the callback, which is running, per the header.
-    unsafe { result.as_ref() }.map_or(std::ptr::null(), |r| f(r).as_ptr())
+    provisioned(result).map_or(std::ptr::null(), |r| f(r).as_ptr())
 }
 
 /// The thing's name. NULL only if `result` is NULL. Borrowed, as `result`.
@@ -587,8 +551,7 @@ pub extern "C" fn fp_provisioned_metadata_file(result: *const fp_provisioned) ->
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_provisioned_reused(result: *const fp_provisioned) -> c_int {
     ffi_panic_boundary! {
-        // SAFETY: as in str_of.
-        c_int::from(unsafe { result.as_ref() }.is_some_and(|r| r.reused))
+        c_int::from(provisioned(result).is_some_and(|r| r.reused))
     }
 }
 
@@ -596,8 +559,7 @@ pub extern "C" fn fp_provisioned_reused(result: *const fp_provisioned) -> c_int 
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_provisioned_attempts(result: *const fp_provisioned) -> u32 {
     ffi_panic_boundary! {
-        // SAFETY: as in str_of.
-        unsafe { result.as_ref() }.map_or(0, |r| r.attempts)
+        provisioned(result).map_or(0, |r| r.attempts)
     }
 }
 
@@ -605,8 +567,7 @@ pub extern "C" fn fp_provisioned_attempts(result: *const fp_provisioned) -> u32 
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_provisioned_device_configuration_len(result: *const fp_provisioned) -> usize {
     ffi_panic_boundary! {
-        // SAFETY: as in str_of.
-        unsafe { result.as_ref() }.map_or(0, |r| r.entries.len())
+        provisioned(result).map_or(0, |r| r.entries.len())
     }
 }
 
@@ -618,8 +579,7 @@ pub extern "C" fn fp_provisioned_device_configuration_at(
     index: usize,
 ) -> *const fp_key_value {
     ffi_panic_boundary! {
-        // SAFETY: as in str_of.
-        unsafe { result.as_ref() }
+        provisioned(result)
             .and_then(|r| r.entries.get(index))
             .map_or(std::ptr::null(), |e| e as *const fp_key_value)
     }

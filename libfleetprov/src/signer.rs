@@ -3,9 +3,10 @@
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::Arc;
 
+use super::callback::{fp_release_callback, Callback};
 use super::error::fp_result::{self, *};
-use super::log::fp_release_callback;
-use super::strings::{nonempty_str_arg, str_arg};
+use super::handle::{check_out, Castable};
+use super::strings::{nonempty_str_arg, opt_str_arg};
 use fleetprov_core::client::Pem;
 use fleetprov_core::error::{Error, ErrorKind};
 use fleetprov_core::signer::{certificate_request, PublicKey, SignatureScheme, Signer};
@@ -112,41 +113,28 @@ pub struct fp_signer {
     certificate: Option<Pem>,
 }
 
+/// The sign callback's function.
+type SignFn = unsafe extern "C" fn(
+    *mut c_void,
+    fp_signature_scheme,
+    *const u8,
+    usize,
+    *const u8,
+    usize,
+    *mut u8,
+    usize,
+    *mut usize,
+) -> c_int;
+
 struct CallbackSigner {
     public: PublicKey,
-    sign: unsafe extern "C" fn(
-        *mut c_void,
-        fp_signature_scheme,
-        *const u8,
-        usize,
-        *const u8,
-        usize,
-        *mut u8,
-        usize,
-        *mut usize,
-    ) -> c_int,
-    release: fp_release_callback,
-    user_data: *mut c_void,
+    /// Released when the last options object or client holding the signer lets go.
+    sign: Callback<SignFn>,
 }
-
-// SAFETY: the header requires the callbacks and `user_data` to be usable from any thread, by
-// several at once.
-unsafe impl Send for CallbackSigner {}
-// SAFETY: as above.
-unsafe impl Sync for CallbackSigner {}
 
 impl std::fmt::Debug for CallbackSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "CallbackSigner({:?})", self.public)
-    }
-}
-
-impl Drop for CallbackSigner {
-    fn drop(&mut self) {
-        if let Some(release) = self.release {
-            // SAFETY: the application's release callback, called once with its own pointer.
-            unsafe { release(self.user_data) };
-        }
     }
 }
 
@@ -160,21 +148,26 @@ impl Signer for CallbackSigner {
         let mut signature = vec![0u8; FP_SIGNATURE_MAX_LEN];
         // Past the buffer on purpose: a callback that never stores a length is caught.
         let mut len = usize::MAX;
-        // SAFETY: the application's callback with its own `user_data`; every pointer is valid
-        // for the stated length during the call.
-        let rc = unsafe {
-            (self.sign)(
-                self.user_data,
-                scheme.into(),
-                message.as_ptr(),
-                message.len(),
-                digest.as_ptr(),
-                digest.len(),
-                signature.as_mut_ptr(),
-                signature.len(),
-                &mut len,
-            )
-        };
+        let rc = self
+            .sign
+            .invoke(|sign, user_data| {
+                // SAFETY: the application's callback with its own `user_data`; every pointer is
+                // valid for the stated length during the call.
+                unsafe {
+                    sign(
+                        user_data,
+                        scheme.into(),
+                        message.as_ptr(),
+                        message.len(),
+                        digest.as_ptr(),
+                        digest.len(),
+                        signature.as_mut_ptr(),
+                        signature.len(),
+                        &mut len,
+                    )
+                }
+            })
+            .ok_or_else(|| Error::new(ErrorKind::Internal, "the library panicked while signing"))?;
         if rc != 0 {
             return Err(Error::new(
                 ErrorKind::Signer,
@@ -198,6 +191,8 @@ impl Signer for CallbackSigner {
         Ok(signature)
     }
 }
+
+impl Castable for fp_signer {}
 
 impl fp_signer {
     pub(crate) fn signer(&self) -> Arc<dyn Signer> {
@@ -234,32 +229,23 @@ pub extern "C" fn fp_signer_new(
     release: fp_release_callback,
     out: *mut *mut fp_signer,
 ) -> fp_result {
-    ffi_panic_boundary! {
-        let (Some(sign), false) = (sign, out.is_null()) else {
-            return FP_ERR_NULL_ARGUMENT;
-        };
+    ffi_result! {
+        check_out(out)?;
+        let sign = sign.ok_or(FP_ERR_NULL_ARGUMENT)?;
         // SAFETY: NULL or a NUL-terminated string, per the header.
-        let pem = match unsafe { nonempty_str_arg(public_pem) } {
-            Ok(p) => p,
-            Err(code) => return code,
-        };
-        let public = match PublicKey::from_pem(pem.as_bytes()) {
-            Ok(p) => p,
-            Err(e) => return e.kind.into(),
-        };
+        let pem = unsafe { nonempty_str_arg(public_pem) }?;
+        let public = PublicKey::from_pem(pem.as_bytes()).map_err(|e| fp_result::from(e.kind))?;
         let is_certificate = pem.contains("-----BEGIN CERTIFICATE-----");
         let handle = fp_signer {
             inner: Arc::new(CallbackSigner {
                 public,
-                sign,
-                release,
-                user_data,
+                sign: Callback::with_release(sign, user_data, release),
             }),
             certificate: is_certificate.then(|| Pem::memory(pem)),
         };
-        // SAFETY: `out` is non-NULL and writable, per the header.
-        unsafe { out.write(Box::into_raw(Box::new(handle))) };
-        FP_OK
+        // SAFETY: `out` was checked and is writable, per the header.
+        unsafe { handle.give(out) };
+        Ok(())
     }
 }
 
@@ -268,10 +254,8 @@ pub extern "C" fn fp_signer_new(
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_signer_free(signer: *mut fp_signer) {
     ffi_panic_boundary! {
-        if !signer.is_null() {
-            // SAFETY: a pointer from fp_signer_new(), freed once, per the header.
-            drop(unsafe { Box::from_raw(signer) });
-        }
+        // SAFETY: NULL or a pointer from fp_signer_new(), freed once, per the header.
+        unsafe { fp_signer::free(signer) }
     }
 }
 
@@ -295,169 +279,60 @@ pub extern "C" fn fp_signer_create_csr(
     buf_len: usize,
     written: *mut usize,
 ) -> fp_result {
-    ffi_panic_boundary! {
+    ffi_result! {
         // SAFETY: NULL or a live handle from fp_signer_new(), per the header.
-        let (Some(signer), false, false) =
-            (unsafe { signer.as_ref() }, buf.is_null(), written.is_null())
-        else {
-            return FP_ERR_NULL_ARGUMENT;
-        };
-        let common_name = if common_name.is_null() {
-            None
-        } else {
-            // SAFETY: a NUL-terminated string, per the header.
-            match unsafe { str_arg(common_name) } {
-                Ok(cn) => Some(cn),
-                Err(code) => return code,
-            }
-        };
-        let pem = match certificate_request(signer.signer(), common_name) {
-            Ok(p) => p,
-            Err(e) => {
-                log_error(&format!("CSR: {}", e.message));
-                return e.kind.into();
-            }
-        };
-        copy_out(pem.as_bytes(), buf, buf_len, written)
-    }
-}
-
-/// A key type for fp_pkcs11_generate_key().
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum fp_pkcs11_key_type {
-    /// EC P-256 (signs with ECDSA SHA-256).
-    FP_PKCS11_KEY_EC_P256 = 1,
-    /// EC P-384 (signs with ECDSA SHA-384).
-    FP_PKCS11_KEY_EC_P384 = 2,
-    /// RSA, 2048 bits.
-    FP_PKCS11_KEY_RSA_2048 = 3,
-}
-
-/// The PKCS#11 settings of `options` (fp_client_options_set_pkcs11_module() and the others).
-fn pkcs11_of<'a>(
-    options: *const super::options::fp_client_options,
-) -> Result<&'a fleetprov_core::pkcs11::Pkcs11Key, fp_result> {
-    // SAFETY: NULL or a live handle from fp_client_options_new(), per the header; the
-    // reference does not outlive the call that made it.
-    let o = unsafe { options.as_ref() }.ok_or(FP_ERR_NULL_ARGUMENT)?;
-    o.inner.pkcs11.as_ref().ok_or(FP_ERR_INVALID_ARGUMENT)
-}
-
-/// Logs a failure of a call that returns only a code, so the reason is not lost.
-fn log_failure(what: &str, e: &Error) -> fp_result {
-    log_error(&format!("{what}: {}", e.message));
-    e.kind.into()
-}
-
-/// Generates the device key inside the PKCS#11 token that `options` name (module, token,
-/// PIN, and the key label the new key gets) and builds its certificate signing request,
-/// signed by the token, for fp_create_from_csr(). Then connect with options that carry the
-/// issued certificate (fp_client_options_set_cert_pem()) and the same PKCS#11 settings.
-///
-/// The private key is created as a token object, sensitive and not extractable: it never
-/// leaves the token. A token that already has a private key with that label is left as it is
-/// and the call fails. Blocking (key generation in a token can take seconds); call it from a
-/// thread that may wait. The CSR's subject is `CN=<common_name>` (NULL: empty subject). Writes
-/// the NUL-terminated PEM to `buf` (::FP_CSR_PEM_MAX_LEN suffices) and its length to
-/// `*written`. Returns `FP_OK`, `FP_ERR_NULL_ARGUMENT`, `FP_ERR_INVALID_ARGUMENT` (no PKCS#11
-/// settings in `options`, no module or key label, an unknown key type, `buf_len` too small) or
-/// `FP_ERR_SIGNER` (module, token, PIN or generation failed: the reason goes to the log
-/// callback at FP_LOG_ERROR).
-#[unsafe(no_mangle)]
-pub extern "C" fn fp_pkcs11_generate_key(
-    options: *const super::options::fp_client_options,
-    key_type: c_int,
-    common_name: *const c_char,
-    buf: *mut c_char,
-    buf_len: usize,
-    written: *mut usize,
-) -> fp_result {
-    ffi_panic_boundary! {
-        use fleetprov_core::signer::KeyAlgorithm;
-        let key = match pkcs11_of(options) {
-            Ok(k) => k,
-            Err(code) => return code,
-        };
-        if buf.is_null() || written.is_null() {
-            return FP_ERR_NULL_ARGUMENT;
-        }
-        use fp_pkcs11_key_type::*;
-        let algorithm = match key_type {
-            k if k == FP_PKCS11_KEY_EC_P256 as c_int => KeyAlgorithm::EcP256,
-            k if k == FP_PKCS11_KEY_EC_P384 as c_int => KeyAlgorithm::EcP384,
-            k if k == FP_PKCS11_KEY_RSA_2048 as c_int => KeyAlgorithm::Rsa { bits: 2048 },
-            _ => return FP_ERR_INVALID_ARGUMENT,
-        };
-        let common_name = if common_name.is_null() {
-            None
-        } else {
-            // SAFETY: a NUL-terminated string, per the header.
-            match unsafe { str_arg(common_name) } {
-                Ok(cn) => Some(cn),
-                Err(code) => return code,
-            }
-        };
-        let signer = match fleetprov_core::pkcs11::generate(key, algorithm) {
-            Ok(s) => s,
-            Err(e) => return log_failure("PKCS#11 key generation", &e),
-        };
-        match certificate_request(signer, common_name) {
-            Ok(pem) => copy_out(pem.as_bytes(), buf, buf_len, written),
-            Err(e) => log_failure("CSR", &e),
-        }
-    }
-}
-
-/// Stores `certificate_pem` (NUL-terminated; its first certificate) in the PKCS#11 token that
-/// `options` name, as an X.509 certificate object with the key's label and `CKA_ID`, e.g. the
-/// device certificate from fp_create_from_csr(). Certificates stored with that label before
-/// are removed once the new one is in. Blocking. Returns `FP_OK`, `FP_ERR_NULL_ARGUMENT`,
-/// `FP_ERR_INVALID_UTF8`, `FP_ERR_INVALID_ARGUMENT` (no PKCS#11 settings, no certificate in
-/// the PEM) or `FP_ERR_SIGNER` (module, token, PIN, key or the token's refusal; the reason
-/// goes to the log callback).
-#[unsafe(no_mangle)]
-pub extern "C" fn fp_pkcs11_store_certificate(
-    options: *const super::options::fp_client_options,
-    certificate_pem: *const c_char,
-) -> fp_result {
-    ffi_panic_boundary! {
-        let key = match pkcs11_of(options) {
-            Ok(k) => k,
-            Err(code) => return code,
-        };
+        let signer = unsafe { fp_signer::try_ref(signer) }?;
         // SAFETY: NULL or a NUL-terminated string, per the header.
-        let pem = match unsafe { nonempty_str_arg(certificate_pem) } {
-            Ok(p) => p,
-            Err(code) => return code,
-        };
-        match fleetprov_core::pkcs11::store_certificate(key, pem) {
-            Ok(()) => FP_OK,
-            Err(e) => log_failure("PKCS#11 certificate store", &e),
+        let common_name = unsafe { opt_str_arg(common_name) }?;
+        let out = OutBuffer::new(buf, buf_len, written)?;
+        let pem = certificate_request(signer.signer(), common_name)
+            .map_err(|e| log_failure("CSR", &e))?;
+        out.write(pem.as_bytes())
+    }
+}
+
+/// A caller's buffer for a NUL-terminated string and where its length goes, both checked
+/// non-NULL.
+pub(crate) struct OutBuffer {
+    buf: *mut c_char,
+    len: usize,
+    written: *mut usize,
+}
+
+impl OutBuffer {
+    pub(crate) fn new(
+        buf: *mut c_char,
+        len: usize,
+        written: *mut usize,
+    ) -> Result<OutBuffer, fp_result> {
+        if buf.is_null() || written.is_null() {
+            return Err(FP_ERR_NULL_ARGUMENT);
         }
+        Ok(OutBuffer { buf, len, written })
+    }
+
+    /// Copies `text` and a NUL into the buffer, or refuses if it does not fit.
+    pub(crate) fn write(self, text: &[u8]) -> Result<(), fp_result> {
+        if text.len() >= self.len {
+            return Err(FP_ERR_INVALID_ARGUMENT);
+        }
+        // SAFETY: `buf` holds `len` writable bytes and `written` is writable, per the header.
+        unsafe {
+            std::ptr::copy_nonoverlapping(text.as_ptr().cast::<c_char>(), self.buf, text.len());
+            self.buf.add(text.len()).write(0);
+            self.written.write(text.len());
+        }
+        Ok(())
     }
 }
 
-/// Copies `text` and a NUL into the caller's buffer, or refuses if it does not fit.
-fn copy_out(text: &[u8], buf: *mut c_char, buf_len: usize, written: *mut usize) -> fp_result {
-    if text.len() >= buf_len {
-        return FP_ERR_INVALID_ARGUMENT;
-    }
-    // SAFETY: `buf` holds `buf_len` writable bytes and `written` is writable, per the header.
-    unsafe {
-        std::ptr::copy_nonoverlapping(text.as_ptr().cast::<c_char>(), buf, text.len());
-        buf.add(text.len()).write(0);
-        written.write(text.len());
-    }
-    FP_OK
-}
-
-/// An error the caller's code will see only as a result code: its details go to the log.
-fn log_error(message: &str) {
+/// Logs the failure of a call that returns only a code, so the reason is not lost.
+pub(crate) fn log_failure(what: &str, e: &Error) -> fp_result {
     use fleetprov_core::log::{emit, enabled, Level};
     if enabled(Level::Error) {
-        emit(Level::Error, message);
+        emit(Level::Error, &format!("{what}: {}", e.message));
     }
+    e.kind.into()
 }
 
 #[cfg(test)]
@@ -540,15 +415,15 @@ mod tests {
     }
 
     #[test]
-    fn copy_out_needs_room_for_the_nul() {
+    fn out_buffer_needs_room_for_the_nul() {
         let mut buf = [1 as c_char; 4];
         let mut n = 9usize;
-        assert_eq!(
-            copy_out(b"abcd", buf.as_mut_ptr(), 4, &mut n),
-            FP_ERR_INVALID_ARGUMENT
-        );
-        assert_eq!(n, 9);
-        assert_eq!(copy_out(b"abc", buf.as_mut_ptr(), 4, &mut n), FP_OK);
+        let (b, w) = (buf.as_mut_ptr(), &mut n as *mut usize);
+        let out = || OutBuffer::new(b, 4, w).unwrap();
+        assert_eq!(out().write(b"abcd"), Err(FP_ERR_INVALID_ARGUMENT));
+        assert_eq!(n, 9, "nothing written on failure");
+        assert_eq!(out().write(b"abc"), Ok(()));
         assert_eq!((n, buf[3]), (3, 0));
+        assert!(OutBuffer::new(std::ptr::null_mut(), 4, w).is_err());
     }
 }

@@ -19,6 +19,18 @@ pub(crate) unsafe fn str_arg<'a>(ptr: *const c_char) -> Result<&'a str, fp_resul
     cstr.to_str().map_err(|_| fp_result::FP_ERR_INVALID_UTF8)
 }
 
+/// Like [`str_arg`], for an optional argument: NULL is `None`.
+///
+/// # Safety
+/// As for [`str_arg`].
+pub(crate) unsafe fn opt_str_arg<'a>(ptr: *const c_char) -> Result<Option<&'a str>, fp_result> {
+    if ptr.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: forwarded contract.
+    unsafe { str_arg(ptr) }.map(Some)
+}
+
 /// Like [`str_arg`] but also refuses the empty string.
 ///
 /// # Safety
@@ -71,6 +83,12 @@ mod tests {
             let bad = c"\xff\xfe";
             assert_eq!(str_arg(bad.as_ptr()), Err(fp_result::FP_ERR_INVALID_UTF8));
             assert_eq!(str_arg(c"".as_ptr()), Ok(""));
+            assert_eq!(opt_str_arg(std::ptr::null()), Ok(None));
+            assert_eq!(opt_str_arg(c"cn".as_ptr()), Ok(Some("cn")));
+            assert_eq!(
+                opt_str_arg(bad.as_ptr()),
+                Err(fp_result::FP_ERR_INVALID_UTF8)
+            );
             assert_eq!(
                 nonempty_str_arg(c"".as_ptr()),
                 Err(fp_result::FP_ERR_INVALID_ARGUMENT)

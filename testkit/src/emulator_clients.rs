@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use fleetprov_emulator::{Emulator, EmulatorConfig};
 use rumqttc::v5::mqttbytes::v5 as p5;
 use rumqttc::v5::mqttbytes::QoS as QoS5;
 use rumqttc::{TlsConfiguration, Transport};
@@ -33,20 +32,11 @@ pub async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
     }
 }
 
-pub struct Env {
-    pub dir: tempfile::TempDir,
-    pub emu: Emulator,
-}
+/// The emulator of the library's tests ([`crate::env::Env`]), with what the emulator's own
+/// tests need of it: raw MQTT clients.
+pub use crate::env::Env;
 
 impl Env {
-    pub async fn start() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let emu = Emulator::start(EmulatorConfig::new(dir.path()))
-            .await
-            .unwrap();
-        Env { dir, emu }
-    }
-
     pub fn port(&self) -> u16 {
         self.emu.port()
     }
