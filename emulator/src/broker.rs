@@ -57,12 +57,12 @@ pub enum Fault {
     ReplyOnWrongTopic,
 }
 
-/// What a connected certificate may do.
+/// What kind of certificate connected; what it may do is its policies' (see [`crate::policy`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Access {
-    /// A provisioning claim: only the fleet-provisioning topics (the seed's claim policy).
+    /// A provisioning claim, held to the claim policy.
     Claim,
-    /// A provisioned, active device certificate: everything.
+    /// A provisioned, active device certificate, held to the policies its template attached.
     Device,
     /// Known but not usable (pending, inactive, revoked) or unknown: CONNACK "not authorized".
     Denied,
@@ -80,6 +80,15 @@ pub(crate) trait Backend: Send + Sync + 'static {
         cert_id: &str,
         client_id: &str,
     ) -> Option<(String, Vec<u8>)>;
+    /// The policies and policy variables of a connection with this certificate and client id,
+    /// with notes worth a warning; `Err` says why it may not connect at all.
+    fn authorize(
+        &self,
+        _cert_der: &[u8],
+        _client_id: &str,
+    ) -> Result<(crate::policy::store::Authorizer, Vec<String>), String> {
+        Ok((crate::policy::store::Authorizer::allow_all(), Vec::new()))
+    }
     /// Whether a request is served, rejected as throttled, or closes the connection.
     fn admit(&self, _topic: &str) -> crate::throttle::Admission {
         crate::throttle::Admission::Pass

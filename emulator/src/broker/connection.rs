@@ -26,6 +26,8 @@ use super::{
     lock, stopped, topic, Access, Control, Fault, Kick, Shared, Sub, MAX_PAYLOAD, MAX_REMAINING,
     STOP_GRACE,
 };
+use crate::policy::store::Authorizer;
+use crate::policy::{Action, Decision};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,6 +74,7 @@ pub(super) async fn serve_connection(
     // The verifier requires a client certificate, so this is only a safeguard.
     let Some(der) = der else { return };
     let (cert_id, access) = shared.backend.identify(&der);
+    let cert_der = der;
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let mut conn = Conn {
         shared,
@@ -84,6 +87,8 @@ pub(super) async fn serve_connection(
         cert_id,
         client_id: String::new(),
         access,
+        cert_der,
+        authz: Authorizer::allow_all(),
         next_pkid: 0,
         client_max_packet: usize::MAX,
         requests: JoinSet::new(),
@@ -128,6 +133,9 @@ struct Conn {
     cert_id: String,
     client_id: String,
     access: Access,
+    cert_der: Vec<u8>,
+    /// The connection's policies; set once CONNECT is read.
+    authz: Authorizer,
     next_pkid: u16,
     client_max_packet: usize,
     requests: JoinSet<Option<Reply>>,
@@ -177,6 +185,14 @@ impl Conn {
         };
         let server_keep_alive = (keep_alive != connect.keep_alive).then_some(keep_alive);
         self.client_id = client_id.clone();
+        if !self.authorize_connect() {
+            // AWS answers MQTT 5 with CONNACK "not authorized"; MQTT 3.1.1 clients see the
+            // connection closed without a CONNACK.
+            if self.version == Version::V5 {
+                self.connack(ConnCode::NotAuthorized, None, None);
+            }
+            return self.close(End::Refused).await;
+        }
         if let Some(max) = connect.max_packet_size {
             self.client_max_packet = usize::try_from(max).unwrap_or(usize::MAX);
         }
@@ -232,7 +248,11 @@ impl Conn {
                         }
                     }
                 },
-                Some(msg) = rx.recv() => self.publish_out(&msg.topic, msg.payload, msg.qos),
+                Some(msg) = rx.recv() => {
+                    if self.may_receive(&msg.topic) {
+                        self.publish_out(&msg.topic, msg.payload, msg.qos);
+                    }
+                }
                 Some(done) = self.requests.join_next(), if !self.requests.is_empty() => {
                     if let Ok(Some(reply)) = done {
                         self.deliver_reply(reply);
@@ -442,6 +462,11 @@ impl Conn {
         if !topic::valid_topic_name(&p.topic) {
             return Some(End::Server(Reason::TopicNameInvalid, "invalid topic name"));
         }
+        let decision = self.authz.check(Action::Publish, &p.topic);
+        if !decision.allowed {
+            self.log_denied(Action::Publish, &p.topic, &decision);
+            return self.refuse_publish(&p);
+        }
         if topic::request_format(&p.topic).is_some() {
             let fault = self.shared.fault();
             if fault == Fault::DisconnectOnRequest {
@@ -464,18 +489,79 @@ impl Conn {
             self.start_request(p.topic, p.payload, fault);
             return None;
         }
-        // Reserved topics other than the requests are never writable; claims write nothing else.
-        if self.access != Access::Device || p.topic.starts_with('$') {
-            log::warn!("{}: publish to {:?} not authorized", self.peer, p.topic);
-            if self.version == Version::V5 && p.qos == 1 {
-                self.puback(&p, PubAckCode::NotAuthorized);
-                return None;
-            }
-            return Some(End::Server(Reason::NotAuthorized, "publish not authorized"));
+        // Reserved topics other than the requests are not served here, whatever the policy says.
+        if p.topic.starts_with('$') {
+            log::warn!(
+                "{}: publish to {:?} not authorized: a reserved topic this endpoint does not serve",
+                self.peer,
+                p.topic
+            );
+            return self.refuse_publish(&p);
         }
         self.puback(&p, PubAckCode::Success);
         self.shared.fan_out(self.id, &p.topic, &p.payload, p.qos);
         None
+    }
+
+    /// A refused PUBLISH: MQTT 5 QoS 1 gets PUBACK "not authorized" and the connection stays; a
+    /// QoS 0 publish (no PUBACK to carry the refusal) and MQTT 3.1.1 end the connection
+    /// (DISCONNECT "not authorized" on MQTT 5).
+    fn refuse_publish(&mut self, p: &codec::Publish) -> Option<End> {
+        if self.version == Version::V5 && p.qos == 1 {
+            self.puback(p, PubAckCode::NotAuthorized);
+            return None;
+        }
+        Some(End::Server(Reason::NotAuthorized, "publish not authorized"))
+    }
+
+    /// Build the connection's policies and check iot:Connect for its client id; each refusal is
+    /// logged with what decided it.
+    fn authorize_connect(&mut self) -> bool {
+        match self
+            .shared
+            .backend
+            .authorize(&self.cert_der, &self.client_id)
+        {
+            Ok((authz, notes)) => {
+                for note in notes {
+                    log::warn!("{}: {:?}: {note}", self.peer, self.client_id);
+                }
+                self.authz = authz;
+            }
+            Err(why) => {
+                log::warn!(
+                    "{}: CONNECT as {:?} not authorized: {why}",
+                    self.peer,
+                    self.client_id
+                );
+                return false;
+            }
+        }
+        let client_id = self.client_id.clone();
+        let decision = self.authz.check(Action::Connect, &client_id);
+        if !decision.allowed {
+            self.log_denied(Action::Connect, &client_id, &decision);
+        }
+        decision.allowed
+    }
+
+    /// May this connection receive a message on `topic`? A message it may not is dropped
+    /// silently for it, as AWS does; the log says so.
+    fn may_receive(&self, topic: &str) -> bool {
+        let decision = self.authz.check(Action::Receive, topic);
+        if !decision.allowed {
+            self.log_denied(Action::Receive, topic, &decision);
+        }
+        decision.allowed
+    }
+
+    fn log_denied(&self, action: Action, name: &str, decision: &Decision) {
+        log::warn!(
+            "{}: {:?}: {action} on {} not authorized: {decision}",
+            self.peer,
+            self.client_id,
+            self.authz.resource(action, name)
+        );
     }
 
     fn puback(&mut self, p: &codec::Publish, code: PubAckCode) {
@@ -542,7 +628,11 @@ impl Conn {
         let qos = if reply.unsolicited {
             Some(1)
         } else {
-            self.shared.subscribed_qos(self.id, &reply.topic)
+            let qos = self.shared.subscribed_qos(self.id, &reply.topic);
+            if qos.is_some() && !self.may_receive(&reply.topic) {
+                return;
+            }
+            qos
         };
         match qos {
             Some(qos) => self.publish_out(&reply.topic, reply.payload, qos),
@@ -578,6 +668,19 @@ impl Conn {
         if fault == Fault::NoSuback {
             return;
         }
+        let allowed: Vec<bool> = filters
+            .iter()
+            .map(|f| {
+                if !topic::valid_filter(&f.filter) || topic::is_shared_filter(&f.filter) {
+                    return true;
+                }
+                let decision = self.authz.check(Action::Subscribe, &f.filter);
+                if !decision.allowed {
+                    self.log_denied(Action::Subscribe, &f.filter, &decision);
+                }
+                decision.allowed
+            })
+            .collect();
         let codes = {
             let mut sessions = lock(&self.shared.sessions);
             let Some(session) = sessions.conns.get_mut(&self.id) else {
@@ -585,14 +688,13 @@ impl Conn {
             };
             filters
                 .into_iter()
-                .map(|f| {
+                .zip(allowed)
+                .map(|(f, allowed)| {
                     if !topic::valid_filter(&f.filter) {
                         SubCode::FilterInvalid
                     } else if topic::is_shared_filter(&f.filter) {
                         SubCode::SharedNotSupported
-                    } else if fault == Fault::RefuseSubscribe
-                        || (self.access == Access::Claim && !topic::is_reply_topic(&f.filter))
-                    {
+                    } else if fault == Fault::RefuseSubscribe || !allowed {
                         SubCode::NotAuthorized
                     } else {
                         let qos = f.qos.min(1);
@@ -648,10 +750,16 @@ impl Conn {
     }
 
     fn publish_will(&self, will: Will) {
-        let allowed = self.access == Access::Device
-            && topic::valid_topic_name(&will.topic)
+        let allowed = topic::valid_topic_name(&will.topic)
             && !will.topic.starts_with('$')
-            && will.payload.len() <= MAX_PAYLOAD;
+            && will.payload.len() <= MAX_PAYLOAD
+            && {
+                let decision = self.authz.check(Action::Publish, &will.topic);
+                if !decision.allowed {
+                    self.log_denied(Action::Publish, &will.topic, &decision);
+                }
+                decision.allowed
+            };
         if allowed {
             self.shared
                 .fan_out(self.id, &will.topic, &will.payload, will.qos.min(1));
