@@ -100,6 +100,8 @@ pub(crate) struct Publish {
     pub payload: Bytes,
     /// MQTT 5 topic alias; this endpoint grants none, so any alias is a protocol error.
     pub topic_alias: bool,
+    /// The RETAIN flag; this endpoint keeps no retained messages (CONNACK says so on MQTT 5).
+    pub retain: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,6 +212,7 @@ fn decode_v4(buf: &mut BytesMut, max: usize) -> Result<Option<Incoming>, DecodeE
             pkid: p.pkid,
             payload: p.payload,
             topic_alias: false,
+            retain: p.retain,
         }),
         v4::Packet::PubAck(a) => Incoming::PubAck(a.pkid),
         v4::Packet::Subscribe(s) => subscribe(
@@ -268,6 +271,7 @@ fn decode_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Incoming>, DecodeE
             pkid: p.pkid,
             payload: p.payload,
             topic_alias: p.properties.is_some_and(|pr| pr.topic_alias.is_some()),
+            retain: p.retain,
         }),
         v5::Packet::PubAck(a) => Incoming::PubAck(a.pkid),
         v5::Packet::Subscribe(s) => subscribe(
@@ -423,12 +427,13 @@ fn encode_v5(packet: &Outgoing, out: &mut BytesMut) -> Result<(), String> {
             max_packet_size,
         } => {
             let properties = (*code == ConnCode::Accepted).then(|| v5::ConnAckProperties {
-                session_expiry_interval: None,
+                // Sessions end with the connection, whatever the client asked for.
+                session_expiry_interval: Some(0),
                 // AWS IoT's in-flight limit; it also keeps rumqttc clients from sizing their
                 // in-flight table for 65,535 messages.
                 receive_max: Some(100),
                 max_qos: Some(1),
-                retain_available: None,
+                retain_available: Some(0),
                 max_packet_size: Some(*max_packet_size),
                 assigned_client_identifier: assigned_client_id.clone(),
                 topic_alias_max: None,

@@ -39,6 +39,8 @@ const QUEUE_LEN: usize = 256;
 const MAX_SUBSCRIPTIONS: usize = 100;
 /// Provisioning requests one connection may have in the service at once.
 const MAX_PENDING_REQUESTS: usize = 16;
+/// AWS IoT refuses longer client ids.
+const MAX_CLIENT_ID_BYTES: usize = 128;
 /// AWS IoT uses 1200 s when a client asks for 0 (no keep-alive) or more than 1200 s.
 const MAX_KEEP_ALIVE: u16 = 1200;
 
@@ -179,6 +181,16 @@ impl Conn {
         } else {
             connect.client_id.clone()
         };
+        // AWS IoT's limit on client ids.
+        if client_id.len() > MAX_CLIENT_ID_BYTES {
+            log::warn!(
+                "{}: client id of {} bytes refused (at most {MAX_CLIENT_ID_BYTES})",
+                self.peer,
+                client_id.len()
+            );
+            self.connack(ConnCode::BadClientId, None, None);
+            return self.close(End::Refused).await;
+        }
         let keep_alive = match connect.keep_alive {
             0 => MAX_KEEP_ALIVE,
             k => k.min(MAX_KEEP_ALIVE),
@@ -461,6 +473,18 @@ impl Conn {
         }
         if !topic::valid_topic_name(&p.topic) {
             return Some(End::Server(Reason::TopicNameInvalid, "invalid topic name"));
+        }
+        // MQTT 5 clients were told Retain Available 0; AWS closes MQTT 3.1.1 clients that ask.
+        if p.retain {
+            log::warn!(
+                "{}: retained PUBLISH on {:?} refused: retained messages are not kept",
+                self.peer,
+                p.topic
+            );
+            return Some(End::Server(
+                Reason::RetainNotSupported,
+                "retained messages are not supported",
+            ));
         }
         let decision = self.authz.check(Action::Publish, &p.topic);
         if !decision.allowed {

@@ -16,6 +16,13 @@ use crate::registry::{CertStatus, Registry};
 /// `<templatename>` are filled in.
 pub const SAMPLE_CLAIM_POLICY: &str = include_str!("../../policies/claim-policy.json");
 
+/// The sample claim policy with `*` for the template name: provisioning through any template,
+/// so that a request naming a template the server does not serve gets AWS's 404 rejection rather
+/// than a refused SUBSCRIBE. For tests of that path (`EmulatorConfig::claim_policy`, or
+/// `serve --claim-policy emulator/policies/claim-policy-any-template.json`).
+pub const ANY_TEMPLATE_CLAIM_POLICY: &str =
+    include_str!("../../policies/claim-policy-any-template.json");
+
 /// The placeholders a claim policy may hold.
 const TEMPLATE_PLACEHOLDER: &str = "<templatename>";
 
@@ -309,6 +316,24 @@ mod tests {
         assert!(!a.check(Action::Subscribe, "#").allowed);
         let d = a.check(Action::Publish, "devices/x");
         assert_eq!(d.to_string(), "denied: no statement allowed it");
+    }
+
+    #[test]
+    fn the_any_template_claim_policy_allows_unserved_templates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("any.json");
+        std::fs::write(&path, ANY_TEMPLATE_CLAIM_POLICY).unwrap();
+        let store = PolicyStore::new(None, Some(&path), &["FleetTemplate".into()]).unwrap();
+        assert_eq!(store.claim_policies().len(), 1);
+        let a = claim_authorizer(&store, "test-1");
+        let topic = "$aws/provisioning-templates/NoSuchTemplate/provision/json";
+        assert!(a.check(Action::Publish, topic).allowed);
+        assert!(
+            a.check(Action::Subscribe, &format!("{topic}/rejected"))
+                .allowed
+        );
+        assert!(!a.check(Action::Publish, "devices/x").allowed);
+        assert!(!a.check(Action::Connect, "device-1").allowed);
     }
 
     #[test]
