@@ -136,6 +136,7 @@ struct Message {
     topic: String,
     payload: Bytes,
     qos: u8,
+    properties: Option<codec::PublishProperties>,
 }
 
 struct Session {
@@ -204,7 +205,14 @@ impl Shared {
 
     /// Deliver a plain publish to every session with a matching subscription. Never waits: a
     /// session whose queue is full is dropped rather than slowing the publisher down.
-    fn fan_out(&self, publisher: u64, topic: &str, payload: &Bytes, qos: u8) {
+    fn fan_out(
+        &self,
+        publisher: u64,
+        topic: &str,
+        payload: &Bytes,
+        qos: u8,
+        properties: &Option<codec::PublishProperties>,
+    ) {
         let s = lock(&self.sessions);
         for (id, session) in &s.conns {
             let granted = session
@@ -219,6 +227,7 @@ impl Shared {
                 topic: topic.to_owned(),
                 payload: payload.clone(),
                 qos: granted.min(qos),
+                properties: properties.clone(),
             };
             if let Err(TrySendError::Full(_)) = session.tx.try_send(msg) {
                 session.ctl.kick(Kick::TooSlow);

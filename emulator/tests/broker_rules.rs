@@ -109,3 +109,125 @@ async fn a_retained_publish_ends_the_connection() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_properties_are_relayed_to_mqtt5_subscribers() {
+    let env = Env::start().await;
+    let (device, _) = provision(&env, "41").await;
+    let mut sub = V5::connect(env.port(), env.tls(&device), "ThingPrefix_41-sub").await;
+    assert_eq!(
+        sub.subscribe(&["rr/#"]).await,
+        vec![p5::SubscribeReasonCode::Success(QoS5::AtLeastOnce)]
+    );
+    let mut publisher = V5::connect(env.port(), env.tls(&device), "ThingPrefix_41-pub").await;
+    let sent = p5::PublishProperties {
+        payload_format_indicator: Some(1),
+        message_expiry_interval: Some(300),
+        response_topic: Some("rr/replies".into()),
+        correlation_data: Some(bytes::Bytes::from_static(b"\x00\x01req-7")),
+        user_properties: vec![
+            ("trace".into(), "abc".into()),
+            ("trace".into(), "def".into()),
+        ],
+        content_type: Some("application/json".into()),
+        ..p5::PublishProperties::default()
+    };
+    publisher
+        .client
+        .publish_with_properties("rr/requests", QoS5::AtLeastOnce, false, "{}", sent.clone())
+        .await
+        .unwrap();
+    // Drive the publisher until its PUBACK: by then the message is queued for the subscriber.
+    loop {
+        if let p5::Packet::PubAck(ack) = publisher.next().await.unwrap() {
+            assert_eq!(ack.reason, p5::PubAckReason::Success);
+            break;
+        }
+    }
+    let got = loop {
+        if let p5::Packet::Publish(p) = sub.next().await.unwrap() {
+            break p;
+        }
+    };
+    assert_eq!(&got.topic[..], b"rr/requests");
+    assert_eq!(got.properties, Some(sent));
+}
+
+/// A raw MQTT 5 CONNECT announcing `receive_max`.
+fn connect_v5_receive_max(client_id: &str, receive_max: u16) -> Vec<u8> {
+    let mut props = p5::ConnectProperties::new();
+    props.receive_maximum = Some(receive_max);
+    let connect = p5::Connect {
+        keep_alive: 30,
+        client_id: client_id.to_owned(),
+        clean_start: true,
+        properties: Some(props),
+    };
+    let mut out = bytes::BytesMut::new();
+    p5::Packet::Connect(connect, None, None)
+        .write(&mut out, None)
+        .unwrap();
+    out.to_vec()
+}
+
+fn puback_v5(pkid: u16) -> Vec<u8> {
+    let mut out = bytes::BytesMut::new();
+    p5::Packet::PubAck(p5::PubAck::new(pkid, None))
+        .write(&mut out, None)
+        .unwrap();
+    out.to_vec()
+}
+
+/// The next PUBLISH (its packet id and payload); fails on anything else but a PINGRESP.
+async fn next_publish(raw: &mut Raw) -> (u16, Vec<u8>) {
+    match raw.read_v5().await {
+        Some(p5::Packet::Publish(p)) => (p.pkid, p.payload.to_vec()),
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_respect_the_receivers_receive_maximum() {
+    let env = Env::start().await;
+    let (device, _) = provision(&env, "51").await;
+    let mut raw = Raw::connect(env.port(), env.tls(&device)).await.unwrap();
+    raw.send(&connect_v5_receive_max("ThingPrefix_51-slow", 2))
+        .await;
+    assert!(matches!(raw.read_v5().await, Some(p5::Packet::ConnAck(_))));
+    raw.send(&subscribe_v5("rm/#", 1)).await;
+    assert!(matches!(raw.read_v5().await, Some(p5::Packet::SubAck(_))));
+
+    let mut publisher = V5::connect(env.port(), env.tls(&device), "ThingPrefix_51-pub").await;
+    for i in 1..=6 {
+        let ack = publisher.publish("rm/x", i.to_string()).await;
+        assert_eq!(ack.reason, p5::PubAckReason::Success);
+    }
+    // All six are queued for the receiver; only two may be unacknowledged at once.
+    let first = next_publish(&mut raw).await;
+    let second = next_publish(&mut raw).await;
+    assert_eq!(
+        (first.1.as_slice(), second.1.as_slice()),
+        (&b"1"[..], &b"2"[..])
+    );
+    for _ in 0..3 {
+        raw.send(&[0xC0, 0]).await;
+        match raw.read_v5().await {
+            Some(p5::Packet::PingResp(_)) => {}
+            other => panic!("a third delivery before any PUBACK: {other:?}"),
+        }
+    }
+    // Each PUBACK lets exactly one more through, in order.
+    raw.send(&puback_v5(first.0)).await;
+    let third = next_publish(&mut raw).await;
+    assert_eq!(third.1, b"3");
+    assert_ne!(
+        third.0, second.0,
+        "packet id of an unacknowledged delivery reused"
+    );
+    raw.send(&[0xC0, 0]).await;
+    assert!(matches!(raw.read_v5().await, Some(p5::Packet::PingResp(_))));
+    for (pkid, want) in [(second.0, b"4"), (third.0, b"5")] {
+        raw.send(&puback_v5(pkid)).await;
+        assert_eq!(next_publish(&mut raw).await.1, want);
+    }
+}

@@ -10,6 +10,8 @@ use rumqttc::v5::mqttbytes as m5;
 use rumqttc::v5::mqttbytes::v5;
 
 pub(crate) use rumqttc::v5::mqttbytes::v5::DisconnectReasonCode as Reason;
+/// MQTT 5 PUBLISH properties, relayed from publisher to subscribers.
+pub(crate) use rumqttc::v5::mqttbytes::v5::PublishProperties;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Version {
@@ -90,6 +92,8 @@ pub(crate) struct ConnectInfo {
     pub will: Option<Will>,
     /// MQTT 5: the largest packet the client accepts.
     pub max_packet_size: Option<u32>,
+    /// MQTT 5: how many QoS 1 deliveries the client takes unacknowledged at once.
+    pub receive_max: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +106,9 @@ pub(crate) struct Publish {
     pub topic_alias: bool,
     /// The RETAIN flag; this endpoint keeps no retained messages (CONNACK says so on MQTT 5).
     pub retain: bool,
+    /// MQTT 5 properties to relay (without the topic alias and subscription identifiers, which
+    /// are the publisher's and the server's own).
+    pub properties: Option<PublishProperties>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +212,7 @@ fn decode_v4(buf: &mut BytesMut, max: usize) -> Result<Option<Incoming>, DecodeE
                 qos: w.qos as u8,
             }),
             max_packet_size: None,
+            receive_max: None,
         }),
         v4::Packet::Publish(p) => Incoming::Publish(Publish {
             topic: p.topic,
@@ -213,6 +221,7 @@ fn decode_v4(buf: &mut BytesMut, max: usize) -> Result<Option<Incoming>, DecodeE
             payload: p.payload,
             topic_alias: false,
             retain: p.retain,
+            properties: None,
         }),
         v4::Packet::PubAck(a) => Incoming::PubAck(a.pkid),
         v4::Packet::Subscribe(s) => subscribe(
@@ -261,7 +270,8 @@ fn decode_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Incoming>, DecodeE
                 clean_start: c.clean_start,
                 keep_alive: c.keep_alive,
                 will,
-                max_packet_size: c.properties.and_then(|p| p.max_packet_size),
+                max_packet_size: c.properties.as_ref().and_then(|p| p.max_packet_size),
+                receive_max: c.properties.as_ref().and_then(|p| p.receive_maximum),
             })
         }
         v5::Packet::Publish(p) => Incoming::Publish(Publish {
@@ -270,8 +280,16 @@ fn decode_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Incoming>, DecodeE
             qos: p.qos as u8,
             pkid: p.pkid,
             payload: p.payload,
-            topic_alias: p.properties.is_some_and(|pr| pr.topic_alias.is_some()),
+            topic_alias: p
+                .properties
+                .as_ref()
+                .is_some_and(|pr| pr.topic_alias.is_some()),
             retain: p.retain,
+            properties: p.properties.map(|pr| PublishProperties {
+                topic_alias: None,
+                subscription_identifiers: Vec::new(),
+                ..pr
+            }),
         }),
         v5::Packet::PubAck(a) => Incoming::PubAck(a.pkid),
         v5::Packet::Subscribe(s) => subscribe(
@@ -328,6 +346,8 @@ pub(crate) struct Delivery {
     pub qos: u8,
     pub pkid: u16,
     pub payload: Bytes,
+    /// MQTT 5 properties (not sent to MQTT 3.1.1 clients).
+    pub properties: Option<PublishProperties>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -459,7 +479,12 @@ fn encode_v5(packet: &Outgoing, out: &mut BytesMut) -> Result<(), String> {
             })
         }
         Outgoing::Publish(d) => {
-            let mut p = v5::Publish::new(d.topic.as_str(), qos5(d.qos), d.payload.clone(), None);
+            let mut p = v5::Publish::new(
+                d.topic.as_str(),
+                qos5(d.qos),
+                d.payload.clone(),
+                d.properties.clone(),
+            );
             p.pkid = d.pkid;
             v5::Packet::Publish(p)
         }
@@ -514,6 +539,20 @@ fn encode_v5(packet: &Outgoing, out: &mut BytesMut) -> Result<(), String> {
 }
 
 /// Encoded size of a PUBLISH without properties, to honour a client's maximum packet size.
+/// The encoded size of a delivery, properties included.
+pub(crate) fn delivery_size(version: Version, d: &Delivery) -> usize {
+    match (&d.properties, version) {
+        (Some(props), Version::V5) => v5::Publish::new(
+            d.topic.as_str(),
+            qos5(d.qos),
+            d.payload.clone(),
+            Some(props.clone()),
+        )
+        .size(),
+        _ => publish_size(version, &d.topic, d.qos, d.payload.len()),
+    }
+}
+
 pub(crate) fn publish_size(version: Version, topic: &str, qos: u8, payload_len: usize) -> usize {
     let mut remaining = 2 + topic.len() + payload_len;
     if qos > 0 {
@@ -638,6 +677,35 @@ mod tests {
     }
 
     #[test]
+    fn delivery_size_counts_the_properties() {
+        let props = PublishProperties {
+            content_type: Some("application/json".into()),
+            response_topic: Some("reply/here".into()),
+            correlation_data: Some(Bytes::from_static(b"id-1")),
+            user_properties: vec![("k".into(), "v".into())],
+            payload_format_indicator: Some(1),
+            message_expiry_interval: Some(60),
+            ..PublishProperties::default()
+        };
+        for (version, props) in [
+            (Version::V5, Some(props.clone())),
+            (Version::V4, Some(props)),
+            (Version::V5, None),
+        ] {
+            let d = Delivery {
+                topic: "a/b".into(),
+                qos: 1,
+                pkid: 3,
+                payload: Bytes::from(vec![0u8; 300]),
+                properties: props,
+            };
+            let mut out = BytesMut::new();
+            encode(version, &Outgoing::Publish(d.clone()), &mut out).unwrap();
+            assert_eq!(out.len(), delivery_size(version, &d), "{version:?}");
+        }
+    }
+
+    #[test]
     fn publish_size_matches_codec() {
         for (version, qos, len) in [
             (Version::V4, 0, 10),
@@ -651,6 +719,7 @@ mod tests {
                 qos,
                 pkid: 7,
                 payload: Bytes::from(vec![0u8; len]),
+                properties: None,
             });
             encode(version, &p, &mut out).unwrap();
             assert_eq!(out.len(), publish_size(version, "a/b", qos, len));

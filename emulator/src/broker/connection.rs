@@ -3,6 +3,7 @@
 //! A connection owns its buffers, deadlines and in-flight provisioning requests; the endpoint's
 //! shared state (sessions, fault, backend) is reached through [`Shared`].
 
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -92,6 +93,9 @@ pub(super) async fn serve_connection(
         cert_der,
         authz: Authorizer::allow_all(),
         next_pkid: 0,
+        receive_max: usize::MAX,
+        in_flight: HashSet::new(),
+        held: VecDeque::new(),
         client_max_packet: usize::MAX,
         requests: JoinSet::new(),
     };
@@ -139,6 +143,12 @@ struct Conn {
     /// The connection's policies; set once CONNECT is read.
     authz: Authorizer,
     next_pkid: u16,
+    /// MQTT 5 Receive Maximum: QoS 1 deliveries the client takes unacknowledged at once.
+    receive_max: usize,
+    /// Packet ids of QoS 1 deliveries not yet acknowledged.
+    in_flight: HashSet<u16>,
+    /// QoS 1 deliveries waiting for room under the Receive Maximum.
+    held: VecDeque<Delivery>,
     client_max_packet: usize,
     requests: JoinSet<Option<Reply>>,
 }
@@ -208,6 +218,9 @@ impl Conn {
         if let Some(max) = connect.max_packet_size {
             self.client_max_packet = usize::try_from(max).unwrap_or(usize::MAX);
         }
+        if let Some(max) = connect.receive_max {
+            self.receive_max = usize::from(max);
+        }
 
         let (tx, mut rx) = mpsc::channel(QUEUE_LEN);
         let ctl = Arc::new(Control::default());
@@ -260,9 +273,11 @@ impl Conn {
                         }
                     }
                 },
-                Some(msg) = rx.recv() => {
+                // Held deliveries are bounded like the queue: while they are full, the queue
+                // fills and publishers drop this connection as too slow.
+                Some(msg) = rx.recv(), if self.held.len() < QUEUE_LEN => {
                     if self.may_receive(&msg.topic) {
-                        self.publish_out(&msg.topic, msg.payload, msg.qos);
+                        self.publish_out(&msg.topic, msg.payload, msg.qos, msg.properties);
                     }
                 }
                 Some(done) = self.requests.join_next(), if !self.requests.is_empty() => {
@@ -432,8 +447,19 @@ impl Conn {
     fn handle(&mut self, packet: Incoming) -> Option<End> {
         match packet {
             Incoming::Publish(p) => self.on_publish(p),
-            // Deliveries are not retransmitted (clean sessions only), so acks need no bookkeeping.
-            Incoming::PubAck(_) => None,
+            // Deliveries are not retransmitted (clean sessions only); an ack makes room under
+            // the client's Receive Maximum.
+            Incoming::PubAck(pkid) => {
+                if self.in_flight.remove(&pkid) {
+                    while self.in_flight.len() < self.receive_max {
+                        let Some(d) = self.held.pop_front() else {
+                            break;
+                        };
+                        self.send_delivery(d);
+                    }
+                }
+                None
+            }
             Incoming::Subscribe { pkid, filters } => {
                 self.on_subscribe(pkid, filters);
                 None
@@ -523,7 +549,8 @@ impl Conn {
             return self.refuse_publish(&p);
         }
         self.puback(&p, PubAckCode::Success);
-        self.shared.fan_out(self.id, &p.topic, &p.payload, p.qos);
+        self.shared
+            .fan_out(self.id, &p.topic, &p.payload, p.qos, &p.properties);
         None
     }
 
@@ -659,7 +686,7 @@ impl Conn {
             qos
         };
         match qos {
-            Some(qos) => self.publish_out(&reply.topic, reply.payload, qos),
+            Some(qos) => self.publish_out(&reply.topic, reply.payload, qos, None),
             None => log::warn!(
                 "{}: reply on {:?} dropped: not subscribed",
                 self.peer,
@@ -668,23 +695,47 @@ impl Conn {
         }
     }
 
-    fn publish_out(&mut self, topic: &str, payload: Bytes, qos: u8) {
-        // MQTT 5: a message larger than the client's maximum packet size is dropped for it.
-        if codec::publish_size(self.version, topic, qos, payload.len()) > self.client_max_packet {
-            return;
-        }
-        let pkid = if qos > 0 {
-            self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
-            self.next_pkid
-        } else {
-            0
-        };
-        self.send(&Outgoing::Publish(Delivery {
+    fn publish_out(
+        &mut self,
+        topic: &str,
+        payload: Bytes,
+        qos: u8,
+        properties: Option<codec::PublishProperties>,
+    ) {
+        let d = Delivery {
             topic: topic.to_owned(),
             qos,
-            pkid,
+            pkid: 0,
             payload,
-        }));
+            properties,
+        };
+        // MQTT 5: a message larger than the client's maximum packet size is dropped for it.
+        if codec::delivery_size(self.version, &d) > self.client_max_packet {
+            return;
+        }
+        if qos > 0 && self.in_flight.len() >= self.receive_max {
+            self.held.push_back(d);
+            return;
+        }
+        self.send_delivery(d);
+    }
+
+    /// Send a delivery, giving a QoS 1 one a packet id no unacknowledged delivery holds.
+    fn send_delivery(&mut self, mut d: Delivery) {
+        if d.qos > 0 {
+            loop {
+                self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+                if !self.in_flight.contains(&self.next_pkid) {
+                    break;
+                }
+            }
+            d.pkid = self.next_pkid;
+            // Only MQTT 5 clients announce a Receive Maximum; 3.1.1 acks need no bookkeeping.
+            if self.receive_max != usize::MAX {
+                self.in_flight.insert(d.pkid);
+            }
+        }
+        self.send(&Outgoing::Publish(d));
     }
 
     fn on_subscribe(&mut self, pkid: u16, filters: Vec<SubFilter>) {
@@ -786,7 +837,7 @@ impl Conn {
             };
         if allowed {
             self.shared
-                .fan_out(self.id, &will.topic, &will.payload, will.qos.min(1));
+                .fan_out(self.id, &will.topic, &will.payload, will.qos.min(1), &None);
         }
     }
 }
