@@ -371,10 +371,15 @@ async fn payload_limit_is_128_kib() {
     body.extend_from_slice(b"{}");
     let reply = c.request(CREATE, std::str::from_utf8(&body).unwrap()).await;
     assert_eq!(reply.topic, format!("{CREATE}/accepted"));
-    // One byte more is refused with "packet too large".
+    // One byte more is within the Maximum Packet Size CONNACK announced, so it is a refused
+    // message, not a protocol error: PUBACK "quota exceeded" at QoS 1, and the connection stays.
     body.insert(0, b' ');
-    c.send(CREATE, QoS5::AtLeastOnce, body).await;
-    c.expect_disconnect(p5::DisconnectReasonCode::PacketTooLarge)
+    let ack = c.publish(CREATE, body.clone()).await;
+    assert_eq!(ack.reason, p5::PubAckReason::QuotaExceeded);
+    c.expect_create_accepted().await;
+    // At QoS 0 there is no PUBACK to carry it: DISCONNECT "quota exceeded".
+    c.send(CREATE, QoS5::AtMostOnce, body).await;
+    c.expect_disconnect(p5::DisconnectReasonCode::QuotaExceeded)
         .await;
 }
 

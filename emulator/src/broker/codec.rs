@@ -322,6 +322,7 @@ pub(crate) enum ConnCode {
 pub(crate) enum PubAckCode {
     Success,
     NotAuthorized,
+    QuotaExceeded,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -493,6 +494,7 @@ fn encode_v5(packet: &Outgoing, out: &mut BytesMut) -> Result<(), String> {
             ack.reason = match code {
                 PubAckCode::Success => v5::PubAckReason::Success,
                 PubAckCode::NotAuthorized => v5::PubAckReason::NotAuthorized,
+                PubAckCode::QuotaExceeded => v5::PubAckReason::QuotaExceeded,
             };
             v5::Packet::PubAck(ack)
         }

@@ -491,9 +491,22 @@ impl Conn {
                 "QoS 2 is not supported",
             ));
         }
+        // AWS's payload limit. The packet is within the Maximum Packet Size CONNACK announced,
+        // so this is a refused message, not a protocol error: MQTT 5 QoS 1 gets PUBACK "quota
+        // exceeded"; otherwise the connection ends (DISCONNECT "quota exceeded" on MQTT 5).
         if p.payload.len() > MAX_PAYLOAD {
+            log::warn!(
+                "{}: PUBLISH on {:?} refused: payload of {} bytes, more than {MAX_PAYLOAD}",
+                self.peer,
+                p.topic,
+                p.payload.len()
+            );
+            if self.version == Version::V5 && p.qos == 1 {
+                self.puback(&p, PubAckCode::QuotaExceeded);
+                return None;
+            }
             return Some(End::Server(
-                Reason::PacketTooLarge,
+                Reason::QuotaExceeded,
                 "payload larger than 128 KiB",
             ));
         }
