@@ -559,3 +559,29 @@ fn connect_v4_bytes_are_a_valid_connect() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_with_a_malformed_policy_fails_registration() {
+    let mut template = device_template();
+    template["Resources"]["policy"]["Properties"]["PolicyDocument"]["Statement"][0]["Effect"] =
+        json!("Permit");
+    let env = start_with(&[("Broken", template)], |_, _| {}).await;
+    let mut c = env.claim_v5("test-broken").await;
+    let created = c.request(CREATE, "{}").await.json();
+    let body = json!({
+        "certificateOwnershipToken": created["certificateOwnershipToken"],
+        "parameters": {"Serial": "x1"},
+    });
+    let topic = "$aws/provisioning-templates/Broken/provision/json";
+    let reply = c.request(topic, body.to_string()).await;
+    assert_eq!(reply.topic, format!("{topic}/rejected"));
+    let reply = reply.json();
+    assert_eq!(reply["statusCode"], 400);
+    assert_eq!(reply["errorCode"], "ResourceRegistrationFailure");
+    let message = reply["errorMessage"].as_str().unwrap();
+    assert!(
+        message.contains("policy") && message.contains("Statement[0].Effect"),
+        "{message}"
+    );
+    assert!(env.emu.service().registry().thing("x1").is_none());
+}
