@@ -33,15 +33,42 @@ pub struct Account {
 }
 
 /// An entry of `policies`: a name, or a name and its document.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 enum PolicyEntry {
     Name(String),
-    #[serde(rename_all = "camelCase")]
     Document {
         policy_name: String,
         policy_document: serde_json::Value,
     },
+}
+
+impl<'de> Deserialize<'de> for PolicyEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<PolicyEntry, D::Error> {
+        use serde::de::Error;
+        let shape = || {
+            D::Error::custom(
+                "a policy is a name or {\"policyName\": NAME, \"policyDocument\": {...}}",
+            )
+        };
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(name) => Ok(PolicyEntry::Name(name)),
+            serde_json::Value::Object(mut o) => {
+                let name = match o.remove("policyName") {
+                    Some(serde_json::Value::String(n)) => n,
+                    _ => return Err(shape()),
+                };
+                let document = o.remove("policyDocument").ok_or_else(shape)?;
+                if !o.is_empty() {
+                    return Err(shape());
+                }
+                Ok(PolicyEntry::Document {
+                    policy_name: name,
+                    policy_document: document,
+                })
+            }
+            _ => Err(shape()),
+        }
+    }
 }
 
 /// The file as written.
@@ -210,6 +237,42 @@ mod tests {
             .missing(&provisioned(json!({"ThingName": "t"})))
             .unwrap();
         assert_eq!(got, "Policy DevicePolicy does not exist.");
+    }
+
+    #[test]
+    fn account_id_region_and_policy_documents() {
+        let account: Account = serde_json::from_value(json!({
+            "accountId": "000011112222", "region": "eu-west-1",
+            "policies": ["Plain", {"policyName": "Doc", "policyDocument":
+                {"Statement": {"Effect": "Allow", "Action": "iot:*", "Resource": "*"}}}]
+        }))
+        .unwrap();
+        assert_eq!(account.account_id.as_deref(), Some("000011112222"));
+        assert_eq!(account.region.as_deref(), Some("eu-west-1"));
+        assert!(account.policies.contains("Plain") && account.policies.contains("Doc"));
+        assert_eq!(account.policy_documents.keys().collect::<Vec<_>>(), ["Doc"]);
+        assert_eq!(Account::default().account_id, None);
+
+        for (bad, want) in [
+            (
+                json!({"accountId": "12345"}),
+                "accountId \"12345\": must be 12 digits",
+            ),
+            (json!({"region": "US East"}), "region \"US East\""),
+            (
+                json!({"policies": [{"policyName": "P", "policyDocument": {"Statement": []}}]}),
+                "policy \"P\": Statement: the list is empty",
+            ),
+            (
+                json!({"policies": [{"name": "P"}]}),
+                "a policy is a name or",
+            ),
+        ] {
+            let e = serde_json::from_value::<Account>(bad.clone())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
     }
 
     #[test]
