@@ -543,15 +543,15 @@ fn encode_v5(packet: &Outgoing, out: &mut BytesMut) -> Result<(), String> {
 /// Encoded size of a PUBLISH without properties, to honour a client's maximum packet size.
 /// The encoded size of a delivery, properties included.
 pub(crate) fn delivery_size(version: Version, d: &Delivery) -> usize {
+    let plain = publish_size(version, &d.topic, d.qos, d.payload.len());
     match (&d.properties, version) {
-        (Some(props), Version::V5) => v5::Publish::new(
-            d.topic.as_str(),
-            qos5(d.qos),
-            d.payload.clone(),
-            Some(props.clone()),
-        )
-        .size(),
-        _ => publish_size(version, &d.topic, d.qos, d.payload.len()),
+        // What the properties add, as rumqttc counts them.
+        (Some(props), Version::V5) => {
+            let size =
+                |p| v5::Publish::new(d.topic.as_str(), qos5(d.qos), d.payload.clone(), p).size();
+            plain + size(Some(props.clone())) - size(None)
+        }
+        _ => plain,
     }
 }
 
