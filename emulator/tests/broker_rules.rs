@@ -231,3 +231,69 @@ async fn deliveries_respect_the_receivers_receive_maximum() {
         assert_eq!(next_publish(&mut raw).await.1, want);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_subscription_members_take_turns() {
+    let env = Env::start().await;
+    let (device, _) = provision(&env, "61").await;
+    let mut a = V5::connect(env.port(), env.tls(&device), "ThingPrefix_61-a").await;
+    let mut b = V5::connect(env.port(), env.tls(&device), "ThingPrefix_61-b").await;
+    let mut plain = V5::connect(env.port(), env.tls(&device), "ThingPrefix_61-plain").await;
+    for c in [&mut a, &mut b] {
+        assert_eq!(
+            c.subscribe(&["$share/workers/jobs/#"]).await,
+            vec![p5::SubscribeReasonCode::Success(QoS5::AtLeastOnce)]
+        );
+    }
+    assert_eq!(
+        plain.subscribe(&["jobs/#"]).await,
+        vec![p5::SubscribeReasonCode::Success(QoS5::AtLeastOnce)]
+    );
+    let mut publisher = V5::connect(env.port(), env.tls(&device), "ThingPrefix_61-pub").await;
+    for i in 1..=4 {
+        let ack = publisher.publish(&format!("jobs/{i}"), "x").await;
+        assert_eq!(ack.reason, p5::PubAckReason::Success);
+    }
+    // The group gets each message once, its two members alternating; an ordinary subscriber
+    // gets them all.
+    let mut got = Vec::new();
+    for c in [&mut a, &mut b] {
+        for _ in 0..2 {
+            got.push(c.recv().await.topic);
+        }
+    }
+    got.sort();
+    assert_eq!(got, ["jobs/1", "jobs/2", "jobs/3", "jobs/4"]);
+    for i in 1..=4 {
+        assert_eq!(plain.recv().await.topic, format!("jobs/{i}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_subscription_needs_subscribe_on_its_share_filter() {
+    // The claim policy names only the provisioning topics: a shared subscription to a reply
+    // topic is a different topic filter, and refused.
+    let env = Env::start().await;
+    let mut c = env.claim_v5("test-share").await;
+    let shared = format!("$share/g/{CREATE}/accepted");
+    assert_eq!(
+        c.subscribe(&[&shared]).await,
+        vec![p5::SubscribeReasonCode::NotAuthorized]
+    );
+    // A malformed share filter is invalid before any policy is asked.
+    let mut raw = Raw::connected_v5(env.port(), env.tls(&env.claim()), "test-share-raw", 30).await;
+    for (i, bad) in ["$share//jobs", "$share/g+/jobs", "$share/g"]
+        .into_iter()
+        .enumerate()
+    {
+        raw.send(&subscribe_v5(bad, i as u16 + 1)).await;
+        match raw.read_v5().await {
+            Some(p5::Packet::SubAck(ack)) => assert_eq!(
+                ack.return_codes,
+                vec![p5::SubscribeReasonCode::TopicFilterInvalid],
+                "{bad}"
+            ),
+            other => panic!("{bad}: expected SUBACK, got {other:?}"),
+        }
+    }
+}

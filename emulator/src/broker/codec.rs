@@ -330,7 +330,6 @@ pub(crate) enum SubCode {
     Granted(u8),
     NotAuthorized,
     FilterInvalid,
-    SharedNotSupported,
     QuotaExceeded,
 }
 
@@ -462,7 +461,8 @@ fn encode_v5(packet: &Outgoing, out: &mut BytesMut) -> Result<(), String> {
                 user_properties: Vec::new(),
                 wildcard_subscription_available: None,
                 subscription_identifiers_available: Some(0),
-                shared_subscription_available: Some(0),
+                // Shared subscriptions ($share/GROUP/FILTER) are served, as on AWS.
+                shared_subscription_available: None,
                 server_keep_alive: *server_keep_alive,
                 response_information: None,
                 server_reference: None,
@@ -506,9 +506,6 @@ fn encode_v5(packet: &Outgoing, out: &mut BytesMut) -> Result<(), String> {
                     SubCode::Granted(q) => v5::SubscribeReasonCode::Success(qos5(*q)),
                     SubCode::NotAuthorized => v5::SubscribeReasonCode::NotAuthorized,
                     SubCode::FilterInvalid => v5::SubscribeReasonCode::TopicFilterInvalid,
-                    SubCode::SharedNotSupported => {
-                        v5::SubscribeReasonCode::SharedSubscriptionsNotSupported
-                    }
                     SubCode::QuotaExceeded => v5::SubscribeReasonCode::QuotaExceeded,
                 })
                 .collect(),

@@ -759,7 +759,7 @@ impl Conn {
         let allowed: Vec<bool> = filters
             .iter()
             .map(|f| {
-                if !topic::valid_filter(&f.filter) || topic::is_shared_filter(&f.filter) {
+                if !topic::valid_filter(&f.filter) {
                     return true;
                 }
                 let decision = self.authz.check(Action::Subscribe, &f.filter);
@@ -778,10 +778,12 @@ impl Conn {
                 .into_iter()
                 .zip(allowed)
                 .map(|(f, allowed)| {
-                    if !topic::valid_filter(&f.filter) {
+                    let share = topic::shared_parts(&f.filter)
+                        .map(|(g, inner)| (g.to_owned(), inner.to_owned()));
+                    if !topic::valid_filter(&f.filter)
+                        || (topic::is_shared_filter(&f.filter) && share.is_none())
+                    {
                         SubCode::FilterInvalid
-                    } else if topic::is_shared_filter(&f.filter) {
-                        SubCode::SharedNotSupported
                     } else if fault == Fault::RefuseSubscribe || !allowed {
                         SubCode::NotAuthorized
                     } else {
@@ -797,6 +799,7 @@ impl Conn {
                                 filter: f.filter,
                                 qos,
                                 no_local: f.no_local,
+                                share,
                             });
                             SubCode::Granted(qos)
                         }
