@@ -585,3 +585,27 @@ async fn a_template_with_a_malformed_policy_fails_registration() {
     );
     assert!(env.emu.service().registry().thing("x1").is_none());
 }
+
+#[test]
+fn serve_refuses_a_malformed_claim_policy_naming_the_file_and_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("claim.json");
+    std::fs::write(
+        &policy,
+        r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Connect"}]}"#,
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--port", "0", "--quiet", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .arg("--claim-policy")
+        .arg(&policy)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("claim.json: Statement[0]: Resource (or NotResource) is missing"),
+        "{err}"
+    );
+}
