@@ -219,7 +219,8 @@ impl Conn {
             self.client_max_packet = usize::try_from(max).unwrap_or(usize::MAX);
         }
         if let Some(max) = connect.receive_max {
-            self.receive_max = usize::from(max);
+            // 0 is a protocol error; taken as 1 rather than holding every delivery forever.
+            self.receive_max = usize::from(max.max(1));
         }
 
         let (tx, mut rx) = mpsc::channel(QUEUE_LEN);
