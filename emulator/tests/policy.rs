@@ -609,3 +609,57 @@ fn serve_refuses_a_malformed_claim_policy_naming_the_file_and_place() {
         "{err}"
     );
 }
+
+#[test]
+fn policy_check_knows_claims_issued_by_the_claim_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    let out = Command::new(BIN)
+        .args(["claim", "--state-dir"])
+        .arg(&state)
+        .arg("--out-cert")
+        .arg(&cert)
+        .arg("--out-key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cert = cert.to_str().unwrap();
+    let (code, out) = policy_check(
+        &state,
+        &[
+            "--cert",
+            cert,
+            "--client-id",
+            "test-9",
+            "--action",
+            "iot:Publish",
+            "--resource",
+            "$aws/certificates/create/json",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("decision: allowed by policy \"FleetTemplate-claim-policy\" Statement[0]"),
+        "{out}"
+    );
+    let (code, out) = policy_check(
+        &state,
+        &[
+            "--cert",
+            cert,
+            "--client-id",
+            "device-9",
+            "--action",
+            "iot:Connect",
+            "--resource",
+            "device-9",
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+}

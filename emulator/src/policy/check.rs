@@ -127,7 +127,17 @@ pub fn check(q: &Question) -> Result<Answer, String> {
         }
         Asker::Cert(path) => {
             let cert = certificate_fields(path)?;
-            store.authorizer(&registry, &cert, &q.client_id, q.thing.as_deref())?
+            // A claim issued by `fleetprov-emulator claim` that no server has taken in yet.
+            let issued_claim = q
+                .state_dir
+                .join(crate::CLAIMS_DIR)
+                .join(&cert.certificate_id)
+                .is_file();
+            if registry.certificate(&cert.certificate_id).is_none() && issued_claim {
+                store.claim_authorizer(&registry, &cert, &q.client_id, q.thing.as_deref())?
+            } else {
+                store.authorizer(&registry, &cert, &q.client_id, q.thing.as_deref())?
+            }
         }
     };
     Ok(Answer {
