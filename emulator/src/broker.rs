@@ -9,10 +9,10 @@ mod codec;
 mod connection;
 mod topic;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -57,12 +57,12 @@ pub enum Fault {
     ReplyOnWrongTopic,
 }
 
-/// What a connected certificate may do.
+/// What kind of certificate connected; what it may do is its policies' (see [`crate::policy`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Access {
-    /// A provisioning claim: only the fleet-provisioning topics (the seed's claim policy).
+    /// A provisioning claim, held to the claim policy.
     Claim,
-    /// A provisioned, active device certificate: everything.
+    /// A provisioned, active device certificate, held to the policies its template attached.
     Device,
     /// Known but not usable (pending, inactive, revoked) or unknown: CONNACK "not authorized".
     Denied,
@@ -80,6 +80,15 @@ pub(crate) trait Backend: Send + Sync + 'static {
         cert_id: &str,
         client_id: &str,
     ) -> Option<(String, Vec<u8>)>;
+    /// The policies and policy variables of a connection with this certificate and client id,
+    /// with notes worth a warning; `Err` says why it may not connect at all.
+    fn authorize(
+        &self,
+        _cert_der: &[u8],
+        _client_id: &str,
+    ) -> Result<(crate::policy::store::Authorizer, Vec<String>), String> {
+        Ok((crate::policy::store::Authorizer::allow_all(), Vec::new()))
+    }
     /// Whether a request is served, rejected as throttled, or closes the connection.
     fn admit(&self, _topic: &str) -> crate::throttle::Admission {
         crate::throttle::Admission::Pass
@@ -117,9 +126,19 @@ impl Control {
 }
 
 struct Sub {
+    /// As subscribed (`$share/GROUP/FILTER` for a shared subscription).
     filter: String,
     qos: u8,
     no_local: bool,
+    /// A shared subscription's group and topic filter.
+    share: Option<(String, String)>,
+}
+
+impl Sub {
+    /// The topic filter topics are matched against.
+    fn topic_filter(&self) -> &str {
+        self.share.as_ref().map_or(&self.filter, |(_, f)| f)
+    }
 }
 
 /// A message relayed from another connection.
@@ -127,6 +146,7 @@ struct Message {
     topic: String,
     payload: Bytes,
     qos: u8,
+    properties: Option<codec::PublishProperties>,
 }
 
 struct Session {
@@ -157,6 +177,8 @@ struct Shared {
     fault: Arc<Mutex<Fault>>,
     sessions: Mutex<Sessions>,
     next_id: AtomicU64,
+    /// Turns among the members of shared subscription groups.
+    share_turn: AtomicU64,
     service_calls: Arc<Semaphore>,
 }
 
@@ -195,24 +217,54 @@ impl Shared {
 
     /// Deliver a plain publish to every session with a matching subscription. Never waits: a
     /// session whose queue is full is dropped rather than slowing the publisher down.
-    fn fan_out(&self, publisher: u64, topic: &str, payload: &Bytes, qos: u8) {
+    fn fan_out(
+        &self,
+        publisher: u64,
+        topic: &str,
+        payload: &Bytes,
+        qos: u8,
+        properties: &Option<codec::PublishProperties>,
+    ) {
         let s = lock(&self.sessions);
-        for (id, session) in &s.conns {
-            let granted = session
-                .subs
-                .iter()
-                .filter(|sub| !(sub.no_local && *id == publisher))
-                .filter(|sub| topic::filter_matches(&sub.filter, topic))
-                .map(|sub| sub.qos)
-                .max();
-            let Some(granted) = granted else { continue };
+        let deliver = |session: &Session, granted: u8| {
             let msg = Message {
                 topic: topic.to_owned(),
                 payload: payload.clone(),
                 qos: granted.min(qos),
+                properties: properties.clone(),
             };
             if let Err(TrySendError::Full(_)) = session.tx.try_send(msg) {
                 session.ctl.kick(Kick::TooSlow);
+            }
+        };
+        // Shared subscription groups by (group, filter): members in connection order.
+        let mut groups: BTreeMap<(&str, &str), Vec<(u64, u8)>> = BTreeMap::new();
+        for (id, session) in &s.conns {
+            let mut granted = None;
+            for sub in &session.subs {
+                if !topic::filter_matches(sub.topic_filter(), topic) {
+                    continue;
+                }
+                match &sub.share {
+                    Some((group, filter)) => groups
+                        .entry((group.as_str(), filter.as_str()))
+                        .or_default()
+                        .push((*id, sub.qos)),
+                    None if sub.no_local && *id == publisher => {}
+                    None => granted = granted.max(Some(sub.qos)),
+                }
+            }
+            if let Some(granted) = granted {
+                deliver(session, granted);
+            }
+        }
+        // Each group gets the message once, its members taking turns.
+        for members in groups.values_mut() {
+            members.sort_unstable();
+            let turn = self.share_turn.fetch_add(1, Ordering::Relaxed);
+            let (id, granted) = members[(turn % members.len() as u64) as usize];
+            if let Some(session) = s.conns.get(&id) {
+                deliver(session, granted);
             }
         }
     }
@@ -224,7 +276,7 @@ impl Shared {
             .get(&id)?
             .subs
             .iter()
-            .filter(|sub| topic::filter_matches(&sub.filter, topic))
+            .filter(|sub| sub.share.is_none() && topic::filter_matches(&sub.filter, topic))
             .map(|sub| sub.qos)
             .max()
     }
@@ -253,6 +305,7 @@ impl Broker {
             fault: Arc::new(Mutex::new(fault)),
             sessions: Mutex::new(Sessions::default()),
             next_id: AtomicU64::new(1),
+            share_turn: AtomicU64::new(0),
             service_calls: Arc::new(Semaphore::new(MAX_SERVICE_CALLS)),
         });
         let (shutdown, rx) = watch::channel(false);

@@ -37,6 +37,8 @@ pub enum Command {
     /// Connect to another MQTT broker as an ordinary client and answer the provisioning requests
     /// published there (see the README for its limits).
     Respond(Respond),
+    /// Ask what a certificate's policies allow (see docs/emulator-policies.md).
+    Policy(crate::policy_cli::Policy),
 }
 
 #[derive(Debug, Args)]
@@ -71,6 +73,10 @@ pub struct Serve {
     /// README); a template referencing another fails the request, as on AWS.
     #[arg(long, value_name = "FILE")]
     pub account: Option<PathBuf>,
+    /// The claim certificates' policy document (JSON; <region>, <account> and <templatename>
+    /// are filled in); AWS's sample claim policy for each template by default.
+    #[arg(long, value_name = "FILE")]
+    pub claim_policy: Option<PathBuf>,
     /// Run COMMAND (sh -c) as template NAME's pre-provisioning hook (repeatable): AWS's input
     /// JSON on its stdin, its answer JSON on its stdout, 5 seconds to answer.
     #[arg(long = "hook", value_name = "NAME=COMMAND", value_parser = hook)]

@@ -26,6 +26,7 @@ pub mod account;
 pub mod ca;
 pub mod files;
 pub mod hook;
+pub mod policy;
 pub mod registry;
 mod request_topic;
 pub mod service;
@@ -87,6 +88,9 @@ pub struct EmulatorConfig {
     pub hooks: Vec<(String, String)>,
     /// How long a hook may take; AWS's 5 seconds by default.
     pub hook_timeout: Duration,
+    /// The claim certificates' policy document (see [`policy::store`]); `None` serves AWS's
+    /// sample claim policy for each template.
+    pub claim_policy: Option<PathBuf>,
 }
 
 impl EmulatorConfig {
@@ -101,6 +105,7 @@ impl EmulatorConfig {
             account: None,
             hooks: Vec::new(),
             hook_timeout: hook::DEFAULT_TIMEOUT,
+            claim_policy: None,
         }
     }
 }
@@ -129,7 +134,7 @@ impl Emulator {
     /// (multi-threaded or not).
     pub async fn start(cfg: EmulatorConfig) -> io::Result<Emulator> {
         let (dir, templates) = (cfg.state_dir.clone(), cfg.templates.clone());
-        let account = cfg.account.clone();
+        let account_path = cfg.account.clone();
         let hooks: BTreeMap<String, hook::Hook> = cfg
             .hooks
             .iter()
@@ -143,15 +148,29 @@ impl Emulator {
             .collect();
         // Key generation and file I/O: keep them off the async workers.
         let service = tokio::task::spawn_blocking(move || {
-            open_service(&dir, &templates, account.as_deref(), hooks)
+            open_service(&dir, &templates, account_path.as_deref(), hooks)
         })
         .await
         .map_err(io::Error::other)??;
+        let account = cfg
+            .account
+            .as_deref()
+            .map(account::Account::load)
+            .transpose()?;
         let tls = Arc::new(server_tls(service.ca())?);
         let (claim_cert, claim_key) = service.ca().claim_paths();
         let throttle = Arc::new(Throttle::default());
+        let policies = Arc::new(policy::store::PolicyStore::new(
+            account.as_ref(),
+            cfg.claim_policy.as_deref(),
+            &service
+                .template_names()
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+        )?);
         let backend = Arc::new(ServiceBackend {
             service: Arc::clone(&service),
+            policies,
             claims_dir: cfg.state_dir.join(CLAIMS_DIR),
             throttle: Arc::clone(&throttle),
         });
@@ -348,6 +367,7 @@ impl Drop for EmulatorHandle {
 /// Connects the endpoint to the service and the registry.
 struct ServiceBackend {
     service: Arc<Service>,
+    policies: Arc<policy::store::PolicyStore>,
     claims_dir: PathBuf,
     throttle: Arc<Throttle>,
 }
@@ -369,6 +389,16 @@ impl Backend for ServiceBackend {
         };
         self.throttle.count_connection(access == Access::Claim);
         (id, access)
+    }
+
+    fn authorize(
+        &self,
+        cert_der: &[u8],
+        client_id: &str,
+    ) -> Result<(policy::store::Authorizer, Vec<String>), String> {
+        let cert = policy::context::CertFields::from_der(cert_der);
+        self.policies
+            .authorizer(self.service.registry(), &cert, client_id, None)
     }
 
     fn admit(&self, topic: &str) -> throttle::Admission {

@@ -2,6 +2,7 @@
 //! attach the provisioning service to another broker.
 
 mod cli;
+mod policy_cli;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ fn main() -> ExitCode {
     let quiet = match &cli.command {
         Command::Serve(o) => o.quiet.quiet,
         Command::Respond(o) => o.quiet.quiet,
-        Command::Claim(_) | Command::Things(_) => false,
+        Command::Claim(_) | Command::Things(_) | Command::Policy(_) => false,
     };
     Stderr::install(if quiet {
         log::LevelFilter::Off
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
         Command::Claim(o) => claim(o),
         Command::Things(o) => things(o),
         Command::Respond(o) => respond(o),
+        Command::Policy(p) => return policy_cli::run(p),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -106,6 +108,7 @@ fn serve(o: cli::Serve) -> Result {
     cfg.templates = o.templates;
     cfg.account = o.account;
     cfg.hooks = o.hooks;
+    cfg.claim_policy = o.claim_policy;
     let names: Vec<String> = if cfg.templates.is_empty() {
         vec![fleetprov_emulator::SEED_TEMPLATE_NAME.to_owned()]
     } else {

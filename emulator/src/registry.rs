@@ -480,6 +480,11 @@ impl Registry {
         self.lock().state.things.values().cloned().collect()
     }
 
+    /// The document of a policy a template gave inline, by the name the registry gave it.
+    pub fn policy_document(&self, name: &str) -> Option<Value> {
+        self.lock().state.policies.get(name).cloned()
+    }
+
     pub fn thing(&self, name: &str) -> Option<ThingRecord> {
         self.lock().state.things.get(name).cloned()
     }

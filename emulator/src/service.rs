@@ -309,6 +309,18 @@ impl Service {
         if let Some(missing) = self.account.as_ref().and_then(|a| a.missing(&provisioned)) {
             return Err(reject(400, "ResourceRegistrationFailure", missing));
         }
+        // AWS refuses to create a malformed policy, and the provisioning with it.
+        for p in &provisioned.policies {
+            if let Some(doc) = &p.policy_document {
+                crate::policy::Policy::parse(&p.logical_id, doc).map_err(|e| {
+                    let msg = format!(
+                        "Policy document of resource {} is malformed: {e}",
+                        p.logical_id
+                    );
+                    reject(400, "ResourceRegistrationFailure", msg)
+                })?;
+            }
+        }
         let thing = self
             .registry
             .apply_registration(token, requester, &provisioned)

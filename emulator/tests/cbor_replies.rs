@@ -82,7 +82,7 @@ fn pem_der(pem: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cbor2_reads_every_kind_of_reply() {
     let env = Env::start().await;
-    let mut c = env.claim_v5("cbor2-check").await;
+    let mut c = env.claim_v5("test-cbor2-check").await;
 
     // An empty map, as AWS's embedded C library sends.
     let keys = c.request(CREATE, vec![0xa0]).await;

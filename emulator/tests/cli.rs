@@ -205,7 +205,7 @@ impl Drop for Server {
 async fn provision(state: &Path, port: u16, serial: &str) {
     let ca = state.join("ca.pem");
     let claim = Identity::from_files(&state.join("claim-cert.pem"), &state.join("claim-key.pem"));
-    let mut c = V5::connect(port, common::client_tls(&ca, &claim), "device-claim").await;
+    let mut c = V5::connect(port, common::client_tls(&ca, &claim), "test-device-claim").await;
     let created = c.request(CREATE, "{}").await.json();
     let body = json!({
         "certificateOwnershipToken": created["certificateOwnershipToken"],
@@ -256,7 +256,7 @@ fn quiet_logs_nothing_through_a_provisioning_and_the_log_speaks_without_it() {
     assert!(out.contains(&format!("port:       {port}")), "{out}");
     for line in [
         "fleetprov-emulator: rate limit: RegisterThing 1000/s",
-        "connected as \"device-claim\"",
+        "connected as \"test-device-claim\"",
         "fleetprov-emulator: warning: ",
         "not authorized",
         "connected as \"device\"",

@@ -39,7 +39,7 @@ async fn seed_template_flow_over_mqtt5() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_template_flow_over_mqtt311() {
     let env = Env::start().await;
-    let mut c = V4::connect(env.port(), env.tls(&env.claim()), "v4-device").await;
+    let mut c = V4::connect(env.port(), env.tls(&env.claim()), "test-v4-device").await;
     let created = c.request(CREATE, "").await;
     assert_eq!(created.topic, format!("{CREATE}/accepted"));
     let created = created.json();
@@ -60,7 +60,7 @@ async fn seed_template_flow_over_mqtt311() {
 async fn csr_flow_and_certificate_id() {
     let env = Env::start().await;
     let (key, csr) = new_csr();
-    let mut c = env.claim_v5("csr-device").await;
+    let mut c = env.claim_v5("test-csr-device").await;
     let body = serde_json::json!({ "certificateSigningRequest": csr });
     let created = c.request(CREATE_CSR, &body.to_string()).await;
     assert_eq!(created.topic, format!("{CREATE_CSR}/accepted"));
@@ -88,8 +88,8 @@ async fn csr_flow_and_certificate_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_goes_only_to_the_connection_that_asked() {
     let env = Env::start().await;
-    let mut a = env.claim_v5("twin-a").await;
-    let mut b = env.claim_v5("twin-b").await;
+    let mut a = env.claim_v5("test-twin-a").await;
+    let mut b = env.claim_v5("test-twin-b").await;
     let accepted = format!("{CREATE}/accepted");
     let rejected = format!("{CREATE}/rejected");
     // Both subscribe to the same reply topics before anyone asks.
@@ -113,7 +113,7 @@ async fn a_reply_goes_only_to_the_connection_that_asked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_policy_over_mqtt5_uses_reason_codes() {
     let env = Env::start().await;
-    let mut c = env.claim_v5("claim-v5").await;
+    let mut c = env.claim_v5("test-claim-v5").await;
     let accepted = format!("{CREATE}/accepted");
     let codes = c
         .subscribe(&[
@@ -147,7 +147,7 @@ async fn claim_policy_over_mqtt5_uses_reason_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_policy_over_mqtt311_closes_the_connection() {
     let env = Env::start().await;
-    let mut c = V4::connect(env.port(), env.tls(&env.claim()), "claim-v4").await;
+    let mut c = V4::connect(env.port(), env.tls(&env.claim()), "test-claim-v4").await;
     let accepted = format!("{CREATE}/accepted");
     let codes = c.subscribe(&["plain/topic", &accepted]).await;
     assert_eq!(
@@ -194,7 +194,7 @@ async fn a_registered_device_reconnects_with_its_certificate_and_talks_to_others
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_issued_but_unregistered_certificate_is_refused_at_connack() {
     let env = Env::start().await;
-    let mut c = env.claim_v5("issuer").await;
+    let mut c = env.claim_v5("test-issuer").await;
     let created = c.request(CREATE, "{}").await.json();
     let pending = Identity {
         cert_pem: created["certificatePem"].as_str().unwrap().to_owned(),
@@ -252,7 +252,7 @@ async fn certificates_from_another_ca_or_expired_fail_in_tls() {
 async fn misbehaving_connections_do_not_disturb_others() {
     let env = Env::start().await;
     let claim = env.claim();
-    let mut good = env.claim_v5("good").await;
+    let mut good = env.claim_v5("test-good").await;
 
     // Half-open: TCP only, and TLS without a single MQTT byte. Both stay open meanwhile.
     let _tcp_only = tokio::net::TcpStream::connect(("127.0.0.1", env.port()))
@@ -267,7 +267,7 @@ async fn misbehaving_connections_do_not_disturb_others() {
 
     // Garbage after a valid CONNECT: DISCONNECT "malformed packet".
     let mut bad = Raw::connect(env.port(), env.tls(&claim)).await.unwrap();
-    bad.send(&connect_v5("bad", 30)).await;
+    bad.send(&connect_v5("test-bad", 30)).await;
     assert!(matches!(bad.read_v5().await, Some(p5::Packet::ConnAck(_))));
     bad.send(&[0x00, 0x01, 0xff]).await;
     match bad.read_v5().await {
@@ -279,7 +279,7 @@ async fn misbehaving_connections_do_not_disturb_others() {
 
     // A PUBLISH announcing 1 MiB: refused from its header, before the body is sent.
     let mut huge = Raw::connect(env.port(), env.tls(&claim)).await.unwrap();
-    huge.send(&connect_v5("huge", 30)).await;
+    huge.send(&connect_v5("test-huge", 30)).await;
     assert!(matches!(huge.read_v5().await, Some(p5::Packet::ConnAck(_))));
     huge.send(&[0x32, 0x80, 0x80, 0x40]).await;
     match huge.read_v5().await {
@@ -298,7 +298,7 @@ async fn a_client_that_never_reads_is_dropped_without_slowing_the_publisher() {
     let env = Env::start().await;
     let (device, _) = provision(&env, "20").await;
     let mut deaf = Raw::connect(env.port(), env.tls(&device)).await.unwrap();
-    deaf.send(&connect_v5("deaf", 0)).await;
+    deaf.send(&connect_v5("test-deaf", 0)).await;
     assert!(matches!(deaf.read_v5().await, Some(p5::Packet::ConnAck(_))));
     deaf.send(&subscribe_v5("flood/#", 1)).await;
     assert!(matches!(deaf.read_v5().await, Some(p5::Packet::SubAck(_))));
@@ -336,7 +336,7 @@ async fn a_thousand_concurrent_connections() {
     let connecting: Vec<_> = (0..n)
         .map(|i| {
             let (port, tls) = (env.port(), tls.clone());
-            tokio::spawn(async move { V5::connect(port, tls, &format!("many-{i}")).await })
+            tokio::spawn(async move { V5::connect(port, tls, &format!("test-many-{i}")).await })
         })
         .collect();
     let mut conns = Vec::new();
@@ -357,7 +357,7 @@ async fn a_thousand_concurrent_connections() {
     for a in asking {
         assert_eq!(a.await.unwrap(), format!("{CREATE_CSR}/rejected"));
     }
-    let mut extra = V5::connect(env.port(), tls, "many-extra").await;
+    let mut extra = V5::connect(env.port(), tls, "test-many-extra").await;
     extra.expect_create_accepted().await;
     eprintln!("done in {:?}", started.elapsed());
 }
@@ -365,23 +365,28 @@ async fn a_thousand_concurrent_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payload_limit_is_128_kib() {
     let env = Env::start().await;
-    let mut c = env.claim_v5("limit").await;
+    let mut c = env.claim_v5("test-limit").await;
     // Exactly MAX_PAYLOAD (128 KiB) is accepted and answered (whitespace around {} is valid JSON).
     let mut body = vec![b' '; fleetprov_emulator::MAX_PAYLOAD - 2];
     body.extend_from_slice(b"{}");
     let reply = c.request(CREATE, std::str::from_utf8(&body).unwrap()).await;
     assert_eq!(reply.topic, format!("{CREATE}/accepted"));
-    // One byte more is refused with "packet too large".
+    // One byte more is within the Maximum Packet Size CONNACK announced, so it is a refused
+    // message, not a protocol error: PUBACK "quota exceeded" at QoS 1, and the connection stays.
     body.insert(0, b' ');
-    c.send(CREATE, QoS5::AtLeastOnce, body).await;
-    c.expect_disconnect(p5::DisconnectReasonCode::PacketTooLarge)
+    let ack = c.publish(CREATE, body.clone()).await;
+    assert_eq!(ack.reason, p5::PubAckReason::QuotaExceeded);
+    c.expect_create_accepted().await;
+    // At QoS 0 there is no PUBACK to carry it: DISCONNECT "quota exceeded".
+    c.send(CREATE, QoS5::AtMostOnce, body).await;
+    c.expect_disconnect(p5::DisconnectReasonCode::QuotaExceeded)
         .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_expires_after_one_and_a_half_periods() {
     let env = Env::start().await;
-    let mut raw = Raw::connected_v5(env.port(), env.tls(&env.claim()), "sleepy", 1).await;
+    let mut raw = Raw::connected_v5(env.port(), env.tls(&env.claim()), "test-sleepy", 1).await;
     let started = std::time::Instant::now();
     match raw.read_v5().await {
         Some(p5::Packet::Disconnect(d)) => {
@@ -395,8 +400,13 @@ async fn keep_alive_expires_after_one_and_a_half_periods() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_byte_mqtt5_disconnect_is_a_normal_disconnect() {
     let env = Env::start().await;
-    let mut raw =
-        Raw::connected_v5(env.port(), env.tls(&env.claim()), "short-disconnect", 30).await;
+    let mut raw = Raw::connected_v5(
+        env.port(),
+        env.tls(&env.claim()),
+        "test-short-disconnect",
+        30,
+    )
+    .await;
     raw.send(&[0xE0, 0x00]).await;
     // No DISCONNECT "malformed packet" back: the server just closes.
     assert!(raw.drain().await.is_empty());
@@ -431,7 +441,7 @@ async fn alpn_x_amzn_mqtt_ca_is_accepted() {
         raw.stream.get_ref().1.alpn_protocol(),
         Some(&b"x-amzn-mqtt-ca"[..])
     );
-    let mut c = V5::connect(env.port(), tls, "alpn").await;
+    let mut c = V5::connect(env.port(), tls, "test-alpn").await;
     c.expect_create_accepted().await;
 }
 
@@ -443,7 +453,7 @@ async fn faults_can_be_injected_at_run_time() {
     let rejected = format!("{CREATE}/rejected");
 
     env.emu.set_fault(Fault::RefuseSubscribe);
-    let mut c = env.claim_v5("faults").await;
+    let mut c = env.claim_v5("test-faults").await;
     assert_eq!(
         c.subscribe(&[&accepted]).await,
         vec![p5::SubscribeReasonCode::NotAuthorized]
@@ -464,7 +474,7 @@ async fn faults_can_be_injected_at_run_time() {
 
     // NoSuback: the PINGRESP sent after the SUBSCRIBE arrives, the SUBACK never does.
     env.emu.set_fault(Fault::NoSuback);
-    let mut raw = Raw::connected_v5(env.port(), env.tls(&claim), "no-suback", 30).await;
+    let mut raw = Raw::connected_v5(env.port(), env.tls(&claim), "test-no-suback", 30).await;
     let sub = subscribe_v5(&rejected, 1);
     raw.send(&sub).await;
     raw.send(&[0xC0, 0x00]).await;
@@ -485,7 +495,7 @@ async fn faults_can_be_injected_at_run_time() {
 
     env.emu.set_fault(Fault::NoConnack);
     let mut raw = Raw::connect(env.port(), env.tls(&claim)).await.unwrap();
-    raw.send(&connect_v5("no-connack", 30)).await;
+    raw.send(&connect_v5("test-no-connack", 30)).await;
     let mut byte = [0u8; 1];
     let nothing = tokio::time::timeout(
         Duration::from_millis(300),
@@ -498,7 +508,7 @@ async fn faults_can_be_injected_at_run_time() {
     );
 
     env.emu.set_fault(Fault::None);
-    let mut c = env.claim_v5("after-faults").await;
+    let mut c = env.claim_v5("test-after-faults").await;
     c.expect_create_accepted().await;
 }
 
@@ -506,7 +516,7 @@ async fn faults_can_be_injected_at_run_time() {
 async fn silent_fault_acknowledges_but_never_answers() {
     let env = Env::start().await;
     env.emu.set_fault(Fault::Silent);
-    let mut c = env.claim_v5("silent").await;
+    let mut c = env.claim_v5("test-silent").await;
     let accepted = format!("{CREATE}/accepted");
     let rejected = format!("{CREATE}/rejected");
     c.subscribe(&[&accepted, &rejected]).await;
@@ -524,8 +534,8 @@ async fn silent_fault_acknowledges_but_never_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_connection_with_the_same_client_id_takes_over() {
     let env = Env::start().await;
-    let mut first = env.claim_v5("same-id").await;
-    let mut second = env.claim_v5("same-id").await;
+    let mut first = env.claim_v5("test-same-id").await;
+    let mut second = env.claim_v5("test-same-id").await;
     first
         .expect_disconnect(p5::DisconnectReasonCode::SessionTakenOver)
         .await;
@@ -536,7 +546,7 @@ async fn a_second_connection_with_the_same_client_id_takes_over() {
 async fn stop_disconnects_clients_and_closes_the_port() {
     let env = Env::start().await;
     let port = env.port();
-    let mut c = V5::connect(port, env.tls(&env.claim()), "until-stop").await;
+    let mut c = V5::connect(port, env.tls(&env.claim()), "test-until-stop").await;
     let stopping = tokio::spawn(async move {
         env.emu.stop().await;
         env.dir
@@ -564,7 +574,7 @@ fn start_blocking_serves_until_dropped() {
     let claim = Identity::from_files(&handle.claim_cert_path(), &handle.claim_key_path());
     let tls = client_tls(&handle.ca_path(), &claim);
     rt.block_on(async {
-        let mut c = V5::connect(port, tls, "blocking").await;
+        let mut c = V5::connect(port, tls, "test-blocking").await;
         c.expect_create_accepted().await;
     });
     drop(handle);

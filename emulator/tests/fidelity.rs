@@ -30,7 +30,7 @@ async fn start_with(
 /// CreateKeysAndCertificate then RegisterThing on `template` with `parameters`; returns the new
 /// identity and the RegisterThing reply (accepted or rejected).
 async fn register(env: &Env, template: &str, parameters: Value) -> (Identity, Msg) {
-    let mut c = env.claim_v5("fidelity").await;
+    let mut c = env.claim_v5("test-fidelity").await;
     let created = c.request(CREATE, "{}").await;
     assert_eq!(created.topic, format!("{CREATE}/accepted"));
     let created = created.json();
@@ -87,10 +87,14 @@ fn thing_template(thing: Value, certificate: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_without_status_is_active_and_its_device_connects() {
-    let template = thing_template(
+    let mut template = thing_template(
         json!({"ThingName": {"Ref": "Serial"}}),
         json!({"CertificateId": {"Ref": "AWS::IoT::Certificate::Id"}}),
     );
+    // A certificate with no policy may not connect at all.
+    template["Resources"]["policy"] = json!({"Type": "AWS::IoT::Policy", "Properties": {
+        "PolicyDocument": {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}}});
     let env = start_with(&[("NoStatus", template)], |_| {}).await;
     let (device, reply) = register(&env, "NoStatus", json!({"Serial": "nostatus-1"})).await;
     assert_eq!(accepted("NoStatus", &reply)["thingName"], "nostatus-1");
@@ -239,7 +243,7 @@ async fn a_hook_gets_aws_input_and_its_overrides_are_applied() {
             "parameters"
         ]
     );
-    assert_eq!(input["clientId"], "fidelity");
+    assert_eq!(input["clientId"], "test-fidelity");
     assert_eq!(input["parameters"], json!({"Serial": "o1"}));
     assert_eq!(input["certificatePem"], device.cert_pem.as_str());
     assert!(input["templateArn"]

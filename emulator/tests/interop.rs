@@ -26,6 +26,8 @@ fn run(cmd: &mut Command) -> Output {
 fn mosquitto_rr(port: u16, ca: &Path, cert: &Path, key: &Path, topic: &str, body: &str) -> Value {
     let out = run(Command::new("mosquitto_rr")
         .args(["-V", "5", "-h", "localhost", "-W", "20"])
+        // The sample claim policy lets client ids test-* connect.
+        .args(["-i", "test-mosquitto-rr"])
         .args(["-p", &port.to_string()])
         .arg("--cafile")
         .arg(ca)

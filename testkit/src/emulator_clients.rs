@@ -384,7 +384,12 @@ impl V4 {
 /// CreateKeysAndCertificate then RegisterThing over MQTT 5; returns the new identity and the
 /// RegisterThing reply.
 pub async fn provision(env: &Env, serial: &str) -> (Identity, Value) {
-    let mut c = V5::connect(env.port(), env.tls(&env.claim()), &format!("prov-{serial}")).await;
+    let mut c = V5::connect(
+        env.port(),
+        env.tls(&env.claim()),
+        &format!("test-prov-{serial}"),
+    )
+    .await;
     let created = c.request(CREATE, "{}").await;
     assert_eq!(created.topic, format!("{CREATE}/accepted"));
     let created = created.json();

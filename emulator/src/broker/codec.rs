@@ -10,6 +10,8 @@ use rumqttc::v5::mqttbytes as m5;
 use rumqttc::v5::mqttbytes::v5;
 
 pub(crate) use rumqttc::v5::mqttbytes::v5::DisconnectReasonCode as Reason;
+/// MQTT 5 PUBLISH properties, relayed from publisher to subscribers.
+pub(crate) use rumqttc::v5::mqttbytes::v5::PublishProperties;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Version {
@@ -90,6 +92,8 @@ pub(crate) struct ConnectInfo {
     pub will: Option<Will>,
     /// MQTT 5: the largest packet the client accepts.
     pub max_packet_size: Option<u32>,
+    /// MQTT 5: how many QoS 1 deliveries the client takes unacknowledged at once.
+    pub receive_max: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +104,11 @@ pub(crate) struct Publish {
     pub payload: Bytes,
     /// MQTT 5 topic alias; this endpoint grants none, so any alias is a protocol error.
     pub topic_alias: bool,
+    /// The RETAIN flag; this endpoint keeps no retained messages (CONNACK says so on MQTT 5).
+    pub retain: bool,
+    /// MQTT 5 properties to relay (without the topic alias and subscription identifiers, which
+    /// are the publisher's and the server's own).
+    pub properties: Option<PublishProperties>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,6 +212,7 @@ fn decode_v4(buf: &mut BytesMut, max: usize) -> Result<Option<Incoming>, DecodeE
                 qos: w.qos as u8,
             }),
             max_packet_size: None,
+            receive_max: None,
         }),
         v4::Packet::Publish(p) => Incoming::Publish(Publish {
             topic: p.topic,
@@ -210,6 +220,8 @@ fn decode_v4(buf: &mut BytesMut, max: usize) -> Result<Option<Incoming>, DecodeE
             pkid: p.pkid,
             payload: p.payload,
             topic_alias: false,
+            retain: p.retain,
+            properties: None,
         }),
         v4::Packet::PubAck(a) => Incoming::PubAck(a.pkid),
         v4::Packet::Subscribe(s) => subscribe(
@@ -258,7 +270,8 @@ fn decode_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Incoming>, DecodeE
                 clean_start: c.clean_start,
                 keep_alive: c.keep_alive,
                 will,
-                max_packet_size: c.properties.and_then(|p| p.max_packet_size),
+                max_packet_size: c.properties.as_ref().and_then(|p| p.max_packet_size),
+                receive_max: c.properties.as_ref().and_then(|p| p.receive_maximum),
             })
         }
         v5::Packet::Publish(p) => Incoming::Publish(Publish {
@@ -267,7 +280,16 @@ fn decode_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Incoming>, DecodeE
             qos: p.qos as u8,
             pkid: p.pkid,
             payload: p.payload,
-            topic_alias: p.properties.is_some_and(|pr| pr.topic_alias.is_some()),
+            topic_alias: p
+                .properties
+                .as_ref()
+                .is_some_and(|pr| pr.topic_alias.is_some()),
+            retain: p.retain,
+            properties: p.properties.map(|pr| PublishProperties {
+                topic_alias: None,
+                subscription_identifiers: Vec::new(),
+                ..pr
+            }),
         }),
         v5::Packet::PubAck(a) => Incoming::PubAck(a.pkid),
         v5::Packet::Subscribe(s) => subscribe(
@@ -300,6 +322,7 @@ pub(crate) enum ConnCode {
 pub(crate) enum PubAckCode {
     Success,
     NotAuthorized,
+    QuotaExceeded,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,7 +330,6 @@ pub(crate) enum SubCode {
     Granted(u8),
     NotAuthorized,
     FilterInvalid,
-    SharedNotSupported,
     QuotaExceeded,
 }
 
@@ -324,6 +346,8 @@ pub(crate) struct Delivery {
     pub qos: u8,
     pub pkid: u16,
     pub payload: Bytes,
+    /// MQTT 5 properties (not sent to MQTT 3.1.1 clients).
+    pub properties: Option<PublishProperties>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -423,12 +447,13 @@ fn encode_v5(packet: &Outgoing, out: &mut BytesMut) -> Result<(), String> {
             max_packet_size,
         } => {
             let properties = (*code == ConnCode::Accepted).then(|| v5::ConnAckProperties {
-                session_expiry_interval: None,
+                // Sessions end with the connection, whatever the client asked for.
+                session_expiry_interval: Some(0),
                 // AWS IoT's in-flight limit; it also keeps rumqttc clients from sizing their
                 // in-flight table for 65,535 messages.
                 receive_max: Some(100),
                 max_qos: Some(1),
-                retain_available: None,
+                retain_available: Some(0),
                 max_packet_size: Some(*max_packet_size),
                 assigned_client_identifier: assigned_client_id.clone(),
                 topic_alias_max: None,
@@ -436,7 +461,8 @@ fn encode_v5(packet: &Outgoing, out: &mut BytesMut) -> Result<(), String> {
                 user_properties: Vec::new(),
                 wildcard_subscription_available: None,
                 subscription_identifiers_available: Some(0),
-                shared_subscription_available: Some(0),
+                // Shared subscriptions ($share/GROUP/FILTER) are served, as on AWS.
+                shared_subscription_available: None,
                 server_keep_alive: *server_keep_alive,
                 response_information: None,
                 server_reference: None,
@@ -454,7 +480,12 @@ fn encode_v5(packet: &Outgoing, out: &mut BytesMut) -> Result<(), String> {
             })
         }
         Outgoing::Publish(d) => {
-            let mut p = v5::Publish::new(d.topic.as_str(), qos5(d.qos), d.payload.clone(), None);
+            let mut p = v5::Publish::new(
+                d.topic.as_str(),
+                qos5(d.qos),
+                d.payload.clone(),
+                d.properties.clone(),
+            );
             p.pkid = d.pkid;
             v5::Packet::Publish(p)
         }
@@ -463,6 +494,7 @@ fn encode_v5(packet: &Outgoing, out: &mut BytesMut) -> Result<(), String> {
             ack.reason = match code {
                 PubAckCode::Success => v5::PubAckReason::Success,
                 PubAckCode::NotAuthorized => v5::PubAckReason::NotAuthorized,
+                PubAckCode::QuotaExceeded => v5::PubAckReason::QuotaExceeded,
             };
             v5::Packet::PubAck(ack)
         }
@@ -474,9 +506,6 @@ fn encode_v5(packet: &Outgoing, out: &mut BytesMut) -> Result<(), String> {
                     SubCode::Granted(q) => v5::SubscribeReasonCode::Success(qos5(*q)),
                     SubCode::NotAuthorized => v5::SubscribeReasonCode::NotAuthorized,
                     SubCode::FilterInvalid => v5::SubscribeReasonCode::TopicFilterInvalid,
-                    SubCode::SharedNotSupported => {
-                        v5::SubscribeReasonCode::SharedSubscriptionsNotSupported
-                    }
                     SubCode::QuotaExceeded => v5::SubscribeReasonCode::QuotaExceeded,
                 })
                 .collect(),
@@ -509,6 +538,20 @@ fn encode_v5(packet: &Outgoing, out: &mut BytesMut) -> Result<(), String> {
 }
 
 /// Encoded size of a PUBLISH without properties, to honour a client's maximum packet size.
+/// The encoded size of a delivery, properties included.
+pub(crate) fn delivery_size(version: Version, d: &Delivery) -> usize {
+    let plain = publish_size(version, &d.topic, d.qos, d.payload.len());
+    match (&d.properties, version) {
+        // What the properties add, as rumqttc counts them.
+        (Some(props), Version::V5) => {
+            let size =
+                |p| v5::Publish::new(d.topic.as_str(), qos5(d.qos), d.payload.clone(), p).size();
+            plain + size(Some(props.clone())) - size(None)
+        }
+        _ => plain,
+    }
+}
+
 pub(crate) fn publish_size(version: Version, topic: &str, qos: u8, payload_len: usize) -> usize {
     let mut remaining = 2 + topic.len() + payload_len;
     if qos > 0 {
@@ -633,6 +676,35 @@ mod tests {
     }
 
     #[test]
+    fn delivery_size_counts_the_properties() {
+        let props = PublishProperties {
+            content_type: Some("application/json".into()),
+            response_topic: Some("reply/here".into()),
+            correlation_data: Some(Bytes::from_static(b"id-1")),
+            user_properties: vec![("k".into(), "v".into())],
+            payload_format_indicator: Some(1),
+            message_expiry_interval: Some(60),
+            ..PublishProperties::default()
+        };
+        for (version, props) in [
+            (Version::V5, Some(props.clone())),
+            (Version::V4, Some(props)),
+            (Version::V5, None),
+        ] {
+            let d = Delivery {
+                topic: "a/b".into(),
+                qos: 1,
+                pkid: 3,
+                payload: Bytes::from(vec![0u8; 300]),
+                properties: props,
+            };
+            let mut out = BytesMut::new();
+            encode(version, &Outgoing::Publish(d.clone()), &mut out).unwrap();
+            assert_eq!(out.len(), delivery_size(version, &d), "{version:?}");
+        }
+    }
+
+    #[test]
     fn publish_size_matches_codec() {
         for (version, qos, len) in [
             (Version::V4, 0, 10),
@@ -646,6 +718,7 @@ mod tests {
                 qos,
                 pkid: 7,
                 payload: Bytes::from(vec![0u8; len]),
+                properties: None,
             });
             encode(version, &p, &mut out).unwrap();
             assert_eq!(out.len(), publish_size(version, "a/b", qos, len));

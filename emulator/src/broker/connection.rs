@@ -3,6 +3,7 @@
 //! A connection owns its buffers, deadlines and in-flight provisioning requests; the endpoint's
 //! shared state (sessions, fault, backend) is reached through [`Shared`].
 
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -26,6 +27,8 @@ use super::{
     lock, stopped, topic, Access, Control, Fault, Kick, Shared, Sub, MAX_PAYLOAD, MAX_REMAINING,
     STOP_GRACE,
 };
+use crate::policy::store::Authorizer;
+use crate::policy::{Action, Decision};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,6 +40,8 @@ const QUEUE_LEN: usize = 256;
 const MAX_SUBSCRIPTIONS: usize = 100;
 /// Provisioning requests one connection may have in the service at once.
 const MAX_PENDING_REQUESTS: usize = 16;
+/// AWS IoT refuses longer client ids.
+const MAX_CLIENT_ID_BYTES: usize = 128;
 /// AWS IoT uses 1200 s when a client asks for 0 (no keep-alive) or more than 1200 s.
 const MAX_KEEP_ALIVE: u16 = 1200;
 
@@ -72,6 +77,7 @@ pub(super) async fn serve_connection(
     // The verifier requires a client certificate, so this is only a safeguard.
     let Some(der) = der else { return };
     let (cert_id, access) = shared.backend.identify(&der);
+    let cert_der = der;
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let mut conn = Conn {
         shared,
@@ -84,7 +90,12 @@ pub(super) async fn serve_connection(
         cert_id,
         client_id: String::new(),
         access,
+        cert_der,
+        authz: Authorizer::allow_all(),
         next_pkid: 0,
+        receive_max: usize::MAX,
+        in_flight: HashSet::new(),
+        held: VecDeque::new(),
         client_max_packet: usize::MAX,
         requests: JoinSet::new(),
     };
@@ -128,7 +139,16 @@ struct Conn {
     cert_id: String,
     client_id: String,
     access: Access,
+    cert_der: Vec<u8>,
+    /// The connection's policies; set once CONNECT is read.
+    authz: Authorizer,
     next_pkid: u16,
+    /// MQTT 5 Receive Maximum: QoS 1 deliveries the client takes unacknowledged at once.
+    receive_max: usize,
+    /// Packet ids of QoS 1 deliveries not yet acknowledged.
+    in_flight: HashSet<u16>,
+    /// QoS 1 deliveries waiting for room under the Receive Maximum.
+    held: VecDeque<Delivery>,
     client_max_packet: usize,
     requests: JoinSet<Option<Reply>>,
 }
@@ -171,14 +191,36 @@ impl Conn {
         } else {
             connect.client_id.clone()
         };
+        // AWS IoT's limit on client ids.
+        if client_id.len() > MAX_CLIENT_ID_BYTES {
+            log::warn!(
+                "{}: client id of {} bytes refused (at most {MAX_CLIENT_ID_BYTES})",
+                self.peer,
+                client_id.len()
+            );
+            self.connack(ConnCode::BadClientId, None, None);
+            return self.close(End::Refused).await;
+        }
         let keep_alive = match connect.keep_alive {
             0 => MAX_KEEP_ALIVE,
             k => k.min(MAX_KEEP_ALIVE),
         };
         let server_keep_alive = (keep_alive != connect.keep_alive).then_some(keep_alive);
         self.client_id = client_id.clone();
+        if !self.authorize_connect() {
+            // AWS answers MQTT 5 with CONNACK "not authorized"; MQTT 3.1.1 clients see the
+            // connection closed without a CONNACK.
+            if self.version == Version::V5 {
+                self.connack(ConnCode::NotAuthorized, None, None);
+            }
+            return self.close(End::Refused).await;
+        }
         if let Some(max) = connect.max_packet_size {
             self.client_max_packet = usize::try_from(max).unwrap_or(usize::MAX);
+        }
+        if let Some(max) = connect.receive_max {
+            // 0 is a protocol error; taken as 1 rather than holding every delivery forever.
+            self.receive_max = usize::from(max.max(1));
         }
 
         let (tx, mut rx) = mpsc::channel(QUEUE_LEN);
@@ -232,7 +274,13 @@ impl Conn {
                         }
                     }
                 },
-                Some(msg) = rx.recv() => self.publish_out(&msg.topic, msg.payload, msg.qos),
+                // Held deliveries are bounded like the queue: while they are full, the queue
+                // fills and publishers drop this connection as too slow.
+                Some(msg) = rx.recv(), if self.held.len() < QUEUE_LEN => {
+                    if self.may_receive(&msg.topic) {
+                        self.publish_out(&msg.topic, msg.payload, msg.qos, msg.properties);
+                    }
+                }
                 Some(done) = self.requests.join_next(), if !self.requests.is_empty() => {
                     if let Ok(Some(reply)) = done {
                         self.deliver_reply(reply);
@@ -400,8 +448,19 @@ impl Conn {
     fn handle(&mut self, packet: Incoming) -> Option<End> {
         match packet {
             Incoming::Publish(p) => self.on_publish(p),
-            // Deliveries are not retransmitted (clean sessions only), so acks need no bookkeeping.
-            Incoming::PubAck(_) => None,
+            // Deliveries are not retransmitted (clean sessions only); an ack makes room under
+            // the client's Receive Maximum.
+            Incoming::PubAck(pkid) => {
+                if self.in_flight.remove(&pkid) {
+                    while self.in_flight.len() < self.receive_max {
+                        let Some(d) = self.held.pop_front() else {
+                            break;
+                        };
+                        self.send_delivery(d);
+                    }
+                }
+                None
+            }
             Incoming::Subscribe { pkid, filters } => {
                 self.on_subscribe(pkid, filters);
                 None
@@ -433,14 +492,44 @@ impl Conn {
                 "QoS 2 is not supported",
             ));
         }
+        // AWS's payload limit. The packet is within the Maximum Packet Size CONNACK announced,
+        // so this is a refused message, not a protocol error: MQTT 5 QoS 1 gets PUBACK "quota
+        // exceeded"; otherwise the connection ends (DISCONNECT "quota exceeded" on MQTT 5).
         if p.payload.len() > MAX_PAYLOAD {
+            log::warn!(
+                "{}: PUBLISH on {:?} refused: payload of {} bytes, more than {MAX_PAYLOAD}",
+                self.peer,
+                p.topic,
+                p.payload.len()
+            );
+            if self.version == Version::V5 && p.qos == 1 {
+                self.puback(&p, PubAckCode::QuotaExceeded);
+                return None;
+            }
             return Some(End::Server(
-                Reason::PacketTooLarge,
+                Reason::QuotaExceeded,
                 "payload larger than 128 KiB",
             ));
         }
         if !topic::valid_topic_name(&p.topic) {
             return Some(End::Server(Reason::TopicNameInvalid, "invalid topic name"));
+        }
+        // MQTT 5 clients were told Retain Available 0; AWS closes MQTT 3.1.1 clients that ask.
+        if p.retain {
+            log::warn!(
+                "{}: retained PUBLISH on {:?} refused: retained messages are not kept",
+                self.peer,
+                p.topic
+            );
+            return Some(End::Server(
+                Reason::RetainNotSupported,
+                "retained messages are not supported",
+            ));
+        }
+        let decision = self.authz.check(Action::Publish, &p.topic);
+        if !decision.allowed {
+            self.log_denied(Action::Publish, &p.topic, &decision);
+            return self.refuse_publish(&p);
         }
         if topic::request_format(&p.topic).is_some() {
             let fault = self.shared.fault();
@@ -464,18 +553,80 @@ impl Conn {
             self.start_request(p.topic, p.payload, fault);
             return None;
         }
-        // Reserved topics other than the requests are never writable; claims write nothing else.
-        if self.access != Access::Device || p.topic.starts_with('$') {
-            log::warn!("{}: publish to {:?} not authorized", self.peer, p.topic);
-            if self.version == Version::V5 && p.qos == 1 {
-                self.puback(&p, PubAckCode::NotAuthorized);
-                return None;
-            }
-            return Some(End::Server(Reason::NotAuthorized, "publish not authorized"));
+        // Reserved topics other than the requests are not served here, whatever the policy says.
+        if p.topic.starts_with('$') {
+            log::warn!(
+                "{}: publish to {:?} not authorized: a reserved topic this endpoint does not serve",
+                self.peer,
+                p.topic
+            );
+            return self.refuse_publish(&p);
         }
         self.puback(&p, PubAckCode::Success);
-        self.shared.fan_out(self.id, &p.topic, &p.payload, p.qos);
+        self.shared
+            .fan_out(self.id, &p.topic, &p.payload, p.qos, &p.properties);
         None
+    }
+
+    /// A refused PUBLISH: MQTT 5 QoS 1 gets PUBACK "not authorized" and the connection stays; a
+    /// QoS 0 publish (no PUBACK to carry the refusal) and MQTT 3.1.1 end the connection
+    /// (DISCONNECT "not authorized" on MQTT 5).
+    fn refuse_publish(&mut self, p: &codec::Publish) -> Option<End> {
+        if self.version == Version::V5 && p.qos == 1 {
+            self.puback(p, PubAckCode::NotAuthorized);
+            return None;
+        }
+        Some(End::Server(Reason::NotAuthorized, "publish not authorized"))
+    }
+
+    /// Build the connection's policies and check iot:Connect for its client id; each refusal is
+    /// logged with what decided it.
+    fn authorize_connect(&mut self) -> bool {
+        match self
+            .shared
+            .backend
+            .authorize(&self.cert_der, &self.client_id)
+        {
+            Ok((authz, notes)) => {
+                for note in notes {
+                    log::warn!("{}: {:?}: {note}", self.peer, self.client_id);
+                }
+                self.authz = authz;
+            }
+            Err(why) => {
+                log::warn!(
+                    "{}: CONNECT as {:?} not authorized: {why}",
+                    self.peer,
+                    self.client_id
+                );
+                return false;
+            }
+        }
+        let client_id = self.client_id.clone();
+        let decision = self.authz.check(Action::Connect, &client_id);
+        if !decision.allowed {
+            self.log_denied(Action::Connect, &client_id, &decision);
+        }
+        decision.allowed
+    }
+
+    /// May this connection receive a message on `topic`? A message it may not is dropped
+    /// silently for it, as AWS does; the log says so.
+    fn may_receive(&self, topic: &str) -> bool {
+        let decision = self.authz.check(Action::Receive, topic);
+        if !decision.allowed {
+            self.log_denied(Action::Receive, topic, &decision);
+        }
+        decision.allowed
+    }
+
+    fn log_denied(&self, action: Action, name: &str, decision: &Decision) {
+        log::warn!(
+            "{}: {:?}: {action} on {} not authorized: {decision}",
+            self.peer,
+            self.client_id,
+            self.authz.resource(action, name)
+        );
     }
 
     fn puback(&mut self, p: &codec::Publish, code: PubAckCode) {
@@ -542,10 +693,14 @@ impl Conn {
         let qos = if reply.unsolicited {
             Some(1)
         } else {
-            self.shared.subscribed_qos(self.id, &reply.topic)
+            let qos = self.shared.subscribed_qos(self.id, &reply.topic);
+            if qos.is_some() && !self.may_receive(&reply.topic) {
+                return;
+            }
+            qos
         };
         match qos {
-            Some(qos) => self.publish_out(&reply.topic, reply.payload, qos),
+            Some(qos) => self.publish_out(&reply.topic, reply.payload, qos, None),
             None => log::warn!(
                 "{}: reply on {:?} dropped: not subscribed",
                 self.peer,
@@ -554,23 +709,47 @@ impl Conn {
         }
     }
 
-    fn publish_out(&mut self, topic: &str, payload: Bytes, qos: u8) {
-        // MQTT 5: a message larger than the client's maximum packet size is dropped for it.
-        if codec::publish_size(self.version, topic, qos, payload.len()) > self.client_max_packet {
-            return;
-        }
-        let pkid = if qos > 0 {
-            self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
-            self.next_pkid
-        } else {
-            0
-        };
-        self.send(&Outgoing::Publish(Delivery {
+    fn publish_out(
+        &mut self,
+        topic: &str,
+        payload: Bytes,
+        qos: u8,
+        properties: Option<codec::PublishProperties>,
+    ) {
+        let d = Delivery {
             topic: topic.to_owned(),
             qos,
-            pkid,
+            pkid: 0,
             payload,
-        }));
+            properties,
+        };
+        // MQTT 5: a message larger than the client's maximum packet size is dropped for it.
+        if codec::delivery_size(self.version, &d) > self.client_max_packet {
+            return;
+        }
+        if qos > 0 && self.in_flight.len() >= self.receive_max {
+            self.held.push_back(d);
+            return;
+        }
+        self.send_delivery(d);
+    }
+
+    /// Send a delivery, giving a QoS 1 one a packet id no unacknowledged delivery holds.
+    fn send_delivery(&mut self, mut d: Delivery) {
+        if d.qos > 0 {
+            loop {
+                self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+                if !self.in_flight.contains(&self.next_pkid) {
+                    break;
+                }
+            }
+            d.pkid = self.next_pkid;
+            // Only MQTT 5 clients announce a Receive Maximum; 3.1.1 acks need no bookkeeping.
+            if self.receive_max != usize::MAX {
+                self.in_flight.insert(d.pkid);
+            }
+        }
+        self.send(&Outgoing::Publish(d));
     }
 
     fn on_subscribe(&mut self, pkid: u16, filters: Vec<SubFilter>) {
@@ -578,6 +757,19 @@ impl Conn {
         if fault == Fault::NoSuback {
             return;
         }
+        let allowed: Vec<bool> = filters
+            .iter()
+            .map(|f| {
+                if !topic::valid_filter(&f.filter) {
+                    return true;
+                }
+                let decision = self.authz.check(Action::Subscribe, &f.filter);
+                if !decision.allowed {
+                    self.log_denied(Action::Subscribe, &f.filter, &decision);
+                }
+                decision.allowed
+            })
+            .collect();
         let codes = {
             let mut sessions = lock(&self.shared.sessions);
             let Some(session) = sessions.conns.get_mut(&self.id) else {
@@ -585,14 +777,15 @@ impl Conn {
             };
             filters
                 .into_iter()
-                .map(|f| {
-                    if !topic::valid_filter(&f.filter) {
-                        SubCode::FilterInvalid
-                    } else if topic::is_shared_filter(&f.filter) {
-                        SubCode::SharedNotSupported
-                    } else if fault == Fault::RefuseSubscribe
-                        || (self.access == Access::Claim && !topic::is_reply_topic(&f.filter))
+                .zip(allowed)
+                .map(|(f, allowed)| {
+                    let share = topic::shared_parts(&f.filter)
+                        .map(|(g, inner)| (g.to_owned(), inner.to_owned()));
+                    if !topic::valid_filter(&f.filter)
+                        || (topic::is_shared_filter(&f.filter) && share.is_none())
                     {
+                        SubCode::FilterInvalid
+                    } else if fault == Fault::RefuseSubscribe || !allowed {
                         SubCode::NotAuthorized
                     } else {
                         let qos = f.qos.min(1);
@@ -607,6 +800,7 @@ impl Conn {
                                 filter: f.filter,
                                 qos,
                                 no_local: f.no_local,
+                                share,
                             });
                             SubCode::Granted(qos)
                         }
@@ -648,13 +842,19 @@ impl Conn {
     }
 
     fn publish_will(&self, will: Will) {
-        let allowed = self.access == Access::Device
-            && topic::valid_topic_name(&will.topic)
+        let allowed = topic::valid_topic_name(&will.topic)
             && !will.topic.starts_with('$')
-            && will.payload.len() <= MAX_PAYLOAD;
+            && will.payload.len() <= MAX_PAYLOAD
+            && {
+                let decision = self.authz.check(Action::Publish, &will.topic);
+                if !decision.allowed {
+                    self.log_denied(Action::Publish, &will.topic, &decision);
+                }
+                decision.allowed
+            };
         if allowed {
             self.shared
-                .fan_out(self.id, &will.topic, &will.payload, will.qos.min(1));
+                .fan_out(self.id, &will.topic, &will.payload, will.qos.min(1), &None);
         }
     }
 }

@@ -33,9 +33,17 @@ pub(crate) fn valid_filter(filter: &str) -> bool {
     })
 }
 
-/// Shared subscriptions (`$share/group/filter`) are not offered by this endpoint.
+/// A shared subscription's filter, `$share/GROUP/FILTER`.
 pub(crate) fn is_shared_filter(filter: &str) -> bool {
     filter.starts_with("$share/")
+}
+
+/// The group and the topic filter of a valid shared subscription filter: the group is one
+/// non-empty level without wildcards, the filter a valid filter.
+pub(crate) fn shared_parts(filter: &str) -> Option<(&str, &str)> {
+    let (group, inner) = filter.strip_prefix("$share/")?.split_once('/')?;
+    let ok = !group.is_empty() && !group.contains(['+', '#']) && valid_filter(inner);
+    ok.then_some((group, inner))
 }
 
 /// Does `filter` match `topic`? A wildcard in the first level never matches a topic that starts
@@ -91,6 +99,22 @@ mod tests {
         assert!(!valid_topic_name("a/#"));
         assert!(valid_topic_name(&"a".repeat(MAX_TOPIC_BYTES)));
         assert!(!valid_topic_name(&"a".repeat(MAX_TOPIC_BYTES + 1)));
+    }
+
+    #[test]
+    fn shared_filters() {
+        assert_eq!(shared_parts("$share/g/a/+"), Some(("g", "a/+")));
+        assert_eq!(shared_parts("$share/g/#"), Some(("g", "#")));
+        for bad in [
+            "$share/g",
+            "$share//a",
+            "$share/g+/a",
+            "$share/g/a/#/b",
+            "$share/g/",
+            "a/b",
+        ] {
+            assert_eq!(shared_parts(bad), None, "{bad}");
+        }
     }
 
     #[test]
