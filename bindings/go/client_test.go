@@ -61,8 +61,11 @@ func startEmulator(t testing.TB) *emulator {
 	dir := t.TempDir()
 	e := &emulator{state: filepath.Join(dir, "state")}
 	ready := filepath.Join(dir, "ready")
+	// The claim policy that allows any template's topics: the rejection tests name a template
+	// the emulator does not serve, whose 404 must come from the service.
 	e.cmd = exec.Command(emulatorBinary(t), "serve", "--state-dir", e.state, "--port", "0",
-		"--ready-file", ready, "--quiet")
+		"--ready-file", ready, "--quiet", "--claim-policy",
+		filepath.Join("..", "..", "emulator", "policies", "claim-policy-any-template.json"))
 	e.cmd.Stderr = os.Stderr
 	if err := e.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -2,7 +2,7 @@
 //! messages (announced as Retain Available 0), sessions that end with the connection (Session
 //! Expiry 0 in CONNACK).
 
-mod common;
+use fleetprov_testkit::emulator_clients as common;
 
 use common::*;
 use rumqttc::v5::mqttbytes::v5 as p5;

@@ -2,7 +2,7 @@
 //! a narrower claim policy given by file, a device held to its template's policy (inline or named
 //! in the account file), device certificates calling the provisioning API, and `policy check`.
 
-mod common;
+use fleetprov_testkit::emulator_clients as common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

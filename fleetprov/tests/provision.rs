@@ -128,7 +128,8 @@ async fn service_keys_rsa_and_user_csr_all_provision() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_retryable_failures_end_at_once_with_their_code() {
-    let env = Env::start().await;
+    // Names a template the emulator does not serve: its 404 must come from the service.
+    let env = Env::start_any_template().await;
     let dir = env.dir.path();
     let fast = |o: &mut ProvisionOptions| {
         o.retry.max_attempts = 5;

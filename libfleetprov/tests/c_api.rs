@@ -289,6 +289,9 @@ impl Env {
         let state = tempfile::tempdir().unwrap();
         let mut cfg = EmulatorConfig::new(state.path());
         cfg.fault = fault;
+        // The C programs also name templates the emulator does not serve, whose 404 must come
+        // from the service rather than from the claim policy refusing the SUBSCRIBE.
+        cfg.claim_policy = Some(fleetprov_testkit::env::any_template_policy(state.path()));
         let emulator = Emulator::start_blocking(cfg).unwrap();
         Env {
             emulator,

@@ -25,6 +25,17 @@ impl Env {
         Env { emu, dir }
     }
 
+    /// An emulator whose claim policy allows every template's topics (the sample's policy with
+    /// `*` for the template), so that a request naming a template it does not serve reaches
+    /// the service and gets AWS's 404 rejection instead of a refused SUBSCRIBE.
+    pub async fn start_any_template() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = EmulatorConfig::new(dir.path());
+        cfg.claim_policy = Some(any_template_policy(dir.path()));
+        let emu = Emulator::start(cfg).await.unwrap();
+        Env { emu, dir }
+    }
+
     /// Options that connect to the emulator as the claim certificate.
     pub fn claim_opts(&self, version: MqttVersion) -> ClientOptions {
         let mut o = ClientOptions::new("localhost");
@@ -37,6 +48,18 @@ impl Env {
         o.connect_timeout = Duration::from_secs(10);
         o
     }
+}
+
+/// Writes the any-template claim policy (see [`Env::start_any_template`]) into `dir` and returns
+/// its path, for `EmulatorConfig::claim_policy`.
+pub fn any_template_policy(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("claim-policy-any-template.json");
+    std::fs::write(
+        &path,
+        fleetprov_emulator::policy::store::ANY_TEMPLATE_CLAIM_POLICY,
+    )
+    .unwrap();
+    path
 }
 
 pub fn params(serial: &str) -> BTreeMap<String, String> {

@@ -42,7 +42,11 @@ async function startEmulator() {
   const ready = path.join(dir, 'ready');
   const child = spawn(
     emulatorBinary(),
-    ['serve', '--state-dir', state, '--port', '0', '--ready-file', ready, '--quiet'],
+    // The claim policy that allows any template's topics: the rejection tests name a template
+    // the emulator does not serve, whose 404 must come from the service.
+    ['serve', '--state-dir', state, '--port', '0', '--ready-file', ready, '--quiet',
+      '--claim-policy', path.join(__dirname, '..', '..', '..', 'emulator', 'policies',
+        'claim-policy-any-template.json')],
     { stdio: ['ignore', 'ignore', 'inherit'] },
   );
   const exited = once(child, 'exit');

@@ -76,13 +76,19 @@ def emulator_binary() -> Path:
     return path
 
 
+ANY_TEMPLATE_POLICY = Path(__file__).resolve().parents[3] / "emulator" / "policies" / "claim-policy-any-template.json"
+
+
 def start_emulator(binary: Path, work: Path, *extra: str) -> "tuple[subprocess.Popen[bytes], Emulator]":
     state = work / "state"
     ready = work / "ready"
     log = work / "emulator.log"
     with open(log, "wb") as log_f:
         proc = subprocess.Popen(
-            [str(binary), "serve", "--state-dir", str(state), "--port", "0", "--ready-file", str(ready), *extra],
+            [str(binary), "serve", "--state-dir", str(state), "--port", "0", "--ready-file", str(ready),
+             # Any template's topics allowed: the rejection tests name a template the emulator
+             # does not serve, whose 404 must come from the service.
+             "--claim-policy", str(ANY_TEMPLATE_POLICY), *extra],
             stdout=log_f, stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + READY_DEADLINE
