@@ -29,11 +29,14 @@ use crate::service::Service;
 /// The requester identity given to the service for every request seen through a broker.
 pub const REQUESTER_ID: &str = "responder";
 
-/// The request topics the responder subscribes to.
-pub const REQUEST_FILTERS: [&str; 3] = [
+/// The request topics the responder subscribes to: JSON and CBOR, as AWS serves both.
+pub const REQUEST_FILTERS: [&str; 6] = [
     "$aws/certificates/create/json",
     "$aws/certificates/create-from-csr/json",
     "$aws/provisioning-templates/+/provision/json",
+    "$aws/certificates/create/cbor",
+    "$aws/certificates/create-from-csr/cbor",
+    "$aws/provisioning-templates/+/provision/cbor",
 ];
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

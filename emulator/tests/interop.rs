@@ -294,5 +294,37 @@ fn responder_answers_through_mosquitto() {
         .things()
         .iter()
         .any(|t| t.name == "ThingPrefix_9"));
+    // A CBOR request through the same broker: the reply is CBOR, on the CBOR reply topic.
+    let request = dir.path().join("create.cbor");
+    std::fs::write(&request, [0xa0]).unwrap(); // an empty map
+    let out = run(Command::new("mosquitto_rr")
+        .args(["-V", "5", "-h", "localhost", "-W", "20", "-N"])
+        .args(["-i", "test-mosquitto-rr-cbor"])
+        .args(["-p", &port.to_string()])
+        .arg("--cafile")
+        .arg(&ca_path)
+        .arg("--cert")
+        .arg(&claim_cert)
+        .arg("--key")
+        .arg(&claim_key)
+        .args(["-t", "$aws/certificates/create/cbor"])
+        .args(["-e", "$aws/certificates/create/cbor/accepted", "-f"])
+        .arg(&request));
+    assert!(
+        out.status.success(),
+        "mosquitto_rr failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply: ciborium::Value = ciborium::from_reader(&out.stdout[..])
+        .unwrap_or_else(|e| panic!("not CBOR ({e}): {:?}", out.stdout));
+    let id = reply
+        .as_map()
+        .and_then(|m| {
+            m.iter()
+                .find(|(k, _)| k.as_text() == Some("certificateId"))
+                .and_then(|(_, v)| v.as_text())
+        })
+        .unwrap_or_else(|| panic!("no certificateId in {reply:?}"));
+    assert_eq!(id.len(), 64);
     rt.block_on(responder.stop());
 }
