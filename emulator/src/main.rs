@@ -115,6 +115,9 @@ fn serve(o: cli::Serve) -> Result {
     let (limits, mode) = (o.rate_limits, throttle::ThrottleMode::from(o.throttle));
 
     runtime()?.block_on(async move {
+        // Before anything is announced: a stop right after the ready file appears is then a
+        // clean one (exit 0, ready file removed), not death by the signal's default action.
+        let stop = StopSignals::install()?;
         let emulator = Emulator::start(cfg).await.map_err(failed)?;
         emulator.throttle().set_mode(mode);
         for (api, tps) in limits {
@@ -144,24 +147,41 @@ fn serve(o: cli::Serve) -> Result {
             write_atomic(path, format!("{}\n", emulator.port()).as_bytes(), 0o644)
                 .map_err(|e| failed(format!("{}: {e}", path.display())))?;
         }
-        let signal = wait_for_signal().await;
+        stop.wait().await;
         emulator.stop().await;
         if let Some(path) = &ready_file {
             let _ = std::fs::remove_file(path);
         }
-        signal
+        Ok(())
     })
 }
 
-async fn wait_for_signal() -> Result {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(failed)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(failed)?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, caught from [`StopSignals::install`] on: one that arrives before
+/// [`StopSignals::wait`] is kept and ends the wait at once.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Must run inside the runtime.
+    fn install() -> Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let handler = |kind, name| {
+            signal(kind).map_err(|e| format!("cannot install the {name} handler: {e}"))
+        };
+        Ok(StopSignals {
+            term: handler(SignalKind::terminate(), "SIGTERM")?,
+            int: handler(SignalKind::interrupt(), "SIGINT")?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
 
 fn claim(o: cli::Claim) -> Result {
@@ -205,14 +225,18 @@ fn respond(o: cli::Respond) -> Result {
         client_id: o.client_id,
     };
     runtime()?.block_on(async move {
+        let stop = StopSignals::install()?;
         let responder = responder::Responder::start(cfg).await.map_err(failed)?;
         println!("fleetprov-emulator responding on {}", responder.broker());
         if let Some(path) = &ready_file {
             write_atomic(path, b"subscribed\n", 0o644)
                 .map_err(|e| failed(format!("{}: {e}", path.display())))?;
         }
-        let signal = wait_for_signal().await;
+        stop.wait().await;
         responder.stop().await;
-        signal
+        if let Some(path) = &ready_file {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
     })
 }

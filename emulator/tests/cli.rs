@@ -265,3 +265,53 @@ fn quiet_logs_nothing_through_a_provisioning_and_the_log_speaks_without_it() {
     }
     assert!(!err.contains("PRIVATE KEY"), "{err}");
 }
+
+/// `kill -TERM pid`, asserting it was delivered.
+fn sigterm(child: &Child) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Stopped the moment its ready file appears, the server still stops cleanly: SIGTERM is
+/// caught from before anything is announced, so it exits 0 and removes the ready file.
+#[test]
+fn a_stop_right_after_the_ready_file_appears_is_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let ready = dir.path().join("ready");
+    for round in 0..20 {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(["--port=0", "--quiet"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready.exists() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("round {round}: the server exited before it was ready: {status}");
+            }
+            assert!(Instant::now() < deadline, "round {round}: no ready file");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        sigterm(&child);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "round {round}: {:?}, stderr: {}",
+            out.status,
+            text(&out.stderr)
+        );
+        assert!(!ready.exists(), "round {round}: the ready file was left");
+    }
+}
