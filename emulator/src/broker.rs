@@ -246,7 +246,9 @@ impl Broker {
         backend: Arc<dyn Backend>,
         fault: Fault,
     ) -> io::Result<Broker> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             backend,

@@ -118,7 +118,16 @@ fn serve(o: cli::Serve) -> Result {
         // Before anything is announced: a stop right after the ready file appears is then a
         // clean one (exit 0, ready file removed), not death by the signal's default action.
         let stop = StopSignals::install()?;
-        let emulator = Emulator::start(cfg).await.map_err(failed)?;
+        let port = cfg.port;
+        let emulator = Emulator::start(cfg).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                format!(
+                    "{e} (port {port} is taken; choose another --port, or --port 0 for a free one)"
+                )
+            } else {
+                e.to_string()
+            }
+        })?;
         emulator.throttle().set_mode(mode);
         for (api, tps) in limits {
             emulator.throttle().set_rate_limit(api, Some(tps));
@@ -144,8 +153,10 @@ fn serve(o: cli::Serve) -> Result {
         println!("templates:  {}", names.join(", "));
         if let Some(path) = &ready_file {
             // Written whole (temporary file + rename) so a waiting script never reads half a port.
-            write_atomic(path, format!("{}\n", emulator.port()).as_bytes(), 0o644)
-                .map_err(|e| failed(format!("{}: {e}", path.display())))?;
+            if let Err(e) = write_atomic(path, format!("{}\n", emulator.port()).as_bytes(), 0o644) {
+                emulator.stop().await;
+                return Err(format!("--ready-file: {e}"));
+            }
         }
         stop.wait().await;
         emulator.stop().await;
@@ -194,10 +205,9 @@ fn claim(o: cli::Claim) -> Result {
         .private_key_pem
         .as_deref()
         .ok_or_else(|| failed("the CA returned a claim without a key"))?;
-    write_atomic(&o.out_key, key.as_bytes(), 0o600)
-        .map_err(|e| failed(format!("{}: {e}", o.out_key.display())))?;
+    write_atomic(&o.out_key, key.as_bytes(), 0o600).map_err(|e| format!("--out-key: {e}"))?;
     write_atomic(&o.out_cert, issued.certificate_pem.as_bytes(), 0o644)
-        .map_err(|e| failed(format!("{}: {e}", o.out_cert.display())))?;
+        .map_err(|e| format!("--out-cert: {e}"))?;
     fleetprov_emulator::record_claim(&dir, &issued).map_err(failed)?;
     println!("certificate id: {}", issued.certificate_id);
     println!("claim cert:     {}", absolute(&o.out_cert).display());
@@ -229,8 +239,10 @@ fn respond(o: cli::Respond) -> Result {
         let responder = responder::Responder::start(cfg).await.map_err(failed)?;
         println!("fleetprov-emulator responding on {}", responder.broker());
         if let Some(path) = &ready_file {
-            write_atomic(path, b"subscribed\n", 0o644)
-                .map_err(|e| failed(format!("{}: {e}", path.display())))?;
+            if let Err(e) = write_atomic(path, b"subscribed\n", 0o644) {
+                responder.stop().await;
+                return Err(format!("--ready-file: {e}"));
+            }
         }
         stop.wait().await;
         responder.stop().await;

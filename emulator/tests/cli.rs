@@ -315,3 +315,94 @@ fn a_stop_right_after_the_ready_file_appears_is_clean() {
         assert!(!ready.exists(), "round {round}: the ready file was left");
     }
 }
+
+/// A port another process holds: the message names it (and says what to do).
+#[test]
+fn a_taken_port_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = run(&[
+        "serve",
+        "--state-dir",
+        dir.path().join("state").to_str().unwrap(),
+        "--port",
+        &port,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")) && err.contains("--port"),
+        "{err}"
+    );
+}
+
+/// File and directory problems name the path and what was being done with it.
+#[test]
+fn state_dir_and_file_problems_name_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let file = file.to_str().unwrap();
+    let missing = dir.path().join("no/such/dir");
+    let missing = missing.to_str().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let in_missing = |name: &str| format!("{missing}/{name}");
+
+    let cases: [(Vec<String>, String); 5] = [
+        (
+            vec!["serve".into(), "--state-dir".into(), file.into()],
+            format!("{file} exists and is not a directory"),
+        ),
+        (
+            vec!["things".into(), "--state-dir".into(), missing.into()],
+            format!("cannot read the state directory {missing}"),
+        ),
+        (
+            vec![
+                "claim".into(),
+                "--state-dir".into(),
+                state.into(),
+                "--out-cert".into(),
+                in_missing("c.pem"),
+                "--out-key".into(),
+                format!("{state}/k.pem"),
+            ],
+            format!("--out-cert: cannot write {}", in_missing("c.pem")),
+        ),
+        (
+            vec![
+                "claim".into(),
+                "--state-dir".into(),
+                format!("{file}/state"),
+                "--out-cert".into(),
+                "c.pem".into(),
+                "--out-key".into(),
+                "k.pem".into(),
+            ],
+            format!("cannot create the directory {file}/state"),
+        ),
+        (
+            vec![
+                "serve".into(),
+                "--state-dir".into(),
+                state.into(),
+                "--port=0".into(),
+                "--ready-file".into(),
+                in_missing("ready"),
+            ],
+            format!("--ready-file: cannot write {}", in_missing("ready")),
+        ),
+    ];
+    for (args, expected) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&expected),
+            "{args:?}: {expected:?} not in {err}"
+        );
+    }
+}
