@@ -131,7 +131,7 @@ fn serve(o: cli::Serve) -> Result {
         emulator.throttle().set_mode(mode);
         for (api, tps) in limits {
             emulator.throttle().set_rate_limit(api, Some(tps));
-            log::info!("rate limit: {api:?} {tps}/s");
+            log::info!("rate limit: {} {tps}/s", api.name());
         }
         let host = match emulator.local_addr().ip() {
             ip if ip.is_loopback() => "localhost".to_owned(),

@@ -218,14 +218,14 @@ async fn provision(state: &Path, port: u16, serial: &str) {
         refused.reason,
         rumqttc::v5::mqttbytes::v5::PubAckReason::Success
     );
-    c.client.disconnect().await.unwrap();
+    c.disconnect().await;
 
     let device = Identity {
         cert_pem: created["certificatePem"].as_str().unwrap().to_owned(),
         key_pem: created["privateKey"].as_str().unwrap().to_owned(),
     };
     let d = V5::connect(port, common::client_tls(&ca, &device), "device").await;
-    d.client.disconnect().await.unwrap();
+    d.disconnect().await;
 }
 
 fn provision_blocking(state: &Path, port: u16, serial: &str) {
@@ -260,10 +260,18 @@ fn quiet_logs_nothing_through_a_provisioning_and_the_log_speaks_without_it() {
         "fleetprov-emulator: warning: ",
         "not authorized",
         "connected as \"device\"",
+        "\"device\" closed: client disconnected",
     ] {
         assert!(err.contains(line), "{line:?} is not in the log:\n{err}");
     }
     assert!(!err.contains("PRIVATE KEY"), "{err}");
+    // Words, not Rust's Debug output of internal types (`ClientDisconnect { will: false }`).
+    for line in err.lines() {
+        assert!(
+            !line.contains(['{', '}']),
+            "a log line prints internals: {line}"
+        );
+    }
 }
 
 /// `kill -TERM pid`, asserting it was delivered.
