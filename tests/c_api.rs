@@ -1060,3 +1060,86 @@ fn demo_times_out_when_the_service_never_answers() {
     args.push(timeout_ms.to_string());
     expect_demo_failure(&exe, &args, 5, "timed out");
 }
+
+/// The demo's usage lines for mistakes in the template arguments and the endpoint: each
+/// mistake gets its own reason, from the library's checks, before anything is connected.
+#[test]
+fn demo_names_each_template_and_endpoint_mistake() {
+    let exe = demo();
+    let base = strings(&["--cert", "claim.pem", "--key", "claim-key.pem"]);
+    let long_name = "T".repeat(37);
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["--endpoint", "h", "--template_name", "a/b"],
+            &["--template_name a/b: template name contains '/'"],
+        ),
+        (
+            &["--endpoint", "h", "--template_name", &long_name],
+            &["--template_name", "37 characters long"],
+        ),
+        (
+            &[
+                "--endpoint",
+                "h",
+                "--template_name",
+                "FleetTemplate",
+                "--template_parameters",
+                "{\"SerialNumber\":",
+            ],
+            &["--template_parameters: template parameters are not valid JSON"],
+        ),
+        (
+            &[
+                "--endpoint",
+                "h",
+                "--template_name",
+                "FleetTemplate",
+                "--template_parameters",
+                "[\"1\"]",
+            ],
+            &["--template_parameters: template parameters must be a JSON object"],
+        ),
+        (
+            &[
+                "--endpoint",
+                "h",
+                "--template_name",
+                "FleetTemplate",
+                "--template_parameters",
+                "{\"SerialNumber\":9}",
+            ],
+            &["--template_parameters: template parameter \"SerialNumber\" must be a string, not a number"],
+        ),
+        (
+            &["--endpoint", "https://h.example", "--template_name", "T"],
+            &["--endpoint https://h.example: drop the https:// scheme", "host name"],
+        ),
+        (
+            &["--endpoint", "mqtts://h.example:8883", "--template_name", "T"],
+            &["drop the mqtts:// scheme"],
+        ),
+        (
+            &["--endpoint", "h.example:8883", "--template_name", "T"],
+            &["--endpoint h.example:8883: drop the :8883", "port"],
+        ),
+        (
+            &["--endpoint", "h.example/mqtt", "--template_name", "T"],
+            &["--endpoint h.example/mqtt: drop the /mqtt"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let mut all = base.clone();
+        all.extend(strings(args));
+        let out = run(&exe, &all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = stderr(&out);
+        assert_eq!(
+            err.lines().count(),
+            1,
+            "{args:?}: one line expected:\n{err}"
+        );
+        for needle in *needles {
+            assert!(err.contains(needle), "{args:?}: {needle:?} not in {err}");
+        }
+    }
+}

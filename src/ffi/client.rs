@@ -258,7 +258,7 @@ pub extern "C" fn fp_client_new(
             return FP_ERR_NULL_ARGUMENT;
         }
         if let Err(e) = options.inner.validate() {
-            return e.kind.into();
+            return super::error::logged(&e);
         }
         let guard = match runtime::acquire() {
             Ok(g) => g,

@@ -106,6 +106,13 @@ impl fp_result {
     }
 }
 
+/// The code for `e`, its message logged at `FP_LOG_ERROR` first: a call that returns only a
+/// code still tells the program's log callback why it refused.
+pub(crate) fn logged(e: &Error) -> fp_result {
+    crate::log::fp_log!(crate::log::Level::Error, "{}", e.message);
+    e.kind.into()
+}
+
 impl From<ErrorKind> for fp_result {
     fn from(kind: ErrorKind) -> fp_result {
         match kind {

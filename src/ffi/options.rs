@@ -4,6 +4,7 @@ use std::ffi::{c_char, c_int};
 use std::time::Duration;
 
 use super::error::fp_result::{self, *};
+use super::error::logged;
 use super::strings::{nonempty_str_arg, secret_arg, template_name_arg};
 use crate::client::{ClientOptions, MqttVersion, Pem};
 use crate::protocol::PayloadFormat;
@@ -78,7 +79,7 @@ fn set_timeout_ms(
 /// fp_client_options_free()) and returns `FP_OK`; otherwise leaves `*out` untouched and returns
 /// `FP_ERR_NULL_ARGUMENT` (`endpoint` or `out` is NULL), `FP_ERR_INVALID_UTF8` (`endpoint` is
 /// not UTF-8) or `FP_ERR_INVALID_ARGUMENT` (empty, or not a host name or address: no scheme,
-/// path, port or spaces).
+/// path, port or spaces; the reason goes to the log callback at `FP_LOG_ERROR`).
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_client_options_new(
     endpoint: *const c_char,
@@ -94,8 +95,8 @@ pub extern "C" fn fp_client_options_new(
             Err(code) => return code,
         };
         let inner = ClientOptions::new(endpoint);
-        if inner.validate().is_err() {
-            return FP_ERR_INVALID_ARGUMENT;
+        if let Err(e) = inner.validate() {
+            return logged(&e);
         }
         // SAFETY: `out` is non-NULL and writable, per the header.
         unsafe { out.write(Box::into_raw(Box::new(fp_client_options { inner }))) };

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use super::error::fp_error;
 use super::error::fp_result::{self, *};
+use super::error::{fp_error, logged};
 use super::operations::fp_key_value;
 use super::options::fp_client_options;
 use super::runtime;
@@ -201,7 +201,7 @@ pub extern "C" fn fp_provision_options_free(options: *mut fp_provision_options) 
 }
 
 /// Sets the template parameters: NULL for none, or a JSON object whose values are all
-/// strings. `FP_ERR_INVALID_ARGUMENT` otherwise.
+/// strings. `FP_ERR_INVALID_ARGUMENT` otherwise (the reason logged at `FP_LOG_ERROR`).
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_provision_options_set_parameters(
     options: *mut fp_provision_options,
@@ -214,7 +214,7 @@ pub extern "C" fn fp_provision_options_set_parameters(
             } else {
                 // SAFETY: a NUL-terminated string, per the header.
                 let json = unsafe { str_arg(parameters_json) }?;
-                parse_template_parameters(json).map_err(|_| FP_ERR_INVALID_ARGUMENT)?
+                parse_template_parameters(json).map_err(|e| logged(&e))?
             };
             Ok(())
         })
@@ -452,7 +452,7 @@ pub extern "C" fn fp_provision(
         };
         let mut opts = options.inner.clone();
         if let Err(e) = opts.validate() {
-            return e.kind.into();
+            return logged(&e);
         }
         let user_data = UserData(user_data);
         opts.progress = progress.map(|p| progress_sink(p, user_data));
