@@ -9,7 +9,7 @@
  * reuse it, connect with it and print the thing name, without provisioning again. --force
  * provisions anew and replaces the stored identity once the new one is verified.
  *
- * Exit codes: 0 success, 2 usage, 3 connection failure, 4 rejected by the service,
+ * Exit codes: 0 success, 2 usage, 3 connection failed or lost, 4 rejected by the service,
  * 5 timeout, 6 other error, 7 identity store error. Failures print one line on stderr.
  * The private key is never printed; --output_dir saves it (0600) with the certificate.
  *
@@ -394,7 +394,8 @@ static int exit_code_of(fp_result r) {
     case FP_ERR_CONNECTION:
     case FP_ERR_CONNECTION_REFUSED:
     case FP_ERR_TLS:
-    case FP_ERR_DISCONNECTED: return EXIT_CONNECTION;
+    case FP_ERR_DISCONNECTED:
+    case FP_ERR_NOT_CONNECTED: return EXIT_CONNECTION;
     case FP_ERR_REJECTED: return EXIT_REJECTED;
     case FP_ERR_TIMEOUT: return EXIT_TIMEOUT;
     case FP_ERR_STORE: return EXIT_OUTPUT;
@@ -653,6 +654,7 @@ static int operation_failure(const struct demo *d, const char *operation) {
         return EXIT_TIMEOUT;
     case FP_ERR_DISCONNECTED:
     case FP_ERR_CONNECTION:
+    case FP_ERR_NOT_CONNECTED:
         fail_line("%s failed, connection lost: %s", operation, d->op_message);
         return EXIT_CONNECTION;
     default:
@@ -664,6 +666,9 @@ static int operation_failure(const struct demo *d, const char *operation) {
 
 static int start_failure(fp_result r, const char *what) {
     fail_line("%s: %s", what, fp_result_str((int)r));
+    if (r == FP_ERR_NOT_CONNECTED) {
+        return EXIT_CONNECTION;
+    }
     return r == FP_ERR_INVALID_ARGUMENT || r == FP_ERR_INVALID_UTF8 ? EXIT_USAGE : EXIT_OTHER;
 }
 

@@ -24,6 +24,8 @@ use std::time::{Duration, SystemTime};
 use fleetprov_emulator::{Emulator, EmulatorConfig, EmulatorHandle, Fault};
 
 mod common;
+#[path = "hostile/broker.rs"]
+mod hostile_broker;
 
 use common::{lib_dir, root, CSR_PEM};
 
@@ -1141,5 +1143,71 @@ fn demo_names_each_template_and_endpoint_mistake() {
         for needle in *needles {
             assert!(err.contains(needle), "{args:?}: {needle:?} not in {err}");
         }
+    }
+}
+
+/// Demo flags for a scripted broker on `port` (tests/hostile/broker.rs), with its CA and a
+/// client certificate of no consequence (the scripted broker asks for none) written to `dir`.
+fn scripted_broker_args(port: u16, dir: &Path) -> Vec<String> {
+    let client = rcgen::generate_simple_self_signed(vec!["device".to_owned()]).unwrap();
+    let files = [
+        ("ca.pem", hostile_broker::ca_pem().to_owned()),
+        ("cert.pem", client.cert.pem()),
+        ("key.pem", client.key_pair.serialize_pem()),
+    ];
+    for (name, pem) in &files {
+        fs::write(dir.join(name), pem).unwrap();
+    }
+    let path = |name: &str| dir.join(name).display().to_string();
+    let mut args = strings(&["--endpoint", "localhost", "--port"]);
+    args.push(port.to_string());
+    for (flag, name) in [
+        ("--ca_file", "ca.pem"),
+        ("--cert", "cert.pem"),
+        ("--key", "key.pem"),
+    ] {
+        args.push(flag.to_owned());
+        args.push(path(name));
+    }
+    args.extend(strings(&["--template_name", "FleetTemplate"]));
+    args
+}
+
+/// The broker answers CreateKeysAndCertificate and ends the connection in the same write:
+/// RegisterThing then starts on a connection already gone, `FP_ERR_NOT_CONNECTED` ("the
+/// connection was lost"), and the demo counts that as a connection failure, exit 3, as it does
+/// `FP_ERR_DISCONNECTED`. Whether the library sees the end before the demo starts RegisterThing
+/// is a race (about one round in three here), hence twelve rounds, each against a new broker.
+#[test]
+fn demo_exits_3_when_the_connection_is_gone_before_an_operation() {
+    use hostile_broker::{connack_ok, create_keys_accepted, disconnect_v5, puback, publish0};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let exe = demo();
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..12 {
+        let broker = rt.block_on(hostile_broker::Broker::start(|mut c| async move {
+            let (topic, pkid) = c.up_to_request(&connack_ok(true)).await?;
+            let mut out = puback(true, pkid, None);
+            out.extend(publish0(
+                true,
+                &format!("{topic}/accepted"),
+                &create_keys_accepted(),
+            ));
+            // 0x8b: server shutting down.
+            out.extend(disconnect_v5(0x8b, &[0]));
+            c.send(&out).await
+        }));
+        let out = run(&exe, &scripted_broker_args(broker.port, dir.path()));
+        let err = stderr(&out);
+        assert!(
+            stdout(&out).contains("Certificate created"),
+            "round {round}"
+        );
+        assert_eq!(out.status.code(), Some(3), "round {round}: {err}");
+        assert!(
+            err.starts_with("fleet_provisioning: RegisterThing failed, connection lost: "),
+            "round {round}: {err}"
+        );
+        rt.block_on(broker.join());
     }
 }
