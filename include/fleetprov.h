@@ -127,7 +127,8 @@ typedef enum fp_result {
      */
     FP_ERR_TIMEOUT = 9,
     /**
-     * The broker refused a subscription to a reply topic.
+     * The broker refused a subscription to a reply topic, or its Maximum Packet Size (MQTT 5
+     * CONNACK) is smaller than the SUBSCRIBE, which was not sent.
      */
     FP_ERR_SUBSCRIBE_REFUSED = 10,
     /**
@@ -167,8 +168,9 @@ typedef enum fp_result {
     FP_ERR_PROTOCOL = 18,
     /**
      * The broker refused the request's PUBLISH (MQTT 5 PUBACK with a failure reason code,
-     * such as 0x87 not authorized: the broker's policy forbids the topic). The message names
-     * the reason; the service never saw the request.
+     * such as 0x87 not authorized: the broker's policy forbids the topic), or its Maximum
+     * Packet Size (MQTT 5 CONNACK) is smaller than the request, which was not sent. The
+     * message names the reason; the service never saw the request.
      */
     FP_ERR_PUBLISH_REFUSED = 19,
     /**

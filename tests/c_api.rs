@@ -1211,3 +1211,35 @@ fn demo_exits_3_when_the_connection_is_gone_before_an_operation() {
         rt.block_on(broker.join());
     }
 }
+
+/// A broker whose Maximum Packet Size is below the CSR's PUBLISH: with --output_dir the demo
+/// reports the broker's limit (the broker refused the publish, exit 6), not a usage error.
+#[test]
+fn demo_reports_a_broker_packet_limit_as_the_brokers() {
+    const LIMIT: u32 = 400;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let exe = demo();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = rt.block_on(hostile_broker::broker_with_maximum_packet_size(LIMIT));
+    let mut args = scripted_broker_args(broker.port, dir.path());
+    let store = dir.path().join("store");
+    args.extend(strings(&["--max_attempts", "1", "--output_dir"]));
+    args.push(store.display().to_string());
+    let out = run(&exe, &args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(
+        err.contains("the broker refused the publish") && err.contains("Maximum Packet Size"),
+        "{err}"
+    );
+    assert!(err.contains(&LIMIT.to_string()), "{err}");
+    assert!(
+        !err.contains("usage") && !err.contains("invalid argument"),
+        "{err}"
+    );
+    let largest = rt.block_on(broker.join());
+    assert!(
+        largest <= LIMIT as usize,
+        "a {largest}-byte packet was sent"
+    );
+}
