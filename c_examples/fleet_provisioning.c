@@ -9,7 +9,7 @@
  * reuse it, connect with it and print the thing name, without provisioning again. --force
  * provisions anew and replaces the stored identity once the new one is verified.
  *
- * Exit codes: 0 success, 2 usage, 3 connection failure, 4 rejected by the service,
+ * Exit codes: 0 success, 2 usage, 3 connection failed or lost, 4 rejected by the service,
  * 5 timeout, 6 other error, 7 identity store error. Failures print one line on stderr.
  * The private key is never printed; --output_dir saves it (0600) with the certificate.
  *
@@ -275,6 +275,40 @@ static int parse_verbosity(const char *s) {
     return -1;
 }
 
+/* Until the demo's own log callback goes in: keeps the last reason the library logged, the
+ * why behind a call that returns only a code (fp_register_thing_check(),
+ * fp_client_options_new()). `user_data` is a buffer of REASON_LEN bytes. */
+enum { REASON_LEN = 512 };
+
+static void remember_reason(void *user_data, fp_log_level level, const char *message) {
+    (void)level;
+    copy_bounded((char *)user_data, REASON_LEN, message);
+}
+
+/* The library's reason if it gave one, else the name of the code. */
+static const char *reason_or_code(const char *reason, fp_result r) {
+    return reason[0] != '\0' ? reason : fp_result_str((int)r);
+}
+
+/* The template name, then the parameters, checked before anything is sent: each mistake
+ * (a bad name; parameters that are not JSON, not an object, or with a value that is not a
+ * string) gets its own line, with the library's reason. */
+static int check_template(const struct args *a, char *reason) {
+    fp_result r;
+    reason[0] = '\0';
+    r = fp_register_thing_check(a->template_name, NULL);
+    if (r != FP_OK) {
+        fail_line("--template_name %s: %s", a->template_name, reason_or_code(reason, r));
+        return EXIT_USAGE;
+    }
+    r = fp_register_thing_check(a->template_name, a->template_parameters);
+    if (r != FP_OK) {
+        fail_line("--template_parameters: %s", reason_or_code(reason, r));
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
 static void log_to_stderr(void *user_data, fp_log_level level, const char *message) {
     static const char *const names[] = {"NONE", "FATAL", "ERROR", "WARN", "INFO", "DEBUG", "TRACE"};
     const char *name = ((int)level >= 0 && (int)level <= 6) ? names[level] : "?";
@@ -360,7 +394,8 @@ static int exit_code_of(fp_result r) {
     case FP_ERR_CONNECTION:
     case FP_ERR_CONNECTION_REFUSED:
     case FP_ERR_TLS:
-    case FP_ERR_DISCONNECTED: return EXIT_CONNECTION;
+    case FP_ERR_DISCONNECTED:
+    case FP_ERR_NOT_CONNECTED: return EXIT_CONNECTION;
     case FP_ERR_REJECTED: return EXIT_REJECTED;
     case FP_ERR_TIMEOUT: return EXIT_TIMEOUT;
     case FP_ERR_STORE: return EXIT_OUTPUT;
@@ -619,6 +654,7 @@ static int operation_failure(const struct demo *d, const char *operation) {
         return EXIT_TIMEOUT;
     case FP_ERR_DISCONNECTED:
     case FP_ERR_CONNECTION:
+    case FP_ERR_NOT_CONNECTED:
         fail_line("%s failed, connection lost: %s", operation, d->op_message);
         return EXIT_CONNECTION;
     default:
@@ -630,6 +666,9 @@ static int operation_failure(const struct demo *d, const char *operation) {
 
 static int start_failure(fp_result r, const char *what) {
     fail_line("%s: %s", what, fp_result_str((int)r));
+    if (r == FP_ERR_NOT_CONNECTED) {
+        return EXIT_CONNECTION;
+    }
     return r == FP_ERR_INVALID_ARGUMENT || r == FP_ERR_INVALID_UTF8 ? EXIT_USAGE : EXIT_OTHER;
 }
 
@@ -782,6 +821,7 @@ static int configure(const struct args *a, fp_client_options *opts) {
 }
 
 int main(int argc, char **argv) {
+    static char reason[REASON_LEN];
     struct args a;
     struct demo d;
     fp_client_options *opts = NULL;
@@ -800,39 +840,40 @@ int main(int argc, char **argv) {
         fail_line("--verbosity must be one of NoLogs, Fatal, Error, Warn, Info, Debug, Trace");
         return EXIT_USAGE;
     }
-    r = fp_register_thing_check(a.template_name, a.template_parameters);
-    if (r != FP_OK) {
-        fail_line("bad --template_name or --template_parameters (%s): the name is 1-36 of "
-                  "[A-Za-z0-9_-], the parameters a JSON object of strings",
-                  fp_result_str((int)r));
-        return EXIT_USAGE;
-    }
-    if (a.csr != NULL) {
-        csr = read_file(a.csr);
-        if (csr == NULL) {
-            fail_line("cannot read --csr %s: %s", a.csr, strerror(errno));
-            return EXIT_OTHER;
-        }
-    }
     if (a.output_dir == NULL && (a.force || a.key_type != NULL || a.max_attempts != NULL)) {
         fail_line("--force, --key_type and --max_attempts need --output_dir");
-        free(csr);
         return EXIT_USAGE;
     }
     if (a.output_dir != NULL && a.csr != NULL) {
         fail_line("--csr and --output_dir do not mix: the store needs the CSR's key; with "
                   "--output_dir the key is made on the device (--key_type)");
-        free(csr);
         return EXIT_USAGE;
+    }
+    /* The checks' reasons come through the log callback: caught here, printed as one line. */
+    fp_set_log_callback(remember_reason, reason, NULL, FP_LOG_ERROR);
+    code = check_template(&a, reason);
+    if (code == 0) {
+        reason[0] = '\0';
+        r = fp_client_options_new(a.endpoint, &opts);
+        if (r != FP_OK) {
+            /* e.g. "--endpoint https://host: drop the https:// scheme: ..." */
+            fail_line("--endpoint %s: %s", a.endpoint, reason_or_code(reason, r));
+            code = EXIT_USAGE;
+        }
+    }
+    fp_set_log_callback(NULL, NULL, NULL, FP_LOG_NONE);
+    if (code != 0) {
+        return code;
+    }
+    if (a.csr != NULL) {
+        csr = read_file(a.csr);
+        if (csr == NULL) {
+            fail_line("cannot read --csr %s: %s", a.csr, strerror(errno));
+            fp_client_options_free(opts);
+            return EXIT_OTHER;
+        }
     }
     fp_set_log_callback(log_to_stderr, NULL, NULL, level);
-
-    r = fp_client_options_new(a.endpoint, &opts);
-    if (r != FP_OK) {
-        fail_line("invalid --endpoint %s: %s", a.endpoint, fp_result_str((int)r));
-        free(csr);
-        return EXIT_USAGE;
-    }
     code = configure(&a, opts);
     if (code == 0 && a.output_dir != NULL) {
         code = provision_to_store(&a, opts);

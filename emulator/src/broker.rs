@@ -68,6 +68,17 @@ pub(crate) enum Access {
     Denied,
 }
 
+/// As the log names it.
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Access::Claim => "a claim: provisioning topics only",
+            Access::Device => "an active device certificate",
+            Access::Denied => "not allowed to connect",
+        })
+    }
+}
+
 /// The service side the endpoint talks to.
 pub(crate) trait Backend: Send + Sync + 'static {
     /// The certificate id of a connecting client and what it may do.
@@ -298,7 +309,9 @@ impl Broker {
         backend: Arc<dyn Backend>,
         fault: Fault,
     ) -> io::Result<Broker> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             backend,

@@ -31,7 +31,7 @@ use x509_parser::x509::{SubjectPublicKeyInfo as ParsedSpki, X509Name};
 
 /// Also reachable here for the binary; the helper lives in [`crate::files`].
 pub use crate::files::write_atomic;
-use crate::files::{in_private_dir, invalid_data};
+use crate::files::{at_path, in_private_dir, invalid_data};
 use crate::template::CertInfo;
 
 const CA_CERT_FILE: &str = "ca.pem";
@@ -114,9 +114,11 @@ impl Ca {
                     ca_key_path.display()
                 )));
             }
-            let ca_pem = fs::read_to_string(&ca_path)?;
-            let key_pem = fs::read_to_string(&ca_key_path)?;
-            (load_signer(&ca_pem, &key_pem)?, ca_pem, false)
+            let ca_pem = fs::read_to_string(&ca_path).map_err(at_path("read", &ca_path))?;
+            let key_pem =
+                fs::read_to_string(&ca_key_path).map_err(at_path("read", &ca_key_path))?;
+            let signer = load_signer((&ca_path, &ca_pem), (&ca_key_path, &key_pem))?;
+            (signer, ca_pem, false)
         } else {
             // A key without its certificate is a start that died half-way: begin again.
             let signer = new_root_ca().map_err(io_err)?;
@@ -125,8 +127,9 @@ impl Ca {
             write_atomic(&ca_path, ca_pem.as_bytes(), 0o644)?;
             (signer, ca_pem, true)
         };
-        let ca_der = pem_block(ca_pem.as_bytes(), "CERTIFICATE")
-            .ok_or_else(|| invalid_data(format!("{} is not a PEM certificate", CA_CERT_FILE)))?;
+        let ca_der = pem_block(ca_pem.as_bytes(), "CERTIFICATE").ok_or_else(|| {
+            invalid_data(format!("{} is not a PEM certificate", ca_path.display()))
+        })?;
 
         let (server_der, server_key_der) = load_or_make_pair(
             dir,
@@ -325,11 +328,15 @@ pub fn cert_info(der: &[u8]) -> CertInfo {
     info
 }
 
-fn load_signer(ca_pem: &str, key_pem: &str) -> io::Result<Signer> {
-    let key =
-        KeyPair::from_pem(key_pem).map_err(|e| invalid_data(format!("{CA_KEY_FILE}: {e}")))?;
+/// The CA from its certificate and key, each given with the file it was read from.
+fn load_signer(
+    (ca_path, ca_pem): (&Path, &str),
+    (key_path, key_pem): (&Path, &str),
+) -> io::Result<Signer> {
+    let key = KeyPair::from_pem(key_pem)
+        .map_err(|e| invalid_data(format!("{}: {e}", key_path.display())))?;
     let params = CertificateParams::from_ca_cert_pem(ca_pem)
-        .map_err(|e| invalid_data(format!("{CA_CERT_FILE}: {e}")))?;
+        .map_err(|e| invalid_data(format!("{}: {e}", ca_path.display())))?;
     // Only the subject, key identifier and key usages of this re-signed copy are used when
     // issuing; the certificate clients trust stays the one in ca.pem.
     let cert = params.self_signed(&key).map_err(io_err)?;
@@ -453,8 +460,8 @@ fn load_or_make_pair(
     let cert_path = dir.join(cert_file);
     let key_path = dir.join(key_file);
     if !fresh_ca && cert_path.exists() && key_path.exists() {
-        let cert_pem = fs::read(&cert_path)?;
-        let key_pem = fs::read_to_string(&key_path)?;
+        let cert_pem = fs::read(&cert_path).map_err(at_path("read", &cert_path))?;
+        let key_pem = fs::read_to_string(&key_path).map_err(at_path("read", &key_path))?;
         if let (Some(cert_der), Ok(key)) = (
             pem_block(&cert_pem, "CERTIFICATE"),
             KeyPair::from_pem(&key_pem),
@@ -468,7 +475,7 @@ fn load_or_make_pair(
     write_atomic(&key_path, key_pem.as_bytes(), 0o600)?;
     write_atomic(&cert_path, cert_pem.as_bytes(), 0o644)?;
     let cert_der = pem_block(cert_pem.as_bytes(), "CERTIFICATE")
-        .ok_or_else(|| invalid_data(format!("{cert_file}: not a PEM certificate")))?;
+        .ok_or_else(|| invalid_data(format!("{}: not a PEM certificate", cert_path.display())))?;
     let key = KeyPair::from_pem(&key_pem).map_err(io_err)?;
     Ok((cert_der, key.serialize_der()))
 }

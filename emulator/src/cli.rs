@@ -150,7 +150,7 @@ pub struct Respond {
         default_value = "fleetprov-emulator-responder"
     )]
     pub client_id: String,
-    /// Write "subscribed" to PATH once the request topics are subscribed.
+    /// Write "subscribed" to PATH once the request topics are subscribed (removed on exit).
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
     #[command(flatten)]

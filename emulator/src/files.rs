@@ -34,9 +34,10 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
         file.sync_all()?;
         fs::rename(&tmp, path)
     })();
-    if result.is_err() {
+    if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
-        return result;
+        // The temporary file is an implementation detail: name the file the caller asked for.
+        return Err(at_path("write", path)(e));
     }
     // Make the rename itself durable; a failure here loses nothing already written.
     if let Ok(d) = File::open(dir) {
@@ -50,10 +51,17 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
+    if dir.exists() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a directory", dir.display()),
+        ));
+    }
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
+        .map_err(at_path("create the directory", dir))
 }
 
 /// The paths of `names` in the private directory `dir`, which is created first if missing.
@@ -70,7 +78,7 @@ pub(crate) fn read_if_exists(path: &Path) -> io::Result<Option<Vec<u8>>> {
     match fs::read(path) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+        Err(e) => Err(at_path("read", path)(e)),
     }
 }
 
@@ -81,6 +89,16 @@ pub(crate) fn open_append_private(path: &Path) -> io::Result<File> {
         .create(true)
         .mode(0o600)
         .open(path)
+        .map_err(at_path("open for appending", path))
+}
+
+/// Puts what was being done, and to which file, in front of an I/O error that names neither:
+/// `cannot read /state/ca.pem: Permission denied (os error 13)`. The kind is kept.
+pub(crate) fn at_path<'a>(
+    doing: &'a str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> io::Error + 'a {
+    move |e| io::Error::new(e.kind(), format!("cannot {doing} {}: {e}", path.display()))
 }
 
 pub(crate) fn invalid_data(msg: String) -> io::Error {
@@ -116,6 +134,43 @@ mod tests {
         assert_eq!(read_if_exists(&path).unwrap(), None);
         fs::write(&path, b"").unwrap();
         assert_eq!(read_if_exists(&path).unwrap(), Some(Vec::new()));
+    }
+
+    #[test]
+    fn io_errors_name_the_path_and_what_was_being_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        fs::write(&file, b"x").unwrap();
+        let missing = dir.path().join("missing/out");
+        let cases = [
+            (
+                write_atomic(&missing, b"x", 0o600),
+                format!("cannot write {}", missing.display()),
+            ),
+            (
+                create_private_dir(&file),
+                format!("{} exists and is not a directory", file.display()),
+            ),
+            (
+                create_private_dir(&file.join("sub")),
+                format!("cannot create the directory {}", file.join("sub").display()),
+            ),
+            (
+                read_if_exists(dir.path()).map(drop),
+                format!("cannot read {}", dir.path().display()),
+            ),
+            (
+                open_append_private(dir.path()).map(drop),
+                format!("cannot open for appending {}", dir.path().display()),
+            ),
+        ];
+        for (result, expected) in cases {
+            let message = result.unwrap_err().to_string();
+            assert!(
+                message.starts_with(&expected),
+                "{message:?} lacks {expected:?}"
+            );
+        }
     }
 
     #[test]

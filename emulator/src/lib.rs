@@ -422,7 +422,7 @@ impl Backend for ServiceBackend {
 /// the certificate id and holds the certificate PEM.
 pub fn record_claim(state_dir: &Path, issued: &ca::Issued) -> io::Result<()> {
     let dir = state_dir.join(CLAIMS_DIR);
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&dir).map_err(files::at_path("create the directory", &dir))?;
     files::write_atomic(
         &dir.join(&issued.certificate_id),
         issued.certificate_pem.as_bytes(),
@@ -491,13 +491,15 @@ pub fn list_things(state_dir: &Path) -> io::Result<Vec<registry::ThingRecord>> {
         "fleetprov-emulator-things-{}-{nanos}",
         std::process::id()
     ));
-    std::fs::create_dir(&scratch)?;
+    std::fs::create_dir(&scratch).map_err(files::at_path("create the directory", &scratch))?;
     let result = (|| {
-        for entry in std::fs::read_dir(state_dir)? {
-            let entry = entry?;
+        let listing = || files::at_path("read the state directory", state_dir);
+        for entry in std::fs::read_dir(state_dir).map_err(listing())? {
+            let entry = entry.map_err(listing())?;
             let name = entry.file_name();
             if name.to_string_lossy().starts_with("registry") && entry.file_type()?.is_file() {
-                std::fs::copy(entry.path(), scratch.join(&name))?;
+                let from = entry.path();
+                std::fs::copy(&from, scratch.join(&name)).map_err(files::at_path("copy", &from))?;
             }
         }
         Registry::open(&scratch).map(|r| r.things())

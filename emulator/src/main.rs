@@ -118,11 +118,23 @@ fn serve(o: cli::Serve) -> Result {
     let (limits, mode) = (o.rate_limits, throttle::ThrottleMode::from(o.throttle));
 
     runtime()?.block_on(async move {
-        let emulator = Emulator::start(cfg).await.map_err(failed)?;
+        // Before anything is announced: a stop right after the ready file appears is then a
+        // clean one (exit 0, ready file removed), not death by the signal's default action.
+        let stop = StopSignals::install()?;
+        let port = cfg.port;
+        let emulator = Emulator::start(cfg).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                format!(
+                    "{e} (port {port} is taken; choose another --port, or --port 0 for a free one)"
+                )
+            } else {
+                e.to_string()
+            }
+        })?;
         emulator.throttle().set_mode(mode);
         for (api, tps) in limits {
             emulator.throttle().set_rate_limit(api, Some(tps));
-            log::info!("rate limit: {api:?} {tps}/s");
+            log::info!("rate limit: {} {tps}/s", api.name());
         }
         let host = match emulator.local_addr().ip() {
             ip if ip.is_loopback() => "localhost".to_owned(),
@@ -144,27 +156,46 @@ fn serve(o: cli::Serve) -> Result {
         println!("templates:  {}", names.join(", "));
         if let Some(path) = &ready_file {
             // Written whole (temporary file + rename) so a waiting script never reads half a port.
-            write_atomic(path, format!("{}\n", emulator.port()).as_bytes(), 0o644)
-                .map_err(|e| failed(format!("{}: {e}", path.display())))?;
+            if let Err(e) = write_atomic(path, format!("{}\n", emulator.port()).as_bytes(), 0o644) {
+                emulator.stop().await;
+                return Err(format!("--ready-file: {e}"));
+            }
         }
-        let signal = wait_for_signal().await;
+        stop.wait().await;
         emulator.stop().await;
         if let Some(path) = &ready_file {
             let _ = std::fs::remove_file(path);
         }
-        signal
+        Ok(())
     })
 }
 
-async fn wait_for_signal() -> Result {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(failed)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(failed)?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, caught from [`StopSignals::install`] on: one that arrives before
+/// [`StopSignals::wait`] is kept and ends the wait at once.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Must run inside the runtime.
+    fn install() -> Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let handler = |kind, name| {
+            signal(kind).map_err(|e| format!("cannot install the {name} handler: {e}"))
+        };
+        Ok(StopSignals {
+            term: handler(SignalKind::terminate(), "SIGTERM")?,
+            int: handler(SignalKind::interrupt(), "SIGINT")?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
 
 fn claim(o: cli::Claim) -> Result {
@@ -177,10 +208,9 @@ fn claim(o: cli::Claim) -> Result {
         .private_key_pem
         .as_deref()
         .ok_or_else(|| failed("the CA returned a claim without a key"))?;
-    write_atomic(&o.out_key, key.as_bytes(), 0o600)
-        .map_err(|e| failed(format!("{}: {e}", o.out_key.display())))?;
+    write_atomic(&o.out_key, key.as_bytes(), 0o600).map_err(|e| format!("--out-key: {e}"))?;
     write_atomic(&o.out_cert, issued.certificate_pem.as_bytes(), 0o644)
-        .map_err(|e| failed(format!("{}: {e}", o.out_cert.display())))?;
+        .map_err(|e| format!("--out-cert: {e}"))?;
     fleetprov_emulator::record_claim(&dir, &issued).map_err(failed)?;
     println!("certificate id: {}", issued.certificate_id);
     println!("claim cert:     {}", absolute(&o.out_cert).display());
@@ -208,14 +238,20 @@ fn respond(o: cli::Respond) -> Result {
         client_id: o.client_id,
     };
     runtime()?.block_on(async move {
+        let stop = StopSignals::install()?;
         let responder = responder::Responder::start(cfg).await.map_err(failed)?;
         println!("fleetprov-emulator responding on {}", responder.broker());
         if let Some(path) = &ready_file {
-            write_atomic(path, b"subscribed\n", 0o644)
-                .map_err(|e| failed(format!("{}: {e}", path.display())))?;
+            if let Err(e) = write_atomic(path, b"subscribed\n", 0o644) {
+                responder.stop().await;
+                return Err(format!("--ready-file: {e}"));
+            }
         }
-        let signal = wait_for_signal().await;
+        stop.wait().await;
         responder.stop().await;
-        signal
+        if let Some(path) = &ready_file {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
     })
 }

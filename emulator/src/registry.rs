@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ca::Issued;
 use crate::files::{
-    in_private_dir, invalid_data, open_append_private, read_if_exists, write_atomic,
+    at_path, in_private_dir, invalid_data, open_append_private, read_if_exists, write_atomic,
 };
 use crate::template::{OverrideSetting, Provisioned, ThingSpec};
 
@@ -523,6 +523,7 @@ impl Registry {
         // One write for the whole batch: a crash keeps the complete lines and replay drops a
         // torn last one.
         if let Err(e) = inner.journal.write_all(&lines) {
+            let e = at_path("write", &self.dir.join(JOURNAL_FILE))(e);
             // Part of a line may be in the journal, and the next line would be glued to it;
             // a snapshot empties the journal. Cut the part off first, in case the snapshot
             // fails too (a full disk).
@@ -564,7 +565,10 @@ fn compact(dir: &Path, inner: &mut Inner) -> io::Result<()> {
     write_atomic(&dir.join(SNAPSHOT_FILE), &bytes, 0o600)?;
     // Replaying the old journal over the new snapshot would be harmless (changes are
     // whole-record puts), so a crash between these two steps loses nothing.
-    inner.journal.set_len(0)?;
+    inner
+        .journal
+        .set_len(0)
+        .map_err(at_path("empty", &dir.join(JOURNAL_FILE)))?;
     inner.journal_bytes = 0;
     inner.snapshot_bytes = bytes.len() as u64;
     Ok(())

@@ -115,7 +115,7 @@ impl Responder {
                     Err(e) => {
                         return Err(io::Error::new(
                             io::ErrorKind::ConnectionRefused,
-                            e.to_string(),
+                            format!("cannot connect to {}:{}: {e}", cfg.host, cfg.port),
                         ))
                     }
                 }
@@ -128,15 +128,25 @@ impl Responder {
             Err(_) => {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "no CONNACK/SUBACK from the broker",
+                    format!(
+                        "no CONNACK/SUBACK from the broker at {}:{}",
+                        cfg.host, cfg.port
+                    ),
                 ))
             }
         }
 
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run(client, events, Arc::clone(&service), stop_rx));
+        let broker = format!("{}:{}", cfg.host, cfg.port);
+        let task = tokio::spawn(run(
+            client,
+            events,
+            Arc::clone(&service),
+            broker.clone(),
+            stop_rx,
+        ));
         Ok(Responder {
-            broker: format!("{}:{}", cfg.host, cfg.port),
+            broker,
             service,
             stop,
             task,
@@ -175,6 +185,7 @@ async fn run(
     client: AsyncClient,
     mut events: rumqttc::EventLoop,
     service: Arc<Service>,
+    broker: String,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut replies = tokio::task::JoinSet::new();
@@ -209,7 +220,7 @@ async fn run(
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    log::warn!("responder: connection: {e}; retrying");
+                    log::warn!("responder: connection to {broker}: {e}; retrying");
                     tokio::time::sleep(RETRY_DELAY).await;
                 }
             },
@@ -241,9 +252,12 @@ fn client_tls(cfg: &ResponderConfig) -> io::Result<rustls::ClientConfig> {
     };
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(&cfg.ca).map_err(|e| bad(&cfg.ca, e))? {
-        roots
-            .add(cert.map_err(|e| bad(&cfg.ca, e))?)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        roots.add(cert.map_err(|e| bad(&cfg.ca, e))?).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", cfg.ca.display()),
+            )
+        })?;
     }
     let chain = CertificateDer::pem_file_iter(&cfg.cert)
         .map_err(|e| bad(&cfg.cert, e))?

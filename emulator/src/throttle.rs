@@ -30,6 +30,15 @@ impl Api {
         }
     }
 
+    /// The name AWS gives it, as [`Api::parse`] reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::CreateKeysAndCertificate => "CreateKeysAndCertificate",
+            Api::CreateCertificateFromCsr => "CreateCertificateFromCsr",
+            Api::RegisterThing => "RegisterThing",
+        }
+    }
+
     /// The API a request topic calls, if it is one.
     fn of_topic(topic: &str) -> Option<Api> {
         Some(match crate::request_topic::parse(topic)?.0 {
@@ -212,6 +221,17 @@ mod tests {
     use std::time::Duration;
 
     const REGISTER: &str = "$aws/provisioning-templates/FleetTemplate/provision/json";
+
+    #[test]
+    fn an_api_is_named_as_it_is_parsed() {
+        for api in [
+            Api::CreateKeysAndCertificate,
+            Api::CreateCertificateFromCsr,
+            Api::RegisterThing,
+        ] {
+            assert_eq!(Api::parse(api.name()), Some(api));
+        }
+    }
 
     #[test]
     fn off_by_default_then_a_bucket_per_api() {

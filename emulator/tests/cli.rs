@@ -218,14 +218,14 @@ async fn provision(state: &Path, port: u16, serial: &str) {
         refused.reason,
         rumqttc::v5::mqttbytes::v5::PubAckReason::Success
     );
-    c.client.disconnect().await.unwrap();
+    c.disconnect().await;
 
     let device = Identity {
         cert_pem: created["certificatePem"].as_str().unwrap().to_owned(),
         key_pem: created["privateKey"].as_str().unwrap().to_owned(),
     };
     let d = V5::connect(port, common::client_tls(&ca, &device), "device").await;
-    d.client.disconnect().await.unwrap();
+    d.disconnect().await;
 }
 
 fn provision_blocking(state: &Path, port: u16, serial: &str) {
@@ -260,8 +260,157 @@ fn quiet_logs_nothing_through_a_provisioning_and_the_log_speaks_without_it() {
         "fleetprov-emulator: warning: ",
         "not authorized",
         "connected as \"device\"",
+        "\"device\" closed: client disconnected",
     ] {
         assert!(err.contains(line), "{line:?} is not in the log:\n{err}");
     }
     assert!(!err.contains("PRIVATE KEY"), "{err}");
+    // Words, not Rust's Debug output of internal types (`ClientDisconnect { will: false }`).
+    for line in err.lines() {
+        assert!(
+            !line.contains(['{', '}']),
+            "a log line prints internals: {line}"
+        );
+    }
+}
+
+/// `kill -TERM pid`, asserting it was delivered.
+fn sigterm(child: &Child) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Stopped the moment its ready file appears, the server still stops cleanly: SIGTERM is
+/// caught from before anything is announced, so it exits 0 and removes the ready file.
+#[test]
+fn a_stop_right_after_the_ready_file_appears_is_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let ready = dir.path().join("ready");
+    for round in 0..20 {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(["--port=0", "--quiet"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready.exists() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("round {round}: the server exited before it was ready: {status}");
+            }
+            assert!(Instant::now() < deadline, "round {round}: no ready file");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        sigterm(&child);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "round {round}: {:?}, stderr: {}",
+            out.status,
+            text(&out.stderr)
+        );
+        assert!(!ready.exists(), "round {round}: the ready file was left");
+    }
+}
+
+/// A port another process holds: the message names it (and says what to do).
+#[test]
+fn a_taken_port_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = run(&[
+        "serve",
+        "--state-dir",
+        dir.path().join("state").to_str().unwrap(),
+        "--port",
+        &port,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")) && err.contains("--port"),
+        "{err}"
+    );
+}
+
+/// File and directory problems name the path and what was being done with it.
+#[test]
+fn state_dir_and_file_problems_name_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let file = file.to_str().unwrap();
+    let missing = dir.path().join("no/such/dir");
+    let missing = missing.to_str().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let in_missing = |name: &str| format!("{missing}/{name}");
+
+    let cases: [(Vec<String>, String); 5] = [
+        (
+            vec!["serve".into(), "--state-dir".into(), file.into()],
+            format!("{file} exists and is not a directory"),
+        ),
+        (
+            vec!["things".into(), "--state-dir".into(), missing.into()],
+            format!("cannot read the state directory {missing}"),
+        ),
+        (
+            vec![
+                "claim".into(),
+                "--state-dir".into(),
+                state.into(),
+                "--out-cert".into(),
+                in_missing("c.pem"),
+                "--out-key".into(),
+                format!("{state}/k.pem"),
+            ],
+            format!("--out-cert: cannot write {}", in_missing("c.pem")),
+        ),
+        (
+            vec![
+                "claim".into(),
+                "--state-dir".into(),
+                format!("{file}/state"),
+                "--out-cert".into(),
+                "c.pem".into(),
+                "--out-key".into(),
+                "k.pem".into(),
+            ],
+            format!("cannot create the directory {file}/state"),
+        ),
+        (
+            vec![
+                "serve".into(),
+                "--state-dir".into(),
+                state.into(),
+                "--port=0".into(),
+                "--ready-file".into(),
+                in_missing("ready"),
+            ],
+            format!("--ready-file: cannot write {}", in_missing("ready")),
+        ),
+    ];
+    for (args, expected) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&expected),
+            "{args:?}: {expected:?} not in {err}"
+        );
+    }
 }

@@ -27,7 +27,8 @@ pub enum ErrorKind {
     Disconnected,
     /// No answer within the configured time (CONNACK, SUBACK, PUBACK or the service's reply).
     Timeout,
-    /// The broker refused to subscribe to a reply topic (SUBACK failure code).
+    /// The broker refused to subscribe to a reply topic (SUBACK failure code), or its Maximum
+    /// Packet Size (MQTT 5 CONNACK) is smaller than the SUBSCRIBE, which was not sent.
     SubscribeRefused,
     /// The service refused the request: [`Error::rejection`] holds AWS's `statusCode`,
     /// `errorCode` and `errorMessage` as received on the `/rejected` topic.
@@ -47,7 +48,8 @@ pub enum ErrorKind {
     /// connection. The message says what was received.
     Protocol,
     /// The broker refused our PUBLISH (an MQTT 5 PUBACK with a failure reason code, such as
-    /// 0x87 not authorized); the reason is in the message. Nothing reached the service.
+    /// 0x87 not authorized), or its Maximum Packet Size (MQTT 5 CONNACK) is smaller than the
+    /// request, which was not sent; the reason is in the message. Nothing reached the service.
     PublishRefused,
     /// The signer of a key the library does not hold failed: the application's signer
     /// callback returned an error or a signature that does not verify with the key, or the

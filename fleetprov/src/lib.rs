@@ -1,7 +1,9 @@
 //! # fleetprov
 //!
 //! AWS IoT Fleet Provisioning over mutual-TLS MQTT for devices: CreateKeysAndCertificate,
-//! CreateCertificateFromCsr and RegisterThing, with MQTT 5 or 3.1.1 (rumqttc) and rustls.
+//! CreateCertificateFromCsr and RegisterThing, with MQTT 5 or 3.1.1 and rustls. The MQTT
+//! session is the library's own (`client::session`: connect, keep-alive, subscriptions,
+//! acknowledgements, limits); of rumqttc only the packet codec is used.
 //!
 //! - [`protocol`]: topic names and JSON payloads with AWS's exact field names; no I/O.
 //! - [`client`]: the connection and the request engine (one SUBSCRIBE per operation kind,
@@ -11,8 +13,8 @@
 //! - [`signer`]: keys the library never holds (a secure element, an HSM): a [`signer::Signer`]
 //!   signs for the TLS client authentication and for certificate signing requests.
 //! - [`keygen`]: device keys (EC P-256, P-384, RSA-2048) and CSRs made on the device.
-//! - [`provision`]: one call from claim certificate to a verified, stored identity, with
-//!   retries; [`provision::store`] is the identity store.
+//! - [`provision`](mod@provision): one call from claim certificate to a verified, stored
+//!   identity, with retries; [`provision::store`] is the identity store.
 //!
 //! The C surface (`include/fleetprov.h`) is a thin layer over this core.
 

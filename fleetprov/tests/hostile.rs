@@ -338,44 +338,50 @@ async fn receive_maximum_zero_fails_the_connect() {
     connack_fails_the_connect(connack, "protocol error", &["Receive Maximum"]).await;
 }
 
-/// A broker whose Maximum Packet Size is below the request: the operation fails at once with
-/// the broker's limit in the message, and nothing over the limit is sent.
+/// A broker whose Maximum Packet Size is below the request: the operation fails at once as a
+/// publish the broker refuses (not as a bad argument), with the broker's limit in the message,
+/// and nothing over the limit is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_maximum_packet_size_is_respected() {
     bounded(async {
         const LIMIT: u32 = 300;
-        let b = Broker::start(|mut c| async move {
-            c.accept_connect(&connack(
-                true,
-                &props(&[prop::u32(prop::MAXIMUM_PACKET_SIZE, LIMIT)]),
-            ))
-            .await?;
-            // Grant and acknowledge whatever comes, answer nothing, until the client leaves.
-            while let Some(r) = c.recv().await? {
-                match r.packet {
-                    In::Subscribe { pkid, filters } => {
-                        c.send(&suback(true, pkid, &vec![1; filters.len()])).await?
-                    }
-                    In::Publish { pkid, .. } => c.send(&puback(true, pkid, None)).await?,
-                    In::PingReq => c.send(&PINGRESP).await?,
-                    _ => {}
-                }
-            }
-            Ok(c.largest_packet)
-        })
-        .await;
+        let b = broker_with_maximum_packet_size(LIMIT).await;
         let client = Client::connect(b.opts(V5)).await.unwrap();
         let e = client
             .create_certificate_from_csr(&fake_csr(600))
             .await
             .unwrap_err();
         client.disconnect().await;
-        assert_error(&e, "invalid argument", &[&LIMIT.to_string()]);
+        assert_error(
+            &e,
+            "publish refused",
+            &[&LIMIT.to_string(), "Maximum Packet Size", "PUBLISH"],
+        );
         let largest = b.join().await;
         assert!(
             largest <= LIMIT as usize,
             "the client sent a {largest}-byte packet to a broker that takes {LIMIT}"
         );
+    })
+    .await;
+}
+
+/// A Maximum Packet Size below even the reply topics' SUBSCRIBE: a refused subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_maximum_packet_size_below_the_subscribe() {
+    bounded(async {
+        const LIMIT: u32 = 60;
+        let b = broker_with_maximum_packet_size(LIMIT).await;
+        let client = Client::connect(b.opts(V5)).await.unwrap();
+        let e = client.create_keys_and_certificate().await.unwrap_err();
+        client.disconnect().await;
+        assert_error(
+            &e,
+            "subscription refused",
+            &[&LIMIT.to_string(), "Maximum Packet Size", "SUBSCRIBE"],
+        );
+        let largest = b.join().await;
+        assert!(largest <= LIMIT as usize, "{largest}-byte packet sent");
     })
     .await;
 }

@@ -136,7 +136,8 @@ typedef enum fp_result {
      */
     FP_ERR_TIMEOUT = 9,
     /**
-     * The broker refused a subscription to a reply topic.
+     * The broker refused a subscription to a reply topic, or its Maximum Packet Size (MQTT 5
+     * CONNACK) is smaller than the SUBSCRIBE, which was not sent.
      */
     FP_ERR_SUBSCRIBE_REFUSED = 10,
     /**
@@ -176,8 +177,9 @@ typedef enum fp_result {
     FP_ERR_PROTOCOL = 18,
     /**
      * The broker refused the request's PUBLISH (MQTT 5 PUBACK with a failure reason code,
-     * such as 0x87 not authorized: the broker's policy forbids the topic). The message names
-     * the reason; the service never saw the request.
+     * such as 0x87 not authorized: the broker's policy forbids the topic), or its Maximum
+     * Packet Size (MQTT 5 CONNACK) is smaller than the request, which was not sent. The
+     * message names the reason; the service never saw the request.
      */
     FP_ERR_PUBLISH_REFUSED = 19,
     /**
@@ -791,7 +793,9 @@ enum fp_result fp_register_thing(struct fp_client *client,
  *
  * `parameters_json` may be NULL (no parameters). Returns `FP_OK`, `FP_ERR_NULL_ARGUMENT` (NULL
  * name), `FP_ERR_INVALID_UTF8`, or `FP_ERR_INVALID_ARGUMENT` (name not 1-36 characters of
- * `[A-Za-z0-9_-]`, or parameters that are not a JSON object of strings). Any thread.
+ * `[A-Za-z0-9_-]`, or parameters that are not JSON, not an object, or with a value that is
+ * not a string); the reason for `FP_ERR_INVALID_ARGUMENT` goes to the log callback
+ * (fp_set_log_callback()) at `FP_LOG_ERROR`. Any thread.
  */
 enum fp_result fp_register_thing_check(const char *template_name, const char *parameters_json);
 
@@ -807,7 +811,7 @@ enum fp_result fp_register_thing_check(const char *template_name, const char *pa
  * fp_client_options_free()) and returns `FP_OK`; otherwise leaves `*out` untouched and returns
  * `FP_ERR_NULL_ARGUMENT` (`endpoint` or `out` is NULL), `FP_ERR_INVALID_UTF8` (`endpoint` is
  * not UTF-8) or `FP_ERR_INVALID_ARGUMENT` (empty, or not a host name or address: no scheme,
- * path, port or spaces).
+ * path, port or spaces; the reason goes to the log callback at `FP_LOG_ERROR`).
  */
 enum fp_result fp_client_options_new(const char *endpoint, struct fp_client_options **out);
 
@@ -1043,7 +1047,7 @@ void fp_provision_options_free(struct fp_provision_options *options);
 
 /**
  * Sets the template parameters: NULL for none, or a JSON object whose values are all
- * strings. `FP_ERR_INVALID_ARGUMENT` otherwise.
+ * strings. `FP_ERR_INVALID_ARGUMENT` otherwise (the reason logged at `FP_LOG_ERROR`).
  */
 enum fp_result fp_provision_options_set_parameters(struct fp_provision_options *options,
                                                    const char *parameters_json);

@@ -256,7 +256,7 @@ pub extern "C" fn fp_client_new(
         // SAFETY: NULL or a live handle from fp_client_options_new(), per the header.
         let options = unsafe { fp_client_options::try_ref(options) }?;
         check_out(out)?;
-        options.inner.validate().map_err(|e| fp_result::from(e.kind))?;
+        options.inner.validate().map_err(|e| super::error::logged(&e))?;
         let guard = runtime::acquire().map_err(|_| FP_ERR_INTERNAL)?;
         let shared = Arc::new(Shared {
             id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),

@@ -35,7 +35,8 @@ pub enum fp_result {
     FP_ERR_DISCONNECTED = 8,
     /// No answer in time (CONNACK, SUBACK, PUBACK or the service's reply).
     FP_ERR_TIMEOUT = 9,
-    /// The broker refused a subscription to a reply topic.
+    /// The broker refused a subscription to a reply topic, or its Maximum Packet Size (MQTT 5
+    /// CONNACK) is smaller than the SUBSCRIBE, which was not sent.
     FP_ERR_SUBSCRIBE_REFUSED = 10,
     /// The service rejected the request; fp_error_status_code(), fp_error_aws_code() and
     /// fp_error_aws_message() give AWS's `statusCode`, `errorCode` and `errorMessage`.
@@ -57,8 +58,9 @@ pub enum fp_result {
     /// closed the connection. The message says what was received.
     FP_ERR_PROTOCOL = 18,
     /// The broker refused the request's PUBLISH (MQTT 5 PUBACK with a failure reason code,
-    /// such as 0x87 not authorized: the broker's policy forbids the topic). The message names
-    /// the reason; the service never saw the request.
+    /// such as 0x87 not authorized: the broker's policy forbids the topic), or its Maximum
+    /// Packet Size (MQTT 5 CONNACK) is smaller than the request, which was not sent. The
+    /// message names the reason; the service never saw the request.
     FP_ERR_PUBLISH_REFUSED = 19,
     /// The signer failed: the application's signer callback (fp_signer_new()) returned an
     /// error or a signature that does not verify with the key, or the PKCS#11 module, token,
@@ -104,6 +106,21 @@ impl fp_result {
 
     fn from_int(code: c_int) -> Option<fp_result> {
         ALL_RESULTS.iter().copied().find(|r| *r as c_int == code)
+    }
+}
+
+/// The code for `e`, its message logged at `FP_LOG_ERROR` first: a call that returns only a
+/// code still tells the program's log callback why it refused.
+pub(crate) fn logged(e: &Error) -> fp_result {
+    log_error(&e.message);
+    e.kind.into()
+}
+
+/// Logs `message` at `FP_LOG_ERROR`, formatted only when that level is enabled.
+pub(crate) fn log_error(message: &str) {
+    use fleetprov_core::log::{emit, enabled, Level};
+    if enabled(Level::Error) {
+        emit(Level::Error, message);
     }
 }
 

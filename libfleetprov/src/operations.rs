@@ -7,8 +7,8 @@ use zeroize::Zeroizing;
 
 use super::callback::Callback;
 use super::client::{fp_client, shared_of};
-use super::error::fp_error;
 use super::error::fp_result::{self, *};
+use super::error::{fp_error, logged};
 use super::panic::caught;
 use super::strings::{nonempty_str_arg, str_arg, template_name_arg};
 use fleetprov_core::client::Client;
@@ -390,7 +390,9 @@ pub extern "C" fn fp_register_thing(
 ///
 /// `parameters_json` may be NULL (no parameters). Returns `FP_OK`, `FP_ERR_NULL_ARGUMENT` (NULL
 /// name), `FP_ERR_INVALID_UTF8`, or `FP_ERR_INVALID_ARGUMENT` (name not 1-36 characters of
-/// `[A-Za-z0-9_-]`, or parameters that are not a JSON object of strings). Any thread.
+/// `[A-Za-z0-9_-]`, or parameters that are not JSON, not an object, or with a value that is
+/// not a string); the reason for `FP_ERR_INVALID_ARGUMENT` goes to the log callback
+/// (fp_set_log_callback()) at `FP_LOG_ERROR`. Any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_register_thing_check(
     template_name: *const c_char,
@@ -417,7 +419,7 @@ fn register_request(
         Default::default()
     } else {
         let json = unsafe { str_arg(parameters_json) }?;
-        parse_template_parameters(json).map_err(|_| FP_ERR_INVALID_ARGUMENT)?
+        parse_template_parameters(json).map_err(|e| logged(&e))?
     };
     Ok((
         template.to_owned(),

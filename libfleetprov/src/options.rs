@@ -4,6 +4,7 @@ use std::ffi::{c_char, c_int};
 use std::time::Duration;
 
 use super::error::fp_result::{self, *};
+use super::error::logged;
 use super::handle::{check_out, Castable};
 use super::signer::fp_signer;
 use super::strings::{nonempty_str_arg, secret_arg, template_name_arg};
@@ -80,7 +81,7 @@ fn set_timeout_ms(
 /// fp_client_options_free()) and returns `FP_OK`; otherwise leaves `*out` untouched and returns
 /// `FP_ERR_NULL_ARGUMENT` (`endpoint` or `out` is NULL), `FP_ERR_INVALID_UTF8` (`endpoint` is
 /// not UTF-8) or `FP_ERR_INVALID_ARGUMENT` (empty, or not a host name or address: no scheme,
-/// path, port or spaces).
+/// path, port or spaces; the reason goes to the log callback at `FP_LOG_ERROR`).
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_client_options_new(
     endpoint: *const c_char,
@@ -91,7 +92,7 @@ pub extern "C" fn fp_client_options_new(
         // SAFETY: NULL or a NUL-terminated string, per the header.
         let endpoint = unsafe { nonempty_str_arg(endpoint) }?;
         let inner = ClientOptions::new(endpoint);
-        inner.validate().map_err(|_| FP_ERR_INVALID_ARGUMENT)?;
+        inner.validate().map_err(|e| logged(&e))?;
         // SAFETY: `out` was checked and is writable, per the header.
         unsafe { fp_client_options { inner }.give(out) };
         Ok(())

@@ -8,8 +8,8 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 use super::callback::Callback;
-use super::error::fp_error;
 use super::error::fp_result::{self, *};
+use super::error::{fp_error, logged};
 use super::handle::{check_out, Castable};
 use super::operations::fp_key_value;
 use super::options::fp_client_options;
@@ -191,7 +191,7 @@ pub extern "C" fn fp_provision_options_free(options: *mut fp_provision_options) 
 }
 
 /// Sets the template parameters: NULL for none, or a JSON object whose values are all
-/// strings. `FP_ERR_INVALID_ARGUMENT` otherwise.
+/// strings. `FP_ERR_INVALID_ARGUMENT` otherwise (the reason logged at `FP_LOG_ERROR`).
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_provision_options_set_parameters(
     options: *mut fp_provision_options,
@@ -204,7 +204,7 @@ pub extern "C" fn fp_provision_options_set_parameters(
             } else {
                 // SAFETY: a NUL-terminated string, per the header.
                 let json = unsafe { str_arg(parameters_json) }?;
-                parse_template_parameters(json).map_err(|_| FP_ERR_INVALID_ARGUMENT)?
+                parse_template_parameters(json).map_err(|e| logged(&e))?
             };
             Ok(())
         })
@@ -425,7 +425,7 @@ pub extern "C" fn fp_provision(
         let options = unsafe { fp_provision_options::try_ref(options) }?;
         let callback = Callback::unreleased(callback.ok_or(FP_ERR_NULL_ARGUMENT)?, user_data);
         let mut opts = options.inner.clone();
-        opts.validate().map_err(|e| fp_result::from(e.kind))?;
+        opts.validate().map_err(|e| logged(&e))?;
         opts.progress = progress
             .map(|p| progress_sink(Arc::new(Callback::unreleased(p, user_data))));
         let guard = runtime::acquire().map_err(|_| FP_ERR_INTERNAL)?;

@@ -328,10 +328,7 @@ impl OutBuffer {
 
 /// Logs the failure of a call that returns only a code, so the reason is not lost.
 pub(crate) fn log_failure(what: &str, e: &Error) -> fp_result {
-    use fleetprov_core::log::{emit, enabled, Level};
-    if enabled(Level::Error) {
-        emit(Level::Error, &format!("{what}: {}", e.message));
-    }
+    super::error::log_error(&format!("{what}: {}", e.message));
     e.kind.into()
 }
 

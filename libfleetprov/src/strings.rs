@@ -45,14 +45,14 @@ pub(crate) unsafe fn nonempty_str_arg<'a>(ptr: *const c_char) -> Result<&'a str,
 }
 
 /// Borrows a template name argument: UTF-8 and valid by AWS's rules (1-36 characters of
-/// `A-Za-z0-9_-`), else `FP_ERR_INVALID_ARGUMENT`.
+/// `A-Za-z0-9_-`), else `FP_ERR_INVALID_ARGUMENT` (the reason logged).
 ///
 /// # Safety
 /// As for [`str_arg`].
 pub(crate) unsafe fn template_name_arg<'a>(ptr: *const c_char) -> Result<&'a str, fp_result> {
     // SAFETY: forwarded contract.
     let name = unsafe { str_arg(ptr) }?;
-    fleetprov_core::protocol::validate_template_name(name).map_err(|e| fp_result::from(e.kind))?;
+    fleetprov_core::protocol::validate_template_name(name).map_err(|e| super::error::logged(&e))?;
     Ok(name)
 }
 

@@ -24,6 +24,7 @@ use std::time::{Duration, SystemTime};
 use fleetprov_emulator::{Emulator, EmulatorConfig, EmulatorHandle, Fault};
 
 use fleetprov_testkit::env as common;
+use fleetprov_testkit::hostile as hostile_broker;
 
 use common::CSR_PEM;
 use fleetprov_testkit::cprog::{c_tests_dir, cc_build, include_dir, root, CProgram};
@@ -998,4 +999,185 @@ fn demo_times_out_when_the_service_never_answers() {
     ]));
     args.push(timeout_ms.to_string());
     expect_demo_failure(&exe, &args, 5, "timed out");
+}
+
+/// The demo's usage lines for mistakes in the template arguments and the endpoint: each
+/// mistake gets its own reason, from the library's checks, before anything is connected.
+#[test]
+fn demo_names_each_template_and_endpoint_mistake() {
+    let exe = demo();
+    let base = strings(&["--cert", "claim.pem", "--key", "claim-key.pem"]);
+    let long_name = "T".repeat(37);
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["--endpoint", "h", "--template_name", "a/b"],
+            &["--template_name a/b: template name contains '/'"],
+        ),
+        (
+            &["--endpoint", "h", "--template_name", &long_name],
+            &["--template_name", "37 characters long"],
+        ),
+        (
+            &[
+                "--endpoint",
+                "h",
+                "--template_name",
+                "FleetTemplate",
+                "--template_parameters",
+                "{\"SerialNumber\":",
+            ],
+            &["--template_parameters: template parameters are not valid JSON"],
+        ),
+        (
+            &[
+                "--endpoint",
+                "h",
+                "--template_name",
+                "FleetTemplate",
+                "--template_parameters",
+                "[\"1\"]",
+            ],
+            &["--template_parameters: template parameters must be a JSON object"],
+        ),
+        (
+            &[
+                "--endpoint",
+                "h",
+                "--template_name",
+                "FleetTemplate",
+                "--template_parameters",
+                "{\"SerialNumber\":9}",
+            ],
+            &["--template_parameters: template parameter \"SerialNumber\" must be a string, not a number"],
+        ),
+        (
+            &["--endpoint", "https://h.example", "--template_name", "T"],
+            &["--endpoint https://h.example: drop the https:// scheme", "host name"],
+        ),
+        (
+            &["--endpoint", "mqtts://h.example:8883", "--template_name", "T"],
+            &["drop the mqtts:// scheme"],
+        ),
+        (
+            &["--endpoint", "h.example:8883", "--template_name", "T"],
+            &["--endpoint h.example:8883: drop the :8883", "port"],
+        ),
+        (
+            &["--endpoint", "h.example/mqtt", "--template_name", "T"],
+            &["--endpoint h.example/mqtt: drop the /mqtt"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let mut all = base.clone();
+        all.extend(strings(args));
+        let out = run(&exe, &all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = stderr(&out);
+        assert_eq!(
+            err.lines().count(),
+            1,
+            "{args:?}: one line expected:\n{err}"
+        );
+        for needle in *needles {
+            assert!(err.contains(needle), "{args:?}: {needle:?} not in {err}");
+        }
+    }
+}
+
+/// Demo flags for a scripted broker on `port` (tests/hostile/broker.rs), with its CA and a
+/// client certificate of no consequence (the scripted broker asks for none) written to `dir`.
+fn scripted_broker_args(port: u16, dir: &Path) -> Vec<String> {
+    let client = rcgen::generate_simple_self_signed(vec!["device".to_owned()]).unwrap();
+    let files = [
+        ("ca.pem", hostile_broker::ca_pem().to_owned()),
+        ("cert.pem", client.cert.pem()),
+        ("key.pem", client.key_pair.serialize_pem()),
+    ];
+    for (name, pem) in &files {
+        fs::write(dir.join(name), pem).unwrap();
+    }
+    let path = |name: &str| dir.join(name).display().to_string();
+    let mut args = strings(&["--endpoint", "localhost", "--port"]);
+    args.push(port.to_string());
+    for (flag, name) in [
+        ("--ca_file", "ca.pem"),
+        ("--cert", "cert.pem"),
+        ("--key", "key.pem"),
+    ] {
+        args.push(flag.to_owned());
+        args.push(path(name));
+    }
+    args.extend(strings(&["--template_name", "FleetTemplate"]));
+    args
+}
+
+/// The broker answers CreateKeysAndCertificate and ends the connection in the same write:
+/// RegisterThing then starts on a connection already gone, `FP_ERR_NOT_CONNECTED` ("the
+/// connection was lost"), and the demo counts that as a connection failure, exit 3, as it does
+/// `FP_ERR_DISCONNECTED`. Whether the library sees the end before the demo starts RegisterThing
+/// is a race (about one round in three here), hence twelve rounds, each against a new broker.
+#[test]
+fn demo_exits_3_when_the_connection_is_gone_before_an_operation() {
+    use hostile_broker::{connack_ok, create_keys_accepted, disconnect_v5, puback, publish0};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let exe = demo();
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..12 {
+        let broker = rt.block_on(hostile_broker::Broker::start(|mut c| async move {
+            let (topic, pkid) = c.up_to_request(&connack_ok(true)).await?;
+            let mut out = puback(true, pkid, None);
+            out.extend(publish0(
+                true,
+                &format!("{topic}/accepted"),
+                &create_keys_accepted(),
+            ));
+            // 0x8b: server shutting down.
+            out.extend(disconnect_v5(0x8b, &[0]));
+            c.send(&out).await
+        }));
+        let out = run(&exe, &scripted_broker_args(broker.port, dir.path()));
+        let err = stderr(&out);
+        assert!(
+            stdout(&out).contains("Certificate created"),
+            "round {round}"
+        );
+        assert_eq!(out.status.code(), Some(3), "round {round}: {err}");
+        assert!(
+            err.starts_with("fleet_provisioning: RegisterThing failed, connection lost: "),
+            "round {round}: {err}"
+        );
+        rt.block_on(broker.join());
+    }
+}
+
+/// A broker whose Maximum Packet Size is below the CSR's PUBLISH: with --output_dir the demo
+/// reports the broker's limit (the broker refused the publish, exit 6), not a usage error.
+#[test]
+fn demo_reports_a_broker_packet_limit_as_the_brokers() {
+    const LIMIT: u32 = 400;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let exe = demo();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = rt.block_on(hostile_broker::broker_with_maximum_packet_size(LIMIT));
+    let mut args = scripted_broker_args(broker.port, dir.path());
+    let store = dir.path().join("store");
+    args.extend(strings(&["--max_attempts", "1", "--output_dir"]));
+    args.push(store.display().to_string());
+    let out = run(&exe, &args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(
+        err.contains("the broker refused the publish") && err.contains("Maximum Packet Size"),
+        "{err}"
+    );
+    assert!(err.contains(&LIMIT.to_string()), "{err}");
+    assert!(
+        !err.contains("usage") && !err.contains("invalid argument"),
+        "{err}"
+    );
+    let largest = rt.block_on(broker.join());
+    assert!(
+        largest <= LIMIT as usize,
+        "a {largest}-byte packet was sent"
+    );
 }

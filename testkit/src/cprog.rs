@@ -32,18 +32,25 @@ pub fn c_tests_dir() -> PathBuf {
     lib_crate().join("tests").join("c")
 }
 
-/// The directory of the libfleetprov.so cargo built for this test run, with the
-/// `libfleetprov.so.0` link its SONAME needs at run time: cargo makes only `libfleetprov.so`.
-/// The link is relative, so it always names the library of this build.
+/// The directory of the libfleetprov.so of this build, with the `libfleetprov.so.0` link its
+/// SONAME needs at run time (cargo makes only `libfleetprov.so`; the link is relative, so it
+/// always names the library of this build).
+///
+/// The library crate makes no rlib, so no test target depends on it and `cargo test` alone
+/// would neither build it nor rebuild it after a change: the first call in each test process
+/// runs `cargo build -p fleetprov-ffi` for the profile and target directory of the running
+/// test (a no-op when the library is up to date), so C programs never test a stale library.
 pub fn lib_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let exe = std::env::current_exe().unwrap();
-        let deps = exe.parent().unwrap().to_path_buf();
-        let dir = [deps.clone(), deps.parent().unwrap().to_path_buf()]
-            .into_iter()
-            .find(|d| d.join("libfleetprov.so").is_file())
-            .unwrap_or_else(|| panic!("libfleetprov.so not found next to {}", exe.display()));
+        // target/<profile>/deps/<test>: the library goes to target/<profile>/.
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or_else(|| panic!("{} is not in a cargo target directory", exe.display()))
+            .to_path_buf();
+        build_library(&dir);
         let link = dir.join("libfleetprov.so.0");
         let target = Path::new("libfleetprov.so");
         if !std::fs::read_link(&link).is_ok_and(|t| t == target) {
@@ -58,6 +65,35 @@ pub fn lib_dir() -> PathBuf {
         dir
     })
     .clone()
+}
+
+/// Builds the C library into `dir` (`target/<profile>`) with the cargo that built the tests.
+fn build_library(dir: &Path) {
+    let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
+    let target_dir = dir.parent().expect("target/<profile> has a parent");
+    let mut cargo = std::process::Command::new(env!("CARGO"));
+    cargo
+        .current_dir(root())
+        .args(["build", "--quiet", "-p", "fleetprov-ffi", "--target-dir"])
+        .arg(target_dir);
+    match profile {
+        "debug" => {}
+        "release" => {
+            cargo.arg("--release");
+        }
+        other => {
+            cargo.args(["--profile", other]);
+        }
+    }
+    let status = cargo
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", env!("CARGO")));
+    assert!(status.success(), "cargo build -p fleetprov-ffi failed");
+    assert!(
+        dir.join("libfleetprov.so").is_file(),
+        "libfleetprov.so not in {} after building it",
+        dir.display()
+    );
 }
 
 /// A `cc` build for this target with cargo's side channels off, at -O0.

@@ -260,6 +260,18 @@ impl V5 {
         assert_eq!(reply.topic, format!("{CREATE}/accepted"));
     }
 
+    /// A clean end: sends DISCONNECT and returns once it has been written out.
+    pub async fn disconnect(mut self) {
+        self.client.disconnect().await.unwrap();
+        loop {
+            match within("DISCONNECT written", self.events.poll()).await {
+                Ok(rumqttc::v5::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+                Ok(_) => continue,
+                Err(e) => panic!("the connection ended before DISCONNECT went out: {e}"),
+            }
+        }
+    }
+
     /// The server must end the connection with DISCONNECT `reason`.
     pub async fn expect_disconnect(&mut self, reason: p5::DisconnectReasonCode) {
         assert_eq!(self.closed().await, Some(reason));

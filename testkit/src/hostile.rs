@@ -478,6 +478,30 @@ impl Conn {
     }
 }
 
+/// A broker with Maximum Packet Size `limit` that grants and acknowledges whatever comes and
+/// answers nothing, until the client leaves; its result is the largest packet it received.
+pub async fn broker_with_maximum_packet_size(limit: u32) -> Broker<usize> {
+    Broker::start(move |mut c| async move {
+        c.accept_connect(&connack(
+            true,
+            &props(&[prop::u32(prop::MAXIMUM_PACKET_SIZE, limit)]),
+        ))
+        .await?;
+        while let Some(r) = c.recv().await? {
+            match r.packet {
+                In::Subscribe { pkid, filters } => {
+                    c.send(&suback(true, pkid, &vec![1; filters.len()])).await?
+                }
+                In::Publish { pkid, .. } => c.send(&puback(true, pkid, None)).await?,
+                In::PingReq => c.send(&PINGRESP).await?,
+                _ => {}
+            }
+        }
+        Ok(c.largest_packet)
+    })
+    .await
+}
+
 fn remaining_len_of(frame: &[u8]) -> usize {
     let (mut len, mut shift, mut i) = (0usize, 0, 1);
     while let Some(&b) = frame.get(i) {

@@ -19,6 +19,16 @@ pub(crate) enum Version {
     V5,
 }
 
+/// As the log names it: "MQTT 3.1.1", "MQTT 5".
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Version::V4 => "MQTT 3.1.1",
+            Version::V5 => "MQTT 5",
+        })
+    }
+}
+
 /// What the first bytes of a connection say about its CONNECT packet.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Peek {
@@ -333,6 +343,18 @@ pub(crate) enum SubCode {
     QuotaExceeded,
 }
 
+/// As the log names it: "granted QoS 1", "not authorized", ...
+impl std::fmt::Display for SubCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubCode::Granted(qos) => write!(f, "granted QoS {qos}"),
+            SubCode::NotAuthorized => f.write_str("not authorized"),
+            SubCode::FilterInvalid => f.write_str("invalid filter"),
+            SubCode::QuotaExceeded => f.write_str("too many subscriptions"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum UnsubCode {
     Success,
@@ -374,6 +396,21 @@ pub(crate) enum Outgoing {
     PingResp,
     /// MQTT 5 only, with a reason string; on 3.1.1 the server just closes the connection.
     Disconnect(Reason, &'static str),
+}
+
+impl Outgoing {
+    /// The packet type's MQTT name, for the log.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Outgoing::ConnAck { .. } => "CONNACK",
+            Outgoing::Publish(_) => "PUBLISH",
+            Outgoing::PubAck { .. } => "PUBACK",
+            Outgoing::SubAck { .. } => "SUBACK",
+            Outgoing::UnsubAck { .. } => "UNSUBACK",
+            Outgoing::PingResp => "PINGRESP",
+            Outgoing::Disconnect(..) => "DISCONNECT",
+        }
+    }
 }
 
 /// Append `packet` to `out`. A 3.1.1 DISCONNECT from the server does not exist and writes nothing.

@@ -120,6 +120,23 @@ enum End {
     Shutdown,
 }
 
+/// How the log tells the end of a connection: words, not the variant.
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::ClientDisconnect { will: false } => f.write_str("client disconnected"),
+            End::ClientDisconnect { will: true } => {
+                f.write_str("client disconnected and asked for its will message")
+            }
+            End::Server(_, why) => write!(f, "closed by the server: {why}"),
+            End::Lost => f.write_str("connection lost"),
+            End::Refused => f.write_str("refused"),
+            End::Abort => f.write_str("closed abruptly"),
+            End::Shutdown => f.write_str("server shutting down"),
+        }
+    }
+}
+
 /// A reply from the service on its way to the requesting connection.
 struct Reply {
     topic: String,
@@ -160,7 +177,8 @@ impl Conn {
                 Ok(Some(c)) => c,
                 Ok(None) => return self.close(End::Refused).await,
                 Err(_) => {
-                    log::warn!("{}: no CONNECT within {CONNECT_TIMEOUT:?}", self.peer);
+                    let secs = CONNECT_TIMEOUT.as_secs();
+                    log::warn!("{}: no CONNECT within {secs} seconds", self.peer);
                     return self.close(End::Refused).await;
                 }
             },
@@ -229,7 +247,7 @@ impl Conn {
             .register(self.id, &client_id, tx, Arc::clone(&ctl));
         self.connack(ConnCode::Accepted, assigned, server_keep_alive);
         log::info!(
-            "{}: connected as {client_id:?} ({:?}, certificate {}, {:?})",
+            "{}: connected as {client_id:?} ({}, certificate {}, {})",
             self.peer,
             self.version,
             self.cert_id,
@@ -300,7 +318,7 @@ impl Conn {
                 self.publish_will(will);
             }
         }
-        log::info!("{}: {client_id:?} closed ({end:?})", self.peer);
+        log::info!("{}: {client_id:?} closed: {end}", self.peer);
         self.close(end).await;
     }
 
@@ -372,7 +390,7 @@ impl Conn {
                 Outgoing::Publish(d) => {
                     log::error!("{}: cannot encode PUBLISH on {:?}: {e}", self.peer, d.topic)
                 }
-                other => log::error!("{}: cannot encode {other:?}: {e}", self.peer),
+                other => log::error!("{}: cannot encode {}: {e}", self.peer, other.name()),
             }
         }
     }
@@ -757,6 +775,7 @@ impl Conn {
         if fault == Fault::NoSuback {
             return;
         }
+        let asked: Vec<String> = filters.iter().map(|f| f.filter.clone()).collect();
         let allowed: Vec<bool> = filters
             .iter()
             .map(|f| {
@@ -809,7 +828,17 @@ impl Conn {
                 .collect::<Vec<_>>()
         };
         if codes.iter().any(|c| !matches!(c, SubCode::Granted(_))) {
-            log::warn!("{}: subscription refused: {codes:?}", self.peer);
+            let refused: Vec<String> = asked
+                .iter()
+                .zip(&codes)
+                .filter(|(_, code)| !matches!(code, SubCode::Granted(_)))
+                .map(|(filter, code)| format!("{filter} ({code})"))
+                .collect();
+            log::warn!(
+                "{}: subscription refused: {}",
+                self.peer,
+                refused.join(", ")
+            );
         }
         self.send(&Outgoing::SubAck { pkid, codes });
     }

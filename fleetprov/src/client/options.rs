@@ -128,10 +128,7 @@ impl ClientOptions {
             return Err(Error::invalid("endpoint is empty"));
         }
         if rustls_pki_types::ServerName::try_from(self.endpoint.as_str()).is_err() {
-            return Err(Error::invalid(format!(
-                "endpoint {:?} is not a valid host name or IP address",
-                self.endpoint
-            )));
+            return Err(Error::invalid(endpoint_problem(&self.endpoint)));
         }
         if self.port == 0 {
             return Err(Error::invalid("port must not be 0"));
@@ -232,6 +229,48 @@ pub(crate) fn uuid_v4() -> Result<String, Error> {
     ))
 }
 
+/// Why `endpoint`, which is not a host name or IP address, was refused: a URL's scheme, port
+/// and path are named, to be dropped, since the endpoint is the host name alone.
+fn endpoint_problem(endpoint: &str) -> String {
+    let (scheme, rest) = match endpoint.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, endpoint),
+    };
+    let (host_port, path) = match rest.split_once('/') {
+        Some((host_port, path)) => (host_port, Some(path)),
+        None => (rest, None),
+    };
+    let port = host_port
+        .rsplit_once(':')
+        .map(|(_, port)| port)
+        .filter(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
+    let mut parts = Vec::new();
+    if let Some(scheme) = scheme {
+        parts.push(format!("the {scheme}:// scheme"));
+    }
+    if let Some(port) = port {
+        parts.push(format!("the :{port} port"));
+    }
+    if let Some(path) = path {
+        parts.push(format!("the /{path} path"));
+    }
+    let Some(last) = parts.pop() else {
+        return format!("endpoint {endpoint:?} is not a valid host name or IP address");
+    };
+    let parts = if parts.is_empty() {
+        last
+    } else {
+        format!("{} and {last}", parts.join(", "))
+    };
+    let mut message = format!("drop {parts}: the endpoint is a host name or IP address only");
+    if port.is_some() {
+        message.push_str(&format!(
+            " (the port is set on its own, {DEFAULT_PORT} by default)"
+        ));
+    }
+    message
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,6 +352,23 @@ mod tests {
         o.keep_alive = Duration::from_secs(5);
         o.endpoint = "127.0.0.1".into();
         o.validate().unwrap();
+    }
+
+    #[test]
+    fn an_endpoint_given_as_a_url_says_what_to_drop() {
+        for (endpoint, says) in [
+            ("https://a.example", "drop the https:// scheme"),
+            (
+                "mqtts://a.example:8883/x",
+                "drop the mqtts:// scheme, the :8883 port and the /x path",
+            ),
+            ("a.example:8883", "drop the :8883 port"),
+            ("a.example/mqtt", "drop the /mqtt path"),
+            ("a b", "not a valid host name or IP address"),
+        ] {
+            let message = ClientOptions::new(endpoint).validate().unwrap_err().message;
+            assert!(message.contains(says), "{endpoint}: {message}");
+        }
     }
 
     #[test]

@@ -859,7 +859,7 @@ impl Connection {
                         shared.lock().subs.insert(pkid, tx);
                     }
                     Err(e) => {
-                        let _ = tx.send(Err(Error::new(ErrorKind::InvalidArgument, e)));
+                        let _ = tx.send(Err(e));
                     }
                 }
             }
@@ -912,7 +912,7 @@ impl Connection {
                     shared.lock().pubs.insert(pkid, tx);
                 }
                 Err(e) => {
-                    let _ = tx.send(Err(Error::new(ErrorKind::InvalidArgument, e)));
+                    let _ = tx.send(Err(e));
                 }
             }
         }
@@ -934,18 +934,40 @@ impl Connection {
         }
     }
 
-    /// Encodes `packet` into the write buffer, refusing one larger than the broker accepts.
-    fn queue(&mut self, packet: Outgoing<'_>) -> Result<(), String> {
+    /// Encodes `packet` into the write buffer. One that cannot be encoded is an invalid
+    /// argument; one larger than the broker's Maximum Packet Size (MQTT 5 CONNACK) is refused
+    /// by the broker's limit before it is sent: a SUBSCRIBE as a refused subscription, anything
+    /// else (in practice a PUBLISH) as a refused publish.
+    fn queue(&mut self, packet: Outgoing<'_>) -> Result<(), Error> {
+        let (name, refused) = match packet {
+            Outgoing::Subscribe { .. } => ("SUBSCRIBE", ErrorKind::SubscribeRefused),
+            Outgoing::Publish { .. } => ("PUBLISH", ErrorKind::PublishRefused),
+            _ => ("packet", ErrorKind::PublishRefused),
+        };
         let before = self.wbuf.len();
-        let written = mqtt::encode(self.version, packet, &mut self.wbuf)?;
-        if written > self.max_out {
-            self.wbuf.truncate(before);
-            return Err(format!(
-                "{} accepts packets of at most {} bytes; this one has {written}",
-                self.endpoint, self.max_out
-            ));
+        let written = mqtt::encode(self.version, packet, &mut self.wbuf)
+            .map_err(|e| Error::new(ErrorKind::InvalidArgument, e))?;
+        if written <= self.max_out {
+            return Ok(());
         }
-        Ok(())
+        self.wbuf.truncate(before);
+        Err(if self.max_out < MAX_PACKET {
+            Error::new(
+                refused,
+                format!(
+                    "{} takes packets of at most {} bytes (its Maximum Packet Size); this \
+                     {name} has {written}, so it was not sent",
+                    self.endpoint, self.max_out
+                ),
+            )
+        } else {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "this {name} has {written} bytes; the most the library sends is {MAX_PACKET}"
+                ),
+            )
+        })
     }
 
     /// Sends what is queued (a DISCONNECT) and TLS's close_notify together, in one write, and
@@ -1038,7 +1060,7 @@ impl Connection {
         }
         if self.last_sent.elapsed() >= ka {
             self.queue(Outgoing::PingReq)
-                .map_err(|e| End::quietly(Error::new(ErrorKind::Internal, e)))?;
+                .map_err(|e| End::quietly(Error::new(ErrorKind::Internal, e.message)))?;
             self.ping_sent = Some(Instant::now());
         }
         Ok(())
