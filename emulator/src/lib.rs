@@ -87,6 +87,9 @@ pub struct EmulatorConfig {
     pub hooks: Vec<(String, String)>,
     /// How long a hook may take; AWS's 5 seconds by default.
     pub hook_timeout: Duration,
+    /// How device certificates are issued: their validity, and from an intermediate CA or
+    /// the root (see [`ca::DeviceCertificates`]).
+    pub device_certificates: ca::DeviceCertificates,
 }
 
 impl EmulatorConfig {
@@ -101,6 +104,7 @@ impl EmulatorConfig {
             account: None,
             hooks: Vec::new(),
             hook_timeout: hook::DEFAULT_TIMEOUT,
+            device_certificates: ca::DeviceCertificates::default(),
         }
     }
 }
@@ -142,8 +146,9 @@ impl Emulator {
             })
             .collect();
         // Key generation and file I/O: keep them off the async workers.
+        let device = cfg.device_certificates.clone();
         let service = tokio::task::spawn_blocking(move || {
-            open_service(&dir, &templates, account.as_deref(), hooks)
+            open_service(&dir, &templates, account.as_deref(), hooks, device)
         })
         .await
         .map_err(io::Error::other)??;
@@ -423,6 +428,7 @@ pub(crate) fn open_service(
     templates: &[(String, PathBuf)],
     account: Option<&Path>,
     hooks: BTreeMap<String, hook::Hook>,
+    device: ca::DeviceCertificates,
 ) -> io::Result<Arc<Service>> {
     for name in hooks.keys() {
         let served = if templates.is_empty() {
@@ -439,7 +445,7 @@ pub(crate) fn open_service(
     }
     let templates = load_templates(templates)?;
     let account = account.map(account::Account::load).transpose()?;
-    let ca = Ca::load_or_create(state_dir)?;
+    let ca = Ca::load_or_create_with(state_dir, device)?;
     let registry = Registry::open(state_dir)?;
     registry.add_claim(&ca::certificate_id(&ca.claim_der()));
     import_claims(state_dir, &registry);
