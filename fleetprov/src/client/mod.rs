@@ -397,15 +397,19 @@ impl Client {
         let reply = match outcome {
             Ok(r) => r?,
             Err(_) if !passed_over.is_empty() => {
+                const NAMED: usize = 4;
+                let mut ids = passed_over[..passed_over.len().min(NAMED)].join(", ");
+                if passed_over.len() > NAMED {
+                    ids.push_str(&format!(" and {} more", passed_over.len() - NAMED));
+                }
                 return Err(Error::bad_reply(format!(
                     "{} got no answer of its own within {timeout:?}: {} accepted repl{} carried \
-                     a certificate for another key (certificate {}); the broker delivers other \
-                     clients' replies",
+                     a certificate for another key (certificate {ids}); the broker delivers \
+                     other clients' replies",
                     op.name(),
                     passed_over.len(),
                     if passed_over.len() == 1 { "y" } else { "ies" },
-                    passed_over.join(", ")
-                )))
+                )));
             }
             Err(_) => {
                 return Err(Error::new(
