@@ -40,6 +40,8 @@ const SERVER_CERT_FILE: &str = "server-cert.pem";
 const SERVER_KEY_FILE: &str = "server-key.pem";
 const CLAIM_CERT_FILE: &str = "claim-cert.pem";
 const CLAIM_KEY_FILE: &str = "claim-key.pem";
+const INTERMEDIATE_CERT_FILE: &str = "intermediate-ca.pem";
+const INTERMEDIATE_KEY_FILE: &str = "intermediate-ca-key.pem";
 
 /// Keys kept ready for CreateKeysAndCertificate; RSA-2048 generation takes ~100 ms each.
 const KEY_POOL_SIZE: usize = 4;
@@ -86,6 +88,26 @@ struct Signer {
     key: KeyPair,
 }
 
+/// How device certificates (CreateKeysAndCertificate, CreateCertificateFromCsr) are issued.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceCertificates {
+    /// How long they are valid (`notAfter - notBefore`), as a certificate provider may set it;
+    /// `None`: until the end of 2049, as AWS IoT's own. `notBefore` lies a tenth of the
+    /// validity (at most a minute) in the past, for device clocks that run a little behind.
+    pub validity: Option<Duration>,
+    /// Issue them from an intermediate CA under the root (kept in the state directory as
+    /// `intermediate-ca.pem` and `intermediate-ca-key.pem`), with `certificatePem` holding
+    /// the certificate then the intermediate's. The server trusts only the root, so a device
+    /// must send the chain.
+    pub intermediate: bool,
+}
+
+/// The intermediate CA and its certificate's PEM, appended to the certificates it issues.
+struct Intermediate {
+    signer: Signer,
+    pem: String,
+}
+
 /// The emulator's CA with the server and claim identities it made.
 pub struct Ca {
     dir: PathBuf,
@@ -96,6 +118,8 @@ pub struct Ca {
     server_key_der: Vec<u8>,
     claim_der: Vec<u8>,
     pool: KeyPool,
+    device: DeviceCertificates,
+    intermediate: Option<Intermediate>,
 }
 
 debug_one_field!(Ca, dir);
@@ -104,6 +128,20 @@ impl Ca {
     /// First start creates ca.pem, ca-key.pem (0600), server-cert.pem, server-key.pem (0600),
     /// claim-cert.pem, claim-key.pem (0600) in `dir`; later starts load them.
     pub fn load_or_create(dir: &Path) -> io::Result<Ca> {
+        Ca::load_or_create_with(dir, DeviceCertificates::default())
+    }
+
+    /// [`Ca::load_or_create`], issuing device certificates as `device` says. With
+    /// `device.intermediate`, the first such start also creates intermediate-ca.pem and
+    /// intermediate-ca-key.pem (0600); a root made before intermediates were possible
+    /// (pathLenConstraint 0) is refused with a message naming it.
+    pub fn load_or_create_with(dir: &Path, device: DeviceCertificates) -> io::Result<Ca> {
+        if device.validity.is_some_and(|v| v.as_secs() == 0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the device certificate validity must be at least one second",
+            ));
+        }
         let [ca_path, ca_key_path] = in_private_dir(dir, [CA_CERT_FILE, CA_KEY_FILE])?;
 
         let (signer, ca_pem, fresh) = if ca_path.exists() {
@@ -156,6 +194,12 @@ impl Ca {
             },
         )?;
 
+        let intermediate = if device.intermediate {
+            Some(load_or_make_intermediate(dir, fresh, &signer, &ca_der)?)
+        } else {
+            None
+        };
+
         Ok(Ca {
             dir: dir.to_path_buf(),
             ca_pem,
@@ -165,7 +209,57 @@ impl Ca {
             server_key_der,
             claim_der,
             pool: KeyPool::start(KEY_POOL_SIZE),
+            device,
+            intermediate,
         })
+    }
+
+    /// How device certificates are issued.
+    pub fn device_certificates(&self) -> &DeviceCertificates {
+        &self.device
+    }
+
+    /// The intermediate CA's certificate (PEM) when device certificates come from one.
+    pub fn intermediate_pem(&self) -> Option<&str> {
+        self.intermediate.as_ref().map(|i| i.pem.as_str())
+    }
+
+    /// Who signs device certificates: the intermediate CA if there is one, else the root.
+    fn device_signer(&self) -> &Signer {
+        self.intermediate
+            .as_ref()
+            .map_or(&self.signer, |i| &i.signer)
+    }
+
+    /// Parameters of a device certificate: valid until the end of 2049, or for the set
+    /// validity.
+    fn device_params(&self, dn: DistinguishedName) -> Result<CertificateParams, CsrError> {
+        let Some(validity) = self.device.validity else {
+            return device_params(dn);
+        };
+        let span = time::Duration::try_from(validity).map_err(ca_err)?;
+        let backdate = Duration::from_secs((validity / 10).as_secs().min(60));
+        let not_before = now() - backdate;
+        let not_after = not_before
+            .checked_add(span)
+            .filter(|t| t.year() <= 9999)
+            .ok_or_else(|| CsrError("the device certificate validity is too long".into()))?;
+        let mut params = client_params(dn, not_after)?;
+        params.not_before = not_before;
+        Ok(params)
+    }
+
+    /// A device certificate as it goes into a reply: with the intermediate's certificate after
+    /// it when there is one.
+    fn issued_device(&self, cert: &rcgen::Certificate, private_key_pem: Option<String>) -> Issued {
+        let mut issued = issued(cert, private_key_pem);
+        if let Some(i) = &self.intermediate {
+            if !issued.certificate_pem.ends_with('\n') {
+                issued.certificate_pem.push('\n');
+            }
+            issued.certificate_pem.push_str(&i.pem);
+        }
+        issued
     }
 
     /// The root CA certificate in PEM, as written to ca.pem.
@@ -241,13 +335,15 @@ impl Ca {
         let spki = SubjectPublicKeyInfo::from_der(spki_der.as_bytes()).map_err(ca_err)?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, DEVICE_COMMON_NAME);
-        let cert = device_params(dn)?
-            .signed_by(&spki, &self.signer.cert, &self.signer.key)
+        let signer = self.device_signer();
+        let cert = self
+            .device_params(dn)?
+            .signed_by(&spki, &signer.cert, &signer.key)
             .map_err(ca_err)?;
         let key_pem = key
             .to_pkcs1_pem(LineEnding::LF)
             .map_err(|e| CsrError(format!("cannot encode the private key: {e}")))?;
-        Ok(issued(&cert, Some(key_pem.as_str().to_owned())))
+        Ok(self.issued_device(&cert, Some(key_pem.as_str().to_owned())))
     }
 
     /// CreateCertificateFromCsr: RSA (2048 bits or more), EC P-256 or P-384 CSRs whose signature
@@ -274,8 +370,10 @@ impl Ca {
         let spki = SubjectPublicKeyInfo::from_der(info.subject_pki.raw).map_err(|_| {
             CsrError("the certificate request's public key is not supported".into())
         })?;
-        let cert = device_params(dn)?
-            .signed_by(&spki, &self.signer.cert, &self.signer.key)
+        let signer = self.device_signer();
+        let cert = self
+            .device_params(dn)?
+            .signed_by(&spki, &signer.cert, &signer.key)
             .map_err(ca_err)?;
         let (_, parsed) =
             X509Certificate::from_der(cert.der()).map_err(|e| ca_err(e.to_string()))?;
@@ -284,7 +382,7 @@ impl Ca {
                 "the certificate request's public key encoding is not supported".into(),
             ));
         }
-        Ok(issued(&cert, None))
+        Ok(self.issued_device(&cert, None))
     }
 }
 
@@ -350,7 +448,8 @@ fn new_root_ca() -> Result<Signer, rcgen::Error> {
     dn.push(DnType::OrganizationName, "fleetprov emulator");
     dn.push(DnType::CommonName, "fleetprov emulator root CA");
     params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    // One level below it: the intermediate CA that `--intermediate-ca` issues from.
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
@@ -362,6 +461,71 @@ fn new_root_ca() -> Result<Signer, rcgen::Error> {
     params.serial_number = Some(random_serial().map_err(|e| rcgen::Error::X509(e.0))?);
     let cert = params.self_signed(&key)?;
     Ok(Signer { cert, key })
+}
+
+/// The intermediate CA: an EC P-256 key and a CA certificate signed by the root, allowing no
+/// CA below it.
+fn new_intermediate(root: &Signer) -> Result<(String, String), rcgen::Error> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "fleetprov emulator");
+    dn.push(DnType::CommonName, "fleetprov emulator intermediate CA");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    let now = now();
+    params.not_before = now - Duration::from_secs(3600);
+    params.not_after = now + 10 * 365 * DAY;
+    params.serial_number = Some(random_serial().map_err(|e| rcgen::Error::X509(e.0))?);
+    let cert = params.signed_by(&key, &root.cert, &root.key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// The root's pathLenConstraint: `Some(n)`, or `None` when it sets none.
+fn path_len_constraint(ca_der: &[u8]) -> Option<u32> {
+    let (_, ca) = X509Certificate::from_der(ca_der).ok()?;
+    let constraints = ca.basic_constraints().ok()??;
+    constraints.value.path_len_constraint
+}
+
+/// Loads the intermediate CA from `dir`, or makes it (and writes its files) when missing, when
+/// the root is new, or when the stored one was not signed by this root.
+fn load_or_make_intermediate(
+    dir: &Path,
+    fresh_ca: bool,
+    root: &Signer,
+    ca_der: &[u8],
+) -> io::Result<Intermediate> {
+    if path_len_constraint(ca_der) == Some(0) {
+        return Err(invalid_data(format!(
+            "the root CA in {} allows no intermediate CA (pathLenConstraint 0; it was made \
+             before intermediates were possible): use a new state directory",
+            dir.join(CA_CERT_FILE).display()
+        )));
+    }
+    let files = (INTERMEDIATE_CERT_FILE, INTERMEDIATE_KEY_FILE);
+    let (cert_der, _) = load_or_make_pair(dir, files, fresh_ca, ca_der, || new_intermediate(root))?;
+    let pem = fs::read_to_string(dir.join(INTERMEDIATE_CERT_FILE))?;
+    let key_pem = fs::read_to_string(dir.join(INTERMEDIATE_KEY_FILE))?;
+    if pem_block(pem.as_bytes(), "CERTIFICATE").as_deref() != Some(cert_der.as_slice()) {
+        return Err(invalid_data(format!(
+            "{} changed while it was read",
+            dir.join(INTERMEDIATE_CERT_FILE).display()
+        )));
+    }
+    Ok(Intermediate {
+        signer: load_signer(
+            (&dir.join(INTERMEDIATE_CERT_FILE), &pem),
+            (&dir.join(INTERMEDIATE_KEY_FILE), &key_pem),
+        )?,
+        pem,
+    })
 }
 
 fn server_params() -> Result<CertificateParams, rcgen::Error> {
@@ -1121,5 +1285,178 @@ qv/5TbN5
         assert_eq!(bit_length(&[0x00, 0x80, 0x00]), 16);
         assert_eq!(bit_length(&[0x01]), 1);
         assert_eq!(bit_length(&[]), 0);
+    }
+}
+
+#[cfg(test)]
+mod device_certificate_tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn parse(der: &[u8]) -> X509Certificate<'_> {
+        X509Certificate::from_der(der).unwrap().1
+    }
+
+    fn csr_pem() -> String {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "validity test");
+        params.serialize_request(&key).unwrap().pem().unwrap()
+    }
+
+    fn pem_blocks(pem: &str) -> Vec<Vec<u8>> {
+        x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
+            .map(|p| p.unwrap().contents)
+            .collect()
+    }
+
+    fn unix_now() -> i64 {
+        i64::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn device_certificates_last_the_set_validity() {
+        for secs in [30, 600, 365 * 86_400] {
+            let dir = tempfile::tempdir().unwrap();
+            let device = DeviceCertificates {
+                validity: Some(Duration::from_secs(secs)),
+                intermediate: false,
+            };
+            let ca = Ca::load_or_create_with(dir.path(), device).unwrap();
+            let before = unix_now();
+            for issued in [
+                ca.sign_csr(&csr_pem()).unwrap(),
+                ca.create_keys_and_certificate().unwrap(),
+            ] {
+                let cert = parse(&issued.certificate_der);
+                let validity = cert.validity();
+                let (nb, na) = (
+                    validity.not_before.timestamp(),
+                    validity.not_after.timestamp(),
+                );
+                assert_eq!(na - nb, i64::try_from(secs).unwrap(), "validity {secs} s");
+                // Valid now, and backdated by a tenth of it, at most a minute.
+                let back = i64::try_from((secs / 10).min(60)).unwrap();
+                assert!(
+                    nb <= before && nb >= before - back - 1,
+                    "notBefore {nb}, now {before}"
+                );
+                assert_eq!(pem_blocks(&issued.certificate_pem).len(), 1);
+            }
+        }
+        // Without a setting: the end of 2049, as before.
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        let issued = ca.sign_csr(&csr_pem()).unwrap();
+        assert_eq!(
+            parse(&issued.certificate_der)
+                .validity()
+                .not_after
+                .timestamp(),
+            DEVICE_NOT_AFTER_UNIX
+        );
+        let zero = DeviceCertificates {
+            validity: Some(Duration::ZERO),
+            intermediate: false,
+        };
+        let e = Ca::load_or_create_with(dir.path(), zero).unwrap_err();
+        assert!(e.to_string().contains("at least one second"), "{e}");
+    }
+
+    #[test]
+    fn an_intermediate_ca_issues_device_certificates_with_its_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let device = DeviceCertificates {
+            validity: None,
+            intermediate: true,
+        };
+        let ca = Ca::load_or_create_with(dir.path(), device.clone()).unwrap();
+        let root_der = ca.ca_der();
+        let root = parse(&root_der);
+        assert_eq!(path_len_constraint(&root_der), Some(1));
+        for issued in [
+            ca.sign_csr(&csr_pem()).unwrap(),
+            ca.create_keys_and_certificate().unwrap(),
+        ] {
+            let blocks = pem_blocks(&issued.certificate_pem);
+            assert_eq!(blocks.len(), 2, "{}", issued.certificate_pem);
+            assert_eq!(blocks[0], issued.certificate_der);
+            assert_eq!(issued.certificate_id, certificate_id(&blocks[0]));
+            let (leaf, inter) = (parse(&blocks[0]), parse(&blocks[1]));
+            assert_eq!(leaf.issuer().as_raw(), inter.subject().as_raw());
+            assert_eq!(inter.issuer().as_raw(), root.subject().as_raw());
+            leaf.verify_signature(Some(inter.public_key()))
+                .expect("signed by the intermediate");
+            inter
+                .verify_signature(Some(root.public_key()))
+                .expect("the intermediate is signed by the root");
+            assert!(leaf.verify_signature(Some(root.public_key())).is_err());
+            assert!(inter.is_ca() && !leaf.is_ca());
+            assert_eq!(path_len_constraint(&blocks[1]), Some(0));
+        }
+        assert_eq!(
+            fs::read_to_string(dir.path().join(INTERMEDIATE_CERT_FILE)).unwrap(),
+            ca.intermediate_pem().unwrap()
+        );
+        assert_eq!(
+            crate::files::mode_of(&dir.path().join(INTERMEDIATE_KEY_FILE)) & 0o777,
+            0o600
+        );
+        // Claims still come from the root.
+        let claim = ca.issue_claim("claim", Duration::from_secs(300)).unwrap();
+        assert_eq!(
+            parse(&claim.certificate_der).issuer().as_raw(),
+            root.subject().as_raw()
+        );
+        let pem = ca.intermediate_pem().unwrap().to_owned();
+        drop(ca);
+        // A restart keeps the same intermediate; without the flag, the root issues again.
+        let again = Ca::load_or_create_with(dir.path(), device).unwrap();
+        assert_eq!(again.intermediate_pem(), Some(pem.as_str()));
+        drop(again);
+        let plain = Ca::load_or_create(dir.path()).unwrap();
+        assert!(plain.intermediate_pem().is_none());
+        let issued = plain.sign_csr(&csr_pem()).unwrap();
+        assert_eq!(pem_blocks(&issued.certificate_pem).len(), 1);
+        parse(&issued.certificate_der)
+            .verify_signature(Some(root.public_key()))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_root_that_allows_no_intermediate_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        // A root as the emulator made them before: pathLenConstraint 0.
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "old root");
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let cert = params.self_signed(&key).unwrap();
+        Ca::load_or_create(dir.path()).unwrap();
+        fs::write(dir.path().join(CA_CERT_FILE), cert.pem()).unwrap();
+        fs::write(dir.path().join(CA_KEY_FILE), key.serialize_pem()).unwrap();
+        let device = DeviceCertificates {
+            validity: None,
+            intermediate: true,
+        };
+        let e = Ca::load_or_create_with(dir.path(), device).unwrap_err();
+        assert!(
+            e.to_string().contains("pathLenConstraint 0") && e.to_string().contains("ca.pem"),
+            "{e}"
+        );
+        assert!(!dir.path().join(INTERMEDIATE_CERT_FILE).exists());
+        // Without an intermediate the old root still serves.
+        Ca::load_or_create(dir.path()).unwrap();
     }
 }

@@ -94,6 +94,26 @@ pub struct Serve {
     /// connection.
     #[arg(long, value_enum, default_value_t = Throttle::Reject)]
     pub throttle: Throttle,
+    /// How long device certificates are valid (notAfter - notBefore), as AWS IoT's certificate
+    /// provider allows: a whole number with s, m, h or d (30s, 10m, 365d). By default they
+    /// expire at the end of 2049, as AWS IoT's own.
+    #[arg(long, value_name = "DURATION", value_parser = validity)]
+    pub certificate_validity: Option<std::time::Duration>,
+    /// Issue device certificates from an intermediate CA under the root (created once in the
+    /// state directory); certificatePem then holds the certificate and the intermediate's, and
+    /// devices must send both to connect.
+    #[arg(long)]
+    pub intermediate_ca: bool,
+}
+
+impl Serve {
+    /// How device certificates are issued, from --certificate-validity and --intermediate-ca.
+    pub fn device_certificates(&self) -> fleetprov_emulator::ca::DeviceCertificates {
+        fleetprov_emulator::ca::DeviceCertificates {
+            validity: self.certificate_validity,
+            intermediate: self.intermediate_ca,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -192,6 +212,29 @@ fn hook(value: &str) -> Result<(String, String), String> {
         .ok_or("expected NAME=COMMAND".to_owned())
 }
 
+/// `30s`, `10m`, `12h`, `365d`: at least a second, at most 100 years.
+fn validity(value: &str) -> Result<std::time::Duration, String> {
+    let unit_at = value
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{value:?}: give a unit: s, m, h or d (e.g. 30s, 10m, 365d)"))?;
+    let (number, unit) = value.split_at(unit_at);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{value:?}: expected a whole number then s, m, h or d"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{value:?}: the unit must be s, m, h or d")),
+    };
+    let secs = n
+        .checked_mul(scale)
+        .filter(|s| (1..=100 * 365 * 86_400).contains(s))
+        .ok_or_else(|| format!("{value:?}: must be between 1 second and 100 years"))?;
+    Ok(std::time::Duration::from_secs(secs))
+}
+
 fn rate_limit(value: &str) -> Result<(Api, f64), String> {
     throttle::parse_rate_limit(value)
 }
@@ -238,6 +281,38 @@ mod tests {
     }
 
     #[test]
+    fn certificate_validity_and_intermediate_ca() {
+        let serve = |args: &[&str]| {
+            let cli =
+                Cli::try_parse_from(["fleetprov-emulator", "serve"].iter().chain(args)).unwrap();
+            let Command::Serve(s) = cli.command else {
+                panic!("not serve")
+            };
+            s.device_certificates()
+        };
+        let default = serve(&[]);
+        assert_eq!((default.validity, default.intermediate), (None, false));
+        for (arg, secs) in [
+            ("30s", 30),
+            ("10m", 600),
+            ("12h", 43_200),
+            ("365d", 31_536_000),
+        ] {
+            let d = serve(&["--certificate-validity", arg]);
+            assert_eq!(
+                d.validity,
+                Some(std::time::Duration::from_secs(secs)),
+                "{arg}"
+            );
+        }
+        let d = serve(&["--intermediate-ca", "--certificate-validity=1d"]);
+        assert!(d.intermediate);
+        assert_eq!(d.validity, Some(std::time::Duration::from_secs(86_400)));
+        let e = validity("30").unwrap_err();
+        assert!(e.contains("unit"), "{e}");
+    }
+
+    #[test]
     fn bad_values_are_usage_errors() {
         for args in [
             &["serve", "--template", "bad/name=x.json"][..],
@@ -248,6 +323,12 @@ mod tests {
             &["serve", "--throttle", "drop"],
             &["serve", "--bind", "localhost"],
             &["serve", "--port", "65536"],
+            &["serve", "--certificate-validity", "30"],
+            &["serve", "--certificate-validity", "0s"],
+            &["serve", "--certificate-validity", "10w"],
+            &["serve", "--certificate-validity", "-5m"],
+            &["serve", "--certificate-validity", "1.5h"],
+            &["serve", "--certificate-validity", "99999999999d"],
             &[
                 "claim",
                 "--out-cert",

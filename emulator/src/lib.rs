@@ -91,6 +91,9 @@ pub struct EmulatorConfig {
     /// The claim certificates' policy document (see [`policy::store`]); `None` serves AWS's
     /// sample claim policy for each template.
     pub claim_policy: Option<PathBuf>,
+    /// How device certificates are issued: their validity, and from an intermediate CA or
+    /// the root (see [`ca::DeviceCertificates`]).
+    pub device_certificates: ca::DeviceCertificates,
 }
 
 impl EmulatorConfig {
@@ -106,6 +109,7 @@ impl EmulatorConfig {
             hooks: Vec::new(),
             hook_timeout: hook::DEFAULT_TIMEOUT,
             claim_policy: None,
+            device_certificates: ca::DeviceCertificates::default(),
         }
     }
 }
@@ -147,8 +151,9 @@ impl Emulator {
             })
             .collect();
         // Key generation and file I/O: keep them off the async workers.
+        let device = cfg.device_certificates.clone();
         let service = tokio::task::spawn_blocking(move || {
-            open_service(&dir, &templates, account_path.as_deref(), hooks)
+            open_service(&dir, &templates, account_path.as_deref(), hooks, device)
         })
         .await
         .map_err(io::Error::other)??;
@@ -453,6 +458,7 @@ pub(crate) fn open_service(
     templates: &[(String, PathBuf)],
     account: Option<&Path>,
     hooks: BTreeMap<String, hook::Hook>,
+    device: ca::DeviceCertificates,
 ) -> io::Result<Arc<Service>> {
     for name in hooks.keys() {
         let served = if templates.is_empty() {
@@ -469,7 +475,7 @@ pub(crate) fn open_service(
     }
     let templates = load_templates(templates)?;
     let account = account.map(account::Account::load).transpose()?;
-    let ca = Ca::load_or_create(state_dir)?;
+    let ca = Ca::load_or_create_with(state_dir, device)?;
     let registry = Registry::open(state_dir)?;
     registry.add_claim(&ca::certificate_id(&ca.claim_der()));
     import_claims(state_dir, &registry);

@@ -102,7 +102,9 @@ fn absolute(p: &Path) -> PathBuf {
 }
 
 fn serve(o: cli::Serve) -> Result {
+    let device_certificates = o.device_certificates();
     let mut cfg = EmulatorConfig::new(o.state.state_dir);
+    cfg.device_certificates = device_certificates;
     cfg.bind = o.bind;
     cfg.port = o.port;
     cfg.templates = o.templates;

@@ -76,7 +76,13 @@ impl Responder {
         let tls = client_tls(&cfg)?;
         let (dir, templates) = (cfg.state_dir.clone(), cfg.templates.clone());
         let service = tokio::task::spawn_blocking(move || {
-            crate::open_service(&dir, &templates, None, Default::default())
+            crate::open_service(
+                &dir,
+                &templates,
+                None,
+                Default::default(),
+                Default::default(),
+            )
         })
         .await
         .map_err(io::Error::other)??;

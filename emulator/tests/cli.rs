@@ -38,6 +38,8 @@ const FLAGS: &[(&str, &[&str])] = &[
             "--quiet",
             "--rate-limit",
             "--throttle",
+            "--certificate-validity",
+            "--intermediate-ca",
         ],
     ),
     (
@@ -413,4 +415,64 @@ fn state_dir_and_file_problems_name_the_path() {
             "{args:?}: {expected:?} not in {err}"
         );
     }
+}
+
+/// `serve --certificate-validity 10m --intermediate-ca`: CreateKeysAndCertificate answers with
+/// the certificate and the intermediate's, the certificate lasts exactly ten minutes, and the
+/// device connects with the chain (the server trusts only the root).
+#[test]
+fn certificate_validity_and_intermediate_ca_on_the_command_line() {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let ready = dir.path().join("ready");
+    let server = Server::start(
+        &state,
+        &ready,
+        &[
+            "--quiet",
+            "--certificate-validity",
+            "10m",
+            "--intermediate-ca",
+        ],
+    );
+    let port = server.port;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let ca = state.join("ca.pem");
+            let claim =
+                Identity::from_files(&state.join("claim-cert.pem"), &state.join("claim-key.pem"));
+            let mut c = V5::connect(port, common::client_tls(&ca, &claim), "test-claim").await;
+            let created = c.request(CREATE, "{}").await.json();
+            // Registered, the certificate is active and may connect.
+            let body = json!({
+                "certificateOwnershipToken": created["certificateOwnershipToken"],
+                "parameters": {"SerialNumber": "chain", "DeviceLocation": "Seattle"},
+            });
+            let registered: Value = c.request(REGISTER, body.to_string()).await.json();
+            assert_eq!(registered["thingName"], "ThingPrefix_chain");
+            c.client.disconnect().await.unwrap();
+            let chain = created["certificatePem"].as_str().unwrap().to_owned();
+            let blocks: Vec<Vec<u8>> = x509_parser::pem::Pem::iter_from_buffer(chain.as_bytes())
+                .map(|p| p.unwrap().contents)
+                .collect();
+            assert_eq!(blocks.len(), 2, "{chain}");
+            let leaf = X509Certificate::from_der(&blocks[0]).unwrap().1;
+            let inter = X509Certificate::from_der(&blocks[1]).unwrap().1;
+            let v = leaf.validity();
+            assert_eq!(v.not_after.timestamp() - v.not_before.timestamp(), 600);
+            assert_eq!(leaf.issuer(), inter.subject());
+            let intermediate = std::fs::read_to_string(state.join("intermediate-ca.pem")).unwrap();
+            assert!(chain.ends_with(&intermediate), "{chain}");
+            let device = Identity {
+                cert_pem: chain,
+                key_pem: created["privateKey"].as_str().unwrap().to_owned(),
+            };
+            let d = V5::connect(port, common::client_tls(&ca, &device), "device").await;
+            d.client.disconnect().await.unwrap();
+        });
+    server.stop();
 }

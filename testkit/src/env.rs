@@ -18,10 +18,15 @@ pub struct Env {
 
 impl Env {
     pub async fn start() -> Env {
+        Env::start_with(|_| {}).await
+    }
+
+    /// An emulator whose configuration `configure` adjusts first.
+    pub async fn start_with(configure: impl FnOnce(&mut EmulatorConfig)) -> Env {
         let dir = tempfile::tempdir().unwrap();
-        let emu = Emulator::start(EmulatorConfig::new(dir.path()))
-            .await
-            .unwrap();
+        let mut cfg = EmulatorConfig::new(dir.path());
+        configure(&mut cfg);
+        let emu = Emulator::start(cfg).await.unwrap();
         Env { emu, dir }
     }
 

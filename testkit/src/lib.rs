@@ -5,6 +5,7 @@
 //! - [`emulator_clients`]: MQTT test clients (rumqttc, MQTT 5 and 3.1.1) and a raw TLS
 //!   connection for the emulator's own tests;
 //! - [`hostile`]: a scripted TLS broker that answers with raw bytes, for protocol faults;
+//! - [`mosquitto`]: Debian's mosquitto broker with the emulator's CA, for responder mode;
 //! - [`cprog`]: where the C library of this build is, and one recipe that compiles and links a
 //!   C program against it.
 
@@ -15,6 +16,7 @@ pub mod cprog;
 pub mod emulator_clients;
 pub mod env;
 pub mod hostile;
+pub mod mosquitto;
 
 /// Fails the calling test for want of a tool it needs: such a test is never counted as passed
 /// without having run. `make test-deps` installs every tool the suites use.

@@ -22,6 +22,7 @@
 
 pub(crate) mod lifecycle;
 mod options;
+mod ownership;
 mod session;
 mod tls;
 mod tls_cache;
@@ -60,6 +61,10 @@ use session::{Reply, Session};
 /// One case remains: if the service answers the abandoned request only after the next
 /// request of its kind has subscribed, the two answers cannot be told apart. After a
 /// timeout, a fresh connection is the safe choice.
+///
+/// A CreateCertificateFromCsr reply can be told apart: one whose certificate does not carry the
+/// CSR's public key answers someone else's request (a broker that delivers replies to every
+/// subscriber hands them out), and is logged and passed over while the wait goes on.
 ///
 /// The private key in a [`CreateKeysResponse`] is decoded straight into a buffer that is
 /// wiped when dropped. The raw reply also sits in rustls's and rumqttc's receive buffers,
@@ -150,6 +155,12 @@ impl Client {
     }
 
     /// CreateCertificateFromCsr: a certificate for the key behind `csr_pem`.
+    ///
+    /// Accepted replies whose certificate (the first of `certificatePem`) carries another
+    /// public key are not ours: each is logged at warning level and passed over. If the
+    /// operation timeout passes after some were, the error is [`ErrorKind::BadReply`] naming
+    /// them; a reply whose certificate cannot be read is [`ErrorKind::BadReply`] at once. A CSR
+    /// whose public key cannot be read here is sent as it is, and the first reply taken.
     pub async fn create_certificate_from_csr(
         &self,
         csr_pem: &str,
@@ -162,10 +173,36 @@ impl Client {
         }
         .encode(self.inner.format);
         let topics = create_from_csr_topics(self.inner.format);
+        // The CSR's key, when it can be read here: a reply whose certificate carries another
+        // key is someone else's answer (see `ownership`), passed over.
+        let ours = ownership::csr_public_key(csr_pem);
+        if ours.is_none() {
+            fp_log!(
+                Level::Debug,
+                "the CSR's public key cannot be read here; replies are taken as they come"
+            );
+        }
+        let format = self.inner.format;
+        let foreign = |payload: &[u8]| -> Option<String> {
+            let ours = ours.as_ref()?;
+            let r = CreateFromCsrResponse::parse(payload, format).ok()?;
+            (ownership::owner(ours, &r.certificate_pem) == ownership::Owner::Another)
+                .then_some(r.certificate_id)
+        };
         let reply = self
-            .request(Operation::CreateFromCsr, topics, payload)
+            .request_filtered(Operation::CreateFromCsr, topics, payload, Some(&foreign))
             .await?;
-        CreateFromCsrResponse::parse(&reply.payload, self.inner.format)
+        let r = CreateFromCsrResponse::parse(&reply.payload, self.inner.format)?;
+        if let Some(ours) = &ours {
+            if let ownership::Owner::Unreadable(why) = ownership::owner(ours, &r.certificate_pem) {
+                return Err(Error::bad_reply(format!(
+                    "CreateCertificateFromCsr: the certificatePem of certificate {} cannot be \
+                     read: {why}",
+                    r.certificate_id
+                )));
+            }
+        }
+        Ok(r)
     }
 
     /// RegisterThing with the template `template_name` (validated before anything is sent).
@@ -255,6 +292,20 @@ impl Client {
         topics: Topics,
         payload: Vec<u8>,
     ) -> Result<Reply, Error> {
+        self.request_filtered(op, topics, payload, None).await
+    }
+
+    /// [`Client::request`], passing over accepted replies for which `foreign` gives a
+    /// certificate id (answers to another client's request): each is logged and the wait goes
+    /// on, within the same operation timeout. A wait that ends after passing some over fails
+    /// with [`ErrorKind::BadReply`] naming them.
+    async fn request_filtered(
+        &self,
+        op: Operation,
+        topics: Topics,
+        payload: Vec<u8>,
+        foreign: Option<ForeignReply<'_>>,
+    ) -> Result<Reply, Error> {
         if payload.len() > MAX_PAYLOAD_LEN {
             return Err(Error::invalid(format!(
                 "{} request of {} bytes is over the {MAX_PAYLOAD_LEN}-byte limit",
@@ -274,6 +325,8 @@ impl Client {
         };
         let timeout = self.inner.operation_timeout;
         let mut waiting_for = "the reply";
+        // Certificate ids of the accepted replies passed over as not ours.
+        let mut passed_over: Vec<String> = Vec::new();
         let outcome = tokio::time::timeout(timeout, async {
             if !kind.subscribed.contains(&topics.request) {
                 waiting_for = "the SUBACK";
@@ -300,10 +353,14 @@ impl Client {
             waiting_for = "the reply";
             // Registered only now, after the SUBACK: a late reply to an abandoned request
             // arrives before that SUBACK (see `KindTurn`) and so finds nobody to take it.
-            let (_slot, reply_rx) = session.expect_reply(&topics)?;
+            let (_slot, mut reply_rx) = match foreign {
+                // Every message until ours: a foreign answer and ours may come back to back.
+                Some(_) => session.expect_replies(&topics)?,
+                None => session.expect_reply(&topics)?,
+            };
             kind.awaiting_reply = true;
             let puback = session.start_publish(topics.request.clone(), payload)?;
-            tokio::pin!(reply_rx, puback);
+            tokio::pin!(puback);
             let mut acked = false;
             // The reply may overtake the PUBACK; a refused PUBACK (MQTT 5) ends the wait early.
             loop {
@@ -311,8 +368,21 @@ impl Client {
                     // The reply first: when it arrived just before the connection ended, the
                     // PUBACK's waiter may already hold the loss, and the reply must win.
                     biased;
-                    r = &mut reply_rx => {
-                        let reply = r.map_err(|_| session.not_connected())??;
+                    r = reply_rx.recv() => {
+                        let reply = r.ok_or_else(|| session.not_connected())??;
+                        if let Some(id) = foreign
+                            .filter(|_| reply.accepted)
+                            .and_then(|f| f(&reply.payload))
+                        {
+                            fp_log!(
+                                Level::Warn,
+                                "{}: ignoring an accepted reply for another key (certificate \
+                                 {id}): not the answer to our request",
+                                op.name()
+                            );
+                            passed_over.push(id);
+                            continue;
+                        }
                         kind.awaiting_reply = false;
                         return Ok(reply);
                     }
@@ -326,6 +396,21 @@ impl Client {
         .await;
         let reply = match outcome {
             Ok(r) => r?,
+            Err(_) if !passed_over.is_empty() => {
+                const NAMED: usize = 4;
+                let mut ids = passed_over[..passed_over.len().min(NAMED)].join(", ");
+                if passed_over.len() > NAMED {
+                    ids.push_str(&format!(" and {} more", passed_over.len() - NAMED));
+                }
+                return Err(Error::bad_reply(format!(
+                    "{} got no answer of its own within {timeout:?}: {} accepted repl{} carried \
+                     a certificate for another key (certificate {ids}); the broker delivers \
+                     other clients' replies",
+                    op.name(),
+                    passed_over.len(),
+                    if passed_over.len() == 1 { "y" } else { "ies" },
+                )));
+            }
             Err(_) => {
                 return Err(Error::new(
                     ErrorKind::Timeout,
@@ -363,6 +448,10 @@ impl Client {
         }
     }
 }
+
+/// Given an accepted reply's payload, the certificate id it carries when it answers another
+/// client's request, or `None` when it may be ours.
+type ForeignReply<'a> = &'a (dyn Fn(&[u8]) -> Option<String> + Sync);
 
 /// One operation's turn at its kind: holds the kind's lock and, if the operation ends
 /// without its reply once the request may have gone out (timeout, a refused PUBACK, or the

@@ -111,6 +111,30 @@ pub struct Staged {
     not_after: u64,
 }
 
+/// Refuses a certificate whose leaf (the first certificate of `certificatePem`; the rest of a
+/// chain are its issuers) does not carry the public key of `private_key_pem`: an answer meant
+/// for another device, or a key mixed up with another's. Nothing is written then.
+fn check_key_of(
+    certificate_id: &str,
+    leaf: &rustls::pki_types::CertificateDer<'static>,
+    private_key_pem: &str,
+) -> Result<(), Error> {
+    match x509::key_matches(leaf, private_key_pem.as_bytes()) {
+        Some(true) => Ok(()),
+        Some(false) => Err(Error::bad_reply(format!(
+            "identity store: certificate {certificate_id} is not for the device's key (its \
+             public key differs from the key's): refused, nothing written"
+        ))),
+        None => Err(Error::new(
+            ErrorKind::Store,
+            format!(
+                "identity store: the private key for certificate {certificate_id} cannot be \
+                 read, so it cannot be checked against the certificate: nothing written"
+            ),
+        )),
+    }
+}
+
 /// An identity store directory.
 #[derive(Debug, Clone)]
 pub struct IdentityStore {
@@ -298,6 +322,7 @@ impl IdentityStore {
             .ok_or_else(|| Error::bad_reply("the new certificate is not PEM"))?;
         let validity = x509::validity(&cert)
             .ok_or_else(|| Error::bad_reply("the new certificate is not a valid certificate"))?;
+        check_key_of(certificate_id, &cert, private_key_pem)?;
         let tag: String = certificate_id
             .chars()
             .filter(char::is_ascii_hexdigit)
@@ -498,15 +523,85 @@ mod tests {
         assert_eq!(now.files, second.files);
     }
 
+    /// An EC certificate for `key`, issued by a CA of its own; PEM of the leaf then the CA.
+    fn chain_for(key: &rcgen::KeyPair) -> String {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["dev".into()])
+            .unwrap()
+            .signed_by(key, &ca, &ca_key)
+            .unwrap();
+        leaf.pem() + &ca.pem()
+    }
+
+    #[test]
+    fn a_certificate_for_another_key_is_refused_before_anything_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = IdentityStore::open(tmp.path()).unwrap();
+        let (id, cert, key) = identity();
+        let first = store
+            .commit(&store.stage(&id, &cert, &key).unwrap(), metadata("h"))
+            .unwrap();
+        let before = names(tmp.path());
+        // Another device's certificate (and chain) with our key, and ours with another key.
+        let mine = rcgen::KeyPair::generate().unwrap();
+        let theirs = rcgen::KeyPair::generate().unwrap();
+        let id2 = "cd".repeat(32);
+        for (cert, key) in [
+            (chain_for(&theirs), mine.serialize_pem()),
+            (cert.clone(), mine.serialize_pem()),
+            (chain_for(&mine), theirs.serialize_pem()),
+        ] {
+            let e = store.stage(&id2, &cert, &key).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::BadReply, "{e}");
+            assert!(
+                e.message.contains(&id2) && e.message.contains("not for the device's key"),
+                "{e}"
+            );
+            assert_eq!(names(tmp.path()), before, "something was written");
+        }
+        let e = store
+            .stage(&id2, &chain_for(&mine), "not a key")
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Store, "{e}");
+        assert_eq!(names(tmp.path()), before);
+        let Found::Usable(still) = store.load("h").unwrap() else {
+            panic!("the identity in use was disturbed")
+        };
+        assert_eq!(still.files, first.files);
+    }
+
+    #[test]
+    fn a_chain_is_stored_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = IdentityStore::open(tmp.path()).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let chain = chain_for(&key);
+        let staged = store
+            .stage(&"ef".repeat(32), &chain, &key.serialize_pem())
+            .unwrap();
+        let stored = store.commit(&staged, metadata("h")).unwrap();
+        assert_eq!(
+            fs::read_to_string(&stored.files.certificate).unwrap(),
+            chain
+        );
+        assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2);
+        assert!(matches!(store.load("h").unwrap(), Found::Usable(_)));
+    }
+
     #[test]
     fn mismatched_key_corrupt_metadata_and_bad_directories() {
         let tmp = tempfile::tempdir().unwrap();
         let store = IdentityStore::open(tmp.path()).unwrap();
-        let (id, cert, _) = identity();
+        let (id, cert, key) = identity();
         let (_, _, other_key) = identity();
-        store
-            .commit(&store.stage(&id, &cert, &other_key).unwrap(), metadata("h"))
+        let stored = store
+            .commit(&store.stage(&id, &cert, &key).unwrap(), metadata("h"))
             .unwrap();
+        // A key file replaced behind the store's back (stage refuses such a pair).
+        fs::write(&stored.files.private_key, other_key).unwrap();
         assert!(matches!(
             store.load("h").unwrap(),
             Found::Unusable(why) if why.contains("does not match")

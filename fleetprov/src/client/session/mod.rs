@@ -70,13 +70,18 @@ pub(crate) struct Reply {
 type SubOutcome = Vec<Option<String>>;
 type SubTx = oneshot::Sender<Result<SubOutcome, Error>>;
 type PubTx = oneshot::Sender<Result<(), Error>>;
-type ReplyTx = oneshot::Sender<Result<Reply, Error>>;
+type ReplyTx = mpsc::UnboundedSender<Result<Reply, Error>>;
+/// Receives the replies a slot takes: one, or (see [`Session::expect_replies`]) every one
+/// until the slot is dropped.
+pub(crate) type ReplyRx = mpsc::UnboundedReceiver<Result<Reply, Error>>;
 
 struct ReplySlot {
     id: u64,
     accepted: String,
     rejected: String,
     tx: Option<ReplyTx>,
+    /// Takes every message on its topics, not only the first.
+    many: bool,
 }
 
 #[derive(Default)]
@@ -139,7 +144,11 @@ impl Shared {
             .replies
             .iter_mut()
             .find(|s| s.tx.is_some() && (s.accepted == topic || s.rejected == topic));
-        match slot.and_then(|s| Some((s.accepted == topic, s.tx.take()?))) {
+        let taken = slot.and_then(|s| {
+            let tx = if s.many { s.tx.clone() } else { s.tx.take() };
+            Some((s.accepted == topic, tx?))
+        });
+        match taken {
             Some((accepted, tx)) => {
                 fp_log!(Level::Debug, "reply on {topic} ({} bytes)", payload.len());
                 let _ = tx.send(Ok(Reply {
@@ -292,11 +301,19 @@ impl Session {
     }
 
     /// Registers interest in the next message on `topics.accepted` or `topics.rejected`.
-    pub(crate) fn expect_reply(
-        &self,
-        topics: &Topics,
-    ) -> Result<(ReplyGuard, oneshot::Receiver<Result<Reply, Error>>), Error> {
-        let (tx, rx) = oneshot::channel();
+    pub(crate) fn expect_reply(&self, topics: &Topics) -> Result<(ReplyGuard, ReplyRx), Error> {
+        self.reply_slot(topics, false)
+    }
+
+    /// Registers interest in every message on `topics.accepted` or `topics.rejected` until the
+    /// guard is dropped: for an operation that may have to pass over answers that are not its
+    /// own, without a gap in which its own could be missed.
+    pub(crate) fn expect_replies(&self, topics: &Topics) -> Result<(ReplyGuard, ReplyRx), Error> {
+        self.reply_slot(topics, true)
+    }
+
+    fn reply_slot(&self, topics: &Topics, many: bool) -> Result<(ReplyGuard, ReplyRx), Error> {
+        let (tx, rx) = mpsc::unbounded_channel();
         let mut st = self.shared.lock();
         if st.closed.is_some() {
             return Err(not_connected(st.closed.as_ref()));
@@ -308,6 +325,7 @@ impl Session {
             accepted: topics.accepted.clone(),
             rejected: topics.rejected.clone(),
             tx: Some(tx),
+            many,
         });
         Ok((
             ReplyGuard {
