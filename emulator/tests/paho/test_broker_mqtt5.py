@@ -197,6 +197,15 @@ def _publish_packet_size(topic_name: str, payload_len: int) -> int:
     return 1 + vlen + remaining
 
 
+def _payload_for_packet_size(topic_name: str, size: int) -> int:
+    """The payload length that makes a QoS 1 PUBLISH on topic_name exactly size bytes."""
+    payload = size - _publish_packet_size(topic_name, 0)
+    while _publish_packet_size(topic_name, payload) > size:
+        payload -= 1
+    assert _publish_packet_size(topic_name, payload) == size
+    return payload
+
+
 def test_payload_limit_is_consistent_with_maximum_packet_size(server, devices, clients):
     a, b = devices
     t = topic("big")
@@ -244,13 +253,15 @@ def test_packet_of_exactly_the_maximum_packet_size_is_not_too_large(server, devi
     c = connect(server, a, client_id=f"{a.thing_name}-edge")
     clients.append(c)
     max_packet = c.connack_properties.MaximumPacketSize
-    payload = max_packet - _publish_packet_size(t, 0)
-    assert _publish_packet_size(t, payload) == max_packet
-    # Within the announced size, over the payload limit: a refused message, not a protocol error.
-    assert c.publish(t, b"x" * payload, 1) == 0x97, (
-        f"a {max_packet}-byte PUBLISH (the announced Maximum Packet Size) was answered "
-        f"DISCONNECT {c.server_disconnect!r}"
-    )
+    # Within the announced size, over the payload limit: a refused message, not a protocol error
+    # (MQTT 5 3.2.2.3.6: the server's limit is on the total packet size, fixed header included).
+    for size in (max_packet - 1, max_packet):
+        payload = _payload_for_packet_size(t, size)
+        code = c.publish(t, b"x" * payload, 1)
+        assert code == 0x97, (
+            f"a {size}-byte PUBLISH (Maximum Packet Size {max_packet}) was answered "
+            f"PUBACK {code!r}, DISCONNECT {c.server_disconnect!r} (0x95 = 149: packet too large)"
+        )
 
 
 def test_packet_over_the_maximum_packet_size_is_a_protocol_error(server, devices, clients):
@@ -259,8 +270,7 @@ def test_packet_over_the_maximum_packet_size_is_a_protocol_error(server, devices
     c = connect(server, a, client_id=f"{a.thing_name}-over")
     clients.append(c)
     max_packet = c.connack_properties.MaximumPacketSize
-    payload = max_packet - _publish_packet_size(t, 0) + 1
-    assert _publish_packet_size(t, payload) == max_packet + 1
+    payload = _payload_for_packet_size(t, max_packet + 1)
     mid = c.publish_nowait(t, b"x" * payload, 1)
     c.wait_gone("DISCONNECT after a packet over the Maximum Packet Size")
     assert c.server_disconnect == 0x95
