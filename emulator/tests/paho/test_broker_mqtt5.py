@@ -273,8 +273,16 @@ def test_packet_over_the_maximum_packet_size_is_a_protocol_error(server, devices
     payload = _payload_for_packet_size(t, max_packet + 1)
     mid = c.publish_nowait(t, b"x" * payload, 1)
     c.wait_gone("DISCONNECT after a packet over the Maximum Packet Size")
-    assert c.server_disconnect == 0x95
     assert c.puback(mid) is None
+    # The emulator closes after reading the packet's fixed header, with the rest of the packet
+    # unread; the connection is then reset while paho is still writing, and the DISCONNECT often
+    # never reaches paho (8 runs in 10 here). The server's log says what it sent; a DISCONNECT
+    # that does arrive must carry 0x95.
+    assert c.server_disconnect in (0x95, None), f"DISCONNECT {c.server_disconnect!r}"
+    wait_for(
+        lambda: f'"{c.client_id}" closed (Server(PacketTooLarge' in server.log(),
+        "the server's log of the packet-too-large close",
+    )
 
 
 def test_shared_subscription(server, devices, clients):
