@@ -4,6 +4,7 @@ through the AWS sample template (whose policy allows every topic)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -316,3 +317,58 @@ def test_shared_subscription(server, devices, clients):
     p2 = [m.payload for m in got2]
     assert sorted(p1 + p2) == sorted(sent), f"each message once to the group: {p1} + {p2}"
     assert p1 and p2, f"one member got everything: {p1} / {p2}"
+
+
+def test_deliveries_over_the_receivers_maximum_packet_size_are_dropped(server, devices, clients):
+    a, b = devices
+    t = topic("small")
+    receiver = connect(
+        server, b, client_id=f"{b.thing_name}-small",
+        connect_properties=connect_properties(MaximumPacketSize=1024),
+    )
+    sender = connect(server, a)
+    clients += [receiver, sender]
+    assert receiver.subscribe(t, 1) == [1]
+    # MQTT-3.1.2-24/-25: not sent, and the connection stays.
+    assert sender.publish(t, b"x" * 2000, 1) == 0
+    assert sender.publish(t, b"fits", 1) == 0
+    m = receiver.next_message()
+    assert m.payload == b"fits"
+    assert not receiver.gone.is_set()
+
+
+def test_message_expiry_counts_while_a_delivery_waits_under_receive_maximum(server, devices, clients):
+    """A QoS 1 delivery held back by the receiver's Receive Maximum is stored by the broker:
+    MQTT-3.3.2-5 says it is deleted once its Message Expiry Interval has passed before onward
+    delivery started, and MQTT-3.3.2-6 that the interval sent is what is left of it."""
+    a, b = devices
+    t = topic("expiry")
+    receiver = connect(
+        server, b, client_id=f"{b.thing_name}-exp", manual_ack=True,
+        connect_properties=connect_properties(ReceiveMaximum=1),
+    )
+    sender = connect(server, a)
+    clients += [receiver, sender]
+    assert receiver.subscribe(t, 1) == [1]
+
+    def expiring(seconds: int) -> Properties:
+        p = Properties(PacketTypes.PUBLISH)
+        p.MessageExpiryInterval = seconds
+        return p
+
+    assert sender.publish(t, "first", 1) == 0
+    assert sender.publish(t, "expires in 1 s", 1, properties=expiring(1)) == 0
+    assert sender.publish(t, "expires in 60 s", 1, properties=expiring(60)) == 0
+    first = receiver.next_message()
+    assert first.payload == b"first"
+    # Time is what is tested here: the two later messages wait behind the unacknowledged first one for 2.2 s.
+    time.sleep(2.2)
+    receiver.ack(first)
+    m = receiver.next_message()
+    receiver.ack(m)
+    assert m.payload == b"expires in 60 s", (
+        f"got {m.payload!r} with Message Expiry Interval "
+        f"{getattr(m.properties, 'MessageExpiryInterval', None)} after it waited 2.2 s"
+    )
+    left = getattr(m.properties, "MessageExpiryInterval", None)
+    assert left is not None and left <= 58, f"Message Expiry Interval {left} after waiting 2.2 s of 60"
