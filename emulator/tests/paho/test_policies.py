@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from paho_helpers import Client, Device, Server
+from paho_helpers import Client, Device, Server, provision
 
 ARN = "arn:aws:iot:us-east-1:123456789012"
 
@@ -131,3 +131,17 @@ def test_claim_is_held_to_the_provisioning_topics(server, clients):
     assert c.subscribe("$aws/provisioning-templates/NarrowTemplate/provision/json/accepted", 1) == [1]
     assert c.publish("devices/claim/hello", "no", 1) == 0x87
     assert not c.gone.is_set()
+
+
+def test_provisioning_over_mqtt311_and_the_claim_policy_there(server, clients):
+    """The sample claim policy holds on MQTT 3.1.1 too: paho provisions over 3.1.1, and a
+    subscription outside the provisioning topics gets SUBACK 0x80."""
+    d = provision(server, "NarrowTemplate", uuid.uuid4().hex[:12], version=4)
+    c = device_client(server, d, 4).connected_ok()
+    clients.append(c)
+    assert c.subscribe(f"devices/{d.thing_name}/#", 1) == [1]
+
+    claim = Client(server, server.claim_cert, server.claim_key, f"test-{uuid.uuid4()}", 4).connected_ok()
+    clients.append(claim)
+    assert claim.subscribe("$aws/certificates/create/json/accepted", 1) == [1]
+    assert claim.subscribe("devices/#", 1) == [0x80]
