@@ -106,3 +106,12 @@ def narrow_device(server: Server) -> Device:
     d = provision(server, "NarrowTemplate", _serial())
     assert d.thing_name.startswith("Narrow_")
     return d
+
+
+@pytest.fixture
+def clients() -> Iterator[list]:
+    """A test appends the paho clients it opens; they are closed after it, whatever happened."""
+    opened: list = []
+    yield opened
+    for c in opened:
+        c.close()

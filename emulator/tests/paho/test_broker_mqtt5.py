@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 import uuid
 
-import pytest
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -24,14 +23,6 @@ def topic(name: str) -> str:
 def connect(server: Server, device: Device, version: int = 5, client_id: str | None = None, **kw) -> Client:
     return Client(server, device.cert, device.key, client_id or device.thing_name, version, **kw).connected_ok()
 
-
-@pytest.fixture
-def clients():
-    """Closes every client a test opened."""
-    opened: list[Client] = []
-    yield opened
-    for c in opened:
-        c.close()
 
 
 def test_devices_connect_with_their_new_certificates(server, devices, clients):

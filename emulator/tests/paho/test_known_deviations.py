@@ -15,13 +15,6 @@ from paho.mqtt.properties import Properties
 from paho_helpers import Client, wait_for
 
 
-@pytest.fixture
-def clients():
-    opened: list[Client] = []
-    yield opened
-    for c in opened:
-        c.close()
-
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason="emulator: the will message is published without the Will Properties")
 def test_will_message_keeps_its_will_properties(server, devices, clients):

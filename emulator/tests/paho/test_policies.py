@@ -9,19 +9,11 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
 
 from paho_helpers import Client, Device, Server, provision
 
 ARN = "arn:aws:iot:us-east-1:123456789012"
 
-
-@pytest.fixture
-def clients():
-    opened: list[Client] = []
-    yield opened
-    for c in opened:
-        c.close()
 
 
 def device_client(server: Server, d: Device, version: int, client_id: str | None = None) -> Client:
