@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 import uuid
 
-
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
