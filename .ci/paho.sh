@@ -18,6 +18,7 @@ export FLEETPROV_EMULATOR="$PWD/target/release/fleetprov-emulator"
 python3 -m venv "$work/venv"
 py="$work/venv/bin/python"
 unset PYTHONPATH
+export PYTHONDONTWRITEBYTECODE=1
 "$py" -m pip install --quiet --disable-pip-version-check paho-mqtt pytest
 "$py" -c 'import importlib.metadata as m; print("paho-mqtt", m.version("paho-mqtt"), "pytest", m.version("pytest"))'
 
