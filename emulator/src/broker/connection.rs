@@ -165,7 +165,9 @@ struct Conn {
     /// Packet ids of QoS 1 deliveries not yet acknowledged.
     in_flight: HashSet<u16>,
     /// QoS 1 deliveries waiting for room under the Receive Maximum.
-    held: VecDeque<Delivery>,
+    /// QoS 1 deliveries waiting for room under the client's Receive Maximum, with the time
+    /// they started waiting (it counts against their Message Expiry Interval).
+    held: VecDeque<(Delivery, Instant)>,
     client_max_packet: usize,
     requests: JoinSet<Option<Reply>>,
 }
@@ -379,7 +381,7 @@ impl Conn {
             code,
             assigned_client_id: assigned,
             server_keep_alive: keep_alive,
-            max_packet_size: MAX_REMAINING as u32 + 5,
+            max_packet_size: MAX_PACKET_SIZE,
         });
     }
 
@@ -471,10 +473,12 @@ impl Conn {
             Incoming::PubAck(pkid) => {
                 if self.in_flight.remove(&pkid) {
                     while self.in_flight.len() < self.receive_max {
-                        let Some(d) = self.held.pop_front() else {
+                        let Some((d, since)) = self.held.pop_front() else {
                             break;
                         };
-                        self.send_delivery(d);
+                        if let Some(d) = expire(d, since.elapsed()) {
+                            self.send_delivery(d);
+                        }
                     }
                 }
                 None
@@ -746,7 +750,7 @@ impl Conn {
             return;
         }
         if qos > 0 && self.in_flight.len() >= self.receive_max {
-            self.held.push_back(d);
+            self.held.push_back((d, Instant::now()));
             return;
         }
         self.send_delivery(d);
@@ -885,5 +889,86 @@ impl Conn {
             self.shared
                 .fan_out(self.id, &will.topic, &will.payload, will.qos.min(1), &None);
         }
+    }
+}
+
+/// The largest packet the decoder accepts, as CONNACK announces it: the fixed header's byte,
+/// the Remaining Length's encoding, and [`MAX_REMAINING`] bytes.
+const MAX_PACKET_SIZE: u32 = {
+    let length_bytes = if MAX_REMAINING < 128 {
+        1
+    } else if MAX_REMAINING < 16_384 {
+        2
+    } else if MAX_REMAINING < 2_097_152 {
+        3
+    } else {
+        4
+    };
+    (1 + length_bytes + MAX_REMAINING) as u32
+};
+
+/// A delivery that waited `waited` before it could be sent: `None` once its Message Expiry
+/// Interval has passed, otherwise with the interval less the time waited (MQTT-3.3.2-5, -6).
+fn expire(mut d: Delivery, waited: Duration) -> Option<Delivery> {
+    if let Some(interval) = d
+        .properties
+        .as_mut()
+        .and_then(|p| p.message_expiry_interval.as_mut())
+    {
+        let waited = u32::try_from(waited.as_secs()).unwrap_or(u32::MAX);
+        if waited >= *interval {
+            return None;
+        }
+        *interval -= waited;
+    }
+    Some(d)
+}
+
+#[cfg(test)]
+mod expiry_tests {
+    use super::*;
+
+    fn with_interval(interval: Option<u32>) -> Delivery {
+        Delivery {
+            topic: "t".into(),
+            qos: 1,
+            pkid: 0,
+            payload: Bytes::new(),
+            properties: Some(codec::PublishProperties {
+                message_expiry_interval: interval,
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn a_held_delivery_loses_the_time_it_waited_and_expires() {
+        let left = |d: Option<Delivery>| d.map(|d| d.properties.unwrap().message_expiry_interval);
+        assert_eq!(
+            left(expire(
+                with_interval(Some(60)),
+                Duration::from_millis(2_200)
+            )),
+            Some(Some(58))
+        );
+        assert_eq!(
+            left(expire(with_interval(Some(1)), Duration::from_millis(2_200))),
+            None
+        );
+        assert_eq!(
+            left(expire(with_interval(Some(2)), Duration::from_secs(2))),
+            None
+        );
+        assert_eq!(
+            left(expire(with_interval(None), Duration::from_secs(3_600))),
+            Some(None)
+        );
+    }
+
+    #[test]
+    fn the_announced_maximum_packet_size_is_what_the_decoder_takes() {
+        // 147,456 bytes of remaining length take three bytes to encode.
+        assert_eq!(MAX_REMAINING, 147_456);
+        assert_eq!(MAX_PACKET_SIZE, 147_460);
     }
 }
