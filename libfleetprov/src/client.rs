@@ -17,7 +17,7 @@ use super::error::fp_result::{self, *};
 use super::options::fp_client_options;
 use super::runtime::{self, RuntimeGuard};
 use fleetprov_core::client::CatchUnwind;
-use fleetprov_core::client::{Client, ClientOptions, Event, Lifecycle};
+use fleetprov_core::client::{CheckedClientOptions, Client, Event, Lifecycle};
 use fleetprov_core::error::Error;
 
 /// A connection to the provisioning endpoint.
@@ -106,7 +106,7 @@ unsafe impl Send for FreedHandle {}
 /// Everything a client's tasks share with its handle.
 pub(crate) struct Shared {
     id: u64,
-    options: ClientOptions,
+    options: CheckedClientOptions,
     handle: Handle,
     /// The connection, from fp_client_connect() to its end; stopped by fp_client_disconnect()
     /// and fp_client_free().
@@ -257,16 +257,17 @@ pub extern "C" fn fp_client_new(
         if out.is_null() {
             return FP_ERR_NULL_ARGUMENT;
         }
-        if let Err(e) = options.inner.validate() {
-            return e.kind.into();
-        }
+        let options = match options.checked() {
+            Ok(o) => o,
+            Err(code) => return code,
+        };
         let guard = match runtime::acquire() {
             Ok(g) => g,
             Err(_) => return FP_ERR_INTERNAL,
         };
         let shared = Arc::new(Shared {
             id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
-            options: options.inner.clone(),
+            options,
             handle: guard.handle().clone(),
             life: Lifecycle::new(),
             cancel: watch::Sender::new(false),

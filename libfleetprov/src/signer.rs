@@ -341,7 +341,10 @@ fn pkcs11_of<'a>(
     // SAFETY: NULL or a live handle from fp_client_options_new(), per the header; the
     // reference does not outlive the call that made it.
     let o = unsafe { options.as_ref() }.ok_or(FP_ERR_NULL_ARGUMENT)?;
-    o.inner.pkcs11.as_ref().ok_or(FP_ERR_INVALID_ARGUMENT)
+    match &o.key {
+        Some(fleetprov_core::client::PrivateKey::Pkcs11(key)) => Ok(key),
+        _ => Err(FP_ERR_INVALID_ARGUMENT),
+    }
 }
 
 /// Logs a failure of a call that returns only a code, so the reason is not lost.
