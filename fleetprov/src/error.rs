@@ -91,7 +91,7 @@ impl fmt::Display for ErrorKind {
 
 /// A rejected reply: `{"statusCode", "errorCode", "errorMessage"}`, as received on a
 /// `/rejected` topic. Missing fields are left at 0 or empty, since AWS documents no guarantees
-/// about them. The parsers are in [`crate::protocol`].
+/// about them. The protocol module parses it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Rejection {
@@ -153,7 +153,7 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// For conversions that cannot fail, such as a [`crate::protocol::TemplateName`] passed where
+/// For conversions that cannot fail, such as a [`TemplateName`](crate::TemplateName) passed where
 /// anything that may become one is taken.
 impl From<std::convert::Infallible> for Error {
     fn from(never: std::convert::Infallible) -> Error {

@@ -11,7 +11,7 @@
 //! - [`signer`]: keys the library never holds (a secure element, an HSM): a [`signer::Signer`]
 //!   signs for the TLS client authentication and for certificate signing requests.
 //! - [`keygen`]: device keys (EC P-256, P-384, RSA-2048) and CSRs made on the device.
-//! - [`provision`]: one call from claim certificate to a verified, stored identity, with
+//! - [`provision`](mod@provision): one call from claim certificate to a verified, stored identity, with
 //!   retries; [`provision::store`] is the identity store.
 //!
 //! The C surface (`include/fleetprov.h`) is a thin layer over this core.

@@ -69,10 +69,10 @@ pub struct Provisioned {
 
 /// Provisions, or reuses, the device identity described by `opts`. See the module docs.
 ///
-/// Errors: [`ErrorKind::InvalidArgument`] for bad options (nothing sent);
-/// [`ErrorKind::Store`] when the store cannot be used; otherwise the error of the step that
-/// failed for good (a non-retryable one at once, a retryable one once the attempts or the
-/// deadline are used up, its message then saying so).
+/// Errors: [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for bad options
+/// (nothing sent); [`ErrorKind::Store`](crate::ErrorKind::Store) when the store cannot be
+/// used; otherwise the error of the step that failed for good (a non-retryable one at once, a
+/// retryable one once the attempts or the deadline are used up, its message then saying so).
 ///
 /// Takes [`ProvisionOptions`] (checked here) or [`CheckedProvisionOptions`] (checked before).
 pub async fn provision<O>(opts: O) -> Result<Provisioned, Error>
