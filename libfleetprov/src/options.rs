@@ -634,6 +634,25 @@ mod tests {
         assert_eq!(inner.connect_timeout, Duration::from_millis(250));
         assert_eq!(inner.proxy, Some(("proxy".to_owned(), 8080)));
         assert!(unsafe { (*o).cert.is_none() && (*o).key.is_none() });
+        // One key source: the last one set replaces the others.
+        assert_eq!(
+            fp_client_options_set_pkcs11_module(o, c"m.so".as_ptr()),
+            FP_OK
+        );
+        assert_eq!(
+            fp_client_options_set_pkcs11_key_label(o, c"k".as_ptr()),
+            FP_OK
+        );
+        assert!(matches!(unsafe { &(*o).key }, Some(PrivateKey::Pkcs11(k)) if k.key_label == "k"));
+        assert_eq!(fp_client_options_set_key_file(o, c"k.pem".as_ptr()), FP_OK);
+        assert!(matches!(unsafe { &(*o).key }, Some(PrivateKey::Pem(_))));
+        // A key without its certificate, then the pair.
+        assert_eq!(
+            unsafe { (*o).options() }.unwrap_err(),
+            FP_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(fp_client_options_set_cert_file(o, c"c.pem".as_ptr()), FP_OK);
+        assert!(unsafe { (*o).checked() }.unwrap().credentials.is_some());
         fp_client_options_free(o);
         fp_client_options_free(std::ptr::null_mut());
     }
