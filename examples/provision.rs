@@ -9,7 +9,7 @@
 
 use std::process::ExitCode;
 
-use fleetprov::{Client, ClientOptions, ErrorKind, Pem, RegisterThingRequest};
+use fleetprov::{Client, ClientOptions, Credentials, ErrorKind, Pem, RegisterThingRequest};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -26,8 +26,7 @@ async fn main() -> ExitCode {
     let mut opts = ClientOptions::new(endpoint.as_str());
     opts.port = port;
     opts.ca = Some(Pem::file(ca));
-    opts.cert = Some(Pem::file(cert));
-    opts.key = Some(Pem::file(key));
+    opts.credentials = Some(Credentials::pem(Pem::file(cert), Pem::file(key)));
 
     match provision(opts, serial).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::protocol::Rejection;
+use serde::Serialize;
 
 /// What went wrong, coarse enough for a program to act on. The C surface maps each kind to
 /// its own result code.
@@ -91,6 +91,20 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// A rejected reply: `{"statusCode", "errorCode", "errorMessage"}`, as received on a
+/// `/rejected` topic. Missing fields are left at 0 or empty, since AWS documents no guarantees
+/// about them. The protocol module parses it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rejection {
+    /// `statusCode`, e.g. 400.
+    pub status_code: i64,
+    /// `errorCode`, e.g. `InvalidCertificateOwnershipToken`.
+    pub error_code: String,
+    /// `errorMessage`.
+    pub error_message: String,
+}
+
 /// An error with its kind, a message for humans and, for service rejections, AWS's fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
@@ -140,6 +154,14 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// For conversions that cannot fail, such as a [`TemplateName`](crate::TemplateName) passed where
+/// anything that may become one is taken.
+impl From<std::convert::Infallible> for Error {
+    fn from(never: std::convert::Infallible) -> Error {
+        match never {}
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -26,12 +26,18 @@ pub mod pkcs11;
 pub mod protocol;
 pub mod provision;
 pub mod signer;
+mod x509;
 
-pub use client::{Client, ClientOptions, MqttVersion, Pem};
+pub use client::{
+    CheckedClientOptions, Client, ClientOptions, Credentials, MqttVersion, Pem, PrivateKey,
+};
 pub use error::{Error, ErrorKind};
 pub use keygen::{CsrSubject, KeyType};
 pub use protocol::{
     CreateFromCsrResponse, CreateKeysResponse, PayloadFormat, RegisterThingRequest,
-    RegisterThingResponse, Rejection,
+    RegisterThingResponse, Rejection, TemplateName,
 };
-pub use provision::{provision, KeySource, Progress, ProvisionOptions, Provisioned, RetryPolicy};
+pub use provision::{
+    provision, CheckedProvisionOptions, KeySource, Progress, ProvisionOptions, Provisioned,
+    RetryPolicy,
+};

@@ -153,9 +153,8 @@ mod imp {
 
     use super::*;
     use crate::log::{fp_log, Level};
-    use crate::signer::{
-        certificate_subject, ec_params_der, ec_spki, rsa_spki, unwrap_octet_string, SignatureScheme,
-    };
+    use crate::signer::{ec_params_der, SignatureScheme};
+    use crate::x509::{certificate_subject, ec_spki, rsa_spki, unwrap_octet_string};
 
     /// Modules loaded in this process, initialised once and never unloaded.
     static MODULES: Mutex<Vec<(PathBuf, Pkcs11)>> = Mutex::new(Vec::new());

@@ -1,5 +1,5 @@
 //! Private keys the library never holds: a [`Signer`] signs on request, and the library uses it
-//! for the TLS client authentication (see [`crate::ClientOptions::signer`]) and to sign a
+//! for the TLS client authentication (see [`crate::client::PrivateKey::Signer`]) and to sign a
 //! certificate signing request ([`certificate_request`]).
 //!
 //! A signer is anything that can sign with one key: a secure element, a TPM, an HSM through
@@ -18,6 +18,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
 
 use crate::error::{Error, ErrorKind};
+use crate::x509::der::{
+    der_expect, der_wrap, ecdsa_raw_to_der, TAG_BIT_STRING, TAG_INTEGER, TAG_OID, TAG_SEQUENCE,
+};
+use crate::x509::{OID_EC_PUBLIC_KEY, OID_P256, OID_P384, OID_RSA_ENCRYPTION};
 
 /// A signature scheme the library may ask a signer for.
 ///
@@ -249,96 +253,6 @@ impl fmt::Debug for PublicKey {
     }
 }
 
-/// DER object identifiers, content bytes only.
-const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
-const OID_RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
-
-const TAG_INTEGER: u8 = 0x02;
-const TAG_BIT_STRING: u8 = 0x03;
-const TAG_OID: u8 = 0x06;
-const TAG_SEQUENCE: u8 = 0x30;
-
-/// Splits one DER element off `input`: (tag, content, rest). Definite lengths up to 4 bytes.
-pub(crate) fn der_next(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
-}
-
-/// Like [`der_next`], but the element must carry `tag`.
-fn der_expect(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    match der_next(input)? {
-        (t, content, rest) if t == tag => Some((content, rest)),
-        _ => None,
-    }
-}
-
-/// Appends a DER length.
-fn der_push_len(out: &mut Vec<u8>, len: usize) {
-    if len < 0x80 {
-        out.push(len as u8);
-    } else if len < 0x100 {
-        out.extend_from_slice(&[0x81, len as u8]);
-    } else {
-        out.extend_from_slice(&[0x82, (len >> 8) as u8, len as u8]);
-    }
-}
-
-/// The DER INTEGER of an unsigned big-endian number.
-fn der_uint(bytes: &[u8]) -> Vec<u8> {
-    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
-    let digits = if start == bytes.len() {
-        &[0u8][..]
-    } else {
-        &bytes[start..]
-    };
-    let pad = digits[0] & 0x80 != 0;
-    let mut out = vec![TAG_INTEGER];
-    der_push_len(&mut out, digits.len() + usize::from(pad));
-    if pad {
-        out.push(0);
-    }
-    out.extend_from_slice(digits);
-    out
-}
-
-/// ECDSA signature as fixed-width r || s (PKCS#11, most secure elements) to DER Ecdsa-Sig-Value.
-fn ecdsa_raw_to_der(raw: &[u8]) -> Vec<u8> {
-    let (r, s) = raw.split_at(raw.len() / 2);
-    let mut body = der_uint(r);
-    body.extend(der_uint(s));
-    let mut out = vec![TAG_SEQUENCE];
-    der_push_len(&mut out, body.len());
-    out.extend(body);
-    out
-}
-
-/// A DER element: `tag`, length, `content`.
-#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
-pub(crate) fn der_wrap(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    der_push_len(&mut out, content.len());
-    out.extend_from_slice(content);
-    out
-}
-
 /// The DER ECParameters (a named curve OID) of P-256 or P-384.
 #[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
 pub(crate) fn ec_params_der(algorithm: KeyAlgorithm) -> Option<Vec<u8>> {
@@ -346,61 +260,6 @@ pub(crate) fn ec_params_der(algorithm: KeyAlgorithm) -> Option<Vec<u8>> {
         KeyAlgorithm::EcP256 => Some(der_wrap(TAG_OID, OID_P256)),
         KeyAlgorithm::EcP384 => Some(der_wrap(TAG_OID, OID_P384)),
         KeyAlgorithm::Rsa { .. } => None,
-    }
-}
-
-/// The SubjectPublicKeyInfo of an EC key from its DER ECParameters and uncompressed point.
-#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
-pub(crate) fn ec_spki(params_der: &[u8], point: &[u8]) -> Vec<u8> {
-    let mut alg = der_wrap(TAG_OID, OID_EC_PUBLIC_KEY);
-    alg.extend_from_slice(params_der);
-    spki(&alg, point)
-}
-
-/// The SubjectPublicKeyInfo of an RSA key from its modulus and public exponent (big-endian).
-#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
-pub(crate) fn rsa_spki(modulus: &[u8], exponent: &[u8]) -> Vec<u8> {
-    let mut alg = der_wrap(TAG_OID, OID_RSA_ENCRYPTION);
-    alg.extend_from_slice(&[0x05, 0x00]);
-    let mut key = der_uint(modulus);
-    key.extend(der_uint(exponent));
-    spki(&alg, &der_wrap(TAG_SEQUENCE, &key))
-}
-
-#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
-fn spki(algorithm_content: &[u8], key: &[u8]) -> Vec<u8> {
-    let mut bits = vec![0u8];
-    bits.extend_from_slice(key);
-    let mut body = der_wrap(TAG_SEQUENCE, algorithm_content);
-    body.extend(der_wrap(TAG_BIT_STRING, &bits));
-    der_wrap(TAG_SEQUENCE, &body)
-}
-
-/// The DER subject Name of a DER X.509 certificate.
-#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
-pub(crate) fn certificate_subject(cert: &[u8]) -> Option<Vec<u8>> {
-    let (cert, _) = der_expect(cert, TAG_SEQUENCE)?;
-    let (mut tbs, _) = der_expect(cert, TAG_SEQUENCE)?;
-    // [0] version, if present, then serialNumber, signature, issuer, validity, subject.
-    if tbs.first() == Some(&0xa0) {
-        tbs = der_next(tbs)?.2;
-    }
-    for _ in 0..4 {
-        tbs = der_next(tbs)?.2;
-    }
-    let (tag, content, rest) = der_next(tbs)?;
-    (tag == TAG_SEQUENCE)
-        .then(|| tbs[..tbs.len() - rest.len()].to_vec())
-        .filter(|s| s.len() > content.len())
-}
-
-/// The point inside a DER OCTET STRING (PKCS#11's `CKA_EC_POINT`), or the bytes as they are
-/// when a token gives the bare point.
-#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
-pub(crate) fn unwrap_octet_string(value: &[u8]) -> &[u8] {
-    match der_next(value) {
-        Some((0x04, content, rest)) if rest.is_empty() && content.first() == Some(&0x04) => content,
-        _ => value,
     }
 }
 
@@ -670,6 +529,7 @@ pub(crate) fn test_signer() -> Arc<dyn Signer> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::x509::{ec_spki, rsa_spki};
     use ring::rand::SystemRandom;
     use ring::signature::{EcdsaKeyPair, KeyPair as _};
 
@@ -816,33 +676,6 @@ mod tests {
         let e = sign_checked(&f, SignatureScheme::EcdsaP256Sha256, b"x").unwrap_err();
         assert_eq!(e.kind, ErrorKind::Signer);
         assert!(e.message.contains("token removed"), "{}", e.message);
-    }
-
-    #[test]
-    fn subjects_and_points_are_found() {
-        let k = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec!["x".to_owned()]).unwrap();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "subject-cn");
-        let cert = params.self_signed(&k).unwrap();
-        let subject = certificate_subject(cert.der()).unwrap();
-        assert_eq!(subject[0], TAG_SEQUENCE);
-        assert!(subject.windows(10).any(|w| w == b"subject-cn"));
-        assert!(certificate_subject(b"junk").is_none());
-        let point = k.public_key_raw();
-        assert_eq!(unwrap_octet_string(&der_wrap(0x04, point)), point);
-        assert_eq!(unwrap_octet_string(point), point);
-    }
-
-    #[test]
-    fn der_integers_are_minimal() {
-        assert_eq!(der_uint(&[0, 0, 5]), vec![2, 1, 5]);
-        assert_eq!(der_uint(&[0x80]), vec![2, 2, 0, 0x80]);
-        assert_eq!(der_uint(&[0, 0]), vec![2, 1, 0]);
-        let long = der_uint(&[0xff; 200]);
-        assert_eq!(&long[..4], &[2, 0x81, 201, 0]);
     }
 
     #[test]

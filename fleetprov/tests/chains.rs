@@ -5,7 +5,8 @@
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
-use fleetprov::client::{Client, MqttVersion, Pem};
+use fleetprov::client::{Client, Credentials, MqttVersion, Pem};
+use fleetprov::protocol::TemplateName;
 use fleetprov::provision::{provision, ProvisionOptions};
 use fleetprov_emulator::ca::{certificate_id, DeviceCertificates};
 use fleetprov_testkit::env::{make_csr, params, Env};
@@ -31,7 +32,11 @@ async fn an_identity_issued_from_an_intermediate_ca_connects_with_its_chain() {
     let env = intermediate_env().await;
     for version in [MqttVersion::V5, MqttVersion::V311] {
         let store = env.dir.path().join(format!("identity-{version:?}"));
-        let mut o = ProvisionOptions::new(env.claim_opts(version), "FleetTemplate", &store);
+        let mut o = ProvisionOptions::new(
+            env.claim_opts(version),
+            TemplateName::new("FleetTemplate").unwrap(),
+            &store,
+        );
         o.parameters = params(&format!("{version:?}"));
         // provision() itself proves the identity by connecting with the stored files, the
         // first time and when it reuses them.
@@ -53,8 +58,10 @@ async fn an_identity_issued_from_an_intermediate_ca_connects_with_its_chain() {
 
         // The library's client connects with the stored chain...
         let mut device = env.claim_opts(version);
-        device.cert = Some(Pem::file(&p.files.certificate));
-        device.key = Some(Pem::file(&p.files.private_key));
+        device.credentials = Some(Credentials::pem(
+            Pem::file(&p.files.certificate),
+            Pem::file(&p.files.private_key),
+        ));
         device.client_id = Some(p.client_id.clone());
         let c = Client::connect(device.clone())
             .await
@@ -78,7 +85,10 @@ async fn an_identity_issued_from_an_intermediate_ca_connects_with_its_chain() {
             .collect::<Vec<u8>>();
         assert_eq!(chain_of(&leaf).len(), 1);
         std::fs::write(&leaf_only, leaf).unwrap();
-        device.cert = Some(Pem::file(&leaf_only));
+        device.credentials = Some(Credentials::pem(
+            Pem::file(&leaf_only),
+            Pem::file(&p.files.private_key),
+        ));
         let refused = Client::connect(device).await;
         assert!(
             refused.is_err(),

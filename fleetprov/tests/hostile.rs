@@ -1055,7 +1055,7 @@ fn accepted_at_qos1(v5: bool, topic: &str, pkid: u16, reply_pkid: u16, op: Op) -
 /// A client naming the template that `run` registers with, on which `create` has succeeded.
 async fn created_naming_the_template<T: Send + 'static>(b: &Broker<T>, create: Op) -> Client {
     let mut opts = b.opts(V5);
-    opts.template_name = Some("FleetTemplate".into());
+    opts.template_name = Some(fleetprov::TemplateName::new("FleetTemplate").unwrap());
     let client = Client::connect(opts).await.unwrap();
     assert_eq!(run(&client, create).await.unwrap(), expected_value(create));
     client

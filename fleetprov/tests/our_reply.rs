@@ -5,7 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use fleetprov::client::{Client, MqttVersion, Pem};
+use fleetprov::client::{Client, Credentials, MqttVersion, Pem};
+use fleetprov::protocol::TemplateName;
 use fleetprov::provision::{provision, ProvisionOptions};
 use fleetprov::ErrorKind;
 use fleetprov_emulator::ca::Ca;
@@ -177,13 +178,15 @@ fn four_devices_through_the_responder_on_mosquitto_keep_their_own_certificates()
             let mut claim = fleetprov::client::ClientOptions::new("localhost");
             claim.port = mosquitto.port;
             claim.ca = Some(Pem::file(state.join("ca.pem")));
-            claim.cert = Some(Pem::file(&claim_cert));
-            claim.key = Some(Pem::file(&claim_key));
+            claim.credentials = Some(Credentials::pem(
+                Pem::file(&claim_cert),
+                Pem::file(&claim_key),
+            ));
             claim.client_id = Some(format!("claim-{n}"));
             claim.operation_timeout = Duration::from_secs(20);
             let mut o = ProvisionOptions::new(
                 claim,
-                "FleetTemplate",
+                TemplateName::new("FleetTemplate").unwrap(),
                 dir.path().join(format!("device-{n}")),
             );
             o.parameters = params(&n.to_string());
@@ -203,8 +206,10 @@ fn four_devices_through_the_responder_on_mosquitto_keep_their_own_certificates()
             let mut o = fleetprov::client::ClientOptions::new("localhost");
             o.port = mosquitto.port;
             o.ca = Some(Pem::file(state.join("ca.pem")));
-            o.cert = Some(Pem::file(&p.files.certificate));
-            o.key = Some(Pem::file(&p.files.private_key));
+            o.credentials = Some(Credentials::pem(
+                Pem::file(&p.files.certificate),
+                Pem::file(&p.files.private_key),
+            ));
             o.client_id = Some(format!("check-{n}"));
             Client::connect(o)
                 .await

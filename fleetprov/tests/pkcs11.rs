@@ -16,7 +16,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use common::{make_csr, params};
-use fleetprov::client::{Client, ClientOptions, MqttVersion, Pem};
+use fleetprov::client::{Client, ClientOptions, Credentials, MqttVersion, Pem};
 use fleetprov::pkcs11::{self, Pkcs11Key};
 use fleetprov::protocol::RegisterThingRequest;
 use fleetprov::signer::{certificate_request, KeyAlgorithm, PublicKey};
@@ -154,8 +154,7 @@ fn opts(emu: &Emulator, cert: Pem, key: Pkcs11Key) -> ClientOptions {
     let mut o = ClientOptions::new("localhost");
     o.port = emu.port();
     o.ca = Some(Pem::file(emu.ca_path()));
-    o.cert = Some(cert);
-    o.pkcs11 = Some(key);
+    o.credentials = Some(Credentials::pkcs11(cert, key));
     o.operation_timeout = std::time::Duration::from_secs(20);
     o.connect_timeout = std::time::Duration::from_secs(10);
     o

@@ -6,16 +6,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{params, Env};
-use fleetprov::client::{MqttVersion, Pem};
+use fleetprov::client::{Credentials, MqttVersion, Pem};
 use fleetprov::provision::{provision, KeySource, Progress, ProvisionOptions, Step};
-use fleetprov::{ErrorKind, KeyType};
+use fleetprov::{ErrorKind, KeyType, TemplateName};
 use fleetprov_emulator::throttle::{Api, ThrottleMode};
 use fleetprov_emulator::Fault;
 
 fn options(env: &Env, store: &std::path::Path) -> ProvisionOptions {
     let mut o = ProvisionOptions::new(
         env.claim_opts(MqttVersion::V5),
-        "FleetTemplate",
+        TemplateName::new("FleetTemplate").unwrap(),
         store.to_path_buf(),
     );
     o.parameters = params("1");
@@ -84,7 +84,7 @@ async fn force_replaces_the_identity_once_the_new_one_is_verified() {
     let first = provision(options(&env, &store)).await.unwrap();
     let mut o = options(&env, &store);
     o.force = true;
-    o.key = KeySource::Generate(KeyType::EcP384);
+    o.device_key = KeySource::Generate(KeyType::EcP384);
     let second = provision(o).await.unwrap();
     assert!(!second.reused);
     assert_ne!(second.certificate_id, first.certificate_id);
@@ -110,7 +110,7 @@ async fn service_keys_rsa_and_user_csr_all_provision() {
     } else {
         // Not built in: refused at once, before any connection.
         let mut o = options(&env, &env.dir.path().join("rsa"));
-        o.key = KeySource::Generate(KeyType::Rsa2048);
+        o.device_key = KeySource::Generate(KeyType::Rsa2048);
         let e = provision(o).await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidArgument);
     }
@@ -118,7 +118,7 @@ async fn service_keys_rsa_and_user_csr_all_provision() {
         let store = env.dir.path().join(format!("s{i}"));
         let mut o = options(&env, &store);
         o.parameters = params(&format!("k{i}"));
-        o.key = key;
+        o.device_key = key;
         let p = provision(o).await.unwrap();
         assert!(!p.reused, "{i}");
         let again = provision(options(&env, &store)).await.unwrap();
@@ -139,7 +139,7 @@ async fn non_retryable_failures_end_at_once_with_their_code() {
     // Unknown template: 404 ResourceNotFound, one attempt, no retry scheduled.
     let mut o = options(&env, &dir.join("a"));
     fast(&mut o);
-    o.template_name = "NoSuchTemplate".into();
+    o.template_name = TemplateName::new("NoSuchTemplate").unwrap();
     let seen = record(&mut o);
     let started = std::time::Instant::now();
     let e = provision(o).await.unwrap_err();
@@ -203,8 +203,10 @@ async fn an_expired_claim_certificate_has_its_own_message() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut o = options(&env, &dir.join("s"));
-    o.claim.cert = Some(Pem::file(dir.join("c.pem")));
-    o.claim.key = Some(Pem::file(dir.join("k.pem")));
+    o.claim.credentials = Some(Credentials::pem(
+        Pem::file(dir.join("c.pem")),
+        Pem::file(dir.join("k.pem")),
+    ));
     let e = provision(o).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Tls);
     assert!(

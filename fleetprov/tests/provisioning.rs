@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{cert_der, make_csr, params, start_proxy, start_relay, wait_until, Env};
-use fleetprov::client::{Client, MqttVersion, Pem};
+use fleetprov::client::{Client, Credentials, MqttVersion, Pem, PrivateKey};
 use fleetprov::log::Level;
 use fleetprov::protocol::RegisterThingRequest;
 use fleetprov::ErrorKind;
@@ -70,8 +70,10 @@ async fn keys_flow(version: MqttVersion) {
 
     // The new identity: certificate from the reply, key from the reply, both in memory.
     let mut opts = env.claim_opts(version);
-    opts.cert = Some(Pem::memory(&created.certificate_pem));
-    opts.key = Some(Pem::memory(created.private_key.as_bytes()));
+    opts.credentials = Some(Credentials::pem(
+        Pem::memory(&created.certificate_pem),
+        Pem::memory(created.private_key.as_bytes()),
+    ));
     opts.client_id = Some("ThingPrefix_1".into());
     let device = Client::connect(opts).await.unwrap();
     device
@@ -113,8 +115,10 @@ async fn csr_flow(version: MqttVersion) {
     client.disconnect().await;
 
     let mut opts = env.claim_opts(version);
-    opts.cert = Some(Pem::memory(&created.certificate_pem));
-    opts.key = Some(Pem::memory(csr.key.serialize_pem()));
+    opts.credentials = Some(Credentials::pem(
+        Pem::memory(&created.certificate_pem),
+        Pem::memory(csr.key.serialize_pem()),
+    ));
     let device = Client::connect(opts).await.unwrap();
     device.publish("devices/7/hello", b"hi").await.unwrap();
     device.disconnect().await;
@@ -452,7 +456,7 @@ async fn tls_failures_are_distinguishable() {
 
     // A key that is not the certificate's: refused before connecting.
     let mut opts = env.claim_opts(MqttVersion::V5);
-    opts.key = Some(Pem::memory(
+    opts.credentials.as_mut().unwrap().key = PrivateKey::Pem(Pem::memory(
         rcgen::KeyPair::generate().unwrap().serialize_pem(),
     ));
     let e = Client::connect(opts).await.unwrap_err();
@@ -462,11 +466,12 @@ async fn tls_failures_are_distinguishable() {
     // Missing files.
     for which in ["ca", "cert", "key"] {
         let mut opts = env.claim_opts(MqttVersion::V5);
-        let missing = Some(Pem::file(env.dir.path().join("missing.pem")));
+        let missing = Pem::file(env.dir.path().join("missing.pem"));
+        let credentials = opts.credentials.as_mut().unwrap();
         match which {
-            "ca" => opts.ca = missing,
-            "cert" => opts.cert = missing,
-            _ => opts.key = missing,
+            "ca" => opts.ca = Some(missing),
+            "cert" => credentials.cert = missing,
+            _ => credentials.key = PrivateKey::Pem(missing),
         }
         let e = Client::connect(opts).await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::Io, "{which}: {e}");
@@ -488,8 +493,10 @@ async fn tls_failures_are_distinguishable() {
     };
     for version in VERSIONS {
         let mut opts = env.claim_opts(version);
-        opts.cert = Some(Pem::memory(&foreign_cert));
-        opts.key = Some(Pem::memory(&foreign_key));
+        opts.credentials = Some(Credentials::pem(
+            Pem::memory(&foreign_cert),
+            Pem::memory(&foreign_key),
+        ));
         let e = Client::connect(opts).await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::Tls, "{e}");
         assert!(
@@ -500,7 +507,7 @@ async fn tls_failures_are_distinguishable() {
 
     // A certificate file that is not PEM.
     let mut opts = env.claim_opts(MqttVersion::V5);
-    opts.cert = Some(Pem::memory("just text"));
+    opts.credentials.as_mut().unwrap().cert = Pem::memory("just text");
     assert_eq!(
         Client::connect(opts).await.unwrap_err().kind,
         ErrorKind::Tls
@@ -521,8 +528,10 @@ async fn expired_client_certificate_is_reported_as_such() {
             .registry()
             .add_claim(&issued.certificate_id);
         let mut opts = env.claim_opts(MqttVersion::V5);
-        opts.cert = Some(Pem::memory(&issued.certificate_pem));
-        opts.key = Some(Pem::memory(issued.private_key_pem.unwrap()));
+        opts.credentials = Some(Credentials::pem(
+            Pem::memory(&issued.certificate_pem),
+            Pem::memory(issued.private_key_pem.unwrap()),
+        ));
         opts
     };
     let current = claim("current", now - day, now + day);
@@ -664,8 +673,10 @@ async fn refused_connection_for_unregistered_certificate() {
     // Never registered, so never activated: the broker refuses it.
     for version in VERSIONS {
         let mut opts = env.claim_opts(version);
-        opts.cert = Some(Pem::memory(&created.certificate_pem));
-        opts.key = Some(Pem::memory(created.private_key.as_bytes()));
+        opts.credentials = Some(Credentials::pem(
+            Pem::memory(&created.certificate_pem),
+            Pem::memory(created.private_key.as_bytes()),
+        ));
         let e = Client::connect(opts).await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::ConnectionRefused, "{e}");
     }

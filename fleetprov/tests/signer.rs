@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::{params, Env};
-use fleetprov::client::{Client, MqttVersion, Pem};
+use fleetprov::client::{Client, Credentials, MqttVersion, Pem};
 use fleetprov::protocol::RegisterThingRequest;
 use fleetprov::signer::{certificate_request, KeyAlgorithm, PublicKey, SignatureScheme, Signer};
 use fleetprov::{Error, ErrorKind};
@@ -137,9 +137,7 @@ fn signer_opts(
     signer: Arc<dyn Signer>,
 ) -> fleetprov::ClientOptions {
     let mut o = env.claim_opts(version);
-    o.cert = Some(Pem::memory(cert_pem));
-    o.key = None;
-    o.signer = Some(signer);
+    o.credentials = Some(Credentials::signer(Pem::memory(cert_pem), signer));
     o
 }
 

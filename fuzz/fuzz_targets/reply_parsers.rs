@@ -14,6 +14,6 @@ fuzz_target!(|data: &[u8]| {
     let _ = Rejection::from_json(data);
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = parse_template_parameters(text);
-        let _ = fleetprov::protocol::validate_template_name(text);
+        let _ = fleetprov::protocol::TemplateName::new(text);
     }
 });

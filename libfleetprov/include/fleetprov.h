@@ -837,6 +837,7 @@ enum fp_result fp_client_options_set_cert_file(struct fp_client_options *options
 /**
  * Sets the path of the private key PEM file of the client certificate (PKCS#1, PKCS#8 or
  * SEC1). The path is copied; see fp_client_options_set_cert_file() for when it is read.
+ * Replaces a private key, signer or PKCS#11 key set before.
  */
 enum fp_result fp_client_options_set_key_file(struct fp_client_options *options, const char *path);
 
@@ -864,7 +865,8 @@ enum fp_result fp_client_options_set_cert_pem(struct fp_client_options *options,
  * Sets the client private key from NUL-terminated PEM text in memory. The text is copied
  * into memory the library wipes when the options and clients made from them are freed; the
  * caller may wipe its own buffer as soon as this returns. (The key as decoded for the TLS
- * stack while connecting is held by rustls and ring, which free it without wiping.)
+ * stack while connecting is held by rustls and ring, which free it without wiping.) Replaces
+ * a private key, signer or PKCS#11 key set before.
  */
 enum fp_result fp_client_options_set_key_pem(struct fp_client_options *options, const char *pem);
 

@@ -19,7 +19,7 @@ use super::handle::{check_out, Castable};
 use super::options::fp_client_options;
 use super::runtime::{self, RuntimeGuard};
 use fleetprov_core::client::CatchUnwind;
-use fleetprov_core::client::{Client, ClientOptions, Event, Lifecycle};
+use fleetprov_core::client::{CheckedClientOptions, Client, Event, Lifecycle};
 use fleetprov_core::error::Error;
 
 /// A connection to the provisioning endpoint.
@@ -109,7 +109,7 @@ unsafe impl Send for FreedHandle {}
 /// Everything a client's tasks share with its handle.
 pub(crate) struct Shared {
     id: u64,
-    options: ClientOptions,
+    options: CheckedClientOptions,
     handle: Handle,
     /// The connection, from fp_client_connect() to its end; stopped by fp_client_disconnect()
     /// and fp_client_free().
@@ -256,11 +256,11 @@ pub extern "C" fn fp_client_new(
         // SAFETY: NULL or a live handle from fp_client_options_new(), per the header.
         let options = unsafe { fp_client_options::try_ref(options) }?;
         check_out(out)?;
-        options.inner.validate().map_err(|e| super::error::logged(&e))?;
+        let options = options.checked()?;
         let guard = runtime::acquire().map_err(|_| FP_ERR_INTERNAL)?;
         let shared = Arc::new(Shared {
             id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
-            options: options.inner.clone(),
+            options,
             handle: guard.handle().clone(),
             life: Lifecycle::new(),
             cancel: watch::Sender::new(false),

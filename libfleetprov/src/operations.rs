@@ -15,7 +15,7 @@ use fleetprov_core::client::Client;
 use fleetprov_core::error::Error;
 use fleetprov_core::protocol::{
     parse_template_parameters, CreateFromCsrResponse, CreateKeysResponse, RegisterThingRequest,
-    RegisterThingResponse,
+    RegisterThingResponse, TemplateName,
 };
 
 /// The reply to CreateKeysAndCertificate.
@@ -411,7 +411,7 @@ fn register_request(
     template_name: *const c_char,
     token: *const c_char,
     parameters_json: *const c_char,
-) -> Result<(String, RegisterThingRequest), fp_result> {
+) -> Result<(TemplateName, RegisterThingRequest), fp_result> {
     // SAFETY (all three): NULL or NUL-terminated strings, per the header.
     let template = unsafe { template_name_arg(template_name) }?;
     let token = unsafe { nonempty_str_arg(token) }?;
@@ -422,7 +422,7 @@ fn register_request(
         parse_template_parameters(json).map_err(|e| logged(&e))?
     };
     Ok((
-        template.to_owned(),
+        template,
         RegisterThingRequest {
             certificate_ownership_token: token.to_owned(),
             parameters,

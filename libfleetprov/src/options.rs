@@ -8,7 +8,9 @@ use super::error::logged;
 use super::handle::{check_out, Castable};
 use super::signer::fp_signer;
 use super::strings::{nonempty_str_arg, secret_arg, template_name_arg};
-use fleetprov_core::client::{ClientOptions, MqttVersion, Pem};
+use fleetprov_core::client::{
+    CheckedClientOptions, ClientOptions, Credentials, MqttVersion, Pem, PrivateKey,
+};
 use fleetprov_core::protocol::PayloadFormat;
 
 /// Connection settings for fp_client_new().
@@ -17,7 +19,34 @@ use fleetprov_core::protocol::PayloadFormat;
 /// do not use one options object from two threads at once. fp_client_new() copies it, so it
 /// may be freed or reused right after.
 pub struct fp_client_options {
+    /// Everything but the client certificate and key, which are set one at a time and so are
+    /// kept apart until fp_client_new() or fp_provision_options_new() pairs them.
     pub(crate) inner: ClientOptions,
+    pub(crate) cert: Option<Pem>,
+    /// The last key source set: a PEM key, a signer or PKCS#11 settings.
+    pub(crate) key: Option<PrivateKey>,
+}
+
+impl fp_client_options {
+    /// The options with their credentials: a certificate and its key, or neither
+    /// (`FP_ERR_INVALID_ARGUMENT` for one without the other).
+    pub(crate) fn options(&self) -> Result<ClientOptions, fp_result> {
+        let mut o = self.inner.clone();
+        o.credentials = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some(Credentials {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => None,
+            _ => return Err(FP_ERR_INVALID_ARGUMENT),
+        };
+        Ok(o)
+    }
+
+    /// The options, paired and checked, for fp_client_new().
+    pub(crate) fn checked(&self) -> Result<CheckedClientOptions, fp_result> {
+        self.options()?.check().map_err(|e| e.kind.into())
+    }
 }
 
 impl Castable for fp_client_options {}
@@ -25,22 +54,22 @@ impl Castable for fp_client_options {}
 /// Applies `f` to the options behind `options`, with the NULL check every setter needs.
 pub(crate) fn with_options(
     options: *mut fp_client_options,
-    f: impl FnOnce(&mut ClientOptions) -> Result<(), fp_result>,
+    f: impl FnOnce(&mut fp_client_options) -> Result<(), fp_result>,
 ) -> fp_result {
     // SAFETY: the caller passes NULL or a live handle from fp_client_options_new().
     let options = unsafe { fp_client_options::try_mut(options) };
-    options.and_then(|o| f(&mut o.inner)).into()
+    options.and_then(f).into()
 }
 
-/// One of the three PEM slots of the options (certificate, key, CA).
-type PemSlot = fn(&mut ClientOptions) -> &mut Option<Pem>;
+/// Where a PEM setter stores its PEM (certificate, key, CA).
+type PemSlot = fn(&mut fp_client_options, Pem);
 
 /// The body of the `*_file` setters: stores the copied, non-empty path in `slot`.
 fn set_pem_file(options: *mut fp_client_options, path: *const c_char, slot: PemSlot) -> fp_result {
     with_options(options, |o| {
         // SAFETY: NULL or a NUL-terminated string, per the header.
         let path = unsafe { nonempty_str_arg(path) }?;
-        *slot(o) = Some(Pem::file(path));
+        slot(o, Pem::file(path));
         Ok(())
     })
 }
@@ -50,7 +79,7 @@ fn set_pem_file(options: *mut fp_client_options, path: *const c_char, slot: PemS
 fn set_pem_memory(options: *mut fp_client_options, pem: *const c_char, slot: PemSlot) -> fp_result {
     with_options(options, |o| {
         // SAFETY: NULL or a NUL-terminated string, per the header.
-        *slot(o) = Some(Pem::Memory(unsafe { secret_arg(pem) }?));
+        slot(o, Pem::Memory(unsafe { secret_arg(pem) }?));
         Ok(())
     })
 }
@@ -65,7 +94,7 @@ fn set_timeout_ms(
         if milliseconds == 0 {
             return Err(FP_ERR_INVALID_ARGUMENT);
         }
-        *slot(o) = Duration::from_millis(u64::from(milliseconds));
+        *slot(&mut o.inner) = Duration::from_millis(u64::from(milliseconds));
         Ok(())
     })
 }
@@ -92,9 +121,16 @@ pub extern "C" fn fp_client_options_new(
         // SAFETY: NULL or a NUL-terminated string, per the header.
         let endpoint = unsafe { nonempty_str_arg(endpoint) }?;
         let inner = ClientOptions::new(endpoint);
-        inner.validate().map_err(|e| logged(&e))?;
+        inner.clone().check().map_err(|e| logged(&e))?;
         // SAFETY: `out` was checked and is writable, per the header.
-        unsafe { fp_client_options { inner }.give(out) };
+        unsafe {
+            fp_client_options {
+                inner,
+                cert: None,
+                key: None,
+            }
+            .give(out)
+        };
         Ok(())
     }
 }
@@ -120,7 +156,7 @@ pub extern "C" fn fp_client_options_set_port(
             if port == 0 {
                 return Err(FP_ERR_INVALID_ARGUMENT);
             }
-            o.port = port;
+            o.inner.port = port;
             Ok(())
         })
     }
@@ -136,19 +172,20 @@ pub extern "C" fn fp_client_options_set_cert_file(
     path: *const c_char,
 ) -> fp_result {
     ffi_panic_boundary! {
-        set_pem_file(options, path, |o| &mut o.cert)
+        set_pem_file(options, path, |o, pem| o.cert = Some(pem))
     }
 }
 
 /// Sets the path of the private key PEM file of the client certificate (PKCS#1, PKCS#8 or
 /// SEC1). The path is copied; see fp_client_options_set_cert_file() for when it is read.
+/// Replaces a private key, signer or PKCS#11 key set before.
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_client_options_set_key_file(
     options: *mut fp_client_options,
     path: *const c_char,
 ) -> fp_result {
     ffi_panic_boundary! {
-        set_pem_file(options, path, |o| &mut o.key)
+        set_pem_file(options, path, |o, pem| o.key = Some(PrivateKey::Pem(pem)))
     }
 }
 
@@ -168,7 +205,7 @@ pub extern "C" fn fp_client_options_set_ca_file(
     path: *const c_char,
 ) -> fp_result {
     ffi_panic_boundary! {
-        set_pem_file(options, path, |o| &mut o.ca)
+        set_pem_file(options, path, |o, pem| o.inner.ca = Some(pem))
     }
 }
 
@@ -180,21 +217,22 @@ pub extern "C" fn fp_client_options_set_cert_pem(
     pem: *const c_char,
 ) -> fp_result {
     ffi_panic_boundary! {
-        set_pem_memory(options, pem, |o| &mut o.cert)
+        set_pem_memory(options, pem, |o, pem| o.cert = Some(pem))
     }
 }
 
 /// Sets the client private key from NUL-terminated PEM text in memory. The text is copied
 /// into memory the library wipes when the options and clients made from them are freed; the
 /// caller may wipe its own buffer as soon as this returns. (The key as decoded for the TLS
-/// stack while connecting is held by rustls and ring, which free it without wiping.)
+/// stack while connecting is held by rustls and ring, which free it without wiping.) Replaces
+/// a private key, signer or PKCS#11 key set before.
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_client_options_set_key_pem(
     options: *mut fp_client_options,
     pem: *const c_char,
 ) -> fp_result {
     ffi_panic_boundary! {
-        set_pem_memory(options, pem, |o| &mut o.key)
+        set_pem_memory(options, pem, |o, pem| o.key = Some(PrivateKey::Pem(pem)))
     }
 }
 
@@ -205,7 +243,7 @@ pub extern "C" fn fp_client_options_set_ca_pem(
     pem: *const c_char,
 ) -> fp_result {
     ffi_panic_boundary! {
-        set_pem_memory(options, pem, |o| &mut o.ca)
+        set_pem_memory(options, pem, |o, pem| o.inner.ca = Some(pem))
     }
 }
 
@@ -222,7 +260,7 @@ pub extern "C" fn fp_client_options_set_client_id(
             if id.len() > usize::from(u16::MAX) {
                 return Err(FP_ERR_INVALID_ARGUMENT);
             }
-            o.client_id = Some(id.to_owned());
+            o.inner.client_id = Some(id.to_owned());
             Ok(())
         })
     }
@@ -242,8 +280,7 @@ pub extern "C" fn fp_client_options_set_template_name(
     ffi_panic_boundary! {
         with_options(options, |o| {
             // SAFETY: NULL or a NUL-terminated string, per the header.
-            let name = unsafe { template_name_arg(template_name) }?;
-            o.template_name = Some(name.to_owned());
+            o.inner.template_name = Some(unsafe { template_name_arg(template_name) }?);
             Ok(())
         })
     }
@@ -258,7 +295,7 @@ pub extern "C" fn fp_client_options_set_mqtt_version(
 ) -> fp_result {
     ffi_panic_boundary! {
         with_options(options, |o| {
-            o.mqtt_version = match version {
+            o.inner.mqtt_version = match version {
                 5 => MqttVersion::V5,
                 3 => MqttVersion::V311,
                 _ => return Err(FP_ERR_INVALID_ARGUMENT),
@@ -279,7 +316,7 @@ pub extern "C" fn fp_client_options_set_keep_alive_secs(
             if seconds < 5 {
                 return Err(FP_ERR_INVALID_ARGUMENT);
             }
-            o.keep_alive = Duration::from_secs(u64::from(seconds));
+            o.inner.keep_alive = Duration::from_secs(u64::from(seconds));
             Ok(())
         })
     }
@@ -324,7 +361,7 @@ pub extern "C" fn fp_client_options_set_proxy(
             if port == 0 {
                 return Err(FP_ERR_INVALID_ARGUMENT);
             }
-            o.proxy = Some((host.to_owned(), port));
+            o.inner.proxy = Some((host.to_owned(), port));
             Ok(())
         })
     }
@@ -344,7 +381,7 @@ pub extern "C" fn fp_client_options_set_payload_format(
 ) -> fp_result {
     ffi_panic_boundary! {
         with_options(options, |o| {
-            o.format = match format {
+            o.inner.format = match format {
                 FP_PAYLOAD_JSON => PayloadFormat::Json,
                 FP_PAYLOAD_CBOR => PayloadFormat::Cbor,
                 _ => return Err(FP_ERR_INVALID_ARGUMENT),
@@ -374,9 +411,7 @@ pub extern "C" fn fp_client_options_set_signer(
             if let Some(cert) = signer.certificate() {
                 o.cert = Some(cert.clone());
             }
-            o.key = None;
-            o.pkcs11 = None;
-            o.signer = Some(signer.signer());
+            o.key = Some(PrivateKey::Signer(signer.signer()));
             Ok(())
         })
     }
@@ -385,6 +420,9 @@ pub extern "C" fn fp_client_options_set_signer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pkcs11::{
+        fp_client_options_set_pkcs11_key_label, fp_client_options_set_pkcs11_module,
+    };
 
     #[test]
     fn setters_validate_and_store() {
@@ -489,7 +527,26 @@ mod tests {
         assert_eq!(inner.keep_alive, Duration::from_secs(5));
         assert_eq!(inner.connect_timeout, Duration::from_millis(250));
         assert_eq!(inner.proxy, Some(("proxy".to_owned(), 8080)));
-        assert!(inner.cert.is_none() && inner.key.is_none());
+        assert!(unsafe { (*o).cert.is_none() && (*o).key.is_none() });
+        // One key source: the last one set replaces the others.
+        assert_eq!(
+            fp_client_options_set_pkcs11_module(o, c"m.so".as_ptr()),
+            FP_OK
+        );
+        assert_eq!(
+            fp_client_options_set_pkcs11_key_label(o, c"k".as_ptr()),
+            FP_OK
+        );
+        assert!(matches!(unsafe { &(*o).key }, Some(PrivateKey::Pkcs11(k)) if k.key_label == "k"));
+        assert_eq!(fp_client_options_set_key_file(o, c"k.pem".as_ptr()), FP_OK);
+        assert!(matches!(unsafe { &(*o).key }, Some(PrivateKey::Pem(_))));
+        // A key without its certificate, then the pair.
+        assert_eq!(
+            unsafe { (*o).options() }.unwrap_err(),
+            FP_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(fp_client_options_set_cert_file(o, c"c.pem".as_ptr()), FP_OK);
+        assert!(unsafe { (*o).checked() }.unwrap().credentials.is_some());
         fp_client_options_free(o);
         fp_client_options_free(std::ptr::null_mut());
     }

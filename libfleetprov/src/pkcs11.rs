@@ -8,20 +8,22 @@ use super::handle::Castable;
 use super::options::{fp_client_options, with_options};
 use super::signer::{log_failure, OutBuffer};
 use super::strings::{nonempty_str_arg, opt_str_arg};
+use fleetprov_core::client::PrivateKey;
 use fleetprov_core::signer::{certificate_request, KeyAlgorithm};
 
 /// The body of the PKCS#11 setters: applies `f` to the options' PKCS#11 key, created empty on
-/// first use, and drops a private key or signer set before (one source of the key).
+/// first use, replacing a private key or signer set before (one source of the key).
 fn with_pkcs11(
     options: *mut fp_client_options,
     f: impl FnOnce(&mut fleetprov_core::pkcs11::Pkcs11Key) -> Result<(), fp_result>,
 ) -> fp_result {
     with_options(options, |o| {
-        let mut key = o.pkcs11.take().unwrap_or_default();
+        let mut key = match o.key.take() {
+            Some(PrivateKey::Pkcs11(key)) => key,
+            _ => Default::default(),
+        };
         let result = f(&mut key);
-        o.pkcs11 = Some(key);
-        o.key = None;
-        o.signer = None;
+        o.key = Some(PrivateKey::Pkcs11(key));
         result
     })
 }
@@ -139,7 +141,10 @@ fn pkcs11_of<'a>(
     // SAFETY: NULL or a live handle from fp_client_options_new(), per the header; the
     // reference does not outlive the call that made it.
     let o = unsafe { fp_client_options::try_ref(options) }?;
-    o.inner.pkcs11.as_ref().ok_or(FP_ERR_INVALID_ARGUMENT)
+    match &o.key {
+        Some(PrivateKey::Pkcs11(key)) => Ok(key),
+        _ => Err(FP_ERR_INVALID_ARGUMENT),
+    }
 }
 
 /// Generates the device key inside the PKCS#11 token that `options` name (module, token,

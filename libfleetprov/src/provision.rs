@@ -17,8 +17,9 @@ use super::panic::caught;
 use super::runtime;
 use super::strings::{nonempty_str_arg, str_arg};
 use fleetprov_core::client::CatchUnwind;
+use fleetprov_core::client::PrivateKey;
 use fleetprov_core::keygen::{CsrSubject, KeyType};
-use fleetprov_core::protocol::{parse_template_parameters, validate_template_name};
+use fleetprov_core::protocol::{parse_template_parameters, TemplateName};
 use fleetprov_core::provision::{
     provision, KeySource, Progress, ProgressFuture, ProvisionOptions, Step,
 };
@@ -169,11 +170,12 @@ pub extern "C" fn fp_provision_options_new(
         // SAFETY: NULL or NUL-terminated strings, per the header.
         let template = unsafe { str_arg(template_name) }?;
         let dir = unsafe { nonempty_str_arg(store_dir) }?;
-        validate_template_name(template).map_err(|e| fp_result::from(e.kind))?;
-        if claim.inner.cert.is_none() || claim.inner.key.is_none() {
+        let template = TemplateName::new(template).map_err(|e| logged(&e))?;
+        // The claim key is a PEM key (a signer or PKCS#11 key is refused, as before).
+        if claim.cert.is_none() || !matches!(claim.key, Some(PrivateKey::Pem(_))) {
             return Err(FP_ERR_INVALID_ARGUMENT);
         }
-        let inner = ProvisionOptions::new(claim.inner.clone(), template, dir);
+        let inner = ProvisionOptions::new(claim.options()?, template, dir);
         // SAFETY: `out` was checked and is writable, per the header.
         unsafe { fp_provision_options { inner }.give(out) };
         Ok(())
@@ -221,7 +223,7 @@ pub extern "C" fn fp_provision_options_set_key_type(
     ffi_panic_boundary! {
         with_options(options, |o| {
             use fp_key_type::*;
-            o.key = match key_type {
+            o.device_key = match key_type {
                 k if k == FP_KEY_EC_P256 as c_int => KeySource::Generate(KeyType::EcP256),
                 k if k == FP_KEY_EC_P384 as c_int => KeySource::Generate(KeyType::EcP384),
                 k if k == FP_KEY_RSA_2048 as c_int => KeySource::Generate(KeyType::Rsa2048),
@@ -264,7 +266,7 @@ pub extern "C" fn fp_provision_options_set_user_csr(
             // SAFETY: NULL or NUL-terminated strings, per the header.
             let csr = unsafe { nonempty_str_arg(csr_pem) }?;
             let key = unsafe { nonempty_str_arg(private_key_pem) }?;
-            o.key = KeySource::Csr {
+            o.device_key = KeySource::Csr {
                 csr_pem: csr.to_owned(),
                 private_key_pem: Zeroizing::new(key.to_owned()),
             };
@@ -425,9 +427,9 @@ pub extern "C" fn fp_provision(
         let options = unsafe { fp_provision_options::try_ref(options) }?;
         let callback = Callback::unreleased(callback.ok_or(FP_ERR_NULL_ARGUMENT)?, user_data);
         let mut opts = options.inner.clone();
-        opts.validate().map_err(|e| logged(&e))?;
         opts.progress = progress
             .map(|p| progress_sink(Arc::new(Callback::unreleased(p, user_data))));
+        let opts = opts.check().map_err(|e| logged(&e))?;
         let guard = runtime::acquire().map_err(|_| FP_ERR_INTERNAL)?;
         // Process exit waits (bounded) for the release below, as for a client freed from
         // its own callback.
@@ -605,8 +607,8 @@ mod tests {
         );
         // SAFETY: claim is live.
         let c = unsafe { &mut *claim };
-        c.inner.cert = Some(fleetprov_core::client::Pem::file("c"));
-        c.inner.key = Some(fleetprov_core::client::Pem::file("k"));
+        c.cert = Some(fleetprov_core::client::Pem::file("c"));
+        c.key = Some(PrivateKey::Pem(fleetprov_core::client::Pem::file("k")));
         assert_eq!(
             fp_provision_options_new(claim, c"a/b".as_ptr(), d, &mut out),
             FP_ERR_INVALID_ARGUMENT

@@ -2,6 +2,7 @@
 
 use std::ffi::{c_char, CStr};
 
+use fleetprov_core::protocol::TemplateName;
 use zeroize::Zeroizing;
 
 use super::error::fp_result;
@@ -44,16 +45,15 @@ pub(crate) unsafe fn nonempty_str_arg<'a>(ptr: *const c_char) -> Result<&'a str,
     Ok(s)
 }
 
-/// Borrows a template name argument: UTF-8 and valid by AWS's rules (1-36 characters of
-/// `A-Za-z0-9_-`), else `FP_ERR_INVALID_ARGUMENT` (the reason logged).
+/// Copies a template name argument: UTF-8 and valid by AWS's rules (1-36 characters of
+/// `A-Za-z0-9_-`), else `FP_ERR_INVALID_ARGUMENT`.
 ///
 /// # Safety
 /// As for [`str_arg`].
-pub(crate) unsafe fn template_name_arg<'a>(ptr: *const c_char) -> Result<&'a str, fp_result> {
+pub(crate) unsafe fn template_name_arg(ptr: *const c_char) -> Result<TemplateName, fp_result> {
     // SAFETY: forwarded contract.
     let name = unsafe { str_arg(ptr) }?;
-    fleetprov_core::protocol::validate_template_name(name).map_err(|e| super::error::logged(&e))?;
-    Ok(name)
+    TemplateName::new(name).map_err(|e| super::error::logged(&e))
 }
 
 /// Copies a secret C string argument (a PEM key) into memory that is wiped on drop. Empty and

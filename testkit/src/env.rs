@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fleetprov::client::{ClientOptions, MqttVersion, Pem};
+use fleetprov::client::{ClientOptions, Credentials, MqttVersion, Pem};
 use fleetprov_emulator::{Emulator, EmulatorConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -47,8 +47,10 @@ impl Env {
         o.port = self.emu.port();
         o.mqtt_version = version;
         o.ca = Some(Pem::file(self.emu.ca_path()));
-        o.cert = Some(Pem::file(self.emu.claim_cert_path()));
-        o.key = Some(Pem::file(self.emu.claim_key_path()));
+        o.credentials = Some(Credentials::pem(
+            Pem::file(self.emu.claim_cert_path()),
+            Pem::file(self.emu.claim_key_path()),
+        ));
         o.operation_timeout = Duration::from_secs(20);
         o.connect_timeout = Duration::from_secs(10);
         o

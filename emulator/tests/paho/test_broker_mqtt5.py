@@ -271,7 +271,7 @@ def test_packet_over_the_maximum_packet_size_is_a_protocol_error(server, devices
     # that does arrive must carry 0x95.
     assert c.server_disconnect in (0x95, None), f"DISCONNECT {c.server_disconnect!r}"
     wait_for(
-        lambda: f'"{c.client_id}" closed (Server(PacketTooLarge' in server.log(),
+        lambda: f'"{c.client_id}" closed: closed by the server: packet too large' in server.log(),
         "the server's log of the packet-too-large close",
     )
 

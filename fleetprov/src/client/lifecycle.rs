@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Client, ClientOptions};
+use super::{CheckedClientOptions, Client};
 use crate::error::{Error, ErrorKind};
 
 /// How long a clean MQTT DISCONNECT may take when stopping; the connection is dropped after.
@@ -173,9 +173,11 @@ impl Lifecycle {
 
     /// Connects with `opts` and drives the connection until it is stopped or lost, handing each
     /// [`Event`] to `report` and awaiting it before the next. Call once, after
-    /// [`Lifecycle::begin`].
-    pub async fn run<F, Fut>(&self, opts: ClientOptions, mut report: F)
+    /// [`Lifecycle::begin`]. Options that fail their check end it as a connect failure.
+    pub async fn run<O, F, Fut>(&self, opts: O, mut report: F)
     where
+        O: TryInto<CheckedClientOptions>,
+        O::Error: Into<Error>,
         F: FnMut(Event) -> Fut,
         Fut: Future<Output = ()>,
     {
@@ -260,7 +262,7 @@ mod tests {
         assert!(life.begin());
         assert!(!life.begin());
         let during = life.ticket();
-        let mut o = ClientOptions::new("localhost");
+        let mut o = crate::client::ClientOptions::new("localhost");
         o.port = 1; // nothing listens there
         o.connect_timeout = Duration::from_secs(5);
         let mut events = Vec::new();

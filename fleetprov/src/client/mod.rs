@@ -2,12 +2,14 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), fleetprov::Error> {
-//! use fleetprov::client::{Client, ClientOptions, Pem};
+//! use fleetprov::client::{Client, ClientOptions, Credentials, Pem};
 //! use fleetprov::protocol::RegisterThingRequest;
 //!
 //! let mut opts = ClientOptions::new("example-ats.iot.eu-west-1.amazonaws.com");
-//! opts.cert = Some(Pem::file("claim-cert.pem"));
-//! opts.key = Some(Pem::file("claim-key.pem"));
+//! opts.credentials = Some(Credentials::pem(
+//!     Pem::file("claim-cert.pem"),
+//!     Pem::file("claim-key.pem"),
+//! ));
 //! let client = Client::connect(opts).await?;
 //! let created = client.create_keys_and_certificate().await?;
 //! let req = RegisterThingRequest {
@@ -35,7 +37,10 @@ use std::time::Duration;
 use zeroize::Zeroize;
 
 pub use lifecycle::{CatchUnwind, Event, Lifecycle, Ticket};
-pub use options::{ClientOptions, MqttVersion, Pem, DEFAULT_PORT, MIN_KEEP_ALIVE};
+pub use options::{
+    CheckedClientOptions, ClientOptions, Credentials, MqttVersion, Pem, PrivateKey, DEFAULT_PORT,
+    MIN_KEEP_ALIVE,
+};
 pub use tls::AWS_MQTT_ALPN;
 
 use crate::error::{Error, ErrorKind};
@@ -43,7 +48,7 @@ use crate::log::{fp_log, Level};
 use crate::protocol::{
     create_from_csr_topics, create_keys_request, create_keys_topics, register_thing_topics,
     CreateFromCsrRequest, CreateFromCsrResponse, CreateKeysResponse, Operation, PayloadFormat,
-    RegisterThingRequest, RegisterThingResponse, Rejection, Topics, MAX_PAYLOAD_LEN,
+    RegisterThingRequest, RegisterThingResponse, Rejection, TemplateName, Topics, MAX_PAYLOAD_LEN,
 };
 use session::{Reply, Session};
 
@@ -101,14 +106,21 @@ impl Client {
     /// error. Reads the PEM files first and refuses a key that does not match its certificate
     /// before any network I/O. Must be called inside a tokio runtime, which then runs the
     /// connection's tasks.
-    pub async fn connect(opts: ClientOptions) -> Result<Client, Error> {
-        opts.validate()?;
+    ///
+    /// Takes [`ClientOptions`] (checked here, [`ErrorKind::InvalidArgument`] if they cannot
+    /// work) or [`CheckedClientOptions`] (checked before).
+    pub async fn connect<O>(opts: O) -> Result<Client, Error>
+    where
+        O: TryInto<CheckedClientOptions>,
+        O::Error: Into<Error>,
+    {
+        let opts = opts.try_into().map_err(Into::into)?;
         let (opts, tls) = tls_cache::config_for(opts).await?;
         let client_id = opts.effective_client_id()?;
-        let register_ahead = match &opts.template_name {
-            Some(name) => Some(register_thing_topics(name, opts.format)?),
-            None => None,
-        };
+        let register_ahead = opts
+            .template_name
+            .as_ref()
+            .map(|name| register_thing_topics(name, opts.format));
         let session = Session::connect(&opts, tls, client_id.clone()).await?;
         fp_log!(
             Level::Info,
@@ -205,13 +217,19 @@ impl Client {
         Ok(r)
     }
 
-    /// RegisterThing with the template `template_name` (validated before anything is sent).
-    pub async fn register_thing(
+    /// RegisterThing with the template `template_name`: a [`TemplateName`], or a string that is
+    /// checked as one before anything is sent ([`ErrorKind::InvalidArgument`]).
+    pub async fn register_thing<T>(
         &self,
-        template_name: &str,
+        template_name: T,
         req: &RegisterThingRequest,
-    ) -> Result<RegisterThingResponse, Error> {
-        let topics = register_thing_topics(template_name, self.inner.format)?;
+    ) -> Result<RegisterThingResponse, Error>
+    where
+        T: TryInto<TemplateName>,
+        T::Error: Into<Error>,
+    {
+        let template_name = template_name.try_into().map_err(Into::into)?;
+        let topics = register_thing_topics(&template_name, self.inner.format);
         let reply = self
             .request(
                 Operation::RegisterThing,
@@ -384,7 +402,7 @@ impl Client {
                             continue;
                         }
                         kind.awaiting_reply = false;
-                        return Ok(reply);
+                        return Ok::<_, Error>(reply);
                     }
                     p = &mut puback, if !acked => {
                         p.map_err(|_| session.not_connected())??;

@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 
 use crate::error::Error;
 use crate::pkcs11::Pkcs11Key;
-use crate::protocol::PayloadFormat;
+use crate::protocol::{PayloadFormat, TemplateName};
 use crate::signer::Signer;
 
 /// MQTT protocol version.
@@ -57,7 +57,65 @@ pub const DEFAULT_PORT: u16 = 8883;
 /// Shortest keep-alive rumqttc accepts.
 pub const MIN_KEEP_ALIVE: Duration = Duration::from_secs(5);
 
-/// Everything needed to connect. Build with [`ClientOptions::new`] and set fields directly.
+/// The private key of a client certificate: where it is and who signs with it.
+#[derive(Clone)]
+pub enum PrivateKey {
+    /// PKCS#1, PKCS#8 or SEC1 PEM, read by the library.
+    Pem(Pem),
+    /// A key the library never holds (a secure element, an HSM): the signer signs the TLS
+    /// handshake with it. Called on the thread that drives the connection, once per handshake.
+    Signer(Arc<dyn Signer>),
+    /// A key in a PKCS#11 token, opened when connecting.
+    Pkcs11(Pkcs11Key),
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrivateKey::Pem(p) => f.debug_tuple("Pem").field(p).finish(),
+            PrivateKey::Signer(s) => f.debug_tuple("Signer").field(s).finish(),
+            PrivateKey::Pkcs11(k) => f.debug_tuple("Pkcs11").field(k).finish(),
+        }
+    }
+}
+
+/// A client certificate and its private key: one of each, so neither can be missing.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// The client certificate chain (leaf first).
+    pub cert: Pem,
+    /// Its private key. A signer's or a PKCS#11 key's public key must be the certificate's.
+    pub key: PrivateKey,
+}
+
+impl Credentials {
+    /// A certificate and its private key, both PEM.
+    pub fn pem(cert: Pem, key: Pem) -> Credentials {
+        Credentials {
+            cert,
+            key: PrivateKey::Pem(key),
+        }
+    }
+
+    /// A certificate whose key signs through `signer`.
+    pub fn signer(cert: Pem, signer: Arc<dyn Signer>) -> Credentials {
+        Credentials {
+            cert,
+            key: PrivateKey::Signer(signer),
+        }
+    }
+
+    /// A certificate whose key is in a PKCS#11 token.
+    pub fn pkcs11(cert: Pem, key: Pkcs11Key) -> Credentials {
+        Credentials {
+            cert,
+            key: PrivateKey::Pkcs11(key),
+        }
+    }
+}
+
+/// Everything needed to connect. Build with [`ClientOptions::new`] and set fields directly;
+/// [`ClientOptions::check`] turns them into [`CheckedClientOptions`], which connecting takes.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     /// Host name or IP address of the endpoint; also the name the server certificate must carry.
@@ -66,16 +124,8 @@ pub struct ClientOptions {
     pub port: u16,
     /// MQTT client id; `None` picks `test-<uuid v4>` as AWS's sample does.
     pub client_id: Option<String>,
-    /// Client certificate chain (leaf first).
-    pub cert: Option<Pem>,
-    /// Private key of the client certificate: PKCS#1, PKCS#8 or SEC1 PEM.
-    pub key: Option<Pem>,
-    /// Instead of `key`: signs the TLS handshake with the certificate's key, which the library
-    /// never holds (a secure element, an HSM, PKCS#11). Its public key must be the
-    /// certificate's. Called on the thread that drives the connection, once per handshake.
-    pub signer: Option<Arc<dyn Signer>>,
-    /// Instead of `key`: the certificate's key in a PKCS#11 token, opened when connecting.
-    pub pkcs11: Option<Pkcs11Key>,
+    /// The client certificate and its key; `None` connects without a client certificate.
+    pub credentials: Option<Credentials>,
     /// CA certificates that may sign the server's certificate; `None` uses the platform roots.
     pub ca: Option<Pem>,
     /// MQTT 5 or 3.1.1.
@@ -96,7 +146,7 @@ pub struct ClientOptions {
     /// RegisterThing reply topics in the same SUBSCRIBE as its own, so RegisterThing with this
     /// template needs no subscription round trip of its own. RegisterThing with another
     /// template still works, and subscribes for itself.
-    pub template_name: Option<String>,
+    pub template_name: Option<TemplateName>,
 }
 
 impl ClientOptions {
@@ -107,10 +157,7 @@ impl ClientOptions {
             endpoint: endpoint.into(),
             port: DEFAULT_PORT,
             client_id: None,
-            cert: None,
-            key: None,
-            signer: None,
-            pkcs11: None,
+            credentials: None,
             ca: None,
             mqtt_version: MqttVersion::V5,
             keep_alive: Duration::from_secs(30),
@@ -122,8 +169,10 @@ impl ClientOptions {
         }
     }
 
-    /// Checks everything that can be checked without touching files or the network.
-    pub fn validate(&self) -> Result<(), Error> {
+    /// Checks everything that can be checked without touching files or the network, the one
+    /// place these options are checked; [`ErrorKind::InvalidArgument`](crate::ErrorKind) says
+    /// what is wrong.
+    pub fn check(self) -> Result<CheckedClientOptions, Error> {
         if self.endpoint.trim().is_empty() {
             return Err(Error::invalid("endpoint is empty"));
         }
@@ -147,47 +196,14 @@ impl ClientOptions {
         if self.connect_timeout.is_zero() {
             return Err(Error::invalid("connect timeout must be greater than zero"));
         }
-        if let Some(name) = &self.template_name {
-            crate::protocol::validate_template_name(name)?;
-        }
         if let Some(id) = &self.client_id {
-            // MQTT strings are at most 65,535 bytes; an empty id would ask the broker to pick one,
-            // which AWS IoT does not do.
-            if id.is_empty() || id.len() > usize::from(u16::MAX) {
-                return Err(Error::invalid(
-                    "client id must be 1 to 65535 bytes long (AWS IoT allows 128)",
-                ));
-            }
+            check_client_id(id)?;
         }
-        let keys = usize::from(self.key.is_some())
-            + usize::from(self.signer.is_some())
-            + usize::from(self.pkcs11.is_some());
-        match (&self.cert, keys) {
-            (Some(_), 0) => {
-                return Err(Error::invalid(
-                    "a client certificate needs its private key, a signer or a PKCS#11 key",
-                ))
-            }
-            (None, 1..) => {
-                let what = if self.key.is_some() {
-                    "a private key"
-                } else if self.signer.is_some() {
-                    "a signer"
-                } else {
-                    "a PKCS#11 key"
-                };
-                return Err(Error::invalid(format!(
-                    "{what} needs its client certificate"
-                )));
-            }
-            (_, 2..) => {
-                return Err(Error::invalid(
-                    "give one of a private key, a signer and a PKCS#11 key, not several",
-                ))
-            }
-            _ => {}
-        }
-        if let Some(p) = &self.pkcs11 {
+        if let Some(Credentials {
+            key: PrivateKey::Pkcs11(p),
+            ..
+        }) = &self.credentials
+        {
             p.validate()?;
         }
         if let Some((host, port)) = &self.proxy {
@@ -195,7 +211,7 @@ impl ClientOptions {
                 return Err(Error::invalid("proxy needs a host and a non-zero port"));
             }
         }
-        Ok(())
+        Ok(CheckedClientOptions(self))
     }
 
     /// The client id to use: the configured one or a fresh `test-<uuid v4>`.
@@ -204,6 +220,63 @@ impl ClientOptions {
             Some(id) => Ok(id.clone()),
             None => Ok(format!("test-{}", uuid_v4()?)),
         }
+    }
+}
+
+/// MQTT strings are at most 65,535 bytes; an empty id would ask the broker to pick one, which
+/// AWS IoT does not do.
+fn check_client_id(id: &str) -> Result<(), Error> {
+    if id.is_empty() || id.len() > usize::from(u16::MAX) {
+        return Err(Error::invalid(
+            "client id must be 1 to 65535 bytes long (AWS IoT allows 128)",
+        ));
+    }
+    Ok(())
+}
+
+/// [`ClientOptions`] that passed [`ClientOptions::check`]: connecting with them checks nothing
+/// again. Read the options through `Deref`; [`CheckedClientOptions::into_options`] gives them
+/// back for changing (and checking again).
+#[derive(Debug, Clone)]
+pub struct CheckedClientOptions(ClientOptions);
+
+impl CheckedClientOptions {
+    /// The options, to change and check again.
+    pub fn into_options(self) -> ClientOptions {
+        self.0
+    }
+
+    /// The same options with another client id, which is checked.
+    pub(crate) fn with_client_id(mut self, id: String) -> Result<CheckedClientOptions, Error> {
+        check_client_id(&id)?;
+        self.0.client_id = Some(id);
+        Ok(self)
+    }
+
+    /// The same options with another template name (valid by its type).
+    pub(crate) fn with_template_name(mut self, name: TemplateName) -> CheckedClientOptions {
+        self.0.template_name = Some(name);
+        self
+    }
+
+    /// The same options with a certificate and private key in PEM (nothing to check).
+    pub(crate) fn with_pem_credentials(mut self, cert: Pem, key: Pem) -> CheckedClientOptions {
+        self.0.credentials = Some(Credentials::pem(cert, key));
+        self
+    }
+}
+
+impl std::ops::Deref for CheckedClientOptions {
+    type Target = ClientOptions;
+    fn deref(&self) -> &ClientOptions {
+        &self.0
+    }
+}
+
+impl TryFrom<ClientOptions> for CheckedClientOptions {
+    type Error = Error;
+    fn try_from(opts: ClientOptions) -> Result<CheckedClientOptions, Error> {
+        opts.check()
     }
 }
 
@@ -278,8 +351,7 @@ mod tests {
 
     fn ok_opts() -> ClientOptions {
         let mut o = ClientOptions::new("localhost");
-        o.cert = Some(Pem::file("c.pem"));
-        o.key = Some(Pem::file("k.pem"));
+        o.credentials = Some(Credentials::pem(Pem::file("c.pem"), Pem::file("k.pem")));
         o
     }
 
@@ -290,7 +362,7 @@ mod tests {
         assert_eq!(o.mqtt_version, MqttVersion::V5);
         assert_eq!(o.operation_timeout, Duration::from_secs(30));
         assert!(o.client_id.is_none() && o.ca.is_none());
-        o.validate().unwrap();
+        o.check().unwrap();
     }
 
     #[test]
@@ -308,50 +380,48 @@ mod tests {
             ("op timeout 0", |o| o.operation_timeout = Duration::ZERO),
             ("connect timeout 0", |o| o.connect_timeout = Duration::ZERO),
             ("empty client id", |o| o.client_id = Some(String::new())),
-            ("cert without key", |o| o.key = None),
-            ("key without cert", |o| o.cert = None),
-            ("key and signer", |o| {
-                o.signer = Some(crate::signer::test_signer())
-            }),
-            ("key and pkcs11", |o| {
-                o.pkcs11 = Some(Pkcs11Key {
-                    module: "m.so".into(),
-                    key_label: "k".into(),
-                    ..Default::default()
-                })
-            }),
+            // A certificate without its key, a key without its certificate, or two keys
+            // cannot be expressed: `Credentials` holds exactly one of each.
             ("pkcs11 without key label", |o| {
-                o.key = None;
-                o.pkcs11 = Some(Pkcs11Key {
-                    module: "m.so".into(),
-                    ..Default::default()
-                })
-            }),
-            ("signer without cert", |o| {
-                o.cert = None;
-                o.key = None;
-                o.signer = Some(crate::signer::test_signer());
+                o.credentials = Some(Credentials::pkcs11(
+                    Pem::file("c.pem"),
+                    Pkcs11Key {
+                        module: "m.so".into(),
+                        ..Default::default()
+                    },
+                ))
             }),
             ("proxy port 0", |o| o.proxy = Some(("p".into(), 0))),
         ];
-        ok_opts().validate().unwrap();
+        ok_opts().check().unwrap();
         for (name, f) in cases {
             let mut o = ok_opts();
             f(&mut o);
             assert_eq!(
-                o.validate().unwrap_err().kind,
+                o.check().unwrap_err().kind,
                 ErrorKind::InvalidArgument,
                 "{name}"
             );
         }
         let mut o = ok_opts();
-        o.key = None;
-        o.signer = Some(crate::signer::test_signer());
-        o.validate().unwrap();
+        o.credentials = Some(Credentials::signer(
+            Pem::file("c.pem"),
+            crate::signer::test_signer(),
+        ));
+        o.clone().check().unwrap();
+        o.credentials = Some(Credentials::pkcs11(
+            Pem::file("c.pem"),
+            Pkcs11Key {
+                module: "m.so".into(),
+                key_label: "k".into(),
+                ..Default::default()
+            },
+        ));
+        o.check().unwrap();
         let mut o = ok_opts();
         o.keep_alive = Duration::from_secs(5);
         o.endpoint = "127.0.0.1".into();
-        o.validate().unwrap();
+        o.check().unwrap();
     }
 
     #[test]
@@ -366,7 +436,7 @@ mod tests {
             ("a.example/mqtt", "drop the /mqtt path"),
             ("a b", "not a valid host name or IP address"),
         ] {
-            let message = ClientOptions::new(endpoint).validate().unwrap_err().message;
+            let message = ClientOptions::new(endpoint).check().unwrap_err().message;
             assert!(message.contains(says), "{endpoint}: {message}");
         }
     }

@@ -8,7 +8,8 @@
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateSigningRequestDer;
 
-use crate::signer::{der_next, PublicKey};
+use crate::signer::PublicKey;
+use crate::x509::der::der_next;
 
 const TAG_SEQUENCE: u8 = 0x30;
 const TAG_INTEGER: u8 = 0x02;

@@ -9,7 +9,7 @@ use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore};
 use zeroize::Zeroizing;
 
-use super::options::{ClientOptions, Pem};
+use super::options::{ClientOptions, Credentials, Pem, PrivateKey};
 use super::verify_cache::RememberingVerifier;
 use crate::error::{Error, ErrorKind};
 use crate::log::{fp_log, Level};
@@ -33,65 +33,74 @@ pub(crate) fn client_config(opts: &ClientOptions) -> Result<Arc<ClientConfig>, E
         .map_err(|e| setup(&e))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(RememberingVerifier::new(webpki)));
-    let pkcs11_signer = match (&opts.cert, &opts.pkcs11) {
-        (Some(cert), Some(p)) => {
+    let mut config = match &opts.credentials {
+        None => builder.with_no_client_auth(),
+        Some(Credentials { cert, key }) => {
             let chain = load_certs(cert, "client certificate")?;
-            let known = crate::signer::PublicKey::from_certificate_der(&chain[0]).ok();
-            Some(crate::pkcs11::open(p, known.as_ref())?)
+            match key {
+                PrivateKey::Pem(key) => {
+                    let key_der = load_key(key)?;
+                    builder
+                        .with_client_auth_cert(chain, key_der)
+                        .map_err(|e| match e {
+                            rustls::Error::InconsistentKeys(_) => Error::new(
+                                ErrorKind::Tls,
+                                format!(
+                                    "the private key ({}) does not match the client \
+                                     certificate ({})",
+                                    describe_pem(key),
+                                    describe_pem(cert)
+                                ),
+                            ),
+                            other => Error::new(
+                                ErrorKind::Tls,
+                                format!(
+                                    "cannot use the private key {}: {other}",
+                                    describe_pem(key)
+                                ),
+                            ),
+                        })?
+                }
+                PrivateKey::Signer(signer) => with_signer(builder, cert, chain, signer.clone())?,
+                PrivateKey::Pkcs11(p) => {
+                    let known = crate::signer::PublicKey::from_certificate_der(&chain[0]).ok();
+                    let signer = crate::pkcs11::open(p, known.as_ref())?;
+                    with_signer(builder, cert, chain, signer)?
+                }
+            }
         }
-        _ => None,
-    };
-    let signer = opts.signer.as_ref().or(pkcs11_signer.as_ref());
-    let mut config = match (&opts.cert, &opts.key, signer) {
-        (Some(cert), None, Some(signer)) => {
-            let chain = load_certs(cert, "client certificate")?;
-            let certified = CertifiedKey::new(chain, Arc::new(TlsKey(signer.clone())));
-            certified.keys_match().map_err(|e| {
-                Error::new(
-                    ErrorKind::Signer,
-                    match e {
-                        rustls::Error::InconsistentKeys(_) => format!(
-                            "the signer's public key ({}) is not the key of the client \
-                             certificate ({})",
-                            signer.public_key().algorithm(),
-                            describe_pem(cert)
-                        ),
-                        other => format!(
-                            "the client certificate ({}) is not usable: {other}",
-                            describe_pem(cert)
-                        ),
-                    },
-                )
-            })?;
-            builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified)))
-        }
-        (Some(cert), Some(key), _) => {
-            let chain = load_certs(cert, "client certificate")?;
-            let key_der = load_key(key)?;
-            builder
-                .with_client_auth_cert(chain, key_der)
-                .map_err(|e| match e {
-                    rustls::Error::InconsistentKeys(_) => Error::new(
-                        ErrorKind::Tls,
-                        format!(
-                            "the private key ({}) does not match the client certificate ({})",
-                            describe_pem(key),
-                            describe_pem(cert)
-                        ),
-                    ),
-                    other => Error::new(
-                        ErrorKind::Tls,
-                        format!("cannot use the private key {}: {other}", describe_pem(key)),
-                    ),
-                })?
-        }
-        // Validation already refused one without the other.
-        _ => builder.with_no_client_auth(),
     };
     if opts.port == 443 {
         config.alpn_protocols = vec![AWS_MQTT_ALPN.to_vec()];
     }
     Ok(Arc::new(config))
+}
+
+/// The client certificate `chain` (from `cert`) with its key behind `signer`.
+fn with_signer(
+    builder: rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>,
+    cert: &Pem,
+    chain: Vec<CertificateDer<'static>>,
+    signer: Arc<dyn Signer>,
+) -> Result<ClientConfig, Error> {
+    let certified = CertifiedKey::new(chain, Arc::new(TlsKey(signer.clone())));
+    certified.keys_match().map_err(|e| {
+        Error::new(
+            ErrorKind::Signer,
+            match e {
+                rustls::Error::InconsistentKeys(_) => format!(
+                    "the signer's public key ({}) is not the key of the client certificate ({})",
+                    signer.public_key().algorithm(),
+                    describe_pem(cert)
+                ),
+                other => format!(
+                    "the client certificate ({}) is not usable: {other}",
+                    describe_pem(cert)
+                ),
+            },
+        )
+    })?;
+    Ok(builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified))))
 }
 
 /// ring's cryptography with TLS 1.3's AES-128-GCM-SHA256 first: the suite every TLS 1.3 peer

@@ -22,15 +22,15 @@ use std::time::SystemTime;
 use rustls::ClientConfig;
 use zeroize::Zeroizing;
 
-use super::options::{ClientOptions, Pem};
+use super::options::{CheckedClientOptions, ClientOptions, Credentials, Pem, PrivateKey};
 use crate::error::{Error, ErrorKind};
 
 /// The configuration for `opts`: the shared one if a client holds it already, else a new one
 /// (shared from then on when `opts` can be cached). Reading files and the platform roots runs
 /// on the blocking pool, off the I/O thread.
 pub(crate) async fn config_for(
-    opts: ClientOptions,
-) -> Result<(ClientOptions, Arc<ClientConfig>), Error> {
+    opts: CheckedClientOptions,
+) -> Result<(CheckedClientOptions, Arc<ClientConfig>), Error> {
     let key = ConfigKey::of(&opts);
     if let Some(tls) = key.as_ref().and_then(lookup) {
         return Ok((opts, tls));
@@ -112,18 +112,23 @@ pub(crate) struct ConfigKey {
 impl ConfigKey {
     /// The key for `opts`, or `None` when they cannot be cached.
     pub(crate) fn of(opts: &ClientOptions) -> Option<ConfigKey> {
-        // A signer or a PKCS#11 key is not identified by the PEM sources: never shared.
-        if opts.signer.is_some() || opts.pkcs11.is_some() {
-            return None;
-        }
-        let source = |p: &Option<Pem>| match p {
+        let (cert, key) = match &opts.credentials {
+            None => (None, None),
+            Some(Credentials {
+                cert,
+                key: PrivateKey::Pem(key),
+            }) => (Some(cert), Some(key)),
+            // A signer or a PKCS#11 key is not identified by the PEM sources: never shared.
+            Some(_) => return None,
+        };
+        let source = |p: Option<&Pem>| match p {
             None => Some(None),
             Some(p) => Source::of(p).map(Some),
         };
         Some(ConfigKey {
-            cert: source(&opts.cert)?,
-            key: source(&opts.key)?,
-            ca: source(&opts.ca)?,
+            cert: source(cert)?,
+            key: source(key)?,
+            ca: source(opts.ca.as_ref())?,
             alpn: opts.port == 443,
         })
     }
@@ -168,25 +173,27 @@ mod tests {
         let cert = dir.join("c.pem");
         std::fs::write(&cert, b"one").unwrap();
         let mut o = ClientOptions::new("localhost");
-        o.cert = Some(Pem::file(&cert));
-        o.key = Some(Pem::memory("secret"));
+        o.credentials = Some(Credentials::pem(Pem::file(&cert), Pem::memory("secret")));
         let a = ConfigKey::of(&o).unwrap();
         assert!(a == ConfigKey::of(&o).unwrap());
         std::fs::write(&cert, b"three").unwrap();
         assert!(a != ConfigKey::of(&o).unwrap());
-        o.key = Some(Pem::memory("other"));
+        o.credentials = Some(Credentials::pem(Pem::file(&cert), Pem::memory("other")));
         let b = ConfigKey::of(&o).unwrap();
         o.port = 443;
         assert!(b != ConfigKey::of(&o).unwrap());
-        o.cert = Some(Pem::file(dir.join("missing.pem")));
+        o.credentials = Some(Credentials::pem(
+            Pem::file(dir.join("missing.pem")),
+            Pem::memory("other"),
+        ));
         assert!(ConfigKey::of(&o).is_none());
         // Keys held elsewhere: two signers over one certificate are two identities.
-        o.cert = Some(Pem::memory("cert"));
-        o.key = None;
-        o.signer = Some(crate::signer::test_signer());
+        o.credentials = Some(Credentials::signer(
+            Pem::memory("cert"),
+            crate::signer::test_signer(),
+        ));
         assert!(ConfigKey::of(&o).is_none());
-        o.signer = None;
-        o.pkcs11 = Some(Default::default());
+        o.credentials = Some(Credentials::pkcs11(Pem::memory("cert"), Default::default()));
         assert!(ConfigKey::of(&o).is_none());
     }
 
@@ -203,9 +210,12 @@ mod tests {
         std::fs::write(&cert_file, cert.pem()).unwrap();
         std::fs::write(&key_file, key.serialize_pem()).unwrap();
         let mut o = ClientOptions::new("localhost");
-        o.cert = Some(Pem::file(&cert_file));
-        o.key = Some(Pem::file(&key_file));
+        o.credentials = Some(Credentials::pem(
+            Pem::file(&cert_file),
+            Pem::file(&key_file),
+        ));
         o.ca = Some(Pem::file(&cert_file));
+        let o = o.check().unwrap();
         let before = BUILDS.load(std::sync::atomic::Ordering::Relaxed);
         let burst: Vec<_> = (0..16)
             .map(|_| tokio::spawn(config_for(o.clone())))

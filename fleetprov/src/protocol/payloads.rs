@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 use super::cbor::{CborMap, MapWriter};
 use super::topics::PayloadFormat;
-use crate::error::Error;
+use crate::error::{Error, Rejection};
 
 /// Largest MQTT payload AWS IoT accepts or sends: 128 KiB.
 pub const MAX_PAYLOAD_LEN: usize = 128 * 1024;
@@ -369,19 +369,6 @@ impl RegisterThingResponse {
             PayloadFormat::Cbor => Self::from_cbor(payload),
         }
     }
-}
-
-/// A rejected reply: `{"statusCode", "errorCode", "errorMessage"}`, as received.
-/// Missing fields are left at 0 or empty, since AWS documents no guarantees about them.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Rejection {
-    /// `statusCode`, e.g. 400.
-    pub status_code: i64,
-    /// `errorCode`, e.g. `InvalidCertificateOwnershipToken`.
-    pub error_code: String,
-    /// `errorMessage`.
-    pub error_message: String,
 }
 
 impl Rejection {

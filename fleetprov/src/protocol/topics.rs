@@ -1,5 +1,7 @@
 //! Topic names of the fleet-provisioning MQTT API.
 
+use std::fmt;
+
 use crate::error::Error;
 
 /// Payload encoding; it is part of every topic name.
@@ -76,28 +78,94 @@ impl Topics {
 /// Longest template name AWS accepts.
 pub const MAX_TEMPLATE_NAME_LEN: usize = 36;
 
-/// Checks a provisioning template name: 1 to 36 characters of `[A-Za-z0-9_-]`.
+/// A provisioning template name, checked when made: 1 to 36 characters of `[A-Za-z0-9_-]`.
 ///
-/// The name becomes a topic level, so this is what keeps `/`, `+` and `#` out of topics.
-pub fn validate_template_name(name: &str) -> Result<(), Error> {
-    if name.is_empty() {
-        return Err(Error::invalid("template name is empty"));
+/// The name becomes a topic level, so this is what keeps `/`, `+` and `#` out of topics:
+/// [`register_thing_topics`] cannot fail.
+///
+/// ```
+/// use fleetprov::protocol::TemplateName;
+/// let name = TemplateName::new("FleetTemplate")?;
+/// assert_eq!(name.as_str(), "FleetTemplate");
+/// assert!(TemplateName::new("Fleet/Template").is_err());
+/// # Ok::<(), fleetprov::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TemplateName(String);
+
+impl TemplateName {
+    /// Checks `name` by AWS's rule; [`crate::ErrorKind::InvalidArgument`] says what is wrong.
+    pub fn new(name: &str) -> Result<TemplateName, Error> {
+        if name.is_empty() {
+            return Err(Error::invalid("template name is empty"));
+        }
+        if name.len() > MAX_TEMPLATE_NAME_LEN {
+            return Err(Error::invalid(format!(
+                "template name is {} characters long, the limit is {MAX_TEMPLATE_NAME_LEN}",
+                name.len()
+            )));
+        }
+        if let Some(c) = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+        {
+            return Err(Error::invalid(format!(
+                "template name contains {c:?}; only letters, digits, '_' and '-' are allowed"
+            )));
+        }
+        Ok(TemplateName(name.to_owned()))
     }
-    if name.len() > MAX_TEMPLATE_NAME_LEN {
-        return Err(Error::invalid(format!(
-            "template name is {} characters long, the limit is {MAX_TEMPLATE_NAME_LEN}",
-            name.len()
-        )));
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
-    {
-        return Err(Error::invalid(format!(
-            "template name contains {c:?}; only letters, digits, '_' and '-' are allowed"
-        )));
+}
+
+impl fmt::Display for TemplateName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
-    Ok(())
+}
+
+impl AsRef<str> for TemplateName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for TemplateName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<TemplateName, Error> {
+        TemplateName::new(s)
+    }
+}
+
+impl TryFrom<&str> for TemplateName {
+    type Error = Error;
+    fn try_from(s: &str) -> Result<TemplateName, Error> {
+        TemplateName::new(s)
+    }
+}
+
+impl TryFrom<&String> for TemplateName {
+    type Error = Error;
+    fn try_from(s: &String) -> Result<TemplateName, Error> {
+        TemplateName::new(s)
+    }
+}
+
+impl TryFrom<String> for TemplateName {
+    type Error = Error;
+    fn try_from(s: String) -> Result<TemplateName, Error> {
+        TemplateName::new(&s)
+    }
+}
+
+impl From<&TemplateName> for TemplateName {
+    fn from(name: &TemplateName) -> TemplateName {
+        name.clone()
+    }
 }
 
 /// Topics of CreateKeysAndCertificate: `$aws/certificates/create/<fmt>`.
@@ -114,13 +182,11 @@ pub fn create_from_csr_topics(fmt: PayloadFormat) -> Topics {
 }
 
 /// Topics of RegisterThing: `$aws/provisioning-templates/<template>/provision/<fmt>`.
-/// Fails with [`crate::ErrorKind::InvalidArgument`] on an invalid template name.
-pub fn register_thing_topics(template: &str, fmt: PayloadFormat) -> Result<Topics, Error> {
-    validate_template_name(template)?;
-    Ok(Topics::from_request(format!(
+pub fn register_thing_topics(template: &TemplateName, fmt: PayloadFormat) -> Topics {
+    Topics::from_request(format!(
         "$aws/provisioning-templates/{template}/provision/{}",
         fmt.as_str()
-    )))
+    ))
 }
 
 #[cfg(test)]
@@ -148,7 +214,7 @@ mod tests {
                 c.rejected,
                 format!("$aws/certificates/create-from-csr/{f}/rejected")
             );
-            let r = register_thing_topics("FleetTemplate", fmt).unwrap();
+            let r = register_thing_topics(&TemplateName::new("FleetTemplate").unwrap(), fmt);
             assert_eq!(
                 r.request,
                 format!("$aws/provisioning-templates/FleetTemplate/provision/{f}")
@@ -171,7 +237,7 @@ mod tests {
     #[test]
     fn template_names() {
         for good in ["a", "FleetTemplate", "my_template-2", &"x".repeat(36)] {
-            validate_template_name(good).unwrap();
+            assert_eq!(TemplateName::new(good).unwrap().as_str(), good);
         }
         for bad in [
             "",
@@ -183,12 +249,12 @@ mod tests {
             "tmpl/../x",
             &"x".repeat(37),
         ] {
-            let e = validate_template_name(bad).unwrap_err();
+            let e = TemplateName::new(bad).unwrap_err();
             assert_eq!(e.kind, ErrorKind::InvalidArgument, "{bad:?}");
-            let e = register_thing_topics(bad, PayloadFormat::Json).unwrap_err();
+            let e = bad.parse::<TemplateName>().unwrap_err();
             assert_eq!(e.kind, ErrorKind::InvalidArgument, "{bad:?}");
         }
-        assert!(validate_template_name(&"x".repeat(37))
+        assert!(TemplateName::new(&"x".repeat(37))
             .unwrap_err()
             .message
             .contains("37"));

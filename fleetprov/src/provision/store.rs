@@ -26,9 +26,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::x509;
 use crate::error::{Error, ErrorKind};
 use crate::log::{fp_log, Level};
+use crate::x509;
 
 /// Name of the metadata file, the store's commit point.
 pub const METADATA_FILE: &str = "identity.json";

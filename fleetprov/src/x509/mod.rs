@@ -1,6 +1,10 @@
-//! The two facts the identity store needs from a certificate: its validity period and whether
-//! a private key belongs to it. A few lines of DER reading instead of an X.509 crate, which
-//! would add its parser to every device's library for two fields.
+//! The DER and X.509 helpers the signer, PKCS#11 and the identity store share: a DER codec
+//! ([`der`]), SubjectPublicKeyInfo building, and the facts read from a certificate (its
+//! validity period, its subject, whether a private key belongs to it). A few lines of DER
+//! reading instead of an X.509 crate, which would add its parser to every device's library
+//! for a few fields.
+
+pub(crate) mod der;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -8,7 +12,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 // One DER element off the front of the input: (tag, contents, rest).
-use crate::signer::der_next as element;
+use der::der_next as element;
+use der::{der_expect, der_next, der_uint, der_wrap, TAG_BIT_STRING, TAG_OID, TAG_SEQUENCE};
 
 /// A certificate's `notBefore` and `notAfter`, as times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +115,68 @@ pub(crate) fn key_matches(cert: &CertificateDer<'static>, key_pem: &[u8]) -> Opt
     }
 }
 
+/// DER object identifiers, content bytes only.
+pub(crate) const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+pub(crate) const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+pub(crate) const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
+pub(crate) const OID_RSA_ENCRYPTION: &[u8] =
+    &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+
+/// The SubjectPublicKeyInfo of an EC key from its DER ECParameters and uncompressed point.
+#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
+pub(crate) fn ec_spki(params_der: &[u8], point: &[u8]) -> Vec<u8> {
+    let mut alg = der_wrap(TAG_OID, OID_EC_PUBLIC_KEY);
+    alg.extend_from_slice(params_der);
+    spki(&alg, point)
+}
+
+/// The SubjectPublicKeyInfo of an RSA key from its modulus and public exponent (big-endian).
+#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
+pub(crate) fn rsa_spki(modulus: &[u8], exponent: &[u8]) -> Vec<u8> {
+    let mut alg = der_wrap(TAG_OID, OID_RSA_ENCRYPTION);
+    alg.extend_from_slice(&[0x05, 0x00]);
+    let mut key = der_uint(modulus);
+    key.extend(der_uint(exponent));
+    spki(&alg, &der_wrap(TAG_SEQUENCE, &key))
+}
+
+#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
+fn spki(algorithm_content: &[u8], key: &[u8]) -> Vec<u8> {
+    let mut bits = vec![0u8];
+    bits.extend_from_slice(key);
+    let mut body = der_wrap(TAG_SEQUENCE, algorithm_content);
+    body.extend(der_wrap(TAG_BIT_STRING, &bits));
+    der_wrap(TAG_SEQUENCE, &body)
+}
+
+/// The DER subject Name of a DER X.509 certificate.
+#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
+pub(crate) fn certificate_subject(cert: &[u8]) -> Option<Vec<u8>> {
+    let (cert, _) = der_expect(cert, TAG_SEQUENCE)?;
+    let (mut tbs, _) = der_expect(cert, TAG_SEQUENCE)?;
+    // [0] version, if present, then serialNumber, signature, issuer, validity, subject.
+    if tbs.first() == Some(&0xa0) {
+        tbs = der_next(tbs)?.2;
+    }
+    for _ in 0..4 {
+        tbs = der_next(tbs)?.2;
+    }
+    let (tag, content, rest) = der_next(tbs)?;
+    (tag == TAG_SEQUENCE)
+        .then(|| tbs[..tbs.len() - rest.len()].to_vec())
+        .filter(|s| s.len() > content.len())
+}
+
+/// The point inside a DER OCTET STRING (PKCS#11's `CKA_EC_POINT`), or the bytes as they are
+/// when a token gives the bare point.
+#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
+pub(crate) fn unwrap_octet_string(value: &[u8]) -> &[u8] {
+    match der_next(value) {
+        Some((0x04, content, rest)) if rest.is_empty() && content.first() == Some(&0x04) => content,
+        _ => value,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +221,23 @@ mod tests {
         assert_eq!(key_matches(&der, b"not a key"), None);
         assert!(validity(&cert.der()[..40]).is_none());
         assert!(validity(b"").is_none());
+    }
+
+    #[test]
+    fn subjects_and_points_are_found() {
+        let k = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["x".to_owned()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "subject-cn");
+        let cert = params.self_signed(&k).unwrap();
+        let subject = certificate_subject(cert.der()).unwrap();
+        assert_eq!(subject[0], TAG_SEQUENCE);
+        assert!(subject.windows(10).any(|w| w == b"subject-cn"));
+        assert!(certificate_subject(b"junk").is_none());
+        let point = k.public_key_raw();
+        assert_eq!(unwrap_octet_string(&der_wrap(0x04, point)), point);
+        assert_eq!(unwrap_octet_string(point), point);
     }
 }

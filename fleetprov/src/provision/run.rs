@@ -1,0 +1,457 @@
+//! The run: reuse a stored identity or provision a new one, connecting, creating,
+//! registering, saving and verifying, with the retries [`super::retry`] decides.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime};
+
+use zeroize::Zeroizing;
+
+use super::options::{CheckedProvisionOptions, KeySource, Progress, Step};
+use super::retry::{
+    claim_verdict, connection_verdict, deadline_error, jitter, plan_retry, Verdict,
+};
+use super::store::{self, Found, IdentityStore, Metadata, StoredFiles};
+use super::Provisioned;
+use crate::client::{CheckedClientOptions, Client, ClientOptions, Pem};
+use crate::error::{Error, ErrorKind};
+use crate::keygen;
+use crate::log::{fp_log, Level};
+use crate::protocol::{RegisterThingRequest, RegisterThingResponse};
+use crate::x509;
+
+/// Provisions, or reuses, the identity `opts` describe.
+pub(super) async fn run(opts: CheckedProvisionOptions) -> Result<Provisioned, Error> {
+    let run = Run {
+        started: Instant::now(),
+        attempt: 1,
+        last_connect: HashMap::new(),
+        opts,
+    };
+    let dir = run.opts.store_dir.clone();
+    let store = blocking(move || IdentityStore::open(dir)).await?;
+    if !run.opts.force {
+        let (s, endpoint) = (store.clone(), run.opts.claim.endpoint.clone());
+        match blocking(move || s.load(&endpoint)).await? {
+            Found::Usable(identity) => return run.reuse(*identity).await,
+            Found::Unusable(why) => fp_log!(
+                Level::Warn,
+                "identity store {}: not reusing the stored identity: {why}",
+                store.dir().display()
+            ),
+            Found::Nothing => {}
+        }
+    }
+    run.provision_new(store).await
+}
+
+/// Runs blocking work (file I/O, key generation) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("blocking task failed: {e}")))?
+}
+
+/// What the create call gave.
+struct Created {
+    certificate_id: String,
+    certificate_pem: String,
+    private_key_pem: Zeroizing<String>,
+    token: String,
+    at: Instant,
+    /// RegisterThing was sent with this token at least once.
+    token_sent: bool,
+}
+
+/// AWS's ownership tokens live one hour; one older than this is not retried.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(55 * 60);
+/// AWS IoT accepts one CONNECT per second per client id.
+const CONNECT_SPACING: Duration = Duration::from_secs(1);
+
+struct Run {
+    opts: CheckedProvisionOptions,
+    started: Instant,
+    attempt: u32,
+    last_connect: HashMap<String, Instant>,
+}
+
+impl Run {
+    async fn progress(&self, step: Step, delay: Duration, detail: impl Into<String>) {
+        if let Some(sink) = &self.opts.progress {
+            sink(Progress {
+                step,
+                attempt: self.attempt,
+                delay,
+                detail: detail.into(),
+            })
+            .await;
+        }
+    }
+
+    fn remaining(&self) -> Duration {
+        self.opts
+            .retry
+            .deadline
+            .saturating_sub(self.started.elapsed())
+    }
+
+    /// Runs `fut` within what is left of the deadline.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let deadline = self.opts.retry.deadline;
+        tokio::time::timeout(self.remaining(), fut)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("provisioning deadline of {deadline:?} passed while {what}"),
+                ))
+            })
+    }
+
+    /// After a retryable failure: waits the backoff, or gives up with `e` when attempts or
+    /// the deadline are used up.
+    async fn backoff(&mut self, e: Error) -> Result<(), Error> {
+        let remaining = self.remaining();
+        let delay = plan_retry(&self.opts.retry, self.attempt, remaining, jitter, e.clone())?;
+        fp_log!(
+            Level::Info,
+            "provisioning attempt {} failed ({}); retrying in {} ms",
+            self.attempt,
+            e.message,
+            delay.as_millis()
+        );
+        self.progress(Step::RetryScheduled, delay, e.message.clone())
+            .await;
+        tokio::time::sleep(delay).await;
+        self.attempt += 1;
+        Ok(())
+    }
+
+    /// Connects with `opts`, at most once a second per client id.
+    async fn connect(&mut self, opts: CheckedClientOptions, what: &str) -> Result<Client, Error> {
+        self.progress(Step::Connecting, Duration::ZERO, what).await;
+        // A generated id is fixed here, so the spacing below knows it.
+        let id = opts.effective_client_id()?;
+        let opts = opts.with_client_id(id.clone())?;
+        if let Some(last) = self.last_connect.get(&id) {
+            let wait = CONNECT_SPACING.saturating_sub(last.elapsed());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        self.last_connect.insert(id, Instant::now());
+        self.bounded(&format!("connecting ({what})"), Client::connect(opts))
+            .await
+    }
+
+    /// Connects with an identity, proves it (CONNACK accepted) and disconnects; retries
+    /// connection-level failures.
+    async fn verify(&mut self, files: &StoredFiles, client_id: &str) -> Result<(), Error> {
+        let refused = |e: Error| Error {
+            message: format!("the device identity was refused: {}", e.message),
+            ..e
+        };
+        let opts = self
+            .opts
+            .claim
+            .clone()
+            .with_pem_credentials(Pem::file(&files.certificate), Pem::file(&files.private_key))
+            .with_client_id(client_id.to_owned())
+            .map_err(refused)?;
+        loop {
+            self.progress(Step::Verifying, Duration::ZERO, client_id)
+                .await;
+            match self.connect(opts.clone(), "device").await {
+                Ok(client) => {
+                    client.disconnect().await;
+                    return Ok(());
+                }
+                Err(e) => match connection_verdict(&e) {
+                    Some(_) if !deadline_error(&e) => self.backoff(e).await?,
+                    _ => return Err(refused(e)),
+                },
+            }
+        }
+    }
+
+    async fn reuse(mut self, identity: store::StoredIdentity) -> Result<Provisioned, Error> {
+        let m = identity.metadata;
+        self.progress(Step::Reusing, Duration::ZERO, m.thing_name.clone())
+            .await;
+        let client_id = self
+            .opts
+            .device_client_id
+            .clone()
+            .unwrap_or_else(|| m.client_id.clone());
+        self.verify(&identity.files, &client_id).await?;
+        Ok(Provisioned {
+            thing_name: m.thing_name,
+            device_configuration: m.device_configuration,
+            certificate_id: m.certificate_id,
+            client_id,
+            files: identity.files,
+            reused: true,
+            attempts: self.attempt,
+        })
+    }
+
+    async fn provision_new(mut self, store: IdentityStore) -> Result<Provisioned, Error> {
+        check_claim_certificate(&self.opts.claim).await?;
+        let (created, registered) = self.create_and_register().await?;
+        self.progress(
+            Step::Saving,
+            Duration::ZERO,
+            store.dir().display().to_string(),
+        )
+        .await;
+        let staged = {
+            let store = store.clone();
+            let id = created.certificate_id.clone();
+            let cert = created.certificate_pem.clone();
+            let key = created.private_key_pem.clone();
+            blocking(move || store.stage(&id, &cert, &key)).await?
+        };
+        drop(created.private_key_pem);
+        let client_id = self
+            .opts
+            .device_client_id
+            .clone()
+            .unwrap_or_else(|| registered.thing_name.clone());
+        self.verify(&store.staged_files(&staged), &client_id)
+            .await?;
+        let metadata = Metadata {
+            version: 1,
+            thing_name: registered.thing_name.clone(),
+            certificate_id: created.certificate_id.clone(),
+            device_configuration: registered.device_configuration.clone(),
+            endpoint: self.opts.claim.endpoint.clone(),
+            port: self.opts.claim.port,
+            client_id: client_id.clone(),
+            key_type: self.opts.device_key.name().to_owned(),
+            certificate_file: String::new(),
+            private_key_file: String::new(),
+            provisioned_at: 0,
+            not_after: 0,
+        };
+        let stored = blocking(move || store.commit(&staged, metadata)).await?;
+        fp_log!(
+            Level::Info,
+            "provisioned {} (certificate {}) after {} attempt(s)",
+            registered.thing_name,
+            created.certificate_id,
+            self.attempt
+        );
+        Ok(Provisioned {
+            thing_name: registered.thing_name,
+            device_configuration: registered.device_configuration,
+            certificate_id: created.certificate_id,
+            client_id,
+            files: stored.files,
+            reused: false,
+            attempts: self.attempt,
+        })
+    }
+
+    /// The claim half: connect, create, register, with retries; disconnects at the end.
+    async fn create_and_register(&mut self) -> Result<(Created, RegisterThingResponse), Error> {
+        let mut claim: Option<Client> = None;
+        let mut created: Option<Created> = None;
+        // The key and CSR made here, once: every create try signs the same CSR.
+        let mut csr: Option<(String, Zeroizing<String>)> = None;
+        loop {
+            let outcome = self.claim_try(&mut claim, &mut created, &mut csr).await;
+            let e = match outcome {
+                Ok(registered) => {
+                    if let Some(c) = claim.take() {
+                        c.disconnect().await;
+                    }
+                    let Some(created) = created else {
+                        return Err(Error::new(
+                            ErrorKind::Internal,
+                            "registered without a certificate",
+                        ));
+                    };
+                    return Ok((created, registered));
+                }
+                Err(e) => e,
+            };
+            let token_sent = created.as_ref().is_some_and(|c| c.token_sent);
+            let verdict = claim_verdict(&e, token_sent);
+            match verdict {
+                Verdict::Fatal => {
+                    if let Some(c) = claim.take() {
+                        c.disconnect().await;
+                    }
+                    return Err(e);
+                }
+                Verdict::Retry { restart, reconnect } => {
+                    if restart {
+                        created = None;
+                    }
+                    if reconnect || claim.as_ref().is_some_and(|c| !c.is_connected()) {
+                        if let Some(c) = claim.take() {
+                            c.disconnect().await;
+                        }
+                    }
+                    if let Err(e) = self.backoff(e).await {
+                        if let Some(c) = claim.take() {
+                            c.disconnect().await;
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn claim_try(
+        &mut self,
+        claim: &mut Option<Client>,
+        created: &mut Option<Created>,
+        csr: &mut Option<(String, Zeroizing<String>)>,
+    ) -> Result<RegisterThingResponse, Error> {
+        if created
+            .as_ref()
+            .is_some_and(|c| c.at.elapsed() > TOKEN_LIFETIME)
+        {
+            *created = None;
+        }
+        let client = match claim {
+            Some(c) if c.is_connected() => c.clone(),
+            _ => {
+                // RegisterThing's subscription rides along with the create operation's.
+                let opts = self
+                    .opts
+                    .claim
+                    .clone()
+                    .with_template_name(self.opts.template_name.clone());
+                let c = self.connect(opts, "claim").await.map_err(claim_error)?;
+                *claim = Some(c.clone());
+                c
+            }
+        };
+        if created.is_none() {
+            *created = Some(self.create(&client, csr).await?);
+        }
+        let Some(c) = created.as_mut() else {
+            return Err(Error::new(ErrorKind::Internal, "no create result"));
+        };
+        self.progress(
+            Step::Registering,
+            Duration::ZERO,
+            self.opts.template_name.to_string(),
+        )
+        .await;
+        let request = RegisterThingRequest {
+            certificate_ownership_token: c.token.clone(),
+            parameters: self.opts.parameters.clone(),
+        };
+        c.token_sent = true;
+        let template = &self.opts.template_name;
+        self.bounded("registering", client.register_thing(template, &request))
+            .await
+    }
+
+    async fn create(
+        &mut self,
+        client: &Client,
+        csr: &mut Option<(String, Zeroizing<String>)>,
+    ) -> Result<Created, Error> {
+        let (csr_pem, key) = match &self.opts.device_key {
+            KeySource::Service => {
+                self.progress(Step::Creating, Duration::ZERO, "CreateKeysAndCertificate")
+                    .await;
+                let r = self
+                    .bounded("creating", client.create_keys_and_certificate())
+                    .await?;
+                return Ok(Created {
+                    certificate_id: r.certificate_id,
+                    certificate_pem: r.certificate_pem,
+                    private_key_pem: r.private_key,
+                    token: r.certificate_ownership_token,
+                    at: Instant::now(),
+                    token_sent: false,
+                });
+            }
+            KeySource::Csr {
+                csr_pem,
+                private_key_pem,
+            } => (csr_pem.clone(), private_key_pem.clone()),
+            KeySource::Generate(key_type) => {
+                if csr.is_none() {
+                    let (key_type, subject) = (*key_type, self.opts.csr_subject.clone());
+                    let k = blocking(move || keygen::generate(key_type, &subject)).await?;
+                    *csr = Some((k.csr_pem.clone(), k.private_key_pem.clone()));
+                }
+                match csr {
+                    Some((c, k)) => (c.clone(), k.clone()),
+                    None => return Err(Error::new(ErrorKind::Internal, "no CSR")),
+                }
+            }
+        };
+        self.progress(Step::Creating, Duration::ZERO, "CreateCertificateFromCsr")
+            .await;
+        let r = self
+            .bounded("creating", client.create_certificate_from_csr(&csr_pem))
+            .await?;
+        Ok(Created {
+            certificate_id: r.certificate_id,
+            certificate_pem: r.certificate_pem,
+            private_key_pem: key,
+            token: r.certificate_ownership_token,
+            at: Instant::now(),
+            token_sent: false,
+        })
+    }
+}
+
+/// Names the claim certificate in a TLS failure of the claim connection.
+fn claim_error(e: Error) -> Error {
+    if e.kind == ErrorKind::Tls && e.message.contains("expired") {
+        return Error {
+            message: format!(
+                "the claim certificate was refused as expired (temporary claim certificates \
+                 are valid for five minutes): {}",
+                e.message
+            ),
+            ..e
+        };
+    }
+    e
+}
+
+/// Refuses an expired claim certificate before connecting, with its own message.
+async fn check_claim_certificate(claim: &ClientOptions) -> Result<(), Error> {
+    let Some(pem) = claim.credentials.as_ref().map(|c| c.cert.clone()) else {
+        return Ok(());
+    };
+    let bytes = match pem {
+        Pem::Memory(b) => b.to_vec(),
+        // Unreadable: the connection reports it with the usual I/O error.
+        Pem::File(path) => match blocking(move || Ok(std::fs::read(path).ok())).await? {
+            Some(b) => b,
+            None => return Ok(()),
+        },
+    };
+    let Some(validity) = x509::first_certificate(&bytes).and_then(|c| x509::validity(&c)) else {
+        return Ok(());
+    };
+    let now = SystemTime::now();
+    if let Ok(ago) = now.duration_since(validity.not_after) {
+        return Err(Error::new(
+            ErrorKind::Tls,
+            format!(
+                "the claim certificate expired {} s ago; temporary claim certificates \
+                 (create-provisioning-claim) are valid for five minutes: get a new one",
+                ago.as_secs()
+            ),
+        ));
+    }
+    Ok(())
+}
