@@ -17,7 +17,7 @@ export GOTOOLCHAIN=local
 export GOCACHE="${GOCACHE:-${HOME:-/tmp}/.cache/go-build}"
 
 # The library and the emulator the packages load and test against (no-ops when up to date);
-# the library as `make` builds it (see the README: `cargo build` makes a larger one).
+# the library as `make` builds it.
 make
 cargo build --release -p fleetprov-emulator
 
