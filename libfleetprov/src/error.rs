@@ -2,7 +2,6 @@
 
 use std::ffi::{c_char, c_int, CStr, CString};
 
-use super::handle::Castable;
 use fleetprov_core::error::{Error, ErrorKind};
 
 /// Result of a library call, and the code carried by an ::fp_error.
@@ -233,12 +232,11 @@ impl From<Error> for fp_error {
     }
 }
 
-impl Castable for fp_error {}
-
-/// The error handed to a running callback; `None` for NULL.
+/// The error handed to a running callback; `None` for NULL. (Not through the handle layer,
+/// which builds on this module's codes: an error is only ever borrowed from a callback.)
 fn borrowed<'a>(error: *const fp_error) -> Option<&'a fp_error> {
     // SAFETY: NULL or the error handed to the callback, which is running, per the header.
-    unsafe { fp_error::try_ref(error) }.ok()
+    unsafe { error.as_ref() }
 }
 
 /// The error's code. `FP_ERR_NULL_ARGUMENT` if `error` is NULL.
