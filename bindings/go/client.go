@@ -59,7 +59,22 @@ type Options struct {
 
 	ProxyHost string // HTTP CONNECT proxy
 	ProxyPort uint16
+
+	// PayloadFormat selects JSON (the default) or CBOR payloads on the provisioning topics.
+	PayloadFormat PayloadFormat
+	// TemplateName, when set, makes Connect subscribe to that template's RegisterThing reply
+	// topics up front (for a claim policy that allows only that template's topics).
+	TemplateName string
 }
+
+// PayloadFormat is the encoding of the provisioning requests and replies.
+type PayloadFormat int
+
+// The payload formats (FP_PAYLOAD_JSON, FP_PAYLOAD_CBOR).
+const (
+	PayloadJSON PayloadFormat = C.FP_PAYLOAD_JSON
+	PayloadCBOR PayloadFormat = C.FP_PAYLOAD_CBOR
+)
 
 // Certificate is what CreateCertificateFromCsr returns.
 type Certificate struct {
@@ -224,6 +239,14 @@ func setOptions(o *C.fp_client_options, opts *Options) error {
 				return C.fp_client_options_set_proxy(o, s, C.uint16_t(opts.ProxyPort))
 			})
 		}},
+		{"PayloadFormat", opts.PayloadFormat != PayloadJSON, func() C.enum_fp_result {
+			return C.fp_client_options_set_payload_format(o, C.int(opts.PayloadFormat))
+		}},
+		{"TemplateName", opts.TemplateName != "", func() C.enum_fp_result {
+			return cString(opts.TemplateName, func(s *C.char) C.enum_fp_result {
+				return C.fp_client_options_set_template_name(o, s)
+			})
+		}},
 	}
 	for _, s := range settings {
 		if s.set {
@@ -235,19 +258,29 @@ func setOptions(o *C.fp_client_options, opts *Options) error {
 	return nil
 }
 
-// New checks the options and makes a client; it does not touch the network or read files
-// (Connect does). Close it when done.
-func New(opts Options) (*Client, error) {
+// clientOptions makes the library's options from opts; the caller frees them.
+func clientOptions(opts *Options) (*C.fp_client_options, error) {
 	var o *C.fp_client_options
 	r := cString(opts.Endpoint, func(s *C.char) C.enum_fp_result { return C.fp_client_options_new(s, &o) })
 	if err := resultError("Endpoint", r); err != nil {
 		return nil, err
 	}
-	// The client keeps a copy of the options.
-	defer C.fp_client_options_free(o)
-	if err := setOptions(o, &opts); err != nil {
+	if err := setOptions(o, opts); err != nil {
+		C.fp_client_options_free(o)
 		return nil, err
 	}
+	return o, nil
+}
+
+// New checks the options and makes a client; it does not touch the network or read files
+// (Connect does). Close it when done.
+func New(opts Options) (*Client, error) {
+	o, err := clientOptions(&opts)
+	if err != nil {
+		return nil, err
+	}
+	// The client keeps a copy of the options.
+	defer C.fp_client_options_free(o)
 	c := &Client{life: &lifecycle{connected: make(chan *Error, 1), stopped: make(chan struct{})}}
 	if err := resultError("New", C.fp_client_new(o, &c.c)); err != nil {
 		return nil, err

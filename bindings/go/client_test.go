@@ -58,14 +58,20 @@ type emulator struct {
 // has written the port to its ready file; the test stops it.
 func startEmulator(t testing.TB) *emulator {
 	t.Helper()
+	// The claim policy that allows any template's topics: the rejection tests name a template
+	// the emulator does not serve, whose 404 must come from the service.
+	return startEmulatorWithPolicy(t,
+		filepath.Join("..", "..", "emulator", "policies", "claim-policy-any-template.json"))
+}
+
+// startEmulatorWithPolicy is startEmulator with the claim policy in the file claimPolicy.
+func startEmulatorWithPolicy(t testing.TB, claimPolicy string) *emulator {
+	t.Helper()
 	dir := t.TempDir()
 	e := &emulator{state: filepath.Join(dir, "state")}
 	ready := filepath.Join(dir, "ready")
-	// The claim policy that allows any template's topics: the rejection tests name a template
-	// the emulator does not serve, whose 404 must come from the service.
 	e.cmd = exec.Command(emulatorBinary(t), "serve", "--state-dir", e.state, "--port", "0",
-		"--ready-file", ready, "--quiet", "--claim-policy",
-		filepath.Join("..", "..", "emulator", "policies", "claim-policy-any-template.json"))
+		"--ready-file", ready, "--quiet", "--claim-policy", claimPolicy)
 	e.cmd.Stderr = os.Stderr
 	if err := e.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -46,3 +46,16 @@ enum fp_result fpgo_register_thing(fp_client *client, const char *template_name,
     return fp_register_thing(client, template_name, token, parameters_json, on_register_thing,
                              (void *)handle);
 }
+
+static void on_provision_progress(void *user_data, fp_provision_step step, uint32_t attempt,
+                                  uint64_t delay_ms, const char *detail) {
+    fpgoProvisionProgress((uintptr_t)user_data, (int)step, attempt, delay_ms, (char *)detail);
+}
+
+static void on_provisioned(void *user_data, const fp_provisioned *result, const fp_error *error) {
+    fpgoProvisioned((uintptr_t)user_data, (fp_provisioned *)result, (fp_error *)error);
+}
+
+enum fp_result fpgo_provision(const fp_provision_options *options, uintptr_t handle) {
+    return fp_provision(options, on_provision_progress, on_provisioned, (void *)handle);
+}
