@@ -36,6 +36,11 @@ export interface ClientOptions {
   connectTimeoutMs?: number;
   /** An HTTP CONNECT proxy (port default 8080). */
   proxy?: { host: string; port?: number };
+  /** Payloads on the `.../json` (default) or `.../cbor` provisioning topics. */
+  payloadFormat?: 'json' | 'cbor';
+  /** Subscribe to this template's RegisterThing reply topics when connecting (for a claim
+   * policy that allows only that template's topics). */
+  templateName?: string;
 }
 
 /** Options every asynchronous call takes. Aborting closes the client's connection (the C API
@@ -124,6 +129,99 @@ export declare function checkRegistration(
   templateName: string,
   parameters?: Record<string, string> | null,
 ): void;
+
+/** Where the device's key comes from: a key the library generates (EC P-256, the default;
+ * EC P-384; RSA-2048 only in a library built with `rsa-keygen`) and CreateCertificateFromCsr,
+ * or `service`: key and certificate from CreateKeysAndCertificate. */
+export type KeyType = 'ecP256' | 'ecP384' | 'rsa2048' | 'service';
+
+/** What provision() does; anything left out keeps the library's default. */
+export interface ProvisionOptions {
+  /** The claim connection; the device connection that verifies the new identity uses the same
+   * settings with the new certificate and key. */
+  claim: ClientOptions;
+  /** The provisioning template. */
+  templateName: string;
+  /** The identity store, a directory (created 0700 if missing). */
+  storeDir: string;
+  /** The template's parameters. */
+  parameters?: Record<string, string> | null;
+  keyType?: KeyType;
+  /** Subject of the CSR the library builds, e.g. "CN=meter-17,O=Acme" (default empty). */
+  csrSubject?: string;
+  /** Client id of the device connection (default: the thing name). */
+  deviceClientId?: string;
+  /** Provision anew even if the store holds a valid identity. */
+  force?: boolean;
+  /** Tries in all, the first included (default 8). */
+  maxAttempts?: number;
+  /** Backoff before try n+1: random from 0 to min(maxBackoffMs, backoffMs * 2^(n-1))
+   * (defaults 500 and 20,000). */
+  backoffMs?: number;
+  maxBackoffMs?: number;
+  /** The whole run ends within this (default 300,000). */
+  deadlineMs?: number;
+}
+
+/** The steps provision() reports. */
+export type ProvisionStep =
+  | 'connecting'
+  | 'creating'
+  | 'registering'
+  | 'saving'
+  | 'verifying'
+  | 'retryScheduled'
+  | 'reusing';
+
+/** One progress event of provision(). */
+export interface ProgressEvent {
+  step: ProvisionStep;
+  /** Counts from 1. */
+  attempt: number;
+  /** Non-zero only for `retryScheduled`. */
+  delayMs: number;
+  /** "claim" or "device", the operation, the template, the store, the client id, the reason
+   * for a retry or the reused thing's name; never key material. */
+  detail: string;
+}
+
+/** Options of the provision() call itself. */
+export interface ProvisionCallOptions {
+  /** Aborting rejects the call at once with an AbortError. The C API cannot stop a running
+   * provisioning yet: it goes on in the background until it finishes or reaches its deadline
+   * (`deadlineMs`), and may still store an identity that the next call reuses. */
+  signal?: AbortSignal;
+  /** Receives the steps in order (not after an abort); exceptions it throws are ignored. */
+  onProgress?: (event: ProgressEvent) => void;
+}
+
+/** The device's identity, stored in the store. */
+export interface Provisioned {
+  thingName: string;
+  certificateId: string;
+  /** The client id the identity was verified with. */
+  clientId: string;
+  certificateFile: string;
+  /** Mode 0600; never log its contents. */
+  privateKeyFile: string;
+  /** The store's identity.json. */
+  metadataFile: string;
+  /** A valid stored identity was reused (no claim connection was made). */
+  reused: boolean;
+  /** Tries made, the first included. */
+  attempts: number;
+  /** The template's DeviceConfiguration. */
+  deviceConfiguration: Record<string, string>;
+}
+
+/** Provision once (fp_provision()): from the claim certificate to a verified identity of the
+ * device's own, stored in `storeDir`, with retries; a valid stored identity is reused.
+ * Rejects with a FleetprovError (operation "provision"; a RejectedError with AWS's fields for
+ * a service rejection, an AbortError when `signal` fired). */
+export declare function provision(
+  options: ProvisionOptions,
+  callOptions?: ProvisionCallOptions,
+): Promise<Provisioned>;
 
 /** The library's version, e.g. "0.1.0". */
 export declare function version(): string;

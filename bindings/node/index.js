@@ -161,6 +161,14 @@ function api() {
     createKeys: (id, r, e) => complete(id, r, e, (p) => api().decodeKeys(p)),
     createFromCsr: (id, r, e) => complete(id, r, e, (p) => api().decodeCertificate(p)),
     registerThing: (id, r, e) => complete(id, r, e, (p) => api().decodeThing(p)),
+    provisionProgress: (id, step, attempt, delayMs, detail) => {
+      try {
+        waiting.get(Number(id))?.progress(step, attempt, delayMs, detail);
+      } catch {
+        // onProgress threw: nothing to report to the library (see provision())
+      }
+    },
+    provisioned: (id, r, e) => complete(id, r, e, (p) => api().decodeProvisioned(p)),
   });
 }
 
@@ -170,6 +178,55 @@ function cText(pem) {
   const out = Buffer.alloc(bytes.length + 1);
   bytes.copy(out);
   return out;
+}
+
+const PAYLOAD_FORMATS = Object.freeze({ json: 0, cbor: 1 });
+
+/** The library's client options from `options`; the caller frees them. */
+function clientOptions(options) {
+  const { fn } = api();
+  if (typeof options?.endpoint !== 'string') {
+    throw new FleetprovError('options', FP_ERR_INVALID_ARGUMENT, 'endpoint must be a string');
+  }
+  const out = [null];
+  const made = fn.optionsNew(options.endpoint, out);
+  if (made !== FP_OK) {
+    throw resultError('endpoint', made);
+  }
+  const o = out[0];
+  try {
+    for (const [name, set] of Object.entries(fn.setters)) {
+      let value = options[name];
+      if (value === undefined || value === null) {
+        continue;
+      }
+      if (name === 'payloadFormat') {
+        value = PAYLOAD_FORMATS[value];
+        if (value === undefined) {
+          throw new FleetprovError(name, FP_ERR_INVALID_ARGUMENT, "payloadFormat must be 'json' or 'cbor'");
+        }
+      }
+      const isPem = name.endsWith('Pem');
+      const arg = isPem ? cText(value) : value;
+      const result = set(o, arg);
+      if (isPem) {
+        arg.fill(0); // the library has its copy; this one may hold a key
+      }
+      if (result !== FP_OK) {
+        throw resultError(name, result);
+      }
+    }
+    if (options.proxy) {
+      const result = fn.setProxy(o, options.proxy.host, options.proxy.port ?? 8080);
+      if (result !== FP_OK) {
+        throw resultError('proxy', result);
+      }
+    }
+  } catch (e) {
+    fn.optionsFree(o);
+    throw e;
+  }
+  return o;
 }
 
 // ---------- the client ----------
@@ -185,37 +242,8 @@ class Client {
 
   constructor(options) {
     const { fn } = api();
-    if (typeof options?.endpoint !== 'string') {
-      throw new FleetprovError('options', FP_ERR_INVALID_ARGUMENT, 'endpoint must be a string');
-    }
-    const out = [null];
-    const made = fn.optionsNew(options.endpoint, out);
-    if (made !== FP_OK) {
-      throw resultError('endpoint', made);
-    }
-    const o = out[0];
+    const o = clientOptions(options);
     try {
-      for (const [name, set] of Object.entries(fn.setters)) {
-        const value = options[name];
-        if (value === undefined || value === null) {
-          continue;
-        }
-        const isPem = name.endsWith('Pem');
-        const arg = isPem ? cText(value) : value;
-        const result = set(o, arg);
-        if (isPem) {
-          arg.fill(0); // the library has its copy; this one may hold a key
-        }
-        if (result !== FP_OK) {
-          throw resultError(name, result);
-        }
-      }
-      if (options.proxy) {
-        const result = fn.setProxy(o, options.proxy.host, options.proxy.port ?? 8080);
-        if (result !== FP_OK) {
-          throw resultError('proxy', result);
-        }
-      }
       const client = [null];
       const result = fn.clientNew(o, client);
       if (result !== FP_OK) {
@@ -403,6 +431,158 @@ function checkRegistration(templateName, parameters) {
   }
 }
 
+// ---------- provision once ----------
+
+/** The steps of enum fp_provision_step, indexed by value. */
+const STEPS = Object.freeze([
+  'connecting',
+  'creating',
+  'registering',
+  'saving',
+  'verifying',
+  'retryScheduled',
+  'reusing',
+]);
+const KEY_TYPES = Object.freeze({ ecP256: 0, ecP384: 1, rsa2048: 2, service: 3 });
+
+/** The library's provisioning options from `options`; the caller frees them. */
+function provisionOptions(options) {
+  const { fn } = api();
+  for (const name of ['templateName', 'storeDir']) {
+    if (typeof options?.[name] !== 'string') {
+      throw new FleetprovError('options', FP_ERR_INVALID_ARGUMENT, `${name} must be a string`);
+    }
+  }
+  const claim = clientOptions(options.claim);
+  const out = [null];
+  let result;
+  try {
+    result = fn.provisionOptionsNew(claim, options.templateName, options.storeDir, out);
+  } finally {
+    fn.optionsFree(claim); // copied by fp_provision_options_new
+  }
+  if (result !== FP_OK) {
+    throw resultError('provision options', result);
+  }
+  const po = out[0];
+  const set = fn.provisionSetters;
+  const check = (name, r) => {
+    if (r !== FP_OK) {
+      throw resultError(name, r);
+    }
+  };
+  try {
+    if (options.parameters != null) {
+      check('parameters', set.parameters(po, JSON.stringify(options.parameters)));
+    }
+    if (options.keyType != null) {
+      const keyType = KEY_TYPES[options.keyType];
+      if (keyType === undefined) {
+        throw new FleetprovError(
+          'keyType',
+          FP_ERR_INVALID_ARGUMENT,
+          `keyType must be one of ${Object.keys(KEY_TYPES).join(', ')}`,
+        );
+      }
+      check('keyType', set.keyType(po, keyType));
+    }
+    if (options.csrSubject != null) {
+      check('csrSubject', set.csrSubject(po, options.csrSubject));
+    }
+    if (options.deviceClientId != null) {
+      check('deviceClientId', set.deviceClientId(po, options.deviceClientId));
+    }
+    if (options.force) {
+      check('force', set.force(po, 1));
+    }
+    if (options.maxAttempts != null) {
+      check('maxAttempts', set.maxAttempts(po, options.maxAttempts));
+    }
+    if (options.backoffMs != null || options.maxBackoffMs != null) {
+      check('backoffMs', set.backoffMs(po, options.backoffMs ?? 500, options.maxBackoffMs ?? 20_000));
+    }
+    if (options.deadlineMs != null) {
+      check('deadlineMs', set.deadlineMs(po, options.deadlineMs));
+    }
+  } catch (e) {
+    fn.provisionOptionsFree(po);
+    throw e;
+  }
+  return po;
+}
+
+/**
+ * fp_provision(): from the claim certificate to a verified identity of the device's own,
+ * stored in `options.storeDir`, with retries; a valid stored identity is reused. Resolves with
+ * the identity (paths, thing name, ...), rejects with a FleetprovError (a RejectedError with
+ * AWS's fields for a service rejection).
+ *
+ * `onProgress({ step, attempt, delayMs, detail })` receives the steps in order; exceptions it
+ * throws are ignored. Aborting `signal` rejects at once with an AbortError; the C API cannot
+ * stop a running fp_provision() yet, so the run goes on in the background until it finishes or
+ * reaches its deadline (`deadlineMs`, default 5 minutes), and may still store an identity that
+ * the next call with the same store reuses. onProgress is not called after the abort.
+ */
+function provision(options, { signal, onProgress } = {}) {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(new AbortError('provision', 'not started', signal));
+      return;
+    }
+    const { fn, callbacks } = api();
+    const po = provisionOptions(options); // throws into the Promise: a rejection
+    const id = nextId++;
+    let settled = false;
+    const onAbort = () => {
+      if (!settled) {
+        settled = true;
+        reject(
+          new AbortError(
+            'provision',
+            'aborted; the run goes on in the background until it ends or reaches its deadline',
+            signal,
+          ),
+        );
+      }
+    };
+    waiting.set(id, {
+      operation: 'provision',
+      progress: (step, attempt, delayMs, detail) => {
+        if (!settled && onProgress) {
+          onProgress({ step: STEPS[step] ?? String(step), attempt, delayMs: Number(delayMs), detail });
+        }
+      },
+      settle: (error, value) => {
+        waiting.delete(id);
+        release();
+        signal?.removeEventListener('abort', onAbort);
+        if (settled) {
+          return;
+        }
+        settled = true;
+        if (error === null) {
+          resolve(value);
+        } else {
+          reject(error);
+        }
+      },
+    });
+    let result;
+    try {
+      result = fn.provision(po, callbacks.provisionProgress, callbacks.provisioned, id);
+    } finally {
+      fn.provisionOptionsFree(po); // copied by fp_provision
+    }
+    if (result !== FP_OK) {
+      waiting.delete(id); // its callbacks will never run
+      reject(resultError('provision', result));
+      return;
+    }
+    hold();
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
 /** The library's version, e.g. "0.1.0". */
 function version() {
   return api().fn.version();
@@ -420,6 +600,7 @@ module.exports = {
   TimeoutError,
   AbortError,
   checkRegistration,
+  provision,
   version,
   pendingCallbacks,
   codes: CODES,

@@ -43,6 +43,8 @@ function load(handlers) {
   koffi.opaque('fp_client_options');
   koffi.opaque('fp_client');
   koffi.opaque('fp_error');
+  koffi.opaque('fp_provision_options');
+  koffi.opaque('fp_provisioned');
   koffi.struct('fp_create_keys_response', {
     certificate_id: 'const char *',
     certificate_pem: 'const char *',
@@ -80,6 +82,18 @@ function load(handlers) {
       handlers.registerThing,
       proto('fp_register_thing_callback', 'const fp_register_thing_response *r'),
     ),
+    provisionProgress: koffi.register(
+      handlers.provisionProgress,
+      koffi.pointer(
+        koffi.proto(
+          'void fp_provision_progress_callback(intptr_t id, int step, uint32_t attempt, uint64_t delay_ms, const char *detail)',
+        ),
+      ),
+    ),
+    provisioned: koffi.register(
+      handlers.provisioned,
+      proto('fp_provision_callback', 'const fp_provisioned *r'),
+    ),
   };
 
   const f = (signature) => lib.func(signature);
@@ -109,6 +123,8 @@ function load(handlers) {
       keepAliveSecs: setter('keep_alive_secs', 'uint16_t v'),
       operationTimeoutMs: setter('operation_timeout_ms', 'uint32_t v'),
       connectTimeoutMs: setter('connect_timeout_ms', 'uint32_t v'),
+      payloadFormat: setter('payload_format', 'int v'),
+      templateName: setter('template_name', 'const char *v'),
     },
     setProxy: setter('proxy', 'const char *host, uint16_t port'),
     clientNew: f('int fp_client_new(const fp_client_options *o, _Out_ fp_client **out)'),
@@ -122,6 +138,37 @@ function load(handlers) {
     registerThing: f(
       'int fp_register_thing(fp_client *c, const char *name, const char *token, const char *parameters, fp_register_thing_callback *cb, intptr_t id)',
     ),
+    provisionOptionsNew: f(
+      'int fp_provision_options_new(const fp_client_options *claim, const char *template_name, const char *store_dir, _Out_ fp_provision_options **out)',
+    ),
+    provisionOptionsFree: f('void fp_provision_options_free(fp_provision_options *o)'),
+    provisionSetters: {
+      parameters: f('int fp_provision_options_set_parameters(fp_provision_options *o, const char *v)'),
+      keyType: f('int fp_provision_options_set_key_type(fp_provision_options *o, int v)'),
+      csrSubject: f('int fp_provision_options_set_csr_subject(fp_provision_options *o, const char *v)'),
+      deviceClientId: f('int fp_provision_options_set_device_client_id(fp_provision_options *o, const char *v)'),
+      force: f('int fp_provision_options_set_force(fp_provision_options *o, int v)'),
+      maxAttempts: f('int fp_provision_options_set_max_attempts(fp_provision_options *o, uint32_t v)'),
+      backoffMs: f('int fp_provision_options_set_backoff_ms(fp_provision_options *o, uint32_t base_ms, uint32_t max_ms)'),
+      deadlineMs: f('int fp_provision_options_set_deadline_ms(fp_provision_options *o, uint32_t v)'),
+    },
+    provision: f(
+      'int fp_provision(const fp_provision_options *o, fp_provision_progress_callback *progress, fp_provision_callback *cb, intptr_t id)',
+    ),
+    provisioned: {
+      thingName: f('const char *fp_provisioned_thing_name(const fp_provisioned *r)'),
+      certificateId: f('const char *fp_provisioned_certificate_id(const fp_provisioned *r)'),
+      clientId: f('const char *fp_provisioned_client_id(const fp_provisioned *r)'),
+      certificateFile: f('const char *fp_provisioned_certificate_file(const fp_provisioned *r)'),
+      privateKeyFile: f('const char *fp_provisioned_private_key_file(const fp_provisioned *r)'),
+      metadataFile: f('const char *fp_provisioned_metadata_file(const fp_provisioned *r)'),
+      reused: f('int fp_provisioned_reused(const fp_provisioned *r)'),
+      attempts: f('uint32_t fp_provisioned_attempts(const fp_provisioned *r)'),
+      configurationLen: f('size_t fp_provisioned_device_configuration_len(const fp_provisioned *r)'),
+      configurationAt: f(
+        'const fp_key_value *fp_provisioned_device_configuration_at(const fp_provisioned *r, size_t i)',
+      ),
+    },
   };
 
   /** The fields both create responses have. */
@@ -153,7 +200,40 @@ function load(handlers) {
     return { thingName: r.thing_name, deviceConfiguration };
   };
 
-  loaded = { fn, callbacks, decodeKeys, decodeCertificate, decodeThing, freeAsync: fn.clientFree.async };
+  /** fp_provision()'s result as plain values (paths, never key material). */
+  const decodeProvisioned = (r) => {
+    const p = fn.provisioned;
+    const deviceConfiguration = {};
+    const len = Number(p.configurationLen(r));
+    for (let i = 0; i < len; i++) {
+      const kv = p.configurationAt(r, i);
+      if (kv !== null) {
+        const { key, value } = koffi.decode(kv, 'fp_key_value');
+        deviceConfiguration[key] = value;
+      }
+    }
+    return {
+      thingName: p.thingName(r),
+      certificateId: p.certificateId(r),
+      clientId: p.clientId(r),
+      certificateFile: p.certificateFile(r),
+      privateKeyFile: p.privateKeyFile(r),
+      metadataFile: p.metadataFile(r),
+      reused: p.reused(r) !== 0,
+      attempts: Number(p.attempts(r)),
+      deviceConfiguration,
+    };
+  };
+
+  loaded = {
+    fn,
+    callbacks,
+    decodeKeys,
+    decodeCertificate,
+    decodeThing,
+    decodeProvisioned,
+    freeAsync: fn.clientFree.async,
+  };
   return loaded;
 }
 

@@ -11,6 +11,8 @@ const net = require('node:net');
 
 const root = path.join(__dirname, '..', '..', '..');
 
+const anyTemplatePolicy = path.join(root, 'emulator', 'policies', 'claim-policy-any-template.json');
+
 function emulatorBinary() {
   const candidates = [
     process.env.FLEETPROV_EMULATOR,
@@ -33,10 +35,11 @@ function missing() {
 }
 
 /**
- * Starts `fleetprov-emulator serve` on an ephemeral loopback port and resolves once it has
+ * Starts `fleetprov-emulator serve` on an ephemeral loopback port (with the any-template claim
+ * policy unless `claimPolicy` names another file) and resolves once it has
  * written the port to its ready file. `stop()` ends it.
  */
-async function startEmulator() {
+async function startEmulator({ claimPolicy } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleetprov-node-test-'));
   const state = path.join(dir, 'state');
   const ready = path.join(dir, 'ready');
@@ -45,8 +48,7 @@ async function startEmulator() {
     // The claim policy that allows any template's topics: the rejection tests name a template
     // the emulator does not serve, whose 404 must come from the service.
     ['serve', '--state-dir', state, '--port', '0', '--ready-file', ready, '--quiet',
-      '--claim-policy', path.join(__dirname, '..', '..', '..', 'emulator', 'policies',
-        'claim-policy-any-template.json')],
+      '--claim-policy', claimPolicy ?? anyTemplatePolicy],
     { stdio: ['ignore', 'ignore', 'inherit'] },
   );
   const exited = once(child, 'exit');
@@ -140,4 +142,4 @@ function newCsr() {
   }
 }
 
-module.exports = { missing, startEmulator, startLink, newCsr };
+module.exports = { missing, startEmulator, startLink, newCsr, anyTemplatePolicy };

@@ -8,6 +8,10 @@ import {
   TimeoutError,
   checkRegistration,
   codes,
+  provision as provisionOnce,
+  type ProgressEvent,
+  type ProvisionOptions,
+  type Provisioned,
   type Certificate,
   type KeysAndCertificate,
   type Thing,
@@ -54,5 +58,35 @@ export async function provision(csr: string | undefined): Promise<string> {
     throw e;
   } finally {
     await client.close();
+  }
+}
+
+export async function once(signal: AbortSignal): Promise<string> {
+  const options: ProvisionOptions = {
+    claim: { endpoint: 'localhost', certFile: 'claim-cert.pem', keyFile: 'claim-key.pem', payloadFormat: 'cbor' },
+    templateName: 'FleetTemplate',
+    storeDir: '/var/lib/device/identity',
+    parameters: { SerialNumber: '1' },
+    keyType: 'service',
+    csrSubject: 'CN=meter-17',
+    force: false,
+    maxAttempts: 3,
+    backoffMs: 100,
+    maxBackoffMs: 1000,
+    deadlineMs: 60_000,
+  };
+  const steps: string[] = [];
+  try {
+    const result: Provisioned = await provisionOnce(options, {
+      signal,
+      onProgress: (e: ProgressEvent) => steps.push(`${e.step} ${e.attempt} ${e.delayMs} ${e.detail}`),
+    });
+    const reused: boolean = result.reused;
+    return `${result.thingName} ${result.privateKeyFile} ${reused} ${result.attempts}`;
+  } catch (e) {
+    if (e instanceof AbortError || e instanceof RejectedError) {
+      return e.code;
+    }
+    throw e;
   }
 }
