@@ -166,20 +166,20 @@ func fpgoProvisioned(h C.uintptr_t, r *C.fp_provisioned, e *C.fp_error) {
 const opProvision = "Provision"
 
 // provisionOptions makes the library's provisioning options; the caller frees them.
-func provisionOptions(ctx context.Context, opts *ProvisionOptions) (*C.fp_provision_options, error) {
+// fromCtx is true when the context's deadline became the library's.
+func provisionOptions(ctx context.Context, opts *ProvisionOptions) (po *C.fp_provision_options, fromCtx bool, err error) {
 	claim, err := clientOptions(&opts.Claim)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer C.fp_client_options_free(claim) // fp_provision_options_new copies it
-	var po *C.fp_provision_options
 	r := cString(opts.Template, func(t *C.char) C.enum_fp_result {
 		return cString(opts.StoreDir, func(d *C.char) C.enum_fp_result {
 			return C.fp_provision_options_new(claim, t, d, &po)
 		})
 	})
 	if err := resultError("ProvisionOptions", r); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	ok := false
 	defer func() {
@@ -200,11 +200,12 @@ func provisionOptions(ctx context.Context, opts *ProvisionOptions) (*C.fp_provis
 		}
 		if left < deadline {
 			deadline = (left + time.Millisecond - 1).Truncate(time.Millisecond)
+			fromCtx = true
 		}
 	}
 	deadlineMs, err := millis("Deadline", deadline)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	var baseMs, maxMs C.uint32_t
 	if opts.Backoff != 0 || opts.MaxBackoff != 0 {
@@ -216,16 +217,16 @@ func provisionOptions(ctx context.Context, opts *ProvisionOptions) (*C.fp_provis
 			most = 20 * time.Second
 		}
 		if baseMs, err = millis("Backoff", base); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if maxMs, err = millis("MaxBackoff", most); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
 	var paramsJSON []byte
 	if opts.Parameters != nil {
 		if paramsJSON, err = json.Marshal(opts.Parameters); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
 
@@ -264,12 +265,12 @@ func provisionOptions(ctx context.Context, opts *ProvisionOptions) (*C.fp_provis
 	for _, s := range settings {
 		if s.set {
 			if err := resultError(s.name, s.call()); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 		}
 	}
 	ok = true
-	return po, nil
+	return po, fromCtx, nil
 }
 
 // Provision takes the device from its claim certificate to a verified identity of its own
@@ -286,13 +287,15 @@ func provisionOptions(ctx context.Context, opts *ProvisionOptions) (*C.fp_provis
 // Provision returns ctx.Err() at once, OnProgress is no longer called, and the run goes on
 // in the background until it finishes or reaches its deadline (Deadline, default 5 minutes;
 // a context deadline earlier than that becomes the run's deadline, so with
-// context.WithTimeout the run ends when the context does). A run cancelled this way may still
+// context.WithTimeout the run ends when the context does). When that deadline passes, the
+// error satisfies errors.Is(err, context.DeadlineExceeded): ctx.Err() itself, or the
+// library's ErrTimeout if it reported first. A run cancelled this way may still
 // complete and store an identity, which the next Provision with the same StoreDir reuses.
 func Provision(ctx context.Context, opts ProvisionOptions) (*Provisioned, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	po, err := provisionOptions(ctx, &opts)
+	po, fromCtx, err := provisionOptions(ctx, &opts)
 	if err != nil {
 		return nil, err
 	}
@@ -306,6 +309,11 @@ func Provision(ctx context.Context, opts ProvisionOptions) (*Provisioned, error)
 	select {
 	case o := <-run.done:
 		if o.err != nil {
+			if fromCtx && o.err.Code == ErrTimeout {
+				// The library's deadline was the context's, and may pass just before the
+				// context reports it.
+				o.err.cause = context.DeadlineExceeded
+			}
 			return nil, o.err
 		}
 		return o.value, nil
