@@ -15,7 +15,7 @@ make all emulator
 . c_examples/emulator.sh
 emulator_workdir package
 prefix="$work/prefix"
-version=$(sed -n '/^\[package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml)
+version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml)
 major=${version%%.*}
 
 echo "--- native libraries of the static link (rustc --print native-static-libs)"
