@@ -3,7 +3,7 @@
 ``build_py`` first builds the C library with the repository's Makefile
 (``make -C <repo> target/release/libfleetprov.so``: cargo, so Rust is needed) and copies it
 into the package as ``fleetprov/_lib/libfleetprov.so``, and regenerates ``fleetprov/_codes.py``
-from ``include/fleetprov.h`` so the bundled library and its codes agree.
+from ``libfleetprov/include/fleetprov.h`` so the bundled library and its codes agree.
 
 The repository is found from this file's directory (pip 23 builds a local directory in place,
 so that is ``bindings/python`` of the checkout) or from ``FLEETPROV_SOURCE_DIR``.
@@ -37,11 +37,11 @@ def repo_root() -> Path:
     env = os.environ.get("FLEETPROV_SOURCE_DIR")
     candidates = [Path(env)] if env else [HERE.parent.parent, *HERE.parents]
     for c in candidates:
-        if (c / "Makefile").is_file() and (c / "include" / "fleetprov.h").is_file() and (c / "Cargo.toml").is_file():
+        if (c / "Makefile").is_file() and (c / "libfleetprov" / "include" / "fleetprov.h").is_file() and (c / "Cargo.toml").is_file():
             return c.resolve()
     raise SystemExit(
         "fleetprov: cannot find the fleetprov repository (Makefile, Cargo.toml, "
-        f"include/fleetprov.h) above {HERE}; build from a checkout "
+        f"libfleetprov/include/fleetprov.h) above {HERE}; build from a checkout "
         "(`pip install ./bindings/python`) or set FLEETPROV_SOURCE_DIR to it"
     )
 
@@ -73,7 +73,7 @@ class BuildWithLibrary(build_py):
         (out_pkg / "_lib").mkdir(parents=True, exist_ok=True)
         # Resolve the symlink chain: the wheel holds the file itself.
         shutil.copyfile(lib.resolve(), out_pkg / "_lib" / "libfleetprov.so")
-        header = (root or repo_root_or_none() or HERE) / "include" / "fleetprov.h"
+        header = (root or repo_root_or_none() or HERE) / "libfleetprov" / "include" / "fleetprov.h"
         if header.is_file():
             sys.path.insert(0, str(HERE))
             try:

@@ -13,7 +13,7 @@ import fleetprov
 from fleetprov import _codes
 from conftest import REPO, Emulator
 
-HEADER = REPO / "include" / "fleetprov.h"
+HEADER = REPO / "libfleetprov" / "include" / "fleetprov.h"
 GEN = REPO / "bindings" / "python" / "gen_codes.py"
 
 

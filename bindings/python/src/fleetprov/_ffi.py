@@ -1,4 +1,4 @@
-"""ctypes declarations of libfleetprov's C API (include/fleetprov.h).
+"""ctypes declarations of libfleetprov's C API (libfleetprov/include/fleetprov.h).
 
 The library is the ``libfleetprov.so`` bundled in this package (``_lib/``), or the file named
 by the environment variable ``FLEETPROV_LIBRARY`` (for development against a fresh build).
