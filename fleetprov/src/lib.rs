@@ -16,7 +16,8 @@
 //! - [`provision`](mod@provision): one call from claim certificate to a verified, stored
 //!   identity, with retries; [`provision::store`] is the identity store.
 //!
-//! The C surface (`include/fleetprov.h`) is a thin layer over this core.
+//! The C surface (crate `fleetprov-ffi`, header `libfleetprov/include/fleetprov.h`) is a thin
+//! layer over this core.
 
 pub mod client;
 pub mod error;

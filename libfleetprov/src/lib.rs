@@ -1,12 +1,15 @@
 //! The C surface: a thin skin over the Rust core, declared in `include/fleetprov.h`.
 //!
-//! One file per handle (`options`, `client`) plus the operations and small plumbing files
-//! (`error`, `panic`, `strings`, `runtime`, `log`). No MQTT or JSON logic lives here.
+//! One file per C type (`options`, `client`, `provision`, `signer`, `pkcs11`, `operations`, `log`,
+//! `error`) over two shared layers: `handle` (how an `fp_*` handle crosses the boundary; a NULL
+//! argument becomes `FP_ERR_NULL_ARGUMENT`) and `callback` (one type for every C callback kept:
+//! function, `user_data`, release). No MQTT or JSON logic lives here.
 //!
 //! Every exported function is written `#[unsafe(no_mangle)] pub extern "C" fn` (so cbindgen
-//! sees it) with its body inside [`ffi_panic_boundary!`]. Pointer arguments are checked for
-//! NULL; their validity otherwise is the C caller's contract, stated in the header, which is
-//! why these functions are not `unsafe fn` (C has no such notion) and the lint about it is off.
+//! sees it) with its body inside [`ffi_panic_boundary!`], or `ffi_result!` for a body that
+//! checks its arguments with `?`. Pointer validity beyond NULL is the C caller's contract,
+//! stated in the header, which is why these functions are not `unsafe fn` (C has no such
+//! notion) and the lint about it is off.
 //!
 //! The release profile keeps `panic = "unwind"` on purpose: with `abort`, a bug anywhere in
 //! the library (or a dependency) would kill the host process, which for a device agent means
