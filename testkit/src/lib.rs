@@ -1,6 +1,6 @@
 //! Test fixtures shared by the workspace's test suites (a dev-dependency only, never published):
 //!
-//! - [`env`]: an in-process emulator with the claim's client options, a CONNECT proxy, a relay
+//! - [`env`](mod@env): an in-process emulator with the claim's client options, a CONNECT proxy, a relay
 //!   that can hold traffic, CSRs, and polling with a deadline;
 //! - [`emulator_clients`]: MQTT test clients (rumqttc, MQTT 5 and 3.1.1) and a raw TLS
 //!   connection for the emulator's own tests;
