@@ -55,7 +55,7 @@ def test_csr_flow_mqtt3(emulator: Emulator, serial: str, tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     assert f"Thing registered: ThingPrefix_{serial}" in done.stdout
     assert "Private key" not in done.stdout
-    assert f'"test-cli-{serial}" (V4' in emulator.log.read_text()
+    assert f'connected as "test-cli-{serial}" (MQTT 3.1.1' in emulator.log.read_text()
 
 
 def test_output_dir_provisions_then_reuses(emulator: Emulator, serial: str, tmp_path: Path) -> None:

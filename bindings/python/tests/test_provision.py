@@ -134,7 +134,7 @@ def test_mqtt_311(emulator: Emulator, serial: str, tmp_path: Path) -> None:
         parameters=params(serial), output_dir=tmp_path / "s",
     )
     assert result.thing_name == f"ThingPrefix_{serial}"
-    assert f'"{result.thing_name}" (V4' in emulator.log.read_text()
+    assert f'connected as "{result.thing_name}" (MQTT 3.1.1' in emulator.log.read_text()
 
 
 def test_in_memory_claim_pems(emulator: Emulator, serial: str, tmp_path: Path) -> None:
