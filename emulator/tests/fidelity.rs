@@ -4,10 +4,8 @@
 
 use fleetprov_testkit::emulator_clients as common;
 
-use std::path::PathBuf;
-
 use common::*;
-use fleetprov_emulator::{Emulator, EmulatorConfig};
+use fleetprov_emulator::EmulatorConfig;
 use serde_json::{json, Value};
 
 /// An emulator serving `templates` (name, body), written to files in its state directory.
@@ -15,16 +13,7 @@ async fn start_with(
     templates: &[(&str, Value)],
     configure: impl FnOnce(&mut EmulatorConfig),
 ) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = EmulatorConfig::new(dir.path());
-    for (name, body) in templates {
-        let path: PathBuf = dir.path().join(format!("{name}.json"));
-        std::fs::write(&path, body.to_string()).unwrap();
-        cfg.templates.push(((*name).to_owned(), path));
-    }
-    configure(&mut cfg);
-    let emu = Emulator::start(cfg).await.unwrap();
-    Env { dir, emu }
+    Env::start_serving(templates, |cfg, _| configure(cfg)).await
 }
 
 /// CreateKeysAndCertificate then RegisterThing on `template` with `parameters`; returns the new

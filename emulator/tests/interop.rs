@@ -214,49 +214,6 @@ fn command_line_usage() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Debian's mosquitto on loopback with mutual TLS, using the emulator's CA and server certificate.
-fn start_mosquitto(state: &Path, work: &Path) -> (Proc, u16) {
-    let port = free_port();
-    let conf = work.join("mosquitto.conf");
-    let file = |name: &str| state.join(name).display().to_string();
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n\
-             require_certificate true\nallow_anonymous true\n\
-             # keep root so the 0600 keys of the state dir stay readable\nuser root\n",
-            file("ca.pem"),
-            file("server-cert.pem"),
-            file("server-key.pem"),
-        ),
-    )
-    .unwrap();
-    let mut child = Proc(
-        Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run mosquitto: {e} (Debian package mosquitto)")),
-    );
-    wait_for(
-        &mut child.0,
-        "mosquitto listening",
-        Duration::from_secs(10),
-        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
-    );
-    (child, port)
-}
-
 #[test]
 fn responder_answers_through_mosquitto() {
     let dir = tempfile::tempdir().unwrap();
@@ -264,7 +221,8 @@ fn responder_answers_through_mosquitto() {
     let ca = Ca::load_or_create(&state).unwrap();
     let (claim_cert, claim_key) = ca.claim_paths();
     drop(ca);
-    let (_mosquitto, port) = start_mosquitto(&state, dir.path());
+    let mosquitto = fleetprov_testkit::mosquitto::start(&state, dir.path());
+    let port = mosquitto.port;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

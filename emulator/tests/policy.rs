@@ -4,12 +4,12 @@
 
 use fleetprov_testkit::emulator_clients as common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use bytes::BytesMut;
 use common::*;
-use fleetprov_emulator::{Emulator, EmulatorConfig};
+use fleetprov_emulator::EmulatorConfig;
 use rumqttc::v5::mqttbytes::v5 as p5;
 use rumqttc::v5::mqttbytes::QoS as QoS5;
 use serde_json::{json, Value};
@@ -22,16 +22,7 @@ async fn start_with(
     templates: &[(&str, Value)],
     configure: impl FnOnce(&mut EmulatorConfig, &Path),
 ) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = EmulatorConfig::new(dir.path());
-    for (name, body) in templates {
-        let path: PathBuf = dir.path().join(format!("{name}.json"));
-        std::fs::write(&path, body.to_string()).unwrap();
-        cfg.templates.push(((*name).to_owned(), path));
-    }
-    configure(&mut cfg, dir.path());
-    let emu = Emulator::start(cfg).await.unwrap();
-    Env { dir, emu }
+    Env::start_serving(templates, configure).await
 }
 
 /// An MQTT 3.1.1 CONNECT (clean session, keep-alive 30).

@@ -2,6 +2,7 @@
 //! hold traffic, CSRs, and polling with a deadline.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,22 +24,41 @@ impl Env {
 
     /// An emulator whose configuration `configure` adjusts first.
     pub async fn start_with(configure: impl FnOnce(&mut EmulatorConfig)) -> Env {
+        Env::start_configured(|cfg, _| configure(cfg)).await
+    }
+
+    /// An emulator whose configuration `configure` adjusts first, given the state directory
+    /// (for files the configuration names).
+    pub async fn start_configured(configure: impl FnOnce(&mut EmulatorConfig, &Path)) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = EmulatorConfig::new(dir.path());
-        configure(&mut cfg);
+        configure(&mut cfg, dir.path());
         let emu = Emulator::start(cfg).await.unwrap();
         Env { emu, dir }
+    }
+
+    /// An emulator serving `templates` (name, body), written to files in its state directory,
+    /// with `configure` applied after.
+    pub async fn start_serving(
+        templates: &[(&str, serde_json::Value)],
+        configure: impl FnOnce(&mut EmulatorConfig, &Path),
+    ) -> Env {
+        Env::start_configured(|cfg, dir| {
+            for (name, body) in templates {
+                let path = dir.join(format!("{name}.json"));
+                std::fs::write(&path, body.to_string()).unwrap();
+                cfg.templates.push(((*name).to_owned(), path));
+            }
+            configure(cfg, dir)
+        })
+        .await
     }
 
     /// An emulator whose claim policy allows every template's topics (the sample's policy with
     /// `*` for the template), so that a request naming a template it does not serve reaches
     /// the service and gets AWS's 404 rejection instead of a refused SUBSCRIBE.
     pub async fn start_any_template() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = EmulatorConfig::new(dir.path());
-        cfg.claim_policy = Some(any_template_policy(dir.path()));
-        let emu = Emulator::start(cfg).await.unwrap();
-        Env { emu, dir }
+        Env::start_configured(|cfg, dir| cfg.claim_policy = Some(any_template_policy(dir))).await
     }
 
     /// Options that connect to the emulator as the claim certificate.
