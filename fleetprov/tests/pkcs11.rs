@@ -56,9 +56,9 @@ fn run(cmd: &mut Command) -> String {
     text
 }
 
-/// Sets SoftHSM2 up once, or `None` when it is not installed (a failure under `CI`).
-fn hsm() -> Option<&'static Hsm> {
-    static HSM: OnceLock<Option<Hsm>> = OnceLock::new();
+/// Sets SoftHSM2 up once; the test fails, naming it, when it is not installed.
+fn hsm() -> &'static Hsm {
+    static HSM: OnceLock<Hsm> = OnceLock::new();
     HSM.get_or_init(|| {
         let module = std::env::var_os("FLEETPROV_PKCS11_MODULE")
             .map(PathBuf::from)
@@ -113,13 +113,12 @@ fn hsm() -> Option<&'static Hsm> {
                 .args(["--token", token, "--label", CLAIM_LABEL])
                 .args(["--id", "01", "--pin", PIN]));
         }
-        Some(Hsm {
+        Hsm {
             _dir: dir,
             module,
             state,
-        })
+        }
     })
-    .as_ref()
 }
 
 impl Hsm {
@@ -173,7 +172,7 @@ fn register_req(token: &str, serial: &str) -> RegisterThingRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_key_in_the_token_provisions_in_both_flows() {
-    let Some(hsm) = hsm() else { return };
+    let hsm = hsm();
     let (emu, _state) = hsm.emulator().await;
     for (i, version) in [MqttVersion::V5, MqttVersion::V311].into_iter().enumerate() {
         let mut o = claim_opts(hsm, &emu);
@@ -236,7 +235,7 @@ fn stored_certificate_is(hsm: &Hsm, label: &str, der: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_key_generated_in_the_token_gets_a_certificate_that_connects() {
-    let Some(hsm) = hsm() else { return };
+    let hsm = hsm();
     let (emu, _state) = hsm.emulator().await;
     let client = Client::connect(claim_opts(hsm, &emu)).await.unwrap();
     for (label, algorithm) in [
@@ -288,7 +287,7 @@ async fn device_key_generated_in_the_token_gets_a_certificate_that_connects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_pin_missing_key_token_and_module_are_clear_errors() {
-    let Some(hsm) = hsm() else { return };
+    let hsm = hsm();
     let (emu, _state) = hsm.emulator().await;
     let connect_error = |key: Pkcs11Key| {
         let o = opts(&emu, Pem::file(emu.claim_cert_path()), key);
