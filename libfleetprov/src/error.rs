@@ -111,15 +111,21 @@ impl fp_result {
 /// The code for `e`, its message logged at `FP_LOG_ERROR` first: a call that returns only a
 /// code still tells the program's log callback why it refused.
 pub(crate) fn logged(e: &Error) -> fp_result {
-    log_error(&e.message);
+    log_error(format_args!("{}", e.message));
+    e.kind.into()
+}
+
+/// [`logged`] with what failed before the message ("CSR: ...").
+pub(crate) fn log_failure(what: &str, e: &Error) -> fp_result {
+    log_error(format_args!("{what}: {}", e.message));
     e.kind.into()
 }
 
 /// Logs `message` at `FP_LOG_ERROR`, formatted only when that level is enabled.
-pub(crate) fn log_error(message: &str) {
+fn log_error(message: std::fmt::Arguments<'_>) {
     use fleetprov_core::log::{emit, enabled, Level};
     if enabled(Level::Error) {
-        emit(Level::Error, message);
+        emit(Level::Error, &message.to_string());
     }
 }
 

@@ -4,9 +4,10 @@
 use std::ffi::{c_char, c_int};
 
 use super::error::fp_result::{self, *};
+use super::error::log_failure;
 use super::handle::Castable;
 use super::options::{fp_client_options, with_options};
-use super::signer::{log_failure, OutBuffer};
+use super::signer::OutBuffer;
 use super::strings::{nonempty_str_arg, opt_str_arg};
 use fleetprov_core::client::PrivateKey;
 use fleetprov_core::signer::{certificate_request, KeyAlgorithm};

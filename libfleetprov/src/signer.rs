@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::callback::{fp_release_callback, Callback};
 use super::error::fp_result::{self, *};
+use super::error::log_failure;
 use super::handle::{check_out, Castable};
 use super::strings::{nonempty_str_arg, opt_str_arg};
 use fleetprov_core::client::Pem;
@@ -324,12 +325,6 @@ impl OutBuffer {
         }
         Ok(())
     }
-}
-
-/// Logs the failure of a call that returns only a code, so the reason is not lost.
-pub(crate) fn log_failure(what: &str, e: &Error) -> fp_result {
-    super::error::log_error(&format!("{what}: {}", e.message));
-    e.kind.into()
 }
 
 #[cfg(test)]
