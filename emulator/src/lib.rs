@@ -489,29 +489,9 @@ pub(crate) fn open_service(
 /// The things registered in `state_dir`, read without disturbing a server that is using it:
 /// the registry files are copied to a scratch directory and opened there.
 pub fn list_things(state_dir: &Path) -> io::Result<Vec<registry::ThingRecord>> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let scratch = std::env::temp_dir().join(format!(
-        "fleetprov-emulator-things-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir(&scratch).map_err(files::at_path("create the directory", &scratch))?;
-    let result = (|| {
-        let listing = || files::at_path("read the state directory", state_dir);
-        for entry in std::fs::read_dir(state_dir).map_err(listing())? {
-            let entry = entry.map_err(listing())?;
-            let name = entry.file_name();
-            if name.to_string_lossy().starts_with("registry") && entry.file_type()?.is_file() {
-                let from = entry.path();
-                std::fs::copy(&from, scratch.join(&name)).map_err(files::at_path("copy", &from))?;
-            }
-        }
-        Registry::open(&scratch).map(|r| r.things())
-    })();
-    let _ = std::fs::remove_dir_all(&scratch);
-    result
+    Ok(registry::RegistryCopy::open(state_dir, "things")?
+        .registry
+        .things())
 }
 
 fn load_templates(given: &[(String, PathBuf)]) -> io::Result<BTreeMap<String, Template>> {

@@ -308,7 +308,8 @@ fn too_deep() -> TemplateError {
     ))
 }
 
-fn describe(value: &Value) -> &'static str {
+/// The kind of a JSON value, for messages ("a number", "an object").
+pub(crate) fn describe(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -2,14 +2,13 @@
 //! action on this resource, and which statement decides? Answered from a state directory, also
 //! while a server runs on it (the registry is read from a copy).
 
-use std::io;
 use std::path::{Path, PathBuf};
 
 use super::context::CertFields;
 use super::store::PolicyStore;
 use super::{Action, Decision};
 use crate::account::Account;
-use crate::registry::Registry;
+use crate::registry::RegistryCopy;
 
 /// Which certificate asks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,54 +55,6 @@ fn certificate_fields(pem_path: &Path) -> Result<CertFields, String> {
     Ok(CertFields::from_der(&der))
 }
 
-/// Open a copy of the registry in `state_dir`, so that a running server's files are untouched.
-fn registry_copy(state_dir: &Path) -> io::Result<(Registry, tempfile_dir::Dir)> {
-    let scratch = tempfile_dir::Dir::new()?;
-    for entry in std::fs::read_dir(state_dir)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", state_dir.display())))?
-    {
-        let entry = entry?;
-        let name = entry.file_name();
-        if name.to_string_lossy().starts_with("registry") && entry.file_type()?.is_file() {
-            std::fs::copy(entry.path(), scratch.path().join(&name))?;
-        }
-    }
-    Ok((Registry::open(scratch.path())?, scratch))
-}
-
-/// A scratch directory removed on drop.
-mod tempfile_dir {
-    use std::io;
-    use std::path::{Path, PathBuf};
-
-    pub struct Dir(PathBuf);
-
-    impl Dir {
-        pub fn new() -> io::Result<Dir> {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0);
-            let path = std::env::temp_dir().join(format!(
-                "fleetprov-emulator-policy-{}-{nanos}",
-                std::process::id()
-            ));
-            std::fs::create_dir(&path)?;
-            Ok(Dir(path))
-        }
-
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 /// Answer `q`; `Err` names what could not be read or found.
 pub fn check(q: &Question) -> Result<Answer, String> {
     let account = q
@@ -114,7 +65,8 @@ pub fn check(q: &Question) -> Result<Answer, String> {
         .map_err(|e| e.to_string())?;
     let store = PolicyStore::new(account.as_ref(), q.claim_policy.as_deref(), &q.templates)
         .map_err(|e| e.to_string())?;
-    let (registry, _scratch) = registry_copy(&q.state_dir).map_err(|e| e.to_string())?;
+    let copy = RegistryCopy::open(&q.state_dir, "policy").map_err(|e| e.to_string())?;
+    let registry = &copy.registry;
     let (authz, notes) = match &q.asker {
         Asker::Claim => {
             let default_claim = q.state_dir.join("claim-cert.pem");
@@ -123,7 +75,7 @@ pub fn check(q: &Question) -> Result<Answer, String> {
             } else {
                 CertFields::default()
             };
-            store.claim_authorizer(&registry, &cert, &q.client_id, q.thing.as_deref())?
+            store.claim_authorizer(registry, &cert, &q.client_id, q.thing.as_deref())?
         }
         Asker::Cert(path) => {
             let cert = certificate_fields(path)?;
@@ -134,9 +86,9 @@ pub fn check(q: &Question) -> Result<Answer, String> {
                 .join(&cert.certificate_id)
                 .is_file();
             if registry.certificate(&cert.certificate_id).is_none() && issued_claim {
-                store.claim_authorizer(&registry, &cert, &q.client_id, q.thing.as_deref())?
+                store.claim_authorizer(registry, &cert, &q.client_id, q.thing.as_deref())?
             } else {
-                store.authorizer(&registry, &cert, &q.client_id, q.thing.as_deref())?
+                store.authorizer(registry, &cert, &q.client_id, q.thing.as_deref())?
             }
         }
     };

@@ -19,6 +19,8 @@ use std::fmt;
 
 use serde_json::Value;
 
+use crate::template::describe;
+
 use condition::Condition;
 pub use context::Context;
 
@@ -165,17 +167,6 @@ fn strings(value: &Value, at: &str, allow_scalars: bool) -> Result<Vec<String>, 
         _ => Err(PolicyError(format!(
             "{at}: must be a string or a non-empty list of strings"
         ))),
-    }
-}
-
-fn describe(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 
