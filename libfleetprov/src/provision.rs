@@ -371,7 +371,7 @@ fn progress_sink(callback: Arc<Callback<ProgressFn>>) -> fleetprov_core::provisi
         let callback = Arc::clone(&callback);
         Box::pin(async move {
             // On the blocking pool: a slow callback holds its own thread, not the I/O thread.
-            let _ = tokio::task::spawn_blocking(move || {
+            let _ = runtime::spawn_blocking(move || {
                 let detail = super::error::lossy_cstring(&p.detail);
                 let delay = u64::try_from(p.delay.as_millis()).unwrap_or(u64::MAX);
                 callback.invoke(|call, user_data| {
@@ -435,7 +435,7 @@ pub extern "C" fn fp_provision(
         // its own callback.
         runtime::deferred_release_started();
         let handle = guard.handle().clone();
-        handle.spawn(async move {
+        runtime::spawn(&handle, async move {
             // A panic in the core becomes an error, not a lost callback.
             let result = match CatchUnwind(provision(opts)).await {
                 Ok(r) => r.map_err(fp_error::from),
@@ -444,7 +444,7 @@ pub extern "C" fn fp_provision(
                     "the library panicked while provisioning",
                 )),
             };
-            let _ = tokio::task::spawn_blocking(move || deliver(callback, result)).await;
+            let _ = runtime::spawn_blocking(move || deliver(callback, result)).await;
             drop(guard);
             runtime::deferred_release_finished();
         });
