@@ -26,6 +26,7 @@ pub(super) async fn run(opts: CheckedProvisionOptions) -> Result<Provisioned, Er
         started: Instant::now(),
         attempt: 1,
         last_connect: HashMap::new(),
+        caller: "claim",
         opts,
     };
     let dir = run.opts.store_dir.clone();
@@ -33,7 +34,7 @@ pub(super) async fn run(opts: CheckedProvisionOptions) -> Result<Provisioned, Er
     if !run.opts.force {
         let (s, endpoint) = (store.clone(), run.opts.claim.endpoint.clone());
         match blocking(move || s.load(&endpoint)).await? {
-            Found::Usable(identity) => return run.reuse(*identity).await,
+            Found::Usable(identity) => return run.reuse_or_rotate(store, *identity).await,
             Found::Unusable(why) => fp_log!(
                 Level::Warn,
                 "identity store {}: not reusing the stored identity: {why}",
@@ -46,7 +47,7 @@ pub(super) async fn run(opts: CheckedProvisionOptions) -> Result<Provisioned, Er
 }
 
 /// Runs blocking work (file I/O, key generation) off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
     tokio::task::spawn_blocking(f)
@@ -55,10 +56,10 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// What the create call gave.
-struct Created {
-    certificate_id: String,
-    certificate_pem: String,
-    private_key_pem: Zeroizing<String>,
+pub(super) struct Created {
+    pub(super) certificate_id: String,
+    pub(super) certificate_pem: String,
+    pub(super) private_key_pem: Zeroizing<String>,
     token: String,
     at: Instant,
     /// RegisterThing was sent with this token at least once.
@@ -70,15 +71,17 @@ const TOKEN_LIFETIME: Duration = Duration::from_secs(55 * 60);
 /// AWS IoT accepts one CONNECT per second per client id.
 const CONNECT_SPACING: Duration = Duration::from_secs(1);
 
-struct Run {
-    opts: CheckedProvisionOptions,
+pub(super) struct Run {
+    pub(super) opts: CheckedProvisionOptions,
     started: Instant,
-    attempt: u32,
+    pub(super) attempt: u32,
     last_connect: HashMap<String, Instant>,
+    /// Who connects for the create and register half: "claim", or "device" when rotating.
+    pub(super) caller: &'static str,
 }
 
 impl Run {
-    async fn progress(&self, step: Step, delay: Duration, detail: impl Into<String>) {
+    pub(super) async fn progress(&self, step: Step, delay: Duration, detail: impl Into<String>) {
         if let Some(sink) = &self.opts.progress {
             sink(Progress {
                 step,
@@ -152,7 +155,11 @@ impl Run {
 
     /// Connects with an identity, proves it (CONNACK accepted) and disconnects; retries
     /// connection-level failures.
-    async fn verify(&mut self, files: &StoredFiles, client_id: &str) -> Result<(), Error> {
+    pub(super) async fn verify(
+        &mut self,
+        files: &StoredFiles,
+        client_id: &str,
+    ) -> Result<(), Error> {
         let refused = |e: Error| Error {
             message: format!("the device identity was refused: {}", e.message),
             ..e
@@ -180,7 +187,10 @@ impl Run {
         }
     }
 
-    async fn reuse(mut self, identity: store::StoredIdentity) -> Result<Provisioned, Error> {
+    pub(super) async fn reuse(
+        mut self,
+        identity: store::StoredIdentity,
+    ) -> Result<Provisioned, Error> {
         let m = identity.metadata;
         self.progress(Step::Reusing, Duration::ZERO, m.thing_name.clone())
             .await;
@@ -197,11 +207,22 @@ impl Run {
             client_id,
             files: identity.files,
             reused: true,
+            rotated: false,
+            previous_certificate_id: None,
             attempts: self.attempt,
         })
     }
 
-    async fn provision_new(mut self, store: IdentityStore) -> Result<Provisioned, Error> {
+    pub(super) async fn provision_new(
+        mut self,
+        store: IdentityStore,
+    ) -> Result<Provisioned, Error> {
+        if self.opts.claim.credentials.is_none() {
+            return Err(Error::invalid(
+                "the store holds no usable identity and no claim certificate is given to \
+                 provision one",
+            ));
+        }
         check_claim_certificate(&self.opts.claim).await?;
         let (created, registered) = self.create_and_register().await?;
         self.progress(
@@ -254,12 +275,16 @@ impl Run {
             client_id,
             files: stored.files,
             reused: false,
+            rotated: false,
+            previous_certificate_id: None,
             attempts: self.attempt,
         })
     }
 
     /// The claim half: connect, create, register, with retries; disconnects at the end.
-    async fn create_and_register(&mut self) -> Result<(Created, RegisterThingResponse), Error> {
+    pub(super) async fn create_and_register(
+        &mut self,
+    ) -> Result<(Created, RegisterThingResponse), Error> {
         let mut claim: Option<Client> = None;
         let mut created: Option<Created> = None;
         // The key and CSR made here, once: every create try signs the same CSR.
@@ -331,7 +356,7 @@ impl Run {
                     .claim
                     .clone()
                     .with_template_name(self.opts.template_name.clone());
-                let c = self.connect(opts, "claim").await.map_err(claim_error)?;
+                let c = self.connect(opts, self.caller).await.map_err(claim_error)?;
                 *claim = Some(c.clone());
                 c
             }
