@@ -451,7 +451,8 @@ pub extern "C" fn fp_provision_options_set_rotation_template(
 
 /// Non-zero: a rotation asks for a certificate for the key in use (a CSR made with it)
 /// instead of a new key. 0 (the default): a new key, made as the first one was (see
-/// fp_provision_options_set_key_type()).
+/// fp_provision_options_set_key_type(); with fp_provision_options_set_user_csr(), that CSR
+/// again).
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_provision_options_set_rotation_reuse_key(
     options: *mut fp_provision_options,
