@@ -84,7 +84,7 @@ impl Run {
             Step::Rotating,
             Duration::ZERO,
             format!(
-                "{} (certificate expires in {} s)",
+                "{}: certificate expires in {} s",
                 old.thing_name,
                 left.as_secs()
             ),
