@@ -1160,7 +1160,8 @@ enum fp_result fp_provision_options_set_rotation_template(struct fp_provision_op
 /**
  * Non-zero: a rotation asks for a certificate for the key in use (a CSR made with it)
  * instead of a new key. 0 (the default): a new key, made as the first one was (see
- * fp_provision_options_set_key_type()).
+ * fp_provision_options_set_key_type(); with fp_provision_options_set_user_csr(), that CSR
+ * again).
  */
 enum fp_result fp_provision_options_set_rotation_reuse_key(struct fp_provision_options *options,
                                                            int reuse_key);
