@@ -268,3 +268,34 @@ fn the_rotation_template_attaches_the_documented_device_policy() {
         policy
     );
 }
+
+/// Service keys (CreateKeysAndCertificate): the same key cannot sign a CSR here (PKCS#1 RSA),
+/// so that rotation keeps the identity in use; without it the service makes the new key too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_key_is_kept_when_it_cannot_sign_and_replaced_otherwise() {
+    let env = start().await;
+    let store = env.dir.path().join("identity");
+    let mut o = options(&env, &store);
+    o.device_key = fleetprov::KeySource::Service;
+    let first = provision(o.clone()).await.unwrap();
+    o.rotate_before = AT_ONCE;
+    o.rotation_reuse_key = true;
+    let kept = provision(o.clone()).await.unwrap();
+    assert!(kept.reused && !kept.rotated, "{kept:?}");
+    assert_eq!(kept.certificate_id, first.certificate_id);
+    check_held_and_stored(&env, &store, &kept);
+
+    // The first certificate holds the sample template's policy, which allows the create topic.
+    o.rotation_reuse_key = false;
+    let rotated = provision(o).await.unwrap();
+    assert!(rotated.rotated, "{rotated:?}");
+    assert_eq!(
+        rotated.previous_certificate_id.as_deref(),
+        Some(first.certificate_id.as_str())
+    );
+    check_held_and_stored(&env, &store, &rotated);
+    let key = std::fs::read_to_string(&rotated.files.private_key).unwrap();
+    assert!(key.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+    assert_eq!(committed(&store).key_type, "service");
+    assert_eq!(env.emu.throttle().claim_connections(), 1);
+}

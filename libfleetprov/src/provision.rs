@@ -493,7 +493,10 @@ fn path_cstring(p: &std::path::Path) -> CString {
 /// the outcome. Returns at once.
 ///
 /// With a valid identity in the store (certificate and key that match, not expired, made for
-/// this endpoint) it connects with it to prove it and makes no claim connection. Otherwise:
+/// this endpoint) it connects with it to prove it and makes no claim connection; if its
+/// certificate is inside the rotation window (by default the last third of its lifetime) it
+/// rotates it instead, as the device (see fp_provision_options_set_rotate_before_percent()):
+/// `FP_STEP_ROTATING`, and fp_provisioned_rotated() is 1. Otherwise:
 /// claim connection, create (see fp_provision_options_set_key_type()), RegisterThing, the
 /// certificate and key written to the store (key file 0600, fsynced), disconnect, a
 /// connection with the new identity (client id: the thing name unless set) whose CONNACK

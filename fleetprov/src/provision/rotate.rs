@@ -102,7 +102,7 @@ impl Run {
             .device_client_id
             .clone()
             .unwrap_or_else(|| old.client_id.clone());
-        let device = self
+        let device = match self
             .opts
             .claim
             .clone()
@@ -110,13 +110,17 @@ impl Run {
                 Pem::file(&identity.files.certificate),
                 Pem::file(&identity.files.private_key),
             )
-            .with_client_id(client_id)?;
+            .with_client_id(client_id)
+        {
+            Ok(d) => d,
+            Err(e) => return self.keep(identity, "rotating", e).await,
+        };
         let key_source = if self.opts.rotation_reuse_key {
             let (key_path, subject) = (
                 identity.files.private_key.clone(),
                 self.opts.csr_subject.clone(),
             );
-            let (csr_pem, private_key_pem) = blocking(move || {
+            let made = blocking(move || {
                 let key = std::fs::read_to_string(&key_path)
                     .map(Zeroizing::new)
                     .map_err(|e| {
@@ -127,7 +131,13 @@ impl Run {
                     })?;
                 Ok((keygen::csr_for_key(&key, &subject)?, key))
             })
-            .await?;
+            .await;
+            // A key that cannot sign a CSR here (a service key in PKCS#1) leaves the
+            // identity as it is.
+            let (csr_pem, private_key_pem) = match made {
+                Ok(m) => m,
+                Err(e) => return self.keep(identity, "rotating with the same key", e).await,
+            };
             KeySource::Csr {
                 csr_pem,
                 private_key_pem,
