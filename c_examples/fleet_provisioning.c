@@ -485,10 +485,10 @@ static int provision_to_store(const struct args *a, const fp_client_options *cla
         fail_line("--max_attempts must be 1-1000");
         return EXIT_USAGE;
     }
-    /* Up to ten years. */
+    /* Up to about 31 years: more than an AWS IoT certificate lasts (to the end of 2049). */
     if (a->rotate_before != NULL &&
-        (rotate_before = parse_number(a->rotate_before, 0, 315360000L)) < 0) {
-        fail_line("--rotate_before must be 0-315360000 seconds");
+        (rotate_before = parse_number(a->rotate_before, 0, 1000000000L)) < 0) {
+        fail_line("--rotate_before must be 0-1000000000 seconds");
         return EXIT_USAGE;
     }
     r = fp_provision_options_new(claim, a->template_name, a->output_dir, &o);

@@ -153,6 +153,18 @@ def seconds_to_ms(name: str, value: object) -> int:
     return ms
 
 
+def long_seconds_to_ms(name: str, value: object) -> int:
+    """``seconds_to_ms`` for a 64-bit millisecond count (years, not minutes)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise _codes.InvalidArgumentError(f"{name} must be a positive number of seconds, got {value!r}")
+    ms = max(1, round(value * 1000))
+    if ms > 0xFFFFFFFFFFFFFFFF:
+        raise _codes.InvalidArgumentError(f"{name} is too long: {value!r} s")
+    return ms
+
+
 def int_arg(name: str, value: object, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
@@ -460,7 +472,7 @@ class ProvisionConfig:
         # 0 turns rotation off; otherwise whole milliseconds.
         self.rotate_before_ms: Optional[int] = None
         if rotate_before is not None:
-            self.rotate_before_ms = 0 if rotate_before == 0 else seconds_to_ms("rotate_before", rotate_before)
+            self.rotate_before_ms = 0 if rotate_before == 0 else long_seconds_to_ms("rotate_before", rotate_before)
         self.rotate_before_percent: Optional[int] = None
         if rotate_before_percent is not None:
             self.rotate_before_percent = int_arg("rotate_before_percent", rotate_before_percent, 0, 100)

@@ -170,8 +170,8 @@ def _check_args(args: argparse.Namespace) -> None:
                     "--force, --key_type, --max_attempts, --rotate_before and --rotation_template "
                     "need --output_dir"
                 )
-    if args.rotate_before is not None and not 0 <= args.rotate_before <= 315_360_000:
-        raise UsageError("--rotate_before must be 0-315360000 seconds")
+    if args.rotate_before is not None and not 0 <= args.rotate_before <= 1_000_000_000:
+        raise UsageError("--rotate_before must be 0-1000000000 seconds")
     if args.output_dir is not None and args.pkcs11_lib is not None:
         raise UsageError(
             "--pkcs11_lib and --output_dir do not mix: the library's identity store "
