@@ -43,7 +43,6 @@ pub mod store;
 
 mod options;
 mod retry;
-mod rotate;
 mod run;
 
 use std::collections::BTreeMap;

@@ -17,15 +17,15 @@ use std::time::{Duration, SystemTime};
 
 use zeroize::Zeroizing;
 
-use super::options::{KeySource, RotateBefore, Step};
-use super::retry::connection_verdict;
-use super::run::{blocking, Run};
-use super::store::{IdentityStore, Metadata, StoredIdentity};
-use super::Provisioned;
+use super::{blocking, Run};
 use crate::client::Pem;
 use crate::error::{Error, ErrorKind};
 use crate::keygen;
 use crate::log::{fp_log, Level};
+use crate::provision::options::{KeySource, RotateBefore};
+use crate::provision::retry::connection_verdict;
+use crate::provision::store::{IdentityStore, Metadata, StoredIdentity};
+use crate::provision::{Provisioned, Step};
 use crate::x509::{self, Validity};
 
 /// How long until `validity` ends, if that is at most the window `before` gives for its

@@ -20,6 +20,10 @@ use crate::log::{fp_log, Level};
 use crate::protocol::{RegisterThingRequest, RegisterThingResponse};
 use crate::x509;
 
+// Rotation is the run's too (it uses the run's steps); it lives in its own file.
+#[path = "rotate.rs"]
+mod rotate;
+
 /// Provisions, or reuses, the identity `opts` describe.
 pub(super) async fn run(opts: CheckedProvisionOptions) -> Result<Provisioned, Error> {
     let run = Run {
@@ -47,7 +51,7 @@ pub(super) async fn run(opts: CheckedProvisionOptions) -> Result<Provisioned, Er
 }
 
 /// Runs blocking work (file I/O, key generation) off the async threads.
-pub(super) async fn blocking<T: Send + 'static>(
+async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
     tokio::task::spawn_blocking(f)
@@ -56,10 +60,10 @@ pub(super) async fn blocking<T: Send + 'static>(
 }
 
 /// What the create call gave.
-pub(super) struct Created {
-    pub(super) certificate_id: String,
-    pub(super) certificate_pem: String,
-    pub(super) private_key_pem: Zeroizing<String>,
+struct Created {
+    certificate_id: String,
+    certificate_pem: String,
+    private_key_pem: Zeroizing<String>,
     token: String,
     at: Instant,
     /// RegisterThing was sent with this token at least once.
@@ -71,17 +75,17 @@ const TOKEN_LIFETIME: Duration = Duration::from_secs(55 * 60);
 /// AWS IoT accepts one CONNECT per second per client id.
 const CONNECT_SPACING: Duration = Duration::from_secs(1);
 
-pub(super) struct Run {
-    pub(super) opts: CheckedProvisionOptions,
+struct Run {
+    opts: CheckedProvisionOptions,
     started: Instant,
-    pub(super) attempt: u32,
+    attempt: u32,
     last_connect: HashMap<String, Instant>,
     /// Who connects for the create and register half: "claim", or "device" when rotating.
-    pub(super) caller: &'static str,
+    caller: &'static str,
 }
 
 impl Run {
-    pub(super) async fn progress(&self, step: Step, delay: Duration, detail: impl Into<String>) {
+    async fn progress(&self, step: Step, delay: Duration, detail: impl Into<String>) {
         if let Some(sink) = &self.opts.progress {
             sink(Progress {
                 step,
@@ -155,11 +159,7 @@ impl Run {
 
     /// Connects with an identity, proves it (CONNACK accepted) and disconnects; retries
     /// connection-level failures.
-    pub(super) async fn verify(
-        &mut self,
-        files: &StoredFiles,
-        client_id: &str,
-    ) -> Result<(), Error> {
+    async fn verify(&mut self, files: &StoredFiles, client_id: &str) -> Result<(), Error> {
         let refused = |e: Error| Error {
             message: format!("the device identity was refused: {}", e.message),
             ..e
@@ -187,10 +187,7 @@ impl Run {
         }
     }
 
-    pub(super) async fn reuse(
-        mut self,
-        identity: store::StoredIdentity,
-    ) -> Result<Provisioned, Error> {
+    async fn reuse(mut self, identity: store::StoredIdentity) -> Result<Provisioned, Error> {
         let m = identity.metadata;
         self.progress(Step::Reusing, Duration::ZERO, m.thing_name.clone())
             .await;
@@ -213,10 +210,7 @@ impl Run {
         })
     }
 
-    pub(super) async fn provision_new(
-        mut self,
-        store: IdentityStore,
-    ) -> Result<Provisioned, Error> {
+    async fn provision_new(mut self, store: IdentityStore) -> Result<Provisioned, Error> {
         if self.opts.claim.credentials.is_none() {
             return Err(Error::invalid(
                 "the store holds no usable identity and no claim certificate is given to \
@@ -282,9 +276,7 @@ impl Run {
     }
 
     /// The claim half: connect, create, register, with retries; disconnects at the end.
-    pub(super) async fn create_and_register(
-        &mut self,
-    ) -> Result<(Created, RegisterThingResponse), Error> {
+    async fn create_and_register(&mut self) -> Result<(Created, RegisterThingResponse), Error> {
         let mut claim: Option<Client> = None;
         let mut created: Option<Created> = None;
         // The key and CSR made here, once: every create try signs the same CSR.
