@@ -201,6 +201,7 @@ pub type ProgressSink = Arc<dyn Fn(Progress) -> ProgressFuture + Send + Sync>;
 pub struct ProvisionOptions {
     /// The claim connection: endpoint, port, CA, claim certificate and key, MQTT version,
     /// timeouts, proxy. The device connection uses the same settings with the new identity.
+    /// Without credentials, only a stored identity can be reused or rotated.
     pub claim: ClientOptions,
     /// The provisioning template's name.
     pub template_name: TemplateName,

@@ -30,7 +30,7 @@ use crate::x509::{self, Validity};
 
 /// How long until `validity` ends, if that is at most the window `before` gives for its
 /// lifetime: the identity is due for rotation.
-pub(super) fn due(validity: Validity, before: RotateBefore, now: SystemTime) -> Option<Duration> {
+fn due(validity: Validity, before: RotateBefore, now: SystemTime) -> Option<Duration> {
     let lifetime = validity
         .not_after
         .duration_since(validity.not_before)
