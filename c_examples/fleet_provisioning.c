@@ -8,6 +8,8 @@
  * default, --key_type), saves the identity and proves it by connecting with it; later runs
  * reuse it, connect with it and print the thing name, without provisioning again. --force
  * provisions anew and replaces the stored identity once the new one is verified.
+ * --rotate_before SECONDS renews the stored identity with itself (no claim) once its
+ * certificate has at most that long left, through --rotation_template if given.
  *
  * Exit codes: 0 success, 2 usage, 3 connection failed or lost, 4 rejected by the service,
  * 5 timeout, 6 other error, 7 identity store error. Failures print one line on stderr.
@@ -62,6 +64,8 @@ struct args {
     const char *key_label;
     const char *key_type;
     const char *max_attempts;
+    const char *rotate_before;
+    const char *rotation_template;
     int force;
 };
 
@@ -104,7 +108,7 @@ static const char *const USAGE =
     "         [--verbosity NoLogs|Fatal|Error|Warn|Info|Debug|Trace] [--mqtt_version 3|5]\n"
     "         [--timeout_ms N] [--payload_format json|cbor]\n"
     "         [--output_dir DIR [--force] [--key_type ec-p256|ec-p384|rsa-2048|service]\n"
-    "          [--max_attempts N]]\n"
+    "          [--max_attempts N] [--rotate_before SECONDS] [--rotation_template NAME]]\n"
     "         [--pkcs11_lib MODULE --key_label LABEL [--pin PIN] [--token_label LABEL]\n"
     "          [--slot_id N]] (the claim key in a PKCS#11 token, instead of --key)\n";
 
@@ -156,7 +160,7 @@ static int parse_args(int argc, char **argv, struct args *a) {
     struct flag {
         const char *name;
         const char **slot;
-    } flags[23];
+    } flags[25];
     int i;
     size_t nflags = 0;
 
@@ -193,6 +197,8 @@ static int parse_args(int argc, char **argv, struct args *a) {
     FLAG("--key_label", &a->key_label);
     FLAG("--key_type", &a->key_type);
     FLAG("--max_attempts", &a->max_attempts);
+    FLAG("--rotate_before", &a->rotate_before);
+    FLAG("--rotation_template", &a->rotation_template);
 #undef FLAG
 
     for (i = 1; i < argc; i++) {
@@ -373,6 +379,7 @@ static const char *step_name(fp_provision_step step) {
     case FP_STEP_VERIFYING: return "verifying";
     case FP_STEP_RETRY_SCHEDULED: return "retry scheduled";
     case FP_STEP_REUSING: return "reusing";
+    case FP_STEP_ROTATING: return "rotating";
     default: return "step";
     }
 }
@@ -409,13 +416,21 @@ static void on_store_done(void *user_data, const fp_provisioned *result, const f
     int code = 0;
     size_t i, n;
     if (result != NULL) {
+        const char *previous = fp_provisioned_previous_certificate_id(result);
         printf("Thing: %s\n", fp_provisioned_thing_name(result));
         printf("%s (connected as %s, %u attempt%s).\n",
-               fp_provisioned_reused(result) ? "Reused the stored identity, verified by connecting"
-                                             : "Provisioned, saved and verified by connecting",
+               fp_provisioned_reused(result)    ? "Reused the stored identity, verified by connecting"
+               : fp_provisioned_rotated(result) ? "Rotated the stored identity without the claim, "
+                                                  "saved and verified by connecting"
+                                                : "Provisioned, saved and verified by connecting",
                fp_provisioned_client_id(result), (unsigned)fp_provisioned_attempts(result),
                fp_provisioned_attempts(result) == 1 ? "" : "s");
         printf("Certificate id: %s\n", fp_provisioned_certificate_id(result));
+        if (previous != NULL) {
+            printf("Replaced certificate id: %s (still active in the account: deactivate it once "
+                   "the device uses the new one)\n",
+                   previous);
+        }
         printf("Stored: %s, %s, %s\n", fp_provisioned_metadata_file(result),
                fp_provisioned_certificate_file(result), fp_provisioned_private_key_file(result));
         n = fp_provisioned_device_configuration_len(result);
@@ -455,6 +470,7 @@ static int provision_to_store(const struct args *a, const fp_client_options *cla
     size_t i;
     int key_type = -1;
     long attempts = -1;
+    long rotate_before = -1;
 
     for (i = 0; i < sizeof key_names / sizeof key_names[0]; i++) {
         if (strcmp(a->key_type != NULL ? a->key_type : "ec-p256", key_names[i]) == 0) {
@@ -469,6 +485,12 @@ static int provision_to_store(const struct args *a, const fp_client_options *cla
         fail_line("--max_attempts must be 1-1000");
         return EXIT_USAGE;
     }
+    /* Up to about 31 years: more than an AWS IoT certificate lasts (to the end of 2049). */
+    if (a->rotate_before != NULL &&
+        (rotate_before = parse_number(a->rotate_before, 0, 1000000000L)) < 0) {
+        fail_line("--rotate_before must be 0-1000000000 seconds");
+        return EXIT_USAGE;
+    }
     r = fp_provision_options_new(claim, a->template_name, a->output_dir, &o);
     if (r == FP_OK) {
         r = fp_provision_options_set_parameters(o, a->template_parameters);
@@ -481,6 +503,18 @@ static int provision_to_store(const struct args *a, const fp_client_options *cla
     }
     if (r == FP_OK && attempts > 0) {
         r = fp_provision_options_set_max_attempts(o, (uint32_t)attempts);
+    }
+    if (r == FP_OK && rotate_before >= 0) {
+        r = fp_provision_options_set_rotate_before_ms(o, (uint64_t)rotate_before * 1000u);
+    }
+    if (r == FP_OK && a->rotation_template != NULL) {
+        r = fp_provision_options_set_rotation_template(o, a->rotation_template);
+        if (r != FP_OK) {
+            fail_line("--rotation_template %s: 1-36 characters of A-Z a-z 0-9 _ -",
+                      a->rotation_template);
+            fp_provision_options_free(o);
+            return EXIT_USAGE;
+        }
     }
     if (r != FP_OK) {
         fail_line("invalid provisioning option: %s", fp_result_str((int)r));
@@ -840,8 +874,10 @@ int main(int argc, char **argv) {
         fail_line("--verbosity must be one of NoLogs, Fatal, Error, Warn, Info, Debug, Trace");
         return EXIT_USAGE;
     }
-    if (a.output_dir == NULL && (a.force || a.key_type != NULL || a.max_attempts != NULL)) {
-        fail_line("--force, --key_type and --max_attempts need --output_dir");
+    if (a.output_dir == NULL && (a.force || a.key_type != NULL || a.max_attempts != NULL ||
+                                 a.rotate_before != NULL || a.rotation_template != NULL)) {
+        fail_line("--force, --key_type, --max_attempts, --rotate_before and --rotation_template "
+                  "need --output_dir");
         return EXIT_USAGE;
     }
     if (a.output_dir != NULL && a.csr != NULL) {

@@ -26,12 +26,13 @@ const (
 	StepVerifying      Step = C.FP_STEP_VERIFYING       // connecting with the new identity; detail is the client id
 	StepRetryScheduled Step = C.FP_STEP_RETRY_SCHEDULED // a failure is retried after delay; detail says why
 	StepReusing        Step = C.FP_STEP_REUSING         // a stored identity is reused; detail is its thing name
+	StepRotating       Step = C.FP_STEP_ROTATING        // a stored identity is rotated; detail names it and its time left
 )
 
 var stepNames = map[Step]string{
 	StepConnecting: "connecting", StepCreating: "creating", StepRegistering: "registering",
 	StepSaving: "saving", StepVerifying: "verifying", StepRetryScheduled: "retry scheduled",
-	StepReusing: "reusing",
+	StepReusing: "reusing", StepRotating: "rotating",
 }
 
 func (s Step) String() string {
@@ -88,6 +89,17 @@ type ProvisionOptions struct {
 	// Deadline bounds the whole run (default 5 minutes). A context deadline that comes
 	// earlier replaces it.
 	Deadline time.Duration
+	// RotatePercent rotates a stored identity (renews it with itself, not the claim) once at
+	// most this share (1-100) of its certificate's lifetime is left; 0 keeps the library's
+	// default, a third. RotateBefore, if non-zero, rotates once at most this long is left
+	// instead (whole milliseconds). NoRotation turns rotation off.
+	RotatePercent uint32
+	RotateBefore  time.Duration
+	NoRotation    bool
+	// RotationTemplate is the template RegisterThing uses when rotating (default: Template).
+	RotationTemplate string
+	// RotationReuseKey rotates to a certificate for the key in use instead of a new key.
+	RotationReuseKey bool
 	// OnProgress, if set, receives the steps in order, on a library thread; the next step
 	// starts only once it returns, so keep it short. attempt counts from 1; delay is non-zero
 	// only for StepRetryScheduled; detail never holds key material. It is not called once
@@ -105,6 +117,11 @@ type Provisioned struct {
 	MetadataFile    string // the store's identity.json
 	// Reused is true when a valid stored identity was reused (no claim connection was made).
 	Reused bool
+	// Rotated is true when the stored identity was renewed with itself (no claim connection);
+	// PreviousCertificateID is then the replaced certificate, still Active in the account:
+	// deactivate it once the device uses the new one.
+	Rotated               bool
+	PreviousCertificateID string
 	// Attempts is the number of tries made, the first included.
 	Attempts int
 	// DeviceConfiguration is the template's DeviceConfiguration.
@@ -147,8 +164,12 @@ func fpgoProvisioned(h C.uintptr_t, r *C.fp_provisioned, e *C.fp_error) {
 			PrivateKeyFile:      C.GoString(C.fp_provisioned_private_key_file(r)),
 			MetadataFile:        C.GoString(C.fp_provisioned_metadata_file(r)),
 			Reused:              C.fp_provisioned_reused(r) != 0,
+			Rotated:             C.fp_provisioned_rotated(r) != 0,
 			Attempts:            int(C.fp_provisioned_attempts(r)),
 			DeviceConfiguration: map[string]string{},
+		}
+		if prev := C.fp_provisioned_previous_certificate_id(r); prev != nil {
+			p.PreviousCertificateID = C.GoString(prev)
 		}
 		n := C.fp_provisioned_device_configuration_len(r)
 		for i := C.size_t(0); i < n; i++ {
@@ -223,6 +244,14 @@ func provisionOptions(ctx context.Context, opts *ProvisionOptions) (po *C.fp_pro
 			return nil, false, err
 		}
 	}
+	var rotateMs C.uint64_t
+	if opts.RotateBefore != 0 {
+		if opts.RotateBefore < time.Millisecond {
+			return nil, false, &Error{Op: "RotateBefore", Code: ErrInvalidArgument,
+				Message: fmt.Sprintf("RotateBefore %v is under a millisecond", opts.RotateBefore)}
+		}
+		rotateMs = C.uint64_t(opts.RotateBefore / time.Millisecond)
+	}
 	var paramsJSON []byte
 	if opts.Parameters != nil {
 		if paramsJSON, err = json.Marshal(opts.Parameters); err != nil {
@@ -261,6 +290,23 @@ func provisionOptions(ctx context.Context, opts *ProvisionOptions) (po *C.fp_pro
 			return C.fp_provision_options_set_backoff_ms(po, baseMs, maxMs)
 		}},
 		{"Deadline", true, func() C.enum_fp_result { return C.fp_provision_options_set_deadline_ms(po, deadlineMs) }},
+		{"RotatePercent", opts.RotatePercent != 0, func() C.enum_fp_result {
+			return C.fp_provision_options_set_rotate_before_percent(po, C.uint32_t(opts.RotatePercent))
+		}},
+		{"RotateBefore", rotateMs != 0, func() C.enum_fp_result {
+			return C.fp_provision_options_set_rotate_before_ms(po, rotateMs)
+		}},
+		{"NoRotation", opts.NoRotation, func() C.enum_fp_result {
+			return C.fp_provision_options_set_rotate_before_ms(po, 0)
+		}},
+		{"RotationTemplate", opts.RotationTemplate != "", func() C.enum_fp_result {
+			return cString(opts.RotationTemplate, func(s *C.char) C.enum_fp_result {
+				return C.fp_provision_options_set_rotation_template(po, s)
+			})
+		}},
+		{"RotationReuseKey", opts.RotationReuseKey, func() C.enum_fp_result {
+			return C.fp_provision_options_set_rotation_reuse_key(po, 1)
+		}},
 	}
 	for _, s := range settings {
 		if s.set {

@@ -302,3 +302,55 @@ func TestProvisionContextDeadline(t *testing.T) {
 	// the run this soon.
 	waitHandles(t, 15*time.Second)
 }
+
+// Rotation: RotatePercent 100 renews the stored identity on every run, with itself (the
+// sample template's device policy allows its topics), never with the claim.
+func TestProvisionRotates(t *testing.T) {
+	e := startEmulator(t)
+	store := filepath.Join(t.TempDir(), "identity")
+	opts := provisionOpts(e, store, "go-rot")
+	p, err := Provision(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Rotated || p.PreviousCertificateID != "" {
+		t.Fatalf("first run: %+v", p)
+	}
+	var log progressLog
+	opts.OnProgress = log.on
+	opts.RotatePercent = 100
+	opts.RotationReuseKey = true
+	q, err := Provision(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !q.Rotated || q.Reused || q.PreviousCertificateID != p.CertificateID ||
+		q.CertificateID == p.CertificateID || q.ThingName != p.ThingName {
+		t.Fatalf("rotation: got %+v, first %+v", q, p)
+	}
+	if !log.has(StepRotating, p.ThingName) || !log.has(StepConnecting, "device") ||
+		log.has(StepConnecting, "claim") {
+		t.Fatalf("rotation steps %v %q", log.steps, log.texts)
+	}
+	checkIdentity(t, q, store, "PRIVATE KEY")
+	if StepRotating.String() != "rotating" {
+		t.Fatalf("step name %q", StepRotating.String())
+	}
+
+	// Rotation off: reused.
+	opts.OnProgress = nil
+	opts.RotatePercent = 0
+	opts.NoRotation = true
+	r, err := Provision(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Reused || r.CertificateID != q.CertificateID {
+		t.Fatalf("no rotation: got %+v", r)
+	}
+	opts.RotatePercent = 101
+	if _, err := Provision(context.Background(), opts); err == nil {
+		t.Fatal("RotatePercent 101 accepted")
+	}
+	waitHandles(t, 5*time.Second)
+}

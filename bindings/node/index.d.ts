@@ -161,6 +161,15 @@ export interface ProvisionOptions {
   maxBackoffMs?: number;
   /** The whole run ends within this (default 300,000). */
   deadlineMs?: number;
+  /** Rotate a stored identity (renew it with itself, not the claim) once at most this share
+   * (1-100) of its certificate's lifetime is left; 0 never rotates (default 33). */
+  rotateBeforePercent?: number;
+  /** Instead: rotate once at most this many milliseconds are left; 0 never rotates. */
+  rotateBeforeMs?: number;
+  /** The template RegisterThing uses when rotating (default: templateName). */
+  rotationTemplate?: string;
+  /** Rotate to a certificate for the key in use instead of a new key. */
+  rotationReuseKey?: boolean;
 }
 
 /** The steps provision() reports. */
@@ -171,7 +180,8 @@ export type ProvisionStep =
   | 'saving'
   | 'verifying'
   | 'retryScheduled'
-  | 'reusing';
+  | 'reusing'
+  | 'rotating';
 
 /** One progress event of provision(). */
 export interface ProgressEvent {
@@ -208,6 +218,11 @@ export interface Provisioned {
   metadataFile: string;
   /** A valid stored identity was reused (no claim connection was made). */
   reused: boolean;
+  /** The stored identity was renewed with itself (no claim connection was made). */
+  rotated: boolean;
+  /** When rotated: the replaced certificate, still Active in the account (deactivate it once
+   * the device uses the new one); null otherwise. */
+  previousCertificateId: string | null;
   /** Tries made, the first included. */
   attempts: number;
   /** The template's DeviceConfiguration. */

@@ -442,6 +442,7 @@ const STEPS = Object.freeze([
   'verifying',
   'retryScheduled',
   'reusing',
+  'rotating',
 ]);
 const KEY_TYPES = Object.freeze({ ecP256: 0, ecP384: 1, rsa2048: 2, service: 3 });
 
@@ -503,6 +504,18 @@ function provisionOptions(options) {
     }
     if (options.deadlineMs != null) {
       check('deadlineMs', set.deadlineMs(po, options.deadlineMs));
+    }
+    if (options.rotateBeforePercent != null) {
+      check('rotateBeforePercent', set.rotateBeforePercent(po, options.rotateBeforePercent));
+    }
+    if (options.rotateBeforeMs != null) {
+      check('rotateBeforeMs', set.rotateBeforeMs(po, options.rotateBeforeMs));
+    }
+    if (options.rotationTemplate != null) {
+      check('rotationTemplate', set.rotationTemplate(po, options.rotationTemplate));
+    }
+    if (options.rotationReuseKey) {
+      check('rotationReuseKey', set.rotationReuseKey(po, 1));
     }
   } catch (e) {
     fn.provisionOptionsFree(po);

@@ -294,6 +294,13 @@ typedef enum fp_provision_step {
      * A valid stored identity will be reused; `detail` is its thing name.
      */
     FP_STEP_REUSING = 6,
+    /**
+     * The stored identity is inside its rotation window and is renewed with itself (see
+     * fp_provision_options_set_rotate_before_percent()); `detail` names the thing and says
+     * when its certificate expires. The connecting, creating, registering, saving and
+     * verifying steps follow, the first connection with `detail` "device".
+     */
+    FP_STEP_ROTATING = 7,
 } fp_provision_step;
 
 /**
@@ -1113,11 +1120,61 @@ enum fp_result fp_provision_options_set_deadline_ms(struct fp_provision_options 
                                                     uint32_t deadline_ms);
 
 /**
+ * Rotates a stored identity once less than `remaining_ms` is left until its certificate
+ * expires, instead of the default share of its lifetime (see
+ * fp_provision_options_set_rotate_before_percent()). 0 never rotates: the identity is reused
+ * until a minute before it expires, then provisioned anew with the claim.
+ */
+enum fp_result fp_provision_options_set_rotate_before_ms(struct fp_provision_options *options,
+                                                         uint64_t remaining_ms);
+
+/**
+ * Rotates a stored identity once less than `percent` (1 to 100) of its certificate's
+ * lifetime (`notAfter - notBefore`) is left; 100 rotates on every call, 0 never rotates.
+ * The default is 33: the last third of the lifetime.
+ *
+ * Rotating renews the identity with itself, not the claim: a connection with the stored
+ * certificate (client id as stored), the create call with a new key (see
+ * fp_provision_options_set_rotation_reuse_key()), RegisterThing through the rotation
+ * template (fp_provision_options_set_rotation_template()), the new files written, a
+ * connection with them, and only then `identity.json`, after which the old files are
+ * removed. The device's policy must allow the create and RegisterThing topics. If the
+ * stored identity is refused (TLS or CONNACK), the claim provisions anew; any other failure
+ * keeps and reuses the stored identity, which is still valid, and logs why at warning level.
+ * A certificate within a minute of its end is treated as expired and never rotated.
+ * `FP_ERR_INVALID_ARGUMENT` for a value over 100.
+ */
+enum fp_result fp_provision_options_set_rotate_before_percent(struct fp_provision_options *options,
+                                                              uint32_t percent);
+
+/**
+ * The template RegisterThing uses when rotating (AWS's pattern: a second template that
+ * attaches the new certificate to the existing thing, allowed by the device policy and not
+ * by the claim's). NULL (the default): the provisioning template. The template parameters
+ * are those of fp_provision_options_set_parameters(). `FP_ERR_INVALID_ARGUMENT` for a name
+ * that is not 1-36 characters of `[A-Za-z0-9_-]`.
+ */
+enum fp_result fp_provision_options_set_rotation_template(struct fp_provision_options *options,
+                                                          const char *template_name);
+
+/**
+ * Non-zero: a rotation asks for a certificate for the key in use (a CSR made with it)
+ * instead of a new key. 0 (the default): a new key, made as the first one was (see
+ * fp_provision_options_set_key_type(); with fp_provision_options_set_user_csr(), that CSR
+ * again).
+ */
+enum fp_result fp_provision_options_set_rotation_reuse_key(struct fp_provision_options *options,
+                                                           int reuse_key);
+
+/**
  * Provisions the device, or reuses the identity in the store, and calls `callback` once with
  * the outcome. Returns at once.
  *
  * With a valid identity in the store (certificate and key that match, not expired, made for
- * this endpoint) it connects with it to prove it and makes no claim connection. Otherwise:
+ * this endpoint) it connects with it to prove it and makes no claim connection; if its
+ * certificate is inside the rotation window (by default the last third of its lifetime) it
+ * rotates it instead, as the device (see fp_provision_options_set_rotate_before_percent()):
+ * `FP_STEP_ROTATING`, and fp_provisioned_rotated() is 1. Otherwise:
  * claim connection, create (see fp_provision_options_set_key_type()), RegisterThing, the
  * certificate and key written to the store (key file 0600, fsynced), disconnect, a
  * connection with the new identity (client id: the thing name unless set) whose CONNACK
@@ -1180,6 +1237,19 @@ const char *fp_provisioned_metadata_file(const struct fp_provisioned *result);
  * now or `result` is NULL.
  */
 int fp_provisioned_reused(const struct fp_provisioned *result);
+
+/**
+ * 1 if the stored identity was rotated (renewed with itself; the certificate is new and no
+ * claim connection was made), 0 otherwise or if `result` is NULL.
+ */
+int fp_provisioned_rotated(const struct fp_provisioned *result);
+
+/**
+ * When the identity was rotated: the id of the certificate it replaced (64 hex
+ * characters), still Active in the account: deactivate it once the device is known to use
+ * the new one. NULL if it was not rotated or `result` is NULL. Borrowed, as `result`.
+ */
+const char *fp_provisioned_previous_certificate_id(const struct fp_provisioned *result);
 
 /**
  * Tries made, the first included; 0 if `result` is NULL.

@@ -21,7 +21,7 @@ use fleetprov_core::client::PrivateKey;
 use fleetprov_core::keygen::{CsrSubject, KeyType};
 use fleetprov_core::protocol::{parse_template_parameters, TemplateName};
 use fleetprov_core::provision::{
-    provision, KeySource, Progress, ProgressFuture, ProvisionOptions, Step,
+    provision, KeySource, Progress, ProgressFuture, ProvisionOptions, RotateBefore, Step,
 };
 
 /// What fp_provision() does, set one setting at a time.
@@ -67,6 +67,11 @@ pub enum fp_provision_step {
     FP_STEP_RETRY_SCHEDULED = 5,
     /// A valid stored identity will be reused; `detail` is its thing name.
     FP_STEP_REUSING = 6,
+    /// The stored identity is inside its rotation window and is renewed with itself (see
+    /// fp_provision_options_set_rotate_before_percent()); `detail` names the thing and says
+    /// when its certificate expires. The connecting, creating, registering, saving and
+    /// verifying steps follow, the first connection with `detail` "device".
+    FP_STEP_ROTATING = 7,
 }
 
 impl From<Step> for fp_provision_step {
@@ -80,6 +85,7 @@ impl From<Step> for fp_provision_step {
             Step::Verifying => FP_STEP_VERIFYING,
             Step::RetryScheduled => FP_STEP_RETRY_SCHEDULED,
             Step::Reusing => FP_STEP_REUSING,
+            Step::Rotating => FP_STEP_ROTATING,
         }
     }
 }
@@ -122,6 +128,8 @@ pub struct fp_provisioned {
     configuration: Vec<(CString, CString)>,
     entries: Vec<fp_key_value>,
     reused: bool,
+    rotated: bool,
+    previous_certificate_id: Option<CString>,
     attempts: u32,
 }
 
@@ -366,6 +374,98 @@ pub extern "C" fn fp_provision_options_set_deadline_ms(
     }
 }
 
+/// Rotates a stored identity once less than `remaining_ms` is left until its certificate
+/// expires, instead of the default share of its lifetime (see
+/// fp_provision_options_set_rotate_before_percent()). 0 never rotates: the identity is reused
+/// until a minute before it expires, then provisioned anew with the claim.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_provision_options_set_rotate_before_ms(
+    options: *mut fp_provision_options,
+    remaining_ms: u64,
+) -> fp_result {
+    ffi_panic_boundary! {
+        with_options(options, |o| {
+            o.rotate_before = match remaining_ms {
+                0 => RotateBefore::Never,
+                ms => RotateBefore::Remaining(Duration::from_millis(ms)),
+            };
+            Ok(())
+        })
+    }
+}
+
+/// Rotates a stored identity once less than `percent` (1 to 100) of its certificate's
+/// lifetime (`notAfter - notBefore`) is left; 100 rotates on every call, 0 never rotates.
+/// The default is 33: the last third of the lifetime.
+///
+/// Rotating renews the identity with itself, not the claim: a connection with the stored
+/// certificate (client id as stored), the create call with a new key (see
+/// fp_provision_options_set_rotation_reuse_key()), RegisterThing through the rotation
+/// template (fp_provision_options_set_rotation_template()), the new files written, a
+/// connection with them, and only then `identity.json`, after which the old files are
+/// removed. The device's policy must allow the create and RegisterThing topics. If the
+/// stored identity is refused (TLS or CONNACK), the claim provisions anew; any other failure
+/// keeps and reuses the stored identity, which is still valid, and logs why at warning level.
+/// A certificate within a minute of its end is treated as expired and never rotated.
+/// `FP_ERR_INVALID_ARGUMENT` for a value over 100.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_provision_options_set_rotate_before_percent(
+    options: *mut fp_provision_options,
+    percent: u32,
+) -> fp_result {
+    ffi_panic_boundary! {
+        with_options(options, |o| {
+            o.rotate_before = match percent {
+                0 => RotateBefore::Never,
+                p @ 1..=100 => RotateBefore::PercentOfLifetime(p as u8),
+                _ => return Err(FP_ERR_INVALID_ARGUMENT),
+            };
+            Ok(())
+        })
+    }
+}
+
+/// The template RegisterThing uses when rotating (AWS's pattern: a second template that
+/// attaches the new certificate to the existing thing, allowed by the device policy and not
+/// by the claim's). NULL (the default): the provisioning template. The template parameters
+/// are those of fp_provision_options_set_parameters(). `FP_ERR_INVALID_ARGUMENT` for a name
+/// that is not 1-36 characters of `[A-Za-z0-9_-]`.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_provision_options_set_rotation_template(
+    options: *mut fp_provision_options,
+    template_name: *const c_char,
+) -> fp_result {
+    ffi_panic_boundary! {
+        with_options(options, |o| {
+            o.rotation_template = if template_name.is_null() {
+                None
+            } else {
+                // SAFETY: a NUL-terminated string, per the header.
+                let name = unsafe { str_arg(template_name) }?;
+                Some(TemplateName::new(name).map_err(|e| logged(&e))?)
+            };
+            Ok(())
+        })
+    }
+}
+
+/// Non-zero: a rotation asks for a certificate for the key in use (a CSR made with it)
+/// instead of a new key. 0 (the default): a new key, made as the first one was (see
+/// fp_provision_options_set_key_type(); with fp_provision_options_set_user_csr(), that CSR
+/// again).
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_provision_options_set_rotation_reuse_key(
+    options: *mut fp_provision_options,
+    reuse_key: c_int,
+) -> fp_result {
+    ffi_panic_boundary! {
+        with_options(options, |o| {
+            o.rotation_reuse_key = reuse_key != 0;
+            Ok(())
+        })
+    }
+}
+
 fn progress_sink(callback: Arc<Callback<ProgressFn>>) -> fleetprov_core::provision::ProgressSink {
     Arc::new(move |p: Progress| -> ProgressFuture {
         let callback = Arc::clone(&callback);
@@ -393,7 +493,10 @@ fn path_cstring(p: &std::path::Path) -> CString {
 /// the outcome. Returns at once.
 ///
 /// With a valid identity in the store (certificate and key that match, not expired, made for
-/// this endpoint) it connects with it to prove it and makes no claim connection. Otherwise:
+/// this endpoint) it connects with it to prove it and makes no claim connection; if its
+/// certificate is inside the rotation window (by default the last third of its lifetime) it
+/// rotates it instead, as the device (see fp_provision_options_set_rotate_before_percent()):
+/// `FP_STEP_ROTATING`, and fp_provisioned_rotated() is 1. Otherwise:
 /// claim connection, create (see fp_provision_options_set_key_type()), RegisterThing, the
 /// certificate and key written to the store (key file 0600, fsynced), disconnect, a
 /// connection with the new identity (client id: the thing name unless set) whose CONNACK
@@ -478,6 +581,11 @@ fn deliver(
                 configuration,
                 entries: Vec::new(),
                 reused: p.reused,
+                rotated: p.rotated,
+                previous_certificate_id: p
+                    .previous_certificate_id
+                    .as_deref()
+                    .map(super::error::lossy_cstring),
                 attempts: p.attempts,
             };
             r.entries = r
@@ -554,6 +662,29 @@ pub extern "C" fn fp_provisioned_metadata_file(result: *const fp_provisioned) ->
 pub extern "C" fn fp_provisioned_reused(result: *const fp_provisioned) -> c_int {
     ffi_panic_boundary! {
         c_int::from(provisioned(result).is_some_and(|r| r.reused))
+    }
+}
+
+/// 1 if the stored identity was rotated (renewed with itself; the certificate is new and no
+/// claim connection was made), 0 otherwise or if `result` is NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_provisioned_rotated(result: *const fp_provisioned) -> c_int {
+    ffi_panic_boundary! {
+        c_int::from(provisioned(result).is_some_and(|r| r.rotated))
+    }
+}
+
+/// When the identity was rotated: the id of the certificate it replaced (64 hex
+/// characters), still Active in the account: deactivate it once the device is known to use
+/// the new one. NULL if it was not rotated or `result` is NULL. Borrowed, as `result`.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_provisioned_previous_certificate_id(
+    result: *const fp_provisioned,
+) -> *const c_char {
+    ffi_panic_boundary! {
+        provisioned(result)
+            .and_then(|r| r.previous_certificate_id.as_ref())
+            .map_or(std::ptr::null(), |id| id.as_ptr())
     }
 }
 
@@ -648,6 +779,30 @@ mod tests {
             fp_provision_options_set_deadline_ms(out, 0),
             FP_ERR_INVALID_ARGUMENT
         );
+        assert_eq!(
+            fp_provision_options_set_rotate_before_percent(out, 101),
+            FP_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            fp_provision_options_set_rotate_before_percent(out, 100),
+            FP_OK
+        );
+        assert_eq!(fp_provision_options_set_rotate_before_ms(out, 0), FP_OK);
+        assert_eq!(
+            fp_provision_options_set_rotation_template(out, c"a b".as_ptr()),
+            FP_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            fp_provision_options_set_rotation_template(out, c"Rotation".as_ptr()),
+            FP_OK
+        );
+        assert_eq!(
+            fp_provision_options_set_rotation_template(out, std::ptr::null()),
+            FP_OK
+        );
+        assert_eq!(fp_provision_options_set_rotation_reuse_key(out, 1), FP_OK);
+        assert_eq!(fp_provisioned_rotated(std::ptr::null()), 0);
+        assert!(fp_provisioned_previous_certificate_id(std::ptr::null()).is_null());
         assert_eq!(
             fp_provision(out, None, None, std::ptr::null_mut()),
             FP_ERR_NULL_ARGUMENT

@@ -1066,6 +1066,10 @@ fn demo_names_each_template_and_endpoint_mistake() {
             &["--endpoint", "h.example/mqtt", "--template_name", "T"],
             &["--endpoint h.example/mqtt: drop the /mqtt"],
         ),
+        (
+            &["--endpoint", "h", "--template_name", "T", "--rotate_before", "60"],
+            &["--rotate_before and --rotation_template need --output_dir"],
+        ),
     ];
     for (args, needles) in cases {
         let mut all = base.clone();

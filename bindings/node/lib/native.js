@@ -151,6 +151,10 @@ function load(handlers) {
       maxAttempts: f('int fp_provision_options_set_max_attempts(fp_provision_options *o, uint32_t v)'),
       backoffMs: f('int fp_provision_options_set_backoff_ms(fp_provision_options *o, uint32_t base_ms, uint32_t max_ms)'),
       deadlineMs: f('int fp_provision_options_set_deadline_ms(fp_provision_options *o, uint32_t v)'),
+      rotateBeforePercent: f('int fp_provision_options_set_rotate_before_percent(fp_provision_options *o, uint32_t v)'),
+      rotateBeforeMs: f('int fp_provision_options_set_rotate_before_ms(fp_provision_options *o, uint64_t v)'),
+      rotationTemplate: f('int fp_provision_options_set_rotation_template(fp_provision_options *o, const char *v)'),
+      rotationReuseKey: f('int fp_provision_options_set_rotation_reuse_key(fp_provision_options *o, int v)'),
     },
     provision: f(
       'int fp_provision(const fp_provision_options *o, fp_provision_progress_callback *progress, fp_provision_callback *cb, intptr_t id)',
@@ -163,6 +167,8 @@ function load(handlers) {
       privateKeyFile: f('const char *fp_provisioned_private_key_file(const fp_provisioned *r)'),
       metadataFile: f('const char *fp_provisioned_metadata_file(const fp_provisioned *r)'),
       reused: f('int fp_provisioned_reused(const fp_provisioned *r)'),
+      rotated: f('int fp_provisioned_rotated(const fp_provisioned *r)'),
+      previousCertificateId: f('const char *fp_provisioned_previous_certificate_id(const fp_provisioned *r)'),
       attempts: f('uint32_t fp_provisioned_attempts(const fp_provisioned *r)'),
       configurationLen: f('size_t fp_provisioned_device_configuration_len(const fp_provisioned *r)'),
       configurationAt: f(
@@ -220,6 +226,8 @@ function load(handlers) {
       privateKeyFile: p.privateKeyFile(r),
       metadataFile: p.metadataFile(r),
       reused: p.reused(r) !== 0,
+      rotated: p.rotated(r) !== 0,
+      previousCertificateId: p.previousCertificateId(r),
       attempts: Number(p.attempts(r)),
       deviceConfiguration,
     };

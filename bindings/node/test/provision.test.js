@@ -100,6 +100,36 @@ test('provision: the CSR flow, then reuse, then force', { skip }, async () => {
   await drained(5_000);
 });
 
+test('provision: rotation renews the stored identity with itself, not the claim', { skip }, async () => {
+  const opts = options(emulator, 'node-rot');
+  const first = await fp.provision(opts);
+  assert.equal(first.rotated, false);
+  assert.equal(first.previousCertificateId, null);
+  const steps = [];
+  // A window of the whole lifetime: due at once (the sample template's policy allows it).
+  const rotated = await fp.provision(
+    { ...opts, rotateBeforePercent: 100 },
+    { onProgress: (e) => steps.push(e) },
+  );
+  assert.equal(rotated.rotated, true);
+  assert.equal(rotated.reused, false);
+  assert.equal(rotated.previousCertificateId, first.certificateId);
+  assert.notEqual(rotated.certificateId, first.certificateId);
+  assert.equal(rotated.thingName, first.thingName);
+  assert.ok(steps.some((e) => e.step === 'rotating' && e.detail.startsWith(first.thingName)));
+  assert.ok(!steps.some((e) => e.step === 'connecting' && e.detail === 'claim'), JSON.stringify(steps));
+  checkIdentity(rotated, opts.storeDir, 'PRIVATE KEY');
+  // Rotation off: reused.
+  const kept = await fp.provision({ ...opts, rotateBeforeMs: 0 });
+  assert.equal(kept.reused, true);
+  assert.equal(kept.certificateId, rotated.certificateId);
+  await assert.rejects(fp.provision({ ...opts, rotateBeforePercent: 101 }), (e) => {
+    assert.equal(e.code, 'FP_ERR_INVALID_ARGUMENT');
+    return true;
+  });
+  await drained(5_000);
+});
+
 test('provision: the keys flow (CreateKeysAndCertificate) over MQTT 3.1.1', { skip }, async () => {
   const opts = options(emulator, 'node-p2', { keyType: 'service' });
   opts.claim.mqttVersion = 3;

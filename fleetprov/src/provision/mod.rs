@@ -7,6 +7,13 @@
 //! with the new identity (client id = thing name unless set), and only once that CONNACK is
 //! accepted commits the identity (`identity.json`). See [`store`] for the files.
 //!
+//! A stored identity whose certificate is inside its rotation window ([`RotateBefore`],
+//! by default the last third of its lifetime) is renewed with itself instead of reused: a
+//! connection as the device, the create call with a new key (or the same one), RegisterThing
+//! on the rotation template, the new files written, a connection with the new identity, and
+//! then the commit, which removes the old files. The claim is used only if the device
+//! identity is refused and a claim certificate is given.
+//!
 //! Retries follow [`RetryPolicy`]: exponential backoff with full jitter, bounded by attempts
 //! and an overall deadline, for throttling, service-side 5xx, lost connections and timeouts
 //! only. RegisterThing is retried with the same ownership token while the service cannot have
@@ -45,7 +52,7 @@ use store::StoredFiles;
 
 pub use options::{
     CheckedProvisionOptions, KeySource, Progress, ProgressFuture, ProgressSink, ProvisionOptions,
-    RetryPolicy, Step,
+    RetryPolicy, RotateBefore, Step,
 };
 
 /// A verified device identity.
@@ -63,6 +70,13 @@ pub struct Provisioned {
     pub files: StoredFiles,
     /// Whether a stored identity was reused (no claim connection was made).
     pub reused: bool,
+    /// Whether the stored identity was renewed with itself (rotated): the certificate is new,
+    /// no claim connection was made.
+    pub rotated: bool,
+    /// When rotated: the id of the certificate it replaced, whose files are gone from the
+    /// store. It is still Active in the account: deactivate it there once the device is known
+    /// to use the new one.
+    pub previous_certificate_id: Option<String>,
     /// Tries made, the first included.
     pub attempts: u32,
 }

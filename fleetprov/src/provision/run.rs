@@ -20,12 +20,17 @@ use crate::log::{fp_log, Level};
 use crate::protocol::{RegisterThingRequest, RegisterThingResponse};
 use crate::x509;
 
+// Rotation is the run's too (it uses the run's steps); it lives in its own file.
+#[path = "rotate.rs"]
+mod rotate;
+
 /// Provisions, or reuses, the identity `opts` describe.
 pub(super) async fn run(opts: CheckedProvisionOptions) -> Result<Provisioned, Error> {
     let run = Run {
         started: Instant::now(),
         attempt: 1,
         last_connect: HashMap::new(),
+        caller: "claim",
         opts,
     };
     let dir = run.opts.store_dir.clone();
@@ -33,7 +38,7 @@ pub(super) async fn run(opts: CheckedProvisionOptions) -> Result<Provisioned, Er
     if !run.opts.force {
         let (s, endpoint) = (store.clone(), run.opts.claim.endpoint.clone());
         match blocking(move || s.load(&endpoint)).await? {
-            Found::Usable(identity) => return run.reuse(*identity).await,
+            Found::Usable(identity) => return run.reuse_or_rotate(store, *identity).await,
             Found::Unusable(why) => fp_log!(
                 Level::Warn,
                 "identity store {}: not reusing the stored identity: {why}",
@@ -75,6 +80,8 @@ struct Run {
     started: Instant,
     attempt: u32,
     last_connect: HashMap<String, Instant>,
+    /// Who connects for the create and register half: "claim", or "device" when rotating.
+    caller: &'static str,
 }
 
 impl Run {
@@ -197,11 +204,19 @@ impl Run {
             client_id,
             files: identity.files,
             reused: true,
+            rotated: false,
+            previous_certificate_id: None,
             attempts: self.attempt,
         })
     }
 
     async fn provision_new(mut self, store: IdentityStore) -> Result<Provisioned, Error> {
+        if self.opts.claim.credentials.is_none() {
+            return Err(Error::invalid(
+                "the store holds no usable identity and no claim certificate is given to \
+                 provision one",
+            ));
+        }
         check_claim_certificate(&self.opts.claim).await?;
         let (created, registered) = self.create_and_register().await?;
         self.progress(
@@ -254,6 +269,8 @@ impl Run {
             client_id,
             files: stored.files,
             reused: false,
+            rotated: false,
+            previous_certificate_id: None,
             attempts: self.attempt,
         })
     }
@@ -331,7 +348,7 @@ impl Run {
                     .claim
                     .clone()
                     .with_template_name(self.opts.template_name.clone());
-                let c = self.connect(opts, "claim").await.map_err(claim_error)?;
+                let c = self.connect(opts, self.caller).await.map_err(claim_error)?;
                 *claim = Some(c.clone());
                 c
             }

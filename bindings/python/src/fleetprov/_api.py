@@ -60,6 +60,10 @@ def provision(
     retry: Optional[RetryPolicy] = None,
     on_progress: Optional[ProgressCallback] = None,
     timeout: Optional[float] = None,
+    rotate_before: Optional[float] = None,
+    rotate_before_percent: Optional[int] = None,
+    rotation_template: Optional[str] = None,
+    rotation_reuse_key: bool = False,
 ) -> Provisioned:
     """Provisions the device into the identity store ``output_dir``, or reuses the valid
     identity stored there, and proves it by connecting with it (``fp_provision()``).
@@ -75,6 +79,12 @@ def provision(
     key made on the device and CreateCertificateFromCsr with ``csr_subject``), or your own
     CSR with ``csr_pem`` and ``csr_private_key``; ``device_client_id`` (default: the thing
     name); ``force`` (provision anew even if a valid identity is stored); ``retry``.
+
+    Rotation: a stored identity whose certificate has at most ``rotate_before`` seconds, or
+    ``rotate_before_percent`` % of its lifetime (default 33), left is renewed with itself, not
+    the claim (``Provisioned.rotated``, ``previous_certificate_id``); 0 turns it off.
+    ``rotation_template`` is the template RegisterThing uses then (default
+    ``template_name``); ``rotation_reuse_key`` keeps the key in use.
 
     ``on_progress`` is called with each ``Progress`` on this thread, in order. ``timeout``
     (seconds) bounds the whole run: it becomes the library's deadline (if shorter than
@@ -117,6 +127,10 @@ def provision(
         force=force,
         retry=retry,
         timeout=timeout,
+        rotate_before=rotate_before,
+        rotate_before_percent=rotate_before_percent,
+        rotation_template=rotation_template,
+        rotation_reuse_key=rotation_reuse_key,
     )
     sink = QueueSink()
     _core.start_provision(config, sink)

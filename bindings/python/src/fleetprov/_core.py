@@ -153,6 +153,18 @@ def seconds_to_ms(name: str, value: object) -> int:
     return ms
 
 
+def long_seconds_to_ms(name: str, value: object) -> int:
+    """``seconds_to_ms`` for a 64-bit millisecond count (years, not minutes)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise _codes.InvalidArgumentError(f"{name} must be a positive number of seconds, got {value!r}")
+    ms = max(1, round(value * 1000))
+    if ms > 0xFFFFFFFFFFFFFFFF:
+        raise _codes.InvalidArgumentError(f"{name} is too long: {value!r} s")
+    return ms
+
+
 def int_arg(name: str, value: object, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
@@ -416,6 +428,10 @@ class ProvisionConfig:
         force: bool = False,
         retry: Optional[RetryPolicy] = None,
         timeout: Optional[float] = None,
+        rotate_before: Optional[float] = None,
+        rotate_before_percent: Optional[int] = None,
+        rotation_template: Optional[str] = None,
+        rotation_reuse_key: bool = False,
     ) -> None:
         self.connection = connection
         if connection.signer is not None:
@@ -451,6 +467,17 @@ class ProvisionConfig:
         self.csr_private_key = csr_private_key
         self.device_client_id = c_str("device_client_id", device_client_id, required=False)
         self.force = bool(force)
+        if rotate_before is not None and rotate_before_percent is not None:
+            raise _codes.InvalidArgumentError("give rotate_before or rotate_before_percent, not both")
+        # 0 turns rotation off; otherwise whole milliseconds.
+        self.rotate_before_ms: Optional[int] = None
+        if rotate_before is not None:
+            self.rotate_before_ms = 0 if rotate_before == 0 else long_seconds_to_ms("rotate_before", rotate_before)
+        self.rotate_before_percent: Optional[int] = None
+        if rotate_before_percent is not None:
+            self.rotate_before_percent = int_arg("rotate_before_percent", rotate_before_percent, 0, 100)
+        self.rotation_template = c_str("rotation_template", rotation_template, required=False)
+        self.rotation_reuse_key = bool(rotation_reuse_key)
         retry = retry if retry is not None else RetryPolicy()
         if not isinstance(retry, RetryPolicy):
             raise TypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
@@ -512,6 +539,22 @@ class ProvisionConfig:
                 "retry.backoff_base/backoff_max",
             )
             check(_ffi.fp_provision_options_set_deadline_ms(opts, self.deadline_ms), "retry.deadline")
+            if self.rotate_before_ms is not None:
+                check(_ffi.fp_provision_options_set_rotate_before_ms(opts, self.rotate_before_ms), "rotate_before")
+            if self.rotate_before_percent is not None:
+                check(
+                    _ffi.fp_provision_options_set_rotate_before_percent(opts, self.rotate_before_percent),
+                    "rotate_before_percent",
+                )
+            if self.rotation_template is not None:
+                check(
+                    _ffi.fp_provision_options_set_rotation_template(opts, self.rotation_template),
+                    "rotation_template",
+                )
+            check(
+                _ffi.fp_provision_options_set_rotation_reuse_key(opts, int(self.rotation_reuse_key)),
+                "rotation_reuse_key",
+            )
         except BaseException:
             _ffi.fp_provision_options_free(opts)
             raise
@@ -641,6 +684,10 @@ def _read_config(ptr: Any, n: int) -> Dict[str, str]:
     return {_text(ptr[i].key): _text(ptr[i].value) for i in range(n)}
 
 
+def _optional_text(value: Optional[bytes]) -> Optional[str]:
+    return None if value is None else _text(value)
+
+
 def _provisioned(result: int) -> Provisioned:
     n = _ffi.fp_provisioned_device_configuration_len(result)
     config: Dict[str, str] = {}
@@ -656,6 +703,8 @@ def _provisioned(result: int) -> Provisioned:
         private_key_file=_text(_ffi.fp_provisioned_private_key_file(result)),
         metadata_file=_text(_ffi.fp_provisioned_metadata_file(result)),
         reused=bool(_ffi.fp_provisioned_reused(result)),
+        rotated=bool(_ffi.fp_provisioned_rotated(result)),
+        previous_certificate_id=_optional_text(_ffi.fp_provisioned_previous_certificate_id(result)),
         attempts=int(_ffi.fp_provisioned_attempts(result)),
         device_configuration=config,
     )

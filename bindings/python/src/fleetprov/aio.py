@@ -135,6 +135,10 @@ async def provision(
     retry: Optional[RetryPolicy] = None,
     on_progress: Optional[ProgressCallback] = None,
     timeout: Optional[float] = None,
+    rotate_before: Optional[float] = None,
+    rotate_before_percent: Optional[int] = None,
+    rotation_template: Optional[str] = None,
+    rotation_reuse_key: bool = False,
 ) -> Provisioned:
     """``fleetprov.provision()`` for asyncio: the same arguments; ``on_progress`` runs on the
     event loop. See the module's documentation for cancellation and ``timeout``."""
@@ -170,6 +174,10 @@ async def provision(
         force=force,
         retry=retry,
         timeout=timeout,
+        rotate_before=rotate_before,
+        rotate_before_percent=rotate_before_percent,
+        rotation_template=rotation_template,
+        rotation_reuse_key=rotation_reuse_key,
     )
     sink = LoopSink(asyncio.get_running_loop(), on_progress)
     _core.start_provision(config, sink)
