@@ -146,7 +146,9 @@ fn c_test(name: &'static str) -> PathBuf {
     static LIFECYCLE: OnceLock<PathBuf> = OnceLock::new();
     static BAD_INPUT: OnceLock<PathBuf> = OnceLock::new();
     static NETWORK_FAULTS: OnceLock<PathBuf> = OnceLock::new();
+    static PROVISION_CANCEL: OnceLock<PathBuf> = OnceLock::new();
     let cell = match name {
+        "provision_cancel" => &PROVISION_CANCEL,
         "happy_path" => &HAPPY,
         "lifecycle" => &LIFECYCLE,
         "bad_input" => &BAD_INPUT,
@@ -443,7 +445,13 @@ fn c_tests_compile_as_cpp() {
     if Mode::current().skips_header_checks() {
         return;
     }
-    for name in ["happy_path", "lifecycle", "bad_input", "network_faults"] {
+    for name in [
+        "happy_path",
+        "lifecycle",
+        "bad_input",
+        "network_faults",
+        "provision_cancel",
+    ] {
         build_program(
             &format!("{name}_cxx"),
             &[c_tests_dir().join(format!("{name}.c"))],
@@ -517,6 +525,51 @@ fn lifecycle_contract() {
     ] {
         assert!(text.contains(line), "missing {line:?}");
     }
+    drop(silent);
+}
+
+/// fp_provision_start(): a run cancelled at each step (connecting, creating, registering,
+/// saving, verifying) ends with FP_ERR_CANCELLED, its callback once, within 100 ms (scaled
+/// under a memory checker), leaving the previous identity or none; the blocking wait; the
+/// handle's rules. See tests/c/provision_cancel.c.
+#[test]
+fn provision_cancel_at_each_step() {
+    let env = Env::start();
+    let stores = tempfile::tempdir().unwrap();
+    // Accepts TCP connections and never answers: the TLS handshake stays pending.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let exe = c_test("provision_cancel");
+    let mut args = env.conn_args();
+    args.push(stores.path().display().to_string());
+    args.push(silent.local_addr().unwrap().port().to_string());
+    args.push((100 * Mode::current().time_scale()).to_string());
+    let out = run(&exe, &args);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    for step in [
+        "connecting",
+        "creating",
+        "registering",
+        "saving",
+        "verifying",
+    ] {
+        assert!(text.contains(&format!("cancel at {step} #1: ok")), "{text}");
+        assert!(
+            text.contains(&format!("cancel at {step} #1 with an identity: ok")),
+            "{text}"
+        );
+    }
+    for line in [
+        "null arguments: ok",
+        "cancel at connecting #2 with an identity: ok",
+        "cancelled first runs leave no identity: ok",
+        "cancelled forced runs keep the identity: ok",
+        "cancel from another thread while connecting: ok",
+        "free without cancel: ok",
+    ] {
+        assert!(text.contains(line), "missing {line:?}: {text}");
+    }
+    assert!(text.ends_with("provision_cancel: ok\n"), "{text}");
     drop(silent);
 }
 
