@@ -170,6 +170,74 @@ fn demo() -> PathBuf {
 /// Runs a program with a hard time limit (coreutils `timeout`), so a hang fails the test
 /// instead of stalling it; in the checker modes, under the checker, failing on its findings.
 fn run(exe: &Path, args: &[String]) -> Output {
+    let (mut cmd, reports) = command(exe, args);
+    let out = cmd.output().unwrap();
+    finish(exe, args, out, &reports)
+}
+
+/// A program started as [`run`] starts it, with its stdout piped for the caller to read.
+struct Running {
+    child: std::process::Child,
+    reports: tempfile::TempDir,
+}
+
+fn spawn(exe: &Path, args: &[String]) -> Running {
+    let (mut cmd, reports) = command(exe, args);
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    Running { child, reports }
+}
+
+impl Running {
+    /// Reads stdout up to and including the first line containing `needle`; panics if the
+    /// program closes stdout first.
+    fn read_until(&mut self, needle: &str) -> String {
+        use std::io::Read;
+        let stdout = self.child.stdout.as_mut().unwrap();
+        let mut seen = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            let n = stdout.read(&mut byte).unwrap();
+            assert!(
+                n == 1,
+                "stdout ended before {needle:?}: {}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.push(byte[0]);
+            if byte[0] == b'\n'
+                && String::from_utf8_lossy(&seen)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .contains(needle)
+            {
+                return String::from_utf8_lossy(&seen).into_owned();
+            }
+        }
+    }
+
+    /// Sends `signal` to the program (through `timeout` and the checker, which pass it on).
+    fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn finish(self, exe: &Path, args: &[String]) -> Output {
+        let out = self.child.wait_with_output().unwrap();
+        finish(exe, args, out, &self.reports)
+    }
+}
+
+/// The command for `exe` in the current [`Mode`], and the directory for the checker's reports.
+fn command(exe: &Path, args: &[String]) -> (Command, tempfile::TempDir) {
     let mode = Mode::current();
     // Reports of the checkers go to files, so the programs' own stderr stays as asserted.
     let reports = tempfile::tempdir().unwrap();
@@ -202,7 +270,13 @@ fn run(exe: &Path, args: &[String]) -> Output {
                 ));
         }
     }
-    let out = cmd.arg(exe).args(args).output().unwrap();
+    cmd.arg(exe).args(args);
+    (cmd, reports)
+}
+
+/// Logs a finished run and fails on the checker's findings.
+fn finish(exe: &Path, args: &[String], out: Output, reports: &tempfile::TempDir) -> Output {
+    let mode = Mode::current();
     eprintln!(
         "$ {} {}\n--- stdout\n{}--- stderr\n{}--- status {:?}",
         exe.display(),
@@ -823,6 +897,62 @@ fn store_file(dir: &Path, prefix: &str) -> PathBuf {
         .collect();
     assert_eq!(found.len(), 1, "{found:?}");
     found.into_iter().next().unwrap()
+}
+
+/// Ctrl-C with `--output_dir`: SIGINT at a step (the test waits for the demo's line for it;
+/// the emulator's fault keeps the run there) cancels the run through its handle: exit 8, the
+/// reason on stderr, the previous identity or none.
+#[test]
+fn demo_sigint_cancels_and_keeps_the_previous_identity_or_none() {
+    const SIGINT: i32 = 2;
+    const SIGTERM: i32 = 15;
+    let env = Env::start();
+    let exe = demo();
+    let work = tempfile::tempdir().unwrap();
+    let out_dir = work.path().join("identity");
+    let mut args = env.demo_args();
+    args.extend(strings(&[
+        "--template_name",
+        "FleetTemplate",
+        "--template_parameters",
+        r#"{"SerialNumber":"8","DeviceLocation":"Seattle"}"#,
+        "--output_dir",
+        out_dir.to_str().unwrap(),
+    ]));
+    let interrupted = |args: &[String], step: &str, signal: i32, name: &str| {
+        let mut demo = spawn(&exe, args);
+        let before = demo.read_until(&format!("] {step} ("));
+        demo.signal(signal);
+        let out = demo.finish(&exe, args);
+        let (text, err) = (before + &stdout(&out), stderr(&out));
+        assert_eq!(out.status.code(), Some(8), "{text}{err}");
+        assert!(
+            err.contains(&format!("interrupted by {name}: provisioning cancelled")),
+            "{err}"
+        );
+        assert!(!text.contains("Thing: "), "{text}");
+    };
+
+    // A first run, held at the create call (the service never answers): no identity after.
+    env.emulator.set_fault(Fault::Silent);
+    interrupted(&args, "creating", SIGINT, "SIGINT");
+    assert!(!out_dir.join("identity.json").exists());
+
+    env.emulator.set_fault(Fault::None);
+    let first = run(&exe, &args);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let cert = store_file(&out_dir, "certificate-");
+
+    // A forced run, held connecting (no CONNACK): the identity stays, and is reused after.
+    let mut forced = args.clone();
+    forced.push("--force".into());
+    env.emulator.set_fault(Fault::NoConnack);
+    interrupted(&forced, "connecting", SIGTERM, "SIGTERM");
+    env.emulator.set_fault(Fault::None);
+    assert_eq!(store_file(&out_dir, "certificate-"), cert);
+    let again = run(&exe, &args);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert!(stdout(&again).contains("Reused the stored identity"));
 }
 
 #[test]
