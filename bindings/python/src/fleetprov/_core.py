@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Set, Tuple, Union
 
 from . import _codes, _ffi
 from ._errorbase import FleetprovError
@@ -551,6 +551,7 @@ class ProvisionRun:
 
     def ended(self) -> None:
         """The final callback has run: the handle is released."""
+        live_runs.discard(self)
         with self._lock:
             self._ended = True
             if self._op is not None:
@@ -644,6 +645,8 @@ _registry_lock = threading.Lock()
 _keys = itertools.count(1)
 _running = threading.Condition()
 _running_provisions = 0
+#: Provision runs whose final callback has not run yet.
+live_runs: "Set[ProvisionRun]" = set()
 
 
 def register(state: object) -> int:
@@ -834,6 +837,7 @@ def start_provision(config: ProvisionConfig, sink: Sink) -> ProvisionRun:
     opts = config.build()
     run = ProvisionRun()
     sink.run = run
+    live_runs.add(run)
     key = register(sink)
     out = ctypes.c_void_p()
     try:
@@ -847,6 +851,7 @@ def start_provision(config: ProvisionConfig, sink: Sink) -> ProvisionRun:
         with _running:
             _running_provisions -= 1
             _running.notify_all()
+        live_runs.discard(run)
         check(rc, "cannot start provisioning")
     run.started(out.value)
     return run
@@ -982,8 +987,8 @@ def sync_log_level() -> None:
 
 def _at_exit() -> None:
     """The library's threads must not call into an interpreter that is going away: stop the
-    log callback, and wait for provision runs whose results were abandoned (cancelled or
-    timed out) to end; each ends by its deadline at the latest."""
+    log callback, cancel provision runs still going, and wait for them to end (a cancelled
+    run ends within milliseconds)."""
     global _installed_level
     with _log_lock:
         _ffi.fp_set_log_callback(_ffi.LOG_CB(), None, None, _codes.FP_LOG_NONE)
@@ -992,13 +997,10 @@ def _at_exit() -> None:
         client.close()
     for signer in list(live_signers):
         signer.close()
+    # Nothing will read the outcome of a run still going: cancel it, so it ends at once.
+    for run in list(live_runs):
+        run.cancel()
     with _running:
-        if _running_provisions > 0:
-            logger.warning(
-                "fleetprov: waiting at exit for %d abandoned provision run(s) to end (each ends "
-                "by its deadline at the latest)",
-                _running_provisions,
-            )
         while _running_provisions > 0:
             _running.wait()
 
