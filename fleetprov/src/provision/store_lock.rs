@@ -44,3 +44,54 @@ pub(super) async fn locked<T: Send + 'static>(
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+
+    #[test]
+    fn one_lock_per_directory() {
+        let (a, b) = (Path::new("/tmp/store-a"), Path::new("/tmp/store-b"));
+        let la = lock_for(a);
+        assert!(Arc::ptr_eq(&la, &lock_for(a)));
+        assert!(!Arc::ptr_eq(&la, &lock_for(b)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn work_of_a_dropped_run_holds_the_directory_until_it_ends() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = IdentityStore::open(tmp.path()).unwrap();
+        let lock = lock_for(tmp.path());
+        let (entered_tx, entered_rx) = mpsc::channel::<()>();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let done = Arc::new(AtomicBool::new(false));
+        let d = Arc::clone(&done);
+        let mut first = Box::pin(locked(&lock, &store, move |_| {
+            entered_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            d.store(true, Ordering::SeqCst);
+            Ok(())
+        }));
+        // Poll it until its work runs on the blocking pool, then drop it, as a cancel would.
+        let entered = tokio::task::spawn_blocking(move || entered_rx.recv().unwrap());
+        tokio::select! {
+            biased;
+            r = entered => r.unwrap(),
+            _ = &mut first => panic!("the work ended before it was let go"),
+        }
+        drop(first);
+        // The work goes on and still holds the directory: the next run's lock is the same one,
+        // and taken.
+        let next = lock_for(tmp.path());
+        assert!(Arc::ptr_eq(&lock, &next));
+        assert!(next.try_lock().is_err());
+        go_tx.send(()).unwrap();
+        let d = Arc::clone(&done);
+        let saw_it_done = locked(&next, &store, move |_| Ok(d.load(Ordering::SeqCst)))
+            .await
+            .unwrap();
+        assert!(saw_it_done);
+    }
+}
