@@ -10,6 +10,10 @@
  *   setters (template parameters, key type, ...);
  *   fp_provision(options, progress, callback, user_data): `callback` gets an ::fp_provisioned
  *   (thing name, certificate and key files) or an ::fp_error, once.
+ * Or fp_provision_start(options, progress, callback, user_data, &op) for a handle:
+ * fp_provision_wait(op, &identity, &error) blocks for the answer (no callback needed),
+ * fp_provision_cancel(op) stops the run (FP_ERR_CANCELLED; the store keeps its previous
+ * identity, or none), fp_provision_op_free(op) releases it.
  *
  * The three operations one by one, for programs that drive the flow themselves:
  * fp_client_new() from the options, fp_client_connect(), fp_create_keys() or
