@@ -135,6 +135,10 @@ type provisionRun struct {
 	mu       sync.Mutex
 	progress func(Step, int, time.Duration, string) // nil once Provision has returned
 	done     chan outcome[*Provisioned]             // room for the one result
+	ctx      context.Context
+	// op is written by fp_provision_start before the run starts, so the progress callback
+	// can cancel it.
+	op *C.fp_provision_op
 }
 
 //export fpgoProvisionProgress
@@ -145,6 +149,10 @@ func fpgoProvisionProgress(h C.uintptr_t, step C.int, attempt C.uint32_t, delayM
 	defer run.mu.Unlock()
 	if run.progress != nil {
 		run.progress(Step(step), int(attempt), time.Duration(delayMs)*time.Millisecond, d)
+	}
+	if run.ctx.Err() != nil {
+		// Ended during the step (by OnProgress itself, say): the run stops before the next.
+		C.fp_provision_cancel(run.op)
 	}
 }
 
@@ -329,14 +337,12 @@ func provisionOptions(ctx context.Context, opts *ProvisionOptions) (po *C.fp_pro
 // Failures are *Error values (Op "Provision"); a service rejection has Code ErrRejected and
 // AWS's StatusCode, ErrorCode and ErrorMessage.
 //
-// Cancellation: the C API cannot stop a running fp_provision() yet. When ctx ends first,
-// Provision returns ctx.Err() at once, OnProgress is no longer called, and the run goes on
-// in the background until it finishes or reaches its deadline (Deadline, default 5 minutes;
-// a context deadline earlier than that becomes the run's deadline, so with
-// context.WithTimeout the run ends when the context does). When that deadline passes, the
-// error satisfies errors.Is(err, context.DeadlineExceeded): ctx.Err() itself, or the
-// library's ErrTimeout if it reported first. A run cancelled this way may still
-// complete and store an identity, which the next Provision with the same StoreDir reuses.
+// Cancellation: when ctx ends first, the run is cancelled (fp_provision_cancel): it ends
+// within milliseconds, closing its connections, and the store keeps the identity it held
+// before, or none. Provision then returns an *Error with Code ErrCancelled that satisfies
+// errors.Is(err, ctx.Err()) (context.Canceled or context.DeadlineExceeded), and OnProgress
+// is no longer called. A run that had already finished returns its result as usual. A
+// context deadline earlier than Deadline also becomes the run's own deadline.
 func Provision(ctx context.Context, opts ProvisionOptions) (*Provisioned, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -345,36 +351,37 @@ func Provision(ctx context.Context, opts ProvisionOptions) (*Provisioned, error)
 	if err != nil {
 		return nil, err
 	}
-	defer C.fp_provision_options_free(po) // fp_provision copies it
-	run := &provisionRun{progress: opts.OnProgress, done: make(chan outcome[*Provisioned], 1)}
+	defer C.fp_provision_options_free(po) // fp_provision_start copies it
+	run := &provisionRun{progress: opts.OnProgress, done: make(chan outcome[*Provisioned], 1), ctx: ctx}
 	h := newHandle(run)
-	if err := resultError(opProvision, C.fpgo_provision(po, C.uintptr_t(h))); err != nil {
+	if err := resultError(opProvision, C.fpgo_provision_start(po, C.uintptr_t(h), &run.op)); err != nil {
 		deleteHandle(h) // its callbacks will never run
 		return nil, err
 	}
+	op := run.op
+	// Freed once the final callback has run: every path below waits for it.
+	defer C.fp_provision_op_free(op)
+	var o outcome[*Provisioned]
 	select {
-	case o := <-run.done:
-		if o.err != nil {
-			if fromCtx && o.err.Code == ErrTimeout {
-				// The library's deadline was the context's, and may pass just before the
-				// context reports it.
-				o.err.cause = context.DeadlineExceeded
-			}
-			return nil, o.err
+	case o = <-run.done:
+		if o.err != nil && fromCtx && o.err.Code == ErrTimeout {
+			// The library's deadline was the context's, and may pass just before the
+			// context reports it.
+			o.err.cause = context.DeadlineExceeded
 		}
-		return o.value, nil
 	case <-ctx.Done():
 		run.mu.Lock()
 		run.progress = nil
 		run.mu.Unlock()
-		// A result that arrived meanwhile is not thrown away: its identity is stored.
-		select {
-		case o := <-run.done:
-			if o.err == nil {
-				return o.value, nil
-			}
-		default:
+		C.fp_provision_cancel(op)
+		o = <-run.done // promptly: a cancelled run ends within milliseconds
+		if o.err != nil && (o.err.Code == ErrCancelled || o.err.Code == ErrTimeout) {
+			o.err.Code = ErrCancelled
+			o.err.cause = ctx.Err()
 		}
-		return nil, ctx.Err()
 	}
+	if o.err != nil {
+		return nil, o.err
+	}
+	return o.value, nil
 }

@@ -233,15 +233,16 @@ func TestProvisionCBOR(t *testing.T) {
 	waitHandles(t, 5*time.Second)
 }
 
-// Cancelling the context returns at once; the run goes on to its deadline in the background
-// and releases its handle then.
+// Cancelling the context cancels the run (fp_provision_cancel): Provision returns ErrCancelled
+// wrapping context.Canceled at once, and the run has ended (its handle released).
 func TestProvisionCancel(t *testing.T) {
 	e := startEmulator(t)
 	l := newLink(t, e.port)
 	l.stalled.Store(true) // TCP is accepted, the TLS handshake never arrives
 	opts := provisionOpts(e, t.TempDir(), "go-cancel")
 	opts.Claim.Port = l.port
-	opts.Deadline = 2 * time.Second
+	opts.Deadline = time.Hour
+	opts.Claim.ConnectTimeout = time.Hour
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var mu sync.Mutex
@@ -262,21 +263,54 @@ func TestProvisionCancel(t *testing.T) {
 	mu.Lock()
 	returned = true
 	mu.Unlock()
-	if err != context.Canceled {
-		t.Fatalf("want context.Canceled, got %v", err)
+	var fe *Error
+	if !errors.As(err, &fe) || fe.Code != ErrCancelled || !errors.Is(err, context.Canceled) {
+		t.Fatalf("want ErrCancelled wrapping context.Canceled, got %v", err)
 	}
 	if d := time.Since(t0); d > time.Second {
 		t.Fatalf("returned after %v", d)
 	}
-	if liveHandles.Load() == 0 {
-		t.Fatal("the run's handle is gone before the run ended")
-	}
-	waitHandles(t, 20*time.Second) // the 2 s deadline ends the run
+	// The run has ended: with an hour-long deadline, only the cancellation could end it.
+	waitHandles(t, 2*time.Second)
 	mu.Lock()
 	defer mu.Unlock()
 	if lateProgress != 0 {
 		t.Fatalf("OnProgress called %d times after Provision returned", lateProgress)
 	}
+}
+
+// A forced run cancelled at each step keeps the stored identity, which the next run reuses.
+func TestProvisionCancelKeepsTheIdentity(t *testing.T) {
+	e := startEmulator(t)
+	store := filepath.Join(t.TempDir(), "identity")
+	first, err := Provision(context.Background(), provisionOpts(e, store, "go-keep"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, at := range []Step{StepConnecting, StepCreating, StepRegistering, StepSaving, StepVerifying} {
+		ctx, cancel := context.WithCancel(context.Background())
+		opts := provisionOpts(e, store, "go-keep")
+		opts.Force = true
+		opts.OnProgress = func(step Step, attempt int, delay time.Duration, detail string) {
+			if step == at {
+				cancel()
+			}
+		}
+		_, err := Provision(ctx, opts)
+		cancel()
+		var fe *Error
+		if !errors.As(err, &fe) || fe.Code != ErrCancelled || !errors.Is(err, context.Canceled) {
+			t.Fatalf("%v: want ErrCancelled, got %v", at, err)
+		}
+		again, err := Provision(context.Background(), provisionOpts(e, store, "go-keep"))
+		if err != nil {
+			t.Fatalf("%v: %v", at, err)
+		}
+		if !again.Reused || again.CertificateID != first.CertificateID {
+			t.Fatalf("%v: the identity was not kept: %+v", at, again)
+		}
+	}
+	waitHandles(t, 5*time.Second)
 }
 
 // A context deadline earlier than the run's becomes the run's: the library ends then too.

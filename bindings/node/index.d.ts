@@ -197,9 +197,9 @@ export interface ProgressEvent {
 
 /** Options of the provision() call itself. */
 export interface ProvisionCallOptions {
-  /** Aborting rejects the call at once with an AbortError. The C API cannot stop a running
-   * provisioning yet: it goes on in the background until it finishes or reaches its deadline
-   * (`deadlineMs`), and may still store an identity that the next call reuses. */
+  /** Aborting cancels the run (fp_provision_cancel): it ends within milliseconds, the store
+   * keeps the identity it held before (or none), and the call rejects with an AbortError
+   * (a run that had already finished resolves as usual). */
   signal?: AbortSignal;
   /** Receives the steps in order (not after an abort); exceptions it throws are ignored. */
   onProgress?: (event: ProgressEvent) => void;

@@ -14,14 +14,12 @@ use super::handle::{check_out, Castable};
 use super::operations::fp_key_value;
 use super::options::fp_client_options;
 use super::panic::caught;
-use super::runtime;
 use super::strings::{nonempty_str_arg, str_arg};
-use fleetprov_core::client::CatchUnwind;
 use fleetprov_core::client::PrivateKey;
 use fleetprov_core::keygen::{CsrSubject, KeyType};
 use fleetprov_core::protocol::{parse_template_parameters, TemplateName};
 use fleetprov_core::provision::{
-    provision, KeySource, Progress, ProgressFuture, ProvisionOptions, RotateBefore, Step,
+    KeySource, Progress, ProgressFuture, ProvisionOptions, RotateBefore, Step,
 };
 
 /// What fp_provision() does, set one setting at a time.
@@ -90,6 +88,28 @@ impl From<Step> for fp_provision_step {
     }
 }
 
+/// Names a step: "connecting", "creating", "registering", "saving", "verifying",
+/// "retry scheduled", "reusing"; "unknown step" for a value outside ::fp_provision_step. A
+/// static string, never NULL, never freed. Callable from any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_provision_step_str(step: c_int) -> *const c_char {
+    ffi_panic_boundary! {
+        use fp_provision_step::*;
+        let name: &'static std::ffi::CStr = match step {
+            s if s == FP_STEP_CONNECTING as c_int => c"connecting",
+            s if s == FP_STEP_CREATING as c_int => c"creating",
+            s if s == FP_STEP_REGISTERING as c_int => c"registering",
+            s if s == FP_STEP_SAVING as c_int => c"saving",
+            s if s == FP_STEP_VERIFYING as c_int => c"verifying",
+            s if s == FP_STEP_RETRY_SCHEDULED as c_int => c"retry scheduled",
+            s if s == FP_STEP_REUSING as c_int => c"reusing",
+            s if s == FP_STEP_ROTATING as c_int => c"rotating",
+            _ => c"unknown step",
+        };
+        name.as_ptr()
+    }
+}
+
 /// Receives fp_provision()'s progress, in order, one event at a time; the next step starts
 /// only once it returns (so keep it short). `attempt` counts from 1; `delay_ms` is non-zero
 /// only for `FP_STEP_RETRY_SCHEDULED`; `detail` (never NULL, never key material) is borrowed
@@ -116,8 +136,9 @@ pub type fp_provision_callback = Option<
     ),
 >;
 
-/// A verified identity, handed to the ::fp_provision_callback. Borrowed: valid only while
-/// that callback runs, as is every string its accessors return.
+/// A verified identity, handed to the ::fp_provision_callback or given by
+/// fp_provision_wait(). Borrowed: valid only while that callback runs, or until the
+/// ::fp_provision_op it came from is freed, as is every string its accessors return.
 pub struct fp_provisioned {
     thing_name: CString,
     certificate_id: CString,
@@ -137,9 +158,10 @@ impl Castable for fp_provision_options {}
 impl Castable for fp_provisioned {}
 
 /// The progress callback's function.
-type ProgressFn = unsafe extern "C" fn(*mut c_void, fp_provision_step, u32, u64, *const c_char);
+pub(crate) type ProgressFn =
+    unsafe extern "C" fn(*mut c_void, fp_provision_step, u32, u64, *const c_char);
 /// The final callback's function.
-type DoneFn = unsafe extern "C" fn(*mut c_void, *const fp_provisioned, *const fp_error);
+pub(crate) type DoneFn = unsafe extern "C" fn(*mut c_void, *const fp_provisioned, *const fp_error);
 
 fn with_options(
     options: *mut fp_provision_options,
@@ -466,12 +488,20 @@ pub extern "C" fn fp_provision_options_set_rotation_reuse_key(
     }
 }
 
-fn progress_sink(callback: Arc<Callback<ProgressFn>>) -> fleetprov_core::provision::ProgressSink {
+/// The progress callback as the core's sink. Each call holds `gate` while it runs, so the final
+/// callback (which takes it too) never overlaps a progress call still running after the run
+/// was cancelled.
+pub(crate) fn progress_sink(
+    callback: Arc<Callback<ProgressFn>>,
+    gate: Arc<std::sync::Mutex<()>>,
+) -> fleetprov_core::provision::ProgressSink {
     Arc::new(move |p: Progress| -> ProgressFuture {
         let callback = Arc::clone(&callback);
+        let gate = Arc::clone(&gate);
         Box::pin(async move {
             // On the blocking pool: a slow callback holds its own thread, not the I/O thread.
             let _ = tokio::task::spawn_blocking(move || {
+                let _gate = gate.lock().unwrap_or_else(|e| e.into_inner());
                 let detail = super::error::lossy_cstring(&p.detail);
                 let delay = u64::try_from(p.delay.as_millis()).unwrap_or(u64::MAX);
                 callback.invoke(|call, user_data| {
@@ -516,8 +546,8 @@ fn path_cstring(p: &std::path::Path) -> CString {
 /// `FP_ERR_NULL_ARGUMENT` (`options` or `callback` NULL), `FP_ERR_INVALID_ARGUMENT` (options
 /// that cannot work) or `FP_ERR_INTERNAL` (the library's thread cannot start).
 ///
-/// Nothing cancels a running fp_provision(): it ends by its deadline at the latest. A program
-/// that exits meanwhile should wait for the callback first.
+/// This form gives no handle: it ends by its deadline at the latest. To cancel a run, or to
+/// wait for it without a callback, start it with fp_provision_start() instead.
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_provision(
     options: *const fp_provision_options,
@@ -526,39 +556,36 @@ pub extern "C" fn fp_provision(
     user_data: *mut c_void,
 ) -> fp_result {
     ffi_result! {
-        // SAFETY: NULL or a live handle from fp_provision_options_new(), per the header.
-        let options = unsafe { fp_provision_options::try_ref(options) }?;
-        let callback = Callback::unreleased(callback.ok_or(FP_ERR_NULL_ARGUMENT)?, user_data);
-        let mut opts = options.inner.clone();
-        opts.progress = progress
-            .map(|p| progress_sink(Arc::new(Callback::unreleased(p, user_data))));
-        let opts = opts.check().map_err(|e| logged(&e))?;
-        let guard = runtime::acquire().map_err(|_| FP_ERR_INTERNAL)?;
-        // Process exit waits (bounded) for the release below, as for a client freed from
-        // its own callback.
-        runtime::deferred_release_started();
-        let handle = guard.handle().clone();
-        handle.spawn(async move {
-            // A panic in the core becomes an error, not a lost callback.
-            let result = match CatchUnwind(provision(opts)).await {
-                Ok(r) => r.map_err(fp_error::from),
-                Err(()) => Err(fp_error::new(
-                    FP_ERR_PANIC,
-                    "the library panicked while provisioning",
-                )),
-            };
-            let _ = tokio::task::spawn_blocking(move || deliver(callback, result)).await;
-            drop(guard);
-            runtime::deferred_release_finished();
-        });
-        Ok(())
+        let callback = callback.ok_or(FP_ERR_NULL_ARGUMENT)?;
+        super::provision_op::start(options, progress, Some(callback), user_data, |_| {})
     }
 }
 
-fn deliver(
-    callback: Callback<DoneFn>,
+/// Checks `options` and copies them for a run with these callbacks.
+pub(crate) fn run_options(
+    options: *const fp_provision_options,
+    progress: fp_provision_progress_callback,
+    user_data: *mut c_void,
+    gate: &Arc<std::sync::Mutex<()>>,
+) -> Result<ProvisionOptions, fp_result> {
+    // SAFETY: NULL or a live handle from fp_provision_options_new(), per the header.
+    let options = unsafe { fp_provision_options::try_ref(options) }?;
+    let mut opts = options.inner.clone();
+    opts.progress = progress.map(|p| {
+        progress_sink(
+            Arc::new(Callback::unreleased(p, user_data)),
+            Arc::clone(gate),
+        )
+    });
+    Ok(opts)
+}
+
+/// Builds the result, hands it to `callback` (if any) and returns it, for
+/// fp_provision_wait().
+pub(crate) fn deliver(
+    callback: Option<Callback<DoneFn>>,
     result: Result<fleetprov_core::provision::Provisioned, fp_error>,
-) {
+) -> Result<fp_provisioned, fp_error> {
     let owned = caught("preparing the result", || {
         result.map(|p| {
             let configuration: Vec<(CString, CString)> = p
@@ -603,14 +630,18 @@ fn deliver(
         Ok(r) => (r as *const fp_provisioned, std::ptr::null()),
         Err(e) => (std::ptr::null(), e as *const fp_error),
     };
-    callback.invoke(|call, user_data| {
-        // SAFETY: callback and user_data were supplied together by the C caller; `owned`
-        // lives until after the call.
-        unsafe { call(user_data, r, e) }
-    });
+    if let Some(callback) = callback {
+        callback.invoke(|call, user_data| {
+            // SAFETY: callback and user_data were supplied together by the C caller; `owned`
+            // lives until after the call.
+            unsafe { call(user_data, r, e) }
+        });
+    }
+    owned
 }
 
-/// The result handed to the callback, which is running; `None` for NULL.
+/// The result handed to the callback, which is running (or kept by its operation); `None` for
+/// NULL.
 fn provisioned<'a>(result: *const fp_provisioned) -> Option<&'a fp_provisioned> {
     // SAFETY: NULL or the pointer handed to the callback, which is running, per the header.
     unsafe { fp_provisioned::try_ref(result) }.ok()

@@ -45,6 +45,7 @@ function load(handlers) {
   koffi.opaque('fp_error');
   koffi.opaque('fp_provision_options');
   koffi.opaque('fp_provisioned');
+  koffi.opaque('fp_provision_op');
   koffi.struct('fp_create_keys_response', {
     certificate_id: 'const char *',
     certificate_pem: 'const char *',
@@ -156,9 +157,11 @@ function load(handlers) {
       rotationTemplate: f('int fp_provision_options_set_rotation_template(fp_provision_options *o, const char *v)'),
       rotationReuseKey: f('int fp_provision_options_set_rotation_reuse_key(fp_provision_options *o, int v)'),
     },
-    provision: f(
-      'int fp_provision(const fp_provision_options *o, fp_provision_progress_callback *progress, fp_provision_callback *cb, intptr_t id)',
+    provisionStart: f(
+      'int fp_provision_start(const fp_provision_options *o, fp_provision_progress_callback *progress, fp_provision_callback *cb, intptr_t id, _Out_ fp_provision_op **out)',
     ),
+    provisionCancel: f('int fp_provision_cancel(const fp_provision_op *op)'),
+    provisionOpFree: f('void fp_provision_op_free(fp_provision_op *op)'),
     provisioned: {
       thingName: f('const char *fp_provisioned_thing_name(const fp_provisioned *r)'),
       certificateId: f('const char *fp_provisioned_certificate_id(const fp_provisioned *r)'),

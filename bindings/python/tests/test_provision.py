@@ -188,3 +188,30 @@ def test_sync_timeout(emulator: Emulator, silent_server: int, tmp_path: Path) ->
     assert isinstance(info.value, TimeoutError)
     # The library's own deadline ended the run: its message names the step.
     assert "deadline" in str(info.value) and "connecting (claim)" in str(info.value)
+
+
+def test_sync_exception_from_on_progress_cancels_the_run(
+    emulator: Emulator, silent_server: int, tmp_path: Path
+) -> None:
+    """An exception out of the wait (here from on_progress; Ctrl-C's KeyboardInterrupt takes
+    the same path) cancels the run: it ends at once despite its hour-long deadline."""
+    import time
+
+    from test_async import wait_for_background_runs
+
+    class Stop(Exception):
+        pass
+
+    def stop(event: fleetprov.Progress) -> None:
+        raise Stop(event.step.name)
+
+    with pytest.raises(Stop):
+        fleetprov.provision(
+            **emulator.claim(port=silent_server), template_name="FleetTemplate",
+            output_dir=tmp_path / "s", on_progress=stop,
+            retry=fleetprov.RetryPolicy(deadline=3600.0), connect_timeout=3600.0,
+        )
+    t0 = time.monotonic()
+    wait_for_background_runs(2)
+    assert time.monotonic() - t0 < 2
+    assert not (tmp_path / "s" / "identity.json").exists()

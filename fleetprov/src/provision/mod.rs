@@ -21,6 +21,9 @@
 //! (timeout, lost connection) the token may have been spent, so the next attempt starts again
 //! from the create call. At most one CONNECT per second per client id, as AWS IoT allows.
 //!
+//! Dropping the future returned by [`provision`] cancels the run, leaving the previous
+//! identity or none (see its "Cancellation" section).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), fleetprov::Error> {
 //! use fleetprov::client::{ClientOptions, Credentials, Pem};
@@ -44,6 +47,7 @@ pub mod store;
 mod options;
 mod retry;
 mod run;
+mod store_lock;
 
 use std::collections::BTreeMap;
 
@@ -89,6 +93,34 @@ pub struct Provisioned {
 /// retryable one once the attempts or the deadline are used up, its message then saying so).
 ///
 /// Takes [`ProvisionOptions`] (checked here) or [`CheckedProvisionOptions`] (checked before).
+///
+/// # Cancellation
+///
+/// Dropping the future cancels the run, at any step; wrap it in `tokio::time::timeout` or a
+/// `select!` to bound or stop it. What a drop leaves:
+///
+/// - the store holds the identity it held before, or none, never a mixture:
+///   `identity.json`, the commit point, is written only after the new identity was verified.
+///   Certificate and key files already written for the new identity (dropped while
+///   [`Step::Verifying`]) are not named by `identity.json`; the next run removes them. Store
+///   work already running on the blocking pool (a write, or the commit itself) cannot be
+///   interrupted and finishes in the background; the next run in this process on the same
+///   directory waits for it, so it sees the old identity or the new one, whole.
+/// - connections close: the claim or device connection, and one being made, are dropped with
+///   the future (no DISCONNECT is sent; the broker sees the TCP connection close).
+/// - the service may have issued a certificate (dropped after [`Step::Creating`]) or
+///   registered a thing (after [`Step::Registering`]) that no device will hold.
+///
+/// ```no_run
+/// # async fn demo(opts: fleetprov::provision::ProvisionOptions) {
+/// use std::time::Duration;
+/// match tokio::time::timeout(Duration::from_secs(30), fleetprov::provision::provision(opts)).await {
+///     Ok(Ok(identity)) => println!("{}", identity.thing_name),
+///     Ok(Err(e)) => eprintln!("failed: {e}"),
+///     Err(_) => eprintln!("stopped after 30 s; the previous identity, if any, is intact"),
+/// }
+/// # }
+/// ```
 pub async fn provision<O>(opts: O) -> Result<Provisioned, Error>
 where
     O: TryInto<CheckedProvisionOptions>,

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use zeroize::Zeroizing;
 
-use super::{blocking, Run};
+use super::{blocking, locked, Run};
 use crate::client::Pem;
 use crate::error::{Error, ErrorKind};
 use crate::keygen;
@@ -199,11 +199,10 @@ impl Run {
         )
         .await;
         let staged = {
-            let store = store.clone();
             let id = created.certificate_id.clone();
             let cert = created.certificate_pem.clone();
             let key = created.private_key_pem.clone();
-            blocking(move || store.stage(&id, &cert, &key)).await
+            locked(&self.lock, &store, move |s| s.stage(&id, &cert, &key)).await
         };
         drop(created.private_key_pem);
         let staged = match staged {
@@ -240,7 +239,7 @@ impl Run {
             provisioned_at: 0,
             not_after: 0,
         };
-        let stored = blocking(move || store.commit(&staged, metadata)).await?;
+        let stored = locked(&self.lock, &store, move |s| s.commit(&staged, metadata)).await?;
         fp_log!(
             Level::Info,
             "rotated {}: certificate {} replaces {} (deactivate the old one once the device \

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use zeroize::Zeroizing;
@@ -12,6 +13,7 @@ use super::retry::{
     claim_verdict, connection_verdict, deadline_error, jitter, plan_retry, Verdict,
 };
 use super::store::{self, Found, IdentityStore, Metadata, StoredFiles};
+use super::store_lock::{self, locked};
 use super::Provisioned;
 use crate::client::{CheckedClientOptions, Client, ClientOptions, Pem};
 use crate::error::{Error, ErrorKind};
@@ -31,27 +33,40 @@ pub(super) async fn run(opts: CheckedProvisionOptions) -> Result<Provisioned, Er
         attempt: 1,
         last_connect: HashMap::new(),
         caller: "claim",
+        lock: store_lock::lock_for(&opts.store_dir),
         opts,
     };
-    let dir = run.opts.store_dir.clone();
-    let store = blocking(move || IdentityStore::open(dir)).await?;
-    if !run.opts.force {
-        let (s, endpoint) = (store.clone(), run.opts.claim.endpoint.clone());
-        match blocking(move || s.load(&endpoint)).await? {
-            Found::Usable(identity) => return run.reuse_or_rotate(store, *identity).await,
-            Found::Unusable(why) => fp_log!(
-                Level::Warn,
-                "identity store {}: not reusing the stored identity: {why}",
-                store.dir().display()
-            ),
-            Found::Nothing => {}
-        }
+    let (dir, endpoint, force) = (
+        run.opts.store_dir.clone(),
+        run.opts.claim.endpoint.clone(),
+        run.opts.force,
+    );
+    let held = Arc::clone(&run.lock);
+    let (store, found) = blocking(move || {
+        let _held = held.lock().unwrap_or_else(|e| e.into_inner());
+        let store = IdentityStore::open(dir)?;
+        let found = if force {
+            None
+        } else {
+            Some(store.load(&endpoint)?)
+        };
+        Ok((store, found))
+    })
+    .await?;
+    match found {
+        Some(Found::Usable(identity)) => return run.reuse_or_rotate(store, *identity).await,
+        Some(Found::Unusable(why)) => fp_log!(
+            Level::Warn,
+            "identity store {}: not reusing the stored identity: {why}",
+            store.dir().display()
+        ),
+        Some(Found::Nothing) | None => {}
     }
     run.provision_new(store).await
 }
 
 /// Runs blocking work (file I/O, key generation) off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
     tokio::task::spawn_blocking(f)
@@ -82,6 +97,8 @@ struct Run {
     last_connect: HashMap<String, Instant>,
     /// Who connects for the create and register half: "claim", or "device" when rotating.
     caller: &'static str,
+    /// The store directory's lock (see [`store_lock`]), held around each piece of store work.
+    lock: Arc<Mutex<()>>,
 }
 
 impl Run {
@@ -226,11 +243,10 @@ impl Run {
         )
         .await;
         let staged = {
-            let store = store.clone();
             let id = created.certificate_id.clone();
             let cert = created.certificate_pem.clone();
             let key = created.private_key_pem.clone();
-            blocking(move || store.stage(&id, &cert, &key)).await?
+            locked(&self.lock, &store, move |s| s.stage(&id, &cert, &key)).await?
         };
         drop(created.private_key_pem);
         let client_id = self
@@ -254,7 +270,7 @@ impl Run {
             provisioned_at: 0,
             not_after: 0,
         };
-        let stored = blocking(move || store.commit(&staged, metadata)).await?;
+        let stored = locked(&self.lock, &store, move |s| s.commit(&staged, metadata)).await?;
         fp_log!(
             Level::Info,
             "provisioned {} (certificate {}) after {} attempt(s)",

@@ -92,6 +92,11 @@ def provision(
     the step it was in (fleetprov raises its own if the library has not answered within
     half a second more).
 
+    Cancellation: anything that ends the wait early (``KeyboardInterrupt`` from Ctrl-C, an
+    exception raised by ``on_progress``, fleetprov's own timeout) cancels the run
+    (``fp_provision_cancel()``) before it propagates: the run ends within milliseconds and
+    the store keeps the identity it held before, or none.
+
     Returns a ``Provisioned``; raises a ``FleetprovError`` subclass: ``RejectedError`` with
     AWS's fields, ``TlsError``, ``StoreError``, ``IoError`` for an unreadable file, ...
     """
@@ -133,8 +138,14 @@ def provision(
         rotation_reuse_key=rotation_reuse_key,
     )
     sink = QueueSink()
-    _core.start_provision(config, sink)
-    result = sink.wait(config.wait_limit, on_progress, "provision()")
+    run = _core.start_provision(config, sink)
+    try:
+        result = sink.wait(config.wait_limit, on_progress, "provision()")
+    except BaseException:
+        # KeyboardInterrupt (Ctrl-C), an exception from on_progress, or fleetprov's own
+        # timeout: the run is cancelled, not left running.
+        run.cancel()
+        raise
     assert isinstance(result, Provisioned)
     return result
 

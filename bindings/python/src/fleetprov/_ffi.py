@@ -206,7 +206,9 @@ fp_provision_options_set_rotation_template = _fn(
 fp_provision_options_set_rotation_reuse_key = _fn(
     "fp_provision_options_set_rotation_reuse_key", c_int, P, c_int
 )
-fp_provision = _fn("fp_provision", c_int, P, PROGRESS_CB, PROVISION_CB, P)
+fp_provision_start = _fn("fp_provision_start", c_int, P, PROGRESS_CB, PROVISION_CB, P, PP)
+fp_provision_cancel = _fn("fp_provision_cancel", c_int, P)
+fp_provision_op_free = _fn("fp_provision_op_free", None, P)
 
 fp_provisioned_thing_name = _fn("fp_provisioned_thing_name", c_char_p, P)
 fp_provisioned_certificate_id = _fn("fp_provisioned_certificate_id", c_char_p, P)
