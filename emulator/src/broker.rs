@@ -97,8 +97,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
         &self,
         _cert_der: &[u8],
         _client_id: &str,
-    ) -> Result<(crate::policy::store::Authorizer, Vec<String>), String> {
-        Ok((crate::policy::store::Authorizer::allow_all(), Vec::new()))
+    ) -> Result<(crate::access::store::Authorizer, Vec<String>), String> {
+        Ok((crate::access::store::Authorizer::allow_all(), Vec::new()))
     }
     /// Whether a request is served, rejected as throttled, or closes the connection.
     fn admit(&self, _topic: &str) -> crate::throttle::Admission {

@@ -19,7 +19,6 @@ use rcgen::{
 use rsa::pkcs1::{EncodeRsaPrivateKey, LineEnding};
 use rsa::pkcs8::EncodePublicKey;
 use rsa::RsaPrivateKey;
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::certification_request::X509CertificationRequest;
@@ -29,19 +28,14 @@ use x509_parser::oid_registry::{
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::{SubjectPublicKeyInfo as ParsedSpki, X509Name};
 
+use crate::cert::{certificate_id, pem_block};
 /// Also reachable here for the binary; the helper lives in [`crate::files`].
 pub use crate::files::write_atomic;
 use crate::files::{at_path, in_private_dir, invalid_data};
-use crate::template::CertInfo;
-
-const CA_CERT_FILE: &str = "ca.pem";
-const CA_KEY_FILE: &str = "ca-key.pem";
-const SERVER_CERT_FILE: &str = "server-cert.pem";
-const SERVER_KEY_FILE: &str = "server-key.pem";
-const CLAIM_CERT_FILE: &str = "claim-cert.pem";
-const CLAIM_KEY_FILE: &str = "claim-key.pem";
-const INTERMEDIATE_CERT_FILE: &str = "intermediate-ca.pem";
-const INTERMEDIATE_KEY_FILE: &str = "intermediate-ca-key.pem";
+use crate::state_dir::{
+    CA_CERT_FILE, CA_KEY_FILE, CLAIM_CERT_FILE, CLAIM_KEY_FILE, INTERMEDIATE_CERT_FILE,
+    INTERMEDIATE_KEY_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE,
+};
 
 /// Keys kept ready for CreateKeysAndCertificate; RSA-2048 generation takes ~100 ms each.
 const KEY_POOL_SIZE: usize = 4;
@@ -386,46 +380,6 @@ impl Ca {
     }
 }
 
-/// SHA-256 of a DER certificate in lowercase hex: AWS's certificateId.
-pub fn certificate_id(der: &[u8]) -> String {
-    hex(&Sha256::digest(der))
-}
-
-/// Subject fields of a certificate for the template pseudo-parameters. A certificate that
-/// cannot be parsed gives only its id.
-pub fn cert_info(der: &[u8]) -> CertInfo {
-    let mut info = CertInfo {
-        certificate_id: certificate_id(der),
-        ..CertInfo::default()
-    };
-    let Ok((_, cert)) = X509Certificate::from_der(der) else {
-        return info;
-    };
-    for attr in cert.tbs_certificate.subject.iter_attributes() {
-        let Some(arcs) = attr.attr_type().iter() else {
-            continue;
-        };
-        let arcs: Vec<u64> = arcs.collect();
-        let slot = match arcs.as_slice() {
-            [2, 5, 4, 3] => &mut info.common_name,
-            [2, 5, 4, 6] => &mut info.country,
-            [2, 5, 4, 10] => &mut info.organization,
-            [2, 5, 4, 11] => &mut info.organizational_unit,
-            [2, 5, 4, 46] => &mut info.dn_qualifier,
-            [2, 5, 4, 8] => &mut info.state_name,
-            [2, 5, 4, 5] => &mut info.serial_number,
-            _ => continue,
-        };
-        // The first occurrence wins, as in a certificate with a single value per attribute.
-        if slot.is_none() {
-            if let Ok(value) = attr.as_str() {
-                *slot = Some(value.to_owned());
-            }
-        }
-    }
-    info
-}
-
 /// The CA from its certificate and key, each given with the file it was read from.
 fn load_signer(
     (ca_path, ca_pem): (&Path, &str),
@@ -744,14 +698,6 @@ fn subject_to_dn(name: &X509Name<'_>) -> Result<DistinguishedName, CsrError> {
     Ok(dn)
 }
 
-/// The contents of the first PEM block labelled `label` in `pem`.
-pub(crate) fn pem_block(pem: &[u8], label: &str) -> Option<Vec<u8>> {
-    x509_parser::pem::Pem::iter_from_buffer(pem)
-        .map_while(Result::ok)
-        .find(|p| p.label == label)
-        .map(|p| p.contents)
-}
-
 /// A positive 128-bit serial number; random so that two certificates for the same key differ.
 fn random_serial() -> Result<SerialNumber, CsrError> {
     let mut bytes = [0u8; 16];
@@ -764,17 +710,6 @@ fn random_serial() -> Result<SerialNumber, CsrError> {
 fn now() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
     now.replace_nanosecond(0).unwrap_or(now)
-}
-
-/// Lower-case hex, the emulator's one encoder for ids and tokens.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0x0f)] as char);
-    }
-    out
 }
 
 fn ca_err(e: impl std::fmt::Display) -> CsrError {
@@ -890,6 +825,7 @@ impl Drop for KeyPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cert::cert_info;
     use crate::files::mode_of;
     use rcgen::{PKCS_ECDSA_P384_SHA384, PKCS_ED25519, PKCS_RSA_SHA256};
     use rsa::pkcs1::DecodeRsaPrivateKey;
@@ -1270,18 +1206,7 @@ qv/5TbN5
     }
 
     #[test]
-    fn cert_info_of_garbage_is_only_the_id() {
-        let info = cert_info(b"garbage");
-        assert_eq!(info.certificate_id, certificate_id(b"garbage"));
-        assert!(info.common_name.is_none());
-    }
-
-    #[test]
-    fn certificate_id_is_sha256_hex() {
-        assert_eq!(
-            certificate_id(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+    fn bit_length_counts_significant_bits() {
         assert_eq!(bit_length(&[0x00, 0x80, 0x00]), 16);
         assert_eq!(bit_length(&[0x01]), 1);
         assert_eq!(bit_length(&[]), 0);

@@ -22,8 +22,10 @@ macro_rules! debug_one_field {
     };
 }
 
+pub mod access;
 pub mod account;
 pub mod ca;
+pub mod cert;
 pub mod files;
 pub mod hook;
 pub mod policy;
@@ -34,7 +36,9 @@ pub mod template;
 pub mod throttle;
 
 mod broker;
+mod open;
 pub mod responder;
+pub mod state_dir;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -50,23 +54,18 @@ use rustls::server::WebPkiClientVerifier;
 #[doc(hidden)]
 pub use broker::fuzz_packets;
 pub use broker::{Fault, MAX_PAYLOAD};
+pub use open::{SEED_TEMPLATE, SEED_TEMPLATE_NAME};
 pub use service::valid_template_name;
+pub use state_dir::CLAIMS_DIR;
 
 use broker::{Access, Backend, Broker};
 use ca::Ca;
-use registry::{CertStatus, Registry};
+use registry::CertStatus;
 use service::Service;
-use template::Template;
 use throttle::Throttle;
 
-/// The seed's provisioning template, served as [`SEED_TEMPLATE_NAME`] when no template is given.
-pub const SEED_TEMPLATE: &str = include_str!("../templates/FleetTemplate.json");
-pub const SEED_TEMPLATE_NAME: &str = "FleetTemplate";
 /// ALPN protocol AWS IoT expects from MQTT clients on port 443; offering none is fine too.
 pub const ALPN_MQTT: &[u8] = b"x-amzn-mqtt-ca";
-/// Subdirectory of the state dir where `fleetprov-emulator claim` leaves the ids of the claims it
-/// issued, so a running server accepts them without a restart.
-pub const CLAIMS_DIR: &str = "claims";
 
 /// How to run an [`Emulator`].
 #[derive(Debug, Clone)]
@@ -88,7 +87,7 @@ pub struct EmulatorConfig {
     pub hooks: Vec<(String, String)>,
     /// How long a hook may take; AWS's 5 seconds by default.
     pub hook_timeout: Duration,
-    /// The claim certificates' policy document (see [`policy::store`]); `None` serves AWS's
+    /// The claim certificates' policy document (see [`access::store`]); `None` serves AWS's
     /// sample claim policy for each template.
     pub claim_policy: Option<PathBuf>,
     /// How device certificates are issued: their validity, and from an intermediate CA or
@@ -153,7 +152,7 @@ impl Emulator {
         // Key generation and file I/O: keep them off the async workers.
         let device = cfg.device_certificates.clone();
         let service = tokio::task::spawn_blocking(move || {
-            open_service(&dir, &templates, account_path.as_deref(), hooks, device)
+            open::open_service(&dir, &templates, account_path.as_deref(), hooks, device)
         })
         .await
         .map_err(io::Error::other)??;
@@ -165,7 +164,7 @@ impl Emulator {
         let tls = Arc::new(server_tls(service.ca())?);
         let (claim_cert, claim_key) = service.ca().claim_paths();
         let throttle = Arc::new(Throttle::default());
-        let policies = Arc::new(policy::store::PolicyStore::new(
+        let policies = Arc::new(access::store::PolicyStore::new(
             account.as_ref(),
             cfg.claim_policy.as_deref(),
             &service
@@ -269,7 +268,7 @@ impl Emulator {
 
     /// The root CA certificate (PEM) a device uses to verify the server.
     pub fn ca_path(&self) -> PathBuf {
-        self.state_dir.join("ca.pem")
+        self.state_dir.join(state_dir::CA_CERT_FILE)
     }
 
     /// The claim certificate (PEM).
@@ -372,14 +371,14 @@ impl Drop for EmulatorHandle {
 /// Connects the endpoint to the service and the registry.
 struct ServiceBackend {
     service: Arc<Service>,
-    policies: Arc<policy::store::PolicyStore>,
+    policies: Arc<access::store::PolicyStore>,
     claims_dir: PathBuf,
     throttle: Arc<Throttle>,
 }
 
 impl Backend for ServiceBackend {
     fn identify(&self, cert_der: &[u8]) -> (String, Access) {
-        let id = ca::certificate_id(cert_der);
+        let id = cert::certificate_id(cert_der);
         let registry = self.service.registry();
         let mut status = registry.cert_status(&id);
         // A claim issued by the `claim` command while this server runs: take it in now.
@@ -400,7 +399,7 @@ impl Backend for ServiceBackend {
         &self,
         cert_der: &[u8],
         client_id: &str,
-    ) -> Result<(policy::store::Authorizer, Vec<String>), String> {
+    ) -> Result<(access::store::Authorizer, Vec<String>), String> {
         let cert = policy::context::CertFields::from_der(cert_der);
         self.policies
             .authorizer(self.service.registry(), &cert, client_id, None)
@@ -426,64 +425,7 @@ impl Backend for ServiceBackend {
 /// Record a claim issued outside the running server (see [`CLAIMS_DIR`]): the file is named by
 /// the certificate id and holds the certificate PEM.
 pub fn record_claim(state_dir: &Path, issued: &ca::Issued) -> io::Result<()> {
-    let dir = state_dir.join(CLAIMS_DIR);
-    std::fs::create_dir_all(&dir).map_err(files::at_path("create the directory", &dir))?;
-    files::write_atomic(
-        &dir.join(&issued.certificate_id),
-        issued.certificate_pem.as_bytes(),
-        0o644,
-    )
-}
-
-fn import_claims(state_dir: &Path, registry: &Registry) {
-    let Ok(entries) = std::fs::read_dir(state_dir.join(CLAIMS_DIR)) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(id) = name.to_str() else { continue };
-        if id.len() == 64
-            && id.bytes().all(|b| b.is_ascii_hexdigit())
-            && registry.cert_status(id).is_none()
-        {
-            registry.add_claim(id);
-        }
-    }
-}
-
-/// Load or create the CA and the registry in `state_dir` (the default claim registered as a claim)
-/// and the templates, and build the service on them. Blocking.
-pub(crate) fn open_service(
-    state_dir: &Path,
-    templates: &[(String, PathBuf)],
-    account: Option<&Path>,
-    hooks: BTreeMap<String, hook::Hook>,
-    device: ca::DeviceCertificates,
-) -> io::Result<Arc<Service>> {
-    for name in hooks.keys() {
-        let served = if templates.is_empty() {
-            name == SEED_TEMPLATE_NAME
-        } else {
-            templates.iter().any(|(t, _)| t == name)
-        };
-        if !served {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("--hook {name}: no template of that name is served"),
-            ));
-        }
-    }
-    let templates = load_templates(templates)?;
-    let account = account.map(account::Account::load).transpose()?;
-    let ca = Ca::load_or_create_with(state_dir, device)?;
-    let registry = Registry::open(state_dir)?;
-    registry.add_claim(&ca::certificate_id(&ca.claim_der()));
-    import_claims(state_dir, &registry);
-    Ok(Arc::new(
-        Service::new(Arc::new(ca), Arc::new(registry), templates)
-            .with_account(account)
-            .with_hooks(hooks),
-    ))
+    state_dir::record_claim(state_dir, &issued.certificate_id, &issued.certificate_pem)
 }
 
 /// The things registered in `state_dir`, read without disturbing a server that is using it:
@@ -492,37 +434,6 @@ pub fn list_things(state_dir: &Path) -> io::Result<Vec<registry::ThingRecord>> {
     Ok(registry::RegistryCopy::open(state_dir, "things")?
         .registry
         .things())
-}
-
-fn load_templates(given: &[(String, PathBuf)]) -> io::Result<BTreeMap<String, Template>> {
-    let mut templates = BTreeMap::new();
-    if given.is_empty() {
-        let t = Template::parse(SEED_TEMPLATE).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("seed template: {}", e.0),
-            )
-        })?;
-        templates.insert(SEED_TEMPLATE_NAME.to_owned(), t);
-    }
-    for (name, path) in given {
-        if !valid_template_name(name) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("template name {name:?}: 1-36 characters of A-Z a-z 0-9 _ -"),
-            ));
-        }
-        let body = std::fs::read_to_string(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        let t = Template::parse(&body).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: {}", path.display(), e.0),
-            )
-        })?;
-        templates.insert(name.clone(), t);
-    }
-    Ok(templates)
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {

@@ -26,10 +26,11 @@ use crate::files;
 use crate::files::{
     at_path, in_private_dir, invalid_data, open_append_private, read_if_exists, write_atomic,
 };
+use crate::state_dir::{
+    REGISTRY_JOURNAL_FILE as JOURNAL_FILE, REGISTRY_SNAPSHOT_FILE as SNAPSHOT_FILE,
+};
 use crate::template::{OverrideSetting, Provisioned, ThingSpec};
 
-const SNAPSHOT_FILE: &str = "registry.json";
-const JOURNAL_FILE: &str = "registry.journal";
 /// The journal is folded into the snapshot once it is larger than this and than the snapshot.
 const COMPACT_MIN_BYTES: u64 = 1 << 20;
 /// An ownership token is valid for one hour, as on AWS.
@@ -696,7 +697,7 @@ fn override_thing(existing: &ThingRecord, spec: &ThingSpec) -> Result<ThingRecor
 /// Name of a policy given inline: AWS names these itself; ours is stable for a document.
 fn inline_policy_name(logical_id: &str, document: &Value) -> String {
     let digest = Sha256::digest(document.to_string().as_bytes());
-    format!("{logical_id}-{}", crate::ca::hex(&digest[..8]))
+    format!("{logical_id}-{}", crate::cert::hex(&digest[..8]))
 }
 
 fn push_unique(list: &mut Vec<String>, item: &str) {
@@ -712,7 +713,7 @@ fn new_token() -> String {
         // The OS refused randomness; rand's generator (seeded earlier from the OS) remains.
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut bytes);
     }
-    crate::ca::hex(&bytes)
+    crate::cert::hex(&bytes)
 }
 
 fn now_secs() -> u64 {

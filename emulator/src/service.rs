@@ -17,11 +17,12 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use crate::account::Account;
-use crate::ca::{cert_info, certificate_id, pem_block, Ca, CsrError, Issued};
+use crate::ca::{Ca, CsrError, Issued};
+use crate::cert::{cert_info, certificate_id, pem_block, CertInfo};
 use crate::hook::{Hook, HookError, HookInput};
 use crate::registry::{RegistrationError, Registry};
 use crate::request_topic::{self, Format, Operation};
-use crate::template::{CertInfo, Template};
+use crate::template::Template;
 
 /// AWS IoT's MQTT message size limit; the broker refuses larger messages too.
 pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;

@@ -19,6 +19,8 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::cert::CertInfo;
+
 /// Longest template body AWS accepts, in characters.
 pub const MAX_BODY_CHARS: usize = 10_240;
 
@@ -53,27 +55,6 @@ const PSEUDO_PARAMETERS: [&str; 8] = [
 ];
 
 const PARAMETER_TYPES: [&str; 4] = ["String", "Number", "List", "CommaDelimitedList"];
-
-/// Subject fields of the certificate being registered, feeding the pseudo-parameters.
-#[derive(Debug, Clone, Default)]
-pub struct CertInfo {
-    /// `AWS::IoT::Certificate::Id`: SHA-256 hex of the DER certificate.
-    pub certificate_id: String,
-    /// `AWS::IoT::Certificate::CommonName`
-    pub common_name: Option<String>,
-    /// `AWS::IoT::Certificate::Country`
-    pub country: Option<String>,
-    /// `AWS::IoT::Certificate::Organization`
-    pub organization: Option<String>,
-    /// `AWS::IoT::Certificate::OrganizationalUnit`
-    pub organizational_unit: Option<String>,
-    /// `AWS::IoT::Certificate::DistinguishedNameQualifier`
-    pub dn_qualifier: Option<String>,
-    /// `AWS::IoT::Certificate::StateName`
-    pub state_name: Option<String>,
-    /// `AWS::IoT::Certificate::SerialNumber` (the subject's serialNumber attribute).
-    pub serial_number: Option<String>,
-}
 
 impl CertInfo {
     fn pseudo(&self, name: &str) -> Option<&str> {
@@ -1291,9 +1272,9 @@ impl Eval<'_> {
 
 /// The certificate id AWS uses: SHA-256 hex of the DER inside the PEM.
 fn certificate_id_from_pem(pem: &str) -> Result<String> {
-    crate::ca::pem_block(pem.as_bytes(), "CERTIFICATE")
+    crate::cert::pem_block(pem.as_bytes(), "CERTIFICATE")
         .filter(|der| !der.is_empty())
-        .map(|der| crate::ca::certificate_id(&der))
+        .map(|der| crate::cert::certificate_id(&der))
         .ok_or_else(|| err("not a PEM certificate"))
 }
 

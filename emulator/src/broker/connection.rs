@@ -27,7 +27,7 @@ use super::{
     lock, stopped, topic, Access, Control, Fault, Kick, Shared, Sub, MAX_PAYLOAD, MAX_REMAINING,
     STOP_GRACE,
 };
-use crate::policy::store::Authorizer;
+use crate::access::store::Authorizer;
 use crate::policy::{Action, Decision};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
