@@ -24,6 +24,7 @@ macro_rules! debug_one_field {
 
 pub mod access;
 pub mod account;
+pub mod aws_limits;
 pub mod ca;
 pub mod cert;
 pub mod files;
@@ -55,7 +56,7 @@ use rustls::server::WebPkiClientVerifier;
 pub use broker::fuzz_packets;
 pub use broker::{Fault, MAX_PAYLOAD};
 pub use open::{SEED_TEMPLATE, SEED_TEMPLATE_NAME};
-pub use service::valid_template_name;
+pub use aws_limits::valid_template_name;
 pub use state_dir::CLAIMS_DIR;
 
 use broker::{Access, Backend, Broker};

@@ -7,11 +7,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::aws_limits::valid_template_name;
 use crate::ca::{self, Ca};
 use crate::cert::certificate_id;
 use crate::hook::Hook;
 use crate::registry::Registry;
-use crate::service::{valid_template_name, Service};
+use crate::service::Service;
 use crate::state_dir;
 use crate::template::Template;
 

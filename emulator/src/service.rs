@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use crate::account::Account;
+use crate::aws_limits::valid_template_name;
 use crate::ca::{Ca, CsrError, Issued};
 use crate::cert::{cert_info, certificate_id, pem_block, CertInfo};
 use crate::hook::{Hook, HookError, HookInput};
@@ -348,14 +349,6 @@ impl Service {
         }
         Ok(Value::Object(reply))
     }
-}
-
-/// AWS's rule for template names: 1-36 characters of `[0-9A-Za-z_-]`.
-pub fn valid_template_name(name: &str) -> bool {
-    (1..=36).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The request as a map of fields; an empty payload is `None`.
