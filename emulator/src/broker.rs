@@ -340,10 +340,6 @@ impl Broker {
         self.addr
     }
 
-    pub(crate) fn set_fault(&self, fault: Fault) {
-        *lock(&self.shared.fault) = fault;
-    }
-
     pub(crate) fn fault_switch(&self) -> FaultSwitch {
         FaultSwitch(Arc::clone(&self.shared.fault))
     }

@@ -52,11 +52,11 @@ use std::time::Duration;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 
+pub use aws_limits::valid_template_name;
 #[doc(hidden)]
 pub use broker::fuzz_packets;
 pub use broker::{Fault, MAX_PAYLOAD};
 pub use open::{SEED_TEMPLATE, SEED_TEMPLATE_NAME};
-pub use aws_limits::valid_template_name;
 pub use state_dir::CLAIMS_DIR;
 
 use broker::{Access, Backend, Broker};
@@ -114,22 +114,26 @@ impl EmulatorConfig {
     }
 }
 
-/// A running emulator.
+/// A running emulator. What it is reached by is its [`EmulatorView`] (through `Deref`).
 pub struct Emulator {
     broker: Broker,
-    service: Arc<Service>,
-    state_dir: PathBuf,
-    claim_cert: PathBuf,
-    claim_key: PathBuf,
-    throttle: Arc<Throttle>,
+    view: EmulatorView,
 }
 
 impl std::fmt::Debug for Emulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Emulator")
-            .field("addr", &self.broker.local_addr())
-            .field("state_dir", &self.state_dir)
+            .field("addr", &self.view.addr)
+            .field("state_dir", &self.view.state_dir)
             .finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for Emulator {
+    type Target = EmulatorView;
+
+    fn deref(&self) -> &EmulatorView {
+        &self.view
     }
 }
 
@@ -181,14 +185,16 @@ impl Emulator {
         });
         let addr = SocketAddr::new(cfg.bind, cfg.port);
         let broker = Broker::start(addr, tls, backend, cfg.fault).await?;
-        Ok(Emulator {
-            broker,
+        let view = EmulatorView {
+            addr: broker.local_addr(),
             service,
+            fault: broker.fault_switch(),
             state_dir: cfg.state_dir,
             claim_cert,
             claim_key,
             throttle,
-        })
+        };
+        Ok(Emulator { broker, view })
     }
 
     /// Start on a runtime of its own, on a thread of its own, for code that is not async.
@@ -218,15 +224,7 @@ impl Emulator {
                             return;
                         }
                     };
-                    let view = EmulatorView {
-                        addr: emulator.broker.local_addr(),
-                        service: Arc::clone(&emulator.service),
-                        fault: emulator.broker.fault_switch(),
-                        ca_path: emulator.ca_path(),
-                        claim_cert: emulator.claim_cert.clone(),
-                        claim_key: emulator.claim_key.clone(),
-                        throttle: Arc::clone(&emulator.throttle),
-                    };
+                    let view = emulator.view.clone();
                     if ready_tx.send(Ok(view)).is_err() {
                         return emulator.stop().await;
                     }
@@ -252,14 +250,34 @@ impl Emulator {
         }
     }
 
+    /// Stop accepting, close every connection, and wait for the connection tasks to end.
+    pub async fn stop(self) {
+        self.broker.stop().await;
+    }
+}
+
+/// What a running emulator is reached by: its address, files, service and switches. Both
+/// [`Emulator`] and [`EmulatorHandle`] dereference to it.
+#[derive(Clone)]
+pub struct EmulatorView {
+    addr: SocketAddr,
+    service: Arc<Service>,
+    fault: broker::FaultSwitch,
+    state_dir: PathBuf,
+    claim_cert: PathBuf,
+    claim_key: PathBuf,
+    throttle: Arc<Throttle>,
+}
+
+impl EmulatorView {
     /// The port it listens on.
     pub fn port(&self) -> u16 {
-        self.broker.local_addr().port()
+        self.addr.port()
     }
 
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.broker.local_addr()
+        self.addr
     }
 
     /// The state directory.
@@ -289,29 +307,13 @@ impl Emulator {
 
     /// Inject `fault` from now on (affects new events on open connections too).
     pub fn set_fault(&self, fault: Fault) {
-        self.broker.set_fault(fault);
+        self.fault.set(fault);
     }
 
     /// Rate limits, how throttled requests are answered, and connection counts.
     pub fn throttle(&self) -> &Arc<Throttle> {
         &self.throttle
     }
-
-    /// Stop accepting, close every connection, and wait for the connection tasks to end.
-    pub async fn stop(self) {
-        self.broker.stop().await;
-    }
-}
-
-#[derive(Clone)]
-struct EmulatorView {
-    addr: SocketAddr,
-    service: Arc<Service>,
-    fault: broker::FaultSwitch,
-    ca_path: PathBuf,
-    claim_cert: PathBuf,
-    claim_key: PathBuf,
-    throttle: Arc<Throttle>,
 }
 
 /// An emulator running on its own thread (see [`Emulator::start_blocking`]); stopped on drop.
@@ -329,31 +331,15 @@ impl std::fmt::Debug for EmulatorHandle {
     }
 }
 
+impl std::ops::Deref for EmulatorHandle {
+    type Target = EmulatorView;
+
+    fn deref(&self) -> &EmulatorView {
+        &self.view
+    }
+}
+
 impl EmulatorHandle {
-    pub fn port(&self) -> u16 {
-        self.view.addr.port()
-    }
-    pub fn local_addr(&self) -> SocketAddr {
-        self.view.addr
-    }
-    pub fn ca_path(&self) -> PathBuf {
-        self.view.ca_path.clone()
-    }
-    pub fn claim_cert_path(&self) -> PathBuf {
-        self.view.claim_cert.clone()
-    }
-    pub fn claim_key_path(&self) -> PathBuf {
-        self.view.claim_key.clone()
-    }
-    pub fn service(&self) -> &Arc<Service> {
-        &self.view.service
-    }
-    pub fn set_fault(&self, fault: Fault) {
-        self.view.fault.set(fault);
-    }
-    pub fn throttle(&self) -> &Arc<Throttle> {
-        &self.view.throttle
-    }
     /// Stop and wait (the same as dropping the handle).
     pub fn stop(self) {}
 }
