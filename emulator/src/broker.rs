@@ -7,6 +7,7 @@
 
 mod codec;
 mod connection;
+mod outbound;
 mod topic;
 
 use std::collections::{BTreeMap, HashMap};
