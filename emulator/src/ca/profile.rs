@@ -17,22 +17,8 @@ pub(super) const DEVICE_NOT_AFTER_UNIX: i64 = 2_524_607_999; // 2049-12-31T23:59
 
 pub(super) fn new_root_ca() -> Result<Signer, rcgen::Error> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "fleetprov emulator");
-    dn.push(DnType::CommonName, "fleetprov emulator root CA");
-    params.distinguished_name = dn;
     // One level below it: the intermediate CA that `--intermediate-ca` issues from.
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let now = now();
-    params.not_before = now - Duration::from_secs(3600);
-    params.not_after = now + 20 * 365 * DAY;
-    params.serial_number = Some(random_serial().map_err(|e| rcgen::Error::X509(e.0))?);
+    let params = ca_params("fleetprov emulator root CA", 1, 20)?;
     let cert = params.self_signed(&key)?;
     Ok(Signer { cert, key })
 }
@@ -41,24 +27,35 @@ pub(super) fn new_root_ca() -> Result<Signer, rcgen::Error> {
 /// CA below it.
 pub(super) fn new_intermediate(root: &Signer) -> Result<(String, String), rcgen::Error> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut params = ca_params("fleetprov emulator intermediate CA", 0, 10)?;
+    params.use_authority_key_identifier_extension = true;
+    let cert = params.signed_by(&key, &root.cert, &root.key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// A CA certificate named `common_name`, allowing `path_len` CAs below it, valid from an hour
+/// ago for `years`.
+fn ca_params(
+    common_name: &str,
+    path_len: u8,
+    years: u32,
+) -> Result<CertificateParams, rcgen::Error> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "fleetprov emulator");
-    dn.push(DnType::CommonName, "fleetprov emulator intermediate CA");
+    dn.push(DnType::CommonName, common_name);
     params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    params.use_authority_key_identifier_extension = true;
     let now = now();
     params.not_before = now - Duration::from_secs(3600);
-    params.not_after = now + 10 * 365 * DAY;
+    params.not_after = now + years * 365 * DAY;
     params.serial_number = Some(random_serial().map_err(|e| rcgen::Error::X509(e.0))?);
-    let cert = params.signed_by(&key, &root.cert, &root.key)?;
-    Ok((cert.pem(), key.serialize_pem()))
+    Ok(params)
 }
 
 pub(super) fn server_params() -> Result<CertificateParams, rcgen::Error> {
