@@ -1,7 +1,7 @@
 //! What the state directory holds, by name: the CA's, server's and claim's certificates and keys,
 //! the registry's snapshot and journal, and the claims issued by `fleetprov-emulator claim`.
 //! How the files are written is [`crate::files`]'s; opening a state directory as a running
-//! service is [`crate::open`]'s.
+//! service is `open`'s.
 
 use std::io;
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! device certificate. Everything lives in the state directory so a restart keeps the same trust
 //! anchor: devices provisioned yesterday still connect today.
 //!
-//! [`Ca`] issues; [`csr`] checks certificate requests; `key_pool` keeps RSA keys ready;
+//! [`Ca`] issues; `csr` checks certificate requests; `key_pool` keeps RSA keys ready;
 //! `profile` says what each kind of certificate contains; `stored` loads and writes the CA's
 //! files.
 
