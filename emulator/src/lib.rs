@@ -75,11 +75,11 @@ pub struct EmulatorConfig {
     pub state_dir: PathBuf,
     /// Address to listen on; loopback by default.
     pub bind: IpAddr,
-    /// Port to listen on; 0 picks a free one ([`Emulator::port`] tells which).
+    /// Port to listen on; 0 picks a free one ([`EmulatorView::port`] tells which).
     pub port: u16,
     /// Provisioning templates as (name, file); empty serves the seed template as `FleetTemplate`.
     pub templates: Vec<(String, PathBuf)>,
-    /// Fault injected from the start; [`Emulator::set_fault`] changes it later.
+    /// Fault injected from the start; [`EmulatorView::set_fault`] changes it later.
     pub fault: Fault,
     /// The account templates are checked against (see [`account`]); `None` lets every
     /// referenced thing type, group and policy exist.
