@@ -37,6 +37,7 @@ pub mod template;
 pub mod throttle;
 
 mod broker;
+mod endpoint;
 mod open;
 pub mod responder;
 pub mod state_dir;
@@ -49,24 +50,18 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::server::WebPkiClientVerifier;
-
 pub use aws_limits::valid_template_name;
 #[doc(hidden)]
 pub use broker::fuzz_packets;
 pub use broker::{Fault, MAX_PAYLOAD};
+pub use endpoint::ALPN_MQTT;
 pub use open::{SEED_TEMPLATE, SEED_TEMPLATE_NAME};
 pub use state_dir::CLAIMS_DIR;
 
-use broker::{Access, Backend, Broker};
-use ca::Ca;
-use registry::CertStatus;
+use broker::Broker;
+use endpoint::{server_tls, ServiceBackend};
 use service::Service;
 use throttle::Throttle;
-
-/// ALPN protocol AWS IoT expects from MQTT clients on port 443; offering none is fine too.
-pub const ALPN_MQTT: &[u8] = b"x-amzn-mqtt-ca";
 
 /// How to run an [`Emulator`].
 #[derive(Debug, Clone)]
@@ -355,60 +350,6 @@ impl Drop for EmulatorHandle {
     }
 }
 
-/// Connects the endpoint to the service and the registry.
-struct ServiceBackend {
-    service: Arc<Service>,
-    policies: Arc<access::store::PolicyStore>,
-    claims_dir: PathBuf,
-    throttle: Arc<Throttle>,
-}
-
-impl Backend for ServiceBackend {
-    fn identify(&self, cert_der: &[u8]) -> (String, Access) {
-        let id = cert::certificate_id(cert_der);
-        let registry = self.service.registry();
-        let mut status = registry.cert_status(&id);
-        // A claim issued by the `claim` command while this server runs: take it in now.
-        if status.is_none() && self.claims_dir.join(&id).is_file() {
-            registry.add_claim(&id);
-            status = registry.cert_status(&id);
-        }
-        let access = match status {
-            Some(CertStatus::Claim) => Access::Claim,
-            Some(CertStatus::Active) => Access::Device,
-            _ => Access::Denied,
-        };
-        self.throttle.count_connection(access == Access::Claim);
-        (id, access)
-    }
-
-    fn authorize(
-        &self,
-        cert_der: &[u8],
-        client_id: &str,
-    ) -> Result<(access::store::Authorizer, Vec<String>), String> {
-        let cert = policy::context::CertFields::from_der(cert_der);
-        self.policies
-            .authorizer(self.service.registry(), &cert, client_id, None)
-    }
-
-    fn admit(&self, topic: &str) -> throttle::Admission {
-        self.throttle.admit(topic)
-    }
-
-    fn handle(
-        &self,
-        topic: &str,
-        payload: &[u8],
-        cert_id: &str,
-        client_id: &str,
-    ) -> Option<(String, Vec<u8>)> {
-        self.service
-            .handle_from(topic, payload, cert_id, client_id)
-            .map(|reply| (reply.topic, reply.payload))
-    }
-}
-
 /// Record a claim issued outside the running server (see [`CLAIMS_DIR`]): the file is named by
 /// the certificate id and holds the certificate PEM.
 pub fn record_claim(state_dir: &Path, issued: &ca::Issued) -> io::Result<()> {
@@ -421,35 +362,4 @@ pub fn list_things(state_dir: &Path) -> io::Result<Vec<registry::ThingRecord>> {
     Ok(registry::RegistryCopy::open(state_dir, "things")?
         .registry
         .things())
-}
-
-fn invalid(e: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
-}
-
-/// TLS 1.2/1.3 with the ring provider; the client must present a certificate from our CA.
-fn server_tls(ca: &Ca) -> io::Result<rustls::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(ca.ca_der()))
-        .map_err(invalid)?;
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-            .build()
-            .map_err(invalid)?;
-    let chain = ca
-        .server_chain_der()
-        .into_iter()
-        .map(CertificateDer::from)
-        .collect();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ca.server_key_der()));
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(invalid)?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(invalid)?;
-    config.alpn_protocols = vec![ALPN_MQTT.to_vec(), b"mqtt".to_vec()];
-    Ok(config)
 }
