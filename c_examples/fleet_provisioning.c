@@ -4,13 +4,20 @@
  * with a provisioning template (RegisterThing), print the result, disconnect.
  *
  * With --output_dir DIR the directory is the device's identity store, through
- * fp_provision(): the first run provisions (a key made on the device and the CSR flow by
+ * fp_provision_start(): the first run provisions (a key made on the device and the CSR flow by
  * default, --key_type), saves the identity and proves it by connecting with it; later runs
  * reuse it, connect with it and print the thing name, without provisioning again. --force
  * provisions anew and replaces the stored identity once the new one is verified.
+ * --rotate_before SECONDS renews the stored identity with itself (no claim) once its
+ * certificate has at most that long left, through --rotation_template if given.
+ *
+ * With --output_dir, Ctrl-C (SIGINT) or SIGTERM cancels the run through its handle
+ * (fp_provision_cancel): it prints why on stderr and exits 8; the store keeps the identity it
+ * held before, or none, never half of one.
  *
  * Exit codes: 0 success, 2 usage, 3 connection failed or lost, 4 rejected by the service,
- * 5 timeout, 6 other error, 7 identity store error. Failures print one line on stderr.
+ * 5 timeout, 6 other error, 7 identity store error, 8 cancelled by SIGINT or SIGTERM (with
+ * --output_dir). Failures print one line on stderr.
  * The private key is never printed; --output_dir saves it (0600) with the certificate.
  *
  * Build: see the Makefile (`make`), which links it against libfleetprov.
@@ -18,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,7 +42,8 @@ enum {
     EXIT_REJECTED = 4,
     EXIT_TIMEOUT = 5,
     EXIT_OTHER = 6,
-    EXIT_OUTPUT = 7
+    EXIT_OUTPUT = 7,
+    EXIT_CANCELLED = 8
 };
 
 struct args {
@@ -62,6 +71,8 @@ struct args {
     const char *key_label;
     const char *key_type;
     const char *max_attempts;
+    const char *rotate_before;
+    const char *rotation_template;
     int force;
 };
 
@@ -104,7 +115,7 @@ static const char *const USAGE =
     "         [--verbosity NoLogs|Fatal|Error|Warn|Info|Debug|Trace] [--mqtt_version 3|5]\n"
     "         [--timeout_ms N] [--payload_format json|cbor]\n"
     "         [--output_dir DIR [--force] [--key_type ec-p256|ec-p384|rsa-2048|service]\n"
-    "          [--max_attempts N]]\n"
+    "          [--max_attempts N] [--rotate_before SECONDS] [--rotation_template NAME]]\n"
     "         [--pkcs11_lib MODULE --key_label LABEL [--pin PIN] [--token_label LABEL]\n"
     "          [--slot_id N]] (the claim key in a PKCS#11 token, instead of --key)\n";
 
@@ -156,7 +167,7 @@ static int parse_args(int argc, char **argv, struct args *a) {
     struct flag {
         const char *name;
         const char **slot;
-    } flags[23];
+    } flags[25];
     int i;
     size_t nflags = 0;
 
@@ -193,6 +204,8 @@ static int parse_args(int argc, char **argv, struct args *a) {
     FLAG("--key_label", &a->key_label);
     FLAG("--key_type", &a->key_type);
     FLAG("--max_attempts", &a->max_attempts);
+    FLAG("--rotate_before", &a->rotate_before);
+    FLAG("--rotation_template", &a->rotation_template);
 #undef FLAG
 
     for (i = 1; i < argc; i++) {
@@ -355,26 +368,33 @@ static char *read_file(const char *path) {
     return buf;
 }
 
-/* ---------- identity store (--output_dir, through fp_provision) ---------- */
+/* ---------- identity store (--output_dir, through fp_provision_start) ---------- */
 
-struct store_run {
+/* Ctrl-C. SIGINT and SIGTERM are blocked before the library starts its threads (which inherit
+ * the mask), and one thread of ours takes them with sigwait() and cancels the run: nothing
+ * runs in a signal handler, so nothing needs to be async-signal-safe. */
+struct stopper {
+    sigset_t signals;
+    pthread_t thread;
     pthread_mutex_t lock;
-    pthread_cond_t changed;
-    int done;
-    int code;
+    fp_provision_op *op;
+    int finished; /* the run has ended: a signal now only ends the thread */
+    int signal;   /* the signal that cancelled the run, 0 if none */
 };
 
-static const char *step_name(fp_provision_step step) {
-    switch (step) {
-    case FP_STEP_CONNECTING: return "connecting";
-    case FP_STEP_CREATING: return "creating";
-    case FP_STEP_REGISTERING: return "registering";
-    case FP_STEP_SAVING: return "saving";
-    case FP_STEP_VERIFYING: return "verifying";
-    case FP_STEP_RETRY_SCHEDULED: return "retry scheduled";
-    case FP_STEP_REUSING: return "reusing";
-    default: return "step";
+static void *stopper_main(void *arg) {
+    struct stopper *st = arg;
+    int sig = 0;
+    if (sigwait(&st->signals, &sig) != 0) {
+        return NULL;
     }
+    pthread_mutex_lock(&st->lock);
+    if (!st->finished) {
+        st->signal = sig;
+        fp_provision_cancel(st->op);
+    }
+    pthread_mutex_unlock(&st->lock);
+    return NULL;
 }
 
 static void on_store_progress(void *user_data, fp_provision_step step, uint32_t attempt,
@@ -384,7 +404,8 @@ static void on_store_progress(void *user_data, fp_provision_step step, uint32_t 
         printf("[attempt %u] retry in %llu ms: %s\n", (unsigned)attempt,
                (unsigned long long)delay_ms, detail);
     } else {
-        printf("[attempt %u] %s (%s)\n", (unsigned)attempt, step_name(step), detail);
+        printf("[attempt %u] %s (%s)\n", (unsigned)attempt, fp_provision_step_str((int)step),
+               detail);
     }
     fflush(stdout);
 }
@@ -400,48 +421,92 @@ static int exit_code_of(fp_result r) {
     case FP_ERR_TIMEOUT: return EXIT_TIMEOUT;
     case FP_ERR_STORE: return EXIT_OUTPUT;
     case FP_ERR_INVALID_ARGUMENT: return EXIT_USAGE;
+    case FP_ERR_CANCELLED: return EXIT_CANCELLED;
     default: return EXIT_OTHER;
     }
 }
 
-static void on_store_done(void *user_data, const fp_provisioned *result, const fp_error *error) {
-    struct store_run *s = user_data;
-    int code = 0;
+static void print_identity(const fp_provisioned *result) {
     size_t i, n;
-    if (result != NULL) {
-        printf("Thing: %s\n", fp_provisioned_thing_name(result));
-        printf("%s (connected as %s, %u attempt%s).\n",
-               fp_provisioned_reused(result) ? "Reused the stored identity, verified by connecting"
-                                             : "Provisioned, saved and verified by connecting",
-               fp_provisioned_client_id(result), (unsigned)fp_provisioned_attempts(result),
-               fp_provisioned_attempts(result) == 1 ? "" : "s");
-        printf("Certificate id: %s\n", fp_provisioned_certificate_id(result));
-        printf("Stored: %s, %s, %s\n", fp_provisioned_metadata_file(result),
-               fp_provisioned_certificate_file(result), fp_provisioned_private_key_file(result));
-        n = fp_provisioned_device_configuration_len(result);
-        printf("Device configuration:\n");
-        for (i = 0; i < n; i++) {
-            const fp_key_value *kv = fp_provisioned_device_configuration_at(result, i);
-            printf("  %s = %s\n", kv->key, kv->value);
-        }
+    const char *previous = fp_provisioned_previous_certificate_id(result);
+    printf("Thing: %s\n", fp_provisioned_thing_name(result));
+    printf("%s (connected as %s, %u attempt%s).\n",
+           fp_provisioned_reused(result)    ? "Reused the stored identity, verified by connecting"
+           : fp_provisioned_rotated(result) ? "Rotated the stored identity without the claim, "
+                                              "saved and verified by connecting"
+                                            : "Provisioned, saved and verified by connecting",
+           fp_provisioned_client_id(result), (unsigned)fp_provisioned_attempts(result),
+           fp_provisioned_attempts(result) == 1 ? "" : "s");
+    printf("Certificate id: %s\n", fp_provisioned_certificate_id(result));
+    if (previous != NULL) {
+        printf("Replaced certificate id: %s (still active in the account: deactivate it once "
+               "the device uses the new one)\n",
+               previous);
+    }
+    printf("Stored: %s, %s, %s\n", fp_provisioned_metadata_file(result),
+           fp_provisioned_certificate_file(result), fp_provisioned_private_key_file(result));
+    n = fp_provisioned_device_configuration_len(result);
+    printf("Device configuration:\n");
+    for (i = 0; i < n; i++) {
+        const fp_key_value *kv = fp_provisioned_device_configuration_at(result, i);
+        printf("  %s = %s\n", kv->key, kv->value);
+    }
+    fflush(stdout);
+}
+
+/* Runs the provisioning `o` describes until it ends or SIGINT/SIGTERM cancels it. */
+static int run_cancellable(const fp_provision_options *o, const char *store) {
+    struct stopper st;
+    const fp_provisioned *result = NULL;
+    const fp_error *error = NULL;
+    fp_result r;
+    int code = 0;
+
+    memset(&st, 0, sizeof st);
+    sigemptyset(&st.signals);
+    sigaddset(&st.signals, SIGINT);
+    sigaddset(&st.signals, SIGTERM);
+    pthread_mutex_init(&st.lock, NULL);
+    if (pthread_sigmask(SIG_BLOCK, &st.signals, NULL) != 0) {
+        fail_line("cannot block SIGINT and SIGTERM");
+        return EXIT_OTHER;
+    }
+    /* The handle is written before the run starts; the stopper starts after. */
+    r = fp_provision_start(o, on_store_progress, NULL, NULL, &st.op);
+    if (r != FP_OK) {
+        fail_line("cannot start provisioning: %s", fp_result_str((int)r));
+        code = exit_code_of(r);
     } else {
-        fp_result r = fp_error_code(error);
-        if (r == FP_ERR_REJECTED) {
+        int stopper = pthread_create(&st.thread, NULL, stopper_main, &st) == 0;
+        r = fp_provision_wait(st.op, &result, &error);
+        if (stopper) {
+            pthread_mutex_lock(&st.lock);
+            st.finished = 1;
+            pthread_mutex_unlock(&st.lock);
+            pthread_kill(st.thread, SIGTERM); /* ends its sigwait() */
+            pthread_join(st.thread, NULL);
+        }
+        if (r == FP_OK) {
+            print_identity(result);
+        } else if (r == FP_ERR_CANCELLED && st.signal != 0) {
+            fail_line("interrupted by %s: provisioning cancelled; %s keeps the identity it "
+                      "held before, if any",
+                      st.signal == SIGINT ? "SIGINT" : "SIGTERM", store);
+            code = EXIT_CANCELLED;
+        } else if (r == FP_ERR_REJECTED) {
             fail_line("provisioning failed (%s): statusCode=%d errorCode=%s: %s",
                       fp_result_str((int)r), fp_error_status_code(error),
                       fp_error_aws_code(error), fp_error_message(error));
+            code = exit_code_of(r);
         } else {
             fail_line("provisioning failed (%s): %s", fp_result_str((int)r),
                       fp_error_message(error));
+            code = exit_code_of(r);
         }
-        code = exit_code_of(r);
+        fp_provision_op_free(st.op);
     }
-    fflush(stdout);
-    pthread_mutex_lock(&s->lock);
-    s->code = code;
-    s->done = 1;
-    pthread_cond_signal(&s->changed);
-    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_destroy(&st.lock);
+    return code;
 }
 
 /* Provisions into, or reuses, the identity store a->output_dir. */
@@ -450,11 +515,12 @@ static int provision_to_store(const struct args *a, const fp_client_options *cla
     static const fp_key_type key_types[] = {FP_KEY_EC_P256, FP_KEY_EC_P384, FP_KEY_RSA_2048,
                                             FP_KEY_SERVICE};
     fp_provision_options *o = NULL;
-    struct store_run s;
     fp_result r;
     size_t i;
     int key_type = -1;
+    int code;
     long attempts = -1;
+    long rotate_before = -1;
 
     for (i = 0; i < sizeof key_names / sizeof key_names[0]; i++) {
         if (strcmp(a->key_type != NULL ? a->key_type : "ec-p256", key_names[i]) == 0) {
@@ -467,6 +533,12 @@ static int provision_to_store(const struct args *a, const fp_client_options *cla
     }
     if (a->max_attempts != NULL && (attempts = parse_number(a->max_attempts, 1, 1000)) < 0) {
         fail_line("--max_attempts must be 1-1000");
+        return EXIT_USAGE;
+    }
+    /* Up to about 31 years: more than an AWS IoT certificate lasts (to the end of 2049). */
+    if (a->rotate_before != NULL &&
+        (rotate_before = parse_number(a->rotate_before, 0, 1000000000L)) < 0) {
+        fail_line("--rotate_before must be 0-1000000000 seconds");
         return EXIT_USAGE;
     }
     r = fp_provision_options_new(claim, a->template_name, a->output_dir, &o);
@@ -482,29 +554,26 @@ static int provision_to_store(const struct args *a, const fp_client_options *cla
     if (r == FP_OK && attempts > 0) {
         r = fp_provision_options_set_max_attempts(o, (uint32_t)attempts);
     }
+    if (r == FP_OK && rotate_before >= 0) {
+        r = fp_provision_options_set_rotate_before_ms(o, (uint64_t)rotate_before * 1000u);
+    }
+    if (r == FP_OK && a->rotation_template != NULL) {
+        r = fp_provision_options_set_rotation_template(o, a->rotation_template);
+        if (r != FP_OK) {
+            fail_line("--rotation_template %s: 1-36 characters of A-Z a-z 0-9 _ -",
+                      a->rotation_template);
+            fp_provision_options_free(o);
+            return EXIT_USAGE;
+        }
+    }
     if (r != FP_OK) {
         fail_line("invalid provisioning option: %s", fp_result_str((int)r));
         fp_provision_options_free(o);
         return EXIT_USAGE;
     }
-    memset(&s, 0, sizeof s);
-    pthread_mutex_init(&s.lock, NULL);
-    pthread_cond_init(&s.changed, NULL);
-    r = fp_provision(o, on_store_progress, on_store_done, &s);
+    code = run_cancellable(o, a->output_dir);
     fp_provision_options_free(o);
-    if (r != FP_OK) {
-        fail_line("cannot start provisioning: %s", fp_result_str((int)r));
-        s.code = exit_code_of(r);
-    } else {
-        pthread_mutex_lock(&s.lock);
-        while (!s.done) {
-            pthread_cond_wait(&s.changed, &s.lock);
-        }
-        pthread_mutex_unlock(&s.lock);
-    }
-    pthread_cond_destroy(&s.changed);
-    pthread_mutex_destroy(&s.lock);
-    return s.code;
+    return code;
 }
 
 /* ---------- callbacks (library threads) ---------- */
@@ -840,8 +909,10 @@ int main(int argc, char **argv) {
         fail_line("--verbosity must be one of NoLogs, Fatal, Error, Warn, Info, Debug, Trace");
         return EXIT_USAGE;
     }
-    if (a.output_dir == NULL && (a.force || a.key_type != NULL || a.max_attempts != NULL)) {
-        fail_line("--force, --key_type and --max_attempts need --output_dir");
+    if (a.output_dir == NULL && (a.force || a.key_type != NULL || a.max_attempts != NULL ||
+                                 a.rotate_before != NULL || a.rotation_template != NULL)) {
+        fail_line("--force, --key_type, --max_attempts, --rotate_before and --rotation_template "
+                  "need --output_dir");
         return EXIT_USAGE;
     }
     if (a.output_dir != NULL && a.csr != NULL) {

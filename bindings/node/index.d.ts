@@ -161,6 +161,15 @@ export interface ProvisionOptions {
   maxBackoffMs?: number;
   /** The whole run ends within this (default 300,000). */
   deadlineMs?: number;
+  /** Rotate a stored identity (renew it with itself, not the claim) once at most this share
+   * (1-100) of its certificate's lifetime is left; 0 never rotates (default 33). */
+  rotateBeforePercent?: number;
+  /** Instead: rotate once at most this many milliseconds are left; 0 never rotates. */
+  rotateBeforeMs?: number;
+  /** The template RegisterThing uses when rotating (default: templateName). */
+  rotationTemplate?: string;
+  /** Rotate to a certificate for the key in use instead of a new key. */
+  rotationReuseKey?: boolean;
 }
 
 /** The steps provision() reports. */
@@ -171,7 +180,8 @@ export type ProvisionStep =
   | 'saving'
   | 'verifying'
   | 'retryScheduled'
-  | 'reusing';
+  | 'reusing'
+  | 'rotating';
 
 /** One progress event of provision(). */
 export interface ProgressEvent {
@@ -187,9 +197,9 @@ export interface ProgressEvent {
 
 /** Options of the provision() call itself. */
 export interface ProvisionCallOptions {
-  /** Aborting rejects the call at once with an AbortError. The C API cannot stop a running
-   * provisioning yet: it goes on in the background until it finishes or reaches its deadline
-   * (`deadlineMs`), and may still store an identity that the next call reuses. */
+  /** Aborting cancels the run (fp_provision_cancel): it ends within milliseconds, the store
+   * keeps the identity it held before (or none), and the call rejects with an AbortError
+   * (a run that had already finished resolves as usual). */
   signal?: AbortSignal;
   /** Receives the steps in order (not after an abort); exceptions it throws are ignored. */
   onProgress?: (event: ProgressEvent) => void;
@@ -208,6 +218,11 @@ export interface Provisioned {
   metadataFile: string;
   /** A valid stored identity was reused (no claim connection was made). */
   reused: boolean;
+  /** The stored identity was renewed with itself (no claim connection was made). */
+  rotated: boolean;
+  /** When rotated: the replaced certificate, still Active in the account (deactivate it once
+   * the device uses the new one); null otherwise. */
+  previousCertificateId: string | null;
   /** Tries made, the first included. */
   attempts: number;
   /** The template's DeviceConfiguration. */

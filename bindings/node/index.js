@@ -442,6 +442,7 @@ const STEPS = Object.freeze([
   'verifying',
   'retryScheduled',
   'reusing',
+  'rotating',
 ]);
 const KEY_TYPES = Object.freeze({ ecP256: 0, ecP384: 1, rsa2048: 2, service: 3 });
 
@@ -504,6 +505,18 @@ function provisionOptions(options) {
     if (options.deadlineMs != null) {
       check('deadlineMs', set.deadlineMs(po, options.deadlineMs));
     }
+    if (options.rotateBeforePercent != null) {
+      check('rotateBeforePercent', set.rotateBeforePercent(po, options.rotateBeforePercent));
+    }
+    if (options.rotateBeforeMs != null) {
+      check('rotateBeforeMs', set.rotateBeforeMs(po, options.rotateBeforeMs));
+    }
+    if (options.rotationTemplate != null) {
+      check('rotationTemplate', set.rotationTemplate(po, options.rotationTemplate));
+    }
+    if (options.rotationReuseKey) {
+      check('rotationReuseKey', set.rotationReuseKey(po, 1));
+    }
   } catch (e) {
     fn.provisionOptionsFree(po);
     throw e;
@@ -518,10 +531,10 @@ function provisionOptions(options) {
  * AWS's fields for a service rejection).
  *
  * `onProgress({ step, attempt, delayMs, detail })` receives the steps in order; exceptions it
- * throws are ignored. Aborting `signal` rejects at once with an AbortError; the C API cannot
- * stop a running fp_provision() yet, so the run goes on in the background until it finishes or
- * reaches its deadline (`deadlineMs`, default 5 minutes), and may still store an identity that
- * the next call with the same store reuses. onProgress is not called after the abort.
+ * throws are ignored. Aborting `signal` cancels the run (fp_provision_cancel): it ends within
+ * milliseconds, closing its connections, the store keeps the identity it held before (or
+ * none), and the call rejects with an AbortError. A run that had already finished resolves as
+ * usual. onProgress is not called after the abort.
  */
 function provision(options, { signal, onProgress } = {}) {
   return new Promise((resolve, reject) => {
@@ -532,52 +545,50 @@ function provision(options, { signal, onProgress } = {}) {
     const { fn, callbacks } = api();
     const po = provisionOptions(options); // throws into the Promise: a rejection
     const id = nextId++;
-    let settled = false;
+    let op = null;
+    let aborted = false;
     const onAbort = () => {
-      if (!settled) {
-        settled = true;
-        reject(
-          new AbortError(
-            'provision',
-            'aborted; the run goes on in the background until it ends or reaches its deadline',
-            signal,
-          ),
-        );
-      }
+      aborted = true;
+      fn.provisionCancel(op); // the final callback follows, with FP_ERR_CANCELLED
     };
     waiting.set(id, {
       operation: 'provision',
       progress: (step, attempt, delayMs, detail) => {
-        if (!settled && onProgress) {
+        if (!aborted && onProgress) {
           onProgress({ step: STEPS[step] ?? String(step), attempt, delayMs: Number(delayMs), detail });
+        }
+        if (aborted) {
+          fn.provisionCancel(op); // aborted during the step: stop before the next one
         }
       },
       settle: (error, value) => {
         waiting.delete(id);
         release();
         signal?.removeEventListener('abort', onAbort);
-        if (settled) {
-          return;
-        }
-        settled = true;
+        fn.provisionOpFree(op); // the run has ended: its last callback is this one
         if (error === null) {
           resolve(value);
+        } else if (aborted && error instanceof FleetprovError && error.code === 'FP_ERR_CANCELLED') {
+          reject(new AbortError('provision', error.detail, signal));
         } else {
           reject(error);
         }
       },
     });
+    const out = [null];
     let result;
     try {
-      result = fn.provision(po, callbacks.provisionProgress, callbacks.provisioned, id);
+      result = fn.provisionStart(po, callbacks.provisionProgress, callbacks.provisioned, id, out);
     } finally {
-      fn.provisionOptionsFree(po); // copied by fp_provision
+      fn.provisionOptionsFree(po); // copied by fp_provision_start
     }
     if (result !== FP_OK) {
       waiting.delete(id); // its callbacks will never run
       reject(resultError('provision', result));
       return;
     }
+    // The callbacks run on this thread, so none can come before this line.
+    op = out[0];
     hold();
     signal?.addEventListener('abort', onAbort, { once: true });
   });

@@ -10,6 +10,10 @@
  *   setters (template parameters, key type, ...);
  *   fp_provision(options, progress, callback, user_data): `callback` gets an ::fp_provisioned
  *   (thing name, certificate and key files) or an ::fp_error, once.
+ * Or fp_provision_start(options, progress, callback, user_data, &op) for a handle:
+ * fp_provision_wait(op, &identity, &error) blocks for the answer (no callback needed),
+ * fp_provision_cancel(op) stops the run (FP_ERR_CANCELLED; the store keeps its previous
+ * identity, or none), fp_provision_op_free(op) releases it.
  *
  * The three operations one by one, for programs that drive the flow themselves:
  * fp_client_new() from the options, fp_client_connect(), fp_create_keys() or
@@ -294,6 +298,13 @@ typedef enum fp_provision_step {
      * A valid stored identity will be reused; `detail` is its thing name.
      */
     FP_STEP_REUSING = 6,
+    /**
+     * The stored identity is inside its rotation window and is renewed with itself (see
+     * fp_provision_options_set_rotate_before_percent()); `detail` names the thing and says
+     * when its certificate expires. The connecting, creating, registering, saving and
+     * verifying steps follow, the first connection with `detail` "device".
+     */
+    FP_STEP_ROTATING = 7,
 } fp_provision_step;
 
 /**
@@ -393,6 +404,15 @@ typedef struct fp_client_options fp_client_options;
 typedef struct fp_error fp_error;
 
 /**
+ * A provisioning run started by fp_provision_start(): cancel it with fp_provision_cancel(),
+ * wait for its outcome with fp_provision_wait(), release it with fp_provision_op_free().
+ *
+ * Thread-safe: any thread may cancel, wait for or read it, also from a library callback
+ * (except fp_provision_wait(), which would wait for itself there).
+ */
+typedef struct fp_provision_op fp_provision_op;
+
+/**
  * What fp_provision() does, set one setting at a time.
  *
  * Created by fp_provision_options_new(), released by fp_provision_options_free(). Not
@@ -402,8 +422,9 @@ typedef struct fp_error fp_error;
 typedef struct fp_provision_options fp_provision_options;
 
 /**
- * A verified identity, handed to the ::fp_provision_callback. Borrowed: valid only while
- * that callback runs, as is every string its accessors return.
+ * A verified identity, handed to the ::fp_provision_callback or given by
+ * fp_provision_wait(). Borrowed: valid only while that callback runs, or until the
+ * ::fp_provision_op it came from is freed, as is every string its accessors return.
  */
 typedef struct fp_provisioned fp_provisioned;
 
@@ -1021,6 +1042,13 @@ enum fp_result fp_pkcs11_store_certificate(const struct fp_client_options *optio
                                            const char *certificate_pem);
 
 /**
+ * Names a step: "connecting", "creating", "registering", "saving", "verifying",
+ * "retry scheduled", "reusing"; "unknown step" for a value outside ::fp_provision_step. A
+ * static string, never NULL, never freed. Callable from any thread.
+ */
+const char *fp_provision_step_str(int step);
+
+/**
  * Creates provisioning options: the claim connection `claim` (copied: endpoint, port, CA,
  * claim certificate and key, MQTT version, timeouts, proxy; the device connection uses the
  * same settings with the new identity), the provisioning template `template_name`, and the
@@ -1113,11 +1141,61 @@ enum fp_result fp_provision_options_set_deadline_ms(struct fp_provision_options 
                                                     uint32_t deadline_ms);
 
 /**
+ * Rotates a stored identity once less than `remaining_ms` is left until its certificate
+ * expires, instead of the default share of its lifetime (see
+ * fp_provision_options_set_rotate_before_percent()). 0 never rotates: the identity is reused
+ * until a minute before it expires, then provisioned anew with the claim.
+ */
+enum fp_result fp_provision_options_set_rotate_before_ms(struct fp_provision_options *options,
+                                                         uint64_t remaining_ms);
+
+/**
+ * Rotates a stored identity once less than `percent` (1 to 100) of its certificate's
+ * lifetime (`notAfter - notBefore`) is left; 100 rotates on every call, 0 never rotates.
+ * The default is 33: the last third of the lifetime.
+ *
+ * Rotating renews the identity with itself, not the claim: a connection with the stored
+ * certificate (client id as stored), the create call with a new key (see
+ * fp_provision_options_set_rotation_reuse_key()), RegisterThing through the rotation
+ * template (fp_provision_options_set_rotation_template()), the new files written, a
+ * connection with them, and only then `identity.json`, after which the old files are
+ * removed. The device's policy must allow the create and RegisterThing topics. If the
+ * stored identity is refused (TLS or CONNACK), the claim provisions anew; any other failure
+ * keeps and reuses the stored identity, which is still valid, and logs why at warning level.
+ * A certificate within a minute of its end is treated as expired and never rotated.
+ * `FP_ERR_INVALID_ARGUMENT` for a value over 100.
+ */
+enum fp_result fp_provision_options_set_rotate_before_percent(struct fp_provision_options *options,
+                                                              uint32_t percent);
+
+/**
+ * The template RegisterThing uses when rotating (AWS's pattern: a second template that
+ * attaches the new certificate to the existing thing, allowed by the device policy and not
+ * by the claim's). NULL (the default): the provisioning template. The template parameters
+ * are those of fp_provision_options_set_parameters(). `FP_ERR_INVALID_ARGUMENT` for a name
+ * that is not 1-36 characters of `[A-Za-z0-9_-]`.
+ */
+enum fp_result fp_provision_options_set_rotation_template(struct fp_provision_options *options,
+                                                          const char *template_name);
+
+/**
+ * Non-zero: a rotation asks for a certificate for the key in use (a CSR made with it)
+ * instead of a new key. 0 (the default): a new key, made as the first one was (see
+ * fp_provision_options_set_key_type(); with fp_provision_options_set_user_csr(), that CSR
+ * again).
+ */
+enum fp_result fp_provision_options_set_rotation_reuse_key(struct fp_provision_options *options,
+                                                           int reuse_key);
+
+/**
  * Provisions the device, or reuses the identity in the store, and calls `callback` once with
  * the outcome. Returns at once.
  *
  * With a valid identity in the store (certificate and key that match, not expired, made for
- * this endpoint) it connects with it to prove it and makes no claim connection. Otherwise:
+ * this endpoint) it connects with it to prove it and makes no claim connection; if its
+ * certificate is inside the rotation window (by default the last third of its lifetime) it
+ * rotates it instead, as the device (see fp_provision_options_set_rotate_before_percent()):
+ * `FP_STEP_ROTATING`, and fp_provisioned_rotated() is 1. Otherwise:
  * claim connection, create (see fp_provision_options_set_key_type()), RegisterThing, the
  * certificate and key written to the store (key file 0600, fsynced), disconnect, a
  * connection with the new identity (client id: the thing name unless set) whose CONNACK
@@ -1137,8 +1215,8 @@ enum fp_result fp_provision_options_set_deadline_ms(struct fp_provision_options 
  * `FP_ERR_NULL_ARGUMENT` (`options` or `callback` NULL), `FP_ERR_INVALID_ARGUMENT` (options
  * that cannot work) or `FP_ERR_INTERNAL` (the library's thread cannot start).
  *
- * Nothing cancels a running fp_provision(): it ends by its deadline at the latest. A program
- * that exits meanwhile should wait for the callback first.
+ * This form gives no handle: it ends by its deadline at the latest. To cancel a run, or to
+ * wait for it without a callback, start it with fp_provision_start() instead.
  */
 enum fp_result fp_provision(const struct fp_provision_options *options,
                             fp_provision_progress_callback progress,
@@ -1182,6 +1260,19 @@ const char *fp_provisioned_metadata_file(const struct fp_provisioned *result);
 int fp_provisioned_reused(const struct fp_provisioned *result);
 
 /**
+ * 1 if the stored identity was rotated (renewed with itself; the certificate is new and no
+ * claim connection was made), 0 otherwise or if `result` is NULL.
+ */
+int fp_provisioned_rotated(const struct fp_provisioned *result);
+
+/**
+ * When the identity was rotated: the id of the certificate it replaced (64 hex
+ * characters), still Active in the account: deactivate it once the device is known to use
+ * the new one. NULL if it was not rotated or `result` is NULL. Borrowed, as `result`.
+ */
+const char *fp_provisioned_previous_certificate_id(const struct fp_provisioned *result);
+
+/**
  * Tries made, the first included; 0 if `result` is NULL.
  */
 uint32_t fp_provisioned_attempts(const struct fp_provisioned *result);
@@ -1197,6 +1288,70 @@ size_t fp_provisioned_device_configuration_len(const struct fp_provisioned *resu
  */
 const struct fp_key_value *fp_provisioned_device_configuration_at(const struct fp_provisioned *result,
                                                                   size_t index);
+
+/**
+ * Starts provisioning as fp_provision() does, and gives a handle to cancel the run or wait
+ * for it.
+ *
+ * `callback` may be NULL: then nothing is called at the end, and the outcome is read with
+ * fp_provision_wait(). Given, it is called exactly once as for fp_provision(), a cancelled
+ * run included, and fp_provision_wait() returns after it has returned. `progress` (may be
+ * NULL) and `user_data` are as for fp_provision(); `user_data` must stay valid until the run
+ * has ended (its callback returned, or fp_provision_wait() returned).
+ *
+ * On success writes the handle to `*out` (free it with fp_provision_op_free()) and returns
+ * `FP_OK`; `*out` is written before the run starts, so its callbacks may read the handle
+ * from where `out` points (through `user_data`), e.g. to cancel from the progress callback. Otherwise `*out` is untouched and no callback runs: `FP_ERR_NULL_ARGUMENT`
+ * (`options` or `out` NULL), `FP_ERR_INVALID_ARGUMENT` (options that cannot work) or
+ * `FP_ERR_INTERNAL` (the library's thread cannot start).
+ *
+ * The simplest program: `fp_provision_start(options, NULL, NULL, NULL, &op)`, then
+ * `fp_provision_wait(op, &identity, &error)`, then `fp_provision_op_free(op)`.
+ */
+enum fp_result fp_provision_start(const struct fp_provision_options *options,
+                                  fp_provision_progress_callback progress,
+                                  fp_provision_callback callback,
+                                  void *user_data,
+                                  struct fp_provision_op **out);
+
+/**
+ * Cancels the run: it ends promptly (well under 100 ms, plus the rest of a progress
+ * callback that is running) with `FP_ERR_CANCELLED`, its callback called once as always.
+ * Connections it had open are closed. The store keeps the identity it held before, or none:
+ * a new identity's files already written are not committed and the next run removes them.
+ * (A cancel that arrives while the verified identity is being committed, its last
+ * milliseconds, may let that commit finish: the store then holds the new identity, whole,
+ * and the next run reuses it.)
+ *
+ * Callable from any thread, from the run's own progress callback too (the run then stops
+ * before its next step), and any number of times. After the run has ended it does nothing.
+ * Not async-signal-safe: from a signal handler, hand the signal to a thread (`sigwait`).
+ * `FP_ERR_NULL_ARGUMENT` if `op` is NULL, `FP_OK` otherwise.
+ */
+enum fp_result fp_provision_cancel(const struct fp_provision_op *op);
+
+/**
+ * Waits until the run has ended (and its callback, if any, has returned) and gives its
+ * outcome: returns `FP_OK` and writes the identity to `*result`, or returns the failure's
+ * code (`FP_ERR_CANCELLED` after fp_provision_cancel()) and writes its details to `*error`.
+ * Either out-parameter may be NULL when not wanted. Both are borrowed from `op`: valid until
+ * fp_provision_op_free(op). Any number of threads may wait, any number of times.
+ *
+ * Called from a library thread (inside any callback of the library) it would block a thread
+ * the run may need, so it returns `FP_ERR_INVALID_ARGUMENT` at once (logged) and writes
+ * nothing. `FP_ERR_NULL_ARGUMENT` if `op` is NULL.
+ */
+enum fp_result fp_provision_wait(const struct fp_provision_op *op,
+                                 const struct fp_provisioned **result,
+                                 const struct fp_error **error);
+
+/**
+ * Releases the handle. It does not cancel the run (call fp_provision_cancel() first for
+ * that): a run still going goes on and calls its callback, if any, as usual. The result and
+ * error fp_provision_wait() gave are freed with it. NULL is a no-op. Do not free it while
+ * another thread uses it.
+ */
+void fp_provision_op_free(struct fp_provision_op *op);
 
 /**
  * Creates a signer for the private key whose public half is in `public_pem`, signing through

@@ -74,6 +74,10 @@ export async function once(signal: AbortSignal): Promise<string> {
     backoffMs: 100,
     maxBackoffMs: 1000,
     deadlineMs: 60_000,
+    rotateBeforePercent: 33,
+    rotateBeforeMs: 3_600_000,
+    rotationTemplate: 'FleetRotationTemplate',
+    rotationReuseKey: false,
   };
   const steps: string[] = [];
   try {
@@ -82,7 +86,9 @@ export async function once(signal: AbortSignal): Promise<string> {
       onProgress: (e: ProgressEvent) => steps.push(`${e.step} ${e.attempt} ${e.delayMs} ${e.detail}`),
     });
     const reused: boolean = result.reused;
-    return `${result.thingName} ${result.privateKeyFile} ${reused} ${result.attempts}`;
+    const rotated: boolean = result.rotated;
+    const previous: string | null = result.previousCertificateId;
+    return `${result.thingName} ${result.privateKeyFile} ${reused} ${rotated} ${previous} ${result.attempts}`;
   } catch (e) {
     if (e instanceof AbortError || e instanceof RejectedError) {
       return e.code;

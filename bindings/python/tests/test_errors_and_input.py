@@ -150,6 +150,10 @@ def test_version_and_library() -> None:
 LEFT_OUT = {
     "fp_pkcs11_generate_key": "a device key made in a token: not offered yet",
     "fp_pkcs11_store_certificate": "a device key made in a token: not offered yet",
+    "fp_provision": "fp_provision_start() does the same and gives the handle cancelling needs",
+    "fp_provision_wait": "the package waits on its own queue or event loop, which lets Ctrl-C "
+    "and asyncio cancellation through a blocked wait",
+    "fp_provision_step_str": "fleetprov.Step (an IntEnum) names the steps",
 }
 
 

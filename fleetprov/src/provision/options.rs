@@ -94,6 +94,50 @@ impl RetryPolicy {
     }
 }
 
+/// When a stored, still valid identity is renewed (rotated) instead of reused: once the time
+/// left until its certificate's `notAfter` is below the window. A certificate within a minute
+/// of its end is not used at all (it is treated as expired and provisioned anew with the
+/// claim), so a window shorter than that never rotates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotateBefore {
+    /// Never rotate: reuse until expired, then provision again with the claim.
+    Never,
+    /// Rotate once at most this much time is left.
+    Remaining(Duration),
+    /// Rotate once at most this percentage (1 to 100) of the certificate's lifetime
+    /// (`notAfter - notBefore`) is left; 100 rotates on every run.
+    PercentOfLifetime(u8),
+}
+
+impl Default for RotateBefore {
+    /// In the last third of the lifetime: a certificate valid a year is renewed four months
+    /// before its end, one valid a day eight hours before, leaving room for a device that is
+    /// offline for a while to try again.
+    fn default() -> Self {
+        RotateBefore::PercentOfLifetime(33)
+    }
+}
+
+impl RotateBefore {
+    fn check(&self) -> Result<(), Error> {
+        match self {
+            RotateBefore::PercentOfLifetime(p) if *p == 0 || *p > 100 => Err(Error::invalid(
+                format!("the rotation window must be 1 to 100 % of the lifetime, not {p} %"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The window for a certificate with this lifetime.
+    pub(super) fn window(&self, lifetime: Duration) -> Duration {
+        match self {
+            RotateBefore::Never => Duration::ZERO,
+            RotateBefore::Remaining(d) => *d,
+            RotateBefore::PercentOfLifetime(p) => lifetime / 100 * u32::from(*p),
+        }
+    }
+}
+
 /// The steps [`Progress`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Step {
@@ -111,6 +155,9 @@ pub enum Step {
     RetryScheduled,
     /// A valid stored identity was found and will be reused; the detail is its thing name.
     Reusing,
+    /// The stored identity is inside its rotation window and is renewed with itself (see
+    /// [`RotateBefore`]); the detail is its thing name and when its certificate expires.
+    Rotating,
 }
 
 impl Step {
@@ -124,6 +171,7 @@ impl Step {
             Step::Verifying => "verifying",
             Step::RetryScheduled => "retry scheduled",
             Step::Reusing => "reusing",
+            Step::Rotating => "rotating",
         }
     }
 }
@@ -153,6 +201,7 @@ pub type ProgressSink = Arc<dyn Fn(Progress) -> ProgressFuture + Send + Sync>;
 pub struct ProvisionOptions {
     /// The claim connection: endpoint, port, CA, claim certificate and key, MQTT version,
     /// timeouts, proxy. The device connection uses the same settings with the new identity.
+    /// Without credentials, only a stored identity can be reused or rotated.
     pub claim: ClientOptions,
     /// The provisioning template's name.
     pub template_name: TemplateName,
@@ -173,6 +222,16 @@ pub struct ProvisionOptions {
     pub retry: RetryPolicy,
     /// Progress events; `None` for none.
     pub progress: Option<ProgressSink>,
+    /// When a stored identity is renewed with itself rather than reused (default: in the last
+    /// third of its certificate's lifetime); see [`RotateBefore`].
+    pub rotate_before: RotateBefore,
+    /// The template RegisterThing uses when rotating; `None`: `template_name`. AWS's
+    /// documented pattern is a second template that attaches the new certificate to the
+    /// existing thing, which the device policy (not the claim's) allows.
+    pub rotation_template: Option<TemplateName>,
+    /// Rotate to a new certificate for the key in use instead of a new key (default: a new
+    /// key of the same kind as `device_key`).
+    pub rotation_reuse_key: bool,
 }
 
 impl std::fmt::Debug for ProvisionOptions {
@@ -184,6 +243,9 @@ impl std::fmt::Debug for ProvisionOptions {
             .field("device_key", &self.device_key)
             .field("force", &self.force)
             .field("retry", &self.retry)
+            .field("rotate_before", &self.rotate_before)
+            .field("rotation_template", &self.rotation_template)
+            .field("rotation_reuse_key", &self.rotation_reuse_key)
             .finish_non_exhaustive()
     }
 }
@@ -206,6 +268,9 @@ impl ProvisionOptions {
             force: false,
             retry: RetryPolicy::default(),
             progress: None,
+            rotate_before: RotateBefore::default(),
+            rotation_template: None,
+            rotation_reuse_key: false,
         }
     }
 
@@ -223,10 +288,10 @@ impl ProvisionOptions {
     ///
     /// [`ErrorKind::InvalidArgument`]: crate::ErrorKind::InvalidArgument
     pub fn check(self) -> Result<CheckedProvisionOptions, Error> {
-        if self.claim.credentials.is_none() {
-            return Err(Error::invalid("the claim certificate and key are required"));
-        }
+        // Without a claim certificate only a stored identity can be reused or rotated; the run
+        // says so if there is none.
         let claim = self.claim.check()?;
+        self.rotate_before.check()?;
         self.retry.check()?;
         if let Some(id) = &self.device_client_id {
             if id.is_empty() || id.len() > usize::from(u16::MAX) {
@@ -263,6 +328,9 @@ impl ProvisionOptions {
             force: self.force,
             retry: self.retry,
             progress: self.progress,
+            rotate_before: self.rotate_before,
+            rotation_template: self.rotation_template,
+            rotation_reuse_key: self.rotation_reuse_key,
         })
     }
 }
@@ -281,6 +349,9 @@ pub struct CheckedProvisionOptions {
     pub(super) force: bool,
     pub(super) retry: RetryPolicy,
     pub(super) progress: Option<ProgressSink>,
+    pub(super) rotate_before: RotateBefore,
+    pub(super) rotation_template: Option<TemplateName>,
+    pub(super) rotation_reuse_key: bool,
 }
 
 impl std::fmt::Debug for CheckedProvisionOptions {
@@ -322,8 +393,16 @@ mod tests {
         assert!(p.check().is_err());
         let template = TemplateName::new("FleetTemplate").unwrap();
         let mut claim = ClientOptions::new("localhost");
-        let o = ProvisionOptions::new(claim.clone(), template.clone(), "/tmp/x");
-        assert_eq!(o.check().unwrap_err().kind, ErrorKind::InvalidArgument);
+        // No claim: allowed (a stored identity can still be reused or rotated).
+        let mut o = ProvisionOptions::new(claim.clone(), template.clone(), "/tmp/x");
+        o.clone().check().unwrap();
+        for bad in [0, 101] {
+            o.rotate_before = RotateBefore::PercentOfLifetime(bad);
+            assert_eq!(
+                o.clone().check().unwrap_err().kind,
+                ErrorKind::InvalidArgument
+            );
+        }
         claim.credentials = Some(Credentials::pem(Pem::file("c"), Pem::file("k")));
         assert_eq!(
             TemplateName::new("Fleet/Template").unwrap_err().kind,

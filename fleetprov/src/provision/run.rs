@@ -4,6 +4,7 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use zeroize::Zeroizing;
@@ -13,6 +14,7 @@ use super::retry::{
     claim_verdict, connection_verdict, deadline_error, jitter, plan_retry, Verdict,
 };
 use super::store::{self, Found, IdentityStore, Metadata, StoredFiles};
+use super::store_lock::{self, locked};
 use super::Provisioned;
 use crate::client::{CheckedClientOptions, Client, ClientOptions, Pem};
 use crate::error::{Error, ErrorKind};
@@ -21,27 +23,45 @@ use crate::log::{fp_log, Level};
 use crate::protocol::{RegisterThingRequest, RegisterThingResponse};
 use crate::x509;
 
+// Rotation is the run's too (it uses the run's steps); it lives in its own file.
+#[path = "rotate.rs"]
+mod rotate;
+
 /// Provisions, or reuses, the identity `opts` describe.
 pub(super) async fn run(opts: CheckedProvisionOptions) -> Result<Provisioned, Error> {
     let run = Run {
         started: Instant::now(),
         attempt: 1,
         last_connect: HashMap::new(),
+        caller: "claim",
+        lock: store_lock::lock_for(&opts.store_dir),
         opts,
     };
-    let dir = run.opts.store_dir.clone();
-    let store = blocking(move || IdentityStore::open(dir)).await?;
-    if !run.opts.force {
-        let (s, endpoint) = (store.clone(), run.opts.claim.endpoint.clone());
-        match blocking(move || s.load(&endpoint)).await? {
-            Found::Usable(identity) => return run.reuse(*identity).await,
-            Found::Unusable(why) => fp_log!(
-                Level::Warn,
-                "identity store {}: not reusing the stored identity: {why}",
-                store.dir().display()
-            ),
-            Found::Nothing => {}
-        }
+    let (dir, endpoint, force) = (
+        run.opts.store_dir.clone(),
+        run.opts.claim.endpoint.clone(),
+        run.opts.force,
+    );
+    let held = Arc::clone(&run.lock);
+    let (store, found) = blocking(move || {
+        let _held = held.lock().unwrap_or_else(|e| e.into_inner());
+        let store = IdentityStore::open(dir)?;
+        let found = if force {
+            None
+        } else {
+            Some(store.load(&endpoint)?)
+        };
+        Ok((store, found))
+    })
+    .await?;
+    match found {
+        Some(Found::Usable(identity)) => return run.reuse_or_rotate(store, *identity).await,
+        Some(Found::Unusable(why)) => fp_log!(
+            Level::Warn,
+            "identity store {}: not reusing the stored identity: {why}",
+            store.dir().display()
+        ),
+        Some(Found::Nothing) | None => {}
     }
     run.provision_new(store).await
 }
@@ -50,7 +70,7 @@ pub(super) async fn run(opts: CheckedProvisionOptions) -> Result<Provisioned, Er
 ///
 /// The work and its result travel boxed, so all of it shares one instantiation of tokio's
 /// blocking-task machinery (one per result type would cost about 1.5 KB of code each).
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
     let job: Box<dyn FnOnce() -> Box<dyn Any + Send> + Send> = Box::new(move || Box::new(f()));
@@ -84,6 +104,10 @@ struct Run {
     started: Instant,
     attempt: u32,
     last_connect: HashMap<String, Instant>,
+    /// Who connects for the create and register half: "claim", or "device" when rotating.
+    caller: &'static str,
+    /// The store directory's lock (see [`store_lock`]), held around each piece of store work.
+    lock: Arc<Mutex<()>>,
 }
 
 impl Run {
@@ -206,11 +230,19 @@ impl Run {
             client_id,
             files: identity.files,
             reused: true,
+            rotated: false,
+            previous_certificate_id: None,
             attempts: self.attempt,
         })
     }
 
     async fn provision_new(mut self, store: IdentityStore) -> Result<Provisioned, Error> {
+        if self.opts.claim.credentials.is_none() {
+            return Err(Error::invalid(
+                "the store holds no usable identity and no claim certificate is given to \
+                 provision one",
+            ));
+        }
         check_claim_certificate(&self.opts.claim).await?;
         let (created, registered) = self.create_and_register().await?;
         self.progress(
@@ -220,11 +252,10 @@ impl Run {
         )
         .await;
         let staged = {
-            let store = store.clone();
             let id = created.certificate_id.clone();
             let cert = created.certificate_pem.clone();
             let key = created.private_key_pem.clone();
-            blocking(move || store.stage(&id, &cert, &key)).await?
+            locked(&self.lock, &store, move |s| s.stage(&id, &cert, &key)).await?
         };
         drop(created.private_key_pem);
         let client_id = self
@@ -248,7 +279,7 @@ impl Run {
             provisioned_at: 0,
             not_after: 0,
         };
-        let stored = blocking(move || store.commit(&staged, metadata)).await?;
+        let stored = locked(&self.lock, &store, move |s| s.commit(&staged, metadata)).await?;
         fp_log!(
             Level::Info,
             "provisioned {} (certificate {}) after {} attempt(s)",
@@ -263,6 +294,8 @@ impl Run {
             client_id,
             files: stored.files,
             reused: false,
+            rotated: false,
+            previous_certificate_id: None,
             attempts: self.attempt,
         })
     }
@@ -340,7 +373,7 @@ impl Run {
                     .claim
                     .clone()
                     .with_template_name(self.opts.template_name.clone());
-                let c = self.connect(opts, "claim").await.map_err(claim_error)?;
+                let c = self.connect(opts, self.caller).await.map_err(claim_error)?;
                 *claim = Some(c.clone());
                 c
             }

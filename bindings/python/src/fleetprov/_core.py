@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Set, Tuple, Union
 
 from . import _codes, _ffi
 from ._errorbase import FleetprovError
@@ -149,6 +149,18 @@ def seconds_to_ms(name: str, value: object) -> int:
         raise _codes.InvalidArgumentError(f"{name} must be a positive number of seconds, got {value!r}")
     ms = max(1, round(value * 1000))
     if ms > 0xFFFFFFFF:
+        raise _codes.InvalidArgumentError(f"{name} is too long: {value!r} s")
+    return ms
+
+
+def long_seconds_to_ms(name: str, value: object) -> int:
+    """``seconds_to_ms`` for a 64-bit millisecond count (years, not minutes)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise _codes.InvalidArgumentError(f"{name} must be a positive number of seconds, got {value!r}")
+    ms = max(1, round(value * 1000))
+    if ms > 0xFFFFFFFFFFFFFFFF:
         raise _codes.InvalidArgumentError(f"{name} is too long: {value!r} s")
     return ms
 
@@ -416,6 +428,10 @@ class ProvisionConfig:
         force: bool = False,
         retry: Optional[RetryPolicy] = None,
         timeout: Optional[float] = None,
+        rotate_before: Optional[float] = None,
+        rotate_before_percent: Optional[int] = None,
+        rotation_template: Optional[str] = None,
+        rotation_reuse_key: bool = False,
     ) -> None:
         self.connection = connection
         if connection.signer is not None:
@@ -451,6 +467,17 @@ class ProvisionConfig:
         self.csr_private_key = csr_private_key
         self.device_client_id = c_str("device_client_id", device_client_id, required=False)
         self.force = bool(force)
+        if rotate_before is not None and rotate_before_percent is not None:
+            raise _codes.InvalidArgumentError("give rotate_before or rotate_before_percent, not both")
+        # 0 turns rotation off; otherwise whole milliseconds.
+        self.rotate_before_ms: Optional[int] = None
+        if rotate_before is not None:
+            self.rotate_before_ms = 0 if rotate_before == 0 else long_seconds_to_ms("rotate_before", rotate_before)
+        self.rotate_before_percent: Optional[int] = None
+        if rotate_before_percent is not None:
+            self.rotate_before_percent = int_arg("rotate_before_percent", rotate_before_percent, 0, 100)
+        self.rotation_template = c_str("rotation_template", rotation_template, required=False)
+        self.rotation_reuse_key = bool(rotation_reuse_key)
         retry = retry if retry is not None else RetryPolicy()
         if not isinstance(retry, RetryPolicy):
             raise TypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
@@ -512,6 +539,22 @@ class ProvisionConfig:
                 "retry.backoff_base/backoff_max",
             )
             check(_ffi.fp_provision_options_set_deadline_ms(opts, self.deadline_ms), "retry.deadline")
+            if self.rotate_before_ms is not None:
+                check(_ffi.fp_provision_options_set_rotate_before_ms(opts, self.rotate_before_ms), "rotate_before")
+            if self.rotate_before_percent is not None:
+                check(
+                    _ffi.fp_provision_options_set_rotate_before_percent(opts, self.rotate_before_percent),
+                    "rotate_before_percent",
+                )
+            if self.rotation_template is not None:
+                check(
+                    _ffi.fp_provision_options_set_rotation_template(opts, self.rotation_template),
+                    "rotation_template",
+                )
+            check(
+                _ffi.fp_provision_options_set_rotation_reuse_key(opts, int(self.rotation_reuse_key)),
+                "rotation_reuse_key",
+            )
         except BaseException:
             _ffi.fp_provision_options_free(opts)
             raise
@@ -521,8 +564,49 @@ class ProvisionConfig:
 # ---------------------------------------------------------------- sinks
 
 
+class ProvisionRun:
+    """A running ``fp_provision_start()``: its ``fp_provision_op *``, which ``cancel()`` may
+    use from any thread until the run's final callback releases it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._op: Optional[int] = None
+        self._ended = False
+        self.cancelled = False
+
+    def started(self, op: Optional[int]) -> None:
+        with self._lock:
+            if self._ended:  # the final callback came first
+                _ffi.fp_provision_op_free(op)
+            else:
+                self._op = op
+                if self.cancelled:
+                    _ffi.fp_provision_cancel(op)
+
+    def cancel(self) -> None:
+        """Cancels the run (``fp_provision_cancel()``): it ends within milliseconds with
+        ``CancelledError``, leaving the store's previous identity, or none. Harmless after the
+        end."""
+        with self._lock:
+            self.cancelled = True
+            if self._op is not None:
+                _ffi.fp_provision_cancel(self._op)
+
+    def ended(self) -> None:
+        """The final callback has run: the handle is released."""
+        live_runs.discard(self)
+        with self._lock:
+            self._ended = True
+            if self._op is not None:
+                _ffi.fp_provision_op_free(self._op)
+                self._op = None
+
+
 class Sink:
     """Where a call's progress and outcome go; called on library threads."""
+
+    #: The provisioning run this sink belongs to, if any.
+    run: Optional[ProvisionRun] = None
 
     def progress(self, event: Progress) -> None:  # pragma: no cover - overridden
         pass
@@ -604,6 +688,8 @@ _registry_lock = threading.Lock()
 _keys = itertools.count(1)
 _running = threading.Condition()
 _running_provisions = 0
+#: Provision runs whose final callback has not run yet.
+live_runs: "Set[ProvisionRun]" = set()
 
 
 def register(state: object) -> int:
@@ -641,6 +727,10 @@ def _read_config(ptr: Any, n: int) -> Dict[str, str]:
     return {_text(ptr[i].key): _text(ptr[i].value) for i in range(n)}
 
 
+def _optional_text(value: Optional[bytes]) -> Optional[str]:
+    return None if value is None else _text(value)
+
+
 def _provisioned(result: int) -> Provisioned:
     n = _ffi.fp_provisioned_device_configuration_len(result)
     config: Dict[str, str] = {}
@@ -656,6 +746,8 @@ def _provisioned(result: int) -> Provisioned:
         private_key_file=_text(_ffi.fp_provisioned_private_key_file(result)),
         metadata_file=_text(_ffi.fp_provisioned_metadata_file(result)),
         reused=bool(_ffi.fp_provisioned_reused(result)),
+        rotated=bool(_ffi.fp_provisioned_rotated(result)),
+        previous_certificate_id=_optional_text(_ffi.fp_provisioned_previous_certificate_id(result)),
         attempts=int(_ffi.fp_provisioned_attempts(result)),
         device_configuration=config,
     )
@@ -670,6 +762,8 @@ def _on_progress(user_data: Optional[int], step: int, attempt: int, delay_ms: in
     except ValueError:
         return  # a step added in a later library version: not ours to name
     sink.progress(Progress(kind, int(attempt), int(delay_ms), _text(detail)))
+    if sink.run is not None and sink.run.cancelled:
+        sink.run.cancel()  # cancelled during the step: the run stops before the next one
 
 
 on_progress = _ffi.PROGRESS_CB(_guarded(_on_progress))
@@ -682,6 +776,8 @@ def _on_provision(user_data: Optional[int], result: Optional[int], error: Option
         if sink is not None:
             sink.finish(_provisioned(result) if result else error_from(error or 0))
     finally:
+        if sink is not None and sink.run is not None:
+            sink.run.ended()
         with _running:
             _running_provisions -= 1
             _running.notify_all()
@@ -782,16 +878,21 @@ on_lifecycle = _ffi.LIFECYCLE_CB(_guarded(_on_lifecycle))
 # ---------------------------------------------------------------- starting calls
 
 
-def start_provision(config: ProvisionConfig, sink: Sink) -> None:
-    """Starts ``fp_provision()``; the outcome goes to ``sink``. Raises if it cannot start."""
+def start_provision(config: ProvisionConfig, sink: Sink) -> ProvisionRun:
+    """Starts ``fp_provision_start()``; the outcome goes to ``sink``. Raises if it cannot
+    start. The returned run can be cancelled."""
     global _running_provisions
     sync_log_level()
     opts = config.build()
+    run = ProvisionRun()
+    sink.run = run
+    live_runs.add(run)
     key = register(sink)
+    out = ctypes.c_void_p()
     try:
         with _running:
             _running_provisions += 1
-        rc = _ffi.fp_provision(opts, on_progress, on_provision, key)
+        rc = _ffi.fp_provision_start(opts, on_progress, on_provision, key, ctypes.byref(out))
     finally:
         _ffi.fp_provision_options_free(opts)
     if rc != _codes.FP_OK:
@@ -799,7 +900,10 @@ def start_provision(config: ProvisionConfig, sink: Sink) -> None:
         with _running:
             _running_provisions -= 1
             _running.notify_all()
+        live_runs.discard(run)
         check(rc, "cannot start provisioning")
+    run.started(out.value)
+    return run
 
 
 class ClientHandle:
@@ -932,8 +1036,8 @@ def sync_log_level() -> None:
 
 def _at_exit() -> None:
     """The library's threads must not call into an interpreter that is going away: stop the
-    log callback, and wait for provision runs whose results were abandoned (cancelled or
-    timed out) to end; each ends by its deadline at the latest."""
+    log callback, cancel provision runs still going, and wait for them to end (a cancelled
+    run ends within milliseconds)."""
     global _installed_level
     with _log_lock:
         _ffi.fp_set_log_callback(_ffi.LOG_CB(), None, None, _codes.FP_LOG_NONE)
@@ -942,13 +1046,10 @@ def _at_exit() -> None:
         client.close()
     for signer in list(live_signers):
         signer.close()
+    # Nothing will read the outcome of a run still going: cancel it, so it ends at once.
+    for run in list(live_runs):
+        run.cancel()
     with _running:
-        if _running_provisions > 0:
-            logger.warning(
-                "fleetprov: waiting at exit for %d abandoned provision run(s) to end (each ends "
-                "by its deadline at the latest)",
-                _running_provisions,
-            )
         while _running_provisions > 0:
             _running.wait()
 

@@ -39,6 +39,7 @@ class Step(enum.IntEnum):
     VERIFYING = _codes.FP_STEP_VERIFYING
     RETRY_SCHEDULED = _codes.FP_STEP_RETRY_SCHEDULED
     REUSING = _codes.FP_STEP_REUSING
+    ROTATING = _codes.FP_STEP_ROTATING
 
 
 class SignatureScheme(enum.IntEnum):
@@ -117,6 +118,11 @@ class Provisioned:
     attempts: int
     #: The template's ``DeviceConfiguration``.
     device_configuration: Dict[str, str]
+    #: True if the stored identity was renewed with itself (no claim connection was made).
+    rotated: bool = False
+    #: When rotated: the replaced certificate, still Active in the account (deactivate it once
+    #: the device uses the new one).
+    previous_certificate_id: Optional[str] = None
 
 
 @dataclass(frozen=True)

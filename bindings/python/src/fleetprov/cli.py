@@ -4,7 +4,8 @@ Takes the flags of AWS's Python fleet provisioning sample (``--endpoint --port -
 --ca_file --client_id --template_name --template_parameters --csr --proxy_host --proxy_port
 --verbosity``) plus ``--mqtt_version`` and ``--output_dir``, and those of the C demo
 (``c_examples/fleet_provisioning.c``): ``--payload_format``, ``--timeout_ms``, ``--force``,
-``--key_type``, ``--max_attempts`` and the PKCS#11 claim key flags.
+``--key_type``, ``--max_attempts``, ``--rotate_before``, ``--rotation_template`` and the PKCS#11
+claim key flags.
 
 Without ``--output_dir``: connect with the claim, CreateKeysAndCertificate (or
 CreateCertificateFromCsr with ``--csr``), RegisterThing, print the result. As in the C demo the
@@ -67,6 +68,7 @@ STEP_NAMES = {
     Step.VERIFYING: "verifying",
     Step.RETRY_SCHEDULED: "retry scheduled",
     Step.REUSING: "reusing",
+    Step.ROTATING: "rotating",
 }
 
 
@@ -128,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--key_type", choices=list(KEY_TYPES), default=None,
       help="with --output_dir: the device key (default ec-p256; service: CreateKeysAndCertificate)")
     a("--max_attempts", type=int, default=None, help="with --output_dir: tries in all (8)")
+    a("--rotate_before", type=int, default=None,
+      help="with --output_dir: rotate the stored identity once at most SECONDS are left (0: never)")
+    a("--rotation_template", default=None, help="with --output_dir: the template used when rotating")
     a("--pkcs11_lib", help="PKCS#11 module holding the claim key (instead of --key)")
     a("--pin", help="PKCS#11 user PIN")
     a("--token_label", help="PKCS#11 token label")
@@ -159,9 +164,14 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.timeout_ms is not None and not 1 <= args.timeout_ms <= 3_600_000:
         raise UsageError("--timeout_ms must be 1-3600000")
     if args.output_dir is None:
-        for flag in ("force", "key_type", "max_attempts"):
+        for flag in ("force", "key_type", "max_attempts", "rotate_before", "rotation_template"):
             if getattr(args, flag) not in (None, False):
-                raise UsageError("--force, --key_type and --max_attempts need --output_dir")
+                raise UsageError(
+                    "--force, --key_type, --max_attempts, --rotate_before and --rotation_template "
+                    "need --output_dir"
+                )
+    if args.rotate_before is not None and not 0 <= args.rotate_before <= 1_000_000_000:
+        raise UsageError("--rotate_before must be 0-1000000000 seconds")
     if args.output_dir is not None and args.pkcs11_lib is not None:
         raise UsageError(
             "--pkcs11_lib and --output_dir do not mix: the library's identity store "
@@ -264,6 +274,8 @@ def _run_store(args: argparse.Namespace) -> int:
         key_type=KEY_TYPES[args.key_type or "ec-p256"],
         force=args.force,
         retry=retry,
+        rotate_before=args.rotate_before,
+        rotation_template=args.rotation_template,
         on_progress=_print_progress,
         **kwargs,  # type: ignore[arg-type]
     )
@@ -271,9 +283,19 @@ def _run_store(args: argparse.Namespace) -> int:
     print(f"Thing: {result.thing_name}")
     if result.reused:
         print(f"Reused the stored identity, verified by connecting (connected as {result.client_id}, {attempts}).")
+    elif result.rotated:
+        print(
+            "Rotated the stored identity without the claim, saved and verified by connecting "
+            f"(connected as {result.client_id}, {attempts})."
+        )
     else:
         print(f"Provisioned, saved and verified by connecting (connected as {result.client_id}, {attempts}).")
     print(f"Certificate id: {result.certificate_id}")
+    if result.previous_certificate_id is not None:
+        print(
+            f"Replaced certificate id: {result.previous_certificate_id} (still active in the "
+            "account: deactivate it once the device uses the new one)"
+        )
     print(f"Stored: {result.metadata_file}, {result.certificate_file}, {result.private_key_file}")
     _print_config(result.device_configuration)
     return EXIT_OK
