@@ -347,3 +347,125 @@ async fn wrong_pin_missing_key_token_and_module_are_clear_errors() {
     );
     assert!(emu.service().registry().things().is_empty());
 }
+
+/// `CKA_EXTRACTABLE` and `CKA_SENSITIVE` of each private key labelled `label` in the token,
+/// read through the module directly.
+fn private_key_flags(hsm: &Hsm, label: &str) -> Vec<(bool, bool)> {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+    use cryptoki::session::UserType;
+    let m = Pkcs11::new(&hsm.module).unwrap();
+    let _ = m.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+    let slot = m
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| m.get_token_info(*s).unwrap().label().trim_end() == TOKEN)
+        .unwrap();
+    let session = m.open_ro_session(slot).unwrap();
+    let _ = session.login(UserType::User, Some(&PIN.to_owned().into()));
+    session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+        .unwrap()
+        .into_iter()
+        .map(|o| {
+            let attrs = session
+                .get_attributes(o, &[AttributeType::Extractable, AttributeType::Sensitive])
+                .unwrap();
+            let flag = |want: AttributeType| {
+                attrs.iter().any(|a| match (a, want) {
+                    (Attribute::Extractable(v), AttributeType::Extractable) => *v,
+                    (Attribute::Sensitive(v), AttributeType::Sensitive) => *v,
+                    _ => false,
+                })
+            };
+            (
+                flag(AttributeType::Extractable),
+                flag(AttributeType::Sensitive),
+            )
+        })
+        .collect()
+}
+
+/// provision() with the claim key and the device key both in the token: the device key is
+/// generated there (not extractable, sensitive), no key file is written, `identity.json`
+/// says where the key is (never the PIN), the certificate is stored back, and the next run
+/// reuses the identity by connecting with the token's key (PIN given again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_keeps_the_device_key_in_the_token_and_reuses_it() {
+    use fleetprov::provision::{provision, KeyLocation, KeySource, ProvisionOptions};
+    use fleetprov::TemplateName;
+    let hsm = hsm();
+    let (emu, _state) = hsm.emulator().await;
+    let store = tempfile::tempdir().unwrap();
+    let label = "provisioned-device";
+    let options = |key: Pkcs11Key| {
+        let mut o = ProvisionOptions::new(
+            claim_opts(hsm, &emu),
+            TemplateName::new("FleetTemplate").unwrap(),
+            store.path(),
+        );
+        o.parameters = params("hsm-provisioned");
+        o.device_key = KeySource::Pkcs11 {
+            key,
+            algorithm: KeyAlgorithm::EcP256,
+            store_certificate: true,
+        };
+        o
+    };
+    assert!(private_key_flags(hsm, label).is_empty());
+    let first = provision(options(hsm.key(label))).await.unwrap();
+    assert!(!first.reused);
+    assert_eq!(first.thing_name, "ThingPrefix_hsm-provisioned");
+    assert_eq!(private_key_flags(hsm, label), [(false, true)]);
+    assert_eq!(first.files.private_key, PathBuf::new());
+    let names: Vec<String> = std::fs::read_dir(store.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains("key")),
+        "no key file: {names:?}"
+    );
+    let json = std::fs::read_to_string(&first.files.metadata).unwrap();
+    assert!(json.contains("\"kind\": \"pkcs11\""), "{json}");
+    assert!(
+        json.contains(&format!("\"keyLabel\": \"{label}\"")),
+        "{json}"
+    );
+    assert!(!json.contains(PIN), "no PIN in identity.json: {json}");
+    match &first.key_location {
+        KeyLocation::Pkcs11 {
+            key_label, key_id, ..
+        } => {
+            assert_eq!(key_label, label);
+            assert_eq!(key_id.len(), 32, "the generated 16-byte CKA_ID, hex");
+        }
+        other => panic!("{other:?}"),
+    }
+    let cert = std::fs::read_to_string(&first.files.certificate).unwrap();
+    assert!(stored_certificate_is(hsm, label, &common::cert_der(&cert)));
+    let things = emu.service().registry().things();
+    assert_eq!(things.len(), 1);
+
+    // Reused with the token's key: no new thing, the same certificate; the proof connection
+    // needs the PIN, which the options give again.
+    let second = provision(options(hsm.key(label))).await.unwrap();
+    assert!(second.reused);
+    assert_eq!(second.certificate_id, first.certificate_id);
+    assert_eq!(second.key_location, first.key_location);
+    assert_eq!(emu.service().registry().things().len(), 1);
+
+    // Forced anew: the key already in the token gets a new certificate (no second key).
+    let mut forced = options(hsm.key(label));
+    forced.force = true;
+    let third = provision(forced).await.unwrap();
+    assert!(!third.reused);
+    assert_ne!(third.certificate_id, first.certificate_id);
+    assert_eq!(private_key_flags(hsm, label), [(false, true)]);
+    let cert = std::fs::read_to_string(&third.files.certificate).unwrap();
+    assert!(stored_certificate_is(hsm, label, &common::cert_der(&cert)));
+}

@@ -5,15 +5,14 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
 
-use zeroize::Zeroizing;
-
+use super::device_key::{self, NewKey};
 use super::options::{CheckedProvisionOptions, KeySource, Progress, Step};
 use super::retry::{
     claim_verdict, connection_verdict, deadline_error, jitter, plan_retry, Verdict,
 };
 use super::store::{self, Found, IdentityStore, Metadata, StoredFiles};
 use super::Provisioned;
-use crate::client::{CheckedClientOptions, Client, ClientOptions, Pem};
+use crate::client::{CheckedClientOptions, Client, ClientOptions, Credentials, Pem, PrivateKey};
 use crate::error::{Error, ErrorKind};
 use crate::keygen;
 use crate::log::{fp_log, Level};
@@ -33,7 +32,17 @@ pub(super) async fn run(opts: CheckedProvisionOptions) -> Result<Provisioned, Er
     if !run.opts.force {
         let (s, endpoint) = (store.clone(), run.opts.claim.endpoint.clone());
         match blocking(move || s.load(&endpoint)).await? {
-            Found::Usable(identity) => return run.reuse(*identity).await,
+            Found::Usable(identity) => {
+                let (id, source) = (identity.clone(), run.opts.device_key.clone());
+                match blocking(move || Ok(device_key::stored_key(&id, &source))).await? {
+                    Ok(key) => return run.reuse(*identity, key).await,
+                    Err(why) => fp_log!(
+                        Level::Warn,
+                        "identity store {}: not reusing the stored identity: {why}",
+                        store.dir().display()
+                    ),
+                }
+            }
             Found::Unusable(why) => fp_log!(
                 Level::Warn,
                 "identity store {}: not reusing the stored identity: {why}",
@@ -58,7 +67,7 @@ async fn blocking<T: Send + 'static>(
 struct Created {
     certificate_id: String,
     certificate_pem: String,
-    private_key_pem: Zeroizing<String>,
+    key: NewKey,
     token: String,
     at: Instant,
     /// RegisterThing was sent with this token at least once.
@@ -152,7 +161,12 @@ impl Run {
 
     /// Connects with an identity, proves it (CONNACK accepted) and disconnects; retries
     /// connection-level failures.
-    async fn verify(&mut self, files: &StoredFiles, client_id: &str) -> Result<(), Error> {
+    async fn verify(
+        &mut self,
+        files: &StoredFiles,
+        key: PrivateKey,
+        client_id: &str,
+    ) -> Result<(), Error> {
         let refused = |e: Error| Error {
             message: format!("the device identity was refused: {}", e.message),
             ..e
@@ -161,7 +175,10 @@ impl Run {
             .opts
             .claim
             .clone()
-            .with_pem_credentials(Pem::file(&files.certificate), Pem::file(&files.private_key))
+            .with_credentials(Credentials {
+                cert: Pem::file(&files.certificate),
+                key,
+            })
             .with_client_id(client_id.to_owned())
             .map_err(refused)?;
         loop {
@@ -180,7 +197,11 @@ impl Run {
         }
     }
 
-    async fn reuse(mut self, identity: store::StoredIdentity) -> Result<Provisioned, Error> {
+    async fn reuse(
+        mut self,
+        identity: store::StoredIdentity,
+        key: PrivateKey,
+    ) -> Result<Provisioned, Error> {
         let m = identity.metadata;
         self.progress(Step::Reusing, Duration::ZERO, m.thing_name.clone())
             .await;
@@ -189,13 +210,14 @@ impl Run {
             .device_client_id
             .clone()
             .unwrap_or_else(|| m.client_id.clone());
-        self.verify(&identity.files, &client_id).await?;
+        self.verify(&identity.files, key, &client_id).await?;
         Ok(Provisioned {
             thing_name: m.thing_name,
             device_configuration: m.device_configuration,
             certificate_id: m.certificate_id,
             client_id,
             files: identity.files,
+            key_location: m.key_location,
             reused: true,
             attempts: self.attempt,
         })
@@ -214,17 +236,36 @@ impl Run {
             let store = store.clone();
             let id = created.certificate_id.clone();
             let cert = created.certificate_pem.clone();
-            let key = created.private_key_pem.clone();
-            blocking(move || store.stage(&id, &cert, &key)).await?
+            let key = created.key.clone();
+            blocking(move || match &key {
+                NewKey::Pem(pem) => store.stage(&id, &cert, pem),
+                NewKey::External { signer, .. } => {
+                    store.stage_certificate(&id, &cert, signer.public_key())
+                }
+            })
+            .await?
         };
-        drop(created.private_key_pem);
+        let files = store.staged_files(&staged);
+        let (connect_key, store_in) = match created.key {
+            NewKey::Pem(_) => (PrivateKey::Pem(Pem::file(&files.private_key)), None),
+            NewKey::External {
+                ref signer,
+                ref store_in,
+                ..
+            } => (PrivateKey::Signer(signer.clone()), store_in.clone()),
+        };
+        let key_location = created.key.location();
+        drop(created.key);
         let client_id = self
             .opts
             .device_client_id
             .clone()
             .unwrap_or_else(|| registered.thing_name.clone());
-        self.verify(&store.staged_files(&staged), &client_id)
-            .await?;
+        self.verify(&files, connect_key, &client_id).await?;
+        if let Some(key) = store_in {
+            let cert = created.certificate_pem.clone();
+            blocking(move || crate::pkcs11::store_certificate(&key, &cert)).await?;
+        }
         let metadata = Metadata {
             version: 1,
             thing_name: registered.thing_name.clone(),
@@ -234,6 +275,7 @@ impl Run {
             port: self.opts.claim.port,
             client_id: client_id.clone(),
             key_type: self.opts.device_key.name().to_owned(),
+            key_location: key_location.clone(),
             certificate_file: String::new(),
             private_key_file: String::new(),
             provisioned_at: 0,
@@ -253,6 +295,7 @@ impl Run {
             certificate_id: created.certificate_id,
             client_id,
             files: stored.files,
+            key_location,
             reused: false,
             attempts: self.attempt,
         })
@@ -263,7 +306,7 @@ impl Run {
         let mut claim: Option<Client> = None;
         let mut created: Option<Created> = None;
         // The key and CSR made here, once: every create try signs the same CSR.
-        let mut csr: Option<(String, Zeroizing<String>)> = None;
+        let mut csr: Option<(String, NewKey)> = None;
         loop {
             let outcome = self.claim_try(&mut claim, &mut created, &mut csr).await;
             let e = match outcome {
@@ -314,7 +357,7 @@ impl Run {
         &mut self,
         claim: &mut Option<Client>,
         created: &mut Option<Created>,
-        csr: &mut Option<(String, Zeroizing<String>)>,
+        csr: &mut Option<(String, NewKey)>,
     ) -> Result<RegisterThingResponse, Error> {
         if created
             .as_ref()
@@ -361,7 +404,7 @@ impl Run {
     async fn create(
         &mut self,
         client: &Client,
-        csr: &mut Option<(String, Zeroizing<String>)>,
+        csr: &mut Option<(String, NewKey)>,
     ) -> Result<Created, Error> {
         let (csr_pem, key) = match &self.opts.device_key {
             KeySource::Service => {
@@ -373,7 +416,7 @@ impl Run {
                 return Ok(Created {
                     certificate_id: r.certificate_id,
                     certificate_pem: r.certificate_pem,
-                    private_key_pem: r.private_key,
+                    key: NewKey::Pem(r.private_key),
                     token: r.certificate_ownership_token,
                     at: Instant::now(),
                     token_sent: false,
@@ -382,12 +425,22 @@ impl Run {
             KeySource::Csr {
                 csr_pem,
                 private_key_pem,
-            } => (csr_pem.clone(), private_key_pem.clone()),
+            } => (csr_pem.clone(), NewKey::Pem(private_key_pem.clone())),
+            source @ (KeySource::Pkcs11 { .. } | KeySource::Signer(_)) => {
+                if csr.is_none() {
+                    let (source, subject) = (source.clone(), self.opts.csr_subject.clone());
+                    *csr = blocking(move || device_key::external_csr(&source, &subject)).await?;
+                }
+                match csr {
+                    Some((c, k)) => (c.clone(), k.clone()),
+                    None => return Err(Error::new(ErrorKind::Internal, "no CSR")),
+                }
+            }
             KeySource::Generate(key_type) => {
                 if csr.is_none() {
                     let (key_type, subject) = (*key_type, self.opts.csr_subject.clone());
                     let k = blocking(move || keygen::generate(key_type, &subject)).await?;
-                    *csr = Some((k.csr_pem.clone(), k.private_key_pem.clone()));
+                    *csr = Some((k.csr_pem.clone(), NewKey::Pem(k.private_key_pem.clone())));
                 }
                 match csr {
                     Some((c, k)) => (c.clone(), k.clone()),
@@ -403,7 +456,7 @@ impl Run {
         Ok(Created {
             certificate_id: r.certificate_id,
             certificate_pem: r.certificate_pem,
-            private_key_pem: key,
+            key,
             token: r.certificate_ownership_token,
             at: Instant::now(),
             token_sent: false,
