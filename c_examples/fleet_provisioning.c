@@ -9,9 +9,15 @@
  * reuse it, connect with it and print the thing name, without provisioning again. --force
  * provisions anew and replaces the stored identity once the new one is verified.
  *
+ * With --pkcs11_lib the claim key can be a key in a PKCS#11 token (--key_label), and with
+ * --output_dir too the device key is kept in the token: generated there on the first run
+ * (not extractable, --device_key_label, default "fleetprov-device"), its certificate stored
+ * there and in the store, and reused by later runs; no key file is written.
+ *
  * Exit codes: 0 success, 2 usage, 3 connection failed or lost, 4 rejected by the service,
  * 5 timeout, 6 other error, 7 identity store error. Failures print one line on stderr.
- * The private key is never printed; --output_dir saves it (0600) with the certificate.
+ * The private key is never printed; --output_dir saves it (0600) with the certificate, unless
+ * it is in a PKCS#11 token.
  *
  * Build: see the Makefile (`make`), which links it against libfleetprov.
  */
@@ -60,6 +66,7 @@ struct args {
     const char *token_label;
     const char *slot_id;
     const char *key_label;
+    const char *device_key_label;
     const char *key_type;
     const char *max_attempts;
     int force;
@@ -105,8 +112,10 @@ static const char *const USAGE =
     "         [--timeout_ms N] [--payload_format json|cbor]\n"
     "         [--output_dir DIR [--force] [--key_type ec-p256|ec-p384|rsa-2048|service]\n"
     "          [--max_attempts N]]\n"
-    "         [--pkcs11_lib MODULE --key_label LABEL [--pin PIN] [--token_label LABEL]\n"
-    "          [--slot_id N]] (the claim key in a PKCS#11 token, instead of --key)\n";
+    "         [--pkcs11_lib MODULE [--pin PIN] [--token_label LABEL] [--slot_id N]\n"
+    "          [--key_label LABEL] (the claim key in the token, instead of --key)\n"
+    "          [--device_key_label LABEL] (with --output_dir: the device key made and kept\n"
+    "          in the token; default fleetprov-device)]\n";
 
 static void fail_line(const char *fmt, ...) {
     va_list ap;
@@ -191,6 +200,7 @@ static int parse_args(int argc, char **argv, struct args *a) {
     FLAG("--token_label", &a->token_label);
     FLAG("--slot_id", &a->slot_id);
     FLAG("--key_label", &a->key_label);
+    FLAG("--device_key_label", &a->device_key_label);
     FLAG("--key_type", &a->key_type);
     FLAG("--max_attempts", &a->max_attempts);
 #undef FLAG
@@ -234,13 +244,17 @@ static int parse_args(int argc, char **argv, struct args *a) {
         }
     }
     if (a->endpoint == NULL || a->cert == NULL || a->template_name == NULL ||
-        (a->key == NULL) == (a->pkcs11_lib == NULL)) {
-        fail_line("--endpoint, --cert, --template_name and one of --key and --pkcs11_lib are "
-                  "required");
+        (a->key == NULL) == (a->key_label == NULL)) {
+        fail_line("--endpoint, --cert, --template_name and one of --key and --key_label "
+                  "(with --pkcs11_lib) are required");
         return -1;
     }
-    if (a->pkcs11_lib != NULL && a->key_label == NULL) {
-        fail_line("--pkcs11_lib needs --key_label");
+    if (a->pkcs11_lib == NULL && (a->key_label != NULL || a->device_key_label != NULL)) {
+        fail_line("--key_label and --device_key_label need --pkcs11_lib");
+        return -1;
+    }
+    if (a->device_key_label != NULL && a->output_dir == NULL) {
+        fail_line("--device_key_label needs --output_dir (the identity store)");
         return -1;
     }
     return 0;
@@ -357,6 +371,9 @@ static char *read_file(const char *path) {
 
 /* ---------- identity store (--output_dir, through fp_provision) ---------- */
 
+static fp_result configure_pkcs11(const struct args *a, fp_client_options *opts,
+                                  const char *label);
+
 struct store_run {
     pthread_mutex_t lock;
     pthread_cond_t changed;
@@ -416,8 +433,14 @@ static void on_store_done(void *user_data, const fp_provisioned *result, const f
                fp_provisioned_client_id(result), (unsigned)fp_provisioned_attempts(result),
                fp_provisioned_attempts(result) == 1 ? "" : "s");
         printf("Certificate id: %s\n", fp_provisioned_certificate_id(result));
-        printf("Stored: %s, %s, %s\n", fp_provisioned_metadata_file(result),
-               fp_provisioned_certificate_file(result), fp_provisioned_private_key_file(result));
+        if (fp_provisioned_key_location(result) == FP_KEY_LOCATION_PKCS11) {
+            printf("Stored: %s, %s; the private key stays in the PKCS#11 token\n",
+                   fp_provisioned_metadata_file(result), fp_provisioned_certificate_file(result));
+        } else {
+            printf("Stored: %s, %s, %s\n", fp_provisioned_metadata_file(result),
+                   fp_provisioned_certificate_file(result),
+                   fp_provisioned_private_key_file(result));
+        }
         n = fp_provisioned_device_configuration_len(result);
         printf("Device configuration:\n");
         for (i = 0; i < n; i++) {
@@ -442,6 +465,31 @@ static void on_store_done(void *user_data, const fp_provisioned *result, const f
     s->done = 1;
     pthread_cond_signal(&s->changed);
     pthread_mutex_unlock(&s->lock);
+}
+
+/* With --pkcs11_lib: the device key made (or found) in the token, labelled
+ * --device_key_label, and its certificate stored there too. */
+static fp_result device_key_in_token(const struct args *a, fp_provision_options *o,
+                                     int key_type) {
+    fp_client_options *token = NULL;
+    fp_pkcs11_key_type type;
+    fp_result r;
+    switch (key_type) {
+    case FP_KEY_EC_P256: type = FP_PKCS11_KEY_EC_P256; break;
+    case FP_KEY_EC_P384: type = FP_PKCS11_KEY_EC_P384; break;
+    case FP_KEY_RSA_2048: type = FP_PKCS11_KEY_RSA_2048; break;
+    default: return FP_ERR_INVALID_ARGUMENT;
+    }
+    r = fp_client_options_new(a->endpoint, &token);
+    if (r == FP_OK) {
+        r = configure_pkcs11(a, token, a->device_key_label != NULL ? a->device_key_label
+                                                                   : "fleetprov-device");
+    }
+    if (r == FP_OK) {
+        r = fp_provision_options_set_device_key_pkcs11(o, token, (int)type, 1);
+    }
+    fp_client_options_free(token);
+    return r;
 }
 
 /* Provisions into, or reuses, the identity store a->output_dir. */
@@ -473,7 +521,15 @@ static int provision_to_store(const struct args *a, const fp_client_options *cla
     if (r == FP_OK) {
         r = fp_provision_options_set_parameters(o, a->template_parameters);
     }
-    if (r == FP_OK) {
+    if (r == FP_OK && a->pkcs11_lib != NULL) {
+        r = device_key_in_token(a, o, key_type);
+        if (r == FP_ERR_INVALID_ARGUMENT && key_type == (int)FP_KEY_SERVICE) {
+            fail_line("--key_type service gives a key in a file: with --pkcs11_lib the device "
+                      "key is made in the token (ec-p256, ec-p384 or rsa-2048)");
+            fp_provision_options_free(o);
+            return EXIT_USAGE;
+        }
+    } else if (r == FP_OK) {
         r = fp_provision_options_set_key_type(o, key_type);
     }
     if (r == FP_OK) {
@@ -727,12 +783,13 @@ static int provision(const struct args *a, struct demo *d, fp_client *client, co
     return 0;
 }
 
-/* The claim key in a PKCS#11 token: loaded, logged in to and found when connecting. */
-static fp_result configure_pkcs11(const struct args *a, fp_client_options *opts) {
+/* The key `label` in the PKCS#11 token: loaded, logged in to and found when used. */
+static fp_result configure_pkcs11(const struct args *a, fp_client_options *opts,
+                                  const char *label) {
     fp_result r = fp_client_options_set_pkcs11_module(opts, a->pkcs11_lib);
     long slot;
     if (r == FP_OK) {
-        r = fp_client_options_set_pkcs11_key_label(opts, a->key_label);
+        r = fp_client_options_set_pkcs11_key_label(opts, label);
     }
     if (r == FP_OK && a->pin != NULL) {
         r = fp_client_options_set_pkcs11_pin(opts, a->pin);
@@ -773,8 +830,8 @@ static int configure(const struct args *a, fp_client_options *opts) {
     if (r == FP_OK && a->key != NULL) {
         r = fp_client_options_set_key_file(opts, a->key);
     }
-    if (r == FP_OK && a->pkcs11_lib != NULL) {
-        r = configure_pkcs11(a, opts);
+    if (r == FP_OK && a->key_label != NULL) {
+        r = configure_pkcs11(a, opts, a->key_label);
     }
     if (r == FP_OK && a->ca_file != NULL) {
         r = fp_client_options_set_ca_file(opts, a->ca_file);
