@@ -194,6 +194,9 @@ fp_provision_options_set_backoff_ms = _fn(
 fp_provision_options_set_deadline_ms = _fn(
     "fp_provision_options_set_deadline_ms", c_int, P, c_uint32
 )
+fp_provision_options_set_device_key_pkcs11 = _fn(
+    "fp_provision_options_set_device_key_pkcs11", c_int, P, P, c_int, c_int
+)
 fp_provision = _fn("fp_provision", c_int, P, PROGRESS_CB, PROVISION_CB, P)
 
 fp_provisioned_thing_name = _fn("fp_provisioned_thing_name", c_char_p, P)

@@ -125,6 +125,7 @@ async def provision(
     proxy_host: Optional[str] = None,
     proxy_port: Optional[int] = None,
     pkcs11: Optional[Pkcs11Key] = None,
+    device_pkcs11: Optional[Pkcs11Key] = None,
     parameters: Parameters = None,
     key_type: KeyType = KeyType.EC_P256,
     csr_subject: Optional[str] = None,
@@ -170,6 +171,7 @@ async def provision(
         force=force,
         retry=retry,
         timeout=timeout,
+        device_pkcs11=device_pkcs11,
     )
     sink = LoopSink(asyncio.get_running_loop(), on_progress)
     _core.start_provision(config, sink)
