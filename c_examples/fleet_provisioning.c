@@ -165,7 +165,7 @@ static int parse_args(int argc, char **argv, struct args *a) {
     struct flag {
         const char *name;
         const char **slot;
-    } flags[23];
+    } flags[32];
     int i;
     size_t nflags = 0;
 
@@ -173,8 +173,12 @@ static int parse_args(int argc, char **argv, struct args *a) {
     a->proxy_port = "8080";
     a->verbosity = "NoLogs";
     a->mqtt_version = "5";
+    /* A flag beyond the table's room is a bug of this program: stop rather than overrun. */
 #define FLAG(n, s)                                                                                 \
     do {                                                                                           \
+        if (nflags == sizeof flags / sizeof flags[0]) {                                            \
+            abort();                                                                               \
+        }                                                                                          \
         flags[nflags].name = (n);                                                                  \
         flags[nflags].slot = (s);                                                                  \
         nflags++;                                                                                  \
