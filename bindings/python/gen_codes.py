@@ -25,6 +25,7 @@ ENUMS = (
     "fp_lifecycle_event",
     "fp_signature_scheme",
     "fp_pkcs11_key_type",
+    "fp_key_location",
 )
 
 # Extra standard-library bases of some error classes, so that `except ValueError` and

@@ -151,7 +151,6 @@ LEFT_OUT = {
     "fp_pkcs11_generate_key": "the device key made in a token by hand: provision(device_pkcs11=) does it",
     "fp_pkcs11_store_certificate": "the device key made in a token by hand: provision(device_pkcs11=) does it",
     "fp_provision_options_set_device_key_signer": "a Signer device key in provision(): not offered yet",
-    "fp_provisioned_key_location": "Provisioned.private_key_file is '' when the key is not a file",
 }
 
 

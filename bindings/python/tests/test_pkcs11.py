@@ -95,7 +95,7 @@ def test_provision_with_claim_key_in_token_then_reuse(
         **claim, pkcs11=key, template_name="FleetTemplate", output_dir=store, parameters=params(serial)
     )
     assert not first.reused and first.thing_name == f"ThingPrefix_{serial}"
-    assert Path(first.private_key_file).is_file()
+    assert Path(first.private_key_file).is_file() and first.key_location == "file"
     again = fleetprov.provision(
         **claim, pkcs11=key, template_name="FleetTemplate", output_dir=store, parameters=params(serial)
     )
@@ -112,7 +112,7 @@ def test_provision_keeps_the_device_key_in_the_token(
         **claim, device_pkcs11=device, template_name="FleetTemplate", output_dir=store,
         parameters=params(serial),
     )
-    assert not first.reused and first.private_key_file == ""
+    assert not first.reused and first.private_key_file == "" and first.key_location == "pkcs11"
     assert not any("key" in p.name for p in store.iterdir())
     metadata = Path(first.metadata_file).read_text()
     assert '"kind": "pkcs11"' in metadata and PIN not in metadata

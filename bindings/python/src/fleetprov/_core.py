@@ -682,7 +682,16 @@ def _provisioned(result: int) -> Provisioned:
         reused=bool(_ffi.fp_provisioned_reused(result)),
         attempts=int(_ffi.fp_provisioned_attempts(result)),
         device_configuration=config,
+        key_location=KEY_LOCATIONS.get(int(_ffi.fp_provisioned_key_location(result)), "file"),
     )
+
+
+#: ``fp_key_location`` values by name, for ``Provisioned.key_location``.
+KEY_LOCATIONS = {
+    _codes.FP_KEY_LOCATION_FILE: "file",
+    _codes.FP_KEY_LOCATION_PKCS11: "pkcs11",
+    _codes.FP_KEY_LOCATION_SIGNER: "signer",
+}
 
 
 def _on_progress(user_data: Optional[int], step: int, attempt: int, delay_ms: int, detail: Optional[bytes]) -> None:

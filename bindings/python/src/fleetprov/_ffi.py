@@ -204,6 +204,7 @@ fp_provisioned_certificate_id = _fn("fp_provisioned_certificate_id", c_char_p, P
 fp_provisioned_client_id = _fn("fp_provisioned_client_id", c_char_p, P)
 fp_provisioned_certificate_file = _fn("fp_provisioned_certificate_file", c_char_p, P)
 fp_provisioned_private_key_file = _fn("fp_provisioned_private_key_file", c_char_p, P)
+fp_provisioned_key_location = _fn("fp_provisioned_key_location", c_int, P)
 fp_provisioned_metadata_file = _fn("fp_provisioned_metadata_file", c_char_p, P)
 fp_provisioned_reused = _fn("fp_provisioned_reused", c_int, P)
 fp_provisioned_attempts = _fn("fp_provisioned_attempts", c_uint32, P)

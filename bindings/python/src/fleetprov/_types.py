@@ -117,6 +117,9 @@ class Provisioned:
     attempts: int
     #: The template's ``DeviceConfiguration``.
     device_configuration: Dict[str, str]
+    #: Where the private key is: ``"file"`` (``private_key_file``), ``"pkcs11"`` (a token,
+    #: ``device_pkcs11``; ``private_key_file`` is then ``""``) or ``"signer"``.
+    key_location: str = "file"
 
 
 @dataclass(frozen=True)
