@@ -341,7 +341,7 @@ impl Driver {
         };
         while !conn.machine.is_up() {
             if let Err(end) = conn.read().await {
-                return Err(conn.finish(end).await);
+                return Err(conn.finish(end, None).await);
             }
         }
         Ok(conn)
@@ -387,11 +387,10 @@ impl Driver {
             Err(end) => end,
             Ok(()) => self.serve(&mut commands, &mut stop).await,
         };
-        let error = self.finish(end).await;
+        let error = self.finish(end, Some(&shared)).await;
         if error.kind != ErrorKind::Cancelled {
             fp_log!(Level::Warn, "{}", error.message);
         }
-        shared.close(error);
         // Commands still queued are dropped with their senders: their receivers then find
         // the session closed. Dropping the stream closes the socket; nothing reconnects.
     }
@@ -448,10 +447,14 @@ impl Driver {
         }
     }
 
-    /// Ends the session: every pending waiter gets the error, and the DISCONNECT it asks for
-    /// goes out with TLS's close_notify (best effort, bounded). Returns the error.
-    async fn finish(&mut self, end: End) -> Error {
+    /// Ends the session: marks `shared` closed, then every pending waiter gets the error (so a
+    /// waiter woken by it finds the session down), and the DISCONNECT it asks for goes out with
+    /// TLS's close_notify (best effort, bounded). Returns the error.
+    async fn finish(&mut self, end: End, shared: Option<&Shared>) -> Error {
         self.machine.finish(&end);
+        if let Some(shared) = shared {
+            shared.close(end.error.clone());
+        }
         self.deliver();
         if let Some(out) = self.machine.poll_transmit(Instant::now().into_std()) {
             let (_, tls) = self.stream.get_mut();
