@@ -1340,6 +1340,46 @@ const struct fp_key_value *fp_provisioned_device_configuration_at(const struct f
                                                                   size_t index);
 
 /**
+ * Keeps the device key in a PKCS#11 token: fp_provision() uses the token's private key with
+ * the key label of `token` (the settings of fp_client_options_set_pkcs11_module() and its
+ * siblings on `token`: module, token label or slot id, PIN, key label; copied), and if the
+ * token has none, generates one there as fp_pkcs11_generate_key() does (`key_type`, an
+ * ::fp_pkcs11_key_type: sensitive, not extractable). The CSR is signed by the token
+ * (CreateCertificateFromCsr) and so is the connection that verifies the identity. Non-zero
+ * `store_certificate` also stores the issued certificate in the token (as
+ * fp_pkcs11_store_certificate() does), before the identity is committed.
+ *
+ * No key file is written: `identity.json` records the module, token and key label (never the
+ * PIN). A later fp_provision() reuses the identity only with options that name the same
+ * module, token and key label; it logs in with the PIN given then, and checks that the
+ * token's key is the certificate's. A provisioning repeated with the same label (forced, or
+ * after the certificate expired) gives the key already in the token a new certificate.
+ *
+ * Replaces a key type, user CSR or signer set before. Returns `FP_OK`,
+ * `FP_ERR_NULL_ARGUMENT`, or `FP_ERR_INVALID_ARGUMENT` (`token` has no PKCS#11 settings, or no
+ * module or key label; an unknown key type). Nothing is loaded here: module, token, PIN and
+ * key failures come from fp_provision(), as `FP_ERR_SIGNER` with a message naming the cause.
+ */
+enum fp_result fp_provision_options_set_device_key_pkcs11(struct fp_provision_options *options,
+                                                          const struct fp_client_options *token,
+                                                          int key_type,
+                                                          int store_certificate);
+
+/**
+ * Keeps the device key with the application: the CSR is signed through `signer`'s callback
+ * (CreateCertificateFromCsr), and so is the connection that verifies the identity (see
+ * fp_signer_new() for the threads the callback runs on). The options share the signer, so it
+ * may be freed right after.
+ *
+ * No key file is written: `identity.json` records that the key is a signer's. A later
+ * fp_provision() reuses the identity only with a signer whose public key is the stored
+ * certificate's; otherwise it provisions anew. Replaces a key type, user CSR or PKCS#11 key
+ * set before. Returns `FP_OK` or `FP_ERR_NULL_ARGUMENT`.
+ */
+enum fp_result fp_provision_options_set_device_key_signer(struct fp_provision_options *options,
+                                                          const struct fp_signer *signer);
+
+/**
  * Starts provisioning as fp_provision() does, and gives a handle to cancel the run or wait
  * for it.
  *
@@ -1402,46 +1442,6 @@ enum fp_result fp_provision_wait(const struct fp_provision_op *op,
  * another thread uses it.
  */
 void fp_provision_op_free(struct fp_provision_op *op);
-
-/**
- * Keeps the device key in a PKCS#11 token: fp_provision() uses the token's private key with
- * the key label of `token` (the settings of fp_client_options_set_pkcs11_module() and its
- * siblings on `token`: module, token label or slot id, PIN, key label; copied), and if the
- * token has none, generates one there as fp_pkcs11_generate_key() does (`key_type`, an
- * ::fp_pkcs11_key_type: sensitive, not extractable). The CSR is signed by the token
- * (CreateCertificateFromCsr) and so is the connection that verifies the identity. Non-zero
- * `store_certificate` also stores the issued certificate in the token (as
- * fp_pkcs11_store_certificate() does), before the identity is committed.
- *
- * No key file is written: `identity.json` records the module, token and key label (never the
- * PIN). A later fp_provision() reuses the identity only with options that name the same
- * module, token and key label; it logs in with the PIN given then, and checks that the
- * token's key is the certificate's. A provisioning repeated with the same label (forced, or
- * after the certificate expired) gives the key already in the token a new certificate.
- *
- * Replaces a key type, user CSR or signer set before. Returns `FP_OK`,
- * `FP_ERR_NULL_ARGUMENT`, or `FP_ERR_INVALID_ARGUMENT` (`token` has no PKCS#11 settings, or no
- * module or key label; an unknown key type). Nothing is loaded here: module, token, PIN and
- * key failures come from fp_provision(), as `FP_ERR_SIGNER` with a message naming the cause.
- */
-enum fp_result fp_provision_options_set_device_key_pkcs11(struct fp_provision_options *options,
-                                                          const struct fp_client_options *token,
-                                                          int key_type,
-                                                          int store_certificate);
-
-/**
- * Keeps the device key with the application: the CSR is signed through `signer`'s callback
- * (CreateCertificateFromCsr), and so is the connection that verifies the identity (see
- * fp_signer_new() for the threads the callback runs on). The options share the signer, so it
- * may be freed right after.
- *
- * No key file is written: `identity.json` records that the key is a signer's. A later
- * fp_provision() reuses the identity only with a signer whose public key is the stored
- * certificate's; otherwise it provisions anew. Replaces a key type, user CSR or PKCS#11 key
- * set before. Returns `FP_OK` or `FP_ERR_NULL_ARGUMENT`.
- */
-enum fp_result fp_provision_options_set_device_key_signer(struct fp_provision_options *options,
-                                                          const struct fp_signer *signer);
 
 /**
  * Creates a signer for the private key whose public half is in `public_pem`, signing through
