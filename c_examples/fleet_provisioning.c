@@ -15,10 +15,16 @@
  * (fp_provision_cancel): it prints why on stderr and exits 8; the store keeps the identity it
  * held before, or none, never half of one.
  *
+ * With --pkcs11_lib the claim key can be a key in a PKCS#11 token (--key_label), and with
+ * --output_dir too the device key is kept in the token: generated there on the first run
+ * (not extractable, --device_key_label, default "fleetprov-device"), its certificate stored
+ * there and in the store, and reused by later runs; no key file is written.
+ *
  * Exit codes: 0 success, 2 usage, 3 connection failed or lost, 4 rejected by the service,
  * 5 timeout, 6 other error, 7 identity store error, 8 cancelled by SIGINT or SIGTERM (with
  * --output_dir). Failures print one line on stderr.
- * The private key is never printed; --output_dir saves it (0600) with the certificate.
+ * The private key is never printed; --output_dir saves it (0600) with the certificate, unless
+ * it is in a PKCS#11 token.
  *
  * Build: see the Makefile (`make`), which links it against libfleetprov.
  */
@@ -69,6 +75,7 @@ struct args {
     const char *token_label;
     const char *slot_id;
     const char *key_label;
+    const char *device_key_label;
     const char *key_type;
     const char *max_attempts;
     const char *rotate_before;
@@ -116,8 +123,10 @@ static const char *const USAGE =
     "         [--timeout_ms N] [--payload_format json|cbor]\n"
     "         [--output_dir DIR [--force] [--key_type ec-p256|ec-p384|rsa-2048|service]\n"
     "          [--max_attempts N] [--rotate_before SECONDS] [--rotation_template NAME]]\n"
-    "         [--pkcs11_lib MODULE --key_label LABEL [--pin PIN] [--token_label LABEL]\n"
-    "          [--slot_id N]] (the claim key in a PKCS#11 token, instead of --key)\n";
+    "         [--pkcs11_lib MODULE [--pin PIN] [--token_label LABEL] [--slot_id N]\n"
+    "          [--key_label LABEL] (the claim key in the token, instead of --key)\n"
+    "          [--device_key_label LABEL] (with --output_dir: the device key made and kept\n"
+    "          in the token; default fleetprov-device)]\n";
 
 static void fail_line(const char *fmt, ...) {
     va_list ap;
@@ -167,7 +176,7 @@ static int parse_args(int argc, char **argv, struct args *a) {
     struct flag {
         const char *name;
         const char **slot;
-    } flags[25];
+    } flags[32];
     int i;
     size_t nflags = 0;
 
@@ -175,8 +184,12 @@ static int parse_args(int argc, char **argv, struct args *a) {
     a->proxy_port = "8080";
     a->verbosity = "NoLogs";
     a->mqtt_version = "5";
+    /* A flag beyond the table's room is a bug of this program: stop rather than overrun. */
 #define FLAG(n, s)                                                                                 \
     do {                                                                                           \
+        if (nflags == sizeof flags / sizeof flags[0]) {                                            \
+            abort();                                                                               \
+        }                                                                                          \
         flags[nflags].name = (n);                                                                  \
         flags[nflags].slot = (s);                                                                  \
         nflags++;                                                                                  \
@@ -202,6 +215,7 @@ static int parse_args(int argc, char **argv, struct args *a) {
     FLAG("--token_label", &a->token_label);
     FLAG("--slot_id", &a->slot_id);
     FLAG("--key_label", &a->key_label);
+    FLAG("--device_key_label", &a->device_key_label);
     FLAG("--key_type", &a->key_type);
     FLAG("--max_attempts", &a->max_attempts);
     FLAG("--rotate_before", &a->rotate_before);
@@ -247,13 +261,17 @@ static int parse_args(int argc, char **argv, struct args *a) {
         }
     }
     if (a->endpoint == NULL || a->cert == NULL || a->template_name == NULL ||
-        (a->key == NULL) == (a->pkcs11_lib == NULL)) {
-        fail_line("--endpoint, --cert, --template_name and one of --key and --pkcs11_lib are "
-                  "required");
+        (a->key == NULL) == (a->key_label == NULL)) {
+        fail_line("--endpoint, --cert, --template_name and one of --key and --key_label "
+                  "(with --pkcs11_lib) are required");
         return -1;
     }
-    if (a->pkcs11_lib != NULL && a->key_label == NULL) {
-        fail_line("--pkcs11_lib needs --key_label");
+    if (a->pkcs11_lib == NULL && (a->key_label != NULL || a->device_key_label != NULL)) {
+        fail_line("--key_label and --device_key_label need --pkcs11_lib");
+        return -1;
+    }
+    if (a->device_key_label != NULL && a->output_dir == NULL) {
+        fail_line("--device_key_label needs --output_dir (the identity store)");
         return -1;
     }
     return 0;
@@ -370,6 +388,9 @@ static char *read_file(const char *path) {
 
 /* ---------- identity store (--output_dir, through fp_provision_start) ---------- */
 
+static fp_result configure_pkcs11(const struct args *a, fp_client_options *opts,
+                                  const char *label);
+
 /* Ctrl-C. SIGINT and SIGTERM are blocked before the library starts its threads (which inherit
  * the mask), and one thread of ours takes them with sigwait() and cancels the run: nothing
  * runs in a signal handler, so nothing needs to be async-signal-safe. */
@@ -443,8 +464,13 @@ static void print_identity(const fp_provisioned *result) {
                "the device uses the new one)\n",
                previous);
     }
-    printf("Stored: %s, %s, %s\n", fp_provisioned_metadata_file(result),
-           fp_provisioned_certificate_file(result), fp_provisioned_private_key_file(result));
+    if (fp_provisioned_key_location(result) == FP_KEY_LOCATION_PKCS11) {
+        printf("Stored: %s, %s; the private key stays in the PKCS#11 token\n",
+               fp_provisioned_metadata_file(result), fp_provisioned_certificate_file(result));
+    } else {
+        printf("Stored: %s, %s, %s\n", fp_provisioned_metadata_file(result),
+               fp_provisioned_certificate_file(result), fp_provisioned_private_key_file(result));
+    }
     n = fp_provisioned_device_configuration_len(result);
     printf("Device configuration:\n");
     for (i = 0; i < n; i++) {
@@ -509,6 +535,31 @@ static int run_cancellable(const fp_provision_options *o, const char *store) {
     return code;
 }
 
+/* With --pkcs11_lib: the device key made (or found) in the token, labelled
+ * --device_key_label, and its certificate stored there too. */
+static fp_result device_key_in_token(const struct args *a, fp_provision_options *o,
+                                     int key_type) {
+    fp_client_options *token = NULL;
+    fp_pkcs11_key_type type;
+    fp_result r;
+    switch (key_type) {
+    case FP_KEY_EC_P256: type = FP_PKCS11_KEY_EC_P256; break;
+    case FP_KEY_EC_P384: type = FP_PKCS11_KEY_EC_P384; break;
+    case FP_KEY_RSA_2048: type = FP_PKCS11_KEY_RSA_2048; break;
+    default: return FP_ERR_INVALID_ARGUMENT;
+    }
+    r = fp_client_options_new(a->endpoint, &token);
+    if (r == FP_OK) {
+        r = configure_pkcs11(a, token, a->device_key_label != NULL ? a->device_key_label
+                                                                   : "fleetprov-device");
+    }
+    if (r == FP_OK) {
+        r = fp_provision_options_set_device_key_pkcs11(o, token, (int)type, 1);
+    }
+    fp_client_options_free(token);
+    return r;
+}
+
 /* Provisions into, or reuses, the identity store a->output_dir. */
 static int provision_to_store(const struct args *a, const fp_client_options *claim) {
     static const char *const key_names[] = {"ec-p256", "ec-p384", "rsa-2048", "service"};
@@ -545,7 +596,15 @@ static int provision_to_store(const struct args *a, const fp_client_options *cla
     if (r == FP_OK) {
         r = fp_provision_options_set_parameters(o, a->template_parameters);
     }
-    if (r == FP_OK) {
+    if (r == FP_OK && a->pkcs11_lib != NULL) {
+        r = device_key_in_token(a, o, key_type);
+        if (r == FP_ERR_INVALID_ARGUMENT && key_type == (int)FP_KEY_SERVICE) {
+            fail_line("--key_type service gives a key in a file: with --pkcs11_lib the device "
+                      "key is made in the token (ec-p256, ec-p384 or rsa-2048)");
+            fp_provision_options_free(o);
+            return EXIT_USAGE;
+        }
+    } else if (r == FP_OK) {
         r = fp_provision_options_set_key_type(o, key_type);
     }
     if (r == FP_OK) {
@@ -796,12 +855,13 @@ static int provision(const struct args *a, struct demo *d, fp_client *client, co
     return 0;
 }
 
-/* The claim key in a PKCS#11 token: loaded, logged in to and found when connecting. */
-static fp_result configure_pkcs11(const struct args *a, fp_client_options *opts) {
+/* The key `label` in the PKCS#11 token: loaded, logged in to and found when used. */
+static fp_result configure_pkcs11(const struct args *a, fp_client_options *opts,
+                                  const char *label) {
     fp_result r = fp_client_options_set_pkcs11_module(opts, a->pkcs11_lib);
     long slot;
     if (r == FP_OK) {
-        r = fp_client_options_set_pkcs11_key_label(opts, a->key_label);
+        r = fp_client_options_set_pkcs11_key_label(opts, label);
     }
     if (r == FP_OK && a->pin != NULL) {
         r = fp_client_options_set_pkcs11_pin(opts, a->pin);
@@ -842,8 +902,8 @@ static int configure(const struct args *a, fp_client_options *opts) {
     if (r == FP_OK && a->key != NULL) {
         r = fp_client_options_set_key_file(opts, a->key);
     }
-    if (r == FP_OK && a->pkcs11_lib != NULL) {
-        r = configure_pkcs11(a, opts);
+    if (r == FP_OK && a->key_label != NULL) {
+        r = configure_pkcs11(a, opts, a->key_label);
     }
     if (r == FP_OK && a->ca_file != NULL) {
         r = fp_client_options_set_ca_file(opts, a->ca_file);

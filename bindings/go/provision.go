@@ -73,6 +73,12 @@ type ProvisionOptions struct {
 	Parameters map[string]string
 	// KeyType: the zero value is KeyECP256.
 	KeyType KeyType
+	// DevicePKCS11, when set, keeps the device key in a PKCS#11 token: the token's key of that
+	// label, generated there (not extractable, of KeyType; KeyService is refused) if it has
+	// none. The CSR and the proof connection are signed in the token, the certificate is
+	// stored there and in StoreDir, no key file is written (Provisioned.PrivateKeyFile is
+	// ""), and a later Provision with the same DevicePKCS11 reuses the identity.
+	DevicePKCS11 *PKCS11Key
 	// CSRSubject is the subject of the CSR the library builds, e.g. "CN=meter-17,O=Acme"
 	// (default: empty).
 	CSRSubject string
@@ -113,7 +119,7 @@ type Provisioned struct {
 	CertificateID   string
 	ClientID        string // the client id the identity was verified with
 	CertificateFile string // PEM
-	PrivateKeyFile  string // PEM, mode 0600: never log its contents
+	PrivateKeyFile  string // PEM, mode 0600: never log its contents; "" when the key is in a token (DevicePKCS11)
 	MetadataFile    string // the store's identity.json
 	// Reused is true when a valid stored identity was reused (no claim connection was made).
 	Reused bool
@@ -277,8 +283,11 @@ func provisionOptions(ctx context.Context, opts *ProvisionOptions) (po *C.fp_pro
 				return C.fp_provision_options_set_parameters(po, s)
 			})
 		}},
-		{"KeyType", opts.KeyType != KeyECP256, func() C.enum_fp_result {
+		{"KeyType", opts.KeyType != KeyECP256 && opts.DevicePKCS11 == nil, func() C.enum_fp_result {
 			return C.fp_provision_options_set_key_type(po, C.int(opts.KeyType))
+		}},
+		{"DevicePKCS11", opts.DevicePKCS11 != nil, func() C.enum_fp_result {
+			return setDevicePKCS11(po, opts.DevicePKCS11, opts.KeyType)
 		}},
 		{"CSRSubject", opts.CSRSubject != "", func() C.enum_fp_result {
 			return cString(opts.CSRSubject, func(s *C.char) C.enum_fp_result {

@@ -41,6 +41,24 @@ export interface ClientOptions {
   /** Subscribe to this template's RegisterThing reply topics when connecting (for a claim
    * policy that allows only that template's topics). */
   templateName?: string;
+  /** The private key in a PKCS#11 token, instead of keyFile or keyPem (for provision(): the
+   * claim key). */
+  pkcs11?: Pkcs11Key;
+}
+
+/** A private key in a PKCS#11 token (SoftHSM2, an HSM, a TPM or secure element with a PKCS#11
+ * module). Nothing is loaded until the key is used; a missing module, token or key, or a
+ * refused PIN, then fails with FP_ERR_SIGNER and a message naming the cause. */
+export interface Pkcs11Key {
+  /** The module, e.g. /usr/lib/softhsm/libsofthsm2.so. */
+  module: string;
+  /** The private key's CKA_LABEL. */
+  keyLabel: string;
+  /** The user PIN (the library wipes its copy); none: no login. */
+  pin?: string | Buffer;
+  /** The token, when the module has more than one. */
+  tokenLabel?: string;
+  slotId?: number | bigint;
 }
 
 /** Options every asynchronous call takes. Aborting closes the client's connection (the C API
@@ -147,6 +165,11 @@ export interface ProvisionOptions {
   /** The template's parameters. */
   parameters?: Record<string, string> | null;
   keyType?: KeyType;
+  /** Keep the device key in a PKCS#11 token: the token's key of that label, generated there
+   * (not extractable, of keyType; 'service' is refused) if it has none. No key file is
+   * written (privateKeyFile is ""), the certificate is stored in the token too, and a later
+   * provision() with the same devicePkcs11 reuses the identity. */
+  devicePkcs11?: Pkcs11Key;
   /** Subject of the CSR the library builds, e.g. "CN=meter-17,O=Acme" (default empty). */
   csrSubject?: string;
   /** Client id of the device connection (default: the thing name). */

@@ -222,11 +222,74 @@ function clientOptions(options) {
         throw resultError('proxy', result);
       }
     }
+    if (options.pkcs11 != null) {
+      setPkcs11(o, 'pkcs11', options.pkcs11);
+    }
   } catch (e) {
     fn.optionsFree(o);
     throw e;
   }
   return o;
+}
+
+/** Puts the PKCS#11 key `key` ({ module, keyLabel, pin?, tokenLabel?, slotId? }) on `o`. */
+function setPkcs11(o, what, key) {
+  const { fn } = api();
+  const set = fn.pkcs11;
+  const check = (name, r) => {
+    if (r !== FP_OK) {
+      throw resultError(`${what}.${name}`, r);
+    }
+  };
+  for (const name of ['module', 'keyLabel']) {
+    if (typeof key?.[name] !== 'string') {
+      throw new FleetprovError(what, FP_ERR_INVALID_ARGUMENT, `${what}.${name} must be a string`);
+    }
+    check(name, set[name](o, key[name]));
+  }
+  if (key.tokenLabel != null) {
+    check('tokenLabel', set.tokenLabel(o, key.tokenLabel));
+  }
+  if (key.slotId != null) {
+    check('slotId', set.slotId(o, key.slotId));
+  }
+  if (key.pin != null) {
+    const pin = cText(key.pin);
+    try {
+      check('pin', set.pin(o, pin));
+    } finally {
+      pin.fill(0); // the library has its copy
+    }
+  }
+}
+
+const PKCS11_KEY_TYPES = Object.freeze({ ecP256: 1, ecP384: 2, rsa2048: 3 });
+
+/** The device key of `po` kept in the token `key` names, generated there if missing. */
+function setDevicePkcs11(po, key, keyType) {
+  const { fn } = api();
+  const type = PKCS11_KEY_TYPES[keyType ?? 'ecP256'];
+  if (type === undefined) {
+    throw new FleetprovError(
+      'devicePkcs11',
+      FP_ERR_INVALID_ARGUMENT,
+      `with devicePkcs11, keyType must be one of ${Object.keys(PKCS11_KEY_TYPES).join(', ')}`,
+    );
+  }
+  const out = [null];
+  const made = fn.optionsNew('unused', out);
+  if (made !== FP_OK) {
+    throw resultError('devicePkcs11', made);
+  }
+  try {
+    setPkcs11(out[0], 'devicePkcs11', key);
+    const r = fn.provisionSetters.devicePkcs11(po, out[0], type, 1);
+    if (r !== FP_OK) {
+      throw resultError('devicePkcs11', r);
+    }
+  } finally {
+    fn.optionsFree(out[0]); // copied by the setter
+  }
 }
 
 // ---------- the client ----------
@@ -486,6 +549,9 @@ function provisionOptions(options) {
         );
       }
       check('keyType', set.keyType(po, keyType));
+    }
+    if (options.devicePkcs11 != null) {
+      setDevicePkcs11(po, options.devicePkcs11, options.keyType);
     }
     if (options.csrSubject != null) {
       check('csrSubject', set.csrSubject(po, options.csrSubject));

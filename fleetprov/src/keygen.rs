@@ -116,7 +116,7 @@ impl CsrSubject {
         Ok(())
     }
 
-    fn to_rcgen(&self) -> DistinguishedName {
+    pub(crate) fn to_rcgen(&self) -> DistinguishedName {
         let mut dn = DistinguishedName::new();
         for (attribute, value) in &self.entries {
             let ty = match attribute {

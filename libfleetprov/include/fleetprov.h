@@ -308,6 +308,24 @@ typedef enum fp_provision_step {
 } fp_provision_step;
 
 /**
+ * Where the private key of an ::fp_provisioned identity is (fp_provisioned_key_location()).
+ */
+typedef enum fp_key_location {
+    /**
+     * A PEM file in the store: fp_provisioned_private_key_file().
+     */
+    FP_KEY_LOCATION_FILE = 0,
+    /**
+     * A key in a PKCS#11 token (fp_provision_options_set_device_key_pkcs11()); no key file.
+     */
+    FP_KEY_LOCATION_PKCS11 = 1,
+    /**
+     * The application's signer (fp_provision_options_set_device_key_signer()); no key file.
+     */
+    FP_KEY_LOCATION_SIGNER = 2,
+} fp_key_location;
+
+/**
  * A signature scheme the library asks a sign callback for.
  *
  * Which ones a key is asked for depends on its type: an EC P-256 key only
@@ -375,6 +393,24 @@ typedef enum fp_key_type {
      */
     FP_KEY_SERVICE = 3,
 } fp_key_type;
+
+/**
+ * A key type for fp_pkcs11_generate_key().
+ */
+typedef enum fp_pkcs11_key_type {
+    /**
+     * EC P-256 (signs with ECDSA SHA-256).
+     */
+    FP_PKCS11_KEY_EC_P256 = 1,
+    /**
+     * EC P-384 (signs with ECDSA SHA-384).
+     */
+    FP_PKCS11_KEY_EC_P384 = 2,
+    /**
+     * RSA, 2048 bits.
+     */
+    FP_PKCS11_KEY_RSA_2048 = 3,
+} fp_pkcs11_key_type;
 
 /**
  * A connection to the provisioning endpoint.
@@ -1062,7 +1098,13 @@ const char *fp_provision_step_str(int step);
  * On success writes the new options to `*out` (free them with fp_provision_options_free()).
  * Otherwise `*out` is untouched: `FP_ERR_NULL_ARGUMENT` (an argument is NULL),
  * `FP_ERR_INVALID_UTF8`, `FP_ERR_INVALID_ARGUMENT` (template name not 1-36 characters of
- * `[A-Za-z0-9_-]`, empty directory, or claim options without a certificate and key).
+ * `[A-Za-z0-9_-]`, empty directory, or claim options without a certificate and key, or
+ * whose PKCS#11 settings lack a module or key label).
+ *
+ * The claim key may be a PEM key, a signer (fp_client_options_set_signer()) or a key in a
+ * PKCS#11 token (fp_client_options_set_pkcs11_module() and its siblings); the device key is
+ * set apart (fp_provision_options_set_key_type(),
+ * fp_provision_options_set_device_key_pkcs11(), fp_provision_options_set_device_key_signer()).
  */
 enum fp_result fp_provision_options_new(const struct fp_client_options *claim,
                                         const char *template_name,
@@ -1083,7 +1125,8 @@ enum fp_result fp_provision_options_set_parameters(struct fp_provision_options *
                                                    const char *parameters_json);
 
 /**
- * Chooses where the key comes from (see ::fp_key_type). Replaces a user CSR set before.
+ * Chooses where the key comes from (see ::fp_key_type). Replaces a user CSR, PKCS#11 key or
+ * signer set before.
  * `FP_ERR_INVALID_ARGUMENT` for a value outside the enum.
  */
 enum fp_result fp_provision_options_set_key_type(struct fp_provision_options *options,
@@ -1244,9 +1287,16 @@ const char *fp_provisioned_client_id(const struct fp_provisioned *result);
 const char *fp_provisioned_certificate_file(const struct fp_provisioned *result);
 
 /**
- * Path of the stored private key (PEM, mode 0600). NULL only if `result` is NULL.
+ * Path of the stored private key (PEM, mode 0600); "" when the key is not a file (see
+ * fp_provisioned_key_location()). NULL only if `result` is NULL.
  */
 const char *fp_provisioned_private_key_file(const struct fp_provisioned *result);
+
+/**
+ * Where the identity's private key is: `FP_KEY_LOCATION_FILE` (also when `result` is NULL),
+ * `FP_KEY_LOCATION_PKCS11` or `FP_KEY_LOCATION_SIGNER`.
+ */
+enum fp_key_location fp_provisioned_key_location(const struct fp_provisioned *result);
 
 /**
  * Path of the store's `identity.json`. NULL only if `result` is NULL.
@@ -1288,6 +1338,46 @@ size_t fp_provisioned_device_configuration_len(const struct fp_provisioned *resu
  */
 const struct fp_key_value *fp_provisioned_device_configuration_at(const struct fp_provisioned *result,
                                                                   size_t index);
+
+/**
+ * Keeps the device key in a PKCS#11 token: fp_provision() uses the token's private key with
+ * the key label of `token` (the settings of fp_client_options_set_pkcs11_module() and its
+ * siblings on `token`: module, token label or slot id, PIN, key label; copied), and if the
+ * token has none, generates one there as fp_pkcs11_generate_key() does (`key_type`, an
+ * ::fp_pkcs11_key_type: sensitive, not extractable). The CSR is signed by the token
+ * (CreateCertificateFromCsr) and so is the connection that verifies the identity. Non-zero
+ * `store_certificate` also stores the issued certificate in the token (as
+ * fp_pkcs11_store_certificate() does), before the identity is committed.
+ *
+ * No key file is written: `identity.json` records the module, token and key label (never the
+ * PIN). A later fp_provision() reuses the identity only with options that name the same
+ * module, token and key label; it logs in with the PIN given then, and checks that the
+ * token's key is the certificate's. A provisioning repeated with the same label (forced, or
+ * after the certificate expired) gives the key already in the token a new certificate.
+ *
+ * Replaces a key type, user CSR or signer set before. Returns `FP_OK`,
+ * `FP_ERR_NULL_ARGUMENT`, or `FP_ERR_INVALID_ARGUMENT` (`token` has no PKCS#11 settings, or no
+ * module or key label; an unknown key type). Nothing is loaded here: module, token, PIN and
+ * key failures come from fp_provision(), as `FP_ERR_SIGNER` with a message naming the cause.
+ */
+enum fp_result fp_provision_options_set_device_key_pkcs11(struct fp_provision_options *options,
+                                                          const struct fp_client_options *token,
+                                                          int key_type,
+                                                          int store_certificate);
+
+/**
+ * Keeps the device key with the application: the CSR is signed through `signer`'s callback
+ * (CreateCertificateFromCsr), and so is the connection that verifies the identity (see
+ * fp_signer_new() for the threads the callback runs on). The options share the signer, so it
+ * may be freed right after.
+ *
+ * No key file is written: `identity.json` records that the key is a signer's. A later
+ * fp_provision() reuses the identity only with a signer whose public key is the stored
+ * certificate's; otherwise it provisions anew. Replaces a key type, user CSR or PKCS#11 key
+ * set before. Returns `FP_OK` or `FP_ERR_NULL_ARGUMENT`.
+ */
+enum fp_result fp_provision_options_set_device_key_signer(struct fp_provision_options *options,
+                                                          const struct fp_signer *signer);
 
 /**
  * Starts provisioning as fp_provision() does, and gives a handle to cancel the run or wait

@@ -14,12 +14,12 @@ use super::handle::{check_out, Castable};
 use super::operations::fp_key_value;
 use super::options::fp_client_options;
 use super::panic::caught;
+use super::provision_key::fp_key_location;
 use super::strings::{nonempty_str_arg, str_arg};
-use fleetprov_core::client::PrivateKey;
 use fleetprov_core::keygen::{CsrSubject, KeyType};
 use fleetprov_core::protocol::{parse_template_parameters, TemplateName};
 use fleetprov_core::provision::{
-    KeySource, Progress, ProgressFuture, ProvisionOptions, RotateBefore, Step,
+    KeyLocation, KeySource, Progress, ProgressFuture, ProvisionOptions, RotateBefore, Step,
 };
 
 /// What fp_provision() does, set one setting at a time.
@@ -28,7 +28,7 @@ use fleetprov_core::provision::{
 /// thread-safe: do not use one options object from two threads at once. fp_provision() copies
 /// it, so it may be freed or reused right after.
 pub struct fp_provision_options {
-    inner: ProvisionOptions,
+    pub(crate) inner: ProvisionOptions,
 }
 
 /// Where the device's key comes from.
@@ -148,6 +148,7 @@ pub struct fp_provisioned {
     metadata_file: CString,
     configuration: Vec<(CString, CString)>,
     entries: Vec<fp_key_value>,
+    key_location: fp_key_location,
     reused: bool,
     rotated: bool,
     previous_certificate_id: Option<CString>,
@@ -163,7 +164,7 @@ pub(crate) type ProgressFn =
 /// The final callback's function.
 pub(crate) type DoneFn = unsafe extern "C" fn(*mut c_void, *const fp_provisioned, *const fp_error);
 
-fn with_options(
+pub(crate) fn with_options(
     options: *mut fp_provision_options,
     f: impl FnOnce(&mut ProvisionOptions) -> Result<(), fp_result>,
 ) -> fp_result {
@@ -185,7 +186,13 @@ fn with_options(
 /// On success writes the new options to `*out` (free them with fp_provision_options_free()).
 /// Otherwise `*out` is untouched: `FP_ERR_NULL_ARGUMENT` (an argument is NULL),
 /// `FP_ERR_INVALID_UTF8`, `FP_ERR_INVALID_ARGUMENT` (template name not 1-36 characters of
-/// `[A-Za-z0-9_-]`, empty directory, or claim options without a certificate and key).
+/// `[A-Za-z0-9_-]`, empty directory, or claim options without a certificate and key, or
+/// whose PKCS#11 settings lack a module or key label).
+///
+/// The claim key may be a PEM key, a signer (fp_client_options_set_signer()) or a key in a
+/// PKCS#11 token (fp_client_options_set_pkcs11_module() and its siblings); the device key is
+/// set apart (fp_provision_options_set_key_type(),
+/// fp_provision_options_set_device_key_pkcs11(), fp_provision_options_set_device_key_signer()).
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_provision_options_new(
     claim: *const fp_client_options,
@@ -201,11 +208,12 @@ pub extern "C" fn fp_provision_options_new(
         let template = unsafe { str_arg(template_name) }?;
         let dir = unsafe { nonempty_str_arg(store_dir) }?;
         let template = TemplateName::new(template).map_err(|e| logged(&e))?;
-        // The claim key is a PEM key (a signer or PKCS#11 key is refused, as before).
-        if claim.cert.is_none() || !matches!(claim.key, Some(PrivateKey::Pem(_))) {
+        // The claim key: PEM, a signer or a PKCS#11 key, checked as fp_client_new() would.
+        if claim.cert.is_none() || claim.key.is_none() {
             return Err(FP_ERR_INVALID_ARGUMENT);
         }
-        let inner = ProvisionOptions::new(claim.options()?, template, dir);
+        let claim = claim.options()?.check().map_err(|e| logged(&e))?.into_options();
+        let inner = ProvisionOptions::new(claim, template, dir);
         // SAFETY: `out` was checked and is writable, per the header.
         unsafe { fp_provision_options { inner }.give(out) };
         Ok(())
@@ -243,7 +251,8 @@ pub extern "C" fn fp_provision_options_set_parameters(
     }
 }
 
-/// Chooses where the key comes from (see ::fp_key_type). Replaces a user CSR set before.
+/// Chooses where the key comes from (see ::fp_key_type). Replaces a user CSR, PKCS#11 key or
+/// signer set before.
 /// `FP_ERR_INVALID_ARGUMENT` for a value outside the enum.
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_provision_options_set_key_type(
@@ -607,6 +616,11 @@ pub(crate) fn deliver(
                 metadata_file: path_cstring(&p.files.metadata),
                 configuration,
                 entries: Vec::new(),
+                key_location: match p.key_location {
+                    KeyLocation::File => fp_key_location::FP_KEY_LOCATION_FILE,
+                    KeyLocation::Pkcs11 { .. } => fp_key_location::FP_KEY_LOCATION_PKCS11,
+                    KeyLocation::Signer => fp_key_location::FP_KEY_LOCATION_SIGNER,
+                },
                 reused: p.reused,
                 rotated: p.rotated,
                 previous_certificate_id: p
@@ -675,10 +689,20 @@ pub extern "C" fn fp_provisioned_certificate_file(result: *const fp_provisioned)
     ffi_panic_boundary! { str_of(result, |r| &r.certificate_file) }
 }
 
-/// Path of the stored private key (PEM, mode 0600). NULL only if `result` is NULL.
+/// Path of the stored private key (PEM, mode 0600); "" when the key is not a file (see
+/// fp_provisioned_key_location()). NULL only if `result` is NULL.
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_provisioned_private_key_file(result: *const fp_provisioned) -> *const c_char {
     ffi_panic_boundary! { str_of(result, |r| &r.private_key_file) }
+}
+
+/// Where the identity's private key is: `FP_KEY_LOCATION_FILE` (also when `result` is NULL),
+/// `FP_KEY_LOCATION_PKCS11` or `FP_KEY_LOCATION_SIGNER`.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_provisioned_key_location(result: *const fp_provisioned) -> fp_key_location {
+    ffi_panic_boundary! {
+        provisioned(result).map_or(fp_key_location::FP_KEY_LOCATION_FILE, |r| r.key_location)
+    }
 }
 
 /// Path of the store's `identity.json`. NULL only if `result` is NULL.
@@ -770,7 +794,9 @@ mod tests {
         // SAFETY: claim is live.
         let c = unsafe { &mut *claim };
         c.cert = Some(fleetprov_core::client::Pem::file("c"));
-        c.key = Some(PrivateKey::Pem(fleetprov_core::client::Pem::file("k")));
+        c.key = Some(fleetprov_core::client::PrivateKey::Pem(
+            fleetprov_core::client::Pem::file("k"),
+        ));
         assert_eq!(
             fp_provision_options_new(claim, c"a/b".as_ptr(), d, &mut out),
             FP_ERR_INVALID_ARGUMENT

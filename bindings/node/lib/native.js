@@ -128,6 +128,14 @@ function load(handlers) {
       templateName: setter('template_name', 'const char *v'),
     },
     setProxy: setter('proxy', 'const char *host, uint16_t port'),
+    // A key in a PKCS#11 token (the PIN as NUL-terminated bytes, wiped after the call).
+    pkcs11: {
+      module: setter('pkcs11_module', 'const char *v'),
+      keyLabel: setter('pkcs11_key_label', 'const char *v'),
+      tokenLabel: setter('pkcs11_token_label', 'const char *v'),
+      slotId: setter('pkcs11_slot_id', 'uint64_t v'),
+      pin: setter('pkcs11_pin', 'const uint8_t *v'),
+    },
     clientNew: f('int fp_client_new(const fp_client_options *o, _Out_ fp_client **out)'),
     clientConnect: f('int fp_client_connect(fp_client *c, fp_lifecycle_callback *cb, intptr_t id)'),
     clientDisconnect: f('int fp_client_disconnect(fp_client *c)'),
@@ -156,6 +164,9 @@ function load(handlers) {
       rotateBeforeMs: f('int fp_provision_options_set_rotate_before_ms(fp_provision_options *o, uint64_t v)'),
       rotationTemplate: f('int fp_provision_options_set_rotation_template(fp_provision_options *o, const char *v)'),
       rotationReuseKey: f('int fp_provision_options_set_rotation_reuse_key(fp_provision_options *o, int v)'),
+      devicePkcs11: f(
+        'int fp_provision_options_set_device_key_pkcs11(fp_provision_options *o, const fp_client_options *token, int key_type, int store_certificate)',
+      ),
     },
     provisionStart: f(
       'int fp_provision_start(const fp_provision_options *o, fp_provision_progress_callback *progress, fp_provision_callback *cb, intptr_t id, _Out_ fp_provision_op **out)',

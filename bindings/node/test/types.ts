@@ -11,6 +11,7 @@ import {
   provision as provisionOnce,
   type ProgressEvent,
   type ProvisionOptions,
+  type Pkcs11Key,
   type Provisioned,
   type Certificate,
   type KeysAndCertificate,
@@ -59,6 +60,23 @@ export async function provision(csr: string | undefined): Promise<string> {
   } finally {
     await client.close();
   }
+}
+
+export function inToken(): ProvisionOptions {
+  const token: Pkcs11Key = {
+    module: '/usr/lib/softhsm/libsofthsm2.so',
+    keyLabel: 'claim',
+    pin: Buffer.from('1234'),
+    tokenLabel: 'device',
+    slotId: 0n,
+  };
+  return {
+    claim: { endpoint: 'localhost', certFile: 'claim-cert.pem', pkcs11: token },
+    templateName: 'FleetTemplate',
+    storeDir: '/var/lib/device/identity',
+    keyType: 'ecP384',
+    devicePkcs11: { ...token, keyLabel: 'device', pin: '1234' },
+  };
 }
 
 export async function once(signal: AbortSignal): Promise<string> {

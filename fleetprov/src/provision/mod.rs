@@ -44,6 +44,7 @@
 
 pub mod store;
 
+mod device_key;
 mod options;
 mod retry;
 mod run;
@@ -54,6 +55,7 @@ use std::collections::BTreeMap;
 use crate::error::Error;
 use store::StoredFiles;
 
+pub use device_key::KeyLocation;
 pub use options::{
     CheckedProvisionOptions, KeySource, Progress, ProgressFuture, ProgressSink, ProvisionOptions,
     RetryPolicy, RotateBefore, Step,
@@ -70,8 +72,10 @@ pub struct Provisioned {
     pub certificate_id: String,
     /// The client id the identity was verified with.
     pub client_id: String,
-    /// The store's files.
+    /// The store's files (no key file when the key is in a token or behind a signer).
     pub files: StoredFiles,
+    /// Where the private key is.
+    pub key_location: KeyLocation,
     /// Whether a stored identity was reused (no claim connection was made).
     pub reused: bool,
     /// Whether the stored identity was renewed with itself (rotated): the certificate is new,

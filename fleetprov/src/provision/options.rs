@@ -13,7 +13,9 @@ use zeroize::Zeroizing;
 use crate::client::{CheckedClientOptions, ClientOptions};
 use crate::error::Error;
 use crate::keygen::{CsrSubject, KeyType};
+use crate::pkcs11::Pkcs11Key;
 use crate::protocol::TemplateName;
+use crate::signer::{KeyAlgorithm, Signer};
 
 /// Where the device's key comes from.
 #[derive(Clone)]
@@ -30,6 +32,23 @@ pub enum KeySource {
         /// Its private key, PEM; wiped when dropped.
         private_key_pem: Zeroizing<String>,
     },
+    /// A key in a PKCS#11 token: the token's private key labelled `key.key_label`, generated
+    /// there (sensitive, not extractable, of `algorithm`) if the token has none; the CSR is
+    /// signed by the token: CreateCertificateFromCsr. No key file is written; `identity.json`
+    /// records the module, token and key label (never the PIN), and reusing the identity opens
+    /// the key with the PIN given here again.
+    Pkcs11 {
+        /// Module, token, PIN and key label.
+        key: Pkcs11Key,
+        /// The algorithm of a key generated in the token.
+        algorithm: KeyAlgorithm,
+        /// Also store the issued certificate in the token (with the key's label and id).
+        store_certificate: bool,
+    },
+    /// The caller's key behind a [`Signer`]: the CSR is signed by it, and the device
+    /// connections too: CreateCertificateFromCsr. No key file is written; reusing the
+    /// identity needs the same signer here again.
+    Signer(Arc<dyn Signer>),
 }
 
 impl std::fmt::Debug for KeySource {
@@ -38,6 +57,17 @@ impl std::fmt::Debug for KeySource {
             KeySource::Generate(t) => write!(f, "Generate({t:?})"),
             KeySource::Service => f.write_str("Service"),
             KeySource::Csr { .. } => f.write_str("Csr(<user CSR and key>)"),
+            KeySource::Pkcs11 {
+                key,
+                algorithm,
+                store_certificate,
+            } => f
+                .debug_struct("Pkcs11")
+                .field("key", key)
+                .field("algorithm", algorithm)
+                .field("store_certificate", store_certificate)
+                .finish(),
+            KeySource::Signer(s) => f.debug_tuple("Signer").field(s).finish(),
         }
     }
 }
@@ -48,6 +78,8 @@ impl KeySource {
             KeySource::Generate(t) => t.as_str(),
             KeySource::Service => "service",
             KeySource::Csr { .. } => "user",
+            KeySource::Pkcs11 { .. } => "pkcs11",
+            KeySource::Signer(_) => "signer",
         }
     }
 }
@@ -314,6 +346,14 @@ impl ProvisionOptions {
             if csr_pem.trim().is_empty() || private_key_pem.trim().is_empty() {
                 return Err(Error::invalid(
                     "a user CSR needs its PEM and its private key",
+                ));
+            }
+        }
+        if let KeySource::Pkcs11 { key, algorithm, .. } = &self.device_key {
+            key.validate()?;
+            if matches!(algorithm, KeyAlgorithm::Rsa { bits } if !(2048..=4096).contains(bits)) {
+                return Err(Error::invalid(
+                    "PKCS#11: generated RSA keys have 2048 to 4096 bits",
                 ));
             }
         }

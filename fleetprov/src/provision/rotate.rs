@@ -17,14 +17,14 @@ use std::time::{Duration, SystemTime};
 
 use zeroize::Zeroizing;
 
-use super::{blocking, locked, Run};
-use crate::client::Pem;
+use super::{blocking, Run};
+use crate::client::{Credentials, Pem, PrivateKey};
 use crate::error::{Error, ErrorKind};
 use crate::keygen;
 use crate::log::{fp_log, Level};
 use crate::provision::options::{KeySource, RotateBefore};
 use crate::provision::retry::connection_verdict;
-use crate::provision::store::{IdentityStore, Metadata, StoredIdentity};
+use crate::provision::store::{IdentityStore, StoredIdentity};
 use crate::provision::{Provisioned, Step};
 use crate::x509::{self, Validity};
 
@@ -64,12 +64,13 @@ impl Run {
         self,
         store: IdentityStore,
         identity: StoredIdentity,
+        key: PrivateKey,
     ) -> Result<Provisioned, Error> {
         let validity = validity_of(identity.files.certificate.clone()).await?;
         let left = validity.and_then(|v| due(v, self.opts.rotate_before, SystemTime::now()));
         match left {
-            Some(left) => self.rotate(store, identity, left).await,
-            None => self.reuse(identity).await,
+            Some(left) => self.rotate(store, identity, key, left).await,
+            None => self.reuse(identity, key).await,
         }
     }
 
@@ -77,6 +78,7 @@ impl Run {
         mut self,
         store: IdentityStore,
         identity: StoredIdentity,
+        key: PrivateKey,
         left: Duration,
     ) -> Result<Provisioned, Error> {
         let old = identity.metadata.clone();
@@ -106,45 +108,53 @@ impl Run {
             .opts
             .claim
             .clone()
-            .with_pem_credentials(
-                Pem::file(&identity.files.certificate),
-                Pem::file(&identity.files.private_key),
-            )
+            .with_credentials(Credentials {
+                cert: Pem::file(&identity.files.certificate),
+                key: key.clone(),
+            })
             .with_client_id(client_id)
         {
             Ok(d) => d,
-            Err(e) => return self.keep(identity, "rotating", e).await,
+            Err(e) => return self.keep(identity, key, "rotating", e).await,
         };
-        let key_source = if self.opts.rotation_reuse_key {
-            let (key_path, subject) = (
-                identity.files.private_key.clone(),
-                self.opts.csr_subject.clone(),
-            );
-            let made = blocking(move || {
-                let key = std::fs::read_to_string(&key_path)
-                    .map(Zeroizing::new)
-                    .map_err(|e| {
-                        Error::new(
-                            ErrorKind::Store,
-                            format!("identity store: cannot read {}: {e}", key_path.display()),
-                        )
-                    })?;
-                Ok((keygen::csr_for_key(&key, &subject)?, key))
-            })
-            .await;
-            // A key that cannot sign a CSR here (a service key in PKCS#1) leaves the
-            // identity as it is.
-            let (csr_pem, private_key_pem) = match made {
-                Ok(m) => m,
-                Err(e) => return self.keep(identity, "rotating with the same key", e).await,
+        let key_source =
+            if let (true, PrivateKey::Signer(signer)) = (self.opts.rotation_reuse_key, &key) {
+                // A key in a token or behind a signer signs the new CSR where it is.
+                KeySource::Signer(signer.clone())
+            } else if self.opts.rotation_reuse_key {
+                let (key_path, subject) = (
+                    identity.files.private_key.clone(),
+                    self.opts.csr_subject.clone(),
+                );
+                let made = blocking(move || {
+                    let key = std::fs::read_to_string(&key_path)
+                        .map(Zeroizing::new)
+                        .map_err(|e| {
+                            Error::new(
+                                ErrorKind::Store,
+                                format!("identity store: cannot read {}: {e}", key_path.display()),
+                            )
+                        })?;
+                    Ok((keygen::csr_for_key(&key, &subject)?, key))
+                })
+                .await;
+                // A key that cannot sign a CSR here (a service key in PKCS#1) leaves the
+                // identity as it is.
+                let (csr_pem, private_key_pem) = match made {
+                    Ok(m) => m,
+                    Err(e) => {
+                        return self
+                            .keep(identity, key, "rotating with the same key", e)
+                            .await
+                    }
+                };
+                KeySource::Csr {
+                    csr_pem,
+                    private_key_pem,
+                }
+            } else {
+                self.opts.device_key.clone()
             };
-            KeySource::Csr {
-                csr_pem,
-                private_key_pem,
-            }
-        } else {
-            self.opts.device_key.clone()
-        };
         let key_type = if self.opts.rotation_reuse_key {
             old.key_type.clone()
         } else {
@@ -189,76 +199,38 @@ impl Run {
                     ..e
                 })
             }
-            Err(e) => return self.keep(identity, "rotating", e).await,
+            Err(e) => return self.keep(identity, key, "rotating", e).await,
         };
 
-        self.progress(
-            Step::Saving,
-            Duration::ZERO,
-            store.dir().display().to_string(),
-        )
-        .await;
-        let staged = {
-            let id = created.certificate_id.clone();
-            let cert = created.certificate_pem.clone();
-            let key = created.private_key_pem.clone();
-            locked(&self.lock, &store, move |s| s.stage(&id, &cert, &key)).await
+        let certificate_id = created.certificate_id.clone();
+        let mut p = match self
+            .save_verify_commit(&store, created, registered, key_type)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                let e = Error {
+                    message: format!(
+                        "certificate {certificate_id} (registered through \
+                         {rotation_template}) was not taken into use: {}",
+                        e.message
+                    ),
+                    ..e
+                };
+                return self.keep(identity, key, "rotating", e).await;
+            }
         };
-        drop(created.private_key_pem);
-        let staged = match staged {
-            Ok(s) => s,
-            Err(e) => return self.keep(identity, "saving the rotated identity", e).await,
-        };
-        let client_id = self
-            .opts
-            .device_client_id
-            .clone()
-            .unwrap_or_else(|| registered.thing_name.clone());
-        if let Err(e) = self.verify(&store.staged_files(&staged), &client_id).await {
-            let e = Error {
-                message: format!(
-                    "certificate {} (registered through {rotation_template}) could not be \
-                     verified: {}",
-                    created.certificate_id, e.message
-                ),
-                ..e
-            };
-            return self.keep(identity, "rotating", e).await;
-        }
-        let metadata = Metadata {
-            version: 1,
-            thing_name: registered.thing_name.clone(),
-            certificate_id: created.certificate_id.clone(),
-            device_configuration: registered.device_configuration.clone(),
-            endpoint: self.opts.claim.endpoint.clone(),
-            port: self.opts.claim.port,
-            client_id: client_id.clone(),
-            key_type,
-            certificate_file: String::new(),
-            private_key_file: String::new(),
-            provisioned_at: 0,
-            not_after: 0,
-        };
-        let stored = locked(&self.lock, &store, move |s| s.commit(&staged, metadata)).await?;
         fp_log!(
             Level::Info,
             "rotated {}: certificate {} replaces {} (deactivate the old one once the device \
              uses the new one)",
-            registered.thing_name,
-            created.certificate_id,
+            p.thing_name,
+            p.certificate_id,
             old.certificate_id
         );
-        Ok(Provisioned {
-            thing_name: registered.thing_name,
-            device_configuration: registered.device_configuration,
-            certificate_id: created.certificate_id,
-            client_id,
-            files: stored.files,
-            reused: false,
-            rotated: true,
-            previous_certificate_id: Some(old.certificate_id),
-            attempts: self.attempt,
-        })
+        p.rotated = true;
+        p.previous_certificate_id = Some(old.certificate_id);
+        Ok(p)
     }
 
     /// After a rotation that failed with `e` while `what`: the old identity is still valid,
@@ -266,6 +238,7 @@ impl Run {
     async fn keep(
         self,
         identity: StoredIdentity,
+        key: PrivateKey,
         what: &str,
         e: Error,
     ) -> Result<Provisioned, Error> {
@@ -277,7 +250,7 @@ impl Run {
             e.message,
             identity.metadata.not_after
         );
-        self.reuse(identity).await
+        self.reuse(identity, key).await
     }
 }
 

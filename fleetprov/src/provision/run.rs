@@ -7,8 +7,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use zeroize::Zeroizing;
-
+use super::device_key::{self, NewKey};
 use super::options::{CheckedProvisionOptions, KeySource, Progress, Step};
 use super::retry::{
     claim_verdict, connection_verdict, deadline_error, jitter, plan_retry, Verdict,
@@ -16,7 +15,7 @@ use super::retry::{
 use super::store::{self, Found, IdentityStore, Metadata, StoredFiles};
 use super::store_lock::{self, locked};
 use super::Provisioned;
-use crate::client::{CheckedClientOptions, Client, ClientOptions, Pem};
+use crate::client::{CheckedClientOptions, Client, ClientOptions, Credentials, Pem, PrivateKey};
 use crate::error::{Error, ErrorKind};
 use crate::keygen;
 use crate::log::{fp_log, Level};
@@ -54,14 +53,23 @@ pub(super) async fn run(opts: CheckedProvisionOptions) -> Result<Provisioned, Er
         Ok((store, found))
     })
     .await?;
-    match found {
-        Some(Found::Usable(identity)) => return run.reuse_or_rotate(store, *identity).await,
-        Some(Found::Unusable(why)) => fp_log!(
+    let why = match found {
+        Some(Found::Usable(identity)) => {
+            let (id, source) = (identity.clone(), run.opts.device_key.clone());
+            match blocking(move || Ok(device_key::stored_key(&id, &source))).await? {
+                Ok(key) => return run.reuse_or_rotate(store, *identity, key).await,
+                Err(why) => Some(why),
+            }
+        }
+        Some(Found::Unusable(why)) => Some(why),
+        Some(Found::Nothing) | None => None,
+    };
+    if let Some(why) = why {
+        fp_log!(
             Level::Warn,
             "identity store {}: not reusing the stored identity: {why}",
             store.dir().display()
-        ),
-        Some(Found::Nothing) | None => {}
+        );
     }
     run.provision_new(store).await
 }
@@ -87,7 +95,7 @@ pub(super) async fn blocking<T: Send + 'static>(
 struct Created {
     certificate_id: String,
     certificate_pem: String,
-    private_key_pem: Zeroizing<String>,
+    key: NewKey,
     token: String,
     at: Instant,
     /// RegisterThing was sent with this token at least once.
@@ -185,7 +193,12 @@ impl Run {
 
     /// Connects with an identity, proves it (CONNACK accepted) and disconnects; retries
     /// connection-level failures.
-    async fn verify(&mut self, files: &StoredFiles, client_id: &str) -> Result<(), Error> {
+    async fn verify(
+        &mut self,
+        files: &StoredFiles,
+        key: PrivateKey,
+        client_id: &str,
+    ) -> Result<(), Error> {
         let refused = |e: Error| Error {
             message: format!("the device identity was refused: {}", e.message),
             ..e
@@ -194,7 +207,10 @@ impl Run {
             .opts
             .claim
             .clone()
-            .with_pem_credentials(Pem::file(&files.certificate), Pem::file(&files.private_key))
+            .with_credentials(Credentials {
+                cert: Pem::file(&files.certificate),
+                key,
+            })
             .with_client_id(client_id.to_owned())
             .map_err(refused)?;
         loop {
@@ -213,7 +229,11 @@ impl Run {
         }
     }
 
-    async fn reuse(mut self, identity: store::StoredIdentity) -> Result<Provisioned, Error> {
+    async fn reuse(
+        mut self,
+        identity: store::StoredIdentity,
+        key: PrivateKey,
+    ) -> Result<Provisioned, Error> {
         let m = identity.metadata;
         self.progress(Step::Reusing, Duration::ZERO, m.thing_name.clone())
             .await;
@@ -222,13 +242,14 @@ impl Run {
             .device_client_id
             .clone()
             .unwrap_or_else(|| m.client_id.clone());
-        self.verify(&identity.files, &client_id).await?;
+        self.verify(&identity.files, key, &client_id).await?;
         Ok(Provisioned {
             thing_name: m.thing_name,
             device_configuration: m.device_configuration,
             certificate_id: m.certificate_id,
             client_id,
             files: identity.files,
+            key_location: m.key_location,
             reused: true,
             rotated: false,
             previous_certificate_id: None,
@@ -245,6 +266,29 @@ impl Run {
         }
         check_claim_certificate(&self.opts.claim).await?;
         let (created, registered) = self.create_and_register().await?;
+        let key_type = self.opts.device_key.name().to_owned();
+        let p = self
+            .save_verify_commit(&store, created, registered, key_type)
+            .await?;
+        fp_log!(
+            Level::Info,
+            "provisioned {} (certificate {}) after {} attempt(s)",
+            p.thing_name,
+            p.certificate_id,
+            self.attempt
+        );
+        Ok(p)
+    }
+
+    /// The half after RegisterThing, for provisioning and rotation alike: the new files
+    /// staged beside the committed identity, a connection with them, then the commit.
+    async fn save_verify_commit(
+        &mut self,
+        store: &IdentityStore,
+        created: Created,
+        registered: RegisterThingResponse,
+        key_type: String,
+    ) -> Result<Provisioned, Error> {
         self.progress(
             Step::Saving,
             Duration::ZERO,
@@ -254,17 +298,36 @@ impl Run {
         let staged = {
             let id = created.certificate_id.clone();
             let cert = created.certificate_pem.clone();
-            let key = created.private_key_pem.clone();
-            locked(&self.lock, &store, move |s| s.stage(&id, &cert, &key)).await?
+            let key = created.key.clone();
+            locked(&self.lock, store, move |s| match &key {
+                NewKey::Pem(pem) => s.stage(&id, &cert, pem),
+                NewKey::External { signer, .. } => {
+                    s.stage_certificate(&id, &cert, signer.public_key())
+                }
+            })
+            .await?
         };
-        drop(created.private_key_pem);
+        let files = store.staged_files(&staged);
+        let (connect_key, store_in) = match created.key {
+            NewKey::Pem(_) => (PrivateKey::Pem(Pem::file(&files.private_key)), None),
+            NewKey::External {
+                ref signer,
+                ref store_in,
+                ..
+            } => (PrivateKey::Signer(signer.clone()), store_in.clone()),
+        };
+        let key_location = created.key.location();
+        drop(created.key);
         let client_id = self
             .opts
             .device_client_id
             .clone()
             .unwrap_or_else(|| registered.thing_name.clone());
-        self.verify(&store.staged_files(&staged), &client_id)
-            .await?;
+        self.verify(&files, connect_key, &client_id).await?;
+        if let Some(key) = store_in {
+            let cert = created.certificate_pem.clone();
+            blocking(move || crate::pkcs11::store_certificate(&key, &cert)).await?;
+        }
         let metadata = Metadata {
             version: 1,
             thing_name: registered.thing_name.clone(),
@@ -273,26 +336,21 @@ impl Run {
             endpoint: self.opts.claim.endpoint.clone(),
             port: self.opts.claim.port,
             client_id: client_id.clone(),
-            key_type: self.opts.device_key.name().to_owned(),
+            key_type,
+            key_location: key_location.clone(),
             certificate_file: String::new(),
             private_key_file: String::new(),
             provisioned_at: 0,
             not_after: 0,
         };
-        let stored = locked(&self.lock, &store, move |s| s.commit(&staged, metadata)).await?;
-        fp_log!(
-            Level::Info,
-            "provisioned {} (certificate {}) after {} attempt(s)",
-            registered.thing_name,
-            created.certificate_id,
-            self.attempt
-        );
+        let stored = locked(&self.lock, store, move |s| s.commit(&staged, metadata)).await?;
         Ok(Provisioned {
             thing_name: registered.thing_name,
             device_configuration: registered.device_configuration,
             certificate_id: created.certificate_id,
             client_id,
             files: stored.files,
+            key_location,
             reused: false,
             rotated: false,
             previous_certificate_id: None,
@@ -305,7 +363,7 @@ impl Run {
         let mut claim: Option<Client> = None;
         let mut created: Option<Created> = None;
         // The key and CSR made here, once: every create try signs the same CSR.
-        let mut csr: Option<(String, Zeroizing<String>)> = None;
+        let mut csr: Option<(String, NewKey)> = None;
         loop {
             let outcome = self.claim_try(&mut claim, &mut created, &mut csr).await;
             let e = match outcome {
@@ -356,7 +414,7 @@ impl Run {
         &mut self,
         claim: &mut Option<Client>,
         created: &mut Option<Created>,
-        csr: &mut Option<(String, Zeroizing<String>)>,
+        csr: &mut Option<(String, NewKey)>,
     ) -> Result<RegisterThingResponse, Error> {
         if created
             .as_ref()
@@ -403,7 +461,7 @@ impl Run {
     async fn create(
         &mut self,
         client: &Client,
-        csr: &mut Option<(String, Zeroizing<String>)>,
+        csr: &mut Option<(String, NewKey)>,
     ) -> Result<Created, Error> {
         let (csr_pem, key) = match &self.opts.device_key {
             KeySource::Service => {
@@ -415,7 +473,7 @@ impl Run {
                 return Ok(Created {
                     certificate_id: r.certificate_id,
                     certificate_pem: r.certificate_pem,
-                    private_key_pem: r.private_key,
+                    key: NewKey::Pem(r.private_key),
                     token: r.certificate_ownership_token,
                     at: Instant::now(),
                     token_sent: false,
@@ -424,12 +482,22 @@ impl Run {
             KeySource::Csr {
                 csr_pem,
                 private_key_pem,
-            } => (csr_pem.clone(), private_key_pem.clone()),
+            } => (csr_pem.clone(), NewKey::Pem(private_key_pem.clone())),
+            source @ (KeySource::Pkcs11 { .. } | KeySource::Signer(_)) => {
+                if csr.is_none() {
+                    let (source, subject) = (source.clone(), self.opts.csr_subject.clone());
+                    *csr = blocking(move || device_key::external_csr(&source, &subject)).await?;
+                }
+                match csr {
+                    Some((c, k)) => (c.clone(), k.clone()),
+                    None => return Err(Error::new(ErrorKind::Internal, "no CSR")),
+                }
+            }
             KeySource::Generate(key_type) => {
                 if csr.is_none() {
                     let (key_type, subject) = (*key_type, self.opts.csr_subject.clone());
                     let k = blocking(move || keygen::generate(key_type, &subject)).await?;
-                    *csr = Some((k.csr_pem.clone(), k.private_key_pem.clone()));
+                    *csr = Some((k.csr_pem.clone(), NewKey::Pem(k.private_key_pem.clone())));
                 }
                 match csr {
                     Some((c, k)) => (c.clone(), k.clone()),
@@ -445,7 +513,7 @@ impl Run {
         Ok(Created {
             certificate_id: r.certificate_id,
             certificate_pem: r.certificate_pem,
-            private_key_pem: key,
+            key,
             token: r.certificate_ownership_token,
             at: Instant::now(),
             token_sent: false,

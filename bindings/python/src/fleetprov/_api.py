@@ -50,6 +50,7 @@ def provision(
     proxy_host: Optional[str] = None,
     proxy_port: Optional[int] = None,
     pkcs11: Optional[Pkcs11Key] = None,
+    device_pkcs11: Optional[Pkcs11Key] = None,
     parameters: Parameters = None,
     key_type: KeyType = KeyType.EC_P256,
     csr_subject: Optional[str] = None,
@@ -77,7 +78,10 @@ def provision(
     Provisioning: ``template_name`` and its ``parameters`` (a mapping of str to str or a JSON
     object text); ``key_type`` (``KeyType.SERVICE`` for CreateKeysAndCertificate, otherwise a
     key made on the device and CreateCertificateFromCsr with ``csr_subject``), or your own
-    CSR with ``csr_pem`` and ``csr_private_key``; ``device_client_id`` (default: the thing
+    CSR with ``csr_pem`` and ``csr_private_key``, or ``device_pkcs11``: the device key kept in
+    a PKCS#11 token (the token's key of that label, generated there with ``key_type`` if it has
+    none; no key file is written, the certificate is stored in the token too, and a later call
+    with the same ``device_pkcs11`` reuses the identity); ``device_client_id`` (default: the thing
     name); ``force`` (provision anew even if a valid identity is stored); ``retry``.
 
     Rotation: a stored identity whose certificate has at most ``rotate_before`` seconds, or
@@ -136,6 +140,7 @@ def provision(
         rotate_before_percent=rotate_before_percent,
         rotation_template=rotation_template,
         rotation_reuse_key=rotation_reuse_key,
+        device_pkcs11=device_pkcs11,
     )
     sink = QueueSink()
     run = _core.start_provision(config, sink)

@@ -432,22 +432,26 @@ class ProvisionConfig:
         rotate_before_percent: Optional[int] = None,
         rotation_template: Optional[str] = None,
         rotation_reuse_key: bool = False,
+        device_pkcs11: Optional[Pkcs11Key] = None,
     ) -> None:
         self.connection = connection
         if connection.signer is not None:
             raise _codes.InvalidArgumentError(
-                "provision() cannot take a Signer for the claim key: the C library's "
-                "fp_provision() needs the claim key as a file or PEM (key_file or key_pem); a "
-                "Client takes signer for the three operations one by one"
+                "provision() cannot take a Signer for the claim key in this package yet (the "
+                "C library's fp_provision() can); use key_file, key_pem or pkcs11, or a Client "
+                "with signer for the three operations one by one"
             )
-        if connection.pkcs11 is not None:
-            # fp_provision_options_new() refuses claim options whose key is not a key (file or
-            # PEM): say so here rather than pass on its bare "invalid argument".
-            raise _codes.InvalidArgumentError(
-                "provision() cannot take a PKCS#11 claim key: the C library's fp_provision() "
-                "needs the claim key as a file or PEM (key_file or key_pem); a Client takes "
-                "pkcs11 for the three operations one by one"
-            )
+        if device_pkcs11 is not None:
+            if not isinstance(device_pkcs11, Pkcs11Key):
+                raise TypeError(f"device_pkcs11 must be a Pkcs11Key, not {type(device_pkcs11).__name__}")
+            c_path("device_pkcs11.module", device_pkcs11.module, readable=True)
+            c_str("device_pkcs11.key_label", device_pkcs11.key_label)
+            if key_type == KeyType.SERVICE:
+                raise _codes.InvalidArgumentError(
+                    "device_pkcs11 keeps the device key in the token: key_type SERVICE (a key "
+                    "from the service) does not go with it"
+                )
+        self.device_pkcs11 = device_pkcs11
         self.template_name = c_str("template_name", template_name)
         self.output_dir = c_path("output_dir", output_dir)
         self.parameters = parameters_json(parameters)
@@ -514,6 +518,8 @@ class ProvisionConfig:
         try:
             check(_ffi.fp_provision_options_set_parameters(opts, self.parameters), "parameters")
             check(_ffi.fp_provision_options_set_key_type(opts, int(self.key_type)), "key_type")
+            if self.device_pkcs11 is not None:
+                self._build_device_pkcs11(opts, self.device_pkcs11)
             if self.csr_subject is not None:
                 check(_ffi.fp_provision_options_set_csr_subject(opts, self.csr_subject), "csr_subject")
             if self.csr_pem is not None and self.csr_private_key is not None:
@@ -559,6 +565,24 @@ class ProvisionConfig:
             _ffi.fp_provision_options_free(opts)
             raise
         return opts
+
+    def _build_device_pkcs11(self, opts: int, key: Pkcs11Key) -> None:
+        """The device key in the token: its settings go through client options made here."""
+        token = ctypes.c_void_p()
+        check(_ffi.fp_client_options_new(b"unused", ctypes.byref(token)), "device_pkcs11")
+        try:
+            ConnectionConfig._build_pkcs11(token.value or 0, key)
+            pkcs11_type = {
+                KeyType.EC_P256: _codes.FP_PKCS11_KEY_EC_P256,
+                KeyType.EC_P384: _codes.FP_PKCS11_KEY_EC_P384,
+                KeyType.RSA_2048: _codes.FP_PKCS11_KEY_RSA_2048,
+            }[self.key_type]
+            check(
+                _ffi.fp_provision_options_set_device_key_pkcs11(opts, token.value, pkcs11_type, 1),
+                "device_pkcs11",
+            )
+        finally:
+            _ffi.fp_client_options_free(token.value)
 
 
 # ---------------------------------------------------------------- sinks
@@ -750,7 +774,16 @@ def _provisioned(result: int) -> Provisioned:
         previous_certificate_id=_optional_text(_ffi.fp_provisioned_previous_certificate_id(result)),
         attempts=int(_ffi.fp_provisioned_attempts(result)),
         device_configuration=config,
+        key_location=KEY_LOCATIONS.get(int(_ffi.fp_provisioned_key_location(result)), "file"),
     )
+
+
+#: ``fp_key_location`` values by name, for ``Provisioned.key_location``.
+KEY_LOCATIONS = {
+    _codes.FP_KEY_LOCATION_FILE: "file",
+    _codes.FP_KEY_LOCATION_PKCS11: "pkcs11",
+    _codes.FP_KEY_LOCATION_SIGNER: "signer",
+}
 
 
 def _on_progress(user_data: Optional[int], step: int, attempt: int, delay_ms: int, detail: Optional[bytes]) -> None:

@@ -206,6 +206,9 @@ fp_provision_options_set_rotation_template = _fn(
 fp_provision_options_set_rotation_reuse_key = _fn(
     "fp_provision_options_set_rotation_reuse_key", c_int, P, c_int
 )
+fp_provision_options_set_device_key_pkcs11 = _fn(
+    "fp_provision_options_set_device_key_pkcs11", c_int, P, P, c_int, c_int
+)
 fp_provision_start = _fn("fp_provision_start", c_int, P, PROGRESS_CB, PROVISION_CB, P, PP)
 fp_provision_cancel = _fn("fp_provision_cancel", c_int, P)
 fp_provision_op_free = _fn("fp_provision_op_free", None, P)
@@ -215,6 +218,7 @@ fp_provisioned_certificate_id = _fn("fp_provisioned_certificate_id", c_char_p, P
 fp_provisioned_client_id = _fn("fp_provisioned_client_id", c_char_p, P)
 fp_provisioned_certificate_file = _fn("fp_provisioned_certificate_file", c_char_p, P)
 fp_provisioned_private_key_file = _fn("fp_provisioned_private_key_file", c_char_p, P)
+fp_provisioned_key_location = _fn("fp_provisioned_key_location", c_int, P)
 fp_provisioned_metadata_file = _fn("fp_provisioned_metadata_file", c_char_p, P)
 fp_provisioned_reused = _fn("fp_provisioned_reused", c_int, P)
 fp_provisioned_rotated = _fn("fp_provisioned_rotated", c_int, P)

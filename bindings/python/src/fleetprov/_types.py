@@ -123,6 +123,9 @@ class Provisioned:
     #: When rotated: the replaced certificate, still Active in the account (deactivate it once
     #: the device uses the new one).
     previous_certificate_id: Optional[str] = None
+    #: Where the private key is: ``"file"`` (``private_key_file``), ``"pkcs11"`` (a token,
+    #: ``device_pkcs11``; ``private_key_file`` is then ``""``) or ``"signer"``.
+    key_location: str = "file"
 
 
 @dataclass(frozen=True)

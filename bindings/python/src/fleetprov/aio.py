@@ -127,6 +127,7 @@ async def provision(
     proxy_host: Optional[str] = None,
     proxy_port: Optional[int] = None,
     pkcs11: Optional[Pkcs11Key] = None,
+    device_pkcs11: Optional[Pkcs11Key] = None,
     parameters: Parameters = None,
     key_type: KeyType = KeyType.EC_P256,
     csr_subject: Optional[str] = None,
@@ -180,6 +181,7 @@ async def provision(
         rotate_before_percent=rotate_before_percent,
         rotation_template=rotation_template,
         rotation_reuse_key=rotation_reuse_key,
+        device_pkcs11=device_pkcs11,
     )
     sink = LoopSink(asyncio.get_running_loop(), on_progress)
     run = _core.start_provision(config, sink)

@@ -5,7 +5,8 @@ Takes the flags of AWS's Python fleet provisioning sample (``--endpoint --port -
 --verbosity``) plus ``--mqtt_version`` and ``--output_dir``, and those of the C demo
 (``c_examples/fleet_provisioning.c``): ``--payload_format``, ``--timeout_ms``, ``--force``,
 ``--key_type``, ``--max_attempts``, ``--rotate_before``, ``--rotation_template`` and the PKCS#11
-claim key flags.
+flags (the claim key in a token with ``--key_label``; with ``--output_dir`` the device key made
+and kept in the token, ``--device_key_label``).
 
 Without ``--output_dir``: connect with the claim, CreateKeysAndCertificate (or
 CreateCertificateFromCsr with ``--csr``), RegisterThing, print the result. As in the C demo the
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--endpoint", required=True, help="the AWS IoT endpoint host (no scheme or port)")
     a("--port", type=int, default=None, help="TCP port (default 8883)")
     a("--cert", required=True, help="claim certificate PEM file")
-    a("--key", help="claim private key PEM file (or --pkcs11_lib)")
+    a("--key", help="claim private key PEM file (or --key_label with --pkcs11_lib)")
     a("--ca_file", help="CA certificates PEM file (default: the system's roots)")
     a("--client_id", help="MQTT client id of the claim connection (default test-<uuid>)")
     a("--template_name", required=True, help="provisioning template name")
@@ -133,11 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     a("--rotate_before", type=int, default=None,
       help="with --output_dir: rotate the stored identity once at most SECONDS are left (0: never)")
     a("--rotation_template", default=None, help="with --output_dir: the template used when rotating")
-    a("--pkcs11_lib", help="PKCS#11 module holding the claim key (instead of --key)")
+    a("--pkcs11_lib", help="PKCS#11 module holding the claim key and, with --output_dir, the device key")
     a("--pin", help="PKCS#11 user PIN")
     a("--token_label", help="PKCS#11 token label")
     a("--slot_id", type=int, default=None, help="PKCS#11 slot id")
-    a("--key_label", help="PKCS#11 label of the claim key")
+    a("--key_label", help="PKCS#11 label of the claim key (instead of --key)")
+    a("--device_key_label", default=None,
+      help="with --pkcs11_lib and --output_dir: label of the device key made and kept in the "
+           "token (default fleetprov-device)")
     return p
 
 
@@ -146,12 +150,12 @@ def _fail(message: str) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if (args.key is None) == (args.pkcs11_lib is None):
-        raise UsageError("give one of --key and --pkcs11_lib for the claim key")
-    if args.pkcs11_lib is not None and args.key_label is None:
-        raise UsageError("--pkcs11_lib needs --key_label")
+    if (args.key is None) == (args.key_label is None):
+        raise UsageError("give one of --key and --key_label (with --pkcs11_lib) for the claim key")
+    if args.device_key_label is not None and args.output_dir is None:
+        raise UsageError("--device_key_label needs --output_dir")
     if args.pkcs11_lib is None:
-        for flag in ("pin", "token_label", "slot_id", "key_label"):
+        for flag in ("pin", "token_label", "slot_id", "key_label", "device_key_label"):
             if getattr(args, flag) is not None:
                 raise UsageError(f"--{flag} needs --pkcs11_lib")
     if args.port is not None and not 1 <= args.port <= 65535:
@@ -172,11 +176,10 @@ def _check_args(args: argparse.Namespace) -> None:
                 )
     if args.rotate_before is not None and not 0 <= args.rotate_before <= 1_000_000_000:
         raise UsageError("--rotate_before must be 0-1000000000 seconds")
-    if args.output_dir is not None and args.pkcs11_lib is not None:
+    if args.output_dir is not None and args.pkcs11_lib is not None and args.key_type == "service":
         raise UsageError(
-            "--pkcs11_lib and --output_dir do not mix: the library's identity store "
-            "(fp_provision) needs the claim key as a file (--key); without --output_dir the "
-            "claim key may be in the token"
+            "--key_type service gives a key in a file: with --pkcs11_lib the device key is made "
+            "in the token (ec-p256, ec-p384 or rsa-2048)"
         )
     if args.max_attempts is not None and not 1 <= args.max_attempts <= 1000:
         raise UsageError("--max_attempts must be 1-1000")
@@ -231,7 +234,7 @@ def _configure_logging(verbosity: str) -> None:
 
 def _connection_kwargs(args: argparse.Namespace) -> dict[str, object]:
     pkcs11 = None
-    if args.pkcs11_lib is not None:
+    if args.key_label is not None:
         pkcs11 = Pkcs11Key(
             module=args.pkcs11_lib,
             key_label=args.key_label,
@@ -268,8 +271,18 @@ def _print_progress(event: Progress) -> None:
 def _run_store(args: argparse.Namespace) -> int:
     kwargs = _connection_kwargs(args)
     retry = RetryPolicy() if args.max_attempts is None else RetryPolicy(max_attempts=args.max_attempts)
+    device_pkcs11 = None
+    if args.pkcs11_lib is not None:
+        device_pkcs11 = Pkcs11Key(
+            module=args.pkcs11_lib,
+            key_label=args.device_key_label or "fleetprov-device",
+            pin=args.pin,
+            token_label=args.token_label,
+            slot_id=args.slot_id,
+        )
     result = provision(
         output_dir=args.output_dir,
+        device_pkcs11=device_pkcs11,
         parameters=args.template_parameters,
         key_type=KEY_TYPES[args.key_type or "ec-p256"],
         force=args.force,
@@ -296,7 +309,10 @@ def _run_store(args: argparse.Namespace) -> int:
             f"Replaced certificate id: {result.previous_certificate_id} (still active in the "
             "account: deactivate it once the device uses the new one)"
         )
-    print(f"Stored: {result.metadata_file}, {result.certificate_file}, {result.private_key_file}")
+    if result.private_key_file:
+        print(f"Stored: {result.metadata_file}, {result.certificate_file}, {result.private_key_file}")
+    else:
+        print(f"Stored: {result.metadata_file}, {result.certificate_file}; the private key stays in the PKCS#11 token")
     _print_config(result.device_configuration)
     return EXIT_OK
 
