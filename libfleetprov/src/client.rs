@@ -195,7 +195,7 @@ impl Shared {
     {
         let shared = Arc::clone(self);
         let ticket = self.life.ticket();
-        self.handle.spawn(async move {
+        runtime::spawn(&self.handle, async move {
             // A panic inside the core becomes an error, not a lost callback.
             let work = CatchUnwind({
                 let shared = Arc::clone(&shared);
@@ -229,7 +229,7 @@ impl Shared {
 /// alive until the callback returned, and not waiting spares the I/O thread a wake-up per
 /// callback.
 fn run_callback(client_id: u64, promise: Promise, callback: impl FnOnce() + Send + 'static) {
-    drop(tokio::task::spawn_blocking(move || {
+    drop(runtime::spawn_blocking(move || {
         let previous = IN_CALLBACK_OF.with(|c| c.replace(client_id));
         // The deliver functions catch their own panics (preparing the reply, and around the C
         // call), so the bookkeeping below always runs.
@@ -327,7 +327,7 @@ pub extern "C" fn fp_client_connect(
         };
         let callback = Callback::new(callback, user_data, None).map(Arc::new);
         let task = lifecycle(Arc::clone(&shared), promise, callback);
-        shared.handle.spawn(task);
+        runtime::spawn(&shared.handle, task);
         Ok(())
     }
 }
@@ -361,7 +361,7 @@ async fn emit(
             unsafe { call(user_data, event, error_ptr) }
         });
     };
-    let joined = tokio::task::spawn_blocking(move || {
+    let joined = runtime::spawn_blocking(move || {
         let previous = IN_CALLBACK_OF.with(|c| c.replace(id));
         run();
         IN_CALLBACK_OF.with(|c| c.set(previous));

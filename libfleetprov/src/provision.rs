@@ -509,7 +509,7 @@ pub(crate) fn progress_sink(
         let gate = Arc::clone(&gate);
         Box::pin(async move {
             // On the blocking pool: a slow callback holds its own thread, not the I/O thread.
-            let _ = tokio::task::spawn_blocking(move || {
+            let _ = super::runtime::spawn_blocking(move || {
                 let _gate = gate.lock().unwrap_or_else(|e| e.into_inner());
                 let detail = super::error::lossy_cstring(&p.detail);
                 let delay = u64::try_from(p.delay.as_millis()).unwrap_or(u64::MAX);

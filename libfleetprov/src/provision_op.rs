@@ -120,6 +120,8 @@ pub(crate) fn start(
     // Before the run starts, so that its callbacks can already use the handle.
     publish(&shared);
     let task_shared = Arc::clone(&shared);
+    // Not through runtime::spawn: boxing this large future costs more copying than the code it
+    // saves (about 0.4 % more instructions per run under callgrind).
     guard.handle().clone().spawn(async move {
         let shared = task_shared;
         // The cancel is looked at first, so a cancel from the progress callback stops the

@@ -1,6 +1,7 @@
 //! The run: reuse a stored identity or provision a new one, connecting, creating,
 //! registering, saving and verifying, with the retries [`super::retry`] decides.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -74,12 +75,20 @@ pub(super) async fn run(opts: CheckedProvisionOptions) -> Result<Provisioned, Er
 }
 
 /// Runs blocking work (file I/O, key generation) off the async threads.
+///
+/// The work and its result travel boxed, so all of it shares one instantiation of tokio's
+/// blocking-task machinery (one per result type would cost about 1.5 KB of code each).
 pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f)
+    let job: Box<dyn FnOnce() -> Box<dyn Any + Send> + Send> = Box::new(move || Box::new(f()));
+    let done = tokio::task::spawn_blocking(job)
         .await
-        .map_err(|e| Error::new(ErrorKind::Internal, format!("blocking task failed: {e}")))?
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("blocking task failed: {e}")))?;
+    match done.downcast::<Result<T, Error>>() {
+        Ok(result) => *result,
+        Err(_) => unreachable!("the job returns its own result type"),
+    }
 }
 
 /// What the create call gave.
