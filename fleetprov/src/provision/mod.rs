@@ -9,10 +9,21 @@
 //!
 //! Retries follow [`RetryPolicy`]: exponential backoff with full jitter, bounded by attempts
 //! and an overall deadline, for throttling, service-side 5xx, lost connections and timeouts
-//! only. RegisterThing is retried with the same ownership token while the service cannot have
-//! spent it (it answered with a throttling or 5xx rejection); when its answer was lost
-//! (timeout, lost connection) the token may have been spent, so the next attempt starts again
-//! from the create call. At most one CONNECT per second per client id, as AWS IoT allows.
+//! only. RegisterThing is retried with the same ownership token, on a new connection when its
+//! answer was lost (timeout, lost connection, a throttling service closing the connection),
+//! while the token is under 55 minutes old; only a token the service says is spent starts
+//! again from the create call. At most one CONNECT per second per client id, as AWS IoT
+//! allows.
+//!
+//! An identity that was registered but could not be verified (every verification connection
+//! failed, the deadline passed, or the process was killed) is kept as pending in the store and
+//! verified first by the next run, before anything new is provisioned.
+//!
+//! Every certificate the run obtained and does not keep (an earlier try's, whose answer was
+//! lost; one whose registration or verification failed for good) is reported: a
+//! [`Step::CertificateAbandoned`] progress event and a warning log line naming its id, on
+//! success and failure alike, and [`Provisioned::abandoned_certificates`] on success, so a
+//! backend can deactivate it.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), fleetprov::Error> {
@@ -65,6 +76,10 @@ pub struct Provisioned {
     pub reused: bool,
     /// Tries made, the first included.
     pub attempts: u32,
+    /// Ids of the certificates this run obtained and did not keep, in the order they were
+    /// given up (also reported by [`Step::CertificateAbandoned`]). Each may be Active on the
+    /// thing: deactivate it from a backend.
+    pub abandoned_certificates: Vec<String>,
 }
 
 /// Provisions, or reuses, the device identity described by `opts`. See the module docs.

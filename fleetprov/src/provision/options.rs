@@ -111,6 +111,9 @@ pub enum Step {
     RetryScheduled,
     /// A valid stored identity was found and will be reused; the detail is its thing name.
     Reusing,
+    /// A certificate this run obtained will not be kept; the detail is its id. It may be
+    /// Active on the thing (its RegisterThing went through): a backend should deactivate it.
+    CertificateAbandoned,
 }
 
 impl Step {
@@ -124,6 +127,7 @@ impl Step {
             Step::Verifying => "verifying",
             Step::RetryScheduled => "retry scheduled",
             Step::Reusing => "reusing",
+            Step::CertificateAbandoned => "certificate abandoned",
         }
     }
 }

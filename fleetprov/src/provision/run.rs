@@ -20,29 +20,44 @@ use crate::log::{fp_log, Level};
 use crate::protocol::{RegisterThingRequest, RegisterThingResponse};
 use crate::x509;
 
+mod settle;
+use settle::VerifyFailure;
+
 /// Provisions, or reuses, the identity `opts` describe.
 pub(super) async fn run(opts: CheckedProvisionOptions) -> Result<Provisioned, Error> {
-    let run = Run {
+    let mut run = Run {
         started: Instant::now(),
         attempt: 1,
         last_connect: HashMap::new(),
+        abandoned: Vec::new(),
         opts,
     };
-    let dir = run.opts.store_dir.clone();
-    let store = blocking(move || IdentityStore::open(dir)).await?;
-    if !run.opts.force {
-        let (s, endpoint) = (store.clone(), run.opts.claim.endpoint.clone());
-        match blocking(move || s.load(&endpoint)).await? {
-            Found::Usable(identity) => return run.reuse(*identity).await,
-            Found::Unusable(why) => fp_log!(
-                Level::Warn,
-                "identity store {}: not reusing the stored identity: {why}",
-                store.dir().display()
-            ),
-            Found::Nothing => {}
+    let outcome = run.identity().await;
+    outcome.map_err(|e| run.mention_abandoned(e))
+}
+
+impl Run {
+    /// A pending identity first, then a stored one, else a new one.
+    async fn identity(&mut self) -> Result<Provisioned, Error> {
+        let dir = self.opts.store_dir.clone();
+        let store = blocking(move || IdentityStore::open(dir)).await?;
+        if let Some(done) = self.settle_pending(&store).await? {
+            return Ok(done);
         }
+        if !self.opts.force {
+            let (s, endpoint) = (store.clone(), self.opts.claim.endpoint.clone());
+            match blocking(move || s.load(&endpoint)).await? {
+                Found::Usable(identity) => return self.reuse(*identity).await,
+                Found::Unusable(why) => fp_log!(
+                    Level::Warn,
+                    "identity store {}: not reusing the stored identity: {why}",
+                    store.dir().display()
+                ),
+                Found::Nothing => {}
+            }
+        }
+        self.provision_new(store).await
     }
-    run.provision_new(store).await
 }
 
 /// Runs blocking work (file I/O, key generation) off the async threads.
@@ -67,6 +82,8 @@ struct Created {
 
 /// AWS's ownership tokens live one hour; one older than this is not retried.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(55 * 60);
+/// Why a create result is given up when the claim half ends in failure.
+const GAVE_UP: &str = "provisioning gave up before its registration was confirmed";
 /// AWS IoT accepts one CONNECT per second per client id.
 const CONNECT_SPACING: Duration = Duration::from_secs(1);
 
@@ -75,6 +92,8 @@ struct Run {
     started: Instant,
     attempt: u32,
     last_connect: HashMap<String, Instant>,
+    /// Certificates obtained and not kept, reported as they were given up.
+    abandoned: Vec<String>,
 }
 
 impl Run {
@@ -151,19 +170,16 @@ impl Run {
     }
 
     /// Connects with an identity, proves it (CONNACK accepted) and disconnects; retries
-    /// connection-level failures.
-    async fn verify(&mut self, files: &StoredFiles, client_id: &str) -> Result<(), Error> {
-        let refused = |e: Error| Error {
-            message: format!("the device identity was refused: {}", e.message),
-            ..e
-        };
+    /// connection-level failures. A failure says whether the identity itself was refused or
+    /// only could not be tried.
+    async fn verify(&mut self, files: &StoredFiles, client_id: &str) -> Result<(), VerifyFailure> {
         let opts = self
             .opts
             .claim
             .clone()
             .with_pem_credentials(Pem::file(&files.certificate), Pem::file(&files.private_key))
             .with_client_id(client_id.to_owned())
-            .map_err(refused)?;
+            .map_err(VerifyFailure::Unusable)?;
         loop {
             self.progress(Step::Verifying, Duration::ZERO, client_id)
                 .await;
@@ -173,14 +189,17 @@ impl Run {
                     return Ok(());
                 }
                 Err(e) => match connection_verdict(&e) {
-                    Some(_) if !deadline_error(&e) => self.backoff(e).await?,
-                    _ => return Err(refused(e)),
+                    Some(_) if !deadline_error(&e) => {
+                        self.backoff(e).await.map_err(VerifyFailure::NotVerified)?
+                    }
+                    Some(_) => return Err(VerifyFailure::NotVerified(e)),
+                    None => return Err(VerifyFailure::Unusable(e)),
                 },
             }
         }
     }
 
-    async fn reuse(mut self, identity: store::StoredIdentity) -> Result<Provisioned, Error> {
+    async fn reuse(&mut self, identity: store::StoredIdentity) -> Result<Provisioned, Error> {
         let m = identity.metadata;
         self.progress(Step::Reusing, Duration::ZERO, m.thing_name.clone())
             .await;
@@ -189,7 +208,9 @@ impl Run {
             .device_client_id
             .clone()
             .unwrap_or_else(|| m.client_id.clone());
-        self.verify(&identity.files, &client_id).await?;
+        self.verify(&identity.files, &client_id)
+            .await
+            .map_err(|f| f.stored_identity(&m.thing_name))?;
         Ok(Provisioned {
             thing_name: m.thing_name,
             device_configuration: m.device_configuration,
@@ -198,10 +219,11 @@ impl Run {
             files: identity.files,
             reused: true,
             attempts: self.attempt,
+            abandoned_certificates: self.abandoned.clone(),
         })
     }
 
-    async fn provision_new(mut self, store: IdentityStore) -> Result<Provisioned, Error> {
+    async fn provision_new(&mut self, store: IdentityStore) -> Result<Provisioned, Error> {
         check_claim_certificate(&self.opts.claim).await?;
         let (created, registered) = self.create_and_register().await?;
         self.progress(
@@ -215,16 +237,22 @@ impl Run {
             let id = created.certificate_id.clone();
             let cert = created.certificate_pem.clone();
             let key = created.private_key_pem.clone();
-            blocking(move || store.stage(&id, &cert, &key)).await?
+            blocking(move || store.stage(&id, &cert, &key)).await
         };
         drop(created.private_key_pem);
+        let staged = match staged {
+            Ok(s) => s,
+            Err(e) => {
+                self.abandon(&created.certificate_id, "it could not be saved")
+                    .await;
+                return Err(e);
+            }
+        };
         let client_id = self
             .opts
             .device_client_id
             .clone()
             .unwrap_or_else(|| registered.thing_name.clone());
-        self.verify(&store.staged_files(&staged), &client_id)
-            .await?;
         let metadata = Metadata {
             version: 1,
             thing_name: registered.thing_name.clone(),
@@ -239,6 +267,20 @@ impl Run {
             provisioned_at: 0,
             not_after: 0,
         };
+        // Pending from here: a failed verification or a killed process leaves it for the
+        // next run to verify, not leftovers to delete.
+        if let Err(e) = {
+            let (store, staged, metadata) = (store.clone(), staged.clone(), metadata.clone());
+            blocking(move || store.keep_pending(&staged, metadata)).await
+        } {
+            self.abandon(&created.certificate_id, "it could not be saved")
+                .await;
+            return Err(e);
+        }
+        let verified = self.verify(&store.staged_files(&staged), &client_id).await;
+        if let Err(failure) = verified {
+            return Err(self.new_identity_failed(&store, failure, &metadata).await);
+        }
         let stored = blocking(move || store.commit(&staged, metadata)).await?;
         fp_log!(
             Level::Info,
@@ -255,6 +297,7 @@ impl Run {
             files: stored.files,
             reused: false,
             attempts: self.attempt,
+            abandoned_certificates: self.abandoned.clone(),
         })
     }
 
@@ -288,11 +331,14 @@ impl Run {
                     if let Some(c) = claim.take() {
                         c.disconnect().await;
                     }
+                    self.abandon_created(created.take(), GAVE_UP).await;
                     return Err(e);
                 }
                 Verdict::Retry { restart, reconnect } => {
                     if restart {
-                        created = None;
+                        let why = "the service says its ownership token is spent: an earlier \
+                                   RegisterThing with it went through and its answer was lost";
+                        self.abandon_created(created.take(), why).await;
                     }
                     if reconnect || claim.as_ref().is_some_and(|c| !c.is_connected()) {
                         if let Some(c) = claim.take() {
@@ -303,6 +349,7 @@ impl Run {
                         if let Some(c) = claim.take() {
                             c.disconnect().await;
                         }
+                        self.abandon_created(created.take(), GAVE_UP).await;
                         return Err(e);
                     }
                 }
@@ -320,7 +367,8 @@ impl Run {
             .as_ref()
             .is_some_and(|c| c.at.elapsed() > TOKEN_LIFETIME)
         {
-            *created = None;
+            let why = "its ownership token is too old to use";
+            self.abandon_created(created.take(), why).await;
         }
         let client = match claim {
             Some(c) if c.is_connected() => c.clone(),

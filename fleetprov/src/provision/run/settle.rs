@@ -1,0 +1,216 @@
+//! What the run does with certificates it cannot keep and identities it could not verify:
+//! every certificate given up is reported, a registered identity that could not be tried is
+//! kept pending and tried first by the next run.
+
+use std::time::Duration;
+
+use super::{blocking, Created, Run};
+use crate::error::{Error, ErrorKind};
+use crate::log::{fp_log, Level};
+use crate::provision::options::Step;
+use crate::provision::store::{IdentityStore, Metadata, Pending};
+use crate::provision::Provisioned;
+
+/// Why a verification connection did not prove an identity.
+#[derive(Debug)]
+pub(super) enum VerifyFailure {
+    /// The identity itself was refused or cannot be used (TLS or CONNACK refusal, unreadable
+    /// files): it is worth nothing.
+    Unusable(Error),
+    /// It could not be tried: every connection failed, or the deadline passed. It may be
+    /// perfectly good.
+    NotVerified(Error),
+}
+
+impl VerifyFailure {
+    /// The error for a stored identity (committed or pending) whose check failed.
+    pub(super) fn stored_identity(self, thing_name: &str) -> Error {
+        match self {
+            VerifyFailure::Unusable(e) => unusable(e),
+            VerifyFailure::NotVerified(e) => Error {
+                message: format!(
+                    "the stored identity of {thing_name} could not be verified (it stays in \
+                     the store): {}",
+                    e.message
+                ),
+                ..e
+            },
+        }
+    }
+}
+
+/// "Refused" only for what a refusal is: a TLS failure or a CONNACK refusal.
+fn unusable(e: Error) -> Error {
+    let what = match e.kind {
+        ErrorKind::Tls | ErrorKind::ConnectionRefused => "was refused",
+        _ => "cannot be used",
+    };
+    Error {
+        message: format!("the device identity {what}: {}", e.message),
+        ..e
+    }
+}
+
+impl Run {
+    /// Reports a certificate this run obtained and does not keep: a log line and a progress
+    /// event with its id, and the result's list.
+    pub(super) async fn abandon(&mut self, certificate_id: &str, why: &str) {
+        fp_log!(
+            Level::Warn,
+            "certificate {certificate_id} is not kept ({why}); it may be Active on the thing: \
+             deactivate it from a backend"
+        );
+        self.abandoned.push(certificate_id.to_owned());
+        self.progress(Step::CertificateAbandoned, Duration::ZERO, certificate_id)
+            .await;
+    }
+
+    /// [`Run::abandon`] for a create result being dropped, if there is one.
+    pub(super) async fn abandon_created(&mut self, created: Option<Created>, why: &str) {
+        if let Some(c) = created {
+            self.abandon(&c.certificate_id, why).await;
+        }
+    }
+
+    /// A failed run's error, naming the certificates it reported as abandoned.
+    pub(super) fn mention_abandoned(&self, e: Error) -> Error {
+        if self.abandoned.is_empty() {
+            return e;
+        }
+        Error {
+            message: format!(
+                "{} (certificates obtained and not kept, reported as abandoned: {})",
+                e.message,
+                self.abandoned.join(", ")
+            ),
+            ..e
+        }
+    }
+
+    /// A pending identity goes first: verified and committed (the run's result), or reported
+    /// and dropped when it is unusable, refused or `force` asks for a new one (`None`: the run
+    /// goes on). When it could not be tried, the run ends here and it stays pending.
+    pub(super) async fn settle_pending(
+        &mut self,
+        store: &IdentityStore,
+    ) -> Result<Option<Provisioned>, Error> {
+        let (s, endpoint) = (store.clone(), self.opts.claim.endpoint.clone());
+        let identity = match blocking(move || s.pending(&endpoint)).await? {
+            None => return Ok(None),
+            Some(Pending::Unusable {
+                certificate_id,
+                why,
+            }) => {
+                fp_log!(
+                    Level::Warn,
+                    "identity store {}: the pending identity cannot be used: {why}",
+                    store.dir().display()
+                );
+                if !certificate_id.is_empty() {
+                    self.abandon(&certificate_id, "the pending identity cannot be used")
+                        .await;
+                }
+                self.drop_pending(store).await?;
+                return Ok(None);
+            }
+            Some(Pending::Usable(identity)) => *identity,
+        };
+        let m = identity.metadata.clone();
+        if self.opts.force {
+            let why = "a new identity was asked for (force) before it was verified";
+            self.abandon(&m.certificate_id, why).await;
+            self.drop_pending(store).await?;
+            return Ok(None);
+        }
+        fp_log!(
+            Level::Info,
+            "identity store {}: verifying the pending identity of {} (certificate {})",
+            store.dir().display(),
+            m.thing_name,
+            m.certificate_id
+        );
+        self.progress(Step::Reusing, Duration::ZERO, m.thing_name.clone())
+            .await;
+        let client_id = self
+            .opts
+            .device_client_id
+            .clone()
+            .unwrap_or_else(|| m.client_id.clone());
+        match self.verify(&identity.files, &client_id).await {
+            Ok(()) => {}
+            Err(VerifyFailure::Unusable(e)) => {
+                let e = unusable(e);
+                fp_log!(Level::Warn, "the pending identity: {}", e.message);
+                self.abandon(&m.certificate_id, "the pending identity was refused")
+                    .await;
+                self.drop_pending(store).await?;
+                return Ok(None);
+            }
+            Err(VerifyFailure::NotVerified(e)) => {
+                return Err(not_verified(e, &m, store));
+            }
+        }
+        let stored = {
+            let store = store.clone();
+            blocking(move || store.commit_pending(&identity)).await?
+        };
+        fp_log!(
+            Level::Info,
+            "provisioned {} (certificate {}): the pending identity is verified",
+            m.thing_name,
+            m.certificate_id
+        );
+        Ok(Some(Provisioned {
+            thing_name: m.thing_name,
+            device_configuration: m.device_configuration,
+            certificate_id: m.certificate_id,
+            client_id,
+            files: stored.files,
+            reused: true,
+            attempts: self.attempt,
+            abandoned_certificates: self.abandoned.clone(),
+        }))
+    }
+
+    async fn drop_pending(&self, store: &IdentityStore) -> Result<(), Error> {
+        let store = store.clone();
+        blocking(move || store.drop_pending()).await
+    }
+
+    /// The error for a new identity (registered, saved as pending) whose verification
+    /// failed: a refused one is reported and dropped; one that could not be tried stays
+    /// pending.
+    pub(super) async fn new_identity_failed(
+        &mut self,
+        store: &IdentityStore,
+        failure: VerifyFailure,
+        m: &Metadata,
+    ) -> Error {
+        match failure {
+            VerifyFailure::Unusable(e) => {
+                self.abandon(&m.certificate_id, "the new identity was refused")
+                    .await;
+                if let Err(d) = self.drop_pending(store).await {
+                    fp_log!(Level::Warn, "{}", d.message);
+                }
+                unusable(e)
+            }
+            VerifyFailure::NotVerified(e) => not_verified(e, m, store),
+        }
+    }
+}
+
+/// Says that the identity exists and is kept, not that provisioning failed to start.
+fn not_verified(e: Error, m: &Metadata, store: &IdentityStore) -> Error {
+    Error {
+        message: format!(
+            "{} was registered (certificate {}) but could not be verified: {}; the identity is \
+             kept pending in {} and verified again by the next run",
+            m.thing_name,
+            m.certificate_id,
+            e.message,
+            store.dir().display()
+        ),
+        ..e
+    }
+}

@@ -1,0 +1,161 @@
+//! The pending identity: registered (its certificate may be Active on the thing), written to
+//! the store, but not proved by a connection yet.
+//!
+//! `pending.json` (same fields as `identity.json`) is written right after the certificate and
+//! key, before the verification connection. So a run whose every verification connection
+//! failed, that ran out of time, or that was killed while verifying leaves the identity in the
+//! store instead of leftovers to delete; the next run verifies it before provisioning anything
+//! new, and commits it if it connects. Until then `identity.json`, if any, is untouched.
+
+use std::fs;
+
+use super::{completed, store_error, IdentityStore, Metadata, Staged, StoredIdentity};
+use crate::error::Error;
+use crate::log::{fp_log, Level};
+
+/// Name of the pending identity's metadata file.
+pub const PENDING_FILE: &str = "pending.json";
+
+/// What the store holds as pending.
+#[derive(Debug)]
+pub enum Pending {
+    /// A pending identity whose files are there, match and are valid for this endpoint: verify
+    /// it, then [`IdentityStore::commit_pending`] it.
+    Usable(Box<StoredIdentity>),
+    /// A pending identity that cannot be used (expired, another endpoint, files damaged);
+    /// its certificate id (empty if `pending.json` cannot be read) and why.
+    Unusable {
+        /// The certificate `pending.json` names.
+        certificate_id: String,
+        /// Why it cannot be used.
+        why: String,
+    },
+}
+
+impl IdentityStore {
+    /// Records the staged identity as pending: until it is committed or dropped, opening the
+    /// store keeps its files.
+    pub fn keep_pending(&self, staged: &Staged, metadata: Metadata) -> Result<(), Error> {
+        self.write_metadata(PENDING_FILE, &completed(staged, metadata))?;
+        self.sync_dir()
+    }
+
+    /// The pending identity for `endpoint`, if there is one.
+    pub fn pending(&self, endpoint: &str) -> Result<Option<Pending>, Error> {
+        let metadata = match self.read_metadata(PENDING_FILE)? {
+            None => return Ok(None),
+            Some(Err(why)) => {
+                return Ok(Some(Pending::Unusable {
+                    certificate_id: String::new(),
+                    why,
+                }))
+            }
+            Some(Ok(m)) => m,
+        };
+        let mut files = self.files_of(&metadata.certificate_file, &metadata.private_key_file);
+        files.metadata = self.dir.join(PENDING_FILE);
+        Ok(Some(match self.check(&metadata, &files, endpoint) {
+            Ok(()) => Pending::Usable(Box::new(StoredIdentity { metadata, files })),
+            Err(why) => Pending::Unusable {
+                certificate_id: metadata.certificate_id,
+                why,
+            },
+        }))
+    }
+
+    /// Commits the pending identity `identity` (from [`IdentityStore::pending`]), now
+    /// verified: it becomes `identity.json`, and the previous identity's files go.
+    pub fn commit_pending(&self, identity: &StoredIdentity) -> Result<StoredIdentity, Error> {
+        self.commit_metadata(identity.metadata.clone())
+    }
+
+    /// Forgets the pending identity and removes its files (the caller has reported its
+    /// certificate as abandoned).
+    pub fn drop_pending(&self) -> Result<(), Error> {
+        self.remove_pending_file()?;
+        self.sync_dir()?;
+        self.clean()
+    }
+
+    pub(super) fn remove_pending_file(&self) -> Result<(), Error> {
+        let path = self.dir.join(PENDING_FILE);
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                fp_log!(Level::Debug, "identity store: {PENDING_FILE} removed");
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(store_error("remove", &path, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{identity, metadata, names};
+    use super::super::{Found, METADATA_FILE};
+    use super::*;
+
+    #[test]
+    fn a_pending_identity_survives_opening_until_committed_or_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = IdentityStore::open(tmp.path()).unwrap();
+        let (id1, cert1, key1) = identity();
+        let first = store
+            .commit(&store.stage(&id1, &cert1, &key1).unwrap(), metadata("h"))
+            .unwrap();
+        let (_, cert2, key2) = identity();
+        let id2 = "cd".repeat(32);
+        let staged = store.stage(&id2, &cert2, &key2).unwrap();
+        let mut m = metadata("h");
+        m.certificate_id = id2.clone();
+        store.keep_pending(&staged, m).unwrap();
+        // Reopening (the next run) keeps both identities' files.
+        let store = IdentityStore::open(tmp.path()).unwrap();
+        assert_eq!(names(tmp.path()).len(), 6, "{:?}", names(tmp.path()));
+        let Some(Pending::Usable(p)) = store.pending("h").unwrap() else {
+            panic!("no usable pending identity")
+        };
+        assert_eq!(p.metadata.certificate_id, id2);
+        assert!(matches!(
+            store.pending("other").unwrap(),
+            Some(Pending::Unusable { certificate_id, .. }) if certificate_id == id2
+        ));
+        // The committed identity is untouched until the pending one is committed.
+        let Found::Usable(still) = store.load("h").unwrap() else {
+            panic!("the committed identity was disturbed")
+        };
+        assert_eq!(still.files, first.files);
+        let committed = store.commit_pending(&p).unwrap();
+        assert_eq!(committed.files.metadata, tmp.path().join(METADATA_FILE));
+        assert!(store.pending("h").unwrap().is_none());
+        let Found::Usable(now) = store.load("h").unwrap() else {
+            panic!("the pending identity was not committed")
+        };
+        assert_eq!(now.metadata.certificate_id, id2);
+        assert_eq!(names(tmp.path()).len(), 3, "{:?}", names(tmp.path()));
+    }
+
+    #[test]
+    fn a_dropped_or_damaged_pending_identity_goes_with_its_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = IdentityStore::open(tmp.path()).unwrap();
+        let (id, cert, key) = identity();
+        let staged = store.stage(&id, &cert, &key).unwrap();
+        store.keep_pending(&staged, metadata("h")).unwrap();
+        store.drop_pending().unwrap();
+        assert!(names(tmp.path()).is_empty(), "{:?}", names(tmp.path()));
+        let staged = store.stage(&id, &cert, &key).unwrap();
+        store.keep_pending(&staged, metadata("h")).unwrap();
+        fs::write(tmp.path().join(PENDING_FILE), b"{ not json").unwrap();
+        // Unreadable: every file stays until the run drops it.
+        let store = IdentityStore::open(tmp.path()).unwrap();
+        assert_eq!(names(tmp.path()).len(), 3);
+        assert!(matches!(
+            store.pending("h").unwrap(),
+            Some(Pending::Unusable { certificate_id, .. }) if certificate_id.is_empty()
+        ));
+        store.drop_pending().unwrap();
+        assert!(names(tmp.path()).is_empty(), "{:?}", names(tmp.path()));
+    }
+}
