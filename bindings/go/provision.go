@@ -26,12 +26,14 @@ const (
 	StepVerifying      Step = C.FP_STEP_VERIFYING       // connecting with the new identity; detail is the client id
 	StepRetryScheduled Step = C.FP_STEP_RETRY_SCHEDULED // a failure is retried after delay; detail says why
 	StepReusing        Step = C.FP_STEP_REUSING         // a stored identity is reused; detail is its thing name
+	// StepCertificateAbandoned: a certificate obtained is not kept; detail is its id (deactivate it).
+	StepCertificateAbandoned Step = C.FP_STEP_CERTIFICATE_ABANDONED
 )
 
 var stepNames = map[Step]string{
 	StepConnecting: "connecting", StepCreating: "creating", StepRegistering: "registering",
 	StepSaving: "saving", StepVerifying: "verifying", StepRetryScheduled: "retry scheduled",
-	StepReusing: "reusing",
+	StepReusing: "reusing", StepCertificateAbandoned: "certificate abandoned",
 }
 
 func (s Step) String() string {
@@ -107,6 +109,10 @@ type Provisioned struct {
 	Reused bool
 	// Attempts is the number of tries made, the first included.
 	Attempts int
+	// AbandonedCertificates are the ids of certificates this run obtained and did not keep
+	// (each also reported as StepCertificateAbandoned): each may be Active on the thing, so
+	// deactivate it from a backend.
+	AbandonedCertificates []string
 	// DeviceConfiguration is the template's DeviceConfiguration.
 	DeviceConfiguration map[string]string
 }
@@ -149,6 +155,10 @@ func fpgoProvisioned(h C.uintptr_t, r *C.fp_provisioned, e *C.fp_error) {
 			Reused:              C.fp_provisioned_reused(r) != 0,
 			Attempts:            int(C.fp_provisioned_attempts(r)),
 			DeviceConfiguration: map[string]string{},
+		}
+		for i := C.size_t(0); i < C.fp_provisioned_abandoned_certificate_count(r); i++ {
+			p.AbandonedCertificates = append(p.AbandonedCertificates,
+				C.GoString(C.fp_provisioned_abandoned_certificate_at(r, i)))
 		}
 		n := C.fp_provisioned_device_configuration_len(r)
 		for i := C.size_t(0); i < n; i++ {

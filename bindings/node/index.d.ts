@@ -171,7 +171,8 @@ export type ProvisionStep =
   | 'saving'
   | 'verifying'
   | 'retryScheduled'
-  | 'reusing';
+  | 'reusing'
+  | 'certificateAbandoned';
 
 /** One progress event of provision(). */
 export interface ProgressEvent {
@@ -210,6 +211,11 @@ export interface Provisioned {
   reused: boolean;
   /** Tries made, the first included. */
   attempts: number;
+  /**
+   * Ids of certificates this run obtained and did not keep (each also reported as a
+   * 'certificateAbandoned' step): each may be Active on the thing; deactivate it from a backend.
+   */
+  abandonedCertificates: string[];
   /** The template's DeviceConfiguration. */
   deviceConfiguration: Record<string, string>;
 }

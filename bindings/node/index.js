@@ -442,6 +442,7 @@ const STEPS = Object.freeze([
   'verifying',
   'retryScheduled',
   'reusing',
+  'certificateAbandoned',
 ]);
 const KEY_TYPES = Object.freeze({ ecP256: 0, ecP384: 1, rsa2048: 2, service: 3 });
 

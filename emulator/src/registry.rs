@@ -477,6 +477,12 @@ impl Registry {
         Ok(thing)
     }
 
+    /// Every certificate the registry knows (claims included), for tests and tools that
+    /// count what was issued.
+    pub fn certificates(&self) -> Vec<CertificateRecord> {
+        self.lock().state.certificates.values().cloned().collect()
+    }
+
     pub fn things(&self) -> Vec<ThingRecord> {
         self.lock().state.things.values().cloned().collect()
     }

@@ -65,8 +65,14 @@ pub enum fp_provision_step {
     FP_STEP_VERIFYING = 4,
     /// A failure will be retried in `delay_ms`; `detail` says why.
     FP_STEP_RETRY_SCHEDULED = 5,
-    /// A valid stored identity will be reused; `detail` is its thing name.
+    /// A valid stored identity will be reused, or a pending one (registered by an earlier
+    /// run that could not verify it) verified; `detail` is its thing name.
     FP_STEP_REUSING = 6,
+    /// A certificate this run obtained will not be kept; `detail` is its id (64 hex
+    /// characters). It may be Active on the thing (its RegisterThing went through, its answer
+    /// was lost): deactivate it from a backend. Reported on success and failure alike; a
+    /// successful result also lists them (fp_provisioned_abandoned_certificate_at()).
+    FP_STEP_CERTIFICATE_ABANDONED = 7,
 }
 
 impl From<Step> for fp_provision_step {
@@ -80,6 +86,7 @@ impl From<Step> for fp_provision_step {
             Step::Verifying => FP_STEP_VERIFYING,
             Step::RetryScheduled => FP_STEP_RETRY_SCHEDULED,
             Step::Reusing => FP_STEP_REUSING,
+            Step::CertificateAbandoned => FP_STEP_CERTIFICATE_ABANDONED,
         }
     }
 }
@@ -123,6 +130,7 @@ pub struct fp_provisioned {
     entries: Vec<fp_key_value>,
     reused: bool,
     attempts: u32,
+    abandoned: Vec<CString>,
 }
 
 impl Castable for fp_provision_options {}
@@ -400,8 +408,14 @@ fn path_cstring(p: &std::path::Path) -> CString {
 /// proves it, and only then `identity.json`, the store's commit point. A process killed at any
 /// point leaves the previous identity or the new one, never a mixture.
 ///
+/// A registered identity whose verification could not be tried (every connection failed, the
+/// deadline passed, the process was killed) stays in the store as pending (`pending.json`):
+/// the next fp_provision() verifies it before provisioning anything new. Certificates the
+/// run obtained and does not keep are reported (`FP_STEP_CERTIFICATE_ABANDONED`).
+///
 /// Throttling, service-side 5xx, lost connections and timeouts are retried with exponential
-/// backoff and full jitter within the attempts and the deadline; invalid parameters, unknown
+/// backoff and full jitter within the attempts and the deadline (RegisterThing with the same
+/// ownership token, on a new connection if its answer was lost); invalid parameters, unknown
 /// templates, TLS and authorization failures end at once. The error then is the last step's
 /// (`FP_ERR_REJECTED` with AWS's fields, `FP_ERR_TLS`, ...), `FP_ERR_STORE` when the store
 /// cannot be used.
@@ -479,6 +493,11 @@ fn deliver(
                 entries: Vec::new(),
                 reused: p.reused,
                 attempts: p.attempts,
+                abandoned: p
+                    .abandoned_certificates
+                    .iter()
+                    .map(|id| super::error::lossy_cstring(id))
+                    .collect(),
             };
             r.entries = r
                 .configuration
@@ -562,6 +581,32 @@ pub extern "C" fn fp_provisioned_reused(result: *const fp_provisioned) -> c_int 
 pub extern "C" fn fp_provisioned_attempts(result: *const fp_provisioned) -> u32 {
     ffi_panic_boundary! {
         provisioned(result).map_or(0, |r| r.attempts)
+    }
+}
+
+/// The number of certificates this run obtained and did not keep (each was also reported as
+/// `FP_STEP_CERTIFICATE_ABANDONED`); 0 if none or `result` is NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_provisioned_abandoned_certificate_count(
+    result: *const fp_provisioned,
+) -> usize {
+    ffi_panic_boundary! {
+        provisioned(result).map_or(0, |r| r.abandoned.len())
+    }
+}
+
+/// The id of abandoned certificate `index` (64 hex characters), in the order they were given
+/// up; NULL if `index` is out of range or `result` is NULL. Borrowed, as `result`. Each may
+/// be Active on the thing: deactivate it from a backend.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_provisioned_abandoned_certificate_at(
+    result: *const fp_provisioned,
+    index: usize,
+) -> *const c_char {
+    ffi_panic_boundary! {
+        provisioned(result)
+            .and_then(|r| r.abandoned.get(index))
+            .map_or(std::ptr::null(), |id| id.as_ptr())
     }
 }
 

@@ -164,6 +164,8 @@ function load(handlers) {
       metadataFile: f('const char *fp_provisioned_metadata_file(const fp_provisioned *r)'),
       reused: f('int fp_provisioned_reused(const fp_provisioned *r)'),
       attempts: f('uint32_t fp_provisioned_attempts(const fp_provisioned *r)'),
+      abandonedLen: f('size_t fp_provisioned_abandoned_certificate_count(const fp_provisioned *r)'),
+      abandonedAt: f('const char *fp_provisioned_abandoned_certificate_at(const fp_provisioned *r, size_t i)'),
       configurationLen: f('size_t fp_provisioned_device_configuration_len(const fp_provisioned *r)'),
       configurationAt: f(
         'const fp_key_value *fp_provisioned_device_configuration_at(const fp_provisioned *r, size_t i)',
@@ -212,6 +214,11 @@ function load(handlers) {
         deviceConfiguration[key] = value;
       }
     }
+    const abandonedCertificates = [];
+    const abandoned = Number(p.abandonedLen(r));
+    for (let i = 0; i < abandoned; i++) {
+      abandonedCertificates.push(p.abandonedAt(r, i));
+    }
     return {
       thingName: p.thingName(r),
       certificateId: p.certificateId(r),
@@ -221,6 +228,7 @@ function load(handlers) {
       metadataFile: p.metadataFile(r),
       reused: p.reused(r) !== 0,
       attempts: Number(p.attempts(r)),
+      abandonedCertificates,
       deviceConfiguration,
     };
   };

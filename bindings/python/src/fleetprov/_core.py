@@ -658,6 +658,10 @@ def _provisioned(result: int) -> Provisioned:
         reused=bool(_ffi.fp_provisioned_reused(result)),
         attempts=int(_ffi.fp_provisioned_attempts(result)),
         device_configuration=config,
+        abandoned_certificates=[
+            _text(_ffi.fp_provisioned_abandoned_certificate_at(result, i))
+            for i in range(_ffi.fp_provisioned_abandoned_certificate_count(result))
+        ],
     )
 
 

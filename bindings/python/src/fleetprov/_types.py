@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from . import _codes
 
@@ -39,6 +39,7 @@ class Step(enum.IntEnum):
     VERIFYING = _codes.FP_STEP_VERIFYING
     RETRY_SCHEDULED = _codes.FP_STEP_RETRY_SCHEDULED
     REUSING = _codes.FP_STEP_REUSING
+    CERTIFICATE_ABANDONED = _codes.FP_STEP_CERTIFICATE_ABANDONED
 
 
 class SignatureScheme(enum.IntEnum):
@@ -117,6 +118,9 @@ class Provisioned:
     attempts: int
     #: The template's ``DeviceConfiguration``.
     device_configuration: Dict[str, str]
+    #: Ids of certificates this run obtained and did not keep (each also reported as
+    #: ``Step.CERTIFICATE_ABANDONED``): each may be Active on the thing; deactivate it.
+    abandoned_certificates: List[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

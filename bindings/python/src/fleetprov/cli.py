@@ -67,6 +67,7 @@ STEP_NAMES = {
     Step.VERIFYING: "verifying",
     Step.RETRY_SCHEDULED: "retry scheduled",
     Step.REUSING: "reusing",
+    Step.CERTIFICATE_ABANDONED: "certificate abandoned",
 }
 
 
