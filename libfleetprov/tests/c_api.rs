@@ -1057,6 +1057,63 @@ fn demo_keys_flow_keeps_the_key_where_the_user_says() {
     expect_demo_failure(&exe, &store, 2, "--identity_file is for the keys flow only");
 }
 
+/// A pending identity (registered by a run that could not verify it) is verified and
+/// committed by the next run; one given up for a new identity (--force) is reported by the
+/// progress step and the result's list.
+#[test]
+fn demo_verifies_a_pending_identity_and_reports_one_given_up() {
+    let env = Env::start();
+    let exe = demo();
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("s");
+    let mut args = env.demo_args();
+    args.extend(strings(&[
+        "--template_name",
+        "FleetTemplate",
+        "--template_parameters",
+        r#"{"SerialNumber":"51","DeviceLocation":"Seattle"}"#,
+        "--output_dir",
+    ]));
+    args.push(store.display().to_string());
+    let out = run(&exe, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let id = |text: &str| {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("Certificate id: "))
+            .unwrap();
+        line["Certificate id: ".len()..].to_owned()
+    };
+    let first = id(&stdout(&out));
+    let (committed, pending) = (store.join("identity.json"), store.join("pending.json"));
+    // As a run killed while verifying leaves it.
+    fs::rename(&committed, &pending).unwrap();
+    let claims = env.emulator.throttle().claim_connections();
+    let out = run(&exe, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(id(&stdout(&out)), first);
+    assert_eq!(env.emulator.throttle().claim_connections(), claims);
+    assert!(committed.is_file() && !pending.exists());
+
+    fs::rename(&committed, &pending).unwrap();
+    args.push("--force".into());
+    let out = run(&exe, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_ne!(id(&text), first);
+    assert!(
+        text.contains(&format!("certificate abandoned ({first})")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "Abandoned certificate (not kept, may be Active): {first}"
+        )),
+        "{text}"
+    );
+    assert!(!pending.exists());
+}
+
 /// A key type this library was built without is named, at the default --verbosity.
 #[test]
 fn demo_names_a_missing_build_feature() {
