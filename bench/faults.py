@@ -134,9 +134,13 @@ class Proxy:
             done.set()
 
         tasks = [asyncio.ensure_future(upstream()), asyncio.ensure_future(downstream())]
-        await done.wait()
+        try:
+            await done.wait()
+        except asyncio.CancelledError:
+            pass
         for t in tasks:
             t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for w in (c_writer, s_writer):
             try:
                 w.close()
