@@ -191,7 +191,7 @@ def find_certificate_records(value):
             yield from find_certificate_records(v)
 
 
-async def run_device(demo, args, store, kill_after, log):
+async def run_device(demo, args, store, kill_after, log, own_log):
     cmd = [demo] + args + ["--output_dir", store, "--max_attempts", "8", "--timeout_ms", "3000"]
     runs = [kill_after, None] if kill_after is not None else [None]
     outcome = None
@@ -209,6 +209,8 @@ async def run_device(demo, args, store, kill_after, log):
             out, _ = await proc.communicate()
         text = out.decode(errors="replace")
         log.write(text)
+        with open(own_log, "a") as f:
+            f.write(f"=== run (kill after {kill}) exit {proc.returncode}\n{text}")
         outcome = proc.returncode
     return outcome
 
@@ -240,7 +242,7 @@ async def side(name, demo, emulator, devices, parallel, seed):
         async with sem:
             code = await run_device(
                 demo, base + ["--template_parameters", params],
-                os.path.join(work, f"dev-{i}"), kill, log)
+                os.path.join(work, f"dev-{i}"), kill, log, os.path.join(work, f"dev-{i}.log"))
         codes[code] = codes.get(code, 0) + 1
 
     await asyncio.gather(*(one(i) for i in range(devices)))
@@ -264,6 +266,9 @@ async def side(name, demo, emulator, devices, parallel, seed):
         if "certificate abandoned" in line or "Abandoned certificate" in line:
             reported.update(ID.findall(line))
     left = {k: v for k, v in issued.items() if k not in held}
+    with open(os.path.join(work, "left.txt"), "w") as f:
+        for k, v in sorted(left.items()):
+            f.write(f"{k} {v} {'reported' if k in reported else 'unreported'}\n")
     result = {
         "side": name,
         "devices": devices,

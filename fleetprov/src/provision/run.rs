@@ -30,6 +30,7 @@ pub(super) async fn run(opts: CheckedProvisionOptions) -> Result<Provisioned, Er
         attempt: 1,
         last_connect: HashMap::new(),
         abandoned: Vec::new(),
+        store: None,
         opts,
     };
     let outcome = run.identity().await;
@@ -40,7 +41,12 @@ impl Run {
     /// A pending identity first, then a stored one, else a new one.
     async fn identity(&mut self) -> Result<Provisioned, Error> {
         let dir = self.opts.store_dir.clone();
-        let store = blocking(move || IdentityStore::open(dir)).await?;
+        let (store, leftovers) = blocking(move || IdentityStore::open_reporting(dir)).await?;
+        for id in leftovers {
+            let why = "a run stopped before it could keep or report it left its files";
+            self.abandon(&id, why).await;
+        }
+        self.store = Some(store.clone());
         if let Some(done) = self.settle_pending(&store).await? {
             return Ok(done);
         }
@@ -78,6 +84,8 @@ struct Created {
     at: Instant,
     /// RegisterThing was sent with this token at least once.
     token_sent: bool,
+    /// Its certificate and key in the store, not committed.
+    staged: Option<store::Staged>,
 }
 
 /// AWS's ownership tokens live one hour; one older than this is not retried.
@@ -94,6 +102,9 @@ struct Run {
     last_connect: HashMap<String, Instant>,
     /// Certificates obtained and not kept, reported as they were given up.
     abandoned: Vec<String>,
+    /// The store, once open: each create result is staged in it before RegisterThing, so a
+    /// run killed meanwhile leaves files the next run reports.
+    store: Option<IdentityStore>,
 }
 
 impl Run {
@@ -232,12 +243,15 @@ impl Run {
             store.dir().display().to_string(),
         )
         .await;
-        let staged = {
-            let store = store.clone();
-            let id = created.certificate_id.clone();
-            let cert = created.certificate_pem.clone();
-            let key = created.private_key_pem.clone();
-            blocking(move || store.stage(&id, &cert, &key)).await
+        let staged = match created.staged.clone() {
+            Some(staged) => Ok(staged),
+            None => {
+                let store = store.clone();
+                let id = created.certificate_id.clone();
+                let cert = created.certificate_pem.clone();
+                let key = created.private_key_pem.clone();
+                blocking(move || store.stage(&id, &cert, &key)).await
+            }
         };
         drop(created.private_key_pem);
         let staged = match staged {
@@ -418,14 +432,17 @@ impl Run {
                 let r = self
                     .bounded("creating", client.create_keys_and_certificate())
                     .await?;
-                return Ok(Created {
-                    certificate_id: r.certificate_id,
-                    certificate_pem: r.certificate_pem,
-                    private_key_pem: r.private_key,
-                    token: r.certificate_ownership_token,
-                    at: Instant::now(),
-                    token_sent: false,
-                });
+                return self
+                    .stage_created(Created {
+                        certificate_id: r.certificate_id,
+                        certificate_pem: r.certificate_pem,
+                        private_key_pem: r.private_key,
+                        token: r.certificate_ownership_token,
+                        at: Instant::now(),
+                        token_sent: false,
+                        staged: None,
+                    })
+                    .await;
             }
             KeySource::Csr {
                 csr_pem,
@@ -448,14 +465,16 @@ impl Run {
         let r = self
             .bounded("creating", client.create_certificate_from_csr(&csr_pem))
             .await?;
-        Ok(Created {
+        self.stage_created(Created {
             certificate_id: r.certificate_id,
             certificate_pem: r.certificate_pem,
             private_key_pem: key,
             token: r.certificate_ownership_token,
             at: Instant::now(),
             token_sent: false,
+            staged: None,
         })
+        .await
     }
 }
 

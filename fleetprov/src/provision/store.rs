@@ -140,6 +140,12 @@ fn check_key_of(
     }
 }
 
+/// A certificate or key file that no identity in `keep` names.
+fn leftover(name: &str, keep: &[String]) -> bool {
+    (name.starts_with(CERT_PREFIX) || name.starts_with(KEY_PREFIX))
+        && !keep.iter().any(|k| k == name)
+}
+
 /// `metadata` completed with what the store knows of `staged`.
 fn completed(staged: &Staged, mut metadata: Metadata) -> Metadata {
     metadata.version = 1;
@@ -171,7 +177,13 @@ impl IdentityStore {
     /// killed run left behind. [`ErrorKind::Store`] if it cannot be created or read, or is not
     /// a directory.
     pub fn open(dir: impl Into<PathBuf>) -> Result<IdentityStore, Error> {
-        let dir = dir.into();
+        let store = IdentityStore::open_uncleaned(dir.into())?;
+        store.clean()?;
+        Ok(store)
+    }
+
+    /// [`IdentityStore::open`] without the clean-up.
+    fn open_uncleaned(dir: PathBuf) -> Result<IdentityStore, Error> {
         if dir.as_os_str().is_empty() {
             return Err(Error::invalid("the identity store directory is empty"));
         }
@@ -190,9 +202,7 @@ impl IdentityStore {
                 .map_err(|e| store_error("create", &dir, e))?,
             Err(e) => return Err(store_error("read", &dir, e)),
         }
-        let store = IdentityStore { dir };
-        store.clean()?;
-        Ok(store)
+        Ok(IdentityStore { dir })
     }
 
     /// The directory.
@@ -221,21 +231,26 @@ impl IdentityStore {
     /// Removes temporary files and certificate or key files that neither the committed nor the
     /// pending identity names. Files of other names are never touched.
     fn clean(&self) -> Result<(), Error> {
+        // An unreadable metadata file keeps every file: nothing here can tell which are its,
+        // and a new identity replaces them all.
+        let Some(keep) = self.named_files()? else {
+            return self.remove_temporaries();
+        };
+        self.remove_matching(|name| name.ends_with(TMP_SUFFIX) || leftover(name, &keep))
+    }
+
+    /// The files the committed and the pending identity name; `None` if either metadata file
+    /// cannot be read.
+    fn named_files(&self) -> Result<Option<Vec<String>>, Error> {
         let mut keep: Vec<String> = Vec::new();
         for name in [METADATA_FILE, PENDING_FILE] {
             match self.read_metadata(name)? {
                 Some(Ok(m)) => keep.extend([m.certificate_file, m.private_key_file]),
-                // An unreadable metadata file keeps every file: nothing here can tell which
-                // are its, and a new identity replaces them all.
-                Some(Err(_)) => return self.remove_temporaries(),
+                Some(Err(_)) => return Ok(None),
                 None => {}
             }
         }
-        self.remove_matching(|name| {
-            name.ends_with(TMP_SUFFIX)
-                || ((name.starts_with(CERT_PREFIX) || name.starts_with(KEY_PREFIX))
-                    && !keep.iter().any(|k| k == name))
-        })
+        Ok(Some(keep))
     }
 
     fn remove_temporaries(&self) -> Result<(), Error> {

@@ -65,10 +65,41 @@ impl Run {
             .await;
     }
 
-    /// [`Run::abandon`] for a create result being dropped, if there is one.
+    /// [`Run::abandon`] for a create result being dropped, if there is one; its staged files
+    /// go (reported now, they are not reported again by the next run).
     pub(super) async fn abandon_created(&mut self, created: Option<Created>, why: &str) {
-        if let Some(c) = created {
-            self.abandon(&c.certificate_id, why).await;
+        let Some(c) = created else { return };
+        self.abandon(&c.certificate_id, why).await;
+        if let (Some(store), Some(staged)) = (self.store.clone(), c.staged) {
+            if let Err(e) = blocking(move || store.discard(&staged)).await {
+                fp_log!(Level::Warn, "{}", e.message);
+            }
+        }
+    }
+
+    /// Writes a create result's certificate and key to the store (not committed) before
+    /// RegisterThing can activate the certificate: a run killed from here on leaves files the
+    /// next run reports. A certificate that cannot be written, or is not for our key, is
+    /// reported and the error returned.
+    pub(super) async fn stage_created(&mut self, mut c: Created) -> Result<Created, Error> {
+        let Some(store) = self.store.clone() else {
+            return Ok(c);
+        };
+        let (id, cert, key) = (
+            c.certificate_id.clone(),
+            c.certificate_pem.clone(),
+            c.private_key_pem.clone(),
+        );
+        match blocking(move || store.stage(&id, &cert, &key)).await {
+            Ok(staged) => {
+                c.staged = Some(staged);
+                Ok(c)
+            }
+            Err(e) => {
+                self.abandon(&c.certificate_id, "it could not be saved")
+                    .await;
+                Err(e)
+            }
         }
     }
 

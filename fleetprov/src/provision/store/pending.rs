@@ -9,9 +9,14 @@
 
 use std::fs;
 
-use super::{completed, store_error, IdentityStore, Metadata, Staged, StoredIdentity};
+use std::path::PathBuf;
+
+use super::{
+    completed, leftover, store_error, IdentityStore, Metadata, Staged, StoredIdentity, CERT_PREFIX,
+};
 use crate::error::Error;
 use crate::log::{fp_log, Level};
+use crate::x509;
 
 /// Name of the pending identity's metadata file.
 pub const PENDING_FILE: &str = "pending.json";
@@ -33,6 +38,54 @@ pub enum Pending {
 }
 
 impl IdentityStore {
+    /// [`IdentityStore::open`], also giving the ids of the certificates among the leftovers it
+    /// removed: staged by a run that was stopped (killed) before it recorded or reported them,
+    /// each possibly Active on a thing.
+    pub fn open_reporting(dir: impl Into<PathBuf>) -> Result<(IdentityStore, Vec<String>), Error> {
+        let store = IdentityStore::open_uncleaned(dir.into())?;
+        let ids = match store.named_files()? {
+            Some(keep) => store.leftover_certificate_ids(&keep)?,
+            None => Vec::new(),
+        };
+        store.clean()?;
+        Ok((store, ids))
+    }
+
+    fn leftover_certificate_ids(&self, keep: &[String]) -> Result<Vec<String>, Error> {
+        let entries = fs::read_dir(&self.dir).map_err(|e| store_error("list", &self.dir, e))?;
+        let mut ids = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !name.starts_with(CERT_PREFIX) || !leftover(name, keep) {
+                continue;
+            }
+            // The certificate id is the SHA-256 of the leaf's DER, as AWS IoT computes it.
+            let leaf = fs::read(entry.path())
+                .ok()
+                .and_then(|pem| x509::first_certificate(&pem));
+            if let Some(leaf) = leaf {
+                let digest = ring::digest::digest(&ring::digest::SHA256, leaf.as_ref());
+                ids.push(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Removes the files of a staged identity that will not be kept (already reported).
+    pub fn discard(&self, staged: &Staged) -> Result<(), Error> {
+        for name in [&staged.certificate_file, &staged.private_key_file] {
+            let path = self.dir.join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(store_error("remove", &path, e)),
+            }
+        }
+        self.sync_dir()
+    }
+
     /// Records the staged identity as pending: until it is committed or dropped, opening the
     /// store keeps its files.
     pub fn keep_pending(&self, staged: &Staged, metadata: Metadata) -> Result<(), Error> {
@@ -134,6 +187,27 @@ mod tests {
         };
         assert_eq!(now.metadata.certificate_id, id2);
         assert_eq!(names(tmp.path()).len(), 3, "{:?}", names(tmp.path()));
+    }
+
+    #[test]
+    fn leftover_certificates_are_named_by_id_when_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = IdentityStore::open(tmp.path()).unwrap();
+        let (id, cert, key) = identity();
+        let staged = store.stage(&id, &cert, &key).unwrap();
+        let der = x509::first_certificate(cert.as_bytes()).unwrap();
+        let digest = ring::digest::digest(&ring::digest::SHA256, der.as_ref());
+        let real_id: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let (_, ids) = IdentityStore::open_reporting(tmp.path()).unwrap();
+        assert_eq!(ids, [real_id]);
+        assert!(names(tmp.path()).is_empty());
+        // Discarded files are gone at once, and not reported again.
+        let staged2 = store.stage(&id, &cert, &key).unwrap();
+        assert_eq!(staged2.certificate_file, staged.certificate_file);
+        store.discard(&staged2).unwrap();
+        assert!(names(tmp.path()).is_empty());
+        let (_, ids) = IdentityStore::open_reporting(tmp.path()).unwrap();
+        assert!(ids.is_empty());
     }
 
     #[test]
