@@ -21,7 +21,7 @@ registered, and never registered), and how many of those the run reported (the d
 
 Usage:
   bench/faults.py --emulator EMULATOR --side NAME=DEMO [--side NAME=DEMO ...]
-                  [--devices N] [--parallel P] [--seed S]
+                  [--devices N (710)] [--parallel P (20)] [--seed S] [--fault-scale F (1)]
 Prints one JSON object per side and a summary table.
 """
 
@@ -46,9 +46,11 @@ ID = re.compile(r"[0-9a-f]{64}")
 class Proxy:
     """A TCP proxy to 127.0.0.1:target that injects one fault per connection."""
 
-    def __init__(self, target, rng):
+    def __init__(self, target, rng, scale):
         self.target = target
         self.rng = rng
+        # The breaking faults scaled, latency as it is.
+        self.faults = [(n, p if n == "latency" else p * scale) for n, p in FAULTS]
         self.counts = {}
         self.server = None
         self.port = None
@@ -59,7 +61,7 @@ class Proxy:
 
     def pick(self):
         x = self.rng.random()
-        for name, share in FAULTS:
+        for name, share in self.faults:
             if x < share:
                 return name
             x -= share
@@ -199,14 +201,13 @@ async def run_device(demo, args, store, kill_after, log, own_log):
         proc = await asyncio.create_subprocess_exec(
             *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
         )
+        # Read to the end whatever happens: what a killed run printed counts too.
+        reading = asyncio.ensure_future(proc.communicate())
         if kill is not None:
-            try:
-                out, _ = await asyncio.wait_for(proc.communicate(), kill)
-            except asyncio.TimeoutError:
+            done, _ = await asyncio.wait({reading}, timeout=kill)
+            if not done:
                 proc.send_signal(signal.SIGKILL)
-                out, _ = await proc.communicate()
-        else:
-            out, _ = await proc.communicate()
+        out, _ = await reading
         text = out.decode(errors="replace")
         log.write(text)
         with open(own_log, "a") as f:
@@ -215,13 +216,13 @@ async def run_device(demo, args, store, kill_after, log, own_log):
     return outcome
 
 
-async def side(name, demo, emulator, devices, parallel, seed):
+async def side(name, demo, emulator, devices, parallel, seed, scale):
     rng = random.Random(seed)
     work = tempfile.mkdtemp(prefix=f"fleetprov-faults-{name}.")
     state = os.path.join(work, "state")
     os.makedirs(state)
     emu, port = await start_emulator(emulator, state)
-    proxy = Proxy(port, random.Random(seed + 1))
+    proxy = Proxy(port, random.Random(seed + 1), scale)
     await proxy.start()
     base = [
         "--endpoint", "localhost", "--port", str(proxy.port),
@@ -281,6 +282,7 @@ async def side(name, demo, emulator, devices, parallel, seed):
         "left_reported": len(set(left) & reported),
         "left_active_reported": sum(1 for k, v in left.items() if v == "Active" and k in reported),
         "per_device": round(len(left) / devices, 3),
+        "fault_scale": scale,
         "proxy_faults": proxy.counts,
         "seconds": round(elapsed, 1),
         "work": work,
@@ -296,11 +298,14 @@ async def main():
     ap.add_argument("--devices", type=int, default=710)
     ap.add_argument("--parallel", type=int, default=20)
     ap.add_argument("--seed", type=int, default=20)
+    ap.add_argument("--fault-scale", type=float, default=1.0,
+                    help="multiplies the shares of reset, lose and stall (default 1)")
     a = ap.parse_args()
     results = []
     for s in a.side:
         name, demo = s.split("=", 1)
-        results.append(await side(name, demo, a.emulator, a.devices, a.parallel, a.seed))
+        results.append(
+            await side(name, demo, a.emulator, a.devices, a.parallel, a.seed, a.fault_scale))
     print()
     print("| side | devices | provisioned | issued | left behind (per device) | Active | never registered | reported |")
     print("|---|---|---|---|---|---|---|---|")
