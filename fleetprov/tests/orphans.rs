@@ -182,7 +182,7 @@ async fn a_pending_identity_given_up_is_reported() {
     o.force = true;
     let p = provision(o).await.unwrap();
     assert_ne!(p.certificate_id, pending);
-    assert_eq!(p.abandoned_certificates, [pending.clone()]);
+    assert_eq!(p.abandoned_certificates, std::slice::from_ref(&pending));
     assert_eq!(seen_detail(&seen, Step::CertificateAbandoned), [pending]);
     assert!(!has(&store, PENDING_FILE));
     assert_eq!(std::fs::read_dir(&store).unwrap().count(), 3);
