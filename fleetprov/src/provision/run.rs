@@ -50,10 +50,15 @@ impl Run {
         if let Some(done) = self.settle_pending(&store).await? {
             return Ok(done);
         }
+        let resumed = self.take_registering(&store).await?;
         if !self.opts.force {
             let (s, endpoint) = (store.clone(), self.opts.claim.endpoint.clone());
             match blocking(move || s.load(&endpoint)).await? {
-                Found::Usable(identity) => return self.reuse(*identity).await,
+                Found::Usable(identity) => {
+                    let why = "the stored identity is valid and kept";
+                    self.abandon_created(resumed, why).await;
+                    return self.reuse(*identity).await;
+                }
                 Found::Unusable(why) => fp_log!(
                     Level::Warn,
                     "identity store {}: not reusing the stored identity: {why}",
@@ -62,7 +67,7 @@ impl Run {
                 Found::Nothing => {}
             }
         }
-        self.provision_new(store).await
+        self.provision_new(store, resumed).await
     }
 }
 
@@ -234,9 +239,17 @@ impl Run {
         })
     }
 
-    async fn provision_new(&mut self, store: IdentityStore) -> Result<Provisioned, Error> {
-        check_claim_certificate(&self.opts.claim).await?;
-        let (created, registered) = self.create_and_register().await?;
+    /// A new identity, from `resumed` (a create result a stopped run left) if given.
+    async fn provision_new(
+        &mut self,
+        store: IdentityStore,
+        resumed: Option<Created>,
+    ) -> Result<Provisioned, Error> {
+        if let Err(e) = check_claim_certificate(&self.opts.claim).await {
+            self.abandon_created(resumed, GAVE_UP).await;
+            return Err(e);
+        }
+        let (created, registered) = self.create_and_register(resumed).await?;
         self.progress(
             Step::Saving,
             Duration::ZERO,
@@ -316,9 +329,12 @@ impl Run {
     }
 
     /// The claim half: connect, create, register, with retries; disconnects at the end.
-    async fn create_and_register(&mut self) -> Result<(Created, RegisterThingResponse), Error> {
+    async fn create_and_register(
+        &mut self,
+        resumed: Option<Created>,
+    ) -> Result<(Created, RegisterThingResponse), Error> {
         let mut claim: Option<Client> = None;
-        let mut created: Option<Created> = None;
+        let mut created: Option<Created> = resumed;
         // The key and CSR made here, once: every create try signs the same CSR.
         let mut csr: Option<(String, Zeroizing<String>)> = None;
         loop {

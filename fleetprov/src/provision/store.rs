@@ -10,6 +10,7 @@
 //! | `certificate-<id>.pem` | the device certificate (0644) |
 //! | `private-key-<id>.pem` | its private key (0600) |
 //! | `pending.json` | like `identity.json`, for an identity registered but not verified yet (see [`Pending`]) |
+//! | `registering.json` | a create result not registered yet: its files and ownership token (0600, see [`Registering`]) |
 //!
 //! Every file is written to a temporary name (`.<name>.tmp`), fsynced, renamed into place, and
 //! the directory fsynced. An identity exists only once `identity.json` names it, so a process
@@ -33,7 +34,9 @@ use crate::log::{fp_log, Level};
 use crate::x509;
 
 mod pending;
+mod registering;
 pub use pending::{Pending, PENDING_FILE};
+pub use registering::{Registering, REGISTERING_FILE};
 
 /// Name of the metadata file, the store's commit point.
 pub const METADATA_FILE: &str = "identity.json";
@@ -242,7 +245,7 @@ impl IdentityStore {
     /// The files the committed and the pending identity name; `None` if either metadata file
     /// cannot be read.
     fn named_files(&self) -> Result<Option<Vec<String>>, Error> {
-        let mut keep: Vec<String> = Vec::new();
+        let mut keep: Vec<String> = self.registering_names();
         for name in [METADATA_FILE, PENDING_FILE] {
             match self.read_metadata(name)? {
                 Some(Ok(m)) => keep.extend([m.certificate_file, m.private_key_file]),
@@ -400,6 +403,7 @@ impl IdentityStore {
         metadata.provisioned_at = unix_secs(SystemTime::now());
         self.write_metadata(METADATA_FILE, &metadata)?;
         self.remove_pending_file()?;
+        self.remove_registering_file()?;
         self.sync_dir()?;
         self.clean()?;
         Ok(StoredIdentity {

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use super::{blocking, Created, Run};
+use std::time::Instant;
+
+use super::{blocking, Created, Run, TOKEN_LIFETIME};
 use crate::error::{Error, ErrorKind};
 use crate::log::{fp_log, Level};
 use crate::provision::options::Step;
@@ -90,7 +92,17 @@ impl Run {
             c.certificate_pem.clone(),
             c.private_key_pem.clone(),
         );
-        match blocking(move || store.stage(&id, &cert, &key)).await {
+        let (token, endpoint) = (c.token.clone(), self.opts.claim.endpoint.clone());
+        let staged = blocking(move || {
+            let staged = store.stage(&id, &cert, &key)?;
+            if let Err(e) = store.keep_registering(&staged, &id, &token, &endpoint) {
+                let _ = store.discard(&staged);
+                return Err(e);
+            }
+            Ok(staged)
+        })
+        .await;
+        match staged {
             Ok(staged) => {
                 c.staged = Some(staged);
                 Ok(c)
@@ -101,6 +113,52 @@ impl Run {
                 Err(e)
             }
         }
+    }
+
+    /// The create result a stopped run left in the store, to send RegisterThing with its
+    /// token again; one that cannot be used or whose token is too old is reported and removed.
+    pub(super) async fn take_registering(
+        &mut self,
+        store: &IdentityStore,
+    ) -> Result<Option<Created>, Error> {
+        let (s, endpoint) = (store.clone(), self.opts.claim.endpoint.clone());
+        let r = match blocking(move || s.registering(&endpoint)).await? {
+            None => return Ok(None),
+            Some(Err((id, why))) => {
+                self.abandon(&id, &format!("a stopped run's certificate: {why}"))
+                    .await;
+                let s = store.clone();
+                blocking(move || s.forget_registering()).await?;
+                return Ok(None);
+            }
+            Some(Ok(r)) => r,
+        };
+        let created = Created {
+            certificate_id: r.certificate_id,
+            certificate_pem: r.certificate_pem,
+            private_key_pem: r.private_key_pem,
+            token: r.token,
+            at: Instant::now()
+                .checked_sub(r.age)
+                .unwrap_or_else(Instant::now),
+            // Whether the stopped run sent RegisterThing is unknown: a spent token then
+            // means the certificate is registered, and it is reported.
+            token_sent: true,
+            staged: Some(r.staged),
+        };
+        if r.age > TOKEN_LIFETIME {
+            let why = "its ownership token is too old to use";
+            self.abandon_created(Some(created), why).await;
+            return Ok(None);
+        }
+        fp_log!(
+            Level::Info,
+            "identity store {}: sending RegisterThing again for certificate {}, left by a \
+             stopped run",
+            store.dir().display(),
+            created.certificate_id
+        );
+        Ok(Some(created))
     }
 
     /// A failed run's error, naming the certificates it reported as abandoned.

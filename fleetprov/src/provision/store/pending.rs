@@ -75,6 +75,7 @@ impl IdentityStore {
 
     /// Removes the files of a staged identity that will not be kept (already reported).
     pub fn discard(&self, staged: &Staged) -> Result<(), Error> {
+        self.remove_registering_file()?;
         for name in [&staged.certificate_file, &staged.private_key_file] {
             let path = self.dir.join(name);
             match fs::remove_file(&path) {
@@ -90,6 +91,7 @@ impl IdentityStore {
     /// store keeps its files.
     pub fn keep_pending(&self, staged: &Staged, metadata: Metadata) -> Result<(), Error> {
         self.write_metadata(PENDING_FILE, &completed(staged, metadata))?;
+        self.remove_registering_file()?;
         self.sync_dir()
     }
 
