@@ -29,6 +29,9 @@ struct Record {
     not_after: u64,
 }
 
+/// A create result that cannot be resumed: its certificate id and why.
+pub type Unusable = (String, String);
+
 /// A create result a stopped run left in the store.
 pub struct Registering {
     /// The certificate's id.
@@ -88,7 +91,7 @@ impl IdentityStore {
     pub fn registering(
         &self,
         endpoint: &str,
-    ) -> Result<Option<Result<Registering, (String, String)>>, Error> {
+    ) -> Result<Option<Result<Registering, Unusable>>, Error> {
         let Some(r) = self.registering_record() else {
             self.remove_registering_file()?;
             return Ok(None);
