@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The Go and Node.js packages (bindings/go, bindings/node): their test suites against the
-# emulator (both flows, rejections, a timeout, cancellations), the Go package built once more
-# through pkg-config, the TypeScript declarations checked by tsc, then the two examples.
+# emulator (both flows, rejections, a timeout, cancellations, keys in a SoftHSM2 token), the Go
+# package built once more through pkg-config, the TypeScript declarations checked by tsc, then
+# the two examples.
 # Installs what it needs; a missing tool fails the gate, nothing is skipped (the test suites
 # fail instead of skipping when CI is set, which this script sets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source .ci/lib.sh
 
-need_packages golang-go nodejs openssl pkg-config gcc
+need_packages golang-go nodejs openssl pkg-config gcc softhsm2
 # Debian packages npm apart; NodeSource's nodejs carries its own.
 command -v npm >/dev/null 2>&1 || need_packages npm
 export CI="${CI:-1}"

@@ -33,9 +33,17 @@ openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=h
 build/fleet_provisioning "${hsm[@]}" --csr "$work/device.csr" \
   --template_parameters '{"SerialNumber":"hsm-2","DeviceLocation":"Seattle"}' | tee "$work/csr.out"
 grep -q 'ThingPrefix_hsm-2' "$work/csr.out"
+# With --output_dir the device key is made in the token too, and a second run reuses it.
+build/fleet_provisioning "${hsm[@]}" --output_dir "$work/identity" --device_key_label demo-device \
+  --template_parameters '{"SerialNumber":"hsm-3","DeviceLocation":"Seattle"}' | tee "$work/store.out"
+grep -q 'the private key stays in the PKCS#11 token' "$work/store.out"
+if ls "$work/identity" | grep -q key; then echo "a key file was written" >&2; exit 1; fi
+build/fleet_provisioning "${hsm[@]}" --output_dir "$work/identity" --device_key_label demo-device \
+  --template_parameters '{"SerialNumber":"hsm-3","DeviceLocation":"Seattle"}' | tee "$work/reuse.out"
+grep -q 'Reused the stored identity' "$work/reuse.out"
 # A wrong PIN fails the connection (exit 3) with the token's refusal in the message.
 if build/fleet_provisioning "${hsm[@]}" --pin 0000 >"$work/pin.out" 2>&1; then
   echo "a wrong PIN was accepted" >&2; exit 1
 fi
 grep -q 'refused the PIN' "$work/pin.out" || { cat "$work/pin.out" >&2; exit 1; }
-echo "demo with a PKCS#11 claim key: both flows provisioned, a wrong PIN refused"
+echo "demo with a PKCS#11 claim key: both flows provisioned, the device key kept in the token and reused, a wrong PIN refused"

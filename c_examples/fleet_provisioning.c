@@ -4,10 +4,21 @@
  * with a provisioning template (RegisterThing), print the result, disconnect.
  *
  * With --output_dir DIR the directory is the device's identity store, through
- * fp_provision(): the first run provisions (a key made on the device and the CSR flow by
+ * fp_provision_start(): the first run provisions (a key made on the device and the CSR flow by
  * default, --key_type), saves the identity and proves it by connecting with it; later runs
  * reuse it, connect with it and print the thing name, without provisioning again. --force
  * provisions anew and replaces the stored identity once the new one is verified.
+ * --rotate_before SECONDS renews the stored identity with itself (no claim) once its
+ * certificate has at most that long left, through --rotation_template if given.
+ *
+ * With --output_dir, Ctrl-C (SIGINT) or SIGTERM cancels the run through its handle
+ * (fp_provision_cancel): it prints why on stderr and exits 8; the store keeps the identity it
+ * held before, or none, never half of one.
+ *
+ * With --pkcs11_lib the claim key can be a key in a PKCS#11 token (--key_label), and with
+ * --output_dir too the device key is kept in the token: generated there on the first run
+ * (not extractable, --device_key_label, default "fleetprov-device"), its certificate stored
+ * there and in the store, and reused by later runs; no key file is written.
  *
  * Without --csr and --output_dir (the keys flow: CreateKeysAndCertificate, whose answer is
  * the only copy of the private key, then RegisterThing, which activates its certificate)
@@ -16,15 +27,17 @@
  * key that was thrown away.
  *
  * Exit codes: 0 success, 2 usage, 3 connection failed or lost, 4 rejected by the service,
- * 5 timeout, 6 other error, 7 identity store or --identity_file error. Failures print one
- * line on stderr. The private key is never printed; --output_dir saves it (0600) with the
- * certificate.
+ * 5 timeout, 6 other error, 7 identity store or --identity_file error, 8 cancelled by SIGINT
+ * or SIGTERM (with --output_dir). Failures print one line on stderr.
+ * The private key is never printed; --output_dir saves it (0600) with the certificate, unless
+ * it is in a PKCS#11 token.
  *
  * Build: see the Makefile (`make`), which links it against libfleetprov.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +54,8 @@ enum {
     EXIT_REJECTED = 4,
     EXIT_TIMEOUT = 5,
     EXIT_OTHER = 6,
-    EXIT_OUTPUT = 7
+    EXIT_OUTPUT = 7,
+    EXIT_CANCELLED = 8
 };
 
 struct args {
@@ -67,9 +81,12 @@ struct args {
     const char *token_label;
     const char *slot_id;
     const char *key_label;
+    const char *device_key_label;
     const char *key_type;
     const char *max_attempts;
     const char *identity_file;
+    const char *rotate_before;
+    const char *rotation_template;
     int force;
 };
 
@@ -113,9 +130,11 @@ static const char *const USAGE =
     "         [--timeout_ms N] [--payload_format json|cbor]\n"
     "         [--identity_file FILE] (without --csr and --output_dir: where the key goes)\n"
     "         [--output_dir DIR [--force] [--key_type ec-p256|ec-p384|rsa-2048|service]\n"
-    "          [--max_attempts N]]\n"
-    "         [--pkcs11_lib MODULE --key_label LABEL [--pin PIN] [--token_label LABEL]\n"
-    "          [--slot_id N]] (the claim key in a PKCS#11 token, instead of --key)\n";
+    "          [--max_attempts N] [--rotate_before SECONDS] [--rotation_template NAME]]\n"
+    "         [--pkcs11_lib MODULE [--pin PIN] [--token_label LABEL] [--slot_id N]\n"
+    "          [--key_label LABEL] (the claim key in the token, instead of --key)\n"
+    "          [--device_key_label LABEL] (with --output_dir: the device key made and kept\n"
+    "          in the token; default fleetprov-device)]\n";
 
 static void fail_line(const char *fmt, ...) {
     va_list ap;
@@ -165,7 +184,7 @@ static int parse_args(int argc, char **argv, struct args *a) {
     struct flag {
         const char *name;
         const char **slot;
-    } flags[24];
+    } flags[32];
     int i;
     size_t nflags = 0;
 
@@ -173,8 +192,12 @@ static int parse_args(int argc, char **argv, struct args *a) {
     a->proxy_port = "8080";
     a->verbosity = "NoLogs";
     a->mqtt_version = "5";
+    /* A flag beyond the table's room is a bug of this program: stop rather than overrun. */
 #define FLAG(n, s)                                                                                 \
     do {                                                                                           \
+        if (nflags == sizeof flags / sizeof flags[0]) {                                            \
+            abort();                                                                               \
+        }                                                                                          \
         flags[nflags].name = (n);                                                                  \
         flags[nflags].slot = (s);                                                                  \
         nflags++;                                                                                  \
@@ -200,9 +223,12 @@ static int parse_args(int argc, char **argv, struct args *a) {
     FLAG("--token_label", &a->token_label);
     FLAG("--slot_id", &a->slot_id);
     FLAG("--key_label", &a->key_label);
+    FLAG("--device_key_label", &a->device_key_label);
     FLAG("--key_type", &a->key_type);
     FLAG("--max_attempts", &a->max_attempts);
     FLAG("--identity_file", &a->identity_file);
+    FLAG("--rotate_before", &a->rotate_before);
+    FLAG("--rotation_template", &a->rotation_template);
 #undef FLAG
 
     for (i = 1; i < argc; i++) {
@@ -244,13 +270,17 @@ static int parse_args(int argc, char **argv, struct args *a) {
         }
     }
     if (a->endpoint == NULL || a->cert == NULL || a->template_name == NULL ||
-        (a->key == NULL) == (a->pkcs11_lib == NULL)) {
-        fail_line("--endpoint, --cert, --template_name and one of --key and --pkcs11_lib are "
-                  "required");
+        (a->key == NULL) == (a->key_label == NULL)) {
+        fail_line("--endpoint, --cert, --template_name and one of --key and --key_label "
+                  "(with --pkcs11_lib) are required");
         return -1;
     }
-    if (a->pkcs11_lib != NULL && a->key_label == NULL) {
-        fail_line("--pkcs11_lib needs --key_label");
+    if (a->pkcs11_lib == NULL && (a->key_label != NULL || a->device_key_label != NULL)) {
+        fail_line("--key_label and --device_key_label need --pkcs11_lib");
+        return -1;
+    }
+    if (a->device_key_label != NULL && a->output_dir == NULL) {
+        fail_line("--device_key_label needs --output_dir (the identity store)");
         return -1;
     }
     return 0;
@@ -365,27 +395,36 @@ static char *read_file(const char *path) {
     return buf;
 }
 
-/* ---------- identity store (--output_dir, through fp_provision) ---------- */
+/* ---------- identity store (--output_dir, through fp_provision_start) ---------- */
 
-struct store_run {
+static fp_result configure_pkcs11(const struct args *a, fp_client_options *opts,
+                                  const char *label);
+
+/* Ctrl-C. SIGINT and SIGTERM are blocked before the library starts its threads (which inherit
+ * the mask), and one thread of ours takes them with sigwait() and cancels the run: nothing
+ * runs in a signal handler, so nothing needs to be async-signal-safe. */
+struct stopper {
+    sigset_t signals;
+    pthread_t thread;
     pthread_mutex_t lock;
-    pthread_cond_t changed;
-    int done;
-    int code;
+    fp_provision_op *op;
+    int finished; /* the run has ended: a signal now only ends the thread */
+    int signal;   /* the signal that cancelled the run, 0 if none */
 };
 
-static const char *step_name(fp_provision_step step) {
-    switch (step) {
-    case FP_STEP_CONNECTING: return "connecting";
-    case FP_STEP_CREATING: return "creating";
-    case FP_STEP_REGISTERING: return "registering";
-    case FP_STEP_SAVING: return "saving";
-    case FP_STEP_VERIFYING: return "verifying";
-    case FP_STEP_RETRY_SCHEDULED: return "retry scheduled";
-    case FP_STEP_REUSING: return "reusing";
-    case FP_STEP_CERTIFICATE_ABANDONED: return "certificate abandoned";
-    default: return "step";
+static void *stopper_main(void *arg) {
+    struct stopper *st = arg;
+    int sig = 0;
+    if (sigwait(&st->signals, &sig) != 0) {
+        return NULL;
     }
+    pthread_mutex_lock(&st->lock);
+    if (!st->finished) {
+        st->signal = sig;
+        fp_provision_cancel(st->op);
+    }
+    pthread_mutex_unlock(&st->lock);
+    return NULL;
 }
 
 static void on_store_progress(void *user_data, fp_provision_step step, uint32_t attempt,
@@ -395,7 +434,8 @@ static void on_store_progress(void *user_data, fp_provision_step step, uint32_t 
         printf("[attempt %u] retry in %llu ms: %s\n", (unsigned)attempt,
                (unsigned long long)delay_ms, detail);
     } else {
-        printf("[attempt %u] %s (%s)\n", (unsigned)attempt, step_name(step), detail);
+        printf("[attempt %u] %s (%s)\n", (unsigned)attempt, fp_provision_step_str((int)step),
+               detail);
     }
     fflush(stdout);
 }
@@ -411,54 +451,130 @@ static int exit_code_of(fp_result r) {
     case FP_ERR_TIMEOUT: return EXIT_TIMEOUT;
     case FP_ERR_STORE: return EXIT_OUTPUT;
     case FP_ERR_INVALID_ARGUMENT: return EXIT_USAGE;
+    case FP_ERR_CANCELLED: return EXIT_CANCELLED;
     default: return EXIT_OTHER;
     }
 }
 
-static void on_store_done(void *user_data, const fp_provisioned *result, const fp_error *error) {
-    struct store_run *s = user_data;
-    int code = 0;
+static void print_identity(const fp_provisioned *result) {
     size_t i, n;
-    if (result != NULL) {
-        printf("Thing: %s\n", fp_provisioned_thing_name(result));
-        printf("%s (connected as %s, %u attempt%s).\n",
-               fp_provisioned_reused(result) ? "Reused the stored identity, verified by connecting"
-                                             : "Provisioned, saved and verified by connecting",
-               fp_provisioned_client_id(result), (unsigned)fp_provisioned_attempts(result),
-               fp_provisioned_attempts(result) == 1 ? "" : "s");
-        printf("Certificate id: %s\n", fp_provisioned_certificate_id(result));
+    const char *previous = fp_provisioned_previous_certificate_id(result);
+    printf("Thing: %s\n", fp_provisioned_thing_name(result));
+    printf("%s (connected as %s, %u attempt%s).\n",
+           fp_provisioned_reused(result)    ? "Reused the stored identity, verified by connecting"
+           : fp_provisioned_rotated(result) ? "Rotated the stored identity without the claim, "
+                                              "saved and verified by connecting"
+                                            : "Provisioned, saved and verified by connecting",
+           fp_provisioned_client_id(result), (unsigned)fp_provisioned_attempts(result),
+           fp_provisioned_attempts(result) == 1 ? "" : "s");
+    printf("Certificate id: %s\n", fp_provisioned_certificate_id(result));
+    if (previous != NULL) {
+        printf("Replaced certificate id: %s (still active in the account: deactivate it once "
+               "the device uses the new one)\n",
+               previous);
+    }
+    if (fp_provisioned_key_location(result) == FP_KEY_LOCATION_PKCS11) {
+        printf("Stored: %s, %s; the private key stays in the PKCS#11 token\n",
+               fp_provisioned_metadata_file(result), fp_provisioned_certificate_file(result));
+    } else {
         printf("Stored: %s, %s, %s\n", fp_provisioned_metadata_file(result),
                fp_provisioned_certificate_file(result), fp_provisioned_private_key_file(result));
-        n = fp_provisioned_device_configuration_len(result);
-        printf("Device configuration:\n");
-        for (i = 0; i < n; i++) {
-            const fp_key_value *kv = fp_provisioned_device_configuration_at(result, i);
-            printf("  %s = %s\n", kv->key, kv->value);
-        }
-        /* Certificates the run obtained and did not keep: deactivate them from a backend. */
-        n = fp_provisioned_abandoned_certificate_count(result);
-        for (i = 0; i < n; i++) {
-            printf("Abandoned certificate (not kept, may be Active): %s\n",
-                   fp_provisioned_abandoned_certificate_at(result, i));
-        }
+    }
+    n = fp_provisioned_device_configuration_len(result);
+    printf("Device configuration:\n");
+    for (i = 0; i < n; i++) {
+        const fp_key_value *kv = fp_provisioned_device_configuration_at(result, i);
+        printf("  %s = %s\n", kv->key, kv->value);
+    }
+    /* Certificates the run obtained and did not keep: deactivate them from a backend. */
+    n = fp_provisioned_abandoned_certificate_count(result);
+    for (i = 0; i < n; i++) {
+        printf("Abandoned certificate (not kept, may be Active): %s\n",
+               fp_provisioned_abandoned_certificate_at(result, i));
+    }
+    fflush(stdout);
+}
+
+/* Runs the provisioning `o` describes until it ends or SIGINT/SIGTERM cancels it. `reason`
+ * holds the last error the library logged, read if the run cannot start. */
+static int run_cancellable(const fp_provision_options *o, const char *store,
+                           const char *reason) {
+    struct stopper st;
+    const fp_provisioned *result = NULL;
+    const fp_error *error = NULL;
+    fp_result r;
+    int code = 0;
+
+    memset(&st, 0, sizeof st);
+    sigemptyset(&st.signals);
+    sigaddset(&st.signals, SIGINT);
+    sigaddset(&st.signals, SIGTERM);
+    pthread_mutex_init(&st.lock, NULL);
+    if (pthread_sigmask(SIG_BLOCK, &st.signals, NULL) != 0) {
+        fail_line("cannot block SIGINT and SIGTERM");
+        return EXIT_OTHER;
+    }
+    /* The handle is written before the run starts; the stopper starts after. */
+    r = fp_provision_start(o, on_store_progress, NULL, NULL, &st.op);
+    if (r != FP_OK) {
+        fail_line("cannot start provisioning: %s", reason_or_code(reason, r));
+        code = exit_code_of(r);
     } else {
-        fp_result r = fp_error_code(error);
-        if (r == FP_ERR_REJECTED) {
+        int stopper = pthread_create(&st.thread, NULL, stopper_main, &st) == 0;
+        r = fp_provision_wait(st.op, &result, &error);
+        if (stopper) {
+            pthread_mutex_lock(&st.lock);
+            st.finished = 1;
+            pthread_mutex_unlock(&st.lock);
+            pthread_kill(st.thread, SIGTERM); /* ends its sigwait() */
+            pthread_join(st.thread, NULL);
+        }
+        if (r == FP_OK) {
+            print_identity(result);
+        } else if (r == FP_ERR_CANCELLED && st.signal != 0) {
+            fail_line("interrupted by %s: provisioning cancelled; %s keeps the identity it "
+                      "held before, if any",
+                      st.signal == SIGINT ? "SIGINT" : "SIGTERM", store);
+            code = EXIT_CANCELLED;
+        } else if (r == FP_ERR_REJECTED) {
             fail_line("provisioning failed (%s): statusCode=%d errorCode=%s: %s",
                       fp_result_str((int)r), fp_error_status_code(error),
                       fp_error_aws_code(error), fp_error_message(error));
+            code = exit_code_of(r);
         } else {
             fail_line("provisioning failed (%s): %s", fp_result_str((int)r),
                       fp_error_message(error));
+            code = exit_code_of(r);
         }
-        code = exit_code_of(r);
+        fp_provision_op_free(st.op);
     }
-    fflush(stdout);
-    pthread_mutex_lock(&s->lock);
-    s->code = code;
-    s->done = 1;
-    pthread_cond_signal(&s->changed);
-    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_destroy(&st.lock);
+    return code;
+}
+
+/* With --pkcs11_lib: the device key made (or found) in the token, labelled
+ * --device_key_label, and its certificate stored there too. */
+static fp_result device_key_in_token(const struct args *a, fp_provision_options *o,
+                                     int key_type) {
+    fp_client_options *token = NULL;
+    fp_pkcs11_key_type type;
+    fp_result r;
+    switch (key_type) {
+    case FP_KEY_EC_P256: type = FP_PKCS11_KEY_EC_P256; break;
+    case FP_KEY_EC_P384: type = FP_PKCS11_KEY_EC_P384; break;
+    case FP_KEY_RSA_2048: type = FP_PKCS11_KEY_RSA_2048; break;
+    default: return FP_ERR_INVALID_ARGUMENT;
+    }
+    r = fp_client_options_new(a->endpoint, &token);
+    if (r == FP_OK) {
+        r = configure_pkcs11(a, token, a->device_key_label != NULL ? a->device_key_label
+                                                                   : "fleetprov-device");
+    }
+    if (r == FP_OK) {
+        r = fp_provision_options_set_device_key_pkcs11(o, token, (int)type, 1);
+    }
+    fp_client_options_free(token);
+    return r;
 }
 
 /* The store run's log: what --verbosity asks for on stderr, and the last error kept, the why
@@ -485,11 +601,12 @@ static int provision_to_store(const struct args *a, const fp_client_options *cla
     static const fp_key_type key_types[] = {FP_KEY_EC_P256, FP_KEY_EC_P384, FP_KEY_RSA_2048,
                                             FP_KEY_SERVICE};
     fp_provision_options *o = NULL;
-    struct store_run s;
     fp_result r;
     size_t i;
     int key_type = -1;
+    int code;
     long attempts = -1;
+    long rotate_before = -1;
 
     for (i = 0; i < sizeof key_names / sizeof key_names[0]; i++) {
         if (strcmp(a->key_type != NULL ? a->key_type : "ec-p256", key_names[i]) == 0) {
@@ -504,11 +621,25 @@ static int provision_to_store(const struct args *a, const fp_client_options *cla
         fail_line("--max_attempts must be 1-1000");
         return EXIT_USAGE;
     }
+    /* Up to about 31 years: more than an AWS IoT certificate lasts (to the end of 2049). */
+    if (a->rotate_before != NULL &&
+        (rotate_before = parse_number(a->rotate_before, 0, 1000000000L)) < 0) {
+        fail_line("--rotate_before must be 0-1000000000 seconds");
+        return EXIT_USAGE;
+    }
     r = fp_provision_options_new(claim, a->template_name, a->output_dir, &o);
     if (r == FP_OK) {
         r = fp_provision_options_set_parameters(o, a->template_parameters);
     }
-    if (r == FP_OK) {
+    if (r == FP_OK && a->pkcs11_lib != NULL) {
+        r = device_key_in_token(a, o, key_type);
+        if (r == FP_ERR_INVALID_ARGUMENT && key_type == (int)FP_KEY_SERVICE) {
+            fail_line("--key_type service gives a key in a file: with --pkcs11_lib the device "
+                      "key is made in the token (ec-p256, ec-p384 or rsa-2048)");
+            fp_provision_options_free(o);
+            return EXIT_USAGE;
+        }
+    } else if (r == FP_OK) {
         r = fp_provision_options_set_key_type(o, key_type);
     }
     if (r == FP_OK) {
@@ -517,35 +648,32 @@ static int provision_to_store(const struct args *a, const fp_client_options *cla
     if (r == FP_OK && attempts > 0) {
         r = fp_provision_options_set_max_attempts(o, (uint32_t)attempts);
     }
+    if (r == FP_OK && rotate_before >= 0) {
+        r = fp_provision_options_set_rotate_before_ms(o, (uint64_t)rotate_before * 1000u);
+    }
+    if (r == FP_OK && a->rotation_template != NULL) {
+        r = fp_provision_options_set_rotation_template(o, a->rotation_template);
+        if (r != FP_OK) {
+            fail_line("--rotation_template %s: 1-36 characters of A-Z a-z 0-9 _ -",
+                      a->rotation_template);
+            fp_provision_options_free(o);
+            return EXIT_USAGE;
+        }
+    }
     if (r != FP_OK) {
         fail_line("invalid provisioning option: %s", fp_result_str((int)r));
         fp_provision_options_free(o);
         return EXIT_USAGE;
     }
-    memset(&s, 0, sizeof s);
-    pthread_mutex_init(&s.lock, NULL);
-    pthread_cond_init(&s.changed, NULL);
     log.level = level;
     log.reason[0] = '\0';
     fp_set_log_callback(log_for_store, &log, NULL,
                         level > (int)FP_LOG_ERROR ? (fp_log_level)level : FP_LOG_ERROR);
-    r = fp_provision(o, on_store_progress, on_store_done, &s);
+    code = run_cancellable(o, a->output_dir, log.reason);
     fp_provision_options_free(o);
-    if (r != FP_OK) {
-        fail_line("cannot start provisioning: %s", reason_or_code(log.reason, r));
-        s.code = exit_code_of(r);
-    } else {
-        pthread_mutex_lock(&s.lock);
-        while (!s.done) {
-            pthread_cond_wait(&s.changed, &s.lock);
-        }
-        pthread_mutex_unlock(&s.lock);
-    }
     /* `log` ends with this function: the library must not keep it. */
     fp_set_log_callback(log_to_stderr, NULL, NULL, (fp_log_level)level);
-    pthread_cond_destroy(&s.changed);
-    pthread_mutex_destroy(&s.lock);
-    return s.code;
+    return code;
 }
 
 /* ---------- callbacks (library threads) ---------- */
@@ -803,12 +931,13 @@ static int provision(const struct args *a, struct demo *d, fp_client *client, co
     return 0;
 }
 
-/* The claim key in a PKCS#11 token: loaded, logged in to and found when connecting. */
-static fp_result configure_pkcs11(const struct args *a, fp_client_options *opts) {
+/* The key `label` in the PKCS#11 token: loaded, logged in to and found when used. */
+static fp_result configure_pkcs11(const struct args *a, fp_client_options *opts,
+                                  const char *label) {
     fp_result r = fp_client_options_set_pkcs11_module(opts, a->pkcs11_lib);
     long slot;
     if (r == FP_OK) {
-        r = fp_client_options_set_pkcs11_key_label(opts, a->key_label);
+        r = fp_client_options_set_pkcs11_key_label(opts, label);
     }
     if (r == FP_OK && a->pin != NULL) {
         r = fp_client_options_set_pkcs11_pin(opts, a->pin);
@@ -849,8 +978,8 @@ static int configure(const struct args *a, fp_client_options *opts) {
     if (r == FP_OK && a->key != NULL) {
         r = fp_client_options_set_key_file(opts, a->key);
     }
-    if (r == FP_OK && a->pkcs11_lib != NULL) {
-        r = configure_pkcs11(a, opts);
+    if (r == FP_OK && a->key_label != NULL) {
+        r = configure_pkcs11(a, opts, a->key_label);
     }
     if (r == FP_OK && a->ca_file != NULL) {
         r = fp_client_options_set_ca_file(opts, a->ca_file);
@@ -916,8 +1045,10 @@ int main(int argc, char **argv) {
         fail_line("--verbosity must be one of NoLogs, Fatal, Error, Warn, Info, Debug, Trace");
         return EXIT_USAGE;
     }
-    if (a.output_dir == NULL && (a.force || a.key_type != NULL || a.max_attempts != NULL)) {
-        fail_line("--force, --key_type and --max_attempts need --output_dir");
+    if (a.output_dir == NULL && (a.force || a.key_type != NULL || a.max_attempts != NULL ||
+                                 a.rotate_before != NULL || a.rotation_template != NULL)) {
+        fail_line("--force, --key_type, --max_attempts, --rotate_before and --rotation_template "
+                  "need --output_dir");
         return EXIT_USAGE;
     }
     if (a.output_dir != NULL && a.csr != NULL) {

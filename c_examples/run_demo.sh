@@ -2,8 +2,14 @@
 # Runs the C demo end to end against a local emulator on a loopback port: the
 # CreateKeysAndCertificate flow, then the CreateCertificateFromCsr flow with a CSR made on the
 # spot, then the identity store (--output_dir): a first run that provisions with a key made on
-# the device and verifies the new identity, a second that reuses it; then lists the things. Exits non-zero if any step fails; the emulator is
-# stopped on every exit path.
+# the device and verifies the new identity, a second that reuses it, a third that rotates it
+# (a new certificate through the device's own connection, no claim); then lists the things.
+# Exits non-zero if any step fails; the emulator is stopped on every exit path.
+#
+# The emulator serves the sample template and the rotation template
+# (emulator/templates/FleetRotationTemplate.json, whose device policy allows the device to call
+# CreateCertificateFromCsr and RegisterThing through it), and issues device certificates valid
+# ten minutes, as a certificate provider may.
 #
 # Usage: c_examples/run_demo.sh [DEMO_BINARY] [EMULATOR_BINARY]
 set -eu
@@ -21,7 +27,10 @@ done
 emulator_workdir demo
 
 state="$work/state"
-emulator_start "$emulator" "$state" "$work/ready" --quiet
+templates="$(dirname "$0")/../emulator/templates"
+emulator_start "$emulator" "$state" "$work/ready" --quiet --certificate-validity 10m \
+    --template "FleetTemplate=$templates/FleetTemplate.json" \
+    --template "FleetRotationTemplate=$templates/FleetRotationTemplate.json"
 port=$emulator_port
 
 common="--endpoint localhost --port $port --ca_file $state/ca.pem --cert $state/claim-cert.pem --key $state/claim-key.pem --template_name FleetTemplate"
@@ -60,10 +69,32 @@ if ! grep -q "^Reused the stored identity" "$work/run2" || grep -q "(claim)" "$w
 fi
 
 echo
+echo "== Identity store, third run: rotate (--rotate_before 3600: the ten-minute certificate is"
+echo "   inside a one-hour window at once), through FleetRotationTemplate, without the claim"
+# shellcheck disable=SC2086
+"$demo" $common --template_parameters '{"SerialNumber":"3","DeviceLocation":"Seattle"}' \
+    --output_dir "$work/device-3" --rotate_before 3600 --rotation_template FleetRotationTemplate \
+    | tee "$work/run3"
+if ! grep -q "^Rotated the stored identity" "$work/run3" || grep -q "(claim)" "$work/run3"; then
+    echo "run_demo: the third run did not rotate the stored identity with itself" >&2
+    exit 1
+fi
+old=$(sed -n 's/^Certificate id: //p' "$work/run2")
+new=$(sed -n 's/^Certificate id: //p' "$work/run3")
+if [ -z "$new" ] || [ "$new" = "$old" ] || ! grep -q "^Replaced certificate id: $old" "$work/run3"; then
+    echo "run_demo: the rotated certificate is not new or the replaced one is not reported" >&2
+    exit 1
+fi
+
+echo
 echo "== Things registered in the emulator"
 "$emulator" things --state-dir "$state" | tee "$work/things"
 if ! grep -q "ThingPrefix_1" "$work/things"; then
     echo "run_demo: ThingPrefix_1 is not registered" >&2
+    exit 1
+fi
+if ! grep -q "$new" "$work/things"; then
+    echo "run_demo: ThingPrefix_3 does not hold the rotated certificate" >&2
     exit 1
 fi
 echo

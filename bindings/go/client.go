@@ -65,6 +65,10 @@ type Options struct {
 	// TemplateName, when set, makes Connect subscribe to that template's RegisterThing reply
 	// topics up front (for a claim policy that allows only that template's topics).
 	TemplateName string
+
+	// PKCS11, when set, is the client certificate's private key in a PKCS#11 token, instead
+	// of KeyFile or KeyPEM (for Provision: the claim key).
+	PKCS11 *PKCS11Key
 }
 
 // PayloadFormat is the encoding of the provisioning requests and replies.
@@ -254,6 +258,9 @@ func setOptions(o *C.fp_client_options, opts *Options) error {
 				return err
 			}
 		}
+	}
+	if opts.PKCS11 != nil {
+		return setPKCS11(o, "PKCS11", opts.PKCS11)
 	}
 	return nil
 }

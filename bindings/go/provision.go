@@ -26,6 +26,7 @@ const (
 	StepVerifying      Step = C.FP_STEP_VERIFYING       // connecting with the new identity; detail is the client id
 	StepRetryScheduled Step = C.FP_STEP_RETRY_SCHEDULED // a failure is retried after delay; detail says why
 	StepReusing        Step = C.FP_STEP_REUSING         // a stored identity is reused; detail is its thing name
+	StepRotating       Step = C.FP_STEP_ROTATING        // a stored identity is rotated; detail names it and its time left
 	// StepCertificateAbandoned: a certificate obtained is not kept; detail is its id (deactivate it).
 	StepCertificateAbandoned Step = C.FP_STEP_CERTIFICATE_ABANDONED
 )
@@ -33,7 +34,8 @@ const (
 var stepNames = map[Step]string{
 	StepConnecting: "connecting", StepCreating: "creating", StepRegistering: "registering",
 	StepSaving: "saving", StepVerifying: "verifying", StepRetryScheduled: "retry scheduled",
-	StepReusing: "reusing", StepCertificateAbandoned: "certificate abandoned",
+	StepReusing: "reusing", StepRotating: "rotating",
+	StepCertificateAbandoned: "certificate abandoned",
 }
 
 func (s Step) String() string {
@@ -74,6 +76,12 @@ type ProvisionOptions struct {
 	Parameters map[string]string
 	// KeyType: the zero value is KeyECP256.
 	KeyType KeyType
+	// DevicePKCS11, when set, keeps the device key in a PKCS#11 token: the token's key of that
+	// label, generated there (not extractable, of KeyType; KeyService is refused) if it has
+	// none. The CSR and the proof connection are signed in the token, the certificate is
+	// stored there and in StoreDir, no key file is written (Provisioned.PrivateKeyFile is
+	// ""), and a later Provision with the same DevicePKCS11 reuses the identity.
+	DevicePKCS11 *PKCS11Key
 	// CSRSubject is the subject of the CSR the library builds, e.g. "CN=meter-17,O=Acme"
 	// (default: empty).
 	CSRSubject string
@@ -90,6 +98,17 @@ type ProvisionOptions struct {
 	// Deadline bounds the whole run (default 5 minutes). A context deadline that comes
 	// earlier replaces it.
 	Deadline time.Duration
+	// RotatePercent rotates a stored identity (renews it with itself, not the claim) once at
+	// most this share (1-100) of its certificate's lifetime is left; 0 keeps the library's
+	// default, a third. RotateBefore, if non-zero, rotates once at most this long is left
+	// instead (whole milliseconds). NoRotation turns rotation off.
+	RotatePercent uint32
+	RotateBefore  time.Duration
+	NoRotation    bool
+	// RotationTemplate is the template RegisterThing uses when rotating (default: Template).
+	RotationTemplate string
+	// RotationReuseKey rotates to a certificate for the key in use instead of a new key.
+	RotationReuseKey bool
 	// OnProgress, if set, receives the steps in order, on a library thread; the next step
 	// starts only once it returns, so keep it short. attempt counts from 1; delay is non-zero
 	// only for StepRetryScheduled; detail never holds key material. It is not called once
@@ -103,10 +122,15 @@ type Provisioned struct {
 	CertificateID   string
 	ClientID        string // the client id the identity was verified with
 	CertificateFile string // PEM
-	PrivateKeyFile  string // PEM, mode 0600: never log its contents
+	PrivateKeyFile  string // PEM, mode 0600: never log its contents; "" when the key is in a token (DevicePKCS11)
 	MetadataFile    string // the store's identity.json
 	// Reused is true when a valid stored identity was reused (no claim connection was made).
 	Reused bool
+	// Rotated is true when the stored identity was renewed with itself (no claim connection);
+	// PreviousCertificateID is then the replaced certificate, still Active in the account:
+	// deactivate it once the device uses the new one.
+	Rotated               bool
+	PreviousCertificateID string
 	// Attempts is the number of tries made, the first included.
 	Attempts int
 	// AbandonedCertificates are the ids of certificates this run obtained and did not keep
@@ -124,6 +148,10 @@ type provisionRun struct {
 	mu       sync.Mutex
 	progress func(Step, int, time.Duration, string) // nil once Provision has returned
 	done     chan outcome[*Provisioned]             // room for the one result
+	ctx      context.Context
+	// op is written by fp_provision_start before the run starts, so the progress callback
+	// can cancel it.
+	op *C.fp_provision_op
 }
 
 //export fpgoProvisionProgress
@@ -134,6 +162,10 @@ func fpgoProvisionProgress(h C.uintptr_t, step C.int, attempt C.uint32_t, delayM
 	defer run.mu.Unlock()
 	if run.progress != nil {
 		run.progress(Step(step), int(attempt), time.Duration(delayMs)*time.Millisecond, d)
+	}
+	if run.ctx.Err() != nil {
+		// Ended during the step (by OnProgress itself, say): the run stops before the next.
+		C.fp_provision_cancel(run.op)
 	}
 }
 
@@ -153,12 +185,16 @@ func fpgoProvisioned(h C.uintptr_t, r *C.fp_provisioned, e *C.fp_error) {
 			PrivateKeyFile:      C.GoString(C.fp_provisioned_private_key_file(r)),
 			MetadataFile:        C.GoString(C.fp_provisioned_metadata_file(r)),
 			Reused:              C.fp_provisioned_reused(r) != 0,
+			Rotated:             C.fp_provisioned_rotated(r) != 0,
 			Attempts:            int(C.fp_provisioned_attempts(r)),
 			DeviceConfiguration: map[string]string{},
 		}
 		for i := C.size_t(0); i < C.fp_provisioned_abandoned_certificate_count(r); i++ {
 			p.AbandonedCertificates = append(p.AbandonedCertificates,
 				C.GoString(C.fp_provisioned_abandoned_certificate_at(r, i)))
+		}
+		if prev := C.fp_provisioned_previous_certificate_id(r); prev != nil {
+			p.PreviousCertificateID = C.GoString(prev)
 		}
 		n := C.fp_provisioned_device_configuration_len(r)
 		for i := C.size_t(0); i < n; i++ {
@@ -233,6 +269,14 @@ func provisionOptions(ctx context.Context, opts *ProvisionOptions) (po *C.fp_pro
 			return nil, false, err
 		}
 	}
+	var rotateMs C.uint64_t
+	if opts.RotateBefore != 0 {
+		if opts.RotateBefore < time.Millisecond {
+			return nil, false, &Error{Op: "RotateBefore", Code: ErrInvalidArgument,
+				Message: fmt.Sprintf("RotateBefore %v is under a millisecond", opts.RotateBefore)}
+		}
+		rotateMs = C.uint64_t(opts.RotateBefore / time.Millisecond)
+	}
 	var paramsJSON []byte
 	if opts.Parameters != nil {
 		if paramsJSON, err = json.Marshal(opts.Parameters); err != nil {
@@ -250,8 +294,11 @@ func provisionOptions(ctx context.Context, opts *ProvisionOptions) (po *C.fp_pro
 				return C.fp_provision_options_set_parameters(po, s)
 			})
 		}},
-		{"KeyType", opts.KeyType != KeyECP256, func() C.enum_fp_result {
+		{"KeyType", opts.KeyType != KeyECP256 && opts.DevicePKCS11 == nil, func() C.enum_fp_result {
 			return C.fp_provision_options_set_key_type(po, C.int(opts.KeyType))
+		}},
+		{"DevicePKCS11", opts.DevicePKCS11 != nil, func() C.enum_fp_result {
+			return setDevicePKCS11(po, opts.DevicePKCS11, opts.KeyType)
 		}},
 		{"CSRSubject", opts.CSRSubject != "", func() C.enum_fp_result {
 			return cString(opts.CSRSubject, func(s *C.char) C.enum_fp_result {
@@ -271,6 +318,23 @@ func provisionOptions(ctx context.Context, opts *ProvisionOptions) (po *C.fp_pro
 			return C.fp_provision_options_set_backoff_ms(po, baseMs, maxMs)
 		}},
 		{"Deadline", true, func() C.enum_fp_result { return C.fp_provision_options_set_deadline_ms(po, deadlineMs) }},
+		{"RotatePercent", opts.RotatePercent != 0, func() C.enum_fp_result {
+			return C.fp_provision_options_set_rotate_before_percent(po, C.uint32_t(opts.RotatePercent))
+		}},
+		{"RotateBefore", rotateMs != 0, func() C.enum_fp_result {
+			return C.fp_provision_options_set_rotate_before_ms(po, rotateMs)
+		}},
+		{"NoRotation", opts.NoRotation, func() C.enum_fp_result {
+			return C.fp_provision_options_set_rotate_before_ms(po, 0)
+		}},
+		{"RotationTemplate", opts.RotationTemplate != "", func() C.enum_fp_result {
+			return cString(opts.RotationTemplate, func(s *C.char) C.enum_fp_result {
+				return C.fp_provision_options_set_rotation_template(po, s)
+			})
+		}},
+		{"RotationReuseKey", opts.RotationReuseKey, func() C.enum_fp_result {
+			return C.fp_provision_options_set_rotation_reuse_key(po, 1)
+		}},
 	}
 	for _, s := range settings {
 		if s.set {
@@ -293,14 +357,12 @@ func provisionOptions(ctx context.Context, opts *ProvisionOptions) (po *C.fp_pro
 // Failures are *Error values (Op "Provision"); a service rejection has Code ErrRejected and
 // AWS's StatusCode, ErrorCode and ErrorMessage.
 //
-// Cancellation: the C API cannot stop a running fp_provision() yet. When ctx ends first,
-// Provision returns ctx.Err() at once, OnProgress is no longer called, and the run goes on
-// in the background until it finishes or reaches its deadline (Deadline, default 5 minutes;
-// a context deadline earlier than that becomes the run's deadline, so with
-// context.WithTimeout the run ends when the context does). When that deadline passes, the
-// error satisfies errors.Is(err, context.DeadlineExceeded): ctx.Err() itself, or the
-// library's ErrTimeout if it reported first. A run cancelled this way may still
-// complete and store an identity, which the next Provision with the same StoreDir reuses.
+// Cancellation: when ctx ends first, the run is cancelled (fp_provision_cancel): it ends
+// within milliseconds, closing its connections, and the store keeps the identity it held
+// before, or none. Provision then returns an *Error with Code ErrCancelled that satisfies
+// errors.Is(err, ctx.Err()) (context.Canceled or context.DeadlineExceeded), and OnProgress
+// is no longer called. A run that had already finished returns its result as usual. A
+// context deadline earlier than Deadline also becomes the run's own deadline.
 func Provision(ctx context.Context, opts ProvisionOptions) (*Provisioned, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -309,36 +371,37 @@ func Provision(ctx context.Context, opts ProvisionOptions) (*Provisioned, error)
 	if err != nil {
 		return nil, err
 	}
-	defer C.fp_provision_options_free(po) // fp_provision copies it
-	run := &provisionRun{progress: opts.OnProgress, done: make(chan outcome[*Provisioned], 1)}
+	defer C.fp_provision_options_free(po) // fp_provision_start copies it
+	run := &provisionRun{progress: opts.OnProgress, done: make(chan outcome[*Provisioned], 1), ctx: ctx}
 	h := newHandle(run)
-	if err := resultError(opProvision, C.fpgo_provision(po, C.uintptr_t(h))); err != nil {
+	if err := resultError(opProvision, C.fpgo_provision_start(po, C.uintptr_t(h), &run.op)); err != nil {
 		deleteHandle(h) // its callbacks will never run
 		return nil, err
 	}
+	op := run.op
+	// Freed once the final callback has run: every path below waits for it.
+	defer C.fp_provision_op_free(op)
+	var o outcome[*Provisioned]
 	select {
-	case o := <-run.done:
-		if o.err != nil {
-			if fromCtx && o.err.Code == ErrTimeout {
-				// The library's deadline was the context's, and may pass just before the
-				// context reports it.
-				o.err.cause = context.DeadlineExceeded
-			}
-			return nil, o.err
+	case o = <-run.done:
+		if o.err != nil && fromCtx && o.err.Code == ErrTimeout {
+			// The library's deadline was the context's, and may pass just before the
+			// context reports it.
+			o.err.cause = context.DeadlineExceeded
 		}
-		return o.value, nil
 	case <-ctx.Done():
 		run.mu.Lock()
 		run.progress = nil
 		run.mu.Unlock()
-		// A result that arrived meanwhile is not thrown away: its identity is stored.
-		select {
-		case o := <-run.done:
-			if o.err == nil {
-				return o.value, nil
-			}
-		default:
+		C.fp_provision_cancel(op)
+		o = <-run.done // promptly: a cancelled run ends within milliseconds
+		if o.err != nil && (o.err.Code == ErrCancelled || o.err.Code == ErrTimeout) {
+			o.err.Code = ErrCancelled
+			o.err.cause = ctx.Err()
 		}
-		return nil, ctx.Err()
 	}
+	if o.err != nil {
+		return nil, o.err
+	}
+	return o.value, nil
 }

@@ -233,15 +233,16 @@ func TestProvisionCBOR(t *testing.T) {
 	waitHandles(t, 5*time.Second)
 }
 
-// Cancelling the context returns at once; the run goes on to its deadline in the background
-// and releases its handle then.
+// Cancelling the context cancels the run (fp_provision_cancel): Provision returns ErrCancelled
+// wrapping context.Canceled at once, and the run has ended (its handle released).
 func TestProvisionCancel(t *testing.T) {
 	e := startEmulator(t)
 	l := newLink(t, e.port)
 	l.stalled.Store(true) // TCP is accepted, the TLS handshake never arrives
 	opts := provisionOpts(e, t.TempDir(), "go-cancel")
 	opts.Claim.Port = l.port
-	opts.Deadline = 2 * time.Second
+	opts.Deadline = time.Hour
+	opts.Claim.ConnectTimeout = time.Hour
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var mu sync.Mutex
@@ -262,21 +263,54 @@ func TestProvisionCancel(t *testing.T) {
 	mu.Lock()
 	returned = true
 	mu.Unlock()
-	if err != context.Canceled {
-		t.Fatalf("want context.Canceled, got %v", err)
+	var fe *Error
+	if !errors.As(err, &fe) || fe.Code != ErrCancelled || !errors.Is(err, context.Canceled) {
+		t.Fatalf("want ErrCancelled wrapping context.Canceled, got %v", err)
 	}
 	if d := time.Since(t0); d > time.Second {
 		t.Fatalf("returned after %v", d)
 	}
-	if liveHandles.Load() == 0 {
-		t.Fatal("the run's handle is gone before the run ended")
-	}
-	waitHandles(t, 20*time.Second) // the 2 s deadline ends the run
+	// The run has ended: with an hour-long deadline, only the cancellation could end it.
+	waitHandles(t, 2*time.Second)
 	mu.Lock()
 	defer mu.Unlock()
 	if lateProgress != 0 {
 		t.Fatalf("OnProgress called %d times after Provision returned", lateProgress)
 	}
+}
+
+// A forced run cancelled at each step keeps the stored identity, which the next run reuses.
+func TestProvisionCancelKeepsTheIdentity(t *testing.T) {
+	e := startEmulator(t)
+	store := filepath.Join(t.TempDir(), "identity")
+	first, err := Provision(context.Background(), provisionOpts(e, store, "go-keep"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, at := range []Step{StepConnecting, StepCreating, StepRegistering, StepSaving, StepVerifying} {
+		ctx, cancel := context.WithCancel(context.Background())
+		opts := provisionOpts(e, store, "go-keep")
+		opts.Force = true
+		opts.OnProgress = func(step Step, attempt int, delay time.Duration, detail string) {
+			if step == at {
+				cancel()
+			}
+		}
+		_, err := Provision(ctx, opts)
+		cancel()
+		var fe *Error
+		if !errors.As(err, &fe) || fe.Code != ErrCancelled || !errors.Is(err, context.Canceled) {
+			t.Fatalf("%v: want ErrCancelled, got %v", at, err)
+		}
+		again, err := Provision(context.Background(), provisionOpts(e, store, "go-keep"))
+		if err != nil {
+			t.Fatalf("%v: %v", at, err)
+		}
+		if !again.Reused || again.CertificateID != first.CertificateID {
+			t.Fatalf("%v: the identity was not kept: %+v", at, again)
+		}
+	}
+	waitHandles(t, 5*time.Second)
 }
 
 // A context deadline earlier than the run's becomes the run's: the library ends then too.
@@ -301,4 +335,56 @@ func TestProvisionContextDeadline(t *testing.T) {
 	// With the hour-long deadline and connect timeout, only the context's deadline can end
 	// the run this soon.
 	waitHandles(t, 15*time.Second)
+}
+
+// Rotation: RotatePercent 100 renews the stored identity on every run, with itself (the
+// sample template's device policy allows its topics), never with the claim.
+func TestProvisionRotates(t *testing.T) {
+	e := startEmulator(t)
+	store := filepath.Join(t.TempDir(), "identity")
+	opts := provisionOpts(e, store, "go-rot")
+	p, err := Provision(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Rotated || p.PreviousCertificateID != "" {
+		t.Fatalf("first run: %+v", p)
+	}
+	var log progressLog
+	opts.OnProgress = log.on
+	opts.RotatePercent = 100
+	opts.RotationReuseKey = true
+	q, err := Provision(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !q.Rotated || q.Reused || q.PreviousCertificateID != p.CertificateID ||
+		q.CertificateID == p.CertificateID || q.ThingName != p.ThingName {
+		t.Fatalf("rotation: got %+v, first %+v", q, p)
+	}
+	if !log.has(StepRotating, p.ThingName) || !log.has(StepConnecting, "device") ||
+		log.has(StepConnecting, "claim") {
+		t.Fatalf("rotation steps %v %q", log.steps, log.texts)
+	}
+	checkIdentity(t, q, store, "PRIVATE KEY")
+	if StepRotating.String() != "rotating" {
+		t.Fatalf("step name %q", StepRotating.String())
+	}
+
+	// Rotation off: reused.
+	opts.OnProgress = nil
+	opts.RotatePercent = 0
+	opts.NoRotation = true
+	r, err := Provision(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Reused || r.CertificateID != q.CertificateID {
+		t.Fatalf("no rotation: got %+v", r)
+	}
+	opts.RotatePercent = 101
+	if _, err := Provision(context.Background(), opts); err == nil {
+		t.Fatal("RotatePercent 101 accepted")
+	}
+	waitHandles(t, 5*time.Second)
 }

@@ -56,6 +56,8 @@ static void on_provisioned(void *user_data, const fp_provisioned *result, const 
     fpgoProvisioned((uintptr_t)user_data, (fp_provisioned *)result, (fp_error *)error);
 }
 
-enum fp_result fpgo_provision(const fp_provision_options *options, uintptr_t handle) {
-    return fp_provision(options, on_provision_progress, on_provisioned, (void *)handle);
+enum fp_result fpgo_provision_start(const fp_provision_options *options, uintptr_t handle,
+                                    fp_provision_op **out) {
+    return fp_provision_start(options, on_provision_progress, on_provisioned, (void *)handle,
+                              out);
 }

@@ -18,7 +18,8 @@ enum fp_result fpgo_register_thing(fp_client *client, const char *template_name,
                                    const char *token, const char *parameters_json,
                                    uintptr_t handle);
 
-/* fp_provision() with the trampolines for its progress and final callbacks. */
-enum fp_result fpgo_provision(const fp_provision_options *options, uintptr_t handle);
+/* fp_provision_start() with the trampolines for its progress and final callbacks. */
+enum fp_result fpgo_provision_start(const fp_provision_options *options, uintptr_t handle,
+                                    fp_provision_op **out);
 
 #endif

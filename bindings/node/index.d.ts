@@ -41,6 +41,24 @@ export interface ClientOptions {
   /** Subscribe to this template's RegisterThing reply topics when connecting (for a claim
    * policy that allows only that template's topics). */
   templateName?: string;
+  /** The private key in a PKCS#11 token, instead of keyFile or keyPem (for provision(): the
+   * claim key). */
+  pkcs11?: Pkcs11Key;
+}
+
+/** A private key in a PKCS#11 token (SoftHSM2, an HSM, a TPM or secure element with a PKCS#11
+ * module). Nothing is loaded until the key is used; a missing module, token or key, or a
+ * refused PIN, then fails with FP_ERR_SIGNER and a message naming the cause. */
+export interface Pkcs11Key {
+  /** The module, e.g. /usr/lib/softhsm/libsofthsm2.so. */
+  module: string;
+  /** The private key's CKA_LABEL. */
+  keyLabel: string;
+  /** The user PIN (the library wipes its copy); none: no login. */
+  pin?: string | Buffer;
+  /** The token, when the module has more than one. */
+  tokenLabel?: string;
+  slotId?: number | bigint;
 }
 
 /** Options every asynchronous call takes. Aborting closes the client's connection (the C API
@@ -147,6 +165,11 @@ export interface ProvisionOptions {
   /** The template's parameters. */
   parameters?: Record<string, string> | null;
   keyType?: KeyType;
+  /** Keep the device key in a PKCS#11 token: the token's key of that label, generated there
+   * (not extractable, of keyType; 'service' is refused) if it has none. No key file is
+   * written (privateKeyFile is ""), the certificate is stored in the token too, and a later
+   * provision() with the same devicePkcs11 reuses the identity. */
+  devicePkcs11?: Pkcs11Key;
   /** Subject of the CSR the library builds, e.g. "CN=meter-17,O=Acme" (default empty). */
   csrSubject?: string;
   /** Client id of the device connection (default: the thing name). */
@@ -161,6 +184,15 @@ export interface ProvisionOptions {
   maxBackoffMs?: number;
   /** The whole run ends within this (default 300,000). */
   deadlineMs?: number;
+  /** Rotate a stored identity (renew it with itself, not the claim) once at most this share
+   * (1-100) of its certificate's lifetime is left; 0 never rotates (default 33). */
+  rotateBeforePercent?: number;
+  /** Instead: rotate once at most this many milliseconds are left; 0 never rotates. */
+  rotateBeforeMs?: number;
+  /** The template RegisterThing uses when rotating (default: templateName). */
+  rotationTemplate?: string;
+  /** Rotate to a certificate for the key in use instead of a new key. */
+  rotationReuseKey?: boolean;
 }
 
 /** The steps provision() reports. */
@@ -172,6 +204,7 @@ export type ProvisionStep =
   | 'verifying'
   | 'retryScheduled'
   | 'reusing'
+  | 'rotating'
   | 'certificateAbandoned';
 
 /** One progress event of provision(). */
@@ -188,9 +221,9 @@ export interface ProgressEvent {
 
 /** Options of the provision() call itself. */
 export interface ProvisionCallOptions {
-  /** Aborting rejects the call at once with an AbortError. The C API cannot stop a running
-   * provisioning yet: it goes on in the background until it finishes or reaches its deadline
-   * (`deadlineMs`), and may still store an identity that the next call reuses. */
+  /** Aborting cancels the run (fp_provision_cancel): it ends within milliseconds, the store
+   * keeps the identity it held before (or none), and the call rejects with an AbortError
+   * (a run that had already finished resolves as usual). */
   signal?: AbortSignal;
   /** Receives the steps in order (not after an abort); exceptions it throws are ignored. */
   onProgress?: (event: ProgressEvent) => void;
@@ -209,6 +242,11 @@ export interface Provisioned {
   metadataFile: string;
   /** A valid stored identity was reused (no claim connection was made). */
   reused: boolean;
+  /** The stored identity was renewed with itself (no claim connection was made). */
+  rotated: boolean;
+  /** When rotated: the replaced certificate, still Active in the account (deactivate it once
+   * the device uses the new one); null otherwise. */
+  previousCertificateId: string | null;
   /** Tries made, the first included. */
   attempts: number;
   /**

@@ -222,11 +222,74 @@ function clientOptions(options) {
         throw resultError('proxy', result);
       }
     }
+    if (options.pkcs11 != null) {
+      setPkcs11(o, 'pkcs11', options.pkcs11);
+    }
   } catch (e) {
     fn.optionsFree(o);
     throw e;
   }
   return o;
+}
+
+/** Puts the PKCS#11 key `key` ({ module, keyLabel, pin?, tokenLabel?, slotId? }) on `o`. */
+function setPkcs11(o, what, key) {
+  const { fn } = api();
+  const set = fn.pkcs11;
+  const check = (name, r) => {
+    if (r !== FP_OK) {
+      throw resultError(`${what}.${name}`, r);
+    }
+  };
+  for (const name of ['module', 'keyLabel']) {
+    if (typeof key?.[name] !== 'string') {
+      throw new FleetprovError(what, FP_ERR_INVALID_ARGUMENT, `${what}.${name} must be a string`);
+    }
+    check(name, set[name](o, key[name]));
+  }
+  if (key.tokenLabel != null) {
+    check('tokenLabel', set.tokenLabel(o, key.tokenLabel));
+  }
+  if (key.slotId != null) {
+    check('slotId', set.slotId(o, key.slotId));
+  }
+  if (key.pin != null) {
+    const pin = cText(key.pin);
+    try {
+      check('pin', set.pin(o, pin));
+    } finally {
+      pin.fill(0); // the library has its copy
+    }
+  }
+}
+
+const PKCS11_KEY_TYPES = Object.freeze({ ecP256: 1, ecP384: 2, rsa2048: 3 });
+
+/** The device key of `po` kept in the token `key` names, generated there if missing. */
+function setDevicePkcs11(po, key, keyType) {
+  const { fn } = api();
+  const type = PKCS11_KEY_TYPES[keyType ?? 'ecP256'];
+  if (type === undefined) {
+    throw new FleetprovError(
+      'devicePkcs11',
+      FP_ERR_INVALID_ARGUMENT,
+      `with devicePkcs11, keyType must be one of ${Object.keys(PKCS11_KEY_TYPES).join(', ')}`,
+    );
+  }
+  const out = [null];
+  const made = fn.optionsNew('unused', out);
+  if (made !== FP_OK) {
+    throw resultError('devicePkcs11', made);
+  }
+  try {
+    setPkcs11(out[0], 'devicePkcs11', key);
+    const r = fn.provisionSetters.devicePkcs11(po, out[0], type, 1);
+    if (r !== FP_OK) {
+      throw resultError('devicePkcs11', r);
+    }
+  } finally {
+    fn.optionsFree(out[0]); // copied by the setter
+  }
 }
 
 // ---------- the client ----------
@@ -442,6 +505,7 @@ const STEPS = Object.freeze([
   'verifying',
   'retryScheduled',
   'reusing',
+  'rotating',
   'certificateAbandoned',
 ]);
 const KEY_TYPES = Object.freeze({ ecP256: 0, ecP384: 1, rsa2048: 2, service: 3 });
@@ -487,6 +551,9 @@ function provisionOptions(options) {
       }
       check('keyType', set.keyType(po, keyType));
     }
+    if (options.devicePkcs11 != null) {
+      setDevicePkcs11(po, options.devicePkcs11, options.keyType);
+    }
     if (options.csrSubject != null) {
       check('csrSubject', set.csrSubject(po, options.csrSubject));
     }
@@ -505,6 +572,18 @@ function provisionOptions(options) {
     if (options.deadlineMs != null) {
       check('deadlineMs', set.deadlineMs(po, options.deadlineMs));
     }
+    if (options.rotateBeforePercent != null) {
+      check('rotateBeforePercent', set.rotateBeforePercent(po, options.rotateBeforePercent));
+    }
+    if (options.rotateBeforeMs != null) {
+      check('rotateBeforeMs', set.rotateBeforeMs(po, options.rotateBeforeMs));
+    }
+    if (options.rotationTemplate != null) {
+      check('rotationTemplate', set.rotationTemplate(po, options.rotationTemplate));
+    }
+    if (options.rotationReuseKey) {
+      check('rotationReuseKey', set.rotationReuseKey(po, 1));
+    }
   } catch (e) {
     fn.provisionOptionsFree(po);
     throw e;
@@ -519,10 +598,10 @@ function provisionOptions(options) {
  * AWS's fields for a service rejection).
  *
  * `onProgress({ step, attempt, delayMs, detail })` receives the steps in order; exceptions it
- * throws are ignored. Aborting `signal` rejects at once with an AbortError; the C API cannot
- * stop a running fp_provision() yet, so the run goes on in the background until it finishes or
- * reaches its deadline (`deadlineMs`, default 5 minutes), and may still store an identity that
- * the next call with the same store reuses. onProgress is not called after the abort.
+ * throws are ignored. Aborting `signal` cancels the run (fp_provision_cancel): it ends within
+ * milliseconds, closing its connections, the store keeps the identity it held before (or
+ * none), and the call rejects with an AbortError. A run that had already finished resolves as
+ * usual. onProgress is not called after the abort.
  */
 function provision(options, { signal, onProgress } = {}) {
   return new Promise((resolve, reject) => {
@@ -533,52 +612,50 @@ function provision(options, { signal, onProgress } = {}) {
     const { fn, callbacks } = api();
     const po = provisionOptions(options); // throws into the Promise: a rejection
     const id = nextId++;
-    let settled = false;
+    let op = null;
+    let aborted = false;
     const onAbort = () => {
-      if (!settled) {
-        settled = true;
-        reject(
-          new AbortError(
-            'provision',
-            'aborted; the run goes on in the background until it ends or reaches its deadline',
-            signal,
-          ),
-        );
-      }
+      aborted = true;
+      fn.provisionCancel(op); // the final callback follows, with FP_ERR_CANCELLED
     };
     waiting.set(id, {
       operation: 'provision',
       progress: (step, attempt, delayMs, detail) => {
-        if (!settled && onProgress) {
+        if (!aborted && onProgress) {
           onProgress({ step: STEPS[step] ?? String(step), attempt, delayMs: Number(delayMs), detail });
+        }
+        if (aborted) {
+          fn.provisionCancel(op); // aborted during the step: stop before the next one
         }
       },
       settle: (error, value) => {
         waiting.delete(id);
         release();
         signal?.removeEventListener('abort', onAbort);
-        if (settled) {
-          return;
-        }
-        settled = true;
+        fn.provisionOpFree(op); // the run has ended: its last callback is this one
         if (error === null) {
           resolve(value);
+        } else if (aborted && error instanceof FleetprovError && error.code === 'FP_ERR_CANCELLED') {
+          reject(new AbortError('provision', error.detail, signal));
         } else {
           reject(error);
         }
       },
     });
+    const out = [null];
     let result;
     try {
-      result = fn.provision(po, callbacks.provisionProgress, callbacks.provisioned, id);
+      result = fn.provisionStart(po, callbacks.provisionProgress, callbacks.provisioned, id, out);
     } finally {
-      fn.provisionOptionsFree(po); // copied by fp_provision
+      fn.provisionOptionsFree(po); // copied by fp_provision_start
     }
     if (result !== FP_OK) {
       waiting.delete(id); // its callbacks will never run
       reject(resultError('provision', result));
       return;
     }
+    // The callbacks run on this thread, so none can come before this line.
+    op = out[0];
     hold();
     signal?.addEventListener('abort', onAbort, { once: true });
   });

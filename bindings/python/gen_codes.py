@@ -24,6 +24,8 @@ ENUMS = (
     "fp_log_level",
     "fp_lifecycle_event",
     "fp_signature_scheme",
+    "fp_pkcs11_key_type",
+    "fp_key_location",
 )
 
 # Extra standard-library bases of some error classes, so that `except ValueError` and

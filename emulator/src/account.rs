@@ -189,7 +189,8 @@ impl Account {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::template::{CertInfo, Template};
+    use crate::cert::CertInfo;
+    use crate::template::Template;
     use serde_json::json;
 
     fn provisioned(thing: serde_json::Value) -> Provisioned {

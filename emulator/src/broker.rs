@@ -7,6 +7,7 @@
 
 mod codec;
 mod connection;
+mod outbound;
 mod topic;
 
 use std::collections::{BTreeMap, HashMap};
@@ -97,8 +98,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
         &self,
         _cert_der: &[u8],
         _client_id: &str,
-    ) -> Result<(crate::policy::store::Authorizer, Vec<String>), String> {
-        Ok((crate::policy::store::Authorizer::allow_all(), Vec::new()))
+    ) -> Result<(crate::access::store::Authorizer, Vec<String>), String> {
+        Ok((crate::access::store::Authorizer::allow_all(), Vec::new()))
     }
     /// Whether a request is served, rejected as throttled, or closes the connection.
     fn admit(&self, _topic: &str) -> crate::throttle::Admission {
@@ -338,10 +339,6 @@ impl Broker {
 
     pub(crate) fn local_addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    pub(crate) fn set_fault(&self, fault: Fault) {
-        *lock(&self.shared.fault) = fault;
     }
 
     pub(crate) fn fault_switch(&self) -> FaultSwitch {

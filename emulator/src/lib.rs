@@ -22,8 +22,11 @@ macro_rules! debug_one_field {
     };
 }
 
+pub mod access;
 pub mod account;
+pub mod aws_limits;
 pub mod ca;
+pub mod cert;
 pub mod files;
 pub mod hook;
 pub mod policy;
@@ -34,7 +37,10 @@ pub mod template;
 pub mod throttle;
 
 mod broker;
+mod endpoint;
+mod open;
 pub mod responder;
+pub mod state_dir;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -44,29 +50,18 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::server::WebPkiClientVerifier;
-
+pub use aws_limits::valid_template_name;
 #[doc(hidden)]
 pub use broker::fuzz_packets;
 pub use broker::{Fault, MAX_PAYLOAD};
-pub use service::valid_template_name;
+pub use endpoint::ALPN_MQTT;
+pub use open::{SEED_TEMPLATE, SEED_TEMPLATE_NAME};
+pub use state_dir::CLAIMS_DIR;
 
-use broker::{Access, Backend, Broker};
-use ca::Ca;
-use registry::{CertStatus, Registry};
+use broker::Broker;
+use endpoint::{server_tls, ServiceBackend};
 use service::Service;
-use template::Template;
 use throttle::Throttle;
-
-/// The seed's provisioning template, served as [`SEED_TEMPLATE_NAME`] when no template is given.
-pub const SEED_TEMPLATE: &str = include_str!("../templates/FleetTemplate.json");
-pub const SEED_TEMPLATE_NAME: &str = "FleetTemplate";
-/// ALPN protocol AWS IoT expects from MQTT clients on port 443; offering none is fine too.
-pub const ALPN_MQTT: &[u8] = b"x-amzn-mqtt-ca";
-/// Subdirectory of the state dir where `fleetprov-emulator claim` leaves the ids of the claims it
-/// issued, so a running server accepts them without a restart.
-pub const CLAIMS_DIR: &str = "claims";
 
 /// How to run an [`Emulator`].
 #[derive(Debug, Clone)]
@@ -75,11 +70,11 @@ pub struct EmulatorConfig {
     pub state_dir: PathBuf,
     /// Address to listen on; loopback by default.
     pub bind: IpAddr,
-    /// Port to listen on; 0 picks a free one ([`Emulator::port`] tells which).
+    /// Port to listen on; 0 picks a free one ([`EmulatorView::port`] tells which).
     pub port: u16,
     /// Provisioning templates as (name, file); empty serves the seed template as `FleetTemplate`.
     pub templates: Vec<(String, PathBuf)>,
-    /// Fault injected from the start; [`Emulator::set_fault`] changes it later.
+    /// Fault injected from the start; [`EmulatorView::set_fault`] changes it later.
     pub fault: Fault,
     /// The account templates are checked against (see [`account`]); `None` lets every
     /// referenced thing type, group and policy exist.
@@ -88,7 +83,7 @@ pub struct EmulatorConfig {
     pub hooks: Vec<(String, String)>,
     /// How long a hook may take; AWS's 5 seconds by default.
     pub hook_timeout: Duration,
-    /// The claim certificates' policy document (see [`policy::store`]); `None` serves AWS's
+    /// The claim certificates' policy document (see [`access::store`]); `None` serves AWS's
     /// sample claim policy for each template.
     pub claim_policy: Option<PathBuf>,
     /// How device certificates are issued: their validity, and from an intermediate CA or
@@ -114,22 +109,26 @@ impl EmulatorConfig {
     }
 }
 
-/// A running emulator.
+/// A running emulator. What it is reached by is its [`EmulatorView`] (through `Deref`).
 pub struct Emulator {
     broker: Broker,
-    service: Arc<Service>,
-    state_dir: PathBuf,
-    claim_cert: PathBuf,
-    claim_key: PathBuf,
-    throttle: Arc<Throttle>,
+    view: EmulatorView,
 }
 
 impl std::fmt::Debug for Emulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Emulator")
-            .field("addr", &self.broker.local_addr())
-            .field("state_dir", &self.state_dir)
+            .field("addr", &self.view.addr)
+            .field("state_dir", &self.view.state_dir)
             .finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for Emulator {
+    type Target = EmulatorView;
+
+    fn deref(&self) -> &EmulatorView {
+        &self.view
     }
 }
 
@@ -153,7 +152,7 @@ impl Emulator {
         // Key generation and file I/O: keep them off the async workers.
         let device = cfg.device_certificates.clone();
         let service = tokio::task::spawn_blocking(move || {
-            open_service(&dir, &templates, account_path.as_deref(), hooks, device)
+            open::open_service(&dir, &templates, account_path.as_deref(), hooks, device)
         })
         .await
         .map_err(io::Error::other)??;
@@ -165,7 +164,7 @@ impl Emulator {
         let tls = Arc::new(server_tls(service.ca())?);
         let (claim_cert, claim_key) = service.ca().claim_paths();
         let throttle = Arc::new(Throttle::default());
-        let policies = Arc::new(policy::store::PolicyStore::new(
+        let policies = Arc::new(access::store::PolicyStore::new(
             account.as_ref(),
             cfg.claim_policy.as_deref(),
             &service
@@ -181,14 +180,16 @@ impl Emulator {
         });
         let addr = SocketAddr::new(cfg.bind, cfg.port);
         let broker = Broker::start(addr, tls, backend, cfg.fault).await?;
-        Ok(Emulator {
-            broker,
+        let view = EmulatorView {
+            addr: broker.local_addr(),
             service,
+            fault: broker.fault_switch(),
             state_dir: cfg.state_dir,
             claim_cert,
             claim_key,
             throttle,
-        })
+        };
+        Ok(Emulator { broker, view })
     }
 
     /// Start on a runtime of its own, on a thread of its own, for code that is not async.
@@ -218,15 +219,7 @@ impl Emulator {
                             return;
                         }
                     };
-                    let view = EmulatorView {
-                        addr: emulator.broker.local_addr(),
-                        service: Arc::clone(&emulator.service),
-                        fault: emulator.broker.fault_switch(),
-                        ca_path: emulator.ca_path(),
-                        claim_cert: emulator.claim_cert.clone(),
-                        claim_key: emulator.claim_key.clone(),
-                        throttle: Arc::clone(&emulator.throttle),
-                    };
+                    let view = emulator.view.clone();
                     if ready_tx.send(Ok(view)).is_err() {
                         return emulator.stop().await;
                     }
@@ -252,14 +245,34 @@ impl Emulator {
         }
     }
 
+    /// Stop accepting, close every connection, and wait for the connection tasks to end.
+    pub async fn stop(self) {
+        self.broker.stop().await;
+    }
+}
+
+/// What a running emulator is reached by: its address, files, service and switches. Both
+/// [`Emulator`] and [`EmulatorHandle`] dereference to it.
+#[derive(Clone)]
+pub struct EmulatorView {
+    addr: SocketAddr,
+    service: Arc<Service>,
+    fault: broker::FaultSwitch,
+    state_dir: PathBuf,
+    claim_cert: PathBuf,
+    claim_key: PathBuf,
+    throttle: Arc<Throttle>,
+}
+
+impl EmulatorView {
     /// The port it listens on.
     pub fn port(&self) -> u16 {
-        self.broker.local_addr().port()
+        self.addr.port()
     }
 
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.broker.local_addr()
+        self.addr
     }
 
     /// The state directory.
@@ -269,7 +282,7 @@ impl Emulator {
 
     /// The root CA certificate (PEM) a device uses to verify the server.
     pub fn ca_path(&self) -> PathBuf {
-        self.state_dir.join("ca.pem")
+        self.state_dir.join(state_dir::CA_CERT_FILE)
     }
 
     /// The claim certificate (PEM).
@@ -289,29 +302,13 @@ impl Emulator {
 
     /// Inject `fault` from now on (affects new events on open connections too).
     pub fn set_fault(&self, fault: Fault) {
-        self.broker.set_fault(fault);
+        self.fault.set(fault);
     }
 
     /// Rate limits, how throttled requests are answered, and connection counts.
     pub fn throttle(&self) -> &Arc<Throttle> {
         &self.throttle
     }
-
-    /// Stop accepting, close every connection, and wait for the connection tasks to end.
-    pub async fn stop(self) {
-        self.broker.stop().await;
-    }
-}
-
-#[derive(Clone)]
-struct EmulatorView {
-    addr: SocketAddr,
-    service: Arc<Service>,
-    fault: broker::FaultSwitch,
-    ca_path: PathBuf,
-    claim_cert: PathBuf,
-    claim_key: PathBuf,
-    throttle: Arc<Throttle>,
 }
 
 /// An emulator running on its own thread (see [`Emulator::start_blocking`]); stopped on drop.
@@ -329,31 +326,15 @@ impl std::fmt::Debug for EmulatorHandle {
     }
 }
 
+impl std::ops::Deref for EmulatorHandle {
+    type Target = EmulatorView;
+
+    fn deref(&self) -> &EmulatorView {
+        &self.view
+    }
+}
+
 impl EmulatorHandle {
-    pub fn port(&self) -> u16 {
-        self.view.addr.port()
-    }
-    pub fn local_addr(&self) -> SocketAddr {
-        self.view.addr
-    }
-    pub fn ca_path(&self) -> PathBuf {
-        self.view.ca_path.clone()
-    }
-    pub fn claim_cert_path(&self) -> PathBuf {
-        self.view.claim_cert.clone()
-    }
-    pub fn claim_key_path(&self) -> PathBuf {
-        self.view.claim_key.clone()
-    }
-    pub fn service(&self) -> &Arc<Service> {
-        &self.view.service
-    }
-    pub fn set_fault(&self, fault: Fault) {
-        self.view.fault.set(fault);
-    }
-    pub fn throttle(&self) -> &Arc<Throttle> {
-        &self.view.throttle
-    }
     /// Stop and wait (the same as dropping the handle).
     pub fn stop(self) {}
 }
@@ -369,121 +350,10 @@ impl Drop for EmulatorHandle {
     }
 }
 
-/// Connects the endpoint to the service and the registry.
-struct ServiceBackend {
-    service: Arc<Service>,
-    policies: Arc<policy::store::PolicyStore>,
-    claims_dir: PathBuf,
-    throttle: Arc<Throttle>,
-}
-
-impl Backend for ServiceBackend {
-    fn identify(&self, cert_der: &[u8]) -> (String, Access) {
-        let id = ca::certificate_id(cert_der);
-        let registry = self.service.registry();
-        let mut status = registry.cert_status(&id);
-        // A claim issued by the `claim` command while this server runs: take it in now.
-        if status.is_none() && self.claims_dir.join(&id).is_file() {
-            registry.add_claim(&id);
-            status = registry.cert_status(&id);
-        }
-        let access = match status {
-            Some(CertStatus::Claim) => Access::Claim,
-            Some(CertStatus::Active) => Access::Device,
-            _ => Access::Denied,
-        };
-        self.throttle.count_connection(access == Access::Claim);
-        (id, access)
-    }
-
-    fn authorize(
-        &self,
-        cert_der: &[u8],
-        client_id: &str,
-    ) -> Result<(policy::store::Authorizer, Vec<String>), String> {
-        let cert = policy::context::CertFields::from_der(cert_der);
-        self.policies
-            .authorizer(self.service.registry(), &cert, client_id, None)
-    }
-
-    fn admit(&self, topic: &str) -> throttle::Admission {
-        self.throttle.admit(topic)
-    }
-
-    fn handle(
-        &self,
-        topic: &str,
-        payload: &[u8],
-        cert_id: &str,
-        client_id: &str,
-    ) -> Option<(String, Vec<u8>)> {
-        self.service
-            .handle_from(topic, payload, cert_id, client_id)
-            .map(|reply| (reply.topic, reply.payload))
-    }
-}
-
 /// Record a claim issued outside the running server (see [`CLAIMS_DIR`]): the file is named by
 /// the certificate id and holds the certificate PEM.
 pub fn record_claim(state_dir: &Path, issued: &ca::Issued) -> io::Result<()> {
-    let dir = state_dir.join(CLAIMS_DIR);
-    std::fs::create_dir_all(&dir).map_err(files::at_path("create the directory", &dir))?;
-    files::write_atomic(
-        &dir.join(&issued.certificate_id),
-        issued.certificate_pem.as_bytes(),
-        0o644,
-    )
-}
-
-fn import_claims(state_dir: &Path, registry: &Registry) {
-    let Ok(entries) = std::fs::read_dir(state_dir.join(CLAIMS_DIR)) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(id) = name.to_str() else { continue };
-        if id.len() == 64
-            && id.bytes().all(|b| b.is_ascii_hexdigit())
-            && registry.cert_status(id).is_none()
-        {
-            registry.add_claim(id);
-        }
-    }
-}
-
-/// Load or create the CA and the registry in `state_dir` (the default claim registered as a claim)
-/// and the templates, and build the service on them. Blocking.
-pub(crate) fn open_service(
-    state_dir: &Path,
-    templates: &[(String, PathBuf)],
-    account: Option<&Path>,
-    hooks: BTreeMap<String, hook::Hook>,
-    device: ca::DeviceCertificates,
-) -> io::Result<Arc<Service>> {
-    for name in hooks.keys() {
-        let served = if templates.is_empty() {
-            name == SEED_TEMPLATE_NAME
-        } else {
-            templates.iter().any(|(t, _)| t == name)
-        };
-        if !served {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("--hook {name}: no template of that name is served"),
-            ));
-        }
-    }
-    let templates = load_templates(templates)?;
-    let account = account.map(account::Account::load).transpose()?;
-    let ca = Ca::load_or_create_with(state_dir, device)?;
-    let registry = Registry::open(state_dir)?;
-    registry.add_claim(&ca::certificate_id(&ca.claim_der()));
-    import_claims(state_dir, &registry);
-    Ok(Arc::new(
-        Service::new(Arc::new(ca), Arc::new(registry), templates)
-            .with_account(account)
-            .with_hooks(hooks),
-    ))
+    state_dir::record_claim(state_dir, &issued.certificate_id, &issued.certificate_pem)
 }
 
 /// The things registered in `state_dir`, read without disturbing a server that is using it:
@@ -492,66 +362,4 @@ pub fn list_things(state_dir: &Path) -> io::Result<Vec<registry::ThingRecord>> {
     Ok(registry::RegistryCopy::open(state_dir, "things")?
         .registry
         .things())
-}
-
-fn load_templates(given: &[(String, PathBuf)]) -> io::Result<BTreeMap<String, Template>> {
-    let mut templates = BTreeMap::new();
-    if given.is_empty() {
-        let t = Template::parse(SEED_TEMPLATE).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("seed template: {}", e.0),
-            )
-        })?;
-        templates.insert(SEED_TEMPLATE_NAME.to_owned(), t);
-    }
-    for (name, path) in given {
-        if !valid_template_name(name) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("template name {name:?}: 1-36 characters of A-Z a-z 0-9 _ -"),
-            ));
-        }
-        let body = std::fs::read_to_string(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        let t = Template::parse(&body).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: {}", path.display(), e.0),
-            )
-        })?;
-        templates.insert(name.clone(), t);
-    }
-    Ok(templates)
-}
-
-fn invalid(e: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
-}
-
-/// TLS 1.2/1.3 with the ring provider; the client must present a certificate from our CA.
-fn server_tls(ca: &Ca) -> io::Result<rustls::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(ca.ca_der()))
-        .map_err(invalid)?;
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-            .build()
-            .map_err(invalid)?;
-    let chain = ca
-        .server_chain_der()
-        .into_iter()
-        .map(CertificateDer::from)
-        .collect();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ca.server_key_der()));
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(invalid)?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(invalid)?;
-    config.alpn_protocols = vec![ALPN_MQTT.to_vec(), b"mqtt".to_vec()];
-    Ok(config)
 }

@@ -1,10 +1,10 @@
-//! `fleetprov-emulator policy check`: the command line of [`fleetprov_emulator::policy::check`].
+//! `fleetprov-emulator policy check`: the command line of [`fleetprov_emulator::access::check`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use fleetprov_emulator::policy::check::{check, Asker, Question};
+use fleetprov_emulator::access::check::{check, Asker, Question};
 use fleetprov_emulator::policy::Action;
 
 #[derive(Debug, Args)]

@@ -90,22 +90,6 @@ mod tests {
     }
 
     #[test]
-    fn the_responders_filters_are_request_topics() {
-        let mut formats = Vec::new();
-        for filter in crate::responder::REQUEST_FILTERS {
-            let topic = filter.replace('+', "FleetTemplate");
-            let format = request_format(&topic);
-            assert!(format.is_some(), "{filter}");
-            formats.push(format);
-        }
-        // Every request in both formats.
-        for format in [Format::Json, Format::Cbor] {
-            let n = formats.iter().filter(|f| **f == Some(format)).count();
-            assert_eq!(n, 3, "{format:?}");
-        }
-    }
-
-    #[test]
     fn request_topics() {
         assert_eq!(
             request_format("$aws/certificates/create/json"),

@@ -76,7 +76,7 @@ impl Responder {
         let tls = client_tls(&cfg)?;
         let (dir, templates) = (cfg.state_dir.clone(), cfg.templates.clone());
         let service = tokio::task::spawn_blocking(move || {
-            crate::open_service(
+            crate::open::open_service(
                 &dir,
                 &templates,
                 None,
@@ -278,4 +278,26 @@ fn client_tls(cfg: &ResponderConfig) -> io::Result<rustls::ClientConfig> {
                 .with_client_auth_cert(chain, key)
         })
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request_topic::{request_format, Format};
+
+    #[test]
+    fn the_responders_filters_are_request_topics() {
+        let mut formats = Vec::new();
+        for filter in REQUEST_FILTERS {
+            let topic = filter.replace('+', "FleetTemplate");
+            let format = request_format(&topic);
+            assert!(format.is_some(), "{filter}");
+            formats.push(format);
+        }
+        // Every request in both formats.
+        for format in [Format::Json, Format::Cbor] {
+            let n = formats.iter().filter(|f| **f == Some(format)).count();
+            assert_eq!(n, 3, "{format:?}");
+        }
+    }
 }

@@ -17,11 +17,13 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use crate::account::Account;
-use crate::ca::{cert_info, certificate_id, pem_block, Ca, CsrError, Issued};
+use crate::aws_limits::valid_template_name;
+use crate::ca::{Ca, CsrError, Issued};
+use crate::cert::{cert_info, certificate_id, pem_block, CertInfo};
 use crate::hook::{Hook, HookError, HookInput};
 use crate::registry::{RegistrationError, Registry};
 use crate::request_topic::{self, Format, Operation};
-use crate::template::{CertInfo, Template};
+use crate::template::Template;
 
 /// AWS IoT's MQTT message size limit; the broker refuses larger messages too.
 pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
@@ -347,14 +349,6 @@ impl Service {
         }
         Ok(Value::Object(reply))
     }
-}
-
-/// AWS's rule for template names: 1-36 characters of `[0-9A-Za-z_-]`.
-pub fn valid_template_name(name: &str) -> bool {
-    (1..=36).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The request as a map of fields; an empty payload is `None`.

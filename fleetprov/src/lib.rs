@@ -40,5 +40,5 @@ pub use protocol::{
 };
 pub use provision::{
     provision, CheckedProvisionOptions, KeySource, Progress, ProvisionOptions, Provisioned,
-    RetryPolicy,
+    RetryPolicy, RotateBefore,
 };

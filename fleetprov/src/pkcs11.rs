@@ -105,6 +105,27 @@ pub fn generate(key: &Pkcs11Key, algorithm: KeyAlgorithm) -> Result<Arc<dyn Sign
     imp::generate(key, algorithm)
 }
 
+/// The signer of the private key `key.key_label` if the token has one (its algorithm is then
+/// whatever it is), otherwise one generated as [`generate`] does; the flag says which. For a
+/// device key that must survive a provisioning that is repeated or was interrupted: the key
+/// stays in the token and gets a new certificate.
+pub fn open_or_generate(
+    key: &Pkcs11Key,
+    algorithm: KeyAlgorithm,
+) -> Result<(Arc<dyn Signer>, bool), Error> {
+    key.validate()?;
+    if imp::has_private_key(key)? {
+        return imp::open(key, None).map(|s| (s, false));
+    }
+    generate(key, algorithm).map(|s| (s, true))
+}
+
+/// The `CKA_ID` of the private key `key.key_label` (empty if it has none).
+pub fn key_id(key: &Pkcs11Key) -> Result<Vec<u8>, Error> {
+    key.validate()?;
+    imp::key_id(key)
+}
+
 /// Stores `certificate_pem` (the leaf of the chain) in the token as an X.509 certificate
 /// object labelled `key.key_label`, with the `CKA_ID` of the private key. Certificates with
 /// that label stored before are removed once the new one is in.
@@ -133,6 +154,14 @@ mod imp {
     }
 
     pub(super) fn store_certificate(_: &Pkcs11Key, _: &[u8]) -> Result<(), Error> {
+        Err(unsupported())
+    }
+
+    pub(super) fn has_private_key(_: &Pkcs11Key) -> Result<bool, Error> {
+        Err(unsupported())
+    }
+
+    pub(super) fn key_id(_: &Pkcs11Key) -> Result<Vec<u8>, Error> {
         Err(unsupported())
     }
 }
@@ -464,6 +493,17 @@ mod imp {
             public,
             label: key.key_label.clone(),
         }))
+    }
+
+    pub(super) fn has_private_key(key: &Pkcs11Key) -> Result<bool, Error> {
+        let session = session(key, false)?;
+        Ok(!find(&session, ObjectClass::PRIVATE_KEY, &key.key_label)?.is_empty())
+    }
+
+    pub(super) fn key_id(key: &Pkcs11Key) -> Result<Vec<u8>, Error> {
+        let session = session(key, false)?;
+        let private = private_key(&session, key)?;
+        Ok(attribute_bytes(&session, private, AttributeType::Id).unwrap_or_default())
     }
 
     pub(super) fn generate(

@@ -8,7 +8,8 @@ use rustls_pki_types::CertificateDer;
 use fleetprov::client::{Client, Credentials, MqttVersion, Pem};
 use fleetprov::protocol::TemplateName;
 use fleetprov::provision::{provision, ProvisionOptions};
-use fleetprov_emulator::ca::{certificate_id, DeviceCertificates};
+use fleetprov_emulator::ca::DeviceCertificates;
+use fleetprov_emulator::cert::certificate_id;
 use fleetprov_testkit::env::{make_csr, params, Env};
 
 async fn intermediate_env() -> Env {

@@ -4,16 +4,14 @@
 //! certificate is stored back, and that identity connects; a wrong PIN, a missing key, a
 //! missing token and a missing module each give a clear [`ErrorKind::Signer`].
 //!
-//! The tokens live in a temporary directory named by `SOFTHSM2_CONF`, set up once per test
-//! process with `softhsm2-util` before the module is first loaded. Without SoftHSM2 the tests
-//! say so and pass, except when `CI` is set: then they fail (`.ci/pkcs11.sh` installs it).
+//! The tokens come from the test kit's [`softhsm`], set up once per test process before the
+//! module is first loaded; without SoftHSM2 the tests fail, naming it (`make test-deps`
+//! installs it).
 #![cfg(feature = "pkcs11")]
 
 use fleetprov_testkit::env as common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 
 use common::{make_csr, params};
 use fleetprov::client::{Client, ClientOptions, Credentials, MqttVersion, Pem};
@@ -23,124 +21,22 @@ use fleetprov::signer::{certificate_request, KeyAlgorithm, PublicKey};
 use fleetprov::ErrorKind;
 use fleetprov_emulator::{Emulator, EmulatorConfig};
 
-const TOKEN: &str = "fleetprov-test";
-/// A second token, used only by the wrong-PIN check: PKCS#11 login state is per token and
-/// process, so while another test is logged in to `TOKEN`, any PIN would "log in" there.
-const PIN_TOKEN: &str = "fleetprov-pin";
-const PIN: &str = "4711";
-const SO_PIN: &str = "0815";
-const CLAIM_LABEL: &str = "claim";
+use fleetprov_testkit::softhsm::{softhsm, SoftHsm as Hsm, CLAIM_LABEL, PIN, PIN_TOKEN, TOKEN};
 
-const MODULE_CANDIDATES: &[&str] = &[
-    "/usr/lib/softhsm/libsofthsm2.so",
-    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-];
-
-/// The token directory, the SoftHSM2 module and an emulator state whose claim key is in the
-/// token; each test copies the state so it gets its own registry.
-struct Hsm {
-    _dir: tempfile::TempDir,
-    module: PathBuf,
-    state: PathBuf,
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{cmd:?} failed: {text}");
-    text
-}
-
-/// Sets SoftHSM2 up once; the test fails, naming it, when it is not installed.
 fn hsm() -> &'static Hsm {
-    static HSM: OnceLock<Hsm> = OnceLock::new();
-    HSM.get_or_init(|| {
-        let module = std::env::var_os("FLEETPROV_PKCS11_MODULE")
-            .map(PathBuf::from)
-            .or_else(|| {
-                MODULE_CANDIDATES
-                    .iter()
-                    .map(PathBuf::from)
-                    .find(|p| p.is_file())
-            });
-        let util = Command::new("softhsm2-util").arg("--version").output();
-        let (Some(module), Ok(_)) = (module, util) else {
-            fleetprov_testkit::missing_tool(
-                "SoftHSM2 (softhsm2-util and libsofthsm2.so)",
-                "apt-get install softhsm2",
-            );
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let tokens = dir.path().join("tokens");
-        std::fs::create_dir(&tokens).unwrap();
-        let conf = dir.path().join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
-        // Read by the module when it is initialised, in this process and in softhsm2-util.
-        std::env::set_var("SOFTHSM2_CONF", &conf);
-        for token in [TOKEN, PIN_TOKEN] {
-            run(Command::new("softhsm2-util").args([
-                "--init-token",
-                "--free",
-                "--label",
-                token,
-                "--pin",
-                PIN,
-                "--so-pin",
-                SO_PIN,
-            ]));
-        }
-        // An emulator state (CA, claim certificate and key) to copy; its claim key goes into
-        // the token.
-        let state = dir.path().join("state");
-        fleetprov_emulator::ca::Ca::load_or_create(&state).unwrap();
-        let claim_key = state.join("claim-key.pem");
-        for token in [TOKEN, PIN_TOKEN] {
-            run(Command::new("softhsm2-util")
-                .args(["--import"])
-                .arg(&claim_key)
-                .args(["--token", token, "--label", CLAIM_LABEL])
-                .args(["--id", "01", "--pin", PIN]));
-        }
-        Hsm {
-            _dir: dir,
-            module,
-            state,
-        }
-    })
+    softhsm()
 }
 
-impl Hsm {
-    fn key(&self, label: &str) -> Pkcs11Key {
-        Pkcs11Key {
-            module: self.module.clone(),
-            token_label: Some(TOKEN.to_owned()),
-            slot_id: None,
-            pin: Some(PIN.to_owned().into()),
-            key_label: label.to_owned(),
-        }
-    }
+/// What these tests add to the test kit's SoftHSM2 set-up.
+trait HsmExt {
+    async fn emulator(&self) -> (Emulator, tempfile::TempDir);
+}
 
+impl HsmExt for Hsm {
     /// An emulator on a copy of the prepared state (same CA and claim, its own registry).
     async fn emulator(&self) -> (Emulator, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        for entry in std::fs::read_dir(&self.state).unwrap() {
-            let entry = entry.unwrap();
-            if entry.file_type().unwrap().is_file() {
-                std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-            }
-        }
+        self.copy_state(dir.path());
         let emu = Emulator::start(EmulatorConfig::new(dir.path()))
             .await
             .unwrap();
@@ -346,4 +242,126 @@ async fn wrong_pin_missing_key_token_and_module_are_clear_errors() {
         "{e}"
     );
     assert!(emu.service().registry().things().is_empty());
+}
+
+/// `CKA_EXTRACTABLE` and `CKA_SENSITIVE` of each private key labelled `label` in the token,
+/// read through the module directly.
+fn private_key_flags(hsm: &Hsm, label: &str) -> Vec<(bool, bool)> {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+    use cryptoki::session::UserType;
+    let m = Pkcs11::new(&hsm.module).unwrap();
+    let _ = m.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+    let slot = m
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| m.get_token_info(*s).unwrap().label().trim_end() == TOKEN)
+        .unwrap();
+    let session = m.open_ro_session(slot).unwrap();
+    let _ = session.login(UserType::User, Some(&PIN.to_owned().into()));
+    session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+        .unwrap()
+        .into_iter()
+        .map(|o| {
+            let attrs = session
+                .get_attributes(o, &[AttributeType::Extractable, AttributeType::Sensitive])
+                .unwrap();
+            let flag = |want: AttributeType| {
+                attrs.iter().any(|a| match (a, want) {
+                    (Attribute::Extractable(v), AttributeType::Extractable) => *v,
+                    (Attribute::Sensitive(v), AttributeType::Sensitive) => *v,
+                    _ => false,
+                })
+            };
+            (
+                flag(AttributeType::Extractable),
+                flag(AttributeType::Sensitive),
+            )
+        })
+        .collect()
+}
+
+/// provision() with the claim key and the device key both in the token: the device key is
+/// generated there (not extractable, sensitive), no key file is written, `identity.json`
+/// says where the key is (never the PIN), the certificate is stored back, and the next run
+/// reuses the identity by connecting with the token's key (PIN given again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_keeps_the_device_key_in_the_token_and_reuses_it() {
+    use fleetprov::provision::{provision, KeyLocation, KeySource, ProvisionOptions};
+    use fleetprov::TemplateName;
+    let hsm = hsm();
+    let (emu, _state) = hsm.emulator().await;
+    let store = tempfile::tempdir().unwrap();
+    let label = "provisioned-device";
+    let options = |key: Pkcs11Key| {
+        let mut o = ProvisionOptions::new(
+            claim_opts(hsm, &emu),
+            TemplateName::new("FleetTemplate").unwrap(),
+            store.path(),
+        );
+        o.parameters = params("hsm-provisioned");
+        o.device_key = KeySource::Pkcs11 {
+            key,
+            algorithm: KeyAlgorithm::EcP256,
+            store_certificate: true,
+        };
+        o
+    };
+    assert!(private_key_flags(hsm, label).is_empty());
+    let first = provision(options(hsm.key(label))).await.unwrap();
+    assert!(!first.reused);
+    assert_eq!(first.thing_name, "ThingPrefix_hsm-provisioned");
+    assert_eq!(private_key_flags(hsm, label), [(false, true)]);
+    assert_eq!(first.files.private_key, PathBuf::new());
+    let names: Vec<String> = std::fs::read_dir(store.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains("key")),
+        "no key file: {names:?}"
+    );
+    let json = std::fs::read_to_string(&first.files.metadata).unwrap();
+    assert!(json.contains("\"kind\": \"pkcs11\""), "{json}");
+    assert!(
+        json.contains(&format!("\"keyLabel\": \"{label}\"")),
+        "{json}"
+    );
+    assert!(!json.contains(PIN), "no PIN in identity.json: {json}");
+    match &first.key_location {
+        KeyLocation::Pkcs11 {
+            key_label, key_id, ..
+        } => {
+            assert_eq!(key_label, label);
+            assert_eq!(key_id.len(), 32, "the generated 16-byte CKA_ID, hex");
+        }
+        other => panic!("{other:?}"),
+    }
+    let cert = std::fs::read_to_string(&first.files.certificate).unwrap();
+    assert!(stored_certificate_is(hsm, label, &common::cert_der(&cert)));
+    let things = emu.service().registry().things();
+    assert_eq!(things.len(), 1);
+
+    // Reused with the token's key: no new thing, the same certificate; the proof connection
+    // needs the PIN, which the options give again.
+    let second = provision(options(hsm.key(label))).await.unwrap();
+    assert!(second.reused);
+    assert_eq!(second.certificate_id, first.certificate_id);
+    assert_eq!(second.key_location, first.key_location);
+    assert_eq!(emu.service().registry().things().len(), 1);
+
+    // Forced anew: the key already in the token gets a new certificate (no second key).
+    let mut forced = options(hsm.key(label));
+    forced.force = true;
+    let third = provision(forced).await.unwrap();
+    assert!(!third.reused);
+    assert_ne!(third.certificate_id, first.certificate_id);
+    assert_eq!(private_key_flags(hsm, label), [(false, true)]);
+    let cert = std::fs::read_to_string(&third.files.certificate).unwrap();
+    assert!(stored_certificate_is(hsm, label, &common::cert_der(&cert)));
 }

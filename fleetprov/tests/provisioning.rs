@@ -10,7 +10,7 @@ use fleetprov::client::{Client, Credentials, MqttVersion, Pem, PrivateKey};
 use fleetprov::log::Level;
 use fleetprov::protocol::RegisterThingRequest;
 use fleetprov::ErrorKind;
-use fleetprov_emulator::ca::certificate_id;
+use fleetprov_emulator::cert::certificate_id;
 use fleetprov_emulator::Fault;
 
 const VERSIONS: [MqttVersion; 2] = [MqttVersion::V5, MqttVersion::V311];

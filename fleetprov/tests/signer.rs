@@ -291,3 +291,60 @@ async fn a_failing_signer_is_a_signer_error() {
     );
     assert_eq!(other.calls(), 0);
 }
+
+/// provision() with the claim key behind a signer and the device key behind another: the CSR
+/// and the device connection are signed by the device signer, no key file is written,
+/// `identity.json` says the key is a signer's, and only the same signer reuses the identity
+/// (another one provisions anew).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_with_a_signer_device_key_reuses_it_with_that_signer_only() {
+    use fleetprov::provision::{provision, KeyLocation, KeySource, ProvisionOptions};
+    use fleetprov::TemplateName;
+    let env = Env::start().await;
+    let store = env.dir.path().join("identity");
+    let claim = claim_signer(&env);
+    let claim_cert = std::fs::read_to_string(env.emu.claim_cert_path()).unwrap();
+    let options = |device: Arc<dyn Signer>| {
+        let mut o = ProvisionOptions::new(
+            signer_opts(&env, MqttVersion::V5, &claim_cert, claim.clone()),
+            TemplateName::new("FleetTemplate").unwrap(),
+            &store,
+        );
+        o.parameters = params("signer-device");
+        o.device_key = KeySource::Signer(device);
+        o
+    };
+    let device = MemorySigner::p384();
+    let first = provision(options(device.clone())).await.unwrap();
+    assert!(!first.reused);
+    assert_eq!(first.key_location, KeyLocation::Signer);
+    assert_eq!(first.files.private_key, std::path::PathBuf::new());
+    // The CSR and the proof connection's handshake.
+    assert_eq!(device.calls(), 2);
+    assert!(claim.calls() >= 1);
+    let json = std::fs::read_to_string(&first.files.metadata).unwrap();
+    assert!(json.contains("\"kind\": \"signer\""), "{json}");
+    assert!(std::fs::read_dir(&store).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains("key")));
+
+    let second = provision(options(device.clone())).await.unwrap();
+    assert!(second.reused);
+    assert_eq!(second.certificate_id, first.certificate_id);
+    assert_eq!(
+        device.calls(),
+        3,
+        "the reuse proof is signed by the same signer"
+    );
+
+    let other = MemorySigner::p384();
+    let third = provision(options(other.clone())).await.unwrap();
+    assert!(
+        !third.reused,
+        "another signer's key cannot reuse the identity"
+    );
+    assert_ne!(third.certificate_id, first.certificate_id);
+    assert_eq!(other.calls(), 2);
+}

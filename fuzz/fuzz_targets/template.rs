@@ -3,7 +3,8 @@
 #![no_main]
 use std::collections::BTreeMap;
 
-use fleetprov_emulator::template::{CertInfo, Template};
+use fleetprov_emulator::cert::CertInfo;
+use fleetprov_emulator::template::Template;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -10,6 +10,10 @@
  *   setters (template parameters, key type, ...);
  *   fp_provision(options, progress, callback, user_data): `callback` gets an ::fp_provisioned
  *   (thing name, certificate and key files) or an ::fp_error, once.
+ * Or fp_provision_start(options, progress, callback, user_data, &op) for a handle:
+ * fp_provision_wait(op, &identity, &error) blocks for the answer (no callback needed),
+ * fp_provision_cancel(op) stops the run (FP_ERR_CANCELLED; the store keeps its previous
+ * identity, or none), fp_provision_op_free(op) releases it.
  *
  * The three operations one by one, for programs that drive the flow themselves:
  * fp_client_new() from the options, fp_client_connect(), fp_create_keys() or
@@ -296,13 +300,38 @@ typedef enum fp_provision_step {
      */
     FP_STEP_REUSING = 6,
     /**
+     * The stored identity is inside its rotation window and is renewed with itself (see
+     * fp_provision_options_set_rotate_before_percent()); `detail` names the thing and says
+     * when its certificate expires. The connecting, creating, registering, saving and
+     * verifying steps follow, the first connection with `detail` "device".
+     */
+    FP_STEP_ROTATING = 7,
+    /**
      * A certificate this run obtained will not be kept; `detail` is its id (64 hex
      * characters). It may be Active on the thing (its RegisterThing went through, its answer
      * was lost): deactivate it from a backend. Reported on success and failure alike; a
      * successful result also lists them (fp_provisioned_abandoned_certificate_at()).
      */
-    FP_STEP_CERTIFICATE_ABANDONED = 7,
+    FP_STEP_CERTIFICATE_ABANDONED = 8,
 } fp_provision_step;
+
+/**
+ * Where the private key of an ::fp_provisioned identity is (fp_provisioned_key_location()).
+ */
+typedef enum fp_key_location {
+    /**
+     * A PEM file in the store: fp_provisioned_private_key_file().
+     */
+    FP_KEY_LOCATION_FILE = 0,
+    /**
+     * A key in a PKCS#11 token (fp_provision_options_set_device_key_pkcs11()); no key file.
+     */
+    FP_KEY_LOCATION_PKCS11 = 1,
+    /**
+     * The application's signer (fp_provision_options_set_device_key_signer()); no key file.
+     */
+    FP_KEY_LOCATION_SIGNER = 2,
+} fp_key_location;
 
 /**
  * A signature scheme the library asks a sign callback for.
@@ -374,6 +403,24 @@ typedef enum fp_key_type {
 } fp_key_type;
 
 /**
+ * A key type for fp_pkcs11_generate_key().
+ */
+typedef enum fp_pkcs11_key_type {
+    /**
+     * EC P-256 (signs with ECDSA SHA-256).
+     */
+    FP_PKCS11_KEY_EC_P256 = 1,
+    /**
+     * EC P-384 (signs with ECDSA SHA-384).
+     */
+    FP_PKCS11_KEY_EC_P384 = 2,
+    /**
+     * RSA, 2048 bits.
+     */
+    FP_PKCS11_KEY_RSA_2048 = 3,
+} fp_pkcs11_key_type;
+
+/**
  * A connection to the provisioning endpoint.
  *
  * Created by fp_client_new(), connected once by fp_client_connect(), released by
@@ -401,6 +448,15 @@ typedef struct fp_client_options fp_client_options;
 typedef struct fp_error fp_error;
 
 /**
+ * A provisioning run started by fp_provision_start(): cancel it with fp_provision_cancel(),
+ * wait for its outcome with fp_provision_wait(), release it with fp_provision_op_free().
+ *
+ * Thread-safe: any thread may cancel, wait for or read it, also from a library callback
+ * (except fp_provision_wait(), which would wait for itself there).
+ */
+typedef struct fp_provision_op fp_provision_op;
+
+/**
  * What fp_provision() does, set one setting at a time.
  *
  * Created by fp_provision_options_new(), released by fp_provision_options_free(). Not
@@ -410,8 +466,9 @@ typedef struct fp_error fp_error;
 typedef struct fp_provision_options fp_provision_options;
 
 /**
- * A verified identity, handed to the ::fp_provision_callback. Borrowed: valid only while
- * that callback runs, as is every string its accessors return.
+ * A verified identity, handed to the ::fp_provision_callback or given by
+ * fp_provision_wait(). Borrowed: valid only while that callback runs, or until the
+ * ::fp_provision_op it came from is freed, as is every string its accessors return.
  */
 typedef struct fp_provisioned fp_provisioned;
 
@@ -1029,6 +1086,15 @@ enum fp_result fp_pkcs11_store_certificate(const struct fp_client_options *optio
                                            const char *certificate_pem);
 
 /**
+ * Names a step: "connecting", "creating", "registering", "saving", "verifying",
+ * "retry scheduled", "reusing", "rotating", "certificate abandoned" (the names
+ * [`Step::as_str`](fleetprov::provision::Step) gives); "unknown step" for a value outside
+ * ::fp_provision_step. A
+ * static string, never NULL, never freed. Callable from any thread.
+ */
+const char *fp_provision_step_str(int step);
+
+/**
  * Creates provisioning options: the claim connection `claim` (copied: endpoint, port, CA,
  * claim certificate and key, MQTT version, timeouts, proxy; the device connection uses the
  * same settings with the new identity), the provisioning template `template_name`, and the
@@ -1042,7 +1108,13 @@ enum fp_result fp_pkcs11_store_certificate(const struct fp_client_options *optio
  * On success writes the new options to `*out` (free them with fp_provision_options_free()).
  * Otherwise `*out` is untouched: `FP_ERR_NULL_ARGUMENT` (an argument is NULL),
  * `FP_ERR_INVALID_UTF8`, `FP_ERR_INVALID_ARGUMENT` (template name not 1-36 characters of
- * `[A-Za-z0-9_-]`, empty directory, or claim options without a certificate and key).
+ * `[A-Za-z0-9_-]`, empty directory, or claim options without a certificate and key, or
+ * whose PKCS#11 settings lack a module or key label).
+ *
+ * The claim key may be a PEM key, a signer (fp_client_options_set_signer()) or a key in a
+ * PKCS#11 token (fp_client_options_set_pkcs11_module() and its siblings); the device key is
+ * set apart (fp_provision_options_set_key_type(),
+ * fp_provision_options_set_device_key_pkcs11(), fp_provision_options_set_device_key_signer()).
  */
 enum fp_result fp_provision_options_new(const struct fp_client_options *claim,
                                         const char *template_name,
@@ -1063,7 +1135,8 @@ enum fp_result fp_provision_options_set_parameters(struct fp_provision_options *
                                                    const char *parameters_json);
 
 /**
- * Chooses where the key comes from (see ::fp_key_type). Replaces a user CSR set before.
+ * Chooses where the key comes from (see ::fp_key_type). Replaces a user CSR, PKCS#11 key or
+ * signer set before.
  * `FP_ERR_INVALID_ARGUMENT` for a value outside the enum.
  */
 enum fp_result fp_provision_options_set_key_type(struct fp_provision_options *options,
@@ -1121,11 +1194,61 @@ enum fp_result fp_provision_options_set_deadline_ms(struct fp_provision_options 
                                                     uint32_t deadline_ms);
 
 /**
+ * Rotates a stored identity once less than `remaining_ms` is left until its certificate
+ * expires, instead of the default share of its lifetime (see
+ * fp_provision_options_set_rotate_before_percent()). 0 never rotates: the identity is reused
+ * until a minute before it expires, then provisioned anew with the claim.
+ */
+enum fp_result fp_provision_options_set_rotate_before_ms(struct fp_provision_options *options,
+                                                         uint64_t remaining_ms);
+
+/**
+ * Rotates a stored identity once less than `percent` (1 to 100) of its certificate's
+ * lifetime (`notAfter - notBefore`) is left; 100 rotates on every call, 0 never rotates.
+ * The default is 33: the last third of the lifetime.
+ *
+ * Rotating renews the identity with itself, not the claim: a connection with the stored
+ * certificate (client id as stored), the create call with a new key (see
+ * fp_provision_options_set_rotation_reuse_key()), RegisterThing through the rotation
+ * template (fp_provision_options_set_rotation_template()), the new files written, a
+ * connection with them, and only then `identity.json`, after which the old files are
+ * removed. The device's policy must allow the create and RegisterThing topics. If the
+ * stored identity is refused (TLS or CONNACK), the claim provisions anew; any other failure
+ * keeps and reuses the stored identity, which is still valid, and logs why at warning level.
+ * A certificate within a minute of its end is treated as expired and never rotated.
+ * `FP_ERR_INVALID_ARGUMENT` for a value over 100.
+ */
+enum fp_result fp_provision_options_set_rotate_before_percent(struct fp_provision_options *options,
+                                                              uint32_t percent);
+
+/**
+ * The template RegisterThing uses when rotating (AWS's pattern: a second template that
+ * attaches the new certificate to the existing thing, allowed by the device policy and not
+ * by the claim's). NULL (the default): the provisioning template. The template parameters
+ * are those of fp_provision_options_set_parameters(). `FP_ERR_INVALID_ARGUMENT` for a name
+ * that is not 1-36 characters of `[A-Za-z0-9_-]`.
+ */
+enum fp_result fp_provision_options_set_rotation_template(struct fp_provision_options *options,
+                                                          const char *template_name);
+
+/**
+ * Non-zero: a rotation asks for a certificate for the key in use (a CSR made with it)
+ * instead of a new key. 0 (the default): a new key, made as the first one was (see
+ * fp_provision_options_set_key_type(); with fp_provision_options_set_user_csr(), that CSR
+ * again).
+ */
+enum fp_result fp_provision_options_set_rotation_reuse_key(struct fp_provision_options *options,
+                                                           int reuse_key);
+
+/**
  * Provisions the device, or reuses the identity in the store, and calls `callback` once with
  * the outcome. Returns at once.
  *
  * With a valid identity in the store (certificate and key that match, not expired, made for
- * this endpoint) it connects with it to prove it and makes no claim connection. Otherwise:
+ * this endpoint) it connects with it to prove it and makes no claim connection; if its
+ * certificate is inside the rotation window (by default the last third of its lifetime) it
+ * rotates it instead, as the device (see fp_provision_options_set_rotate_before_percent()):
+ * `FP_STEP_ROTATING`, and fp_provisioned_rotated() is 1. Otherwise:
  * claim connection, create (see fp_provision_options_set_key_type()), RegisterThing, the
  * certificate and key written to the store (key file 0600, fsynced), disconnect, a
  * connection with the new identity (client id: the thing name unless set) whose CONNACK
@@ -1151,8 +1274,8 @@ enum fp_result fp_provision_options_set_deadline_ms(struct fp_provision_options 
  * `FP_ERR_NULL_ARGUMENT` (`options` or `callback` NULL), `FP_ERR_INVALID_ARGUMENT` (options
  * that cannot work) or `FP_ERR_INTERNAL` (the library's thread cannot start).
  *
- * Nothing cancels a running fp_provision(): it ends by its deadline at the latest. A program
- * that exits meanwhile should wait for the callback first.
+ * This form gives no handle: it ends by its deadline at the latest. To cancel a run, or to
+ * wait for it without a callback, start it with fp_provision_start() instead.
  */
 enum fp_result fp_provision(const struct fp_provision_options *options,
                             fp_provision_progress_callback progress,
@@ -1180,9 +1303,16 @@ const char *fp_provisioned_client_id(const struct fp_provisioned *result);
 const char *fp_provisioned_certificate_file(const struct fp_provisioned *result);
 
 /**
- * Path of the stored private key (PEM, mode 0600). NULL only if `result` is NULL.
+ * Path of the stored private key (PEM, mode 0600); "" when the key is not a file (see
+ * fp_provisioned_key_location()). NULL only if `result` is NULL.
  */
 const char *fp_provisioned_private_key_file(const struct fp_provisioned *result);
+
+/**
+ * Where the identity's private key is: `FP_KEY_LOCATION_FILE` (also when `result` is NULL),
+ * `FP_KEY_LOCATION_PKCS11` or `FP_KEY_LOCATION_SIGNER`.
+ */
+enum fp_key_location fp_provisioned_key_location(const struct fp_provisioned *result);
 
 /**
  * Path of the store's `identity.json`. NULL only if `result` is NULL.
@@ -1194,6 +1324,19 @@ const char *fp_provisioned_metadata_file(const struct fp_provisioned *result);
  * now or `result` is NULL.
  */
 int fp_provisioned_reused(const struct fp_provisioned *result);
+
+/**
+ * 1 if the stored identity was rotated (renewed with itself; the certificate is new and no
+ * claim connection was made), 0 otherwise or if `result` is NULL.
+ */
+int fp_provisioned_rotated(const struct fp_provisioned *result);
+
+/**
+ * When the identity was rotated: the id of the certificate it replaced (64 hex
+ * characters), still Active in the account: deactivate it once the device is known to use
+ * the new one. NULL if it was not rotated or `result` is NULL. Borrowed, as `result`.
+ */
+const char *fp_provisioned_previous_certificate_id(const struct fp_provisioned *result);
 
 /**
  * Tries made, the first included; 0 if `result` is NULL.
@@ -1225,6 +1368,110 @@ size_t fp_provisioned_device_configuration_len(const struct fp_provisioned *resu
  */
 const struct fp_key_value *fp_provisioned_device_configuration_at(const struct fp_provisioned *result,
                                                                   size_t index);
+
+/**
+ * Keeps the device key in a PKCS#11 token: fp_provision() uses the token's private key with
+ * the key label of `token` (the settings of fp_client_options_set_pkcs11_module() and its
+ * siblings on `token`: module, token label or slot id, PIN, key label; copied), and if the
+ * token has none, generates one there as fp_pkcs11_generate_key() does (`key_type`, an
+ * ::fp_pkcs11_key_type: sensitive, not extractable). The CSR is signed by the token
+ * (CreateCertificateFromCsr) and so is the connection that verifies the identity. Non-zero
+ * `store_certificate` also stores the issued certificate in the token (as
+ * fp_pkcs11_store_certificate() does), before the identity is committed.
+ *
+ * No key file is written: `identity.json` records the module, token and key label (never the
+ * PIN). A later fp_provision() reuses the identity only with options that name the same
+ * module, token and key label; it logs in with the PIN given then, and checks that the
+ * token's key is the certificate's. A provisioning repeated with the same label (forced, or
+ * after the certificate expired) gives the key already in the token a new certificate.
+ *
+ * Replaces a key type, user CSR or signer set before. Returns `FP_OK`,
+ * `FP_ERR_NULL_ARGUMENT`, or `FP_ERR_INVALID_ARGUMENT` (`token` has no PKCS#11 settings, or no
+ * module or key label; an unknown key type). Nothing is loaded here: module, token, PIN and
+ * key failures come from fp_provision(), as `FP_ERR_SIGNER` with a message naming the cause.
+ */
+enum fp_result fp_provision_options_set_device_key_pkcs11(struct fp_provision_options *options,
+                                                          const struct fp_client_options *token,
+                                                          int key_type,
+                                                          int store_certificate);
+
+/**
+ * Keeps the device key with the application: the CSR is signed through `signer`'s callback
+ * (CreateCertificateFromCsr), and so is the connection that verifies the identity (see
+ * fp_signer_new() for the threads the callback runs on). The options share the signer, so it
+ * may be freed right after.
+ *
+ * No key file is written: `identity.json` records that the key is a signer's. A later
+ * fp_provision() reuses the identity only with a signer whose public key is the stored
+ * certificate's; otherwise it provisions anew. Replaces a key type, user CSR or PKCS#11 key
+ * set before. Returns `FP_OK` or `FP_ERR_NULL_ARGUMENT`.
+ */
+enum fp_result fp_provision_options_set_device_key_signer(struct fp_provision_options *options,
+                                                          const struct fp_signer *signer);
+
+/**
+ * Starts provisioning as fp_provision() does, and gives a handle to cancel the run or wait
+ * for it.
+ *
+ * `callback` may be NULL: then nothing is called at the end, and the outcome is read with
+ * fp_provision_wait(). Given, it is called exactly once as for fp_provision(), a cancelled
+ * run included, and fp_provision_wait() returns after it has returned. `progress` (may be
+ * NULL) and `user_data` are as for fp_provision(); `user_data` must stay valid until the run
+ * has ended (its callback returned, or fp_provision_wait() returned).
+ *
+ * On success writes the handle to `*out` (free it with fp_provision_op_free()) and returns
+ * `FP_OK`; `*out` is written before the run starts, so its callbacks may read the handle
+ * from where `out` points (through `user_data`), e.g. to cancel from the progress callback. Otherwise `*out` is untouched and no callback runs: `FP_ERR_NULL_ARGUMENT`
+ * (`options` or `out` NULL), `FP_ERR_INVALID_ARGUMENT` (options that cannot work) or
+ * `FP_ERR_INTERNAL` (the library's thread cannot start).
+ *
+ * The simplest program: `fp_provision_start(options, NULL, NULL, NULL, &op)`, then
+ * `fp_provision_wait(op, &identity, &error)`, then `fp_provision_op_free(op)`.
+ */
+enum fp_result fp_provision_start(const struct fp_provision_options *options,
+                                  fp_provision_progress_callback progress,
+                                  fp_provision_callback callback,
+                                  void *user_data,
+                                  struct fp_provision_op **out);
+
+/**
+ * Cancels the run: it ends promptly (well under 100 ms, plus the rest of a progress
+ * callback that is running) with `FP_ERR_CANCELLED`, its callback called once as always.
+ * Connections it had open are closed. The store keeps the identity it held before, or none:
+ * a new identity's files already written are not committed and the next run removes them.
+ * (A cancel that arrives while the verified identity is being committed, its last
+ * milliseconds, may let that commit finish: the store then holds the new identity, whole,
+ * and the next run reuses it.)
+ *
+ * Callable from any thread, from the run's own progress callback too (the run then stops
+ * before its next step), and any number of times. After the run has ended it does nothing.
+ * Not async-signal-safe: from a signal handler, hand the signal to a thread (`sigwait`).
+ * `FP_ERR_NULL_ARGUMENT` if `op` is NULL, `FP_OK` otherwise.
+ */
+enum fp_result fp_provision_cancel(const struct fp_provision_op *op);
+
+/**
+ * Waits until the run has ended (and its callback, if any, has returned) and gives its
+ * outcome: returns `FP_OK` and writes the identity to `*result`, or returns the failure's
+ * code (`FP_ERR_CANCELLED` after fp_provision_cancel()) and writes its details to `*error`.
+ * Either out-parameter may be NULL when not wanted. Both are borrowed from `op`: valid until
+ * fp_provision_op_free(op). Any number of threads may wait, any number of times.
+ *
+ * Called from a library thread (inside any callback of the library) it would block a thread
+ * the run may need, so it returns `FP_ERR_INVALID_ARGUMENT` at once (logged) and writes
+ * nothing. `FP_ERR_NULL_ARGUMENT` if `op` is NULL.
+ */
+enum fp_result fp_provision_wait(const struct fp_provision_op *op,
+                                 const struct fp_provisioned **result,
+                                 const struct fp_error **error);
+
+/**
+ * Releases the handle. It does not cancel the run (call fp_provision_cancel() first for
+ * that): a run still going goes on and calls its callback, if any, as usual. The result and
+ * error fp_provision_wait() gave are freed with it. NULL is a no-op. Do not free it while
+ * another thread uses it.
+ */
+void fp_provision_op_free(struct fp_provision_op *op);
 
 /**
  * Creates a signer for the private key whose public half is in `public_pem`, signing through

@@ -33,6 +33,8 @@ mod operations;
 mod options;
 mod pkcs11;
 mod provision;
+mod provision_key;
+mod provision_op;
 mod runtime;
 mod signer;
 mod strings;

@@ -135,8 +135,18 @@ pub enum fp_pkcs11_key_type {
 
 use fp_pkcs11_key_type::*;
 
+/// The key algorithm of an ::fp_pkcs11_key_type value.
+pub(crate) fn algorithm_of(key_type: c_int) -> Result<KeyAlgorithm, fp_result> {
+    Ok(match key_type {
+        k if k == FP_PKCS11_KEY_EC_P256 as c_int => KeyAlgorithm::EcP256,
+        k if k == FP_PKCS11_KEY_EC_P384 as c_int => KeyAlgorithm::EcP384,
+        k if k == FP_PKCS11_KEY_RSA_2048 as c_int => KeyAlgorithm::Rsa { bits: 2048 },
+        _ => return Err(FP_ERR_INVALID_ARGUMENT),
+    })
+}
+
 /// The PKCS#11 settings of `options` (fp_client_options_set_pkcs11_module() and the others).
-fn pkcs11_of<'a>(
+pub(crate) fn pkcs11_of<'a>(
     options: *const fp_client_options,
 ) -> Result<&'a fleetprov_core::pkcs11::Pkcs11Key, fp_result> {
     // SAFETY: NULL or a live handle from fp_client_options_new(), per the header; the
@@ -174,12 +184,7 @@ pub extern "C" fn fp_pkcs11_generate_key(
     ffi_result! {
         let key = pkcs11_of(options)?;
         let out = OutBuffer::new(buf, buf_len, written)?;
-        let algorithm = match key_type {
-            k if k == FP_PKCS11_KEY_EC_P256 as c_int => KeyAlgorithm::EcP256,
-            k if k == FP_PKCS11_KEY_EC_P384 as c_int => KeyAlgorithm::EcP384,
-            k if k == FP_PKCS11_KEY_RSA_2048 as c_int => KeyAlgorithm::Rsa { bits: 2048 },
-            _ => return Err(FP_ERR_INVALID_ARGUMENT),
-        };
+        let algorithm = algorithm_of(key_type)?;
         // SAFETY: NULL or a NUL-terminated string, per the header.
         let common_name = unsafe { opt_str_arg(common_name) }?;
         let signer = fleetprov_core::pkcs11::generate(key, algorithm)

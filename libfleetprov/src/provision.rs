@@ -14,14 +14,12 @@ use super::handle::{check_out, Castable};
 use super::operations::fp_key_value;
 use super::options::fp_client_options;
 use super::panic::caught;
-use super::runtime;
+use super::provision_key::fp_key_location;
 use super::strings::{nonempty_str_arg, str_arg};
-use fleetprov_core::client::CatchUnwind;
-use fleetprov_core::client::PrivateKey;
 use fleetprov_core::keygen::{CsrSubject, KeyType};
 use fleetprov_core::protocol::{parse_template_parameters, TemplateName};
 use fleetprov_core::provision::{
-    provision, KeySource, Progress, ProgressFuture, ProvisionOptions, Step,
+    KeyLocation, KeySource, Progress, ProgressFuture, ProvisionOptions, RotateBefore, Step,
 };
 
 /// What fp_provision() does, set one setting at a time.
@@ -30,7 +28,7 @@ use fleetprov_core::provision::{
 /// thread-safe: do not use one options object from two threads at once. fp_provision() copies
 /// it, so it may be freed or reused right after.
 pub struct fp_provision_options {
-    inner: ProvisionOptions,
+    pub(crate) inner: ProvisionOptions,
 }
 
 /// Where the device's key comes from.
@@ -68,11 +66,16 @@ pub enum fp_provision_step {
     /// A valid stored identity will be reused, or a pending one (registered by an earlier
     /// run that could not verify it) verified; `detail` is its thing name.
     FP_STEP_REUSING = 6,
+    /// The stored identity is inside its rotation window and is renewed with itself (see
+    /// fp_provision_options_set_rotate_before_percent()); `detail` names the thing and says
+    /// when its certificate expires. The connecting, creating, registering, saving and
+    /// verifying steps follow, the first connection with `detail` "device".
+    FP_STEP_ROTATING = 7,
     /// A certificate this run obtained will not be kept; `detail` is its id (64 hex
     /// characters). It may be Active on the thing (its RegisterThing went through, its answer
     /// was lost): deactivate it from a backend. Reported on success and failure alike; a
     /// successful result also lists them (fp_provisioned_abandoned_certificate_at()).
-    FP_STEP_CERTIFICATE_ABANDONED = 7,
+    FP_STEP_CERTIFICATE_ABANDONED = 8,
 }
 
 impl From<Step> for fp_provision_step {
@@ -86,8 +89,34 @@ impl From<Step> for fp_provision_step {
             Step::Verifying => FP_STEP_VERIFYING,
             Step::RetryScheduled => FP_STEP_RETRY_SCHEDULED,
             Step::Reusing => FP_STEP_REUSING,
+            Step::Rotating => FP_STEP_ROTATING,
             Step::CertificateAbandoned => FP_STEP_CERTIFICATE_ABANDONED,
         }
+    }
+}
+
+/// Names a step: "connecting", "creating", "registering", "saving", "verifying",
+/// "retry scheduled", "reusing", "rotating", "certificate abandoned" (the names
+/// [`Step::as_str`](fleetprov::provision::Step) gives); "unknown step" for a value outside
+/// ::fp_provision_step. A
+/// static string, never NULL, never freed. Callable from any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_provision_step_str(step: c_int) -> *const c_char {
+    ffi_panic_boundary! {
+        use fp_provision_step::*;
+        let name: &'static std::ffi::CStr = match step {
+            s if s == FP_STEP_CONNECTING as c_int => c"connecting",
+            s if s == FP_STEP_CREATING as c_int => c"creating",
+            s if s == FP_STEP_REGISTERING as c_int => c"registering",
+            s if s == FP_STEP_SAVING as c_int => c"saving",
+            s if s == FP_STEP_VERIFYING as c_int => c"verifying",
+            s if s == FP_STEP_RETRY_SCHEDULED as c_int => c"retry scheduled",
+            s if s == FP_STEP_REUSING as c_int => c"reusing",
+            s if s == FP_STEP_ROTATING as c_int => c"rotating",
+            s if s == FP_STEP_CERTIFICATE_ABANDONED as c_int => c"certificate abandoned",
+            _ => c"unknown step",
+        };
+        name.as_ptr()
     }
 }
 
@@ -117,8 +146,9 @@ pub type fp_provision_callback = Option<
     ),
 >;
 
-/// A verified identity, handed to the ::fp_provision_callback. Borrowed: valid only while
-/// that callback runs, as is every string its accessors return.
+/// A verified identity, handed to the ::fp_provision_callback or given by
+/// fp_provision_wait(). Borrowed: valid only while that callback runs, or until the
+/// ::fp_provision_op it came from is freed, as is every string its accessors return.
 pub struct fp_provisioned {
     thing_name: CString,
     certificate_id: CString,
@@ -128,7 +158,10 @@ pub struct fp_provisioned {
     metadata_file: CString,
     configuration: Vec<(CString, CString)>,
     entries: Vec<fp_key_value>,
+    key_location: fp_key_location,
     reused: bool,
+    rotated: bool,
+    previous_certificate_id: Option<CString>,
     attempts: u32,
     abandoned: Vec<CString>,
 }
@@ -137,11 +170,12 @@ impl Castable for fp_provision_options {}
 impl Castable for fp_provisioned {}
 
 /// The progress callback's function.
-type ProgressFn = unsafe extern "C" fn(*mut c_void, fp_provision_step, u32, u64, *const c_char);
+pub(crate) type ProgressFn =
+    unsafe extern "C" fn(*mut c_void, fp_provision_step, u32, u64, *const c_char);
 /// The final callback's function.
-type DoneFn = unsafe extern "C" fn(*mut c_void, *const fp_provisioned, *const fp_error);
+pub(crate) type DoneFn = unsafe extern "C" fn(*mut c_void, *const fp_provisioned, *const fp_error);
 
-fn with_options(
+pub(crate) fn with_options(
     options: *mut fp_provision_options,
     f: impl FnOnce(&mut ProvisionOptions) -> Result<(), fp_result>,
 ) -> fp_result {
@@ -163,7 +197,13 @@ fn with_options(
 /// On success writes the new options to `*out` (free them with fp_provision_options_free()).
 /// Otherwise `*out` is untouched: `FP_ERR_NULL_ARGUMENT` (an argument is NULL),
 /// `FP_ERR_INVALID_UTF8`, `FP_ERR_INVALID_ARGUMENT` (template name not 1-36 characters of
-/// `[A-Za-z0-9_-]`, empty directory, or claim options without a certificate and key).
+/// `[A-Za-z0-9_-]`, empty directory, or claim options without a certificate and key, or
+/// whose PKCS#11 settings lack a module or key label).
+///
+/// The claim key may be a PEM key, a signer (fp_client_options_set_signer()) or a key in a
+/// PKCS#11 token (fp_client_options_set_pkcs11_module() and its siblings); the device key is
+/// set apart (fp_provision_options_set_key_type(),
+/// fp_provision_options_set_device_key_pkcs11(), fp_provision_options_set_device_key_signer()).
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_provision_options_new(
     claim: *const fp_client_options,
@@ -179,11 +219,12 @@ pub extern "C" fn fp_provision_options_new(
         let template = unsafe { str_arg(template_name) }?;
         let dir = unsafe { nonempty_str_arg(store_dir) }?;
         let template = TemplateName::new(template).map_err(|e| logged(&e))?;
-        // The claim key is a PEM key (a signer or PKCS#11 key is refused, as before).
-        if claim.cert.is_none() || !matches!(claim.key, Some(PrivateKey::Pem(_))) {
+        // The claim key: PEM, a signer or a PKCS#11 key, checked as fp_client_new() would.
+        if claim.cert.is_none() || claim.key.is_none() {
             return Err(FP_ERR_INVALID_ARGUMENT);
         }
-        let inner = ProvisionOptions::new(claim.options()?, template, dir);
+        let claim = claim.options()?.check().map_err(|e| logged(&e))?.into_options();
+        let inner = ProvisionOptions::new(claim, template, dir);
         // SAFETY: `out` was checked and is writable, per the header.
         unsafe { fp_provision_options { inner }.give(out) };
         Ok(())
@@ -221,7 +262,8 @@ pub extern "C" fn fp_provision_options_set_parameters(
     }
 }
 
-/// Chooses where the key comes from (see ::fp_key_type). Replaces a user CSR set before.
+/// Chooses where the key comes from (see ::fp_key_type). Replaces a user CSR, PKCS#11 key or
+/// signer set before.
 /// `FP_ERR_INVALID_ARGUMENT` for a value outside the enum.
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_provision_options_set_key_type(
@@ -374,12 +416,112 @@ pub extern "C" fn fp_provision_options_set_deadline_ms(
     }
 }
 
-fn progress_sink(callback: Arc<Callback<ProgressFn>>) -> fleetprov_core::provision::ProgressSink {
+/// Rotates a stored identity once less than `remaining_ms` is left until its certificate
+/// expires, instead of the default share of its lifetime (see
+/// fp_provision_options_set_rotate_before_percent()). 0 never rotates: the identity is reused
+/// until a minute before it expires, then provisioned anew with the claim.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_provision_options_set_rotate_before_ms(
+    options: *mut fp_provision_options,
+    remaining_ms: u64,
+) -> fp_result {
+    ffi_panic_boundary! {
+        with_options(options, |o| {
+            o.rotate_before = match remaining_ms {
+                0 => RotateBefore::Never,
+                ms => RotateBefore::Remaining(Duration::from_millis(ms)),
+            };
+            Ok(())
+        })
+    }
+}
+
+/// Rotates a stored identity once less than `percent` (1 to 100) of its certificate's
+/// lifetime (`notAfter - notBefore`) is left; 100 rotates on every call, 0 never rotates.
+/// The default is 33: the last third of the lifetime.
+///
+/// Rotating renews the identity with itself, not the claim: a connection with the stored
+/// certificate (client id as stored), the create call with a new key (see
+/// fp_provision_options_set_rotation_reuse_key()), RegisterThing through the rotation
+/// template (fp_provision_options_set_rotation_template()), the new files written, a
+/// connection with them, and only then `identity.json`, after which the old files are
+/// removed. The device's policy must allow the create and RegisterThing topics. If the
+/// stored identity is refused (TLS or CONNACK), the claim provisions anew; any other failure
+/// keeps and reuses the stored identity, which is still valid, and logs why at warning level.
+/// A certificate within a minute of its end is treated as expired and never rotated.
+/// `FP_ERR_INVALID_ARGUMENT` for a value over 100.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_provision_options_set_rotate_before_percent(
+    options: *mut fp_provision_options,
+    percent: u32,
+) -> fp_result {
+    ffi_panic_boundary! {
+        with_options(options, |o| {
+            o.rotate_before = match percent {
+                0 => RotateBefore::Never,
+                p @ 1..=100 => RotateBefore::PercentOfLifetime(p as u8),
+                _ => return Err(FP_ERR_INVALID_ARGUMENT),
+            };
+            Ok(())
+        })
+    }
+}
+
+/// The template RegisterThing uses when rotating (AWS's pattern: a second template that
+/// attaches the new certificate to the existing thing, allowed by the device policy and not
+/// by the claim's). NULL (the default): the provisioning template. The template parameters
+/// are those of fp_provision_options_set_parameters(). `FP_ERR_INVALID_ARGUMENT` for a name
+/// that is not 1-36 characters of `[A-Za-z0-9_-]`.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_provision_options_set_rotation_template(
+    options: *mut fp_provision_options,
+    template_name: *const c_char,
+) -> fp_result {
+    ffi_panic_boundary! {
+        with_options(options, |o| {
+            o.rotation_template = if template_name.is_null() {
+                None
+            } else {
+                // SAFETY: a NUL-terminated string, per the header.
+                let name = unsafe { str_arg(template_name) }?;
+                Some(TemplateName::new(name).map_err(|e| logged(&e))?)
+            };
+            Ok(())
+        })
+    }
+}
+
+/// Non-zero: a rotation asks for a certificate for the key in use (a CSR made with it)
+/// instead of a new key. 0 (the default): a new key, made as the first one was (see
+/// fp_provision_options_set_key_type(); with fp_provision_options_set_user_csr(), that CSR
+/// again).
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_provision_options_set_rotation_reuse_key(
+    options: *mut fp_provision_options,
+    reuse_key: c_int,
+) -> fp_result {
+    ffi_panic_boundary! {
+        with_options(options, |o| {
+            o.rotation_reuse_key = reuse_key != 0;
+            Ok(())
+        })
+    }
+}
+
+/// The progress callback as the core's sink. Each call holds `gate` while it runs, so the final
+/// callback (which takes it too) never overlaps a progress call still running after the run
+/// was cancelled.
+pub(crate) fn progress_sink(
+    callback: Arc<Callback<ProgressFn>>,
+    gate: Arc<std::sync::Mutex<()>>,
+) -> fleetprov_core::provision::ProgressSink {
     Arc::new(move |p: Progress| -> ProgressFuture {
         let callback = Arc::clone(&callback);
+        let gate = Arc::clone(&gate);
         Box::pin(async move {
             // On the blocking pool: a slow callback holds its own thread, not the I/O thread.
             let _ = tokio::task::spawn_blocking(move || {
+                let _gate = gate.lock().unwrap_or_else(|e| e.into_inner());
                 let detail = super::error::lossy_cstring(&p.detail);
                 let delay = u64::try_from(p.delay.as_millis()).unwrap_or(u64::MAX);
                 callback.invoke(|call, user_data| {
@@ -401,7 +543,10 @@ fn path_cstring(p: &std::path::Path) -> CString {
 /// the outcome. Returns at once.
 ///
 /// With a valid identity in the store (certificate and key that match, not expired, made for
-/// this endpoint) it connects with it to prove it and makes no claim connection. Otherwise:
+/// this endpoint) it connects with it to prove it and makes no claim connection; if its
+/// certificate is inside the rotation window (by default the last third of its lifetime) it
+/// rotates it instead, as the device (see fp_provision_options_set_rotate_before_percent()):
+/// `FP_STEP_ROTATING`, and fp_provisioned_rotated() is 1. Otherwise:
 /// claim connection, create (see fp_provision_options_set_key_type()), RegisterThing, the
 /// certificate and key written to the store (key file 0600, fsynced), disconnect, a
 /// connection with the new identity (client id: the thing name unless set) whose CONNACK
@@ -427,8 +572,8 @@ fn path_cstring(p: &std::path::Path) -> CString {
 /// `FP_ERR_NULL_ARGUMENT` (`options` or `callback` NULL), `FP_ERR_INVALID_ARGUMENT` (options
 /// that cannot work) or `FP_ERR_INTERNAL` (the library's thread cannot start).
 ///
-/// Nothing cancels a running fp_provision(): it ends by its deadline at the latest. A program
-/// that exits meanwhile should wait for the callback first.
+/// This form gives no handle: it ends by its deadline at the latest. To cancel a run, or to
+/// wait for it without a callback, start it with fp_provision_start() instead.
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_provision(
     options: *const fp_provision_options,
@@ -437,39 +582,36 @@ pub extern "C" fn fp_provision(
     user_data: *mut c_void,
 ) -> fp_result {
     ffi_result! {
-        // SAFETY: NULL or a live handle from fp_provision_options_new(), per the header.
-        let options = unsafe { fp_provision_options::try_ref(options) }?;
-        let callback = Callback::unreleased(callback.ok_or(FP_ERR_NULL_ARGUMENT)?, user_data);
-        let mut opts = options.inner.clone();
-        opts.progress = progress
-            .map(|p| progress_sink(Arc::new(Callback::unreleased(p, user_data))));
-        let opts = opts.check().map_err(|e| logged(&e))?;
-        let guard = runtime::acquire().map_err(|_| FP_ERR_INTERNAL)?;
-        // Process exit waits (bounded) for the release below, as for a client freed from
-        // its own callback.
-        runtime::deferred_release_started();
-        let handle = guard.handle().clone();
-        handle.spawn(async move {
-            // A panic in the core becomes an error, not a lost callback.
-            let result = match CatchUnwind(provision(opts)).await {
-                Ok(r) => r.map_err(fp_error::from),
-                Err(()) => Err(fp_error::new(
-                    FP_ERR_PANIC,
-                    "the library panicked while provisioning",
-                )),
-            };
-            let _ = tokio::task::spawn_blocking(move || deliver(callback, result)).await;
-            drop(guard);
-            runtime::deferred_release_finished();
-        });
-        Ok(())
+        let callback = callback.ok_or(FP_ERR_NULL_ARGUMENT)?;
+        super::provision_op::start(options, progress, Some(callback), user_data, |_| {})
     }
 }
 
-fn deliver(
-    callback: Callback<DoneFn>,
+/// Checks `options` and copies them for a run with these callbacks.
+pub(crate) fn run_options(
+    options: *const fp_provision_options,
+    progress: fp_provision_progress_callback,
+    user_data: *mut c_void,
+    gate: &Arc<std::sync::Mutex<()>>,
+) -> Result<ProvisionOptions, fp_result> {
+    // SAFETY: NULL or a live handle from fp_provision_options_new(), per the header.
+    let options = unsafe { fp_provision_options::try_ref(options) }?;
+    let mut opts = options.inner.clone();
+    opts.progress = progress.map(|p| {
+        progress_sink(
+            Arc::new(Callback::unreleased(p, user_data)),
+            Arc::clone(gate),
+        )
+    });
+    Ok(opts)
+}
+
+/// Builds the result, hands it to `callback` (if any) and returns it, for
+/// fp_provision_wait().
+pub(crate) fn deliver(
+    callback: Option<Callback<DoneFn>>,
     result: Result<fleetprov_core::provision::Provisioned, fp_error>,
-) {
+) -> Result<fp_provisioned, fp_error> {
     let owned = caught("preparing the result", || {
         result.map(|p| {
             let configuration: Vec<(CString, CString)> = p
@@ -491,7 +633,17 @@ fn deliver(
                 metadata_file: path_cstring(&p.files.metadata),
                 configuration,
                 entries: Vec::new(),
+                key_location: match p.key_location {
+                    KeyLocation::File => fp_key_location::FP_KEY_LOCATION_FILE,
+                    KeyLocation::Pkcs11 { .. } => fp_key_location::FP_KEY_LOCATION_PKCS11,
+                    KeyLocation::Signer => fp_key_location::FP_KEY_LOCATION_SIGNER,
+                },
                 reused: p.reused,
+                rotated: p.rotated,
+                previous_certificate_id: p
+                    .previous_certificate_id
+                    .as_deref()
+                    .map(super::error::lossy_cstring),
                 attempts: p.attempts,
                 abandoned: p
                     .abandoned_certificates
@@ -514,14 +666,18 @@ fn deliver(
         Ok(r) => (r as *const fp_provisioned, std::ptr::null()),
         Err(e) => (std::ptr::null(), e as *const fp_error),
     };
-    callback.invoke(|call, user_data| {
-        // SAFETY: callback and user_data were supplied together by the C caller; `owned`
-        // lives until after the call.
-        unsafe { call(user_data, r, e) }
-    });
+    if let Some(callback) = callback {
+        callback.invoke(|call, user_data| {
+            // SAFETY: callback and user_data were supplied together by the C caller; `owned`
+            // lives until after the call.
+            unsafe { call(user_data, r, e) }
+        });
+    }
+    owned
 }
 
-/// The result handed to the callback, which is running; `None` for NULL.
+/// The result handed to the callback, which is running (or kept by its operation); `None` for
+/// NULL.
 fn provisioned<'a>(result: *const fp_provisioned) -> Option<&'a fp_provisioned> {
     // SAFETY: NULL or the pointer handed to the callback, which is running, per the header.
     unsafe { fp_provisioned::try_ref(result) }.ok()
@@ -555,10 +711,20 @@ pub extern "C" fn fp_provisioned_certificate_file(result: *const fp_provisioned)
     ffi_panic_boundary! { str_of(result, |r| &r.certificate_file) }
 }
 
-/// Path of the stored private key (PEM, mode 0600). NULL only if `result` is NULL.
+/// Path of the stored private key (PEM, mode 0600); "" when the key is not a file (see
+/// fp_provisioned_key_location()). NULL only if `result` is NULL.
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_provisioned_private_key_file(result: *const fp_provisioned) -> *const c_char {
     ffi_panic_boundary! { str_of(result, |r| &r.private_key_file) }
+}
+
+/// Where the identity's private key is: `FP_KEY_LOCATION_FILE` (also when `result` is NULL),
+/// `FP_KEY_LOCATION_PKCS11` or `FP_KEY_LOCATION_SIGNER`.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_provisioned_key_location(result: *const fp_provisioned) -> fp_key_location {
+    ffi_panic_boundary! {
+        provisioned(result).map_or(fp_key_location::FP_KEY_LOCATION_FILE, |r| r.key_location)
+    }
 }
 
 /// Path of the store's `identity.json`. NULL only if `result` is NULL.
@@ -573,6 +739,29 @@ pub extern "C" fn fp_provisioned_metadata_file(result: *const fp_provisioned) ->
 pub extern "C" fn fp_provisioned_reused(result: *const fp_provisioned) -> c_int {
     ffi_panic_boundary! {
         c_int::from(provisioned(result).is_some_and(|r| r.reused))
+    }
+}
+
+/// 1 if the stored identity was rotated (renewed with itself; the certificate is new and no
+/// claim connection was made), 0 otherwise or if `result` is NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_provisioned_rotated(result: *const fp_provisioned) -> c_int {
+    ffi_panic_boundary! {
+        c_int::from(provisioned(result).is_some_and(|r| r.rotated))
+    }
+}
+
+/// When the identity was rotated: the id of the certificate it replaced (64 hex
+/// characters), still Active in the account: deactivate it once the device is known to use
+/// the new one. NULL if it was not rotated or `result` is NULL. Borrowed, as `result`.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_provisioned_previous_certificate_id(
+    result: *const fp_provisioned,
+) -> *const c_char {
+    ffi_panic_boundary! {
+        provisioned(result)
+            .and_then(|r| r.previous_certificate_id.as_ref())
+            .map_or(std::ptr::null(), |id| id.as_ptr())
     }
 }
 
@@ -653,7 +842,9 @@ mod tests {
         // SAFETY: claim is live.
         let c = unsafe { &mut *claim };
         c.cert = Some(fleetprov_core::client::Pem::file("c"));
-        c.key = Some(PrivateKey::Pem(fleetprov_core::client::Pem::file("k")));
+        c.key = Some(fleetprov_core::client::PrivateKey::Pem(
+            fleetprov_core::client::Pem::file("k"),
+        ));
         assert_eq!(
             fp_provision_options_new(claim, c"a/b".as_ptr(), d, &mut out),
             FP_ERR_INVALID_ARGUMENT
@@ -693,6 +884,30 @@ mod tests {
             fp_provision_options_set_deadline_ms(out, 0),
             FP_ERR_INVALID_ARGUMENT
         );
+        assert_eq!(
+            fp_provision_options_set_rotate_before_percent(out, 101),
+            FP_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            fp_provision_options_set_rotate_before_percent(out, 100),
+            FP_OK
+        );
+        assert_eq!(fp_provision_options_set_rotate_before_ms(out, 0), FP_OK);
+        assert_eq!(
+            fp_provision_options_set_rotation_template(out, c"a b".as_ptr()),
+            FP_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            fp_provision_options_set_rotation_template(out, c"Rotation".as_ptr()),
+            FP_OK
+        );
+        assert_eq!(
+            fp_provision_options_set_rotation_template(out, std::ptr::null()),
+            FP_OK
+        );
+        assert_eq!(fp_provision_options_set_rotation_reuse_key(out, 1), FP_OK);
+        assert_eq!(fp_provisioned_rotated(std::ptr::null()), 0);
+        assert!(fp_provisioned_previous_certificate_id(std::ptr::null()).is_null());
         assert_eq!(
             fp_provision(out, None, None, std::ptr::null_mut()),
             FP_ERR_NULL_ARGUMENT

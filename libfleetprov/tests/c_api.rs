@@ -146,7 +146,9 @@ fn c_test(name: &'static str) -> PathBuf {
     static LIFECYCLE: OnceLock<PathBuf> = OnceLock::new();
     static BAD_INPUT: OnceLock<PathBuf> = OnceLock::new();
     static NETWORK_FAULTS: OnceLock<PathBuf> = OnceLock::new();
+    static PROVISION_CANCEL: OnceLock<PathBuf> = OnceLock::new();
     let cell = match name {
+        "provision_cancel" => &PROVISION_CANCEL,
         "happy_path" => &HAPPY,
         "lifecycle" => &LIFECYCLE,
         "bad_input" => &BAD_INPUT,
@@ -168,6 +170,74 @@ fn demo() -> PathBuf {
 /// Runs a program with a hard time limit (coreutils `timeout`), so a hang fails the test
 /// instead of stalling it; in the checker modes, under the checker, failing on its findings.
 fn run(exe: &Path, args: &[String]) -> Output {
+    let (mut cmd, reports) = command(exe, args);
+    let out = cmd.output().unwrap();
+    finish(exe, args, out, &reports)
+}
+
+/// A program started as [`run`] starts it, with its stdout piped for the caller to read.
+struct Running {
+    child: std::process::Child,
+    reports: tempfile::TempDir,
+}
+
+fn spawn(exe: &Path, args: &[String]) -> Running {
+    let (mut cmd, reports) = command(exe, args);
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    Running { child, reports }
+}
+
+impl Running {
+    /// Reads stdout up to and including the first line containing `needle`; panics if the
+    /// program closes stdout first.
+    fn read_until(&mut self, needle: &str) -> String {
+        use std::io::Read;
+        let stdout = self.child.stdout.as_mut().unwrap();
+        let mut seen = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            let n = stdout.read(&mut byte).unwrap();
+            assert!(
+                n == 1,
+                "stdout ended before {needle:?}: {}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.push(byte[0]);
+            if byte[0] == b'\n'
+                && String::from_utf8_lossy(&seen)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .contains(needle)
+            {
+                return String::from_utf8_lossy(&seen).into_owned();
+            }
+        }
+    }
+
+    /// Sends `signal` to the program (through `timeout` and the checker, which pass it on).
+    fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn finish(self, exe: &Path, args: &[String]) -> Output {
+        let out = self.child.wait_with_output().unwrap();
+        finish(exe, args, out, &self.reports)
+    }
+}
+
+/// The command for `exe` in the current [`Mode`], and the directory for the checker's reports.
+fn command(exe: &Path, args: &[String]) -> (Command, tempfile::TempDir) {
     let mode = Mode::current();
     // Reports of the checkers go to files, so the programs' own stderr stays as asserted.
     let reports = tempfile::tempdir().unwrap();
@@ -200,7 +270,13 @@ fn run(exe: &Path, args: &[String]) -> Output {
                 ));
         }
     }
-    let out = cmd.arg(exe).args(args).output().unwrap();
+    cmd.arg(exe).args(args);
+    (cmd, reports)
+}
+
+/// Logs a finished run and fails on the checker's findings.
+fn finish(exe: &Path, args: &[String], out: Output, reports: &tempfile::TempDir) -> Output {
+    let mode = Mode::current();
     eprintln!(
         "$ {} {}\n--- stdout\n{}--- stderr\n{}--- status {:?}",
         exe.display(),
@@ -443,7 +519,13 @@ fn c_tests_compile_as_cpp() {
     if Mode::current().skips_header_checks() {
         return;
     }
-    for name in ["happy_path", "lifecycle", "bad_input", "network_faults"] {
+    for name in [
+        "happy_path",
+        "lifecycle",
+        "bad_input",
+        "network_faults",
+        "provision_cancel",
+    ] {
         build_program(
             &format!("{name}_cxx"),
             &[c_tests_dir().join(format!("{name}.c"))],
@@ -517,6 +599,51 @@ fn lifecycle_contract() {
     ] {
         assert!(text.contains(line), "missing {line:?}");
     }
+    drop(silent);
+}
+
+/// fp_provision_start(): a run cancelled at each step (connecting, creating, registering,
+/// saving, verifying) ends with FP_ERR_CANCELLED, its callback once, within 100 ms (scaled
+/// under a memory checker), leaving the previous identity or none; the blocking wait; the
+/// handle's rules. See tests/c/provision_cancel.c.
+#[test]
+fn provision_cancel_at_each_step() {
+    let env = Env::start();
+    let stores = tempfile::tempdir().unwrap();
+    // Accepts TCP connections and never answers: the TLS handshake stays pending.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let exe = c_test("provision_cancel");
+    let mut args = env.conn_args();
+    args.push(stores.path().display().to_string());
+    args.push(silent.local_addr().unwrap().port().to_string());
+    args.push((100 * Mode::current().time_scale()).to_string());
+    let out = run(&exe, &args);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    for step in [
+        "connecting",
+        "creating",
+        "registering",
+        "saving",
+        "verifying",
+    ] {
+        assert!(text.contains(&format!("cancel at {step} #1: ok")), "{text}");
+        assert!(
+            text.contains(&format!("cancel at {step} #1 with an identity: ok")),
+            "{text}"
+        );
+    }
+    for line in [
+        "null arguments: ok",
+        "cancel at connecting #2 with an identity: ok",
+        "cancelled first runs leave no identity: ok",
+        "cancelled forced runs keep the identity: ok",
+        "cancel from another thread while connecting: ok",
+        "free without cancel: ok",
+    ] {
+        assert!(text.contains(line), "missing {line:?}: {text}");
+    }
+    assert!(text.ends_with("provision_cancel: ok\n"), "{text}");
     drop(silent);
 }
 
@@ -770,6 +897,62 @@ fn store_file(dir: &Path, prefix: &str) -> PathBuf {
         .collect();
     assert_eq!(found.len(), 1, "{found:?}");
     found.into_iter().next().unwrap()
+}
+
+/// Ctrl-C with `--output_dir`: SIGINT at a step (the test waits for the demo's line for it;
+/// the emulator's fault keeps the run there) cancels the run through its handle: exit 8, the
+/// reason on stderr, the previous identity or none.
+#[test]
+fn demo_sigint_cancels_and_keeps_the_previous_identity_or_none() {
+    const SIGINT: i32 = 2;
+    const SIGTERM: i32 = 15;
+    let env = Env::start();
+    let exe = demo();
+    let work = tempfile::tempdir().unwrap();
+    let out_dir = work.path().join("identity");
+    let mut args = env.demo_args();
+    args.extend(strings(&[
+        "--template_name",
+        "FleetTemplate",
+        "--template_parameters",
+        r#"{"SerialNumber":"8","DeviceLocation":"Seattle"}"#,
+        "--output_dir",
+        out_dir.to_str().unwrap(),
+    ]));
+    let interrupted = |args: &[String], step: &str, signal: i32, name: &str| {
+        let mut demo = spawn(&exe, args);
+        let before = demo.read_until(&format!("] {step} ("));
+        demo.signal(signal);
+        let out = demo.finish(&exe, args);
+        let (text, err) = (before + &stdout(&out), stderr(&out));
+        assert_eq!(out.status.code(), Some(8), "{text}{err}");
+        assert!(
+            err.contains(&format!("interrupted by {name}: provisioning cancelled")),
+            "{err}"
+        );
+        assert!(!text.contains("Thing: "), "{text}");
+    };
+
+    // A first run, held at the create call (the service never answers): no identity after.
+    env.emulator.set_fault(Fault::Silent);
+    interrupted(&args, "creating", SIGINT, "SIGINT");
+    assert!(!out_dir.join("identity.json").exists());
+
+    env.emulator.set_fault(Fault::None);
+    let first = run(&exe, &args);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let cert = store_file(&out_dir, "certificate-");
+
+    // A forced run, held connecting (no CONNACK): the identity stays, and is reused after.
+    let mut forced = args.clone();
+    forced.push("--force".into());
+    env.emulator.set_fault(Fault::NoConnack);
+    interrupted(&forced, "connecting", SIGTERM, "SIGTERM");
+    env.emulator.set_fault(Fault::None);
+    assert_eq!(store_file(&out_dir, "certificate-"), cert);
+    let again = run(&exe, &args);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert!(stdout(&again).contains("Reused the stored identity"));
 }
 
 #[test]
@@ -1199,6 +1382,10 @@ fn demo_names_each_template_and_endpoint_mistake() {
         (
             &["--endpoint", "h.example/mqtt", "--template_name", "T"],
             &["--endpoint h.example/mqtt: drop the /mqtt"],
+        ),
+        (
+            &["--endpoint", "h", "--template_name", "T", "--rotate_before", "60"],
+            &["--rotate_before and --rotation_template need --output_dir"],
         ),
     ];
     for (args, needles) in cases {

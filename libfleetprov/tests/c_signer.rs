@@ -54,6 +54,10 @@ impl Env {
 
     /// Runs the program in `mode` with a hard time limit, so a hang fails the test.
     fn run(&self, mode: &str) -> Output {
+        self.run_with(mode, &[])
+    }
+
+    fn run_with(&self, mode: &str, extra: &[&Path]) -> Output {
         let e = &self.emulator;
         let out = Command::new("timeout")
             .args(["-k", "5", "120"])
@@ -64,6 +68,7 @@ impl Env {
             .arg(e.claim_cert_path())
             .arg(e.claim_key_path())
             .arg(mode)
+            .args(extra)
             .output()
             .unwrap();
         eprintln!(
@@ -127,4 +132,28 @@ fn c_failing_signers_give_fp_err_signer() {
 fn c_signer_test_compiles_as_cpp() {
     require_openssl();
     build(true);
+}
+
+#[test]
+fn c_provision_with_signer_keys_writes_no_key_and_reuses_with_the_signer() {
+    require_openssl();
+    let env = Env::start();
+    let store = env._state.path().join("identity");
+    let out = env.run_with("provision_device", &[&store]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let thing = "ThingPrefix_c-signer-device";
+    assert!(
+        text.contains(&format!(
+            "provisioned: {thing} reused=0 location=signer key_file=''\n\
+             provisioned: {thing} reused=1 location=signer key_file=''\n"
+        )),
+        "{text}"
+    );
+    assert!(text.ends_with("signer: ok\n"), "{text}");
+    let files: Vec<String> = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!files.iter().any(|f| f.contains("key")), "{files:?}");
 }

@@ -16,14 +16,25 @@ fn build_program(out: &Path) -> PathBuf {
 }
 
 fn run(exe: &Path, env: &Env, store: &Path, serial: &str, kill_at: &str) -> Output {
-    Command::new(exe)
-        .arg(env.emu.port().to_string())
+    command(exe, env, store, serial, kill_at).output().unwrap()
+}
+
+fn command(exe: &Path, env: &Env, store: &Path, serial: &str, kill_at: &str) -> Command {
+    let mut c = Command::new(exe);
+    c.arg(env.emu.port().to_string())
         .arg(env.emu.ca_path())
         .arg(env.emu.claim_cert_path())
         .arg(env.emu.claim_key_path())
         .arg(store)
         .arg(serial)
-        .arg(kill_at)
+        .arg(kill_at);
+    c
+}
+
+/// Runs with rotation on every run (the `rotate` argument).
+fn run_rotating(exe: &Path, env: &Env, store: &Path, serial: &str, kill_at: &str) -> Output {
+    command(exe, env, store, serial, kill_at)
+        .arg("rotate")
         .output()
         .unwrap()
 }
@@ -143,4 +154,85 @@ async fn the_key_file_is_private() {
     assert_eq!(dir_mode & 0o777, 0o700);
     // The key itself is never printed.
     assert!(!out.contains("PRIVATE KEY"));
+}
+
+/// The certificate id `identity.json` names, and its files.
+fn committed(store: &Path) -> (String, Vec<String>) {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.join("identity.json")).unwrap()).unwrap();
+    let files = ["certificateFile", "privateKeyFile"]
+        .iter()
+        .map(|k| m[*k].as_str().unwrap().to_owned())
+        .collect();
+    (m["certificateId"].as_str().unwrap().to_owned(), files)
+}
+
+fn line<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {out}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_any_step_of_a_rotation_leaves_the_old_identity_and_the_next_run_rotates() {
+    let emulator = Path::new(env!("CARGO_MANIFEST_DIR")).join("../emulator/templates");
+    let template = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(emulator.join(format!("{name}.json"))).unwrap())
+            .unwrap()
+    };
+    let templates = [
+        ("FleetTemplate", template("FleetTemplate")),
+        ("FleetRotationTemplate", template("FleetRotationTemplate")),
+    ];
+    // Ten-minute certificates; every run rotates (the window is the whole lifetime).
+    let env = Env::start_serving(&templates, |cfg, _| {
+        cfg.device_certificates.validity = Some(std::time::Duration::from_secs(600));
+    })
+    .await;
+    let exe = build_program(env.dir.path());
+    let store = env.dir.path().join("store");
+    let first = run(&exe, &env, &store, "rot-kill", "none");
+    assert!(first.status.success(), "{}", stdout(&first));
+    assert_eq!(env.emu.throttle().claim_connections(), 1);
+    for step in [
+        "rotating",
+        "connecting",
+        "creating",
+        "registering",
+        "saving",
+        "verifying",
+    ] {
+        let (before, files) = committed(&store);
+        let killed = run_rotating(&exe, &env, &store, "rot-kill", step);
+        let out = stdout(&killed);
+        assert_eq!(killed.status.signal(), Some(9), "{step}: {out}");
+        assert!(out.contains("step rotating"), "{step}: {out}");
+        // The old identity, whole and still committed.
+        assert_eq!(committed(&store), (before.clone(), files.clone()), "{step}");
+        for f in &files {
+            assert!(store.join(f).is_file(), "{step}: {f} is gone");
+        }
+        let next = run_rotating(&exe, &env, &store, "rot-kill", "none");
+        let out = stdout(&next);
+        assert!(next.status.success(), "{step}: {out}");
+        assert!(out.contains("reused=0 rotated=1"), "{step}: {out}");
+        assert_eq!(line(&out, "previous="), before, "{step}");
+        let (after, new_files) = committed(&store);
+        assert_eq!(line(&out, "certificate="), after);
+        assert_ne!(after, before);
+        // Only the new identity's files are left.
+        let mut expected = vec!["identity.json".to_owned()];
+        expected.extend(new_files);
+        expected.sort();
+        assert_eq!(names(&store), expected, "{step}");
+        let thing = env
+            .emu
+            .service()
+            .registry()
+            .thing(line(&out, "thing=").split(' ').next().unwrap())
+            .unwrap();
+        assert!(thing.certificate_ids.contains(&after), "{step}");
+    }
+    // Rotations, killed or not, never used the claim.
+    assert_eq!(env.emu.throttle().claim_connections(), 1);
 }

@@ -83,7 +83,7 @@ pub fn any_template_policy(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("claim-policy-any-template.json");
     std::fs::write(
         &path,
-        fleetprov_emulator::policy::store::ANY_TEMPLATE_CLAIM_POLICY,
+        fleetprov_emulator::access::store::ANY_TEMPLATE_CLAIM_POLICY,
     )
     .unwrap();
     path

@@ -6,6 +6,7 @@
 //!   connection for the emulator's own tests;
 //! - [`hostile`]: a scripted TLS broker that answers with raw bytes, for protocol faults;
 //! - [`mosquitto`]: Debian's mosquitto broker with the emulator's CA, for responder mode;
+//! - [`softhsm`]: SoftHSM2 tokens holding the claim key, for keys in a PKCS#11 token;
 //! - [`cprog`]: where the C library of this build is, and one recipe that compiles and links a
 //!   C program against it.
 
@@ -17,6 +18,7 @@ pub mod emulator_clients;
 pub mod env;
 pub mod hostile;
 pub mod mosquitto;
+pub mod softhsm;
 
 /// Fails the calling test for want of a tool it needs: such a test is never counted as passed
 /// without having run. `make test-deps` installs every tool the suites use.

@@ -45,6 +45,7 @@ function load(handlers) {
   koffi.opaque('fp_error');
   koffi.opaque('fp_provision_options');
   koffi.opaque('fp_provisioned');
+  koffi.opaque('fp_provision_op');
   koffi.struct('fp_create_keys_response', {
     certificate_id: 'const char *',
     certificate_pem: 'const char *',
@@ -127,6 +128,14 @@ function load(handlers) {
       templateName: setter('template_name', 'const char *v'),
     },
     setProxy: setter('proxy', 'const char *host, uint16_t port'),
+    // A key in a PKCS#11 token (the PIN as NUL-terminated bytes, wiped after the call).
+    pkcs11: {
+      module: setter('pkcs11_module', 'const char *v'),
+      keyLabel: setter('pkcs11_key_label', 'const char *v'),
+      tokenLabel: setter('pkcs11_token_label', 'const char *v'),
+      slotId: setter('pkcs11_slot_id', 'uint64_t v'),
+      pin: setter('pkcs11_pin', 'const uint8_t *v'),
+    },
     clientNew: f('int fp_client_new(const fp_client_options *o, _Out_ fp_client **out)'),
     clientConnect: f('int fp_client_connect(fp_client *c, fp_lifecycle_callback *cb, intptr_t id)'),
     clientDisconnect: f('int fp_client_disconnect(fp_client *c)'),
@@ -151,10 +160,19 @@ function load(handlers) {
       maxAttempts: f('int fp_provision_options_set_max_attempts(fp_provision_options *o, uint32_t v)'),
       backoffMs: f('int fp_provision_options_set_backoff_ms(fp_provision_options *o, uint32_t base_ms, uint32_t max_ms)'),
       deadlineMs: f('int fp_provision_options_set_deadline_ms(fp_provision_options *o, uint32_t v)'),
+      rotateBeforePercent: f('int fp_provision_options_set_rotate_before_percent(fp_provision_options *o, uint32_t v)'),
+      rotateBeforeMs: f('int fp_provision_options_set_rotate_before_ms(fp_provision_options *o, uint64_t v)'),
+      rotationTemplate: f('int fp_provision_options_set_rotation_template(fp_provision_options *o, const char *v)'),
+      rotationReuseKey: f('int fp_provision_options_set_rotation_reuse_key(fp_provision_options *o, int v)'),
+      devicePkcs11: f(
+        'int fp_provision_options_set_device_key_pkcs11(fp_provision_options *o, const fp_client_options *token, int key_type, int store_certificate)',
+      ),
     },
-    provision: f(
-      'int fp_provision(const fp_provision_options *o, fp_provision_progress_callback *progress, fp_provision_callback *cb, intptr_t id)',
+    provisionStart: f(
+      'int fp_provision_start(const fp_provision_options *o, fp_provision_progress_callback *progress, fp_provision_callback *cb, intptr_t id, _Out_ fp_provision_op **out)',
     ),
+    provisionCancel: f('int fp_provision_cancel(const fp_provision_op *op)'),
+    provisionOpFree: f('void fp_provision_op_free(fp_provision_op *op)'),
     provisioned: {
       thingName: f('const char *fp_provisioned_thing_name(const fp_provisioned *r)'),
       certificateId: f('const char *fp_provisioned_certificate_id(const fp_provisioned *r)'),
@@ -163,6 +181,8 @@ function load(handlers) {
       privateKeyFile: f('const char *fp_provisioned_private_key_file(const fp_provisioned *r)'),
       metadataFile: f('const char *fp_provisioned_metadata_file(const fp_provisioned *r)'),
       reused: f('int fp_provisioned_reused(const fp_provisioned *r)'),
+      rotated: f('int fp_provisioned_rotated(const fp_provisioned *r)'),
+      previousCertificateId: f('const char *fp_provisioned_previous_certificate_id(const fp_provisioned *r)'),
       attempts: f('uint32_t fp_provisioned_attempts(const fp_provisioned *r)'),
       abandonedLen: f('size_t fp_provisioned_abandoned_certificate_count(const fp_provisioned *r)'),
       abandonedAt: f('const char *fp_provisioned_abandoned_certificate_at(const fp_provisioned *r, size_t i)'),
@@ -227,6 +247,8 @@ function load(handlers) {
       privateKeyFile: p.privateKeyFile(r),
       metadataFile: p.metadataFile(r),
       reused: p.reused(r) !== 0,
+      rotated: p.rotated(r) !== 0,
+      previousCertificateId: p.previousCertificateId(r),
       attempts: Number(p.attempts(r)),
       abandonedCertificates,
       deviceConfiguration,

@@ -1,6 +1,6 @@
 'use strict';
-// provision() (fp_provision()) against the emulator: both flows, reuse, a rejection, CBOR,
-// abort.
+// provision() (fp_provision_start()) against the emulator: both flows, reuse, a rejection,
+// CBOR, abort.
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const os = require('node:os');
@@ -100,6 +100,36 @@ test('provision: the CSR flow, then reuse, then force', { skip }, async () => {
   await drained(5_000);
 });
 
+test('provision: rotation renews the stored identity with itself, not the claim', { skip }, async () => {
+  const opts = options(emulator, 'node-rot');
+  const first = await fp.provision(opts);
+  assert.equal(first.rotated, false);
+  assert.equal(first.previousCertificateId, null);
+  const steps = [];
+  // A window of the whole lifetime: due at once (the sample template's policy allows it).
+  const rotated = await fp.provision(
+    { ...opts, rotateBeforePercent: 100 },
+    { onProgress: (e) => steps.push(e) },
+  );
+  assert.equal(rotated.rotated, true);
+  assert.equal(rotated.reused, false);
+  assert.equal(rotated.previousCertificateId, first.certificateId);
+  assert.notEqual(rotated.certificateId, first.certificateId);
+  assert.equal(rotated.thingName, first.thingName);
+  assert.ok(steps.some((e) => e.step === 'rotating' && e.detail.startsWith(first.thingName)));
+  assert.ok(!steps.some((e) => e.step === 'connecting' && e.detail === 'claim'), JSON.stringify(steps));
+  checkIdentity(rotated, opts.storeDir, 'PRIVATE KEY');
+  // Rotation off: reused.
+  const kept = await fp.provision({ ...opts, rotateBeforeMs: 0 });
+  assert.equal(kept.reused, true);
+  assert.equal(kept.certificateId, rotated.certificateId);
+  await assert.rejects(fp.provision({ ...opts, rotateBeforePercent: 101 }), (e) => {
+    assert.equal(e.code, 'FP_ERR_INVALID_ARGUMENT');
+    return true;
+  });
+  await drained(5_000);
+});
+
 test('provision: the keys flow (CreateKeysAndCertificate) over MQTT 3.1.1', { skip }, async () => {
   const opts = options(emulator, 'node-p2', { keyType: 'service' });
   opts.claim.mqttVersion = 3;
@@ -155,11 +185,11 @@ test('provision: CBOR, under a claim policy that allows only the CBOR topics', {
   await drained(5_000);
 });
 
-test('provision: aborting rejects at once; the run ends by its deadline in the background', { skip }, async () => {
+test('provision: aborting cancels the run; it ends at once', { skip }, async () => {
   const link = await startLink(emulator.port);
   link.stall(); // TCP is accepted, the TLS handshake never arrives
   try {
-    const opts = options(emulator, 'node-abort', { deadlineMs: 2_000 });
+    const opts = options(emulator, 'node-abort', { deadlineMs: 3_600_000 });
     opts.claim.port = link.port;
     const controller = new AbortController();
     let aborted = false;
@@ -184,8 +214,8 @@ test('provision: aborting rejects at once; the run ends by its deadline in the b
       return true;
     });
     assert.ok(Date.now() - t0 < 1_000, `rejected after ${Date.now() - t0} ms`);
-    assert.equal(fp.pendingCallbacks(), 1, 'the run still owes its callback');
-    await drained(20_000); // the 2 s deadline ends it
+    // The run has ended (an hour-long deadline: only the cancellation could end it).
+    assert.equal(fp.pendingCallbacks(), 0, 'the run still owes its callback');
     assert.equal(late, 0, 'onProgress called after the abort');
 
     // An already aborted signal: nothing starts.
@@ -194,4 +224,28 @@ test('provision: aborting rejects at once; the run ends by its deadline in the b
   } finally {
     await link.close();
   }
+});
+
+test('provision: a forced run aborted at each step keeps the stored identity', { skip }, async () => {
+  const opts = options(emulator, 'node-keep');
+  const first = await fp.provision(opts);
+  for (const step of ['connecting', 'creating', 'registering', 'saving', 'verifying']) {
+    const controller = new AbortController();
+    const run = fp.provision(
+      { ...opts, force: true },
+      {
+        signal: controller.signal,
+        onProgress: (e) => {
+          if (e.step === step) {
+            controller.abort(new Error(step));
+          }
+        },
+      },
+    );
+    await assert.rejects(run, (e) => e instanceof fp.AbortError && e.code === 'FP_ERR_CANCELLED');
+    const again = await fp.provision(opts);
+    assert.equal(again.reused, true, step);
+    assert.equal(again.certificateId, first.certificateId, step);
+  }
+  await drained(5_000);
 });

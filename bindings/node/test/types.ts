@@ -11,6 +11,7 @@ import {
   provision as provisionOnce,
   type ProgressEvent,
   type ProvisionOptions,
+  type Pkcs11Key,
   type Provisioned,
   type Certificate,
   type KeysAndCertificate,
@@ -61,6 +62,23 @@ export async function provision(csr: string | undefined): Promise<string> {
   }
 }
 
+export function inToken(): ProvisionOptions {
+  const token: Pkcs11Key = {
+    module: '/usr/lib/softhsm/libsofthsm2.so',
+    keyLabel: 'claim',
+    pin: Buffer.from('1234'),
+    tokenLabel: 'device',
+    slotId: 0n,
+  };
+  return {
+    claim: { endpoint: 'localhost', certFile: 'claim-cert.pem', pkcs11: token },
+    templateName: 'FleetTemplate',
+    storeDir: '/var/lib/device/identity',
+    keyType: 'ecP384',
+    devicePkcs11: { ...token, keyLabel: 'device', pin: '1234' },
+  };
+}
+
 export async function once(signal: AbortSignal): Promise<string> {
   const options: ProvisionOptions = {
     claim: { endpoint: 'localhost', certFile: 'claim-cert.pem', keyFile: 'claim-key.pem', payloadFormat: 'cbor' },
@@ -74,6 +92,10 @@ export async function once(signal: AbortSignal): Promise<string> {
     backoffMs: 100,
     maxBackoffMs: 1000,
     deadlineMs: 60_000,
+    rotateBeforePercent: 33,
+    rotateBeforeMs: 3_600_000,
+    rotationTemplate: 'FleetRotationTemplate',
+    rotationReuseKey: false,
   };
   const steps: string[] = [];
   try {
@@ -82,7 +104,9 @@ export async function once(signal: AbortSignal): Promise<string> {
       onProgress: (e: ProgressEvent) => steps.push(`${e.step} ${e.attempt} ${e.delayMs} ${e.detail}`),
     });
     const reused: boolean = result.reused;
-    return `${result.thingName} ${result.privateKeyFile} ${reused} ${result.attempts}`;
+    const rotated: boolean = result.rotated;
+    const previous: string | null = result.previousCertificateId;
+    return `${result.thingName} ${result.privateKeyFile} ${reused} ${rotated} ${previous} ${result.attempts}`;
   } catch (e) {
     if (e instanceof AbortError || e instanceof RejectedError) {
       return e.code;

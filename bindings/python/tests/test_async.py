@@ -77,8 +77,8 @@ def test_client_both_flows(emulator: Emulator, serial: str) -> None:
 
 
 def test_cancellation_is_prompt(emulator: Emulator, silent_server: int, tmp_path: Path) -> None:
-    """A cancelled provision() raises CancelledError at once; the library's run ends in the
-    background by its deadline and its result is discarded."""
+    """A cancelled provision() raises CancelledError at once, and the library's run is
+    cancelled too: it ends at once (an hour-long deadline could not end it)."""
 
     async def main() -> float:
         started = asyncio.Event()
@@ -86,7 +86,7 @@ def test_cancellation_is_prompt(emulator: Emulator, silent_server: int, tmp_path
             fleetprov.aio.provision(
                 **emulator.claim(port=silent_server), template_name="FleetTemplate",
                 output_dir=tmp_path / "s", on_progress=lambda e: started.set(),
-                retry=fleetprov.RetryPolicy(deadline=2.0),
+                retry=fleetprov.RetryPolicy(deadline=3600.0), connect_timeout=3600.0,
             )
         )
         await asyncio.wait_for(started.wait(), 10)
@@ -97,8 +97,55 @@ def test_cancellation_is_prompt(emulator: Emulator, silent_server: int, tmp_path
         return time.monotonic() - t0
 
     assert asyncio.run(main()) < 0.25
-    wait_for_background_runs(10)
+    wait_for_background_runs(2)
     assert not (tmp_path / "s" / "identity.json").exists()
+
+
+def test_wait_for_timeout_cancels_the_run(emulator: Emulator, silent_server: int, tmp_path: Path) -> None:
+    async def main() -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(
+                fleetprov.aio.provision(
+                    **emulator.claim(port=silent_server), template_name="FleetTemplate",
+                    output_dir=tmp_path / "s", retry=fleetprov.RetryPolicy(deadline=3600.0),
+                    connect_timeout=3600.0,
+                ),
+                0.3,
+            )
+
+    asyncio.run(main())
+    wait_for_background_runs(2)
+
+
+def test_a_cancelled_forced_run_keeps_the_identity(
+    emulator: Emulator, serial: str, silent_server: int, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        store = tmp_path / "s"
+        first = await fleetprov.aio.provision(
+            **emulator.claim(), template_name="FleetTemplate", parameters=params(serial),
+            output_dir=store,
+        )
+        started = asyncio.Event()
+        task = asyncio.ensure_future(
+            fleetprov.aio.provision(
+                **emulator.claim(port=silent_server), template_name="FleetTemplate",
+                parameters=params(serial), output_dir=store, force=True,
+                on_progress=lambda e: started.set(), connect_timeout=3600.0,
+            )
+        )
+        await asyncio.wait_for(started.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        again = await fleetprov.aio.provision(
+            **emulator.claim(), template_name="FleetTemplate", parameters=params(serial),
+            output_dir=store,
+        )
+        assert again.reused and again.certificate_id == first.certificate_id
+
+    asyncio.run(main())
+    wait_for_background_runs(2)
 
 
 def test_timeout(emulator: Emulator, silent_server: int, tmp_path: Path) -> None:
@@ -142,9 +189,9 @@ def test_late_result_of_a_cancelled_call_is_wiped() -> None:
 
 
 def test_exit_right_after_a_cancelled_run(emulator: Emulator, silent_server: int, tmp_path: Path) -> None:
-    """A program that cancels a run and exits at once: the interpreter waits for the run's
-    end (its deadline) before it goes away, so no library thread calls into a finalized
-    interpreter; the exit is clean."""
+    """A program that cancels a run and exits at once: the run is cancelled and the
+    interpreter waits for its end before it goes away, so no library thread calls into a
+    finalized interpreter; the exit is clean."""
     import subprocess
     import sys
     import textwrap

@@ -73,6 +73,25 @@ def test_output_dir_provisions_then_reuses(emulator: Emulator, serial: str, tmp_
     assert cert_line and cert_line[0] in second.stdout
 
 
+def test_output_dir_rotates_with_rotate_before(emulator: Emulator, serial: str, tmp_path: Path) -> None:
+    args = [*emulator.cli_args(), "--template_name", "FleetTemplate",
+            "--template_parameters", PARAMS.format(serial), "--output_dir", str(tmp_path / "id")]
+    first = run(args)
+    assert first.returncode == 0, first.stderr
+    cert_line = [l for l in first.stdout.splitlines() if l.startswith("Certificate id: ")]
+    assert cert_line
+    # The emulator's certificates last until 2049: a window of 31 years is entered at once.
+    rotated = run([*args, "--rotate_before", "1000000000"])
+    assert rotated.returncode == 0, rotated.stderr
+    out = rotated.stdout
+    assert "[attempt 1] rotating (ThingPrefix_" in out
+    assert "Rotated the stored identity without the claim" in out
+    assert "(claim)" not in out
+    assert f"Replaced certificate id: {cert_line[0].split(': ')[1]}" in out
+    assert cert_line[0] not in out
+    assert run([*args[:-2], "--rotate_before", "60"]).returncode == 2
+
+
 def test_rejection_exit_4(emulator: Emulator) -> None:
     done = run([*emulator.cli_args(), "--template_name", "NoSuchTemplate",
                 "--template_parameters", PARAMS.format("x")])

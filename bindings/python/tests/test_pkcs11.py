@@ -1,5 +1,6 @@
-"""The claim key in a PKCS#11 token (SoftHSM2): provision() in this process, the CLI's
---pkcs11_lib flags in a subprocess, and a wrong PIN refused.
+"""Keys in a PKCS#11 token (SoftHSM2): provision() with the claim key in the token and with
+the device key kept there, the CLI's --pkcs11_lib flags in a subprocess (with --output_dir the
+device key in the token), and a wrong PIN refused.
 
 Without SoftHSM2 (apt-get install softhsm2) these tests are skipped, except under CI, where
 its absence fails them."""
@@ -83,13 +84,47 @@ def test_client_with_claim_key_in_token(emulator: Emulator, hsm: Hsm, serial: st
         assert thing.thing_name == f"ThingPrefix_{serial}-csr"
 
 
-def test_provision_refuses_a_pkcs11_claim_key_clearly(emulator: Emulator, hsm: Hsm, tmp_path: Path) -> None:
+def test_provision_with_claim_key_in_token_then_reuse(
+    emulator: Emulator, hsm: Hsm, serial: str, tmp_path: Path
+) -> None:
     claim = emulator.claim()
     del claim["key_file"]
-    with pytest.raises(fleetprov.InvalidArgumentError, match="PKCS#11 claim key"):
+    key = fleetprov.Pkcs11Key(module=hsm.module, key_label="claim", pin=PIN, token_label=TOKEN)
+    store = tmp_path / "s"
+    first = fleetprov.provision(
+        **claim, pkcs11=key, template_name="FleetTemplate", output_dir=store, parameters=params(serial)
+    )
+    assert not first.reused and first.thing_name == f"ThingPrefix_{serial}"
+    assert Path(first.private_key_file).is_file() and first.key_location == "file"
+    again = fleetprov.provision(
+        **claim, pkcs11=key, template_name="FleetTemplate", output_dir=store, parameters=params(serial)
+    )
+    assert again.reused and again.certificate_id == first.certificate_id
+
+
+def test_provision_keeps_the_device_key_in_the_token(
+    emulator: Emulator, hsm: Hsm, serial: str, tmp_path: Path
+) -> None:
+    claim = emulator.claim()
+    device = fleetprov.Pkcs11Key(module=hsm.module, key_label=f"device-{serial}", pin=PIN, token_label=TOKEN)
+    store = tmp_path / "s"
+    first = fleetprov.provision(
+        **claim, device_pkcs11=device, template_name="FleetTemplate", output_dir=store,
+        parameters=params(serial),
+    )
+    assert not first.reused and first.private_key_file == "" and first.key_location == "pkcs11"
+    assert not any("key" in p.name for p in store.iterdir())
+    metadata = Path(first.metadata_file).read_text()
+    assert '"kind": "pkcs11"' in metadata and PIN not in metadata
+    again = fleetprov.provision(
+        **claim, device_pkcs11=device, template_name="FleetTemplate", output_dir=store,
+        parameters=params(serial),
+    )
+    assert again.reused and again.certificate_id == first.certificate_id
+    with pytest.raises(fleetprov.InvalidArgumentError, match="SERVICE"):
         fleetprov.provision(
-            **claim, pkcs11=fleetprov.Pkcs11Key(module=hsm.module, key_label="claim", pin=PIN),
-            template_name="FleetTemplate", output_dir=tmp_path / "s",
+            **claim, device_pkcs11=device, key_type=fleetprov.KeyType.SERVICE,
+            template_name="FleetTemplate", output_dir=store,
         )
 
 
@@ -116,9 +151,19 @@ def test_cli_pkcs11_flags_both_flows(emulator: Emulator, hsm: Hsm, serial: str, 
                                f'{{"SerialNumber":"{serial}-2","DeviceLocation":"Seattle"}}'])
     assert done.returncode == 0, done.stderr
     assert f"Thing registered: ThingPrefix_{serial}-2" in done.stdout
-    done = cli(emulator, hsm, ["--pin", PIN, "--output_dir", str(tmp_path / "id")])
+    # With --output_dir the device key is made in the token too, and the next run reuses it.
+    store = ["--pin", PIN, "--output_dir", str(tmp_path / "id"), "--device_key_label", f"cli-{serial}",
+             "--template_parameters", f'{{"SerialNumber":"{serial}-3","DeviceLocation":"Seattle"}}']
+    done = cli(emulator, hsm, store)
+    assert done.returncode == 0, done.stderr
+    assert "the private key stays in the PKCS#11 token" in done.stdout
+    assert not any("key" in p.name for p in (tmp_path / "id").iterdir())
+    done = cli(emulator, hsm, store)
+    assert done.returncode == 0, done.stderr
+    assert "Reused the stored identity" in done.stdout
+    done = cli(emulator, hsm, [*store, "--key_type", "service"])
     assert done.returncode == 2
-    assert "--pkcs11_lib and --output_dir do not mix" in done.stderr
+    assert "--key_type service gives a key in a file" in done.stderr
 
 
 def test_cli_wrong_pin(emulator: Emulator, hsm: Hsm) -> None:

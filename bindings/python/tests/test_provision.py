@@ -65,6 +65,33 @@ def test_csr_flow_then_reuse(emulator: Emulator, serial: str, tmp_path: Path) ->
     assert all(e.detail != "claim" for e in events), "a reuse made a claim connection"
 
 
+def test_rotation_renews_the_identity_with_itself(emulator: Emulator, serial: str, tmp_path: Path) -> None:
+    store = tmp_path / "identity"
+    common = dict(template_name="FleetTemplate", parameters=params(serial), output_dir=store)
+    first = fleetprov.provision(**emulator.claim(), **common)  # type: ignore[arg-type]
+    assert not first.rotated and first.previous_certificate_id is None
+    events: List[fleetprov.Progress] = []
+    # The whole lifetime as the window: due at once (the sample template's policy allows it).
+    rotated = fleetprov.provision(
+        **emulator.claim(),
+        **common,  # type: ignore[arg-type]
+        rotate_before_percent=100,
+        rotation_reuse_key=True,
+        on_progress=events.append,
+    )
+    assert rotated.rotated and not rotated.reused
+    assert rotated.previous_certificate_id == first.certificate_id
+    assert rotated.certificate_id != first.certificate_id
+    assert rotated.thing_name == first.thing_name
+    assert events[0].step == fleetprov.Step.ROTATING
+    assert events[1].step == fleetprov.Step.CONNECTING and events[1].detail == "device"
+    assert all(e.detail != "claim" for e in events), "a rotation made a claim connection"
+    kept = fleetprov.provision(**emulator.claim(), **common, rotate_before=0)  # type: ignore[arg-type]
+    assert kept.reused and kept.certificate_id == rotated.certificate_id
+    with pytest.raises(fleetprov.InvalidArgumentError):
+        fleetprov.provision(**emulator.claim(), **common, rotate_before_percent=101)  # type: ignore[arg-type]
+
+
 def test_keys_flow_service_key(emulator: Emulator, serial: str, tmp_path: Path) -> None:
     events: List[fleetprov.Progress] = []
     result = fleetprov.provision(
@@ -161,3 +188,30 @@ def test_sync_timeout(emulator: Emulator, silent_server: int, tmp_path: Path) ->
     assert isinstance(info.value, TimeoutError)
     # The library's own deadline ended the run: its message names the step.
     assert "deadline" in str(info.value) and "connecting (claim)" in str(info.value)
+
+
+def test_sync_exception_from_on_progress_cancels_the_run(
+    emulator: Emulator, silent_server: int, tmp_path: Path
+) -> None:
+    """An exception out of the wait (here from on_progress; Ctrl-C's KeyboardInterrupt takes
+    the same path) cancels the run: it ends at once despite its hour-long deadline."""
+    import time
+
+    from test_async import wait_for_background_runs
+
+    class Stop(Exception):
+        pass
+
+    def stop(event: fleetprov.Progress) -> None:
+        raise Stop(event.step.name)
+
+    with pytest.raises(Stop):
+        fleetprov.provision(
+            **emulator.claim(port=silent_server), template_name="FleetTemplate",
+            output_dir=tmp_path / "s", on_progress=stop,
+            retry=fleetprov.RetryPolicy(deadline=3600.0), connect_timeout=3600.0,
+        )
+    t0 = time.monotonic()
+    wait_for_background_runs(2)
+    assert time.monotonic() - t0 < 2
+    assert not (tmp_path / "s" / "identity.json").exists()

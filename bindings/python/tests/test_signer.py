@@ -103,7 +103,7 @@ def test_bad_signer_input(emulator: Emulator, tmp_path: Path) -> None:
     signer = fleetprov.Signer(emulator.claim_cert.read_text(), lambda s, m, d: b"")
     with pytest.raises(fleetprov.InvalidArgumentError, match="one private key"):
         fleetprov.Client(**emulator.claim(signer=signer))
-    with pytest.raises(fleetprov.InvalidArgumentError, match="cannot take a Signer"):
+    with pytest.raises(fleetprov.InvalidArgumentError, match="cannot take a Signer for the claim key in this package"):
         fleetprov._core.ProvisionConfig(
             fleetprov._core.ConnectionConfig(endpoint="localhost", signer=signer),
             template_name="FleetTemplate", output_dir=tmp_path,

@@ -3,7 +3,6 @@
 //! A connection owns its buffers, deadlines and in-flight provisioning requests; the endpoint's
 //! shared state (sessions, fault, backend) is reached through [`Shared`].
 
-use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -23,11 +22,12 @@ use super::codec::{
     self, ConnCode, DecodeError, Delivery, Incoming, Outgoing, Peek, PubAckCode, Reason, SubCode,
     SubFilter, UnsubCode, Version, Will,
 };
+use super::outbound::Outbound;
 use super::{
     lock, stopped, topic, Access, Control, Fault, Kick, Shared, Sub, MAX_PAYLOAD, MAX_REMAINING,
     STOP_GRACE,
 };
-use crate::policy::store::Authorizer;
+use crate::access::store::Authorizer;
 use crate::policy::{Action, Decision};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -92,10 +92,7 @@ pub(super) async fn serve_connection(
         access,
         cert_der,
         authz: Authorizer::allow_all(),
-        next_pkid: 0,
-        receive_max: usize::MAX,
-        in_flight: HashSet::new(),
-        held: VecDeque::new(),
+        outbound: Outbound::new(),
         client_max_packet: usize::MAX,
         requests: JoinSet::new(),
     };
@@ -159,15 +156,8 @@ struct Conn {
     cert_der: Vec<u8>,
     /// The connection's policies; set once CONNECT is read.
     authz: Authorizer,
-    next_pkid: u16,
-    /// MQTT 5 Receive Maximum: QoS 1 deliveries the client takes unacknowledged at once.
-    receive_max: usize,
-    /// Packet ids of QoS 1 deliveries not yet acknowledged.
-    in_flight: HashSet<u16>,
-    /// QoS 1 deliveries waiting for room under the Receive Maximum.
-    /// QoS 1 deliveries waiting for room under the client's Receive Maximum, with the time
-    /// they started waiting (it counts against their Message Expiry Interval).
-    held: VecDeque<(Delivery, Instant)>,
+    /// QoS 1 deliveries: packet ids, the Receive Maximum, those held for room.
+    outbound: Outbound,
     client_max_packet: usize,
     requests: JoinSet<Option<Reply>>,
 }
@@ -239,8 +229,7 @@ impl Conn {
             self.client_max_packet = usize::try_from(max).unwrap_or(usize::MAX);
         }
         if let Some(max) = connect.receive_max {
-            // 0 is a protocol error; taken as 1 rather than holding every delivery forever.
-            self.receive_max = usize::from(max.max(1));
+            self.outbound.set_receive_max(max);
         }
 
         let (tx, mut rx) = mpsc::channel(QUEUE_LEN);
@@ -296,7 +285,7 @@ impl Conn {
                 },
                 // Held deliveries are bounded like the queue: while they are full, the queue
                 // fills and publishers drop this connection as too slow.
-                Some(msg) = rx.recv(), if self.held.len() < QUEUE_LEN => {
+                Some(msg) = rx.recv(), if self.outbound.held() < QUEUE_LEN => {
                     if self.may_receive(&msg.topic) {
                         self.publish_out(&msg.topic, msg.payload, msg.qos, msg.properties);
                     }
@@ -471,15 +460,8 @@ impl Conn {
             // Deliveries are not retransmitted (clean sessions only); an ack makes room under
             // the client's Receive Maximum.
             Incoming::PubAck(pkid) => {
-                if self.in_flight.remove(&pkid) {
-                    while self.in_flight.len() < self.receive_max {
-                        let Some((d, since)) = self.held.pop_front() else {
-                            break;
-                        };
-                        if let Some(d) = expire(d, since.elapsed()) {
-                            self.send_delivery(d);
-                        }
-                    }
+                for d in self.outbound.ack(pkid, std::time::Instant::now()) {
+                    self.send(&Outgoing::Publish(d));
                 }
                 None
             }
@@ -749,29 +731,9 @@ impl Conn {
         if codec::delivery_size(self.version, &d) > self.client_max_packet {
             return;
         }
-        if qos > 0 && self.in_flight.len() >= self.receive_max {
-            self.held.push_back((d, Instant::now()));
-            return;
+        if let Some(d) = self.outbound.offer(d, std::time::Instant::now()) {
+            self.send(&Outgoing::Publish(d));
         }
-        self.send_delivery(d);
-    }
-
-    /// Send a delivery, giving a QoS 1 one a packet id no unacknowledged delivery holds.
-    fn send_delivery(&mut self, mut d: Delivery) {
-        if d.qos > 0 {
-            loop {
-                self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
-                if !self.in_flight.contains(&self.next_pkid) {
-                    break;
-                }
-            }
-            d.pkid = self.next_pkid;
-            // Only MQTT 5 clients announce a Receive Maximum; 3.1.1 acks need no bookkeeping.
-            if self.receive_max != usize::MAX {
-                self.in_flight.insert(d.pkid);
-            }
-        }
-        self.send(&Outgoing::Publish(d));
     }
 
     fn on_subscribe(&mut self, pkid: u16, filters: Vec<SubFilter>) {
@@ -907,63 +869,9 @@ const MAX_PACKET_SIZE: u32 = {
     (1 + length_bytes + MAX_REMAINING) as u32
 };
 
-/// A delivery that waited `waited` before it could be sent: `None` once its Message Expiry
-/// Interval has passed, otherwise with the interval less the time waited (MQTT-3.3.2-5, -6).
-fn expire(mut d: Delivery, waited: Duration) -> Option<Delivery> {
-    if let Some(interval) = d
-        .properties
-        .as_mut()
-        .and_then(|p| p.message_expiry_interval.as_mut())
-    {
-        let waited = u32::try_from(waited.as_secs()).unwrap_or(u32::MAX);
-        if waited >= *interval {
-            return None;
-        }
-        *interval -= waited;
-    }
-    Some(d)
-}
-
 #[cfg(test)]
-mod expiry_tests {
+mod tests {
     use super::*;
-
-    fn with_interval(interval: Option<u32>) -> Delivery {
-        Delivery {
-            topic: "t".into(),
-            qos: 1,
-            pkid: 0,
-            payload: Bytes::new(),
-            properties: Some(codec::PublishProperties {
-                message_expiry_interval: interval,
-                ..Default::default()
-            }),
-        }
-    }
-
-    #[test]
-    fn a_held_delivery_loses_the_time_it_waited_and_expires() {
-        let left = |d: Option<Delivery>| d.map(|d| d.properties.unwrap().message_expiry_interval);
-        assert_eq!(
-            left(expire(
-                with_interval(Some(60)),
-                Duration::from_millis(2_200)
-            )),
-            Some(Some(58))
-        );
-        assert_eq!(
-            left(expire(with_interval(Some(1)), Duration::from_millis(2_200))),
-            None
-        );
-        assert_eq!(
-            left(expire(with_interval(Some(2)), Duration::from_secs(2))),
-            None
-        );
-        assert_eq!(
-            left(expire(with_interval(None), Duration::from_secs(3_600))),
-            Some(None)
-        );
-    }
 
     #[test]
     fn the_announced_maximum_packet_size_is_what_the_decoder_takes() {

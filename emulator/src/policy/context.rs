@@ -69,7 +69,7 @@ impl CertFields {
     /// Read the fields of a DER certificate; one that cannot be parsed gives its id only.
     pub fn from_der(der: &[u8]) -> CertFields {
         let mut fields = CertFields {
-            certificate_id: crate::ca::certificate_id(der),
+            certificate_id: crate::cert::certificate_id(der),
             ..CertFields::default()
         };
         if let Ok((_, cert)) = X509Certificate::from_der(der) {
@@ -196,7 +196,7 @@ mod tests {
         // Self-signed: the issuer is the subject.
         assert_eq!(f.issuer, f.subject);
         assert_eq!(f.serial_number.as_deref(), Some("0abc"));
-        assert_eq!(f.certificate_id, crate::ca::certificate_id(cert.der()));
+        assert_eq!(f.certificate_id, crate::cert::certificate_id(cert.der()));
         let junk = CertFields::from_der(b"junk");
         assert!(junk.subject.is_empty() && junk.serial_number.is_none());
     }

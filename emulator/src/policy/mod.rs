@@ -4,16 +4,14 @@
 //! The engine is pure: [`Policy::parse`] reads a document, [`evaluate`] decides a request from
 //! the policies attached to a certificate and the connection's [`Context`] (the values of the
 //! policy variables). What a connection holds and how its certificate's policies are found is
-//! [`store`]'s; docs/emulator-policies.md says what is implemented.
+//! [`crate::access`]'s; docs/emulator-policies.md says what is implemented.
 //!
 //! The rules, as AWS documents them: all policies of a certificate count together; an explicit
 //! `Deny` wins over any `Allow`; what no statement allows is denied.
 
-pub mod check;
 mod condition;
 pub mod context;
 mod pattern;
-pub mod store;
 
 use std::fmt;
 

@@ -259,9 +259,9 @@ impl CheckedClientOptions {
         self
     }
 
-    /// The same options with a certificate and private key in PEM (nothing to check).
-    pub(crate) fn with_pem_credentials(mut self, cert: Pem, key: Pem) -> CheckedClientOptions {
-        self.0.credentials = Some(Credentials::pem(cert, key));
+    /// The same options with credentials whose key needs no check (PEM or a signer).
+    pub(crate) fn with_credentials(mut self, credentials: Credentials) -> CheckedClientOptions {
+        self.0.credentials = Some(credentials);
         self
     }
 }

@@ -7,6 +7,13 @@
 //! with the new identity (client id = thing name unless set), and only once that CONNACK is
 //! accepted commits the identity (`identity.json`). See [`store`] for the files.
 //!
+//! A stored identity whose certificate is inside its rotation window ([`RotateBefore`],
+//! by default the last third of its lifetime) is renewed with itself instead of reused: a
+//! connection as the device, the create call with a new key (or the same one), RegisterThing
+//! on the rotation template, the new files written, a connection with the new identity, and
+//! then the commit, which removes the old files. The claim is used only if the device
+//! identity is refused and a claim certificate is given.
+//!
 //! Retries follow [`RetryPolicy`]: exponential backoff with full jitter, bounded by attempts
 //! and an overall deadline, for throttling, service-side 5xx, lost connections and timeouts
 //! only. RegisterThing is retried with the same ownership token, on a new connection when its
@@ -24,6 +31,9 @@
 //! [`Step::CertificateAbandoned`] progress event and a warning log line naming its id, on
 //! success and failure alike, and [`Provisioned::abandoned_certificates`] on success, so a
 //! backend can deactivate it.
+//!
+//! Dropping the future returned by [`provision`] cancels the run, leaving the previous
+//! identity or none (see its "Cancellation" section).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), fleetprov::Error> {
@@ -45,18 +55,21 @@
 
 pub mod store;
 
+mod device_key;
 mod options;
 mod retry;
 mod run;
+mod store_lock;
 
 use std::collections::BTreeMap;
 
 use crate::error::Error;
 use store::StoredFiles;
 
+pub use device_key::KeyLocation;
 pub use options::{
     CheckedProvisionOptions, KeySource, Progress, ProgressFuture, ProgressSink, ProvisionOptions,
-    RetryPolicy, Step,
+    RetryPolicy, RotateBefore, Step,
 };
 
 /// A verified device identity.
@@ -70,10 +83,19 @@ pub struct Provisioned {
     pub certificate_id: String,
     /// The client id the identity was verified with.
     pub client_id: String,
-    /// The store's files.
+    /// The store's files (no key file when the key is in a token or behind a signer).
     pub files: StoredFiles,
+    /// Where the private key is.
+    pub key_location: KeyLocation,
     /// Whether a stored identity was reused (no claim connection was made).
     pub reused: bool,
+    /// Whether the stored identity was renewed with itself (rotated): the certificate is new,
+    /// no claim connection was made.
+    pub rotated: bool,
+    /// When rotated: the id of the certificate it replaced, whose files are gone from the
+    /// store. It is still Active in the account: deactivate it there once the device is known
+    /// to use the new one.
+    pub previous_certificate_id: Option<String>,
     /// Tries made, the first included.
     pub attempts: u32,
     /// Ids of the certificates this run obtained and did not keep, in the order they were
@@ -90,6 +112,34 @@ pub struct Provisioned {
 /// retryable one once the attempts or the deadline are used up, its message then saying so).
 ///
 /// Takes [`ProvisionOptions`] (checked here) or [`CheckedProvisionOptions`] (checked before).
+///
+/// # Cancellation
+///
+/// Dropping the future cancels the run, at any step; wrap it in `tokio::time::timeout` or a
+/// `select!` to bound or stop it. What a drop leaves:
+///
+/// - the store holds the identity it held before, or none, never a mixture:
+///   `identity.json`, the commit point, is written only after the new identity was verified.
+///   Certificate and key files already written for the new identity (dropped while
+///   [`Step::Verifying`]) are not named by `identity.json`; the next run removes them. Store
+///   work already running on the blocking pool (a write, or the commit itself) cannot be
+///   interrupted and finishes in the background; the next run in this process on the same
+///   directory waits for it, so it sees the old identity or the new one, whole.
+/// - connections close: the claim or device connection, and one being made, are dropped with
+///   the future (no DISCONNECT is sent; the broker sees the TCP connection close).
+/// - the service may have issued a certificate (dropped after [`Step::Creating`]) or
+///   registered a thing (after [`Step::Registering`]) that no device will hold.
+///
+/// ```no_run
+/// # async fn demo(opts: fleetprov::provision::ProvisionOptions) {
+/// use std::time::Duration;
+/// match tokio::time::timeout(Duration::from_secs(30), fleetprov::provision::provision(opts)).await {
+///     Ok(Ok(identity)) => println!("{}", identity.thing_name),
+///     Ok(Err(e)) => eprintln!("failed: {e}"),
+///     Err(_) => eprintln!("stopped after 30 s; the previous identity, if any, is intact"),
+/// }
+/// # }
+/// ```
 pub async fn provision<O>(opts: O) -> Result<Provisioned, Error>
 where
     O: TryInto<CheckedProvisionOptions>,

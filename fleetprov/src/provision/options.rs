@@ -13,7 +13,9 @@ use zeroize::Zeroizing;
 use crate::client::{CheckedClientOptions, ClientOptions};
 use crate::error::Error;
 use crate::keygen::{CsrSubject, KeyType};
+use crate::pkcs11::Pkcs11Key;
 use crate::protocol::TemplateName;
+use crate::signer::{KeyAlgorithm, Signer};
 
 /// Where the device's key comes from.
 #[derive(Clone)]
@@ -30,6 +32,23 @@ pub enum KeySource {
         /// Its private key, PEM; wiped when dropped.
         private_key_pem: Zeroizing<String>,
     },
+    /// A key in a PKCS#11 token: the token's private key labelled `key.key_label`, generated
+    /// there (sensitive, not extractable, of `algorithm`) if the token has none; the CSR is
+    /// signed by the token: CreateCertificateFromCsr. No key file is written; `identity.json`
+    /// records the module, token and key label (never the PIN), and reusing the identity opens
+    /// the key with the PIN given here again.
+    Pkcs11 {
+        /// Module, token, PIN and key label.
+        key: Pkcs11Key,
+        /// The algorithm of a key generated in the token.
+        algorithm: KeyAlgorithm,
+        /// Also store the issued certificate in the token (with the key's label and id).
+        store_certificate: bool,
+    },
+    /// The caller's key behind a [`Signer`]: the CSR is signed by it, and the device
+    /// connections too: CreateCertificateFromCsr. No key file is written; reusing the
+    /// identity needs the same signer here again.
+    Signer(Arc<dyn Signer>),
 }
 
 impl std::fmt::Debug for KeySource {
@@ -38,6 +57,17 @@ impl std::fmt::Debug for KeySource {
             KeySource::Generate(t) => write!(f, "Generate({t:?})"),
             KeySource::Service => f.write_str("Service"),
             KeySource::Csr { .. } => f.write_str("Csr(<user CSR and key>)"),
+            KeySource::Pkcs11 {
+                key,
+                algorithm,
+                store_certificate,
+            } => f
+                .debug_struct("Pkcs11")
+                .field("key", key)
+                .field("algorithm", algorithm)
+                .field("store_certificate", store_certificate)
+                .finish(),
+            KeySource::Signer(s) => f.debug_tuple("Signer").field(s).finish(),
         }
     }
 }
@@ -48,6 +78,8 @@ impl KeySource {
             KeySource::Generate(t) => t.as_str(),
             KeySource::Service => "service",
             KeySource::Csr { .. } => "user",
+            KeySource::Pkcs11 { .. } => "pkcs11",
+            KeySource::Signer(_) => "signer",
         }
     }
 }
@@ -94,6 +126,50 @@ impl RetryPolicy {
     }
 }
 
+/// When a stored, still valid identity is renewed (rotated) instead of reused: once the time
+/// left until its certificate's `notAfter` is below the window. A certificate within a minute
+/// of its end is not used at all (it is treated as expired and provisioned anew with the
+/// claim), so a window shorter than that never rotates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotateBefore {
+    /// Never rotate: reuse until expired, then provision again with the claim.
+    Never,
+    /// Rotate once at most this much time is left.
+    Remaining(Duration),
+    /// Rotate once at most this percentage (1 to 100) of the certificate's lifetime
+    /// (`notAfter - notBefore`) is left; 100 rotates on every run.
+    PercentOfLifetime(u8),
+}
+
+impl Default for RotateBefore {
+    /// In the last third of the lifetime: a certificate valid a year is renewed four months
+    /// before its end, one valid a day eight hours before, leaving room for a device that is
+    /// offline for a while to try again.
+    fn default() -> Self {
+        RotateBefore::PercentOfLifetime(33)
+    }
+}
+
+impl RotateBefore {
+    fn check(&self) -> Result<(), Error> {
+        match self {
+            RotateBefore::PercentOfLifetime(p) if *p == 0 || *p > 100 => Err(Error::invalid(
+                format!("the rotation window must be 1 to 100 % of the lifetime, not {p} %"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The window for a certificate with this lifetime.
+    pub(super) fn window(&self, lifetime: Duration) -> Duration {
+        match self {
+            RotateBefore::Never => Duration::ZERO,
+            RotateBefore::Remaining(d) => *d,
+            RotateBefore::PercentOfLifetime(p) => lifetime / 100 * u32::from(*p),
+        }
+    }
+}
+
 /// The steps [`Progress`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Step {
@@ -111,6 +187,9 @@ pub enum Step {
     RetryScheduled,
     /// A valid stored identity was found and will be reused; the detail is its thing name.
     Reusing,
+    /// The stored identity is inside its rotation window and is renewed with itself (see
+    /// [`RotateBefore`]); the detail is its thing name and when its certificate expires.
+    Rotating,
     /// A certificate this run obtained will not be kept; the detail is its id. It may be
     /// Active on the thing (its RegisterThing went through): a backend should deactivate it.
     CertificateAbandoned,
@@ -127,6 +206,7 @@ impl Step {
             Step::Verifying => "verifying",
             Step::RetryScheduled => "retry scheduled",
             Step::Reusing => "reusing",
+            Step::Rotating => "rotating",
             Step::CertificateAbandoned => "certificate abandoned",
         }
     }
@@ -157,6 +237,7 @@ pub type ProgressSink = Arc<dyn Fn(Progress) -> ProgressFuture + Send + Sync>;
 pub struct ProvisionOptions {
     /// The claim connection: endpoint, port, CA, claim certificate and key, MQTT version,
     /// timeouts, proxy. The device connection uses the same settings with the new identity.
+    /// Without credentials, only a stored identity can be reused or rotated.
     pub claim: ClientOptions,
     /// The provisioning template's name.
     pub template_name: TemplateName,
@@ -177,6 +258,16 @@ pub struct ProvisionOptions {
     pub retry: RetryPolicy,
     /// Progress events; `None` for none.
     pub progress: Option<ProgressSink>,
+    /// When a stored identity is renewed with itself rather than reused (default: in the last
+    /// third of its certificate's lifetime); see [`RotateBefore`].
+    pub rotate_before: RotateBefore,
+    /// The template RegisterThing uses when rotating; `None`: `template_name`. AWS's
+    /// documented pattern is a second template that attaches the new certificate to the
+    /// existing thing, which the device policy (not the claim's) allows.
+    pub rotation_template: Option<TemplateName>,
+    /// Rotate to a new certificate for the key in use instead of a new key (default: a new
+    /// key of the same kind as `device_key`).
+    pub rotation_reuse_key: bool,
 }
 
 impl std::fmt::Debug for ProvisionOptions {
@@ -188,6 +279,9 @@ impl std::fmt::Debug for ProvisionOptions {
             .field("device_key", &self.device_key)
             .field("force", &self.force)
             .field("retry", &self.retry)
+            .field("rotate_before", &self.rotate_before)
+            .field("rotation_template", &self.rotation_template)
+            .field("rotation_reuse_key", &self.rotation_reuse_key)
             .finish_non_exhaustive()
     }
 }
@@ -210,6 +304,9 @@ impl ProvisionOptions {
             force: false,
             retry: RetryPolicy::default(),
             progress: None,
+            rotate_before: RotateBefore::default(),
+            rotation_template: None,
+            rotation_reuse_key: false,
         }
     }
 
@@ -227,10 +324,10 @@ impl ProvisionOptions {
     ///
     /// [`ErrorKind::InvalidArgument`]: crate::ErrorKind::InvalidArgument
     pub fn check(self) -> Result<CheckedProvisionOptions, Error> {
-        if self.claim.credentials.is_none() {
-            return Err(Error::invalid("the claim certificate and key are required"));
-        }
+        // Without a claim certificate only a stored identity can be reused or rotated; the run
+        // says so if there is none.
         let claim = self.claim.check()?;
+        self.rotate_before.check()?;
         self.retry.check()?;
         if let Some(id) = &self.device_client_id {
             if id.is_empty() || id.len() > usize::from(u16::MAX) {
@@ -256,6 +353,14 @@ impl ProvisionOptions {
                 ));
             }
         }
+        if let KeySource::Pkcs11 { key, algorithm, .. } = &self.device_key {
+            key.validate()?;
+            if matches!(algorithm, KeyAlgorithm::Rsa { bits } if !(2048..=4096).contains(bits)) {
+                return Err(Error::invalid(
+                    "PKCS#11: generated RSA keys have 2048 to 4096 bits",
+                ));
+            }
+        }
         Ok(CheckedProvisionOptions {
             claim,
             template_name: self.template_name,
@@ -267,6 +372,9 @@ impl ProvisionOptions {
             force: self.force,
             retry: self.retry,
             progress: self.progress,
+            rotate_before: self.rotate_before,
+            rotation_template: self.rotation_template,
+            rotation_reuse_key: self.rotation_reuse_key,
         })
     }
 }
@@ -285,6 +393,9 @@ pub struct CheckedProvisionOptions {
     pub(super) force: bool,
     pub(super) retry: RetryPolicy,
     pub(super) progress: Option<ProgressSink>,
+    pub(super) rotate_before: RotateBefore,
+    pub(super) rotation_template: Option<TemplateName>,
+    pub(super) rotation_reuse_key: bool,
 }
 
 impl std::fmt::Debug for CheckedProvisionOptions {
@@ -326,8 +437,16 @@ mod tests {
         assert!(p.check().is_err());
         let template = TemplateName::new("FleetTemplate").unwrap();
         let mut claim = ClientOptions::new("localhost");
-        let o = ProvisionOptions::new(claim.clone(), template.clone(), "/tmp/x");
-        assert_eq!(o.check().unwrap_err().kind, ErrorKind::InvalidArgument);
+        // No claim: allowed (a stored identity can still be reused or rotated).
+        let mut o = ProvisionOptions::new(claim.clone(), template.clone(), "/tmp/x");
+        o.clone().check().unwrap();
+        for bad in [0, 101] {
+            o.rotate_before = RotateBefore::PercentOfLifetime(bad);
+            assert_eq!(
+                o.clone().check().unwrap_err().kind,
+                ErrorKind::InvalidArgument
+            );
+        }
         claim.credentials = Some(Credentials::pem(Pem::file("c"), Pem::file("k")));
         assert_eq!(
             TemplateName::new("Fleet/Template").unwrap_err().kind,

@@ -3,23 +3,27 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use zeroize::Zeroizing;
-
+use super::device_key::{self, NewKey};
 use super::options::{CheckedProvisionOptions, KeySource, Progress, Step};
 use super::retry::{
     claim_verdict, connection_verdict, deadline_error, jitter, plan_retry, Verdict,
 };
 use super::store::{self, Found, IdentityStore, Metadata, StoredFiles};
+use super::store_lock::{self, locked};
 use super::Provisioned;
-use crate::client::{CheckedClientOptions, Client, ClientOptions, Pem};
+use crate::client::{CheckedClientOptions, Client, ClientOptions, Credentials, Pem, PrivateKey};
 use crate::error::{Error, ErrorKind};
 use crate::keygen;
 use crate::log::{fp_log, Level};
 use crate::protocol::{RegisterThingRequest, RegisterThingResponse};
 use crate::x509;
 
+// Rotation is the run's too (it uses the run's steps); it lives in its own file.
+#[path = "rotate.rs"]
+mod rotate;
 mod settle;
 use settle::VerifyFailure;
 
@@ -31,6 +35,9 @@ pub(super) async fn run(opts: CheckedProvisionOptions) -> Result<Provisioned, Er
         last_connect: HashMap::new(),
         abandoned: Vec::new(),
         store: None,
+        caller: "claim",
+        rotating: false,
+        lock: store_lock::lock_for(&opts.store_dir),
         opts,
     };
     let outcome = run.identity().await;
@@ -38,10 +45,25 @@ pub(super) async fn run(opts: CheckedProvisionOptions) -> Result<Provisioned, Er
 }
 
 impl Run {
-    /// A pending identity first, then a stored one, else a new one.
+    /// A pending identity first, then a stored one (reused or rotated), else a new one.
     async fn identity(&mut self) -> Result<Provisioned, Error> {
-        let dir = self.opts.store_dir.clone();
-        let (store, leftovers) = blocking(move || IdentityStore::open_reporting(dir)).await?;
+        let (dir, endpoint, force) = (
+            self.opts.store_dir.clone(),
+            self.opts.claim.endpoint.clone(),
+            self.opts.force,
+        );
+        let held = Arc::clone(&self.lock);
+        let (store, leftovers, found) = blocking(move || {
+            let _held = held.lock().unwrap_or_else(|e| e.into_inner());
+            let (store, leftovers) = IdentityStore::open_reporting(dir)?;
+            let found = if force {
+                None
+            } else {
+                Some(store.load(&endpoint)?)
+            };
+            Ok((store, leftovers, found))
+        })
+        .await?;
         for id in leftovers {
             let why = "a run stopped before it could keep or report it left its files";
             self.abandon(&id, why).await;
@@ -51,28 +73,34 @@ impl Run {
             return Ok(done);
         }
         let resumed = self.take_registering(&store).await?;
-        if !self.opts.force {
-            let (s, endpoint) = (store.clone(), self.opts.claim.endpoint.clone());
-            match blocking(move || s.load(&endpoint)).await? {
-                Found::Usable(identity) => {
-                    let why = "the stored identity is valid and kept";
-                    self.abandon_created(resumed, why).await;
-                    return self.reuse(*identity).await;
+        let why = match found {
+            Some(Found::Usable(identity)) => {
+                let (id, source) = (identity.clone(), self.opts.device_key.clone());
+                match blocking(move || Ok(device_key::stored_key(&id, &source))).await? {
+                    Ok(key) => {
+                        let why = "the stored identity is valid and kept";
+                        self.abandon_created(resumed, why).await;
+                        return self.reuse_or_rotate(store, *identity, key).await;
+                    }
+                    Err(why) => Some(why),
                 }
-                Found::Unusable(why) => fp_log!(
-                    Level::Warn,
-                    "identity store {}: not reusing the stored identity: {why}",
-                    store.dir().display()
-                ),
-                Found::Nothing => {}
             }
+            Some(Found::Unusable(why)) => Some(why),
+            Some(Found::Nothing) | None => None,
+        };
+        if let Some(why) = why {
+            fp_log!(
+                Level::Warn,
+                "identity store {}: not reusing the stored identity: {why}",
+                store.dir().display()
+            );
         }
         self.provision_new(store, resumed).await
     }
 }
 
 /// Runs blocking work (file I/O, key generation) off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
     tokio::task::spawn_blocking(f)
@@ -84,7 +112,7 @@ async fn blocking<T: Send + 'static>(
 struct Created {
     certificate_id: String,
     certificate_pem: String,
-    private_key_pem: Zeroizing<String>,
+    key: NewKey,
     token: String,
     at: Instant,
     /// RegisterThing was sent with this token at least once.
@@ -110,6 +138,13 @@ struct Run {
     /// The store, once open: each create result is staged in it before RegisterThing, so a
     /// run killed meanwhile leaves files the next run reports.
     store: Option<IdentityStore>,
+    /// Who connects for the create and register half: "claim", or "device" when rotating.
+    caller: &'static str,
+    /// A rotation is saving its new identity: one that fails verification is given up (the
+    /// old identity stays in use) rather than kept pending.
+    rotating: bool,
+    /// The store directory's lock (see [`store_lock`]), held around each piece of store work.
+    lock: Arc<Mutex<()>>,
 }
 
 impl Run {
@@ -188,12 +223,20 @@ impl Run {
     /// Connects with an identity, proves it (CONNACK accepted) and disconnects; retries
     /// connection-level failures. A failure says whether the identity itself was refused or
     /// only could not be tried.
-    async fn verify(&mut self, files: &StoredFiles, client_id: &str) -> Result<(), VerifyFailure> {
+    async fn verify(
+        &mut self,
+        files: &StoredFiles,
+        key: PrivateKey,
+        client_id: &str,
+    ) -> Result<(), VerifyFailure> {
         let opts = self
             .opts
             .claim
             .clone()
-            .with_pem_credentials(Pem::file(&files.certificate), Pem::file(&files.private_key))
+            .with_credentials(Credentials {
+                cert: Pem::file(&files.certificate),
+                key,
+            })
             .with_client_id(client_id.to_owned())
             .map_err(VerifyFailure::Unusable)?;
         loop {
@@ -215,7 +258,11 @@ impl Run {
         }
     }
 
-    async fn reuse(&mut self, identity: store::StoredIdentity) -> Result<Provisioned, Error> {
+    async fn reuse(
+        &mut self,
+        identity: store::StoredIdentity,
+        key: PrivateKey,
+    ) -> Result<Provisioned, Error> {
         let m = identity.metadata;
         self.progress(Step::Reusing, Duration::ZERO, m.thing_name.clone())
             .await;
@@ -224,7 +271,7 @@ impl Run {
             .device_client_id
             .clone()
             .unwrap_or_else(|| m.client_id.clone());
-        self.verify(&identity.files, &client_id)
+        self.verify(&identity.files, key, &client_id)
             .await
             .map_err(|f| f.stored_identity(&m.thing_name))?;
         Ok(Provisioned {
@@ -233,7 +280,10 @@ impl Run {
             certificate_id: m.certificate_id,
             client_id,
             files: identity.files,
+            key_location: m.key_location,
             reused: true,
+            rotated: false,
+            previous_certificate_id: None,
             attempts: self.attempt,
             abandoned_certificates: self.abandoned.clone(),
         })
@@ -245,11 +295,42 @@ impl Run {
         store: IdentityStore,
         resumed: Option<Created>,
     ) -> Result<Provisioned, Error> {
+        if self.opts.claim.credentials.is_none() {
+            self.abandon_created(resumed, GAVE_UP).await;
+            return Err(Error::invalid(
+                "the store holds no usable identity and no claim certificate is given to \
+                 provision one",
+            ));
+        }
         if let Err(e) = check_claim_certificate(&self.opts.claim).await {
             self.abandon_created(resumed, GAVE_UP).await;
             return Err(e);
         }
         let (created, registered) = self.create_and_register(resumed).await?;
+        let key_type = self.opts.device_key.name().to_owned();
+        let p = self
+            .save_verify_commit(&store, created, registered, key_type)
+            .await?;
+        fp_log!(
+            Level::Info,
+            "provisioned {} (certificate {}) after {} attempt(s)",
+            p.thing_name,
+            p.certificate_id,
+            self.attempt
+        );
+        Ok(p)
+    }
+
+    /// The half after RegisterThing, for provisioning and rotation alike: the new files
+    /// staged beside the committed identity (already, when staged before RegisterThing),
+    /// recorded as pending, a connection with them, then the commit.
+    async fn save_verify_commit(
+        &mut self,
+        store: &IdentityStore,
+        created: Created,
+        registered: RegisterThingResponse,
+        key_type: String,
+    ) -> Result<Provisioned, Error> {
         self.progress(
             Step::Saving,
             Duration::ZERO,
@@ -259,14 +340,12 @@ impl Run {
         let staged = match created.staged.clone() {
             Some(staged) => Ok(staged),
             None => {
-                let store = store.clone();
                 let id = created.certificate_id.clone();
                 let cert = created.certificate_pem.clone();
-                let key = created.private_key_pem.clone();
-                blocking(move || store.stage(&id, &cert, &key)).await
+                let key = created.key.clone();
+                locked(&self.lock, store, move |s| stage_new(s, &id, &cert, &key)).await
             }
         };
-        drop(created.private_key_pem);
         let staged = match staged {
             Ok(s) => s,
             Err(e) => {
@@ -275,6 +354,17 @@ impl Run {
                 return Err(e);
             }
         };
+        let files = store.staged_files(&staged);
+        let (connect_key, store_in) = match created.key {
+            NewKey::Pem(_) => (PrivateKey::Pem(Pem::file(&files.private_key)), None),
+            NewKey::External {
+                ref signer,
+                ref store_in,
+                ..
+            } => (PrivateKey::Signer(signer.clone()), store_in.clone()),
+        };
+        let key_location = created.key.location();
+        drop(created.key);
         let client_id = self
             .opts
             .device_client_id
@@ -288,7 +378,8 @@ impl Run {
             endpoint: self.opts.claim.endpoint.clone(),
             port: self.opts.claim.port,
             client_id: client_id.clone(),
-            key_type: self.opts.device_key.name().to_owned(),
+            key_type,
+            key_location: key_location.clone(),
             certificate_file: String::new(),
             private_key_file: String::new(),
             provisioned_at: 0,
@@ -297,32 +388,35 @@ impl Run {
         // Pending from here: a failed verification or a killed process leaves it for the
         // next run to verify, not leftovers to delete.
         if let Err(e) = {
-            let (store, staged, metadata) = (store.clone(), staged.clone(), metadata.clone());
-            blocking(move || store.keep_pending(&staged, metadata)).await
+            let (staged, metadata) = (staged.clone(), metadata.clone());
+            locked(&self.lock, store, move |s| {
+                s.keep_pending(&staged, metadata)
+            })
+            .await
         } {
             self.abandon(&created.certificate_id, "it could not be saved")
                 .await;
             return Err(e);
         }
-        let verified = self.verify(&store.staged_files(&staged), &client_id).await;
+        let verified = self.verify(&files, connect_key, &client_id).await;
         if let Err(failure) = verified {
-            return Err(self.new_identity_failed(&store, failure, &metadata).await);
+            return Err(self.new_identity_failed(store, failure, &metadata).await);
         }
-        let stored = blocking(move || store.commit(&staged, metadata)).await?;
-        fp_log!(
-            Level::Info,
-            "provisioned {} (certificate {}) after {} attempt(s)",
-            registered.thing_name,
-            created.certificate_id,
-            self.attempt
-        );
+        if let Some(key) = store_in {
+            let cert = created.certificate_pem.clone();
+            blocking(move || crate::pkcs11::store_certificate(&key, &cert)).await?;
+        }
+        let stored = locked(&self.lock, store, move |s| s.commit(&staged, metadata)).await?;
         Ok(Provisioned {
             thing_name: registered.thing_name,
             device_configuration: registered.device_configuration,
             certificate_id: created.certificate_id,
             client_id,
             files: stored.files,
+            key_location,
             reused: false,
+            rotated: false,
+            previous_certificate_id: None,
             attempts: self.attempt,
             abandoned_certificates: self.abandoned.clone(),
         })
@@ -336,7 +430,7 @@ impl Run {
         let mut claim: Option<Client> = None;
         let mut created: Option<Created> = resumed;
         // The key and CSR made here, once: every create try signs the same CSR.
-        let mut csr: Option<(String, Zeroizing<String>)> = None;
+        let mut csr: Option<(String, NewKey)> = None;
         loop {
             let outcome = self.claim_try(&mut claim, &mut created, &mut csr).await;
             let e = match outcome {
@@ -391,7 +485,7 @@ impl Run {
         &mut self,
         claim: &mut Option<Client>,
         created: &mut Option<Created>,
-        csr: &mut Option<(String, Zeroizing<String>)>,
+        csr: &mut Option<(String, NewKey)>,
     ) -> Result<RegisterThingResponse, Error> {
         if created
             .as_ref()
@@ -409,7 +503,7 @@ impl Run {
                     .claim
                     .clone()
                     .with_template_name(self.opts.template_name.clone());
-                let c = self.connect(opts, "claim").await.map_err(claim_error)?;
+                let c = self.connect(opts, self.caller).await.map_err(claim_error)?;
                 *claim = Some(c.clone());
                 c
             }
@@ -439,7 +533,7 @@ impl Run {
     async fn create(
         &mut self,
         client: &Client,
-        csr: &mut Option<(String, Zeroizing<String>)>,
+        csr: &mut Option<(String, NewKey)>,
     ) -> Result<Created, Error> {
         let (csr_pem, key) = match &self.opts.device_key {
             KeySource::Service => {
@@ -452,7 +546,7 @@ impl Run {
                     .stage_created(Created {
                         certificate_id: r.certificate_id,
                         certificate_pem: r.certificate_pem,
-                        private_key_pem: r.private_key,
+                        key: NewKey::Pem(r.private_key),
                         token: r.certificate_ownership_token,
                         at: Instant::now(),
                         token_sent: false,
@@ -463,12 +557,22 @@ impl Run {
             KeySource::Csr {
                 csr_pem,
                 private_key_pem,
-            } => (csr_pem.clone(), private_key_pem.clone()),
+            } => (csr_pem.clone(), NewKey::Pem(private_key_pem.clone())),
+            source @ (KeySource::Pkcs11 { .. } | KeySource::Signer(_)) => {
+                if csr.is_none() {
+                    let (source, subject) = (source.clone(), self.opts.csr_subject.clone());
+                    *csr = blocking(move || device_key::external_csr(&source, &subject)).await?;
+                }
+                match csr {
+                    Some((c, k)) => (c.clone(), k.clone()),
+                    None => return Err(Error::new(ErrorKind::Internal, "no CSR")),
+                }
+            }
             KeySource::Generate(key_type) => {
                 if csr.is_none() {
                     let (key_type, subject) = (*key_type, self.opts.csr_subject.clone());
                     let k = blocking(move || keygen::generate(key_type, &subject)).await?;
-                    *csr = Some((k.csr_pem.clone(), k.private_key_pem.clone()));
+                    *csr = Some((k.csr_pem.clone(), NewKey::Pem(k.private_key_pem.clone())));
                 }
                 match csr {
                     Some((c, k)) => (c.clone(), k.clone()),
@@ -484,13 +588,27 @@ impl Run {
         self.stage_created(Created {
             certificate_id: r.certificate_id,
             certificate_pem: r.certificate_pem,
-            private_key_pem: key,
+            key,
             token: r.certificate_ownership_token,
             at: Instant::now(),
             token_sent: false,
             staged: None,
         })
         .await
+    }
+}
+
+/// Writes a new identity's certificate, and its key when the key is PEM, to the store (not
+/// committed).
+fn stage_new(
+    s: &IdentityStore,
+    id: &str,
+    cert: &str,
+    key: &NewKey,
+) -> Result<store::Staged, Error> {
+    match key {
+        NewKey::Pem(pem) => s.stage(id, cert, pem),
+        NewKey::External { signer, .. } => s.stage_certificate(id, cert, signer.public_key()),
     }
 }
 

@@ -8,9 +8,9 @@
 //! |---|---|
 //! | `identity.json` | thing name, certificate id, device configuration, endpoint, port, client id, key type, file names, times; written last: the commit point |
 //! | `certificate-<id>.pem` | the device certificate (0644) |
-//! | `private-key-<id>.pem` | its private key (0600) |
+//! | `private-key-<id>.pem` | its private key (0600); none when the key is in a PKCS#11 token or behind a signer (`identity.json` then says where it is) |
 //! | `pending.json` | like `identity.json`, for an identity registered but not verified yet (see [`Pending`]) |
-//! | `registering.json` | a create result not registered yet: its files and ownership token (0600, see [`Registering`]) |
+//! | `registering.json` | a create result not registered yet: its files, where its key is and its ownership token (0600, see [`Registering`]) |
 //!
 //! Every file is written to a temporary name (`.<name>.tmp`), fsynced, renamed into place, and
 //! the directory fsynced. An identity exists only once `identity.json` names it, so a process
@@ -31,10 +31,12 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, ErrorKind};
 use crate::log::{fp_log, Level};
+use crate::signer::PublicKey;
 use crate::x509;
 
 mod pending;
 mod registering;
+pub use super::device_key::KeyLocation;
 pub use pending::{Pending, PENDING_FILE};
 pub use registering::{Registering, REGISTERING_FILE};
 
@@ -65,11 +67,17 @@ pub struct Metadata {
     pub port: u16,
     /// The client id the identity was verified with.
     pub client_id: String,
-    /// `ec-p256`, `ec-p384`, `rsa-2048`, `service` (CreateKeysAndCertificate) or `user`.
+    /// `ec-p256`, `ec-p384`, `rsa-2048`, `service` (CreateKeysAndCertificate), `user`,
+    /// `pkcs11` or `signer`.
     pub key_type: String,
+    /// Where the private key is: the file `private_key_file`, a PKCS#11 token (module, token,
+    /// key label; never the PIN) or the caller's signer. Absent in files written before it
+    /// existed, which are all of the file kind.
+    #[serde(default, rename = "key")]
+    pub key_location: KeyLocation,
     /// File name of the certificate, in the store.
     pub certificate_file: String,
-    /// File name of the private key, in the store.
+    /// File name of the private key, in the store; empty when the key is not a file.
     pub private_key_file: String,
     /// When the identity was committed, seconds since the Unix epoch.
     pub provisioned_at: u64,
@@ -82,7 +90,8 @@ pub struct Metadata {
 pub struct StoredFiles {
     /// The certificate, PEM.
     pub certificate: PathBuf,
-    /// The private key, PEM (0600).
+    /// The private key, PEM (0600); empty when the key is not a file (see
+    /// [`Metadata::key_location`]).
     pub private_key: PathBuf,
     /// `identity.json`.
     pub metadata: PathBuf,
@@ -304,7 +313,11 @@ impl IdentityStore {
     fn files_of(&self, certificate_file: &str, private_key_file: &str) -> StoredFiles {
         StoredFiles {
             certificate: self.dir.join(certificate_file),
-            private_key: self.dir.join(private_key_file),
+            private_key: if private_key_file.is_empty() {
+                PathBuf::new()
+            } else {
+                self.dir.join(private_key_file)
+            },
             metadata: self.dir.join(METADATA_FILE),
         }
     }
@@ -323,9 +336,6 @@ impl IdentityStore {
         }
         let cert_pem = fs::read(&files.certificate)
             .map_err(|e| format!("{}: {e}", files.certificate.display()))?;
-        let key_pem = fs::read(&files.private_key)
-            .map(Zeroizing::new)
-            .map_err(|e| format!("{}: {e}", files.private_key.display()))?;
         let cert = x509::first_certificate(&cert_pem)
             .ok_or_else(|| format!("{} holds no certificate", files.certificate.display()))?;
         let validity = x509::validity(&cert)
@@ -340,6 +350,13 @@ impl IdentityStore {
         if now < validity.not_before {
             return Err("its certificate is not valid yet (is the clock right?)".to_owned());
         }
+        // A key in a token or a signer is checked by the run, which can reach it.
+        if m.key_location != KeyLocation::File {
+            return Ok(());
+        }
+        let key_pem = fs::read(&files.private_key)
+            .map(Zeroizing::new)
+            .map_err(|e| format!("{}: {e}", files.private_key.display()))?;
         match x509::key_matches(&cert, &key_pem) {
             Some(true) => Ok(()),
             Some(false) => Err("its private key does not match its certificate".to_owned()),
@@ -359,11 +376,45 @@ impl IdentityStore {
         certificate_pem: &str,
         private_key_pem: &str,
     ) -> Result<Staged, Error> {
+        self.stage_with(certificate_id, certificate_pem, |leaf| {
+            check_key_of(certificate_id, leaf, private_key_pem).map(|()| Some(private_key_pem))
+        })
+    }
+
+    /// As [`IdentityStore::stage`] for a key that is not written (in a token, behind a
+    /// signer): only the certificate, which must carry `public_key`.
+    pub fn stage_certificate(
+        &self,
+        certificate_id: &str,
+        certificate_pem: &str,
+        public_key: &PublicKey,
+    ) -> Result<Staged, Error> {
+        self.stage_with(certificate_id, certificate_pem, |leaf| {
+            match PublicKey::from_certificate_der(leaf) {
+                Ok(k) if &k == public_key => Ok(None),
+                _ => Err(Error::bad_reply(format!(
+                    "identity store: certificate {certificate_id} is not for the device's key \
+                     (its public key differs from the key's): refused, nothing written"
+                ))),
+            }
+        })
+    }
+
+    /// Checks the certificate with `key_of` (which gives the key PEM to write, if any) and
+    /// writes them.
+    fn stage_with<'k>(
+        &self,
+        certificate_id: &str,
+        certificate_pem: &str,
+        key_of: impl FnOnce(
+            &rustls::pki_types::CertificateDer<'static>,
+        ) -> Result<Option<&'k str>, Error>,
+    ) -> Result<Staged, Error> {
         let cert = x509::first_certificate(certificate_pem.as_bytes())
             .ok_or_else(|| Error::bad_reply("the new certificate is not PEM"))?;
         let validity = x509::validity(&cert)
             .ok_or_else(|| Error::bad_reply("the new certificate is not a valid certificate"))?;
-        check_key_of(certificate_id, &cert, private_key_pem)?;
+        let private_key_pem = key_of(&cert)?;
         let tag: String = certificate_id
             .chars()
             .filter(char::is_ascii_hexdigit)
@@ -375,8 +426,14 @@ impl IdentityStore {
             )));
         }
         let certificate_file = format!("{CERT_PREFIX}{tag}.pem");
-        let private_key_file = format!("{KEY_PREFIX}{tag}.pem");
-        self.write_file(&private_key_file, private_key_pem.as_bytes(), 0o600)?;
+        let private_key_file = match private_key_pem {
+            Some(pem) => {
+                let name = format!("{KEY_PREFIX}{tag}.pem");
+                self.write_file(&name, pem.as_bytes(), 0o600)?;
+                name
+            }
+            None => String::new(),
+        };
         self.write_file(&certificate_file, certificate_pem.as_bytes(), 0o644)?;
         self.sync_dir()?;
         Ok(Staged {
@@ -472,6 +529,7 @@ mod tests {
             port: 8883,
             client_id: "thing-1".into(),
             key_type: "ec-p256".into(),
+            key_location: KeyLocation::File,
             certificate_file: String::new(),
             private_key_file: String::new(),
             provisioned_at: 0,
@@ -526,6 +584,40 @@ mod tests {
                 "private-key-abababababababab.pem"
             ]
         );
+    }
+
+    #[test]
+    fn a_key_outside_the_store_leaves_only_the_certificate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let store = IdentityStore::open(&dir).unwrap();
+        let (id, cert, _) = identity();
+        let public = PublicKey::from_pem(cert.as_bytes()).unwrap();
+        let (_, other_cert, _) = identity();
+        let e = store
+            .stage_certificate(&id, &other_cert, &public)
+            .unwrap_err();
+        assert!(e.message.contains("not for the device's key"), "{e}");
+        assert_eq!(names(&dir), Vec::<String>::new());
+        let staged = store.stage_certificate(&id, &cert, &public).unwrap();
+        let mut m = metadata("localhost");
+        m.key_location = KeyLocation::Signer;
+        let stored = store.commit(&staged, m).unwrap();
+        assert_eq!(stored.files.private_key, PathBuf::new());
+        assert_eq!(
+            names(&dir),
+            ["certificate-abababababababab.pem", "identity.json"]
+        );
+        let Found::Usable(loaded) = store.load("localhost").unwrap() else {
+            panic!("not usable")
+        };
+        assert_eq!(loaded.metadata.key_location, KeyLocation::Signer);
+        let json = fs::read_to_string(dir.join(METADATA_FILE)).unwrap();
+        assert!(json.contains(r#""kind": "signer""#), "{json}");
+        // A file written before the field existed reads as a key file.
+        let old = json.replace(r#""key": {"#, r#""old": {"#);
+        let m: Metadata = serde_json::from_str(&old).unwrap();
+        assert_eq!(m.key_location, KeyLocation::File);
     }
 
     #[test]

@@ -8,8 +8,12 @@
  *   Every release callback runs exactly once.
  * - "failing": a callback that returns an error, and one that signs with another key, each
  *   give FP_ERR_SIGNER (connecting and building a CSR), with a message naming the cause.
+ * - "provision_device STORE": fp_provision() with the claim key behind a signer and the
+ *   device key behind another (fp_provision_options_set_device_key_signer()), twice: the
+ *   second run reuses the identity through the same signer. Prints "provisioned: <thing>
+ *   reused=0|1 location=signer key_file=''".
  *
- * argv: ENDPOINT PORT CA CERT KEY MODE
+ * argv: ENDPOINT PORT CA CERT KEY MODE [STORE]
  * Prints "thing: <name>" per registered thing, "device connected", and "signer: ok".
  */
 #include <openssl/evp.h>
@@ -405,6 +409,81 @@ static void failing(const struct conn_args *a, struct board *b) {
     free(cert_pem);
 }
 
+struct provision_outcome {
+    struct board *board;
+    int done;
+    int ok;
+};
+
+static void on_provisioned(void *user_data, const fp_provisioned *result, const fp_error *error) {
+    struct provision_outcome *o = (struct provision_outcome *)user_data;
+    if (result != NULL) {
+        printf("provisioned: %s reused=%d location=%s key_file='%s'\n",
+               fp_provisioned_thing_name(result), fp_provisioned_reused(result),
+               fp_provisioned_key_location(result) == FP_KEY_LOCATION_SIGNER ? "signer" : "other",
+               fp_provisioned_private_key_file(result));
+    } else {
+        printf("provision error: %s\n", fp_error_message(error));
+    }
+    fflush(stdout);
+    board_lock(o->board);
+    o->ok = result != NULL;
+    o->done++;
+    board_post(o->board);
+}
+
+/* fp_provision() with both keys behind signers, run twice with the same signers. */
+static void provision_device(const struct conn_args *a, struct board *b, const char *store) {
+    struct key claim, device;
+    char *cert_pem = read_file(a->cert);
+    char *device_public;
+    fp_signer *claim_signer, *device_signer;
+    fp_client_options *o = NULL;
+    fp_provision_options *p = NULL;
+    int run;
+
+    key_init(&claim, b, read_key(a->key));
+    key_init(&device, b, EVP_EC_gen("P-256"));
+    CHECK(device.pkey != NULL);
+    device_public = public_key_pem(device.pkey);
+    claim_signer = make_signer(cert_pem, &claim);
+    device_signer = make_signer(device_public, &device);
+    CHECK_RESULT(fp_client_options_new(a->endpoint, &o), FP_OK);
+    CHECK_RESULT(fp_client_options_set_port(o, (uint16_t)a->port), FP_OK);
+    CHECK_RESULT(fp_client_options_set_ca_file(o, a->ca), FP_OK);
+    CHECK_RESULT(fp_client_options_set_signer(o, claim_signer), FP_OK);
+    fp_signer_free(claim_signer);
+    /* The claim key behind a signer is accepted. */
+    CHECK_RESULT(fp_provision_options_new(o, "FleetTemplate", store, &p), FP_OK);
+    fp_client_options_free(o);
+    CHECK_RESULT(fp_provision_options_set_device_key_signer(p, device_signer), FP_OK);
+    fp_signer_free(device_signer);
+    CHECK_RESULT(fp_provision_options_set_parameters(
+                     p, "{\"SerialNumber\":\"c-signer-device\",\"DeviceLocation\":\"Seattle\"}"),
+                 FP_OK);
+    for (run = 1; run <= 2; run++) {
+        struct provision_outcome out;
+        memset(&out, 0, sizeof out);
+        out.board = b;
+        CHECK_RESULT(fp_provision(p, NULL, on_provisioned, &out), FP_OK);
+        board_wait(b, &out.done, 1);
+        CHECK(out.ok);
+    }
+    /* The CSR and one verifying handshake per run. */
+    board_lock(b);
+    CHECK(device.calls == 3);
+    CHECK(claim.calls == 1);
+    pthread_mutex_unlock(&b->lock);
+    /* The options held the last references: freeing them releases both signers. */
+    fp_provision_options_free(p);
+    board_wait(b, &device.released, 1);
+    board_wait(b, &claim.released, 1);
+    EVP_PKEY_free(device.pkey);
+    EVP_PKEY_free(claim.pkey);
+    free(device_public);
+    free(cert_pem);
+}
+
 static void log_to_stderr(void *user_data, fp_log_level level, const char *message) {
     (void)user_data;
     if (level <= FP_LOG_ERROR) {
@@ -422,6 +501,8 @@ int main(int argc, char **argv) {
         provision(&a, &b);
     } else if (strcmp(argv[6], "failing") == 0) {
         failing(&a, &b);
+    } else if (strcmp(argv[6], "provision_device") == 0 && argc == 8) {
+        provision_device(&a, &b, argv[7]);
     } else {
         fprintf(stderr, "unknown mode %s\n", argv[6]);
         return 2;

@@ -50,6 +50,7 @@ def provision(
     proxy_host: Optional[str] = None,
     proxy_port: Optional[int] = None,
     pkcs11: Optional[Pkcs11Key] = None,
+    device_pkcs11: Optional[Pkcs11Key] = None,
     parameters: Parameters = None,
     key_type: KeyType = KeyType.EC_P256,
     csr_subject: Optional[str] = None,
@@ -60,6 +61,10 @@ def provision(
     retry: Optional[RetryPolicy] = None,
     on_progress: Optional[ProgressCallback] = None,
     timeout: Optional[float] = None,
+    rotate_before: Optional[float] = None,
+    rotate_before_percent: Optional[int] = None,
+    rotation_template: Optional[str] = None,
+    rotation_reuse_key: bool = False,
 ) -> Provisioned:
     """Provisions the device into the identity store ``output_dir``, or reuses the valid
     identity stored there, and proves it by connecting with it (``fp_provision()``).
@@ -73,14 +78,28 @@ def provision(
     Provisioning: ``template_name`` and its ``parameters`` (a mapping of str to str or a JSON
     object text); ``key_type`` (``KeyType.SERVICE`` for CreateKeysAndCertificate, otherwise a
     key made on the device and CreateCertificateFromCsr with ``csr_subject``), or your own
-    CSR with ``csr_pem`` and ``csr_private_key``; ``device_client_id`` (default: the thing
+    CSR with ``csr_pem`` and ``csr_private_key``, or ``device_pkcs11``: the device key kept in
+    a PKCS#11 token (the token's key of that label, generated there with ``key_type`` if it has
+    none; no key file is written, the certificate is stored in the token too, and a later call
+    with the same ``device_pkcs11`` reuses the identity); ``device_client_id`` (default: the thing
     name); ``force`` (provision anew even if a valid identity is stored); ``retry``.
+
+    Rotation: a stored identity whose certificate has at most ``rotate_before`` seconds, or
+    ``rotate_before_percent`` % of its lifetime (default 33), left is renewed with itself, not
+    the claim (``Provisioned.rotated``, ``previous_certificate_id``); 0 turns it off.
+    ``rotation_template`` is the template RegisterThing uses then (default
+    ``template_name``); ``rotation_reuse_key`` keeps the key in use.
 
     ``on_progress`` is called with each ``Progress`` on this thread, in order. ``timeout``
     (seconds) bounds the whole run: it becomes the library's deadline (if shorter than
     ``retry.deadline``), so the run itself ends then, with ``fleetprov.TimeoutError`` naming
     the step it was in (fleetprov raises its own if the library has not answered within
     half a second more).
+
+    Cancellation: anything that ends the wait early (``KeyboardInterrupt`` from Ctrl-C, an
+    exception raised by ``on_progress``, fleetprov's own timeout) cancels the run
+    (``fp_provision_cancel()``) before it propagates: the run ends within milliseconds and
+    the store keeps the identity it held before, or none.
 
     Returns a ``Provisioned``; raises a ``FleetprovError`` subclass: ``RejectedError`` with
     AWS's fields, ``TlsError``, ``StoreError``, ``IoError`` for an unreadable file, ...
@@ -117,10 +136,21 @@ def provision(
         force=force,
         retry=retry,
         timeout=timeout,
+        rotate_before=rotate_before,
+        rotate_before_percent=rotate_before_percent,
+        rotation_template=rotation_template,
+        rotation_reuse_key=rotation_reuse_key,
+        device_pkcs11=device_pkcs11,
     )
     sink = QueueSink()
-    _core.start_provision(config, sink)
-    result = sink.wait(config.wait_limit, on_progress, "provision()")
+    run = _core.start_provision(config, sink)
+    try:
+        result = sink.wait(config.wait_limit, on_progress, "provision()")
+    except BaseException:
+        # KeyboardInterrupt (Ctrl-C), an exception from on_progress, or fleetprov's own
+        # timeout: the run is cancelled, not left running.
+        run.cancel()
+        raise
     assert isinstance(result, Provisioned)
     return result
 

@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Set, Tuple, Union
 
 from . import _codes, _ffi
 from ._errorbase import FleetprovError
@@ -149,6 +149,18 @@ def seconds_to_ms(name: str, value: object) -> int:
         raise _codes.InvalidArgumentError(f"{name} must be a positive number of seconds, got {value!r}")
     ms = max(1, round(value * 1000))
     if ms > 0xFFFFFFFF:
+        raise _codes.InvalidArgumentError(f"{name} is too long: {value!r} s")
+    return ms
+
+
+def long_seconds_to_ms(name: str, value: object) -> int:
+    """``seconds_to_ms`` for a 64-bit millisecond count (years, not minutes)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise _codes.InvalidArgumentError(f"{name} must be a positive number of seconds, got {value!r}")
+    ms = max(1, round(value * 1000))
+    if ms > 0xFFFFFFFFFFFFFFFF:
         raise _codes.InvalidArgumentError(f"{name} is too long: {value!r} s")
     return ms
 
@@ -416,22 +428,30 @@ class ProvisionConfig:
         force: bool = False,
         retry: Optional[RetryPolicy] = None,
         timeout: Optional[float] = None,
+        rotate_before: Optional[float] = None,
+        rotate_before_percent: Optional[int] = None,
+        rotation_template: Optional[str] = None,
+        rotation_reuse_key: bool = False,
+        device_pkcs11: Optional[Pkcs11Key] = None,
     ) -> None:
         self.connection = connection
         if connection.signer is not None:
             raise _codes.InvalidArgumentError(
-                "provision() cannot take a Signer for the claim key: the C library's "
-                "fp_provision() needs the claim key as a file or PEM (key_file or key_pem); a "
-                "Client takes signer for the three operations one by one"
+                "provision() cannot take a Signer for the claim key in this package yet (the "
+                "C library's fp_provision() can); use key_file, key_pem or pkcs11, or a Client "
+                "with signer for the three operations one by one"
             )
-        if connection.pkcs11 is not None:
-            # fp_provision_options_new() refuses claim options whose key is not a key (file or
-            # PEM): say so here rather than pass on its bare "invalid argument".
-            raise _codes.InvalidArgumentError(
-                "provision() cannot take a PKCS#11 claim key: the C library's fp_provision() "
-                "needs the claim key as a file or PEM (key_file or key_pem); a Client takes "
-                "pkcs11 for the three operations one by one"
-            )
+        if device_pkcs11 is not None:
+            if not isinstance(device_pkcs11, Pkcs11Key):
+                raise TypeError(f"device_pkcs11 must be a Pkcs11Key, not {type(device_pkcs11).__name__}")
+            c_path("device_pkcs11.module", device_pkcs11.module, readable=True)
+            c_str("device_pkcs11.key_label", device_pkcs11.key_label)
+            if key_type == KeyType.SERVICE:
+                raise _codes.InvalidArgumentError(
+                    "device_pkcs11 keeps the device key in the token: key_type SERVICE (a key "
+                    "from the service) does not go with it"
+                )
+        self.device_pkcs11 = device_pkcs11
         self.template_name = c_str("template_name", template_name)
         self.output_dir = c_path("output_dir", output_dir)
         self.parameters = parameters_json(parameters)
@@ -451,6 +471,17 @@ class ProvisionConfig:
         self.csr_private_key = csr_private_key
         self.device_client_id = c_str("device_client_id", device_client_id, required=False)
         self.force = bool(force)
+        if rotate_before is not None and rotate_before_percent is not None:
+            raise _codes.InvalidArgumentError("give rotate_before or rotate_before_percent, not both")
+        # 0 turns rotation off; otherwise whole milliseconds.
+        self.rotate_before_ms: Optional[int] = None
+        if rotate_before is not None:
+            self.rotate_before_ms = 0 if rotate_before == 0 else long_seconds_to_ms("rotate_before", rotate_before)
+        self.rotate_before_percent: Optional[int] = None
+        if rotate_before_percent is not None:
+            self.rotate_before_percent = int_arg("rotate_before_percent", rotate_before_percent, 0, 100)
+        self.rotation_template = c_str("rotation_template", rotation_template, required=False)
+        self.rotation_reuse_key = bool(rotation_reuse_key)
         retry = retry if retry is not None else RetryPolicy()
         if not isinstance(retry, RetryPolicy):
             raise TypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
@@ -487,6 +518,8 @@ class ProvisionConfig:
         try:
             check(_ffi.fp_provision_options_set_parameters(opts, self.parameters), "parameters")
             check(_ffi.fp_provision_options_set_key_type(opts, int(self.key_type)), "key_type")
+            if self.device_pkcs11 is not None:
+                self._build_device_pkcs11(opts, self.device_pkcs11)
             if self.csr_subject is not None:
                 check(_ffi.fp_provision_options_set_csr_subject(opts, self.csr_subject), "csr_subject")
             if self.csr_pem is not None and self.csr_private_key is not None:
@@ -512,17 +545,92 @@ class ProvisionConfig:
                 "retry.backoff_base/backoff_max",
             )
             check(_ffi.fp_provision_options_set_deadline_ms(opts, self.deadline_ms), "retry.deadline")
+            if self.rotate_before_ms is not None:
+                check(_ffi.fp_provision_options_set_rotate_before_ms(opts, self.rotate_before_ms), "rotate_before")
+            if self.rotate_before_percent is not None:
+                check(
+                    _ffi.fp_provision_options_set_rotate_before_percent(opts, self.rotate_before_percent),
+                    "rotate_before_percent",
+                )
+            if self.rotation_template is not None:
+                check(
+                    _ffi.fp_provision_options_set_rotation_template(opts, self.rotation_template),
+                    "rotation_template",
+                )
+            check(
+                _ffi.fp_provision_options_set_rotation_reuse_key(opts, int(self.rotation_reuse_key)),
+                "rotation_reuse_key",
+            )
         except BaseException:
             _ffi.fp_provision_options_free(opts)
             raise
         return opts
 
+    def _build_device_pkcs11(self, opts: int, key: Pkcs11Key) -> None:
+        """The device key in the token: its settings go through client options made here."""
+        token = ctypes.c_void_p()
+        check(_ffi.fp_client_options_new(b"unused", ctypes.byref(token)), "device_pkcs11")
+        try:
+            ConnectionConfig._build_pkcs11(token.value or 0, key)
+            pkcs11_type = {
+                KeyType.EC_P256: _codes.FP_PKCS11_KEY_EC_P256,
+                KeyType.EC_P384: _codes.FP_PKCS11_KEY_EC_P384,
+                KeyType.RSA_2048: _codes.FP_PKCS11_KEY_RSA_2048,
+            }[self.key_type]
+            check(
+                _ffi.fp_provision_options_set_device_key_pkcs11(opts, token.value, pkcs11_type, 1),
+                "device_pkcs11",
+            )
+        finally:
+            _ffi.fp_client_options_free(token.value)
+
 
 # ---------------------------------------------------------------- sinks
 
 
+class ProvisionRun:
+    """A running ``fp_provision_start()``: its ``fp_provision_op *``, which ``cancel()`` may
+    use from any thread until the run's final callback releases it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._op: Optional[int] = None
+        self._ended = False
+        self.cancelled = False
+
+    def started(self, op: Optional[int]) -> None:
+        with self._lock:
+            if self._ended:  # the final callback came first
+                _ffi.fp_provision_op_free(op)
+            else:
+                self._op = op
+                if self.cancelled:
+                    _ffi.fp_provision_cancel(op)
+
+    def cancel(self) -> None:
+        """Cancels the run (``fp_provision_cancel()``): it ends within milliseconds with
+        ``CancelledError``, leaving the store's previous identity, or none. Harmless after the
+        end."""
+        with self._lock:
+            self.cancelled = True
+            if self._op is not None:
+                _ffi.fp_provision_cancel(self._op)
+
+    def ended(self) -> None:
+        """The final callback has run: the handle is released."""
+        live_runs.discard(self)
+        with self._lock:
+            self._ended = True
+            if self._op is not None:
+                _ffi.fp_provision_op_free(self._op)
+                self._op = None
+
+
 class Sink:
     """Where a call's progress and outcome go; called on library threads."""
+
+    #: The provisioning run this sink belongs to, if any.
+    run: Optional[ProvisionRun] = None
 
     def progress(self, event: Progress) -> None:  # pragma: no cover - overridden
         pass
@@ -604,6 +712,8 @@ _registry_lock = threading.Lock()
 _keys = itertools.count(1)
 _running = threading.Condition()
 _running_provisions = 0
+#: Provision runs whose final callback has not run yet.
+live_runs: "Set[ProvisionRun]" = set()
 
 
 def register(state: object) -> int:
@@ -641,6 +751,10 @@ def _read_config(ptr: Any, n: int) -> Dict[str, str]:
     return {_text(ptr[i].key): _text(ptr[i].value) for i in range(n)}
 
 
+def _optional_text(value: Optional[bytes]) -> Optional[str]:
+    return None if value is None else _text(value)
+
+
 def _provisioned(result: int) -> Provisioned:
     n = _ffi.fp_provisioned_device_configuration_len(result)
     config: Dict[str, str] = {}
@@ -656,13 +770,24 @@ def _provisioned(result: int) -> Provisioned:
         private_key_file=_text(_ffi.fp_provisioned_private_key_file(result)),
         metadata_file=_text(_ffi.fp_provisioned_metadata_file(result)),
         reused=bool(_ffi.fp_provisioned_reused(result)),
+        rotated=bool(_ffi.fp_provisioned_rotated(result)),
+        previous_certificate_id=_optional_text(_ffi.fp_provisioned_previous_certificate_id(result)),
         attempts=int(_ffi.fp_provisioned_attempts(result)),
         device_configuration=config,
         abandoned_certificates=[
             _text(_ffi.fp_provisioned_abandoned_certificate_at(result, i))
             for i in range(_ffi.fp_provisioned_abandoned_certificate_count(result))
         ],
+        key_location=KEY_LOCATIONS.get(int(_ffi.fp_provisioned_key_location(result)), "file"),
     )
+
+
+#: ``fp_key_location`` values by name, for ``Provisioned.key_location``.
+KEY_LOCATIONS = {
+    _codes.FP_KEY_LOCATION_FILE: "file",
+    _codes.FP_KEY_LOCATION_PKCS11: "pkcs11",
+    _codes.FP_KEY_LOCATION_SIGNER: "signer",
+}
 
 
 def _on_progress(user_data: Optional[int], step: int, attempt: int, delay_ms: int, detail: Optional[bytes]) -> None:
@@ -674,6 +799,8 @@ def _on_progress(user_data: Optional[int], step: int, attempt: int, delay_ms: in
     except ValueError:
         return  # a step added in a later library version: not ours to name
     sink.progress(Progress(kind, int(attempt), int(delay_ms), _text(detail)))
+    if sink.run is not None and sink.run.cancelled:
+        sink.run.cancel()  # cancelled during the step: the run stops before the next one
 
 
 on_progress = _ffi.PROGRESS_CB(_guarded(_on_progress))
@@ -686,6 +813,8 @@ def _on_provision(user_data: Optional[int], result: Optional[int], error: Option
         if sink is not None:
             sink.finish(_provisioned(result) if result else error_from(error or 0))
     finally:
+        if sink is not None and sink.run is not None:
+            sink.run.ended()
         with _running:
             _running_provisions -= 1
             _running.notify_all()
@@ -786,16 +915,21 @@ on_lifecycle = _ffi.LIFECYCLE_CB(_guarded(_on_lifecycle))
 # ---------------------------------------------------------------- starting calls
 
 
-def start_provision(config: ProvisionConfig, sink: Sink) -> None:
-    """Starts ``fp_provision()``; the outcome goes to ``sink``. Raises if it cannot start."""
+def start_provision(config: ProvisionConfig, sink: Sink) -> ProvisionRun:
+    """Starts ``fp_provision_start()``; the outcome goes to ``sink``. Raises if it cannot
+    start. The returned run can be cancelled."""
     global _running_provisions
     sync_log_level()
     opts = config.build()
+    run = ProvisionRun()
+    sink.run = run
+    live_runs.add(run)
     key = register(sink)
+    out = ctypes.c_void_p()
     try:
         with _running:
             _running_provisions += 1
-        rc = _ffi.fp_provision(opts, on_progress, on_provision, key)
+        rc = _ffi.fp_provision_start(opts, on_progress, on_provision, key, ctypes.byref(out))
     finally:
         _ffi.fp_provision_options_free(opts)
     if rc != _codes.FP_OK:
@@ -803,7 +937,10 @@ def start_provision(config: ProvisionConfig, sink: Sink) -> None:
         with _running:
             _running_provisions -= 1
             _running.notify_all()
+        live_runs.discard(run)
         check(rc, "cannot start provisioning")
+    run.started(out.value)
+    return run
 
 
 class ClientHandle:
@@ -936,8 +1073,8 @@ def sync_log_level() -> None:
 
 def _at_exit() -> None:
     """The library's threads must not call into an interpreter that is going away: stop the
-    log callback, and wait for provision runs whose results were abandoned (cancelled or
-    timed out) to end; each ends by its deadline at the latest."""
+    log callback, cancel provision runs still going, and wait for them to end (a cancelled
+    run ends within milliseconds)."""
     global _installed_level
     with _log_lock:
         _ffi.fp_set_log_callback(_ffi.LOG_CB(), None, None, _codes.FP_LOG_NONE)
@@ -946,13 +1083,10 @@ def _at_exit() -> None:
         client.close()
     for signer in list(live_signers):
         signer.close()
+    # Nothing will read the outcome of a run still going: cancel it, so it ends at once.
+    for run in list(live_runs):
+        run.cancel()
     with _running:
-        if _running_provisions > 0:
-            logger.warning(
-                "fleetprov: waiting at exit for %d abandoned provision run(s) to end (each ends "
-                "by its deadline at the latest)",
-                _running_provisions,
-            )
         while _running_provisions > 0:
             _running.wait()
 

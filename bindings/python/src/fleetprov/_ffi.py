@@ -194,15 +194,35 @@ fp_provision_options_set_backoff_ms = _fn(
 fp_provision_options_set_deadline_ms = _fn(
     "fp_provision_options_set_deadline_ms", c_int, P, c_uint32
 )
-fp_provision = _fn("fp_provision", c_int, P, PROGRESS_CB, PROVISION_CB, P)
+fp_provision_options_set_rotate_before_ms = _fn(
+    "fp_provision_options_set_rotate_before_ms", c_int, P, c_uint64
+)
+fp_provision_options_set_rotate_before_percent = _fn(
+    "fp_provision_options_set_rotate_before_percent", c_int, P, c_uint32
+)
+fp_provision_options_set_rotation_template = _fn(
+    "fp_provision_options_set_rotation_template", c_int, P, c_char_p
+)
+fp_provision_options_set_rotation_reuse_key = _fn(
+    "fp_provision_options_set_rotation_reuse_key", c_int, P, c_int
+)
+fp_provision_options_set_device_key_pkcs11 = _fn(
+    "fp_provision_options_set_device_key_pkcs11", c_int, P, P, c_int, c_int
+)
+fp_provision_start = _fn("fp_provision_start", c_int, P, PROGRESS_CB, PROVISION_CB, P, PP)
+fp_provision_cancel = _fn("fp_provision_cancel", c_int, P)
+fp_provision_op_free = _fn("fp_provision_op_free", None, P)
 
 fp_provisioned_thing_name = _fn("fp_provisioned_thing_name", c_char_p, P)
 fp_provisioned_certificate_id = _fn("fp_provisioned_certificate_id", c_char_p, P)
 fp_provisioned_client_id = _fn("fp_provisioned_client_id", c_char_p, P)
 fp_provisioned_certificate_file = _fn("fp_provisioned_certificate_file", c_char_p, P)
 fp_provisioned_private_key_file = _fn("fp_provisioned_private_key_file", c_char_p, P)
+fp_provisioned_key_location = _fn("fp_provisioned_key_location", c_int, P)
 fp_provisioned_metadata_file = _fn("fp_provisioned_metadata_file", c_char_p, P)
 fp_provisioned_reused = _fn("fp_provisioned_reused", c_int, P)
+fp_provisioned_rotated = _fn("fp_provisioned_rotated", c_int, P)
+fp_provisioned_previous_certificate_id = _fn("fp_provisioned_previous_certificate_id", c_char_p, P)
 fp_provisioned_attempts = _fn("fp_provisioned_attempts", c_uint32, P)
 fp_provisioned_abandoned_certificate_count = _fn(
     "fp_provisioned_abandoned_certificate_count", c_size_t, P

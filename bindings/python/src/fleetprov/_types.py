@@ -39,6 +39,7 @@ class Step(enum.IntEnum):
     VERIFYING = _codes.FP_STEP_VERIFYING
     RETRY_SCHEDULED = _codes.FP_STEP_RETRY_SCHEDULED
     REUSING = _codes.FP_STEP_REUSING
+    ROTATING = _codes.FP_STEP_ROTATING
     CERTIFICATE_ABANDONED = _codes.FP_STEP_CERTIFICATE_ABANDONED
 
 
@@ -121,6 +122,14 @@ class Provisioned:
     #: Ids of certificates this run obtained and did not keep (each also reported as
     #: ``Step.CERTIFICATE_ABANDONED``): each may be Active on the thing; deactivate it.
     abandoned_certificates: List[str] = field(default_factory=list)
+    #: True if the stored identity was renewed with itself (no claim connection was made).
+    rotated: bool = False
+    #: When rotated: the replaced certificate, still Active in the account (deactivate it once
+    #: the device uses the new one).
+    previous_certificate_id: Optional[str] = None
+    #: Where the private key is: ``"file"`` (``private_key_file``), ``"pkcs11"`` (a token,
+    #: ``device_pkcs11``; ``private_key_file`` is then ``""``) or ``"signer"``.
+    key_location: str = "file"
 
 
 @dataclass(frozen=True)

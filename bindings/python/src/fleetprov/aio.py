@@ -3,14 +3,16 @@
 Results come from the library's threads to the event loop through
 ``loop.call_soon_threadsafe``; the loop is never blocked by a wait.
 
-Cancellation: the C library cannot cancel a running ``fp_provision()`` (nor one operation of
-a client). Cancelling the awaiting task raises ``asyncio.CancelledError`` at once; the run
-goes on in the background until it ends (by its deadline at the latest) and its result is
-discarded (a private key in it is wiped). Anything the run completes meanwhile stays done:
-a cancelled ``provision()`` may still save an identity in the store, which the next call
-reuses. ``timeout`` (seconds) works the same way, and for ``provision()`` also becomes the
-library's deadline, so the run itself ends by then. Closing a ``Client`` does cancel its
-pending operations.
+Cancellation: cancelling the task awaiting ``provision()`` (``task.cancel()``, or
+``asyncio.wait_for`` running out) cancels the run itself (``fp_provision_cancel()``): it ends
+within milliseconds, its connections closed, and the store keeps the identity it held
+before, or none. The task raises ``asyncio.CancelledError`` at once. ``timeout`` (seconds)
+becomes the library's deadline, so the run ends by then with ``fleetprov.TimeoutError``.
+
+The C library cannot cancel one operation of a ``Client``: cancelling a task awaiting one
+raises ``asyncio.CancelledError`` at once, the operation goes on until it ends and its result
+is discarded (a private key in it is wiped). Closing a ``Client`` cancels its pending
+operations.
 """
 
 from __future__ import annotations
@@ -125,6 +127,7 @@ async def provision(
     proxy_host: Optional[str] = None,
     proxy_port: Optional[int] = None,
     pkcs11: Optional[Pkcs11Key] = None,
+    device_pkcs11: Optional[Pkcs11Key] = None,
     parameters: Parameters = None,
     key_type: KeyType = KeyType.EC_P256,
     csr_subject: Optional[str] = None,
@@ -135,6 +138,10 @@ async def provision(
     retry: Optional[RetryPolicy] = None,
     on_progress: Optional[ProgressCallback] = None,
     timeout: Optional[float] = None,
+    rotate_before: Optional[float] = None,
+    rotate_before_percent: Optional[int] = None,
+    rotation_template: Optional[str] = None,
+    rotation_reuse_key: bool = False,
 ) -> Provisioned:
     """``fleetprov.provision()`` for asyncio: the same arguments; ``on_progress`` runs on the
     event loop. See the module's documentation for cancellation and ``timeout``."""
@@ -170,10 +177,19 @@ async def provision(
         force=force,
         retry=retry,
         timeout=timeout,
+        rotate_before=rotate_before,
+        rotate_before_percent=rotate_before_percent,
+        rotation_template=rotation_template,
+        rotation_reuse_key=rotation_reuse_key,
+        device_pkcs11=device_pkcs11,
     )
     sink = LoopSink(asyncio.get_running_loop(), on_progress)
-    _core.start_provision(config, sink)
-    result = await _await(sink, config.wait_limit, "provision()")
+    run = _core.start_provision(config, sink)
+    try:
+        result = await _await(sink, config.wait_limit, "provision()")
+    except BaseException:
+        run.cancel()  # the task was cancelled (or timed out): so is the run
+        raise
     assert isinstance(result, Provisioned)
     return result
 

@@ -4,7 +4,9 @@ Takes the flags of AWS's Python fleet provisioning sample (``--endpoint --port -
 --ca_file --client_id --template_name --template_parameters --csr --proxy_host --proxy_port
 --verbosity``) plus ``--mqtt_version`` and ``--output_dir``, and those of the C demo
 (``c_examples/fleet_provisioning.c``): ``--payload_format``, ``--timeout_ms``, ``--force``,
-``--key_type``, ``--max_attempts`` and the PKCS#11 claim key flags.
+``--key_type``, ``--max_attempts``, ``--rotate_before``, ``--rotation_template`` and the PKCS#11
+flags (the claim key in a token with ``--key_label``; with ``--output_dir`` the device key made
+and kept in the token, ``--device_key_label``).
 
 Without ``--output_dir``: connect with the claim, CreateKeysAndCertificate (or
 CreateCertificateFromCsr with ``--csr``), RegisterThing, print the result. As in the C demo the
@@ -67,6 +69,7 @@ STEP_NAMES = {
     Step.VERIFYING: "verifying",
     Step.RETRY_SCHEDULED: "retry scheduled",
     Step.REUSING: "reusing",
+    Step.ROTATING: "rotating",
     Step.CERTIFICATE_ABANDONED: "certificate abandoned",
 }
 
@@ -112,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--endpoint", required=True, help="the AWS IoT endpoint host (no scheme or port)")
     a("--port", type=int, default=None, help="TCP port (default 8883)")
     a("--cert", required=True, help="claim certificate PEM file")
-    a("--key", help="claim private key PEM file (or --pkcs11_lib)")
+    a("--key", help="claim private key PEM file (or --key_label with --pkcs11_lib)")
     a("--ca_file", help="CA certificates PEM file (default: the system's roots)")
     a("--client_id", help="MQTT client id of the claim connection (default test-<uuid>)")
     a("--template_name", required=True, help="provisioning template name")
@@ -129,11 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     a("--key_type", choices=list(KEY_TYPES), default=None,
       help="with --output_dir: the device key (default ec-p256; service: CreateKeysAndCertificate)")
     a("--max_attempts", type=int, default=None, help="with --output_dir: tries in all (8)")
-    a("--pkcs11_lib", help="PKCS#11 module holding the claim key (instead of --key)")
+    a("--rotate_before", type=int, default=None,
+      help="with --output_dir: rotate the stored identity once at most SECONDS are left (0: never)")
+    a("--rotation_template", default=None, help="with --output_dir: the template used when rotating")
+    a("--pkcs11_lib", help="PKCS#11 module holding the claim key and, with --output_dir, the device key")
     a("--pin", help="PKCS#11 user PIN")
     a("--token_label", help="PKCS#11 token label")
     a("--slot_id", type=int, default=None, help="PKCS#11 slot id")
-    a("--key_label", help="PKCS#11 label of the claim key")
+    a("--key_label", help="PKCS#11 label of the claim key (instead of --key)")
+    a("--device_key_label", default=None,
+      help="with --pkcs11_lib and --output_dir: label of the device key made and kept in the "
+           "token (default fleetprov-device)")
     return p
 
 
@@ -142,12 +151,12 @@ def _fail(message: str) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if (args.key is None) == (args.pkcs11_lib is None):
-        raise UsageError("give one of --key and --pkcs11_lib for the claim key")
-    if args.pkcs11_lib is not None and args.key_label is None:
-        raise UsageError("--pkcs11_lib needs --key_label")
+    if (args.key is None) == (args.key_label is None):
+        raise UsageError("give one of --key and --key_label (with --pkcs11_lib) for the claim key")
+    if args.device_key_label is not None and args.output_dir is None:
+        raise UsageError("--device_key_label needs --output_dir")
     if args.pkcs11_lib is None:
-        for flag in ("pin", "token_label", "slot_id", "key_label"):
+        for flag in ("pin", "token_label", "slot_id", "key_label", "device_key_label"):
             if getattr(args, flag) is not None:
                 raise UsageError(f"--{flag} needs --pkcs11_lib")
     if args.port is not None and not 1 <= args.port <= 65535:
@@ -160,14 +169,18 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.timeout_ms is not None and not 1 <= args.timeout_ms <= 3_600_000:
         raise UsageError("--timeout_ms must be 1-3600000")
     if args.output_dir is None:
-        for flag in ("force", "key_type", "max_attempts"):
+        for flag in ("force", "key_type", "max_attempts", "rotate_before", "rotation_template"):
             if getattr(args, flag) not in (None, False):
-                raise UsageError("--force, --key_type and --max_attempts need --output_dir")
-    if args.output_dir is not None and args.pkcs11_lib is not None:
+                raise UsageError(
+                    "--force, --key_type, --max_attempts, --rotate_before and --rotation_template "
+                    "need --output_dir"
+                )
+    if args.rotate_before is not None and not 0 <= args.rotate_before <= 1_000_000_000:
+        raise UsageError("--rotate_before must be 0-1000000000 seconds")
+    if args.output_dir is not None and args.pkcs11_lib is not None and args.key_type == "service":
         raise UsageError(
-            "--pkcs11_lib and --output_dir do not mix: the library's identity store "
-            "(fp_provision) needs the claim key as a file (--key); without --output_dir the "
-            "claim key may be in the token"
+            "--key_type service gives a key in a file: with --pkcs11_lib the device key is made "
+            "in the token (ec-p256, ec-p384 or rsa-2048)"
         )
     if args.max_attempts is not None and not 1 <= args.max_attempts <= 1000:
         raise UsageError("--max_attempts must be 1-1000")
@@ -222,7 +235,7 @@ def _configure_logging(verbosity: str) -> None:
 
 def _connection_kwargs(args: argparse.Namespace) -> dict[str, object]:
     pkcs11 = None
-    if args.pkcs11_lib is not None:
+    if args.key_label is not None:
         pkcs11 = Pkcs11Key(
             module=args.pkcs11_lib,
             key_label=args.key_label,
@@ -259,12 +272,24 @@ def _print_progress(event: Progress) -> None:
 def _run_store(args: argparse.Namespace) -> int:
     kwargs = _connection_kwargs(args)
     retry = RetryPolicy() if args.max_attempts is None else RetryPolicy(max_attempts=args.max_attempts)
+    device_pkcs11 = None
+    if args.pkcs11_lib is not None:
+        device_pkcs11 = Pkcs11Key(
+            module=args.pkcs11_lib,
+            key_label=args.device_key_label or "fleetprov-device",
+            pin=args.pin,
+            token_label=args.token_label,
+            slot_id=args.slot_id,
+        )
     result = provision(
         output_dir=args.output_dir,
+        device_pkcs11=device_pkcs11,
         parameters=args.template_parameters,
         key_type=KEY_TYPES[args.key_type or "ec-p256"],
         force=args.force,
         retry=retry,
+        rotate_before=args.rotate_before,
+        rotation_template=args.rotation_template,
         on_progress=_print_progress,
         **kwargs,  # type: ignore[arg-type]
     )
@@ -272,10 +297,23 @@ def _run_store(args: argparse.Namespace) -> int:
     print(f"Thing: {result.thing_name}")
     if result.reused:
         print(f"Reused the stored identity, verified by connecting (connected as {result.client_id}, {attempts}).")
+    elif result.rotated:
+        print(
+            "Rotated the stored identity without the claim, saved and verified by connecting "
+            f"(connected as {result.client_id}, {attempts})."
+        )
     else:
         print(f"Provisioned, saved and verified by connecting (connected as {result.client_id}, {attempts}).")
     print(f"Certificate id: {result.certificate_id}")
-    print(f"Stored: {result.metadata_file}, {result.certificate_file}, {result.private_key_file}")
+    if result.previous_certificate_id is not None:
+        print(
+            f"Replaced certificate id: {result.previous_certificate_id} (still active in the "
+            "account: deactivate it once the device uses the new one)"
+        )
+    if result.private_key_file:
+        print(f"Stored: {result.metadata_file}, {result.certificate_file}, {result.private_key_file}")
+    else:
+        print(f"Stored: {result.metadata_file}, {result.certificate_file}; the private key stays in the PKCS#11 token")
     _print_config(result.device_configuration)
     return EXIT_OK
 

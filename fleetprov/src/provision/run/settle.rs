@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use std::time::Instant;
 
-use super::{blocking, Created, Run, TOKEN_LIFETIME};
+use super::{blocking, locked, stage_new, Created, Run, TOKEN_LIFETIME};
 use crate::error::{Error, ErrorKind};
 use crate::log::{fp_log, Level};
+use crate::provision::device_key::{self, NewKey};
 use crate::provision::options::Step;
-use crate::provision::store::{IdentityStore, Metadata, Pending};
+use crate::provision::store::{IdentityStore, KeyLocation, Metadata, Pending};
 use crate::provision::Provisioned;
 
 /// Why a verification connection did not prove an identity.
@@ -73,7 +74,7 @@ impl Run {
         let Some(c) = created else { return };
         self.abandon(&c.certificate_id, why).await;
         if let (Some(store), Some(staged)) = (self.store.clone(), c.staged) {
-            if let Err(e) = blocking(move || store.discard(&staged)).await {
+            if let Err(e) = locked(&self.lock, &store, move |s| s.discard(&staged)).await {
                 fp_log!(Level::Warn, "{}", e.message);
             }
         }
@@ -87,16 +88,17 @@ impl Run {
         let Some(store) = self.store.clone() else {
             return Ok(c);
         };
-        let (id, cert, key) = (
+        let (id, cert, key, location) = (
             c.certificate_id.clone(),
             c.certificate_pem.clone(),
-            c.private_key_pem.clone(),
+            c.key.clone(),
+            c.key.location(),
         );
         let (token, endpoint) = (c.token.clone(), self.opts.claim.endpoint.clone());
-        let staged = blocking(move || {
-            let staged = store.stage(&id, &cert, &key)?;
-            if let Err(e) = store.keep_registering(&staged, &id, &token, &endpoint) {
-                let _ = store.discard(&staged);
+        let staged = locked(&self.lock, &store, move |s| {
+            let staged = stage_new(s, &id, &cert, &key)?;
+            if let Err(e) = s.keep_registering(&staged, &id, &token, &endpoint, location) {
+                let _ = s.discard(&staged);
                 return Err(e);
             }
             Ok(staged)
@@ -121,22 +123,46 @@ impl Run {
         &mut self,
         store: &IdentityStore,
     ) -> Result<Option<Created>, Error> {
-        let (s, endpoint) = (store.clone(), self.opts.claim.endpoint.clone());
-        let r = match blocking(move || s.registering(&endpoint)).await? {
+        let (endpoint, source) = (
+            self.opts.claim.endpoint.clone(),
+            self.opts.device_key.clone(),
+        );
+        let found = locked(&self.lock, store, move |s| {
+            let r = match s.registering(&endpoint)? {
+                None => return Ok(None),
+                Some(Err(unusable)) => return Ok(Some(Err(unusable))),
+                Some(Ok(r)) => r,
+            };
+            // A key in a token or behind a signer is reached as the options say, as for a
+            // stored identity.
+            let key = match (&r.private_key_pem, &r.key_location) {
+                (Some(pem), _) => Ok(NewKey::Pem(pem.clone())),
+                (None, KeyLocation::File) => Err("its key file cannot be read".to_owned()),
+                (None, location) => {
+                    let certificate = s.staged_files(&r.staged).certificate;
+                    device_key::reopen(location, &certificate, &source)
+                }
+            };
+            Ok(Some(match key {
+                Ok(key) => Ok((r, key)),
+                Err(why) => Err((r.certificate_id, why)),
+            }))
+        })
+        .await?;
+        let (r, key) = match found {
             None => return Ok(None),
+            Some(Ok(found)) => found,
             Some(Err((id, why))) => {
                 self.abandon(&id, &format!("a stopped run's certificate: {why}"))
                     .await;
-                let s = store.clone();
-                blocking(move || s.forget_registering()).await?;
+                locked(&self.lock, store, |s| s.forget_registering()).await?;
                 return Ok(None);
             }
-            Some(Ok(r)) => r,
         };
         let created = Created {
             certificate_id: r.certificate_id,
             certificate_pem: r.certificate_pem,
-            private_key_pem: r.private_key_pem,
+            key,
             token: r.token,
             at: Instant::now()
                 .checked_sub(r.age)
@@ -183,8 +209,8 @@ impl Run {
         &mut self,
         store: &IdentityStore,
     ) -> Result<Option<Provisioned>, Error> {
-        let (s, endpoint) = (store.clone(), self.opts.claim.endpoint.clone());
-        let identity = match blocking(move || s.pending(&endpoint)).await? {
+        let endpoint = self.opts.claim.endpoint.clone();
+        let identity = match locked(&self.lock, store, move |s| s.pending(&endpoint)).await? {
             None => return Ok(None),
             Some(Pending::Unusable {
                 certificate_id,
@@ -225,7 +251,23 @@ impl Run {
             .device_client_id
             .clone()
             .unwrap_or_else(|| m.client_id.clone());
-        match self.verify(&identity.files, &client_id).await {
+        // Its key as a stored identity's is reached: a file, or the options' token or signer.
+        let (id, source) = (identity.clone(), self.opts.device_key.clone());
+        let key = match blocking(move || Ok(device_key::stored_key(&id, &source))).await? {
+            Ok(key) => key,
+            Err(why) => {
+                fp_log!(
+                    Level::Warn,
+                    "identity store {}: the pending identity cannot be used: {why}",
+                    store.dir().display()
+                );
+                self.abandon(&m.certificate_id, "the pending identity cannot be used")
+                    .await;
+                self.drop_pending(store).await?;
+                return Ok(None);
+            }
+        };
+        match self.verify(&identity.files, key, &client_id).await {
             Ok(()) => {}
             Err(VerifyFailure::Unusable(e)) => {
                 let e = unusable(e);
@@ -239,10 +281,20 @@ impl Run {
                 return Err(not_verified(e, &m, store));
             }
         }
-        let stored = {
-            let store = store.clone();
-            blocking(move || store.commit_pending(&identity)).await?
-        };
+        if let Some(key) = device_key::store_in(&m.key_location, &self.opts.device_key) {
+            let cert = identity.files.certificate.clone();
+            blocking(move || {
+                let pem = std::fs::read_to_string(&cert).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Store,
+                        format!("identity store: cannot read {}: {e}", cert.display()),
+                    )
+                })?;
+                crate::pkcs11::store_certificate(&key, &pem)
+            })
+            .await?;
+        }
+        let stored = locked(&self.lock, store, move |s| s.commit_pending(&identity)).await?;
         fp_log!(
             Level::Info,
             "provisioned {} (certificate {}): the pending identity is verified",
@@ -255,20 +307,22 @@ impl Run {
             certificate_id: m.certificate_id,
             client_id,
             files: stored.files,
+            key_location: m.key_location,
             reused: true,
+            rotated: false,
+            previous_certificate_id: None,
             attempts: self.attempt,
             abandoned_certificates: self.abandoned.clone(),
         }))
     }
 
     async fn drop_pending(&self, store: &IdentityStore) -> Result<(), Error> {
-        let store = store.clone();
-        blocking(move || store.drop_pending()).await
+        locked(&self.lock, store, |s| s.drop_pending()).await
     }
 
     /// The error for a new identity (registered, saved as pending) whose verification
     /// failed: a refused one is reported and dropped; one that could not be tried stays
-    /// pending.
+    /// pending, except in a rotation, which keeps the old identity and gives the new one up.
     pub(super) async fn new_identity_failed(
         &mut self,
         store: &IdentityStore,
@@ -283,6 +337,17 @@ impl Run {
                     fp_log!(Level::Warn, "{}", d.message);
                 }
                 unusable(e)
+            }
+            VerifyFailure::NotVerified(e) if self.rotating => {
+                self.abandon(
+                    &m.certificate_id,
+                    "the rotation's new identity could not be verified; the current one is kept",
+                )
+                .await;
+                if let Err(d) = self.drop_pending(store).await {
+                    fp_log!(Level::Warn, "{}", d.message);
+                }
+                e
             }
             VerifyFailure::NotVerified(e) => not_verified(e, m, store),
         }

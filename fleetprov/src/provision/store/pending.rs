@@ -77,6 +77,10 @@ impl IdentityStore {
     pub fn discard(&self, staged: &Staged) -> Result<(), Error> {
         self.remove_registering_file()?;
         for name in [&staged.certificate_file, &staged.private_key_file] {
+            // No key file when the key is in a token or behind a signer.
+            if name.is_empty() {
+                continue;
+            }
             let path = self.dir.join(name);
             match fs::remove_file(&path) {
                 Ok(()) => {}

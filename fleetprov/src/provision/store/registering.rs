@@ -1,5 +1,5 @@
 //! A create result not registered yet: `registering.json` (0600) names its staged certificate
-//! and key and holds its ownership token, so that the next run can send RegisterThing with the
+//! and key (or where the key is, when it is not a file) and holds its ownership token, so that the next run can send RegisterThing with the
 //! same token after a run was stopped (killed, powered off) before RegisterThing answered,
 //! instead of asking for another certificate. Removed once the identity is pending or
 //! committed, or the certificate given up.
@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{store_error, unix_secs, IdentityStore, Staged};
+use super::{store_error, unix_secs, IdentityStore, KeyLocation, Staged};
 use crate::error::{Error, ErrorKind};
 
 /// Name of the file holding a create result not registered yet.
@@ -27,6 +27,9 @@ struct Record {
     /// When the create call answered, seconds since the Unix epoch.
     created_at: u64,
     not_after: u64,
+    /// Where the key is; absent means the file `private_key_file`.
+    #[serde(default, rename = "key")]
+    key_location: KeyLocation,
 }
 
 /// A create result that cannot be resumed: its certificate id and why.
@@ -38,8 +41,10 @@ pub struct Registering {
     pub certificate_id: String,
     /// The certificate, PEM.
     pub certificate_pem: String,
-    /// Its private key, PEM.
-    pub private_key_pem: Zeroizing<String>,
+    /// Its private key, PEM; `None` when the key is not a file (see `key_location`).
+    pub private_key_pem: Option<Zeroizing<String>>,
+    /// Where its key is.
+    pub key_location: KeyLocation,
     /// The ownership token the create call gave.
     pub token: String,
     /// How long ago the create call answered.
@@ -50,13 +55,14 @@ pub struct Registering {
 
 impl IdentityStore {
     /// Records the staged create result `staged` (certificate `certificate_id`, ownership
-    /// `token`, made at `endpoint`) as not registered yet.
+    /// `token`, made at `endpoint`, its key at `key_location`) as not registered yet.
     pub fn keep_registering(
         &self,
         staged: &Staged,
         certificate_id: &str,
         token: &str,
         endpoint: &str,
+        key_location: KeyLocation,
     ) -> Result<(), Error> {
         let record = Record {
             certificate_id: certificate_id.to_owned(),
@@ -66,6 +72,7 @@ impl IdentityStore {
             endpoint: endpoint.to_owned(),
             created_at: unix_secs(SystemTime::now()),
             not_after: staged.not_after,
+            key_location,
         };
         let json = serde_json::to_vec(&record)
             .map_err(|e| Error::new(ErrorKind::Internal, format!("{REGISTERING_FILE}: {e}")))?;
@@ -101,8 +108,12 @@ impl IdentityStore {
             return Ok(Some(Err((r.certificate_id, why))));
         }
         let files = self.files_of(&r.certificate_file, &r.private_key_file);
+        let file_key = r.key_location == KeyLocation::File;
         let read = fs::read_to_string(&files.certificate).and_then(|c| {
-            let k = fs::read_to_string(&files.private_key).map(Zeroizing::new)?;
+            let k = match file_key {
+                true => Some(fs::read_to_string(&files.private_key).map(Zeroizing::new)?),
+                false => None,
+            };
             Ok((c, k))
         });
         let Ok((certificate_pem, private_key_pem)) = read else {
@@ -116,6 +127,7 @@ impl IdentityStore {
             certificate_id: r.certificate_id,
             certificate_pem,
             private_key_pem,
+            key_location: r.key_location,
             token: r.token,
             age,
             staged: Staged {
@@ -156,7 +168,7 @@ mod tests {
         let (id, cert, key) = identity();
         let staged = store.stage(&id, &cert, &key).unwrap();
         store
-            .keep_registering(&staged, &id, "token-1", "h")
+            .keep_registering(&staged, &id, "token-1", "h", KeyLocation::File)
             .unwrap();
         let (store, leftovers) = IdentityStore::open_reporting(tmp.path()).unwrap();
         assert!(leftovers.is_empty());

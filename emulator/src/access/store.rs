@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 
-use super::context::CertFields;
-use super::{evaluate, Action, Arn, Context, Decision, Policy};
 use crate::account::Account;
+use crate::policy::context::CertFields;
+use crate::policy::{evaluate, Action, Arn, Context, Decision, Policy};
 use crate::registry::{CertStatus, Registry};
 
 /// The claim policy served by default, one per template: AWS's fleet-provisioning sample policy

@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::context::CertFields;
 use super::store::PolicyStore;
-use super::{Action, Decision};
 use crate::account::Account;
+use crate::policy::context::CertFields;
+use crate::policy::{Action, Decision};
 use crate::registry::RegistryCopy;
 
 /// Which certificate asks.
@@ -49,7 +49,7 @@ pub struct Answer {
 
 fn certificate_fields(pem_path: &Path) -> Result<CertFields, String> {
     let pem = std::fs::read(pem_path).map_err(|e| format!("{}: {e}", pem_path.display()))?;
-    let der = crate::ca::pem_block(&pem, "CERTIFICATE")
+    let der = crate::cert::pem_block(&pem, "CERTIFICATE")
         .filter(|d| !d.is_empty())
         .ok_or_else(|| format!("{}: no PEM certificate in it", pem_path.display()))?;
     Ok(CertFields::from_der(&der))
@@ -82,7 +82,7 @@ pub fn check(q: &Question) -> Result<Answer, String> {
             // A claim issued by `fleetprov-emulator claim` that no server has taken in yet.
             let issued_claim = q
                 .state_dir
-                .join(crate::CLAIMS_DIR)
+                .join(crate::state_dir::CLAIMS_DIR)
                 .join(&cert.certificate_id)
                 .is_file();
             if registry.certificate(&cert.certificate_id).is_none() && issued_claim {

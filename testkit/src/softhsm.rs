@@ -1,0 +1,139 @@
+//! SoftHSM2 (Debian's `softhsm2`, a real PKCS#11 module) set up once per test process: two
+//! tokens in a temporary directory named by `SOFTHSM2_CONF`, and an emulator state (CA, claim
+//! certificate and key) whose claim key is imported into both, for tests that keep keys in a
+//! token. A test that calls [`softhsm`] without SoftHSM2 installed fails, naming it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use fleetprov::pkcs11::Pkcs11Key;
+
+/// The token most tests use.
+pub const TOKEN: &str = "fleetprov-test";
+/// A second token, for checks of a wrong PIN: PKCS#11 login state is per token and process,
+/// so while another test is logged in to [`TOKEN`], any PIN would "log in" there.
+pub const PIN_TOKEN: &str = "fleetprov-pin";
+/// The user PIN of both tokens.
+pub const PIN: &str = "4711";
+/// The security officer PIN of both tokens.
+pub const SO_PIN: &str = "0815";
+/// The label of the claim key in both tokens (`CKA_ID` 01).
+pub const CLAIM_LABEL: &str = "claim";
+
+const MODULE_CANDIDATES: &[&str] = &[
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+];
+
+/// The tokens, the module, and the emulator state whose claim key is in the tokens.
+pub struct SoftHsm {
+    _dir: tempfile::TempDir,
+    /// The SoftHSM2 module (`FLEETPROV_PKCS11_MODULE` if set).
+    pub module: PathBuf,
+    /// The emulator state to copy (see [`SoftHsm::copy_state`]).
+    pub state: PathBuf,
+    /// The `SOFTHSM2_CONF` file, for child processes.
+    pub conf: PathBuf,
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed: {text}");
+    text
+}
+
+/// Sets SoftHSM2 up once per process (and sets `SOFTHSM2_CONF`, which the module reads when
+/// it is initialised); the test fails, naming it, when it is not installed.
+pub fn softhsm() -> &'static SoftHsm {
+    static HSM: OnceLock<SoftHsm> = OnceLock::new();
+    HSM.get_or_init(|| {
+        let module = std::env::var_os("FLEETPROV_PKCS11_MODULE")
+            .map(PathBuf::from)
+            .or_else(|| {
+                MODULE_CANDIDATES
+                    .iter()
+                    .map(PathBuf::from)
+                    .find(|p| p.is_file())
+            });
+        let util = Command::new("softhsm2-util").arg("--version").output();
+        let (Some(module), Ok(_)) = (module, util) else {
+            crate::missing_tool(
+                "SoftHSM2 (softhsm2-util and libsofthsm2.so)",
+                "apt-get install softhsm2",
+            );
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        for token in [TOKEN, PIN_TOKEN] {
+            run(Command::new("softhsm2-util").args([
+                "--init-token",
+                "--free",
+                "--label",
+                token,
+                "--pin",
+                PIN,
+                "--so-pin",
+                SO_PIN,
+            ]));
+        }
+        let state = dir.path().join("state");
+        fleetprov_emulator::ca::Ca::load_or_create(&state).unwrap();
+        let claim_key = state.join("claim-key.pem");
+        for token in [TOKEN, PIN_TOKEN] {
+            run(Command::new("softhsm2-util")
+                .args(["--import"])
+                .arg(&claim_key)
+                .args(["--token", token, "--label", CLAIM_LABEL])
+                .args(["--id", "01", "--pin", PIN]));
+        }
+        SoftHsm {
+            _dir: dir,
+            module,
+            state,
+            conf,
+        }
+    })
+}
+
+impl SoftHsm {
+    /// The key labelled `label` in [`TOKEN`], with its PIN.
+    pub fn key(&self, label: &str) -> Pkcs11Key {
+        Pkcs11Key {
+            module: self.module.clone(),
+            token_label: Some(TOKEN.to_owned()),
+            slot_id: None,
+            pin: Some(PIN.to_owned().into()),
+            key_label: label.to_owned(),
+        }
+    }
+
+    /// Copies the prepared emulator state (CA, claim) into `dir`, so that an emulator started
+    /// there has its own registry and the claim key in the tokens.
+    pub fn copy_state(&self, dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        for entry in std::fs::read_dir(&self.state).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+            }
+        }
+    }
+}
