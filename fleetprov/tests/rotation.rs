@@ -196,12 +196,23 @@ async fn provisions_then_rotates_twice_without_the_claim() {
             Step::Connecting,
             Step::Creating,
             Step::Registering,
+            // The certificate created for the refused registration is reported.
+            Step::CertificateAbandoned,
             Step::Reusing,
             Step::Verifying,
             Step::Connecting
         ]
     );
     assert!(kept.reused && !kept.rotated, "{kept:?}");
+    let abandoned: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| p.step == Step::CertificateAbandoned)
+        .map(|p| p.detail.clone())
+        .collect();
+    assert_eq!(kept.abandoned_certificates, abandoned);
+    assert_ne!(abandoned[0], third.certificate_id);
     assert_eq!(kept.certificate_id, third.certificate_id);
     check_held_and_stored(&env, &store, &kept);
     assert_eq!(env.emu.throttle().claim_connections(), 1);
