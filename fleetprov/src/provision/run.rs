@@ -140,8 +140,8 @@ struct Run {
     store: Option<IdentityStore>,
     /// Who connects for the create and register half: "claim", or "device" when rotating.
     caller: &'static str,
-    /// A rotation is saving its new identity: one that fails verification is given up (the
-    /// old identity stays in use) rather than kept pending.
+    /// A rotation is saving its new identity: it is not kept pending, and one that fails
+    /// verification is given up (the old identity stays in use).
     rotating: bool,
     /// The store directory's lock (see [`store_lock`]), held around each piece of store work.
     lock: Arc<Mutex<()>>,
@@ -386,11 +386,15 @@ impl Run {
             not_after: 0,
         };
         // Pending from here: a failed verification or a killed process leaves it for the
-        // next run to verify, not leftovers to delete.
+        // next run to verify, not leftovers to delete. Not a rotation's: the old identity
+        // stays in use, and a killed rotation's files are reported by the next run, which
+        // rotates again.
+        let rotating = self.rotating;
         if let Err(e) = {
             let (staged, metadata) = (staged.clone(), metadata.clone());
-            locked(&self.lock, store, move |s| {
-                s.keep_pending(&staged, metadata)
+            locked(&self.lock, store, move |s| match rotating {
+                true => s.registered(),
+                false => s.keep_pending(&staged, metadata),
             })
             .await
         } {

@@ -322,7 +322,7 @@ impl Run {
 
     /// The error for a new identity (registered, saved as pending) whose verification
     /// failed: a refused one is reported and dropped; one that could not be tried stays
-    /// pending, except in a rotation, which keeps the old identity and gives the new one up.
+    /// pending, except a rotation's (not pending), which is given up: the old identity stays.
     pub(super) async fn new_identity_failed(
         &mut self,
         store: &IdentityStore,

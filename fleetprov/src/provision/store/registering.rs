@@ -138,6 +138,14 @@ impl IdentityStore {
         })))
     }
 
+    /// Forgets the record of the create result not registered yet and keeps its staged
+    /// files: it is registered now (its token spent) and not recorded as pending (a
+    /// rotation's new identity, which a stopped run leaves for the next run to report).
+    pub fn registered(&self) -> Result<(), Error> {
+        self.remove_registering_file()?;
+        self.sync_dir()
+    }
+
     /// Forgets the create result not registered yet and removes its files (the caller has
     /// reported its certificate).
     pub fn forget_registering(&self) -> Result<(), Error> {
