@@ -120,10 +120,14 @@ pub struct Provisioned {
 ///
 /// - the store holds the identity it held before, or none, never a mixture:
 ///   `identity.json`, the commit point, is written only after the new identity was verified.
-///   Certificate and key files already written for the new identity (dropped while
-///   [`Step::Verifying`]) are not named by `identity.json`; the next run removes them. Store
-///   work already running on the blocking pool (a write, or the commit itself) cannot be
-///   interrupted and finishes in the background; the next run in this process on the same
+///   Beside it the store may hold what the dropped run obtained, as after a killed process:
+///   its create result, staged with `registering.json` (dropped after [`Step::Creating`]),
+///   which the next run registers with the same token or, when it keeps another identity,
+///   reports as abandoned; or its registered identity, kept pending (dropped while
+///   [`Step::Saving`] or [`Step::Verifying`]), which the next run verifies and commits. A
+///   rotation's new identity is not kept pending: the next run reports it and rotates again.
+///   Store work already running on the blocking pool (a write, or the commit itself) cannot
+///   be interrupted and finishes in the background; the next run in this process on the same
 ///   directory waits for it, so it sees the old identity or the new one, whole.
 /// - connections close: the claim or device connection, and one being made, are dropped with
 ///   the future (no DISCONNECT is sent; the broker sees the TCP connection close).
