@@ -198,4 +198,28 @@ mod tests {
         store.discard(&r.staged).unwrap();
         assert!(names(tmp.path()).is_empty(), "{:?}", names(tmp.path()));
     }
+
+    #[test]
+    fn a_create_result_for_a_key_outside_the_store_says_where_the_key_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = IdentityStore::open(tmp.path()).unwrap();
+        let (id, cert, _) = identity();
+        let public = crate::signer::PublicKey::from_pem(cert.as_bytes()).unwrap();
+        let staged = store.stage_certificate(&id, &cert, &public).unwrap();
+        store
+            .keep_registering(&staged, &id, "token-2", "h", KeyLocation::Signer)
+            .unwrap();
+        let (store, leftovers) = IdentityStore::open_reporting(tmp.path()).unwrap();
+        assert!(leftovers.is_empty());
+        let Some(Ok(r)) = store.registering("h").unwrap() else {
+            panic!("no create result")
+        };
+        assert_eq!(r.key_location, KeyLocation::Signer);
+        assert!(r.private_key_pem.is_none());
+        assert_eq!(r.token, "token-2");
+        // Only the certificate was written; discarding it removes it (no key file to remove).
+        assert_eq!(names(tmp.path()).len(), 2, "{:?}", names(tmp.path()));
+        store.discard(&r.staged).unwrap();
+        assert!(names(tmp.path()).is_empty(), "{:?}", names(tmp.path()));
+    }
 }
