@@ -20,9 +20,15 @@
  * (not extractable, --device_key_label, default "fleetprov-device"), its certificate stored
  * there and in the store, and reused by later runs; no key file is written.
  *
+ * Without --csr and --output_dir (the keys flow: CreateKeysAndCertificate, whose answer is
+ * the only copy of the private key, then RegisterThing, which activates its certificate)
+ * --identity_file FILE is required: the certificate and key are written there (0600, never
+ * over an existing file) before RegisterThing is sent, so no certificate is activated for a
+ * key that was thrown away.
+ *
  * Exit codes: 0 success, 2 usage, 3 connection failed or lost, 4 rejected by the service,
- * 5 timeout, 6 other error, 7 identity store error, 8 cancelled by SIGINT or SIGTERM (with
- * --output_dir). Failures print one line on stderr.
+ * 5 timeout, 6 other error, 7 identity store or --identity_file error, 8 cancelled by SIGINT
+ * or SIGTERM (with --output_dir). Failures print one line on stderr.
  * The private key is never printed; --output_dir saves it (0600) with the certificate, unless
  * it is in a PKCS#11 token.
  *
@@ -78,6 +84,7 @@ struct args {
     const char *device_key_label;
     const char *key_type;
     const char *max_attempts;
+    const char *identity_file;
     const char *rotate_before;
     const char *rotation_template;
     int force;
@@ -121,6 +128,7 @@ static const char *const USAGE =
     "         [--client_id ID] [--proxy_host HOST] [--proxy_port N (8080)]\n"
     "         [--verbosity NoLogs|Fatal|Error|Warn|Info|Debug|Trace] [--mqtt_version 3|5]\n"
     "         [--timeout_ms N] [--payload_format json|cbor]\n"
+    "         [--identity_file FILE] (without --csr and --output_dir: where the key goes)\n"
     "         [--output_dir DIR [--force] [--key_type ec-p256|ec-p384|rsa-2048|service]\n"
     "          [--max_attempts N] [--rotate_before SECONDS] [--rotation_template NAME]]\n"
     "         [--pkcs11_lib MODULE [--pin PIN] [--token_label LABEL] [--slot_id N]\n"
@@ -218,6 +226,7 @@ static int parse_args(int argc, char **argv, struct args *a) {
     FLAG("--device_key_label", &a->device_key_label);
     FLAG("--key_type", &a->key_type);
     FLAG("--max_attempts", &a->max_attempts);
+    FLAG("--identity_file", &a->identity_file);
     FLAG("--rotate_before", &a->rotate_before);
     FLAG("--rotation_template", &a->rotation_template);
 #undef FLAG
@@ -477,11 +486,19 @@ static void print_identity(const fp_provisioned *result) {
         const fp_key_value *kv = fp_provisioned_device_configuration_at(result, i);
         printf("  %s = %s\n", kv->key, kv->value);
     }
+    /* Certificates the run obtained and did not keep: deactivate them from a backend. */
+    n = fp_provisioned_abandoned_certificate_count(result);
+    for (i = 0; i < n; i++) {
+        printf("Abandoned certificate (not kept, may be Active): %s\n",
+               fp_provisioned_abandoned_certificate_at(result, i));
+    }
     fflush(stdout);
 }
 
-/* Runs the provisioning `o` describes until it ends or SIGINT/SIGTERM cancels it. */
-static int run_cancellable(const fp_provision_options *o, const char *store) {
+/* Runs the provisioning `o` describes until it ends or SIGINT/SIGTERM cancels it. `reason`
+ * holds the last error the library logged, read if the run cannot start. */
+static int run_cancellable(const fp_provision_options *o, const char *store,
+                           const char *reason) {
     struct stopper st;
     const fp_provisioned *result = NULL;
     const fp_error *error = NULL;
@@ -500,7 +517,7 @@ static int run_cancellable(const fp_provision_options *o, const char *store) {
     /* The handle is written before the run starts; the stopper starts after. */
     r = fp_provision_start(o, on_store_progress, NULL, NULL, &st.op);
     if (r != FP_OK) {
-        fail_line("cannot start provisioning: %s", fp_result_str((int)r));
+        fail_line("cannot start provisioning: %s", reason_or_code(reason, r));
         code = exit_code_of(r);
     } else {
         int stopper = pthread_create(&st.thread, NULL, stopper_main, &st) == 0;
@@ -560,8 +577,26 @@ static fp_result device_key_in_token(const struct args *a, fp_provision_options 
     return r;
 }
 
+/* The store run's log: what --verbosity asks for on stderr, and the last error kept, the why
+ * behind fp_provision() refusing to start (a key type not built in, ...). */
+struct store_log {
+    int level;
+    char reason[REASON_LEN];
+};
+
+static void log_for_store(void *user_data, fp_log_level level, const char *message) {
+    struct store_log *l = (struct store_log *)user_data;
+    if (level == FP_LOG_ERROR || level == FP_LOG_FATAL) {
+        copy_bounded(l->reason, REASON_LEN, message);
+    }
+    if ((int)level <= l->level) {
+        log_to_stderr(NULL, level, message);
+    }
+}
+
 /* Provisions into, or reuses, the identity store a->output_dir. */
-static int provision_to_store(const struct args *a, const fp_client_options *claim) {
+static int provision_to_store(const struct args *a, const fp_client_options *claim, int level) {
+    struct store_log log;
     static const char *const key_names[] = {"ec-p256", "ec-p384", "rsa-2048", "service"};
     static const fp_key_type key_types[] = {FP_KEY_EC_P256, FP_KEY_EC_P384, FP_KEY_RSA_2048,
                                             FP_KEY_SERVICE};
@@ -630,8 +665,14 @@ static int provision_to_store(const struct args *a, const fp_client_options *cla
         fp_provision_options_free(o);
         return EXIT_USAGE;
     }
-    code = run_cancellable(o, a->output_dir);
+    log.level = level;
+    log.reason[0] = '\0';
+    fp_set_log_callback(log_for_store, &log, NULL,
+                        level > (int)FP_LOG_ERROR ? (fp_log_level)level : FP_LOG_ERROR);
+    code = run_cancellable(o, a->output_dir, log.reason);
     fp_provision_options_free(o);
+    /* `log` ends with this function: the library must not keep it. */
+    fp_set_log_callback(log_to_stderr, NULL, NULL, (fp_log_level)level);
     return code;
 }
 
@@ -800,6 +841,37 @@ static int start_failure(fp_result r, const char *what) {
     return r == FP_ERR_INVALID_ARGUMENT || r == FP_ERR_INVALID_UTF8 ? EXIT_USAGE : EXIT_OTHER;
 }
 
+/* Writes the certificate and its key to `path` (0600, never over an existing file), fsynced:
+ * done before RegisterThing activates the certificate. */
+static int save_identity(const char *path, const char *certificate_pem, const char *key_pem) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    FILE *f;
+    int ok;
+    if (fd < 0) {
+        fail_line("cannot create --identity_file %s: %s (RegisterThing not sent)", path,
+                  strerror(errno));
+        return EXIT_OUTPUT;
+    }
+    f = fdopen(fd, "w");
+    if (f == NULL) {
+        close(fd);
+        fail_line("cannot write --identity_file %s: %s (RegisterThing not sent)", path,
+                  strerror(errno));
+        return EXIT_OUTPUT;
+    }
+    ok = fputs(certificate_pem, f) >= 0 && fputs(key_pem, f) >= 0 && fflush(f) == 0 &&
+         fsync(fd) == 0;
+    if (fclose(f) != 0) {
+        ok = 0;
+    }
+    if (!ok) {
+        fail_line("cannot write --identity_file %s: %s (RegisterThing not sent)", path,
+                  strerror(errno));
+        return EXIT_OUTPUT;
+    }
+    return 0;
+}
+
 static int provision(const struct args *a, struct demo *d, fp_client *client, const char *csr) {
     fp_result r;
     size_t i;
@@ -832,6 +904,13 @@ static int provision(const struct args *a, struct demo *d, fp_client *client, co
                                                 : "CreateKeysAndCertificate");
     }
     printf("Certificate created: %s\n", d->certificate_id);
+    if (d->private_key != NULL) {
+        int saved = save_identity(a->identity_file, d->certificate_pem, d->private_key);
+        if (saved != 0) {
+            return saved;
+        }
+        printf("Certificate and private key saved to %s (not shown).\n", a->identity_file);
+    }
 
     d->op_done = 0;
     r = fp_register_thing(client, a->template_name, d->token, a->template_parameters,
@@ -849,9 +928,6 @@ static int provision(const struct args *a, struct demo *d, fp_client *client, co
         printf("  %s = %s\n", d->config[i].key, d->config[i].value);
     }
 
-    if (d->private_key != NULL) {
-        printf("Private key received (not shown; use --output_dir to save it).\n");
-    }
     return 0;
 }
 
@@ -993,7 +1069,20 @@ int main(int argc, char **argv) {
         }
     }
     fp_set_log_callback(NULL, NULL, NULL, FP_LOG_NONE);
+    if (code == 0 && a.identity_file != NULL && (a.csr != NULL || a.output_dir != NULL)) {
+        fail_line("--identity_file is for the keys flow only: with --csr the key is yours, "
+                  "with --output_dir the store keeps it");
+        code = EXIT_USAGE;
+    }
+    if (code == 0 && a.identity_file == NULL && a.csr == NULL && a.output_dir == NULL) {
+        /* The service's answer is the only copy of the key; RegisterThing activates its
+         * certificate: never one without the other. */
+        fail_line("the keys flow (no --csr) needs --identity_file FILE, where the new private "
+                  "key and certificate are saved, or --output_dir DIR (--key_type service)");
+        code = EXIT_USAGE;
+    }
     if (code != 0) {
+        fp_client_options_free(opts);
         return code;
     }
     if (a.csr != NULL) {
@@ -1007,7 +1096,7 @@ int main(int argc, char **argv) {
     fp_set_log_callback(log_to_stderr, NULL, NULL, level);
     code = configure(&a, opts);
     if (code == 0 && a.output_dir != NULL) {
-        code = provision_to_store(&a, opts);
+        code = provision_to_store(&a, opts, level);
         fp_client_options_free(opts);
         fp_set_log_callback(NULL, NULL, NULL, FP_LOG_NONE);
         return code;

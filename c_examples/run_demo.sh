@@ -35,9 +35,10 @@ port=$emulator_port
 
 common="--endpoint localhost --port $port --ca_file $state/ca.pem --cert $state/claim-cert.pem --key $state/claim-key.pem --template_name FleetTemplate"
 
-echo "== CreateKeysAndCertificate + RegisterThing (MQTT 5)"
+echo "== CreateKeysAndCertificate + RegisterThing (MQTT 5), certificate and key kept in a file"
 # shellcheck disable=SC2086 # $common is a list of words on purpose
-"$demo" $common --template_parameters '{"SerialNumber":"1","DeviceLocation":"Seattle"}'
+"$demo" $common --template_parameters '{"SerialNumber":"1","DeviceLocation":"Seattle"}' \
+    --identity_file "$work/device-1.pem"
 
 echo
 echo "== CreateCertificateFromCsr + RegisterThing (MQTT 3.1.1)"

@@ -27,12 +27,15 @@ const (
 	StepRetryScheduled Step = C.FP_STEP_RETRY_SCHEDULED // a failure is retried after delay; detail says why
 	StepReusing        Step = C.FP_STEP_REUSING         // a stored identity is reused; detail is its thing name
 	StepRotating       Step = C.FP_STEP_ROTATING        // a stored identity is rotated; detail names it and its time left
+	// StepCertificateAbandoned: a certificate obtained is not kept; detail is its id (deactivate it).
+	StepCertificateAbandoned Step = C.FP_STEP_CERTIFICATE_ABANDONED
 )
 
 var stepNames = map[Step]string{
 	StepConnecting: "connecting", StepCreating: "creating", StepRegistering: "registering",
 	StepSaving: "saving", StepVerifying: "verifying", StepRetryScheduled: "retry scheduled",
 	StepReusing: "reusing", StepRotating: "rotating",
+	StepCertificateAbandoned: "certificate abandoned",
 }
 
 func (s Step) String() string {
@@ -130,6 +133,10 @@ type Provisioned struct {
 	PreviousCertificateID string
 	// Attempts is the number of tries made, the first included.
 	Attempts int
+	// AbandonedCertificates are the ids of certificates this run obtained and did not keep
+	// (each also reported as StepCertificateAbandoned): each may be Active on the thing, so
+	// deactivate it from a backend.
+	AbandonedCertificates []string
 	// DeviceConfiguration is the template's DeviceConfiguration.
 	DeviceConfiguration map[string]string
 }
@@ -181,6 +188,10 @@ func fpgoProvisioned(h C.uintptr_t, r *C.fp_provisioned, e *C.fp_error) {
 			Rotated:             C.fp_provisioned_rotated(r) != 0,
 			Attempts:            int(C.fp_provisioned_attempts(r)),
 			DeviceConfiguration: map[string]string{},
+		}
+		for i := C.size_t(0); i < C.fp_provisioned_abandoned_certificate_count(r); i++ {
+			p.AbandonedCertificates = append(p.AbandonedCertificates,
+				C.GoString(C.fp_provisioned_abandoned_certificate_at(r, i)))
 		}
 		if prev := C.fp_provisioned_previous_certificate_id(r); prev != nil {
 			p.PreviousCertificateID = C.GoString(prev)

@@ -204,7 +204,8 @@ export type ProvisionStep =
   | 'verifying'
   | 'retryScheduled'
   | 'reusing'
-  | 'rotating';
+  | 'rotating'
+  | 'certificateAbandoned';
 
 /** One progress event of provision(). */
 export interface ProgressEvent {
@@ -248,6 +249,11 @@ export interface Provisioned {
   previousCertificateId: string | null;
   /** Tries made, the first included. */
   attempts: number;
+  /**
+   * Ids of certificates this run obtained and did not keep (each also reported as a
+   * 'certificateAbandoned' step): each may be Active on the thing; deactivate it from a backend.
+   */
+  abandonedCertificates: string[];
   /** The template's DeviceConfiguration. */
   deviceConfiguration: Record<string, string>;
 }

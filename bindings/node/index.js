@@ -506,6 +506,7 @@ const STEPS = Object.freeze([
   'retryScheduled',
   'reusing',
   'rotating',
+  'certificateAbandoned',
 ]);
 const KEY_TYPES = Object.freeze({ ecP256: 0, ecP384: 1, rsa2048: 2, service: 3 });
 

@@ -253,7 +253,7 @@ async fn throttled_register_is_retried_with_the_same_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_closed_on_register_starts_again_from_create() {
+async fn a_connection_closed_on_register_is_retried_with_the_same_token() {
     let env = Env::start().await;
     env.emu
         .throttle()
@@ -270,12 +270,22 @@ async fn a_connection_closed_on_register_starts_again_from_create() {
     let p = provision(o).await.unwrap();
     assert!(p.attempts > 1);
     let s = steps(&seen);
-    // The token may have been spent: every retry creates again, on a new connection.
-    let creates = s.iter().filter(|x| **x == Step::Creating).count();
-    let registers = s.iter().filter(|x| **x == Step::Registering).count();
-    assert_eq!(creates, registers);
-    assert!(creates > 1);
+    // A throttling service that closes the connection did not spend the token: one create,
+    // RegisterThing again with its token on each new connection, no certificate left behind.
+    assert_eq!(s.iter().filter(|x| **x == Step::Creating).count(), 1);
+    assert!(s.iter().filter(|x| **x == Step::Registering).count() > 1);
     assert!(env.emu.throttle().claim_connections() > 1);
+    assert!(p.abandoned_certificates.is_empty());
+    let devices: Vec<_> = env
+        .emu
+        .service()
+        .registry()
+        .certificates()
+        .into_iter()
+        .filter(|c| c.status != fleetprov_emulator::registry::CertStatus::Claim)
+        .collect();
+    assert_eq!(devices.len(), 1, "{devices:?}");
+    assert_eq!(devices[0].certificate_id, p.certificate_id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

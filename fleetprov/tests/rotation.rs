@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use common::{params, Env};
 use fleetprov::client::MqttVersion;
-use fleetprov::provision::store::{Metadata, METADATA_FILE};
+use fleetprov::provision::store::{Metadata, METADATA_FILE, PENDING_FILE};
 use fleetprov::provision::{provision, Progress, ProvisionOptions, Provisioned, Step};
 use fleetprov::{RotateBefore, TemplateName};
 use fleetprov_emulator::registry::CertStatus;
+use fleetprov_emulator::Fault;
 
 const ROTATION_TEMPLATE: &str = "FleetRotationTemplate";
 /// Device certificates valid ten minutes: the default window (the last third) is entered
@@ -196,12 +197,23 @@ async fn provisions_then_rotates_twice_without_the_claim() {
             Step::Connecting,
             Step::Creating,
             Step::Registering,
+            // The certificate created for the refused registration is reported.
+            Step::CertificateAbandoned,
             Step::Reusing,
             Step::Verifying,
             Step::Connecting
         ]
     );
     assert!(kept.reused && !kept.rotated, "{kept:?}");
+    let abandoned: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| p.step == Step::CertificateAbandoned)
+        .map(|p| p.detail.clone())
+        .collect();
+    assert_eq!(kept.abandoned_certificates, abandoned);
+    assert_ne!(abandoned[0], third.certificate_id);
     assert_eq!(kept.certificate_id, third.certificate_id);
     check_held_and_stored(&env, &store, &kept);
     assert_eq!(env.emu.throttle().claim_connections(), 1);
@@ -298,4 +310,55 @@ async fn a_service_key_is_kept_when_it_cannot_sign_and_replaced_otherwise() {
     assert!(key.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
     assert_eq!(committed(&store).key_type, "service");
     assert_eq!(env.emu.throttle().claim_connections(), 1);
+}
+
+/// A rotation whose new identity registers but cannot be verified (no connection gets a
+/// CONNACK while it is tried) gives it up and says so: its certificate is reported as
+/// abandoned, nothing is left pending, and the identity in use is kept and reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_identity_that_cannot_be_verified_is_reported_and_the_old_one_kept() {
+    let env = Arc::new(start().await);
+    let store = env.dir.path().join("identity");
+    let first = provision(options(&env, &store)).await.unwrap();
+    let mut o = options(&env, &store);
+    o.rotate_before = AT_ONCE;
+    o.claim.connect_timeout = Duration::from_secs(1);
+    o.retry.max_attempts = 2;
+    o.retry.base_delay = Duration::from_millis(100);
+    o.retry.max_delay = Duration::from_millis(200);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (sink, emu) = (Arc::clone(&seen), Arc::clone(&env));
+    o.on_progress(move |p: &Progress| {
+        sink.lock().unwrap().push(p.clone());
+        match p.step {
+            // The new identity's verification connections get no CONNACK; the old
+            // identity's, once the new one is given up, do.
+            Step::Saving => emu.emu.set_fault(Fault::NoConnack),
+            Step::CertificateAbandoned => emu.emu.set_fault(Fault::None),
+            _ => {}
+        }
+    });
+    let kept = provision(o).await.unwrap();
+    assert!(kept.reused && !kept.rotated, "{kept:?}");
+    assert_eq!(kept.certificate_id, first.certificate_id);
+    let abandoned: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| p.step == Step::CertificateAbandoned)
+        .map(|p| p.detail.clone())
+        .collect();
+    assert_eq!(abandoned.len(), 1, "{abandoned:?}");
+    assert_ne!(abandoned[0], first.certificate_id);
+    assert_eq!(kept.abandoned_certificates, abandoned);
+    // Registered on the thing, and reported: a backend deactivates it.
+    let thing = env
+        .emu
+        .service()
+        .registry()
+        .thing(&first.thing_name)
+        .unwrap();
+    assert!(thing.certificate_ids.contains(&abandoned[0]), "{thing:?}");
+    assert!(!store.join(PENDING_FILE).exists());
+    check_held_and_stored(&env, &store, &kept);
 }

@@ -295,7 +295,8 @@ typedef enum fp_provision_step {
      */
     FP_STEP_RETRY_SCHEDULED = 5,
     /**
-     * A valid stored identity will be reused; `detail` is its thing name.
+     * A valid stored identity will be reused, or a pending one (registered by an earlier
+     * run that could not verify it) verified; `detail` is its thing name.
      */
     FP_STEP_REUSING = 6,
     /**
@@ -305,6 +306,13 @@ typedef enum fp_provision_step {
      * verifying steps follow, the first connection with `detail` "device".
      */
     FP_STEP_ROTATING = 7,
+    /**
+     * A certificate this run obtained will not be kept; `detail` is its id (64 hex
+     * characters). It may be Active on the thing (its RegisterThing went through, its answer
+     * was lost): deactivate it from a backend. Reported on success and failure alike; a
+     * successful result also lists them (fp_provisioned_abandoned_certificate_at()).
+     */
+    FP_STEP_CERTIFICATE_ABANDONED = 8,
 } fp_provision_step;
 
 /**
@@ -1079,7 +1087,9 @@ enum fp_result fp_pkcs11_store_certificate(const struct fp_client_options *optio
 
 /**
  * Names a step: "connecting", "creating", "registering", "saving", "verifying",
- * "retry scheduled", "reusing"; "unknown step" for a value outside ::fp_provision_step. A
+ * "retry scheduled", "reusing", "rotating", "certificate abandoned" (the names
+ * [`Step::as_str`](fleetprov::provision::Step) gives); "unknown step" for a value outside
+ * ::fp_provision_step. A
  * static string, never NULL, never freed. Callable from any thread.
  */
 const char *fp_provision_step_str(int step);
@@ -1245,8 +1255,14 @@ enum fp_result fp_provision_options_set_rotation_reuse_key(struct fp_provision_o
  * proves it, and only then `identity.json`, the store's commit point. A process killed at any
  * point leaves the previous identity or the new one, never a mixture.
  *
+ * A registered identity whose verification could not be tried (every connection failed, the
+ * deadline passed, the process was killed) stays in the store as pending (`pending.json`):
+ * the next fp_provision() verifies it before provisioning anything new. Certificates the
+ * run obtained and does not keep are reported (`FP_STEP_CERTIFICATE_ABANDONED`).
+ *
  * Throttling, service-side 5xx, lost connections and timeouts are retried with exponential
- * backoff and full jitter within the attempts and the deadline; invalid parameters, unknown
+ * backoff and full jitter within the attempts and the deadline (RegisterThing with the same
+ * ownership token, on a new connection if its answer was lost); invalid parameters, unknown
  * templates, TLS and authorization failures end at once. The error then is the last step's
  * (`FP_ERR_REJECTED` with AWS's fields, `FP_ERR_TLS`, ...), `FP_ERR_STORE` when the store
  * cannot be used.
@@ -1326,6 +1342,20 @@ const char *fp_provisioned_previous_certificate_id(const struct fp_provisioned *
  * Tries made, the first included; 0 if `result` is NULL.
  */
 uint32_t fp_provisioned_attempts(const struct fp_provisioned *result);
+
+/**
+ * The number of certificates this run obtained and did not keep (each was also reported as
+ * `FP_STEP_CERTIFICATE_ABANDONED`); 0 if none or `result` is NULL.
+ */
+size_t fp_provisioned_abandoned_certificate_count(const struct fp_provisioned *result);
+
+/**
+ * The id of abandoned certificate `index` (64 hex characters), in the order they were given
+ * up; NULL if `index` is out of range or `result` is NULL. Borrowed, as `result`. Each may
+ * be Active on the thing: deactivate it from a backend.
+ */
+const char *fp_provisioned_abandoned_certificate_at(const struct fp_provisioned *result,
+                                                    size_t index);
 
 /**
  * The number of entries of the template's `DeviceConfiguration`; 0 if `result` is NULL.
@@ -1408,7 +1438,9 @@ enum fp_result fp_provision_start(const struct fp_provision_options *options,
  * Cancels the run: it ends promptly (well under 100 ms, plus the rest of a progress
  * callback that is running) with `FP_ERR_CANCELLED`, its callback called once as always.
  * Connections it had open are closed. The store keeps the identity it held before, or none:
- * a new identity's files already written are not committed and the next run removes them.
+ * a new identity's files already written are not committed. As after a killed process, the
+ * next run registers a create result left staged with its token (or reports it as abandoned
+ * when it keeps another identity) and verifies and commits an identity left pending.
  * (A cancel that arrives while the verified identity is being committed, its last
  * milliseconds, may let that commit finish: the store then holds the new identity, whole,
  * and the next run reuses it.)

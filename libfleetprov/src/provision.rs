@@ -63,13 +63,19 @@ pub enum fp_provision_step {
     FP_STEP_VERIFYING = 4,
     /// A failure will be retried in `delay_ms`; `detail` says why.
     FP_STEP_RETRY_SCHEDULED = 5,
-    /// A valid stored identity will be reused; `detail` is its thing name.
+    /// A valid stored identity will be reused, or a pending one (registered by an earlier
+    /// run that could not verify it) verified; `detail` is its thing name.
     FP_STEP_REUSING = 6,
     /// The stored identity is inside its rotation window and is renewed with itself (see
     /// fp_provision_options_set_rotate_before_percent()); `detail` names the thing and says
     /// when its certificate expires. The connecting, creating, registering, saving and
     /// verifying steps follow, the first connection with `detail` "device".
     FP_STEP_ROTATING = 7,
+    /// A certificate this run obtained will not be kept; `detail` is its id (64 hex
+    /// characters). It may be Active on the thing (its RegisterThing went through, its answer
+    /// was lost): deactivate it from a backend. Reported on success and failure alike; a
+    /// successful result also lists them (fp_provisioned_abandoned_certificate_at()).
+    FP_STEP_CERTIFICATE_ABANDONED = 8,
 }
 
 impl From<Step> for fp_provision_step {
@@ -84,12 +90,15 @@ impl From<Step> for fp_provision_step {
             Step::RetryScheduled => FP_STEP_RETRY_SCHEDULED,
             Step::Reusing => FP_STEP_REUSING,
             Step::Rotating => FP_STEP_ROTATING,
+            Step::CertificateAbandoned => FP_STEP_CERTIFICATE_ABANDONED,
         }
     }
 }
 
 /// Names a step: "connecting", "creating", "registering", "saving", "verifying",
-/// "retry scheduled", "reusing"; "unknown step" for a value outside ::fp_provision_step. A
+/// "retry scheduled", "reusing", "rotating", "certificate abandoned" (the names
+/// [`Step::as_str`](fleetprov::provision::Step) gives); "unknown step" for a value outside
+/// ::fp_provision_step. A
 /// static string, never NULL, never freed. Callable from any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn fp_provision_step_str(step: c_int) -> *const c_char {
@@ -104,6 +113,7 @@ pub extern "C" fn fp_provision_step_str(step: c_int) -> *const c_char {
             s if s == FP_STEP_RETRY_SCHEDULED as c_int => c"retry scheduled",
             s if s == FP_STEP_REUSING as c_int => c"reusing",
             s if s == FP_STEP_ROTATING as c_int => c"rotating",
+            s if s == FP_STEP_CERTIFICATE_ABANDONED as c_int => c"certificate abandoned",
             _ => c"unknown step",
         };
         name.as_ptr()
@@ -153,6 +163,7 @@ pub struct fp_provisioned {
     rotated: bool,
     previous_certificate_id: Option<CString>,
     attempts: u32,
+    abandoned: Vec<CString>,
 }
 
 impl Castable for fp_provision_options {}
@@ -542,8 +553,14 @@ fn path_cstring(p: &std::path::Path) -> CString {
 /// proves it, and only then `identity.json`, the store's commit point. A process killed at any
 /// point leaves the previous identity or the new one, never a mixture.
 ///
+/// A registered identity whose verification could not be tried (every connection failed, the
+/// deadline passed, the process was killed) stays in the store as pending (`pending.json`):
+/// the next fp_provision() verifies it before provisioning anything new. Certificates the
+/// run obtained and does not keep are reported (`FP_STEP_CERTIFICATE_ABANDONED`).
+///
 /// Throttling, service-side 5xx, lost connections and timeouts are retried with exponential
-/// backoff and full jitter within the attempts and the deadline; invalid parameters, unknown
+/// backoff and full jitter within the attempts and the deadline (RegisterThing with the same
+/// ownership token, on a new connection if its answer was lost); invalid parameters, unknown
 /// templates, TLS and authorization failures end at once. The error then is the last step's
 /// (`FP_ERR_REJECTED` with AWS's fields, `FP_ERR_TLS`, ...), `FP_ERR_STORE` when the store
 /// cannot be used.
@@ -628,6 +645,11 @@ pub(crate) fn deliver(
                     .as_deref()
                     .map(super::error::lossy_cstring),
                 attempts: p.attempts,
+                abandoned: p
+                    .abandoned_certificates
+                    .iter()
+                    .map(|id| super::error::lossy_cstring(id))
+                    .collect(),
             };
             r.entries = r
                 .configuration
@@ -748,6 +770,32 @@ pub extern "C" fn fp_provisioned_previous_certificate_id(
 pub extern "C" fn fp_provisioned_attempts(result: *const fp_provisioned) -> u32 {
     ffi_panic_boundary! {
         provisioned(result).map_or(0, |r| r.attempts)
+    }
+}
+
+/// The number of certificates this run obtained and did not keep (each was also reported as
+/// `FP_STEP_CERTIFICATE_ABANDONED`); 0 if none or `result` is NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_provisioned_abandoned_certificate_count(
+    result: *const fp_provisioned,
+) -> usize {
+    ffi_panic_boundary! {
+        provisioned(result).map_or(0, |r| r.abandoned.len())
+    }
+}
+
+/// The id of abandoned certificate `index` (64 hex characters), in the order they were given
+/// up; NULL if `index` is out of range or `result` is NULL. Borrowed, as `result`. Each may
+/// be Active on the thing: deactivate it from a backend.
+#[unsafe(no_mangle)]
+pub extern "C" fn fp_provisioned_abandoned_certificate_at(
+    result: *const fp_provisioned,
+    index: usize,
+) -> *const c_char {
+    ffi_panic_boundary! {
+        provisioned(result)
+            .and_then(|r| r.abandoned.get(index))
+            .map_or(std::ptr::null(), |id| id.as_ptr())
     }
 }
 

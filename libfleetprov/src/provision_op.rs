@@ -199,7 +199,9 @@ pub extern "C" fn fp_provision_start(
 /// Cancels the run: it ends promptly (well under 100 ms, plus the rest of a progress
 /// callback that is running) with `FP_ERR_CANCELLED`, its callback called once as always.
 /// Connections it had open are closed. The store keeps the identity it held before, or none:
-/// a new identity's files already written are not committed and the next run removes them.
+/// a new identity's files already written are not committed. As after a killed process, the
+/// next run registers a create result left staged with its token (or reports it as abandoned
+/// when it keeps another identity) and verifies and commits an identity left pending.
 /// (A cancel that arrives while the verified identity is being committed, its last
 /// milliseconds, may let that commit finish: the store then holds the new identity, whole,
 /// and the next run reuses it.)

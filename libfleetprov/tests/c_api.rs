@@ -1082,8 +1082,19 @@ fn demo_exit_codes() {
     let env = Env::start();
     let exe = demo();
     let base = env.demo_args();
+    let keys = tempfile::tempdir().unwrap();
+    let runs = std::cell::Cell::new(0);
+    // The keys flow: each run its own --identity_file.
     let with = |extra: &[&str]| -> Vec<String> {
         let mut a = base.clone();
+        runs.set(runs.get() + 1);
+        a.push("--identity_file".into());
+        a.push(
+            keys.path()
+                .join(format!("identity-{}.pem", runs.get()))
+                .display()
+                .to_string(),
+        );
         a.extend(strings(extra));
         a
     };
@@ -1150,17 +1161,14 @@ fn demo_exit_codes() {
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("file");
     fs::write(&file, "x").unwrap();
-    expect_demo_failure(
-        &exe,
-        &with(&[
-            "--template_name",
-            "FleetTemplate",
-            "--output_dir",
-            file.to_str().unwrap(),
-        ]),
-        7,
-        "not a directory",
-    );
+    let mut store = base.clone();
+    store.extend(strings(&[
+        "--template_name",
+        "FleetTemplate",
+        "--output_dir",
+        file.to_str().unwrap(),
+    ]));
+    expect_demo_failure(&exe, &store, 7, "not a directory");
 }
 
 #[test]
@@ -1175,13 +1183,139 @@ fn demo_times_out_when_the_service_never_answers() {
         Mode::Asan => 2_000,
         Mode::Valgrind => 10_000,
     };
+    let keys = tempfile::tempdir().unwrap();
     args.extend(strings(&[
         "--template_name",
         "FleetTemplate",
         "--timeout_ms",
     ]));
     args.push(timeout_ms.to_string());
+    args.push("--identity_file".into());
+    args.push(keys.path().join("identity.pem").display().to_string());
     expect_demo_failure(&exe, &args, 5, "timed out");
+}
+
+/// The keys flow without --output_dir: refused without a place for the key (nothing sent);
+/// with --identity_file the certificate and key are written there, private, before
+/// RegisterThing; never over an existing file, and then RegisterThing is not sent.
+#[test]
+fn demo_keys_flow_keeps_the_key_where_the_user_says() {
+    let env = Env::start();
+    let exe = demo();
+    let work = tempfile::tempdir().unwrap();
+    let mut args = env.demo_args();
+    args.extend(strings(&[
+        "--template_name",
+        "FleetTemplate",
+        "--template_parameters",
+        r#"{"SerialNumber":"41","DeviceLocation":"Seattle"}"#,
+    ]));
+    expect_demo_failure(&exe, &args, 2, "needs --identity_file FILE");
+    assert_eq!(env.emulator.throttle().claim_connections(), 0);
+
+    let file = work.path().join("identity.pem");
+    let mut keys = args.clone();
+    keys.push("--identity_file".into());
+    keys.push(file.display().to_string());
+    let out = run(&exe, &keys);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("saved to"), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("PRIVATE KEY") && !stderr(&out).contains("PRIVATE KEY"));
+    assert_eq!(perm_bits(&file), 0o600);
+    let pem = fs::read_to_string(&file).unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----") && pem.contains("PRIVATE KEY-----"));
+    assert!(env.thing_names().contains(&"ThingPrefix_41".to_owned()));
+
+    // The file exists: nothing overwritten, RegisterThing not sent.
+    let things = env.thing_names().len();
+    let serial = keys.iter().position(|a| a.contains("41")).unwrap();
+    keys[serial] = r#"{"SerialNumber":"42","DeviceLocation":"Seattle"}"#.into();
+    expect_demo_failure(&exe, &keys, 7, "RegisterThing not sent");
+    assert_eq!(fs::read_to_string(&file).unwrap(), pem);
+    assert_eq!(env.thing_names().len(), things);
+
+    // Not with the flows that keep the key otherwise.
+    let mut store = keys.clone();
+    store.extend(strings(&["--output_dir", work.path().to_str().unwrap()]));
+    expect_demo_failure(&exe, &store, 2, "--identity_file is for the keys flow only");
+}
+
+/// A pending identity (registered by a run that could not verify it) is verified and
+/// committed by the next run; one given up for a new identity (--force) is reported by the
+/// progress step and the result's list.
+#[test]
+fn demo_verifies_a_pending_identity_and_reports_one_given_up() {
+    let env = Env::start();
+    let exe = demo();
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("s");
+    let mut args = env.demo_args();
+    args.extend(strings(&[
+        "--template_name",
+        "FleetTemplate",
+        "--template_parameters",
+        r#"{"SerialNumber":"51","DeviceLocation":"Seattle"}"#,
+        "--output_dir",
+    ]));
+    args.push(store.display().to_string());
+    let out = run(&exe, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let id = |text: &str| {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("Certificate id: "))
+            .unwrap();
+        line["Certificate id: ".len()..].to_owned()
+    };
+    let first = id(&stdout(&out));
+    let (committed, pending) = (store.join("identity.json"), store.join("pending.json"));
+    // As a run killed while verifying leaves it.
+    fs::rename(&committed, &pending).unwrap();
+    let claims = env.emulator.throttle().claim_connections();
+    let out = run(&exe, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(id(&stdout(&out)), first);
+    assert_eq!(env.emulator.throttle().claim_connections(), claims);
+    assert!(committed.is_file() && !pending.exists());
+
+    fs::rename(&committed, &pending).unwrap();
+    args.push("--force".into());
+    let out = run(&exe, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_ne!(id(&text), first);
+    assert!(
+        text.contains(&format!("certificate abandoned ({first})")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "Abandoned certificate (not kept, may be Active): {first}"
+        )),
+        "{text}"
+    );
+    assert!(!pending.exists());
+}
+
+/// A key type this library was built without is named, at the default --verbosity.
+#[test]
+fn demo_names_a_missing_build_feature() {
+    if cfg!(feature = "rsa-keygen") {
+        return;
+    }
+    let env = Env::start();
+    let exe = demo();
+    let work = tempfile::tempdir().unwrap();
+    let mut args = env.demo_args();
+    args.extend(strings(&[
+        "--template_name",
+        "FleetTemplate",
+        "--output_dir",
+    ]));
+    args.push(work.path().join("s").display().to_string());
+    args.extend(strings(&["--key_type", "rsa-2048"]));
+    expect_demo_failure(&exe, &args, 2, "cargo feature rsa-keygen");
+    assert_eq!(env.emulator.throttle().claim_connections(), 0);
 }
 
 /// The demo's usage lines for mistakes in the template arguments and the endpoint: each
@@ -1295,6 +1429,11 @@ fn scripted_broker_args(port: u16, dir: &Path) -> Vec<String> {
         args.push(path(name));
     }
     args.extend(strings(&["--template_name", "FleetTemplate"]));
+    // The keys flow: a new file for each run.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    args.push("--identity_file".into());
+    args.push(path(&format!("identity-{n}.pem")));
     args
 }
 
@@ -1347,6 +1486,8 @@ fn demo_reports_a_broker_packet_limit_as_the_brokers() {
     let dir = tempfile::tempdir().unwrap();
     let broker = rt.block_on(hostile_broker::broker_with_maximum_packet_size(LIMIT));
     let mut args = scripted_broker_args(broker.port, dir.path());
+    // The store flow: no --identity_file.
+    args.truncate(args.len() - 2);
     let store = dir.path().join("store");
     args.extend(strings(&["--max_attempts", "1", "--output_dir"]));
     args.push(store.display().to_string());

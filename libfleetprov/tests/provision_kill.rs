@@ -76,23 +76,41 @@ async fn killed_at_any_step_leaves_no_half_identity_and_the_next_run_completes()
             "{step}: {}",
             stdout(&killed)
         );
-        // Never a committed identity; after "verifying" the key and certificate are on disk
-        // but not committed.
+        // Never a committed identity; after "verifying" the key and certificate are on disk,
+        // registered but not verified: pending.
         let left = names(&store);
         assert!(
             !left.contains(&"identity.json".to_owned()),
             "{step}: {left:?}"
         );
-        if step == "verifying" {
+        let pending = step == "verifying";
+        if pending {
             assert!(
-                left.iter().any(|n| n.starts_with("private-key-")),
+                left.iter().any(|n| n.starts_with("private-key-"))
+                    && left.contains(&"pending.json".to_owned()),
                 "{left:?}"
             );
         }
+        let claims = env.emu.throttle().claim_connections();
         let next = run(&exe, &env, &store, &serial, "none");
         let out = stdout(&next);
         assert!(next.status.success(), "{step}: {out}");
-        assert!(out.contains("reused=0"), "{out}");
+        if pending {
+            // The pending identity is verified and committed: no second certificate.
+            assert!(out.contains("reused=1"), "{out}");
+            assert_eq!(env.emu.throttle().claim_connections(), claims);
+        } else if step == "registering" {
+            // Killed before RegisterThing was sent: the next run sends it with the staged
+            // certificate's token, and asks for no other certificate.
+            assert!(out.contains("reused=0"), "{out}");
+            assert!(!out.contains("step creating"), "{out}");
+            assert!(!out.contains("step abandoned"), "{out}");
+        } else {
+            // Killed after RegisterThing went through: its token is spent, so the next run
+            // reports that certificate and provisions another.
+            assert!(out.contains("reused=0"), "{out}");
+            assert!(out.contains("step abandoned attempt=1"), "{step}: {out}");
+        }
         // Exactly one identity: the leftovers of the killed run are gone.
         let files = names(&store);
         assert_eq!(files.len(), 3, "{files:?}");

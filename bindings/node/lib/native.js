@@ -184,6 +184,8 @@ function load(handlers) {
       rotated: f('int fp_provisioned_rotated(const fp_provisioned *r)'),
       previousCertificateId: f('const char *fp_provisioned_previous_certificate_id(const fp_provisioned *r)'),
       attempts: f('uint32_t fp_provisioned_attempts(const fp_provisioned *r)'),
+      abandonedLen: f('size_t fp_provisioned_abandoned_certificate_count(const fp_provisioned *r)'),
+      abandonedAt: f('const char *fp_provisioned_abandoned_certificate_at(const fp_provisioned *r, size_t i)'),
       configurationLen: f('size_t fp_provisioned_device_configuration_len(const fp_provisioned *r)'),
       configurationAt: f(
         'const fp_key_value *fp_provisioned_device_configuration_at(const fp_provisioned *r, size_t i)',
@@ -232,6 +234,11 @@ function load(handlers) {
         deviceConfiguration[key] = value;
       }
     }
+    const abandonedCertificates = [];
+    const abandoned = Number(p.abandonedLen(r));
+    for (let i = 0; i < abandoned; i++) {
+      abandonedCertificates.push(p.abandonedAt(r, i));
+    }
     return {
       thingName: p.thingName(r),
       certificateId: p.certificateId(r),
@@ -243,6 +250,7 @@ function load(handlers) {
       rotated: p.rotated(r) !== 0,
       previousCertificateId: p.previousCertificateId(r),
       attempts: Number(p.attempts(r)),
+      abandonedCertificates,
       deviceConfiguration,
     };
   };

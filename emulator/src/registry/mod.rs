@@ -166,6 +166,12 @@ impl Registry {
         self.lock().state.certificates.get(certificate_id).cloned()
     }
 
+    /// Every certificate the registry knows (claims included), for tests and tools that
+    /// count what was issued.
+    pub fn certificates(&self) -> Vec<CertificateRecord> {
+        self.lock().state.certificates.values().cloned().collect()
+    }
+
     /// Set a certificate's status (e.g. to revoke it). False if the certificate is unknown.
     pub fn set_cert_status(&self, certificate_id: &str, status: CertStatus) -> bool {
         let mut inner = self.lock();

@@ -2,7 +2,7 @@
 //! signer. Where it is goes into `identity.json` ([`KeyLocation`]), so that reusing the
 //! identity connects with the same key.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -155,15 +155,61 @@ pub(super) fn stored_key(
     identity: &StoredIdentity,
     source: &KeySource,
 ) -> Result<PrivateKey, String> {
+    key_at(
+        &identity.metadata.key_location,
+        &identity.files.certificate,
+        &identity.files.private_key,
+        source,
+    )
+}
+
+/// The key of a new identity not committed yet (a create result a stopped run left, or a
+/// pending identity) whose key is at `location`, not a file, for the certificate in
+/// `certificate`: reached as [`stored_key`] does, with the token to store the certificate in
+/// when `source` asks for that. Blocking.
+pub(super) fn reopen(
+    location: &KeyLocation,
+    certificate: &Path,
+    source: &KeySource,
+) -> Result<NewKey, String> {
+    match key_at(location, certificate, Path::new(""), source)? {
+        PrivateKey::Signer(signer) => Ok(NewKey::External {
+            signer,
+            location: location.clone(),
+            store_in: store_in(location, source),
+        }),
+        _ => Err("its key is a file in the store, not in a token or behind a signer".to_owned()),
+    }
+}
+
+/// The token to store a new certificate in, for a key in a token when `source` asks for it.
+pub(super) fn store_in(location: &KeyLocation, source: &KeySource) -> Option<Box<Pkcs11Key>> {
+    match (location, source) {
+        (
+            KeyLocation::Pkcs11 { .. },
+            KeySource::Pkcs11 {
+                key,
+                store_certificate: true,
+                ..
+            },
+        ) => Some(Box::new(key.clone())),
+        _ => None,
+    }
+}
+
+fn key_at(
+    location: &KeyLocation,
+    certificate: &Path,
+    private_key: &Path,
+    source: &KeySource,
+) -> Result<PrivateKey, String> {
     let cert_key = || {
-        std::fs::read(&identity.files.certificate)
-            .map_err(|e| format!("{}: {e}", identity.files.certificate.display()))
+        std::fs::read(certificate)
+            .map_err(|e| format!("{}: {e}", certificate.display()))
             .and_then(|pem| PublicKey::from_pem(&pem).map_err(|e| e.message))
     };
-    let signer: Arc<dyn Signer> = match (&identity.metadata.key_location, source) {
-        (KeyLocation::File, _) => {
-            return Ok(PrivateKey::Pem(Pem::file(&identity.files.private_key)))
-        }
+    let signer: Arc<dyn Signer> = match (location, source) {
+        (KeyLocation::File, _) => return Ok(PrivateKey::Pem(Pem::file(private_key))),
         (
             KeyLocation::Pkcs11 {
                 module,

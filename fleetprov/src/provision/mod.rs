@@ -16,10 +16,21 @@
 //!
 //! Retries follow [`RetryPolicy`]: exponential backoff with full jitter, bounded by attempts
 //! and an overall deadline, for throttling, service-side 5xx, lost connections and timeouts
-//! only. RegisterThing is retried with the same ownership token while the service cannot have
-//! spent it (it answered with a throttling or 5xx rejection); when its answer was lost
-//! (timeout, lost connection) the token may have been spent, so the next attempt starts again
-//! from the create call. At most one CONNECT per second per client id, as AWS IoT allows.
+//! only. RegisterThing is retried with the same ownership token, on a new connection when its
+//! answer was lost (timeout, lost connection, a throttling service closing the connection),
+//! while the token is under 55 minutes old; only a token the service says is spent starts
+//! again from the create call. At most one CONNECT per second per client id, as AWS IoT
+//! allows.
+//!
+//! An identity that was registered but could not be verified (every verification connection
+//! failed, the deadline passed, or the process was killed) is kept as pending in the store and
+//! verified first by the next run, before anything new is provisioned.
+//!
+//! Every certificate the run obtained and does not keep (an earlier try's, whose answer was
+//! lost; one whose registration or verification failed for good) is reported: a
+//! [`Step::CertificateAbandoned`] progress event and a warning log line naming its id, on
+//! success and failure alike, and [`Provisioned::abandoned_certificates`] on success, so a
+//! backend can deactivate it.
 //!
 //! Dropping the future returned by [`provision`] cancels the run, leaving the previous
 //! identity or none (see its "Cancellation" section).
@@ -87,6 +98,10 @@ pub struct Provisioned {
     pub previous_certificate_id: Option<String>,
     /// Tries made, the first included.
     pub attempts: u32,
+    /// Ids of the certificates this run obtained and did not keep, in the order they were
+    /// given up (also reported by [`Step::CertificateAbandoned`]). Each may be Active on the
+    /// thing: deactivate it from a backend.
+    pub abandoned_certificates: Vec<String>,
 }
 
 /// Provisions, or reuses, the device identity described by `opts`. See the module docs.
@@ -105,10 +120,14 @@ pub struct Provisioned {
 ///
 /// - the store holds the identity it held before, or none, never a mixture:
 ///   `identity.json`, the commit point, is written only after the new identity was verified.
-///   Certificate and key files already written for the new identity (dropped while
-///   [`Step::Verifying`]) are not named by `identity.json`; the next run removes them. Store
-///   work already running on the blocking pool (a write, or the commit itself) cannot be
-///   interrupted and finishes in the background; the next run in this process on the same
+///   Beside it the store may hold what the dropped run obtained, as after a killed process:
+///   its create result, staged with `registering.json` (dropped after [`Step::Creating`]),
+///   which the next run registers with the same token or, when it keeps another identity,
+///   reports as abandoned; or its registered identity, kept pending (dropped while
+///   [`Step::Saving`] or [`Step::Verifying`]), which the next run verifies and commits. A
+///   rotation's new identity is not kept pending: the next run reports it and rotates again.
+///   Store work already running on the blocking pool (a write, or the commit itself) cannot
+///   be interrupted and finishes in the background; the next run in this process on the same
 ///   directory waits for it, so it sees the old identity or the new one, whole.
 /// - connections close: the claim or device connection, and one being made, are dropped with
 ///   the future (no DISCONNECT is sent; the broker sees the TCP connection close).

@@ -190,6 +190,9 @@ pub enum Step {
     /// The stored identity is inside its rotation window and is renewed with itself (see
     /// [`RotateBefore`]); the detail is its thing name and when its certificate expires.
     Rotating,
+    /// A certificate this run obtained will not be kept; the detail is its id. It may be
+    /// Active on the thing (its RegisterThing went through): a backend should deactivate it.
+    CertificateAbandoned,
 }
 
 impl Step {
@@ -204,6 +207,7 @@ impl Step {
             Step::RetryScheduled => "retry scheduled",
             Step::Reusing => "reusing",
             Step::Rotating => "rotating",
+            Step::CertificateAbandoned => "certificate abandoned",
         }
     }
 }

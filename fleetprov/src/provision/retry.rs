@@ -2,10 +2,11 @@
 //!
 //! Retries follow [`RetryPolicy`]: exponential backoff with full jitter, bounded by attempts
 //! and an overall deadline, for throttling, service-side 5xx, lost connections and timeouts
-//! only. RegisterThing is retried with the same ownership token while the service cannot have
-//! spent it (it answered with a throttling or 5xx rejection); when its answer was lost
-//! (timeout, lost connection) the token may have been spent, so the next attempt starts again
-//! from the create call.
+//! only. RegisterThing is retried with the same ownership token first, also when its answer
+//! was lost (timeout, lost connection, a throttling service closing the connection): on a new
+//! connection, while the token is young enough. Only when the service says the token is spent
+//! (an earlier try went through and its answer was lost) does the next attempt start again from
+//! the create call, and the certificate of that earlier try is reported as abandoned.
 
 use std::time::Duration;
 
@@ -82,19 +83,16 @@ fn spent_token(e: &Error) -> bool {
 }
 
 /// The verdict on a failed try of the claim half (connect, create, register); `token_sent`:
-/// RegisterThing was sent at least once with the token of the create result in hand.
+/// RegisterThing was sent at least once with the token of the create result in hand. The
+/// caller drops a create result whose token has grown too old, whatever the verdict.
 pub(super) fn claim_verdict(e: &Error, token_sent: bool) -> Verdict {
     if deadline_error(e) {
         Verdict::Fatal
     } else if let Some(v) = connection_verdict(e) {
-        // A lost answer to RegisterThing: the token may have been spent.
-        match v {
-            Verdict::Retry { reconnect, .. } => Verdict::Retry {
-                restart: token_sent,
-                reconnect,
-            },
-            Verdict::Fatal => Verdict::Fatal,
-        }
+        // A lost answer, or a throttling service that closed the connection: the same token
+        // again on a new connection. If the lost try went through, the service says the token
+        // is spent, and only then does the run start again from the create call.
+        v
     } else if transient_rejection(e) {
         // The service refused the request: a token it refused is not spent.
         Verdict::Retry {
@@ -237,9 +235,12 @@ mod tests {
         use Verdict::*;
         let retry = |restart, reconnect| Retry { restart, reconnect };
         let lost = Error::new(ErrorKind::Disconnected, "x");
-        // Before RegisterThing was sent the create result stays; after, its token may be spent.
+        // Lost before or after RegisterThing was sent: the create result and its token stay,
+        // and the next try is on a new connection (a throttling disconnect is the same).
         assert_eq!(claim_verdict(&lost, false), retry(false, true));
-        assert_eq!(claim_verdict(&lost, true), retry(true, true));
+        assert_eq!(claim_verdict(&lost, true), retry(false, true));
+        let stalled = Error::new(ErrorKind::Timeout, "no reply to RegisterThing within 20s");
+        assert_eq!(claim_verdict(&stalled, true), retry(false, true));
         // A throttled or failing service did not spend the token: same token, same connection.
         assert_eq!(
             claim_verdict(&rejected(429, "Throttling"), true),

@@ -61,7 +61,7 @@ async fn validity_of(path: std::path::PathBuf) -> Result<Option<Validity>, Error
 impl Run {
     /// Reuses a usable stored identity, or rotates it when it is inside its window.
     pub(super) async fn reuse_or_rotate(
-        self,
+        &mut self,
         store: IdentityStore,
         identity: StoredIdentity,
         key: PrivateKey,
@@ -75,7 +75,7 @@ impl Run {
     }
 
     async fn rotate(
-        mut self,
+        &mut self,
         store: IdentityStore,
         identity: StoredIdentity,
         key: PrivateKey,
@@ -171,7 +171,7 @@ impl Run {
         let template = std::mem::replace(&mut self.opts.template_name, template);
         let device_key = std::mem::replace(&mut self.opts.device_key, key_source);
         self.caller = "device";
-        let outcome = self.create_and_register().await;
+        let outcome = self.create_and_register(None).await;
         self.opts.claim = claim;
         let rotation_template = std::mem::replace(&mut self.opts.template_name, template);
         self.opts.device_key = device_key;
@@ -187,7 +187,7 @@ impl Run {
                     old.thing_name,
                     e.message
                 );
-                return self.provision_new(store).await;
+                return self.provision_new(store, None).await;
             }
             Err(e) if refused(&e) => {
                 return Err(Error {
@@ -203,10 +203,14 @@ impl Run {
         };
 
         let certificate_id = created.certificate_id.clone();
-        let mut p = match self
+        // A new identity that fails verification is given up (reported as abandoned): the
+        // old one is still valid and stays in use.
+        self.rotating = true;
+        let saved = self
             .save_verify_commit(&store, created, registered, key_type)
-            .await
-        {
+            .await;
+        self.rotating = false;
+        let mut p = match saved {
             Ok(p) => p,
             Err(e) => {
                 let e = Error {
@@ -236,7 +240,7 @@ impl Run {
     /// After a rotation that failed with `e` while `what`: the old identity is still valid,
     /// so it is kept and reused.
     async fn keep(
-        self,
+        &mut self,
         identity: StoredIdentity,
         key: PrivateKey,
         what: &str,

@@ -25,53 +25,79 @@ use crate::x509;
 // Rotation is the run's too (it uses the run's steps); it lives in its own file.
 #[path = "rotate.rs"]
 mod rotate;
+mod settle;
+use settle::VerifyFailure;
 
 /// Provisions, or reuses, the identity `opts` describe.
 pub(super) async fn run(opts: CheckedProvisionOptions) -> Result<Provisioned, Error> {
-    let run = Run {
+    let mut run = Run {
         started: Instant::now(),
         attempt: 1,
         last_connect: HashMap::new(),
+        abandoned: Vec::new(),
+        store: None,
         caller: "claim",
+        rotating: false,
         lock: store_lock::lock_for(&opts.store_dir),
         opts,
     };
-    let (dir, endpoint, force) = (
-        run.opts.store_dir.clone(),
-        run.opts.claim.endpoint.clone(),
-        run.opts.force,
-    );
-    let held = Arc::clone(&run.lock);
-    let (store, found) = blocking(move || {
-        let _held = held.lock().unwrap_or_else(|e| e.into_inner());
-        let store = IdentityStore::open(dir)?;
-        let found = if force {
-            None
-        } else {
-            Some(store.load(&endpoint)?)
-        };
-        Ok((store, found))
-    })
-    .await?;
-    let why = match found {
-        Some(Found::Usable(identity)) => {
-            let (id, source) = (identity.clone(), run.opts.device_key.clone());
-            match blocking(move || Ok(device_key::stored_key(&id, &source))).await? {
-                Ok(key) => return run.reuse_or_rotate(store, *identity, key).await,
-                Err(why) => Some(why),
-            }
-        }
-        Some(Found::Unusable(why)) => Some(why),
-        Some(Found::Nothing) | None => None,
-    };
-    if let Some(why) = why {
-        fp_log!(
-            Level::Warn,
-            "identity store {}: not reusing the stored identity: {why}",
-            store.dir().display()
+    let outcome = run.identity().await;
+    outcome.map_err(|e| run.mention_abandoned(e))
+}
+
+impl Run {
+    /// A pending identity first, then a stored one (reused or rotated), else a new one.
+    async fn identity(&mut self) -> Result<Provisioned, Error> {
+        let (dir, endpoint, force) = (
+            self.opts.store_dir.clone(),
+            self.opts.claim.endpoint.clone(),
+            self.opts.force,
         );
+        let held = Arc::clone(&self.lock);
+        let (store, leftovers, found) = blocking(move || {
+            let _held = held.lock().unwrap_or_else(|e| e.into_inner());
+            let (store, leftovers) = IdentityStore::open_reporting(dir)?;
+            let found = if force {
+                None
+            } else {
+                Some(store.load(&endpoint)?)
+            };
+            Ok((store, leftovers, found))
+        })
+        .await?;
+        for id in leftovers {
+            let why = "a run stopped before it could keep or report it left its files";
+            self.abandon(&id, why).await;
+        }
+        self.store = Some(store.clone());
+        if let Some(done) = self.settle_pending(&store).await? {
+            return Ok(done);
+        }
+        let resumed = self.take_registering(&store).await?;
+        let why = match found {
+            Some(Found::Usable(identity)) => {
+                let (id, source) = (identity.clone(), self.opts.device_key.clone());
+                match blocking(move || Ok(device_key::stored_key(&id, &source))).await? {
+                    Ok(key) => {
+                        let why = "the stored identity is valid and kept";
+                        self.abandon_created(resumed, why).await;
+                        return self.reuse_or_rotate(store, *identity, key).await;
+                    }
+                    Err(why) => Some(why),
+                }
+            }
+            Some(Found::Unusable(why)) => Some(why),
+            Some(Found::Nothing) | None => None,
+        };
+        if let Some(why) = why {
+            fp_log!(
+                Level::Warn,
+                "identity store {}: not reusing the stored identity: {why}",
+                store.dir().display()
+            );
+        }
+        self.provision_new(store, resumed).await
     }
-    run.provision_new(store).await
 }
 
 /// Runs blocking work (file I/O, key generation) off the async threads.
@@ -100,10 +126,14 @@ struct Created {
     at: Instant,
     /// RegisterThing was sent with this token at least once.
     token_sent: bool,
+    /// Its certificate and key in the store, not committed.
+    staged: Option<store::Staged>,
 }
 
 /// AWS's ownership tokens live one hour; one older than this is not retried.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(55 * 60);
+/// Why a create result is given up when the claim half ends in failure.
+const GAVE_UP: &str = "provisioning gave up before its registration was confirmed";
 /// AWS IoT accepts one CONNECT per second per client id.
 const CONNECT_SPACING: Duration = Duration::from_secs(1);
 
@@ -112,8 +142,16 @@ struct Run {
     started: Instant,
     attempt: u32,
     last_connect: HashMap<String, Instant>,
+    /// Certificates obtained and not kept, reported as they were given up.
+    abandoned: Vec<String>,
+    /// The store, once open: each create result is staged in it before RegisterThing, so a
+    /// run killed meanwhile leaves files the next run reports.
+    store: Option<IdentityStore>,
     /// Who connects for the create and register half: "claim", or "device" when rotating.
     caller: &'static str,
+    /// A rotation is saving its new identity: it is not kept pending, and one that fails
+    /// verification is given up (the old identity stays in use).
+    rotating: bool,
     /// The store directory's lock (see [`store_lock`]), held around each piece of store work.
     lock: Arc<Mutex<()>>,
 }
@@ -192,17 +230,14 @@ impl Run {
     }
 
     /// Connects with an identity, proves it (CONNACK accepted) and disconnects; retries
-    /// connection-level failures.
+    /// connection-level failures. A failure says whether the identity itself was refused or
+    /// only could not be tried.
     async fn verify(
         &mut self,
         files: &StoredFiles,
         key: PrivateKey,
         client_id: &str,
-    ) -> Result<(), Error> {
-        let refused = |e: Error| Error {
-            message: format!("the device identity was refused: {}", e.message),
-            ..e
-        };
+    ) -> Result<(), VerifyFailure> {
         let opts = self
             .opts
             .claim
@@ -212,7 +247,7 @@ impl Run {
                 key,
             })
             .with_client_id(client_id.to_owned())
-            .map_err(refused)?;
+            .map_err(VerifyFailure::Unusable)?;
         loop {
             self.progress(Step::Verifying, Duration::ZERO, client_id)
                 .await;
@@ -222,15 +257,18 @@ impl Run {
                     return Ok(());
                 }
                 Err(e) => match connection_verdict(&e) {
-                    Some(_) if !deadline_error(&e) => self.backoff(e).await?,
-                    _ => return Err(refused(e)),
+                    Some(_) if !deadline_error(&e) => {
+                        self.backoff(e).await.map_err(VerifyFailure::NotVerified)?
+                    }
+                    Some(_) => return Err(VerifyFailure::NotVerified(e)),
+                    None => return Err(VerifyFailure::Unusable(e)),
                 },
             }
         }
     }
 
     async fn reuse(
-        mut self,
+        &mut self,
         identity: store::StoredIdentity,
         key: PrivateKey,
     ) -> Result<Provisioned, Error> {
@@ -242,7 +280,9 @@ impl Run {
             .device_client_id
             .clone()
             .unwrap_or_else(|| m.client_id.clone());
-        self.verify(&identity.files, key, &client_id).await?;
+        self.verify(&identity.files, key, &client_id)
+            .await
+            .map_err(|f| f.stored_identity(&m.thing_name))?;
         Ok(Provisioned {
             thing_name: m.thing_name,
             device_configuration: m.device_configuration,
@@ -254,18 +294,28 @@ impl Run {
             rotated: false,
             previous_certificate_id: None,
             attempts: self.attempt,
+            abandoned_certificates: self.abandoned.clone(),
         })
     }
 
-    async fn provision_new(mut self, store: IdentityStore) -> Result<Provisioned, Error> {
+    /// A new identity, from `resumed` (a create result a stopped run left) if given.
+    async fn provision_new(
+        &mut self,
+        store: IdentityStore,
+        resumed: Option<Created>,
+    ) -> Result<Provisioned, Error> {
         if self.opts.claim.credentials.is_none() {
+            self.abandon_created(resumed, GAVE_UP).await;
             return Err(Error::invalid(
                 "the store holds no usable identity and no claim certificate is given to \
                  provision one",
             ));
         }
-        check_claim_certificate(&self.opts.claim).await?;
-        let (created, registered) = self.create_and_register().await?;
+        if let Err(e) = check_claim_certificate(&self.opts.claim).await {
+            self.abandon_created(resumed, GAVE_UP).await;
+            return Err(e);
+        }
+        let (created, registered) = self.create_and_register(resumed).await?;
         let key_type = self.opts.device_key.name().to_owned();
         let p = self
             .save_verify_commit(&store, created, registered, key_type)
@@ -281,7 +331,8 @@ impl Run {
     }
 
     /// The half after RegisterThing, for provisioning and rotation alike: the new files
-    /// staged beside the committed identity, a connection with them, then the commit.
+    /// staged beside the committed identity (already, when staged before RegisterThing),
+    /// recorded as pending, a connection with them, then the commit.
     async fn save_verify_commit(
         &mut self,
         store: &IdentityStore,
@@ -295,17 +346,22 @@ impl Run {
             store.dir().display().to_string(),
         )
         .await;
-        let staged = {
-            let id = created.certificate_id.clone();
-            let cert = created.certificate_pem.clone();
-            let key = created.key.clone();
-            locked(&self.lock, store, move |s| match &key {
-                NewKey::Pem(pem) => s.stage(&id, &cert, pem),
-                NewKey::External { signer, .. } => {
-                    s.stage_certificate(&id, &cert, signer.public_key())
-                }
-            })
-            .await?
+        let staged = match created.staged.clone() {
+            Some(staged) => Ok(staged),
+            None => {
+                let id = created.certificate_id.clone();
+                let cert = created.certificate_pem.clone();
+                let key = created.key.clone();
+                locked(&self.lock, store, move |s| stage_new(s, &id, &cert, &key)).await
+            }
+        };
+        let staged = match staged {
+            Ok(s) => s,
+            Err(e) => {
+                self.abandon(&created.certificate_id, "it could not be saved")
+                    .await;
+                return Err(e);
+            }
         };
         let files = store.staged_files(&staged);
         let (connect_key, store_in) = match created.key {
@@ -323,11 +379,6 @@ impl Run {
             .device_client_id
             .clone()
             .unwrap_or_else(|| registered.thing_name.clone());
-        self.verify(&files, connect_key, &client_id).await?;
-        if let Some(key) = store_in {
-            let cert = created.certificate_pem.clone();
-            blocking(move || crate::pkcs11::store_certificate(&key, &cert)).await?;
-        }
         let metadata = Metadata {
             version: 1,
             thing_name: registered.thing_name.clone(),
@@ -343,6 +394,31 @@ impl Run {
             provisioned_at: 0,
             not_after: 0,
         };
+        // Pending from here: a failed verification or a killed process leaves it for the
+        // next run to verify, not leftovers to delete. Not a rotation's: the old identity
+        // stays in use, and a killed rotation's files are reported by the next run, which
+        // rotates again.
+        let rotating = self.rotating;
+        if let Err(e) = {
+            let (staged, metadata) = (staged.clone(), metadata.clone());
+            locked(&self.lock, store, move |s| match rotating {
+                true => s.registered(),
+                false => s.keep_pending(&staged, metadata),
+            })
+            .await
+        } {
+            self.abandon(&created.certificate_id, "it could not be saved")
+                .await;
+            return Err(e);
+        }
+        let verified = self.verify(&files, connect_key, &client_id).await;
+        if let Err(failure) = verified {
+            return Err(self.new_identity_failed(store, failure, &metadata).await);
+        }
+        if let Some(key) = store_in {
+            let cert = created.certificate_pem.clone();
+            blocking(move || crate::pkcs11::store_certificate(&key, &cert)).await?;
+        }
         let stored = locked(&self.lock, store, move |s| s.commit(&staged, metadata)).await?;
         Ok(Provisioned {
             thing_name: registered.thing_name,
@@ -355,13 +431,17 @@ impl Run {
             rotated: false,
             previous_certificate_id: None,
             attempts: self.attempt,
+            abandoned_certificates: self.abandoned.clone(),
         })
     }
 
     /// The claim half: connect, create, register, with retries; disconnects at the end.
-    async fn create_and_register(&mut self) -> Result<(Created, RegisterThingResponse), Error> {
+    async fn create_and_register(
+        &mut self,
+        resumed: Option<Created>,
+    ) -> Result<(Created, RegisterThingResponse), Error> {
         let mut claim: Option<Client> = None;
-        let mut created: Option<Created> = None;
+        let mut created: Option<Created> = resumed;
         // The key and CSR made here, once: every create try signs the same CSR.
         let mut csr: Option<(String, NewKey)> = None;
         loop {
@@ -388,11 +468,14 @@ impl Run {
                     if let Some(c) = claim.take() {
                         c.disconnect().await;
                     }
+                    self.abandon_created(created.take(), GAVE_UP).await;
                     return Err(e);
                 }
                 Verdict::Retry { restart, reconnect } => {
                     if restart {
-                        created = None;
+                        let why = "the service says its ownership token is spent: an earlier \
+                                   RegisterThing with it went through and its answer was lost";
+                        self.abandon_created(created.take(), why).await;
                     }
                     if reconnect || claim.as_ref().is_some_and(|c| !c.is_connected()) {
                         if let Some(c) = claim.take() {
@@ -403,6 +486,7 @@ impl Run {
                         if let Some(c) = claim.take() {
                             c.disconnect().await;
                         }
+                        self.abandon_created(created.take(), GAVE_UP).await;
                         return Err(e);
                     }
                 }
@@ -420,7 +504,8 @@ impl Run {
             .as_ref()
             .is_some_and(|c| c.at.elapsed() > TOKEN_LIFETIME)
         {
-            *created = None;
+            let why = "its ownership token is too old to use";
+            self.abandon_created(created.take(), why).await;
         }
         let client = match claim {
             Some(c) if c.is_connected() => c.clone(),
@@ -470,14 +555,17 @@ impl Run {
                 let r = self
                     .bounded("creating", client.create_keys_and_certificate())
                     .await?;
-                return Ok(Created {
-                    certificate_id: r.certificate_id,
-                    certificate_pem: r.certificate_pem,
-                    key: NewKey::Pem(r.private_key),
-                    token: r.certificate_ownership_token,
-                    at: Instant::now(),
-                    token_sent: false,
-                });
+                return self
+                    .stage_created(Created {
+                        certificate_id: r.certificate_id,
+                        certificate_pem: r.certificate_pem,
+                        key: NewKey::Pem(r.private_key),
+                        token: r.certificate_ownership_token,
+                        at: Instant::now(),
+                        token_sent: false,
+                        staged: None,
+                    })
+                    .await;
             }
             KeySource::Csr {
                 csr_pem,
@@ -510,14 +598,30 @@ impl Run {
         let r = self
             .bounded("creating", client.create_certificate_from_csr(&csr_pem))
             .await?;
-        Ok(Created {
+        self.stage_created(Created {
             certificate_id: r.certificate_id,
             certificate_pem: r.certificate_pem,
             key,
             token: r.certificate_ownership_token,
             at: Instant::now(),
             token_sent: false,
+            staged: None,
         })
+        .await
+    }
+}
+
+/// Writes a new identity's certificate, and its key when the key is PEM, to the store (not
+/// committed).
+fn stage_new(
+    s: &IdentityStore,
+    id: &str,
+    cert: &str,
+    key: &NewKey,
+) -> Result<store::Staged, Error> {
+    match key {
+        NewKey::Pem(pem) => s.stage(id, cert, pem),
+        NewKey::External { signer, .. } => s.stage_certificate(id, cert, signer.public_key()),
     }
 }
 

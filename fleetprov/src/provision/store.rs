@@ -9,12 +9,15 @@
 //! | `identity.json` | thing name, certificate id, device configuration, endpoint, port, client id, key type, file names, times; written last: the commit point |
 //! | `certificate-<id>.pem` | the device certificate (0644) |
 //! | `private-key-<id>.pem` | its private key (0600); none when the key is in a PKCS#11 token or behind a signer (`identity.json` then says where it is) |
+//! | `pending.json` | like `identity.json`, for an identity registered but not verified yet (see [`Pending`]) |
+//! | `registering.json` | a create result not registered yet: its files, where its key is and its ownership token (0600, see [`Registering`]) |
 //!
 //! Every file is written to a temporary name (`.<name>.tmp`), fsynced, renamed into place, and
 //! the directory fsynced. An identity exists only once `identity.json` names it, so a process
 //! killed at any point leaves either the previous identity or the new one, never a mixture;
-//! leftovers (temporary files, certificate and key files no `identity.json` names) are removed
-//! the next time the store is opened. The directory is created 0700.
+//! leftovers (temporary files, certificate and key files neither `identity.json` nor
+//! `pending.json` names) are removed the next time the store is opened. The directory is
+//! created 0700.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -31,7 +34,11 @@ use crate::log::{fp_log, Level};
 use crate::signer::PublicKey;
 use crate::x509;
 
+mod pending;
+mod registering;
 pub use super::device_key::KeyLocation;
+pub use pending::{Pending, PENDING_FILE};
+pub use registering::{Registering, REGISTERING_FILE};
 
 /// Name of the metadata file, the store's commit point.
 pub const METADATA_FILE: &str = "identity.json";
@@ -145,6 +152,21 @@ fn check_key_of(
     }
 }
 
+/// A certificate or key file that no identity in `keep` names.
+fn leftover(name: &str, keep: &[String]) -> bool {
+    (name.starts_with(CERT_PREFIX) || name.starts_with(KEY_PREFIX))
+        && !keep.iter().any(|k| k == name)
+}
+
+/// `metadata` completed with what the store knows of `staged`.
+fn completed(staged: &Staged, mut metadata: Metadata) -> Metadata {
+    metadata.version = 1;
+    metadata.certificate_file = staged.certificate_file.clone();
+    metadata.private_key_file = staged.private_key_file.clone();
+    metadata.not_after = staged.not_after;
+    metadata
+}
+
 /// An identity store directory.
 #[derive(Debug, Clone)]
 pub struct IdentityStore {
@@ -167,7 +189,13 @@ impl IdentityStore {
     /// killed run left behind. [`ErrorKind::Store`] if it cannot be created or read, or is not
     /// a directory.
     pub fn open(dir: impl Into<PathBuf>) -> Result<IdentityStore, Error> {
-        let dir = dir.into();
+        let store = IdentityStore::open_uncleaned(dir.into())?;
+        store.clean()?;
+        Ok(store)
+    }
+
+    /// [`IdentityStore::open`] without the clean-up.
+    fn open_uncleaned(dir: PathBuf) -> Result<IdentityStore, Error> {
         if dir.as_os_str().is_empty() {
             return Err(Error::invalid("the identity store directory is empty"));
         }
@@ -186,9 +214,7 @@ impl IdentityStore {
                 .map_err(|e| store_error("create", &dir, e))?,
             Err(e) => return Err(store_error("read", &dir, e)),
         }
-        let store = IdentityStore { dir };
-        store.clean()?;
-        Ok(store)
+        Ok(IdentityStore { dir })
     }
 
     /// The directory.
@@ -197,7 +223,13 @@ impl IdentityStore {
     }
 
     fn committed(&self) -> Result<Option<Result<Metadata, String>>, Error> {
-        let path = self.dir.join(METADATA_FILE);
+        self.read_metadata(METADATA_FILE)
+    }
+
+    /// The metadata file `name` (`identity.json` or `pending.json`): `None` when absent, the
+    /// reason when it cannot be parsed.
+    fn read_metadata(&self, name: &str) -> Result<Option<Result<Metadata, String>>, Error> {
+        let path = self.dir.join(name);
         match fs::read(&path) {
             Ok(bytes) => Ok(Some(
                 serde_json::from_slice::<Metadata>(&bytes)
@@ -208,21 +240,29 @@ impl IdentityStore {
         }
     }
 
-    /// Removes temporary files and certificate or key files that the committed identity does
-    /// not name. Files of other names are never touched.
+    /// Removes temporary files and certificate or key files that neither the committed nor the
+    /// pending identity names. Files of other names are never touched.
     fn clean(&self) -> Result<(), Error> {
-        let keep: Vec<String> = match self.committed()? {
-            Some(Ok(m)) => vec![m.certificate_file, m.private_key_file],
-            // An unreadable identity.json keeps every file: nothing here can tell which are
-            // its, and a new identity replaces them all.
-            Some(Err(_)) => return self.remove_temporaries(),
-            None => Vec::new(),
+        // An unreadable metadata file keeps every file: nothing here can tell which are its,
+        // and a new identity replaces them all.
+        let Some(keep) = self.named_files()? else {
+            return self.remove_temporaries();
         };
-        self.remove_matching(|name| {
-            name.ends_with(TMP_SUFFIX)
-                || ((name.starts_with(CERT_PREFIX) || name.starts_with(KEY_PREFIX))
-                    && !keep.iter().any(|k| k == name))
-        })
+        self.remove_matching(|name| name.ends_with(TMP_SUFFIX) || leftover(name, &keep))
+    }
+
+    /// The files the committed and the pending identity name; `None` if either metadata file
+    /// cannot be read.
+    fn named_files(&self) -> Result<Option<Vec<String>>, Error> {
+        let mut keep: Vec<String> = self.registering_names();
+        for name in [METADATA_FILE, PENDING_FILE] {
+            match self.read_metadata(name)? {
+                Some(Ok(m)) => keep.extend([m.certificate_file, m.private_key_file]),
+                Some(Err(_)) => return Ok(None),
+                None => {}
+            }
+        }
+        Ok(Some(keep))
     }
 
     fn remove_temporaries(&self) -> Result<(), Error> {
@@ -410,21 +450,30 @@ impl IdentityStore {
 
     /// Commits a staged identity: writes `identity.json` (the commit point), then removes the
     /// previous identity's files.
-    pub fn commit(&self, staged: &Staged, mut metadata: Metadata) -> Result<StoredIdentity, Error> {
-        metadata.version = 1;
-        metadata.certificate_file = staged.certificate_file.clone();
-        metadata.private_key_file = staged.private_key_file.clone();
-        metadata.not_after = staged.not_after;
+    pub fn commit(&self, staged: &Staged, metadata: Metadata) -> Result<StoredIdentity, Error> {
+        self.commit_metadata(completed(staged, metadata))
+    }
+
+    /// Writes `identity.json` from `metadata` (the commit point), forgets a pending identity
+    /// (committed now, or already reported as abandoned), then removes files no longer named.
+    fn commit_metadata(&self, mut metadata: Metadata) -> Result<StoredIdentity, Error> {
         metadata.provisioned_at = unix_secs(SystemTime::now());
-        let json = serde_json::to_vec_pretty(&metadata)
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("identity.json: {e}")))?;
-        self.write_file(METADATA_FILE, &json, 0o644)?;
+        self.write_metadata(METADATA_FILE, &metadata)?;
+        self.remove_pending_file()?;
+        self.remove_registering_file()?;
         self.sync_dir()?;
         self.clean()?;
         Ok(StoredIdentity {
             files: self.files_of(&metadata.certificate_file, &metadata.private_key_file),
             metadata,
         })
+    }
+
+    /// Writes the metadata file `name` (through [`IdentityStore::write_file`]).
+    fn write_metadata(&self, name: &str, metadata: &Metadata) -> Result<(), Error> {
+        let json = serde_json::to_vec_pretty(metadata)
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("{name}: {e}")))?;
+        self.write_file(name, &json, 0o644)
     }
 
     /// Writes `name` through a temporary file created with `mode`, fsynced and renamed.
@@ -460,7 +509,7 @@ impl IdentityStore {
 mod tests {
     use super::*;
 
-    fn identity() -> (String, String, String) {
+    pub(crate) fn identity() -> (String, String, String) {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["dev".into()])
             .unwrap()
@@ -470,7 +519,7 @@ mod tests {
         (id, cert.pem(), key.serialize_pem())
     }
 
-    fn metadata(endpoint: &str) -> Metadata {
+    pub(crate) fn metadata(endpoint: &str) -> Metadata {
         Metadata {
             version: 0,
             thing_name: "thing-1".into(),
@@ -488,7 +537,7 @@ mod tests {
         }
     }
 
-    fn names(dir: &Path) -> Vec<String> {
+    pub(crate) fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())

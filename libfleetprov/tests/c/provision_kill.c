@@ -37,6 +37,7 @@ static const char *step_name(fp_provision_step step) {
     case FP_STEP_RETRY_SCHEDULED: return "retry";
     case FP_STEP_REUSING: return "reusing";
     case FP_STEP_ROTATING: return "rotating";
+    case FP_STEP_CERTIFICATE_ABANDONED: return "abandoned";
     default: return "unknown";
     }
 }

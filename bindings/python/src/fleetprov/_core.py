@@ -774,6 +774,10 @@ def _provisioned(result: int) -> Provisioned:
         previous_certificate_id=_optional_text(_ffi.fp_provisioned_previous_certificate_id(result)),
         attempts=int(_ffi.fp_provisioned_attempts(result)),
         device_configuration=config,
+        abandoned_certificates=[
+            _text(_ffi.fp_provisioned_abandoned_certificate_at(result, i))
+            for i in range(_ffi.fp_provisioned_abandoned_certificate_count(result))
+        ],
         key_location=KEY_LOCATIONS.get(int(_ffi.fp_provisioned_key_location(result)), "file"),
     )
 

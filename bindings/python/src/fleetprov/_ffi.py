@@ -224,6 +224,12 @@ fp_provisioned_reused = _fn("fp_provisioned_reused", c_int, P)
 fp_provisioned_rotated = _fn("fp_provisioned_rotated", c_int, P)
 fp_provisioned_previous_certificate_id = _fn("fp_provisioned_previous_certificate_id", c_char_p, P)
 fp_provisioned_attempts = _fn("fp_provisioned_attempts", c_uint32, P)
+fp_provisioned_abandoned_certificate_count = _fn(
+    "fp_provisioned_abandoned_certificate_count", c_size_t, P
+)
+fp_provisioned_abandoned_certificate_at = _fn(
+    "fp_provisioned_abandoned_certificate_at", c_char_p, P, c_size_t
+)
 fp_provisioned_device_configuration_len = _fn(
     "fp_provisioned_device_configuration_len", c_size_t, P
 )

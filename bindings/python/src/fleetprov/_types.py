@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from . import _codes
 
@@ -40,6 +40,7 @@ class Step(enum.IntEnum):
     RETRY_SCHEDULED = _codes.FP_STEP_RETRY_SCHEDULED
     REUSING = _codes.FP_STEP_REUSING
     ROTATING = _codes.FP_STEP_ROTATING
+    CERTIFICATE_ABANDONED = _codes.FP_STEP_CERTIFICATE_ABANDONED
 
 
 class SignatureScheme(enum.IntEnum):
@@ -118,6 +119,9 @@ class Provisioned:
     attempts: int
     #: The template's ``DeviceConfiguration``.
     device_configuration: Dict[str, str]
+    #: Ids of certificates this run obtained and did not keep (each also reported as
+    #: ``Step.CERTIFICATE_ABANDONED``): each may be Active on the thing; deactivate it.
+    abandoned_certificates: List[str] = field(default_factory=list)
     #: True if the stored identity was renewed with itself (no claim connection was made).
     rotated: bool = False
     #: When rotated: the replaced certificate, still Active in the account (deactivate it once

@@ -70,6 +70,7 @@ STEP_NAMES = {
     Step.RETRY_SCHEDULED: "retry scheduled",
     Step.REUSING: "reusing",
     Step.ROTATING: "rotating",
+    Step.CERTIFICATE_ABANDONED: "certificate abandoned",
 }
 
 
