@@ -142,13 +142,19 @@ pub(crate) fn start(
                 )),
             },
         };
-        let delivered = tokio::task::spawn_blocking(move || {
+        // Through runtime::spawn_blocking (one instantiation of the blocking-task machinery for
+        // the whole library); the outcome comes back in a slot, left empty by a panic.
+        let slot = Arc::new(Mutex::new(None));
+        let fill = Arc::clone(&slot);
+        let joined = runtime::spawn_blocking(move || {
             // After any progress call still running (the run was cancelled during it).
             let _gate = gate.lock().unwrap_or_else(|e| e.into_inner());
-            Outcome(deliver(callback, result))
+            let outcome = Outcome(deliver(callback, result));
+            *fill.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
         })
-        .await
-        .unwrap_or_else(|_| {
+        .await;
+        let outcome = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let delivered = outcome.filter(|_| joined.is_ok()).unwrap_or_else(|| {
             Outcome(Err(fp_error::new(
                 FP_ERR_PANIC,
                 "the library panicked delivering the result",

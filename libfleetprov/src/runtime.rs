@@ -22,6 +22,7 @@
 //! such deferred releases and joins the driver thread, so the runtime's threads end normally
 //! instead of being killed with their memory still allocated.
 
+use std::any::Any;
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
@@ -79,10 +80,16 @@ pub(crate) fn spawn(handle: &Handle, task: impl Future<Output = ()> + Send + 'st
     drop(handle.spawn(task));
 }
 
-/// Runs `job` on the blocking pool, boxed for the same reason as [`spawn`]; the returned
-/// handle completes when `job` has returned.
-pub(crate) fn spawn_blocking(job: impl FnOnce() + Send + 'static) -> tokio::task::JoinHandle<()> {
-    let job: Box<dyn FnOnce() + Send> = Box::new(job);
+/// Runs `job` on the blocking pool, boxed for the same reason as [`spawn`], and in the same
+/// form as the core's blocking work (a job returning `Box<dyn Any>`), so that the two share
+/// one instantiation; the returned handle completes when `job` has returned.
+pub(crate) fn spawn_blocking(
+    job: impl FnOnce() + Send + 'static,
+) -> tokio::task::JoinHandle<Box<dyn Any + Send>> {
+    let job: Box<dyn FnOnce() -> Box<dyn Any + Send> + Send> = Box::new(move || {
+        job();
+        Box::new(())
+    });
     tokio::task::spawn_blocking(job)
 }
 

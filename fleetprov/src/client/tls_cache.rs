@@ -15,6 +15,7 @@
 //! replaced on disk (a renewed certificate) gives a new configuration. The cache holds only
 //! weak references: a configuration lives as long as a client uses it.
 
+use std::any::Any;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
@@ -46,12 +47,21 @@ pub(crate) async fn config_for(
     }
     #[cfg(test)]
     BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (opts, tls) = tokio::task::spawn_blocking(move || {
+    // Boxed, in the form provisioning's blocking work has (`provision/run.rs` `blocking()`),
+    // so that all of the library's blocking tasks share one instantiation of tokio's
+    // blocking-task machinery.
+    let job: Box<dyn FnOnce() -> Box<dyn Any + Send> + Send> = Box::new(move || {
         let tls = super::tls::client_config(&opts);
-        (opts, tls)
-    })
-    .await
-    .map_err(|e| Error::new(ErrorKind::Internal, format!("TLS setup failed: {e}")))?;
+        Box::new((opts, tls))
+    });
+    let built = tokio::task::spawn_blocking(job)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("TLS setup failed: {e}")))?;
+    let Ok(built) = built.downcast::<(CheckedClientOptions, Result<Arc<ClientConfig>, Error>)>()
+    else {
+        unreachable!("the job returns its own result type")
+    };
+    let (opts, tls) = *built;
     let tls = tls?;
     if let Some(key) = key {
         insert(key, &tls);

@@ -16,6 +16,8 @@ mod mqtt;
 mod state;
 mod transport;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -157,7 +159,11 @@ impl Session {
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(conn.run(shared.clone(), cmd_rx, stop_rx));
+        // Boxed, as the C library's tasks are: one instantiation of tokio's task machinery for
+        // all of them.
+        let run: Pin<Box<dyn Future<Output = ()> + Send>> =
+            Box::pin(conn.run(shared.clone(), cmd_rx, stop_rx));
+        let task = tokio::spawn(run);
         Ok(Session {
             shared,
             commands: cmd_tx,

@@ -206,15 +206,91 @@ pub(super) fn decode(
         return Ok(Incoming::Unexpected("PUBREC"));
     }
     match version {
-        MqttVersion::V311 => decode_v4(&mut bytes),
-        MqttVersion::V5 => decode_v5(&mut bytes),
+        MqttVersion::V311 => decode_v4(&mut bytes, f.remaining_len),
+        MqttVersion::V5 => decode_v5(&mut bytes, f.remaining_len),
     }
 }
 
-fn decode_v4(bytes: &mut BytesMut) -> Result<Incoming, String> {
+/// rumqttc's `Packet::read` (3.1.1) for the packets a broker sends, so that the decoders of
+/// the ones it never sends (CONNECT, SUBSCRIBE, ...; [`decode`] answers those before) are not
+/// linked in: about 15 KB of the C library with [`read_v5`]. Same checks, same errors.
+fn read_v4(
+    bytes: &mut BytesMut,
+    remaining_len: usize,
+) -> Result<v4::Packet, rumqttc::mqttbytes::Error> {
+    use rumqttc::mqttbytes::{check, PacketType};
     use v4::Packet;
-    let max = bytes.len();
-    let packet = Packet::read(bytes, max).map_err(|e| e.to_string())?;
+    let header = check(bytes.iter(), bytes.len())?;
+    let frame = bytes.split_to(header.frame_length());
+    let kind = header.packet_type()?;
+    if remaining_len == 0 {
+        return match kind {
+            PacketType::PingReq => Ok(Packet::PingReq),
+            PacketType::PingResp => Ok(Packet::PingResp),
+            PacketType::Disconnect => Ok(Packet::Disconnect),
+            _ => Err(rumqttc::mqttbytes::Error::PayloadRequired),
+        };
+    }
+    let frame = frame.freeze();
+    Ok(match kind {
+        PacketType::ConnAck => Packet::ConnAck(v4::ConnAck::read(header, frame)?),
+        PacketType::Publish => Packet::Publish(v4::Publish::read(header, frame)?),
+        PacketType::PubAck => Packet::PubAck(v4::PubAck::read(header, frame)?),
+        PacketType::SubAck => Packet::SubAck(v4::SubAck::read(header, frame)?),
+        PacketType::UnsubAck => Packet::UnsubAck(v4::UnsubAck::read(header, frame)?),
+        PacketType::PingResp => Packet::PingResp,
+        PacketType::Disconnect => Packet::Disconnect,
+        // Answered by `decode` before this is called.
+        PacketType::Connect
+        | PacketType::PubRec
+        | PacketType::PubRel
+        | PacketType::PubComp
+        | PacketType::Subscribe
+        | PacketType::Unsubscribe
+        | PacketType::PingReq => Packet::PingReq,
+    })
+}
+
+/// rumqttc's `Packet::read` (MQTT 5) for the packets a broker sends; see [`read_v4`].
+fn read_v5(
+    bytes: &mut BytesMut,
+    remaining_len: usize,
+) -> Result<v5::Packet, rumqttc::v5::mqttbytes::Error> {
+    use v5::{check, Packet, PacketType};
+    let max = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+    let header = check(bytes.iter(), Some(max))?;
+    let frame = bytes.split_to(header.frame_length());
+    let kind = header.packet_type()?;
+    if remaining_len == 0 {
+        return match kind {
+            PacketType::PingReq => Ok(Packet::PingReq(v5::PingReq)),
+            PacketType::PingResp => Ok(Packet::PingResp(v5::PingResp)),
+            _ => Err(rumqttc::v5::mqttbytes::Error::PayloadRequired),
+        };
+    }
+    let frame = frame.freeze();
+    Ok(match kind {
+        PacketType::ConnAck => Packet::ConnAck(v5::ConnAck::read(header, frame)?),
+        PacketType::Publish => Packet::Publish(v5::Publish::read(header, frame)?),
+        PacketType::PubAck => Packet::PubAck(v5::PubAck::read(header, frame)?),
+        PacketType::SubAck => Packet::SubAck(v5::SubAck::read(header, frame)?),
+        PacketType::UnsubAck => Packet::UnsubAck(v5::UnsubAck::read(header, frame)?),
+        PacketType::PingResp => Packet::PingResp(v5::PingResp),
+        PacketType::Disconnect => Packet::Disconnect(v5::Disconnect::read(header, frame)?),
+        // Answered by `decode` before this is called.
+        PacketType::Connect
+        | PacketType::PubRec
+        | PacketType::PubRel
+        | PacketType::PubComp
+        | PacketType::Subscribe
+        | PacketType::Unsubscribe
+        | PacketType::PingReq => Packet::PingReq(v5::PingReq),
+    })
+}
+
+fn decode_v4(bytes: &mut BytesMut, remaining_len: usize) -> Result<Incoming, String> {
+    use v4::Packet;
+    let packet = read_v4(bytes, remaining_len).map_err(|e| e.to_string())?;
     Ok(match packet {
         Packet::ConnAck(c) => {
             let code = c.code as u8;
@@ -263,10 +339,9 @@ fn decode_v4(bytes: &mut BytesMut) -> Result<Incoming, String> {
     })
 }
 
-fn decode_v5(bytes: &mut BytesMut) -> Result<Incoming, String> {
+fn decode_v5(bytes: &mut BytesMut, remaining_len: usize) -> Result<Incoming, String> {
     use v5::Packet;
-    let max = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-    let packet = Packet::read(bytes, Some(max)).map_err(|e| e.to_string())?;
+    let packet = read_v5(bytes, remaining_len).map_err(|e| e.to_string())?;
     Ok(match packet {
         Packet::ConnAck(c) => {
             let code = connack_code(c.code);
