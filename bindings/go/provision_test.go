@@ -66,6 +66,9 @@ var hex64 = regexp.MustCompile(`^[0-9a-f]{64}$`)
 // checkIdentity checks the stored files without ever printing the key.
 func checkIdentity(t *testing.T, p *Provisioned, store, keyHeader string) {
 	t.Helper()
+	if p.KeyLocation != KeyInFile {
+		t.Fatalf("KeyLocation %v, want file", p.KeyLocation)
+	}
 	if !hex64.MatchString(p.CertificateID) {
 		t.Fatalf("certificate id %q", p.CertificateID)
 	}

@@ -63,6 +63,7 @@ function checkIdentity(result, storeDir, keyHeader) {
   assert.match(fs.readFileSync(result.certificateFile, 'utf8'), /BEGIN CERTIFICATE/);
   assert.equal(fs.statSync(result.privateKeyFile).mode & 0o777, 0o600);
   assert.ok(fs.readFileSync(result.privateKeyFile, 'latin1').includes(keyHeader), `no ${keyHeader} in the key file`);
+  assert.equal(result.keyLocation, 'file');
 }
 
 test('provision: the CSR flow, then reuse, then force', { skip }, async () => {
