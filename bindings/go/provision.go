@@ -110,6 +110,12 @@ type ProvisionOptions struct {
 	// stored certificate's key; with another key it provisions anew. KeyType must be left
 	// at its zero value or be the signer's (KeyService is refused).
 	DeviceSigner crypto.Signer
+	// CSR and CSRKey, when set, are your own certificate signing request (PEM) and the
+	// private key it was made with (PEM) instead of a generated key: the key is written to
+	// the store (fp_provision_options_set_user_csr). The library wipes its copy of CSRKey; the
+	// caller may wipe its own once Provision has started (this package's C copy is wiped
+	// right after the call).
+	CSR, CSRKey []byte
 	// CSRSubject is the subject of the CSR the library builds, e.g. "CN=meter-17,O=Acme"
 	// (default: empty).
 	CSRSubject string
@@ -306,6 +312,14 @@ func provisionOptions(ctx context.Context, opts *ProvisionOptions) (po *C.fp_pro
 		}
 	}
 
+	if (opts.CSR == nil) != (opts.CSRKey == nil) {
+		return nil, false, &Error{Op: "CSR", Code: ErrInvalidArgument, Message: "CSR and CSRKey go together: give both or neither"}
+	}
+	if opts.CSR != nil && (opts.DevicePKCS11 != nil || opts.DeviceSigner != nil || opts.KeyType == KeyService) {
+		return nil, false, &Error{Op: "CSR", Code: ErrInvalidArgument,
+			Message: "give one device key: CSR and CSRKey, DevicePKCS11, DeviceSigner or KeyService"}
+	}
+
 	settings := []struct {
 		name string
 		set  bool
@@ -321,6 +335,13 @@ func provisionOptions(ctx context.Context, opts *ProvisionOptions) (po *C.fp_pro
 		}},
 		{"DevicePKCS11", opts.DevicePKCS11 != nil, func() C.enum_fp_result {
 			return setDevicePKCS11(po, opts.DevicePKCS11, opts.KeyType)
+		}},
+		{"CSR", opts.CSR != nil || opts.CSRKey != nil, func() C.enum_fp_result {
+			return cBytes(opts.CSR, false, func(csr *C.char) C.enum_fp_result {
+				return cBytes(opts.CSRKey, false, func(key *C.char) C.enum_fp_result {
+					return C.fp_provision_options_set_user_csr(po, csr, key)
+				})
+			})
 		}},
 		{"CSRSubject", opts.CSRSubject != "", func() C.enum_fp_result {
 			return cString(opts.CSRSubject, func(s *C.char) C.enum_fp_result {
