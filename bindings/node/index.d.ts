@@ -207,6 +207,11 @@ export interface ProvisionOptions {
   deviceSigner?: Signer;
   /** Subject of the CSR the library builds, e.g. "CN=meter-17,O=Acme" (default empty). */
   csrSubject?: string;
+  /** Your own CSR (PEM) and the private key it was made with (PEM; a Buffer you may zero
+   * once provision() has returned its Promise), instead of a generated key: the key is written
+   * to the store (fp_provision_options_set_user_csr). */
+  csrPem?: string | Buffer;
+  csrPrivateKey?: string | Buffer;
   /** Client id of the device connection (default: the thing name). */
   deviceClientId?: string;
   /** Provision anew even if the store holds a valid identity. */

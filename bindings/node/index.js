@@ -642,6 +642,25 @@ function provisionOptions(options) {
     if (options.csrSubject != null) {
       check('csrSubject', set.csrSubject(po, options.csrSubject));
     }
+    if (options.csrPem != null || options.csrPrivateKey != null) {
+      if (options.csrPem == null || options.csrPrivateKey == null) {
+        throw new FleetprovError('csrPem', FP_ERR_INVALID_ARGUMENT, 'csrPem and csrPrivateKey go together: give both or neither');
+      }
+      if (options.devicePkcs11 != null || options.deviceSigner != null || options.keyType === 'service') {
+        throw new FleetprovError(
+          'csrPem',
+          FP_ERR_INVALID_ARGUMENT,
+          "give one device key: csrPem and csrPrivateKey, devicePkcs11, deviceSigner or keyType 'service'",
+        );
+      }
+      const csr = cText(options.csrPem);
+      const key = cText(options.csrPrivateKey);
+      try {
+        check('csrPem', set.userCsr(po, csr, key));
+      } finally {
+        key.fill(0); // the library has its copy
+      }
+    }
     if (options.deviceClientId != null) {
       check('deviceClientId', set.deviceClientId(po, options.deviceClientId));
     }

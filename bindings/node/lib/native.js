@@ -193,6 +193,8 @@ function load(handlers) {
       parameters: f('int fp_provision_options_set_parameters(fp_provision_options *o, const char *v)'),
       keyType: f('int fp_provision_options_set_key_type(fp_provision_options *o, int v)'),
       csrSubject: f('int fp_provision_options_set_csr_subject(fp_provision_options *o, const char *v)'),
+      // Both as NUL-terminated bytes; the key's copy is zeroed after the call (see index.js).
+      userCsr: f('int fp_provision_options_set_user_csr(fp_provision_options *o, const uint8_t *csr, const uint8_t *key)'),
       deviceClientId: f('int fp_provision_options_set_device_client_id(fp_provision_options *o, const char *v)'),
       force: f('int fp_provision_options_set_force(fp_provision_options *o, int v)'),
       maxAttempts: f('int fp_provision_options_set_max_attempts(fp_provision_options *o, uint32_t v)'),

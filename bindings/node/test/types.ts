@@ -98,6 +98,10 @@ export function withSigners(sign: (digest: Buffer) => Uint8Array): ProvisionOpti
   };
 }
 
+export function ownCsr(csrPem: string, csrPrivateKey: Buffer): ProvisionOptions {
+  return { claim: { endpoint: 'localhost' }, templateName: 'T', storeDir: 'd', csrPem, csrPrivateKey };
+}
+
 export async function once(signal: AbortSignal): Promise<string> {
   const options: ProvisionOptions = {
     claim: { endpoint: 'localhost', certFile: 'claim-cert.pem', keyFile: 'claim-key.pem', payloadFormat: 'cbor' },
