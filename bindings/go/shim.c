@@ -79,3 +79,15 @@ static void on_signer_release(void *user_data) {
 enum fp_result fpgo_signer_new(const char *public_pem, uintptr_t handle, fp_signer **out) {
     return fp_signer_new(public_pem, on_sign, (void *)handle, on_signer_release, out);
 }
+
+static void on_log(void *user_data, enum fp_log_level level, const char *message) {
+    fpgoLog((uintptr_t)user_data, (int)level, (char *)message);
+}
+
+static void on_log_release(void *user_data) {
+    fpgoLogRelease((uintptr_t)user_data);
+}
+
+enum fp_result fpgo_set_log_callback(uintptr_t handle, int max_level) {
+    return fp_set_log_callback(on_log, (void *)handle, on_log_release, max_level);
+}
