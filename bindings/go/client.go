@@ -24,6 +24,7 @@ import "C"
 
 import (
 	"context"
+	"crypto"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -69,6 +70,15 @@ type Options struct {
 	// PKCS11, when set, is the client certificate's private key in a PKCS#11 token, instead
 	// of KeyFile or KeyPEM (for Provision: the claim key).
 	PKCS11 *PKCS11Key
+
+	// Signer, when set, is the client certificate's private key held by the application (a
+	// secure element, a TPM, a key store), instead of KeyFile, KeyPEM or PKCS11: the library
+	// asks it for the TLS handshake's signature (fp_signer_new, fp_client_options_set_signer),
+	// with the digest and the hash as its SignerOpts (*rsa.PSSOptions for RSA-PSS). Keys: EC
+	// P-256, EC P-384, RSA 2048-8192. Sign runs on a library thread while that client's I/O
+	// waits: keep it to the signature, and do not call this package from it. The certificate
+	// still comes from CertFile or CertPEM.
+	Signer crypto.Signer
 }
 
 // PayloadFormat is the encoding of the provisioning requests and replies.
@@ -181,6 +191,10 @@ func millis(op string, d time.Duration) (C.uint32_t, error) {
 }
 
 func setOptions(o *C.fp_client_options, opts *Options) error {
+	if opts.Signer != nil && (opts.KeyFile != "" || opts.KeyPEM != nil || opts.PKCS11 != nil) {
+		return &Error{Op: "Signer", Code: ErrInvalidArgument,
+			Message: "give one private key: KeyFile, KeyPEM, PKCS11 or Signer"}
+	}
 	var opTimeout, connTimeout C.uint32_t
 	var err error
 	if opts.OperationTimeout != 0 {
@@ -261,6 +275,9 @@ func setOptions(o *C.fp_client_options, opts *Options) error {
 	}
 	if opts.PKCS11 != nil {
 		return setPKCS11(o, "PKCS11", opts.PKCS11)
+	}
+	if opts.Signer != nil {
+		return setClaimSigner(o, opts.Signer)
 	}
 	return nil
 }

@@ -103,7 +103,7 @@ func TestProvisionWithKeysInAToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if first.Reused || first.ThingName != "ThingPrefix_go-hsm-claim" || first.PrivateKeyFile == "" {
+	if first.Reused || first.ThingName != "ThingPrefix_go-hsm-claim" || first.PrivateKeyFile == "" || first.KeyLocation != KeyInFile {
 		t.Fatalf("first run: %+v", first)
 	}
 	again, err := Provision(ctx, opts)
@@ -121,7 +121,7 @@ func TestProvisionWithKeysInAToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if device.Reused || device.PrivateKeyFile != "" {
+	if device.Reused || device.PrivateKeyFile != "" || device.KeyLocation != KeyInPKCS11 {
 		t.Fatalf("device key in the token: %+v", device)
 	}
 	entries, err := os.ReadDir(store)

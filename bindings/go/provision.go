@@ -6,6 +6,7 @@ import "C"
 
 import (
 	"context"
+	"crypto"
 	"encoding/json"
 	"fmt"
 	"runtime/cgo"
@@ -61,6 +62,29 @@ const (
 	KeyService KeyType = C.FP_KEY_SERVICE
 )
 
+// KeyLocation says where the private key of a provisioned identity is (enum
+// fp_key_location).
+type KeyLocation int
+
+// The key locations, with the values of the C header.
+const (
+	KeyInFile   KeyLocation = C.FP_KEY_LOCATION_FILE   // Provisioned.PrivateKeyFile
+	KeyInPKCS11 KeyLocation = C.FP_KEY_LOCATION_PKCS11 // in the token (DevicePKCS11)
+	KeyInSigner KeyLocation = C.FP_KEY_LOCATION_SIGNER // with the application (DeviceSigner)
+)
+
+func (l KeyLocation) String() string {
+	switch l {
+	case KeyInFile:
+		return "file"
+	case KeyInPKCS11:
+		return "pkcs11"
+	case KeyInSigner:
+		return "signer"
+	}
+	return fmt.Sprintf("key location %d", int(l))
+}
+
 // ProvisionOptions are what Provision does. Zero values keep the library's defaults.
 type ProvisionOptions struct {
 	// Claim is the claim connection (endpoint, port, CA, claim certificate and key, MQTT
@@ -82,6 +106,19 @@ type ProvisionOptions struct {
 	// stored there and in StoreDir, no key file is written (Provisioned.PrivateKeyFile is
 	// ""), and a later Provision with the same DevicePKCS11 reuses the identity.
 	DevicePKCS11 *PKCS11Key
+	// DeviceSigner, when set, keeps the device key with the application: the library makes
+	// the CSR and the proof connection sign through it (see Options.Signer for how it is
+	// called), no key file is written (Provisioned.PrivateKeyFile is "", KeyLocation
+	// KeyInSigner), and a later Provision reuses the identity only with a signer of the
+	// stored certificate's key; with another key it provisions anew. KeyType must be left
+	// at its zero value or be the signer's (KeyService is refused).
+	DeviceSigner crypto.Signer
+	// CSR and CSRKey, when set, are your own certificate signing request (PEM) and the
+	// private key it was made with (PEM) instead of a generated key: the key is written to
+	// the store (fp_provision_options_set_user_csr). The library wipes its copy of CSRKey; the
+	// caller may wipe its own once Provision has started (this package's C copy is wiped
+	// right after the call).
+	CSR, CSRKey []byte
 	// CSRSubject is the subject of the CSR the library builds, e.g. "CN=meter-17,O=Acme"
 	// (default: empty).
 	CSRSubject string
@@ -120,10 +157,11 @@ type ProvisionOptions struct {
 type Provisioned struct {
 	ThingName       string
 	CertificateID   string
-	ClientID        string // the client id the identity was verified with
-	CertificateFile string // PEM
-	PrivateKeyFile  string // PEM, mode 0600: never log its contents; "" when the key is in a token (DevicePKCS11)
-	MetadataFile    string // the store's identity.json
+	ClientID        string      // the client id the identity was verified with
+	CertificateFile string      // PEM
+	PrivateKeyFile  string      // PEM, mode 0600: never log its contents; "" when the key is in a token (DevicePKCS11) or a signer's
+	KeyLocation     KeyLocation // where the private key is (fp_provisioned_key_location)
+	MetadataFile    string      // the store's identity.json
 	// Reused is true when a valid stored identity was reused (no claim connection was made).
 	Reused bool
 	// Rotated is true when the stored identity was renewed with itself (no claim connection);
@@ -183,6 +221,7 @@ func fpgoProvisioned(h C.uintptr_t, r *C.fp_provisioned, e *C.fp_error) {
 			ClientID:            C.GoString(C.fp_provisioned_client_id(r)),
 			CertificateFile:     C.GoString(C.fp_provisioned_certificate_file(r)),
 			PrivateKeyFile:      C.GoString(C.fp_provisioned_private_key_file(r)),
+			KeyLocation:         KeyLocation(C.fp_provisioned_key_location(r)),
 			MetadataFile:        C.GoString(C.fp_provisioned_metadata_file(r)),
 			Reused:              C.fp_provisioned_reused(r) != 0,
 			Rotated:             C.fp_provisioned_rotated(r) != 0,
@@ -284,6 +323,14 @@ func provisionOptions(ctx context.Context, opts *ProvisionOptions) (po *C.fp_pro
 		}
 	}
 
+	if (opts.CSR == nil) != (opts.CSRKey == nil) {
+		return nil, false, &Error{Op: "CSR", Code: ErrInvalidArgument, Message: "CSR and CSRKey go together: give both or neither"}
+	}
+	if opts.CSR != nil && (opts.DevicePKCS11 != nil || opts.DeviceSigner != nil || opts.KeyType == KeyService) {
+		return nil, false, &Error{Op: "CSR", Code: ErrInvalidArgument,
+			Message: "give one device key: CSR and CSRKey, DevicePKCS11, DeviceSigner or KeyService"}
+	}
+
 	settings := []struct {
 		name string
 		set  bool
@@ -294,11 +341,18 @@ func provisionOptions(ctx context.Context, opts *ProvisionOptions) (po *C.fp_pro
 				return C.fp_provision_options_set_parameters(po, s)
 			})
 		}},
-		{"KeyType", opts.KeyType != KeyECP256 && opts.DevicePKCS11 == nil, func() C.enum_fp_result {
+		{"KeyType", opts.KeyType != KeyECP256 && opts.DevicePKCS11 == nil && opts.DeviceSigner == nil, func() C.enum_fp_result {
 			return C.fp_provision_options_set_key_type(po, C.int(opts.KeyType))
 		}},
 		{"DevicePKCS11", opts.DevicePKCS11 != nil, func() C.enum_fp_result {
 			return setDevicePKCS11(po, opts.DevicePKCS11, opts.KeyType)
+		}},
+		{"CSR", opts.CSR != nil || opts.CSRKey != nil, func() C.enum_fp_result {
+			return cBytes(opts.CSR, false, func(csr *C.char) C.enum_fp_result {
+				return cBytes(opts.CSRKey, false, func(key *C.char) C.enum_fp_result {
+					return C.fp_provision_options_set_user_csr(po, csr, key)
+				})
+			})
 		}},
 		{"CSRSubject", opts.CSRSubject != "", func() C.enum_fp_result {
 			return cString(opts.CSRSubject, func(s *C.char) C.enum_fp_result {
@@ -341,6 +395,15 @@ func provisionOptions(ctx context.Context, opts *ProvisionOptions) (po *C.fp_pro
 			if err := resultError(s.name, s.call()); err != nil {
 				return nil, false, err
 			}
+		}
+	}
+	if opts.DeviceSigner != nil {
+		if opts.DevicePKCS11 != nil || opts.KeyType == KeyService {
+			return nil, false, &Error{Op: "DeviceSigner", Code: ErrInvalidArgument,
+				Message: "DeviceSigner keeps the device key with the application: it does not go with DevicePKCS11 or KeyService"}
+		}
+		if err := setDeviceSigner(po, opts.DeviceSigner); err != nil {
+			return nil, false, err
 		}
 	}
 	ok = true

@@ -3,6 +3,12 @@ package fleetprov
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
@@ -66,6 +72,9 @@ var hex64 = regexp.MustCompile(`^[0-9a-f]{64}$`)
 // checkIdentity checks the stored files without ever printing the key.
 func checkIdentity(t *testing.T, p *Provisioned, store, keyHeader string) {
 	t.Helper()
+	if p.KeyLocation != KeyInFile {
+		t.Fatalf("KeyLocation %v, want file", p.KeyLocation)
+	}
 	if !hex64.MatchString(p.CertificateID) {
 		t.Fatalf("certificate id %q", p.CertificateID)
 	}
@@ -385,6 +394,53 @@ func TestProvisionRotates(t *testing.T) {
 	opts.RotatePercent = 101
 	if _, err := Provision(context.Background(), opts); err == nil {
 		t.Fatal("RotatePercent 101 accepted")
+	}
+	waitHandles(t, 5*time.Second)
+}
+
+// Your own CSR and its key (fp_provision_options_set_user_csr): the certificate is the CSR's
+// key's, and the key is written to the store.
+func TestProvisionUserCSR(t *testing.T) {
+	e := startEmulator(t)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader,
+		&x509.CertificateRequest{Subject: pkix.Name{CommonName: "go-user-csr"}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := filepath.Join(t.TempDir(), "identity")
+	opts := provisionOpts(e, store, "go-user-csr")
+	opts.CSR = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+	opts.CSRKey = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	p, err := Provision(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkIdentity(t, p, store, "PRIVATE KEY")
+	certPEM, err := os.ReadFile(p.CertificateFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(certPEM)
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cert.PublicKey.(*ecdsa.PublicKey).Equal(key.Public()) {
+		t.Fatal("the certificate is not the CSR's key")
+	}
+
+	opts.CSRKey = nil
+	var fe *Error
+	if _, err := Provision(context.Background(), opts); !errors.As(err, &fe) || fe.Op != "CSR" || fe.Code != ErrInvalidArgument {
+		t.Fatalf("CSR without CSRKey: %v", err)
 	}
 	waitHandles(t, 5*time.Second)
 }

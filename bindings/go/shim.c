@@ -61,3 +61,33 @@ enum fp_result fpgo_provision_start(const fp_provision_options *options, uintptr
     return fp_provision_start(options, on_provision_progress, on_provisioned, (void *)handle,
                               out);
 }
+
+/* The sign callback passes the digest on: crypto.Signer signs digests. */
+static int on_sign(void *user_data, enum fp_signature_scheme scheme, const uint8_t *message,
+                   size_t message_len, const uint8_t *digest, size_t digest_len,
+                   uint8_t *signature, size_t signature_capacity, size_t *signature_len) {
+    (void)message;
+    (void)message_len;
+    return fpgoSign((uintptr_t)user_data, (int)scheme, (uint8_t *)digest, digest_len, signature,
+                    signature_capacity, signature_len);
+}
+
+static void on_signer_release(void *user_data) {
+    fpgoSignerRelease((uintptr_t)user_data);
+}
+
+enum fp_result fpgo_signer_new(const char *public_pem, uintptr_t handle, fp_signer **out) {
+    return fp_signer_new(public_pem, on_sign, (void *)handle, on_signer_release, out);
+}
+
+static void on_log(void *user_data, enum fp_log_level level, const char *message) {
+    fpgoLog((uintptr_t)user_data, (int)level, (char *)message);
+}
+
+static void on_log_release(void *user_data) {
+    fpgoLogRelease((uintptr_t)user_data);
+}
+
+enum fp_result fpgo_set_log_callback(uintptr_t handle, int max_level) {
+    return fp_set_log_callback(on_log, (void *)handle, on_log_release, max_level);
+}

@@ -22,4 +22,12 @@ enum fp_result fpgo_register_thing(fp_client *client, const char *template_name,
 enum fp_result fpgo_provision_start(const fp_provision_options *options, uintptr_t handle,
                                     fp_provision_op **out);
 
+/* fp_signer_new() with trampolines to a Go crypto.Signer behind the handle, deleted by the
+ * release callback. */
+enum fp_result fpgo_signer_new(const char *public_pem, uintptr_t handle, fp_signer **out);
+
+/* fp_set_log_callback() with a trampoline to the Go function behind the handle, deleted by
+ * the release callback. */
+enum fp_result fpgo_set_log_callback(uintptr_t handle, int max_level);
+
 #endif

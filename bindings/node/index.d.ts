@@ -44,11 +44,40 @@ export interface ClientOptions {
   /** The private key in a PKCS#11 token, instead of keyFile or keyPem (for provision(): the
    * claim key). */
   pkcs11?: Pkcs11Key;
+  /** The client certificate's private key held by the application, instead of keyFile,
+   * keyPem or pkcs11: the library asks `sign` for the TLS handshake's signature. A signer made
+   * from the certificate (publicKey a CERTIFICATE PEM) also gives the client certificate. */
+  signer?: Signer;
 }
 
 /** A private key in a PKCS#11 token (SoftHSM2, an HSM, a TPM or secure element with a PKCS#11
  * module). Nothing is loaded until the key is used; a missing module, token or key, or a
  * refused PIN, then fails with FP_ERR_SIGNER and a message naming the cause. */
+/** A signature scheme a Signer is asked for (enum fp_signature_scheme). */
+export type SignatureScheme =
+  | 'ecdsaP256Sha256'
+  | 'ecdsaP384Sha384'
+  | 'rsaPkcs1Sha256'
+  | 'rsaPkcs1Sha384'
+  | 'rsaPkcs1Sha512'
+  | 'rsaPssSha256'
+  | 'rsaPssSha384'
+  | 'rsaPssSha512';
+
+/** A private key the application holds (a secure element, a TPM, a key store): the library
+ * never sees the key (fp_signer_new). */
+export interface Signer {
+  /** The key's certificate (CERTIFICATE PEM) or its public key (PUBLIC KEY PEM, for a device
+   * key before its certificate exists). EC P-256, EC P-384, RSA 2048-8192. */
+  publicKey: string | Buffer;
+  /** Signs `message` (the data itself; `digest` is it hashed with the scheme's hash) and
+   * returns the signature: for RSA as long as the modulus, for ECDSA DER or r || s. It must be
+   * synchronous; a throw or anything but a Buffer/Uint8Array fails the operation with
+   * FP_ERR_SIGNER. It runs on the JavaScript thread while the library's network thread waits
+   * for it (a TLS handshake): keep it to the signature, and do not call fleetprov from it. */
+  sign(scheme: SignatureScheme, message: Buffer, digest: Buffer): Uint8Array;
+}
+
 export interface Pkcs11Key {
   /** The module, e.g. /usr/lib/softhsm/libsofthsm2.so. */
   module: string;
@@ -170,8 +199,19 @@ export interface ProvisionOptions {
    * written (privateKeyFile is ""), the certificate is stored in the token too, and a later
    * provision() with the same devicePkcs11 reuses the identity. */
   devicePkcs11?: Pkcs11Key;
+  /** Keep the device key with the application: the CSR and the device connection sign
+   * through it (its publicKey is the device key's PUBLIC KEY PEM). No key file is written
+   * (privateKeyFile is "", keyLocation 'signer'); a later provision() reuses the identity only
+   * with a signer of the stored certificate's key, and provisions anew with another.
+   * keyType 'service' and devicePkcs11 do not go with it. */
+  deviceSigner?: Signer;
   /** Subject of the CSR the library builds, e.g. "CN=meter-17,O=Acme" (default empty). */
   csrSubject?: string;
+  /** Your own CSR (PEM) and the private key it was made with (PEM; a Buffer you may zero
+   * once provision() has returned its Promise), instead of a generated key: the key is written
+   * to the store (fp_provision_options_set_user_csr). */
+  csrPem?: string | Buffer;
+  csrPrivateKey?: string | Buffer;
   /** Client id of the device connection (default: the thing name). */
   deviceClientId?: string;
   /** Provision anew even if the store holds a valid identity. */
@@ -229,6 +269,9 @@ export interface ProvisionCallOptions {
   onProgress?: (event: ProgressEvent) => void;
 }
 
+/** Where a provisioned identity's private key is. */
+export type KeyLocation = 'file' | 'pkcs11' | 'signer';
+
 /** The device's identity, stored in the store. */
 export interface Provisioned {
   thingName: string;
@@ -236,8 +279,11 @@ export interface Provisioned {
   /** The client id the identity was verified with. */
   clientId: string;
   certificateFile: string;
-  /** Mode 0600; never log its contents. */
+  /** Mode 0600; never log its contents. "" when the key is in a token or a signer's. */
   privateKeyFile: string;
+  /** Where the private key is (fp_provisioned_key_location): 'file' (privateKeyFile),
+   * 'pkcs11' (in the token: devicePkcs11) or 'signer' (with the application: deviceSigner). */
+  keyLocation: KeyLocation;
   /** The store's identity.json. */
   metadataFile: string;
   /** A valid stored identity was reused (no claim connection was made). */

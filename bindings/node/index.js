@@ -169,7 +169,64 @@ function api() {
       }
     },
     provisioned: (id, r, e) => complete(id, r, e, (p) => api().decodeProvisioned(p)),
+    sign: (id, scheme, message, digest) => {
+      const signer = signers.get(Number(id));
+      const name = SCHEMES[scheme];
+      if (signer === undefined || name === undefined) {
+        throw new Error(`no signer ${id} or unknown scheme ${scheme}`);
+      }
+      return signer.sign(name, message, digest);
+    },
+    signerRelease: (id) => {
+      signers.delete(Number(id));
+    },
   });
+}
+
+// ---------- signers: keys the application holds ----------
+
+/** enum fp_signature_scheme by value. */
+const SCHEMES = Object.freeze([
+  undefined,
+  'ecdsaP256Sha256',
+  'ecdsaP384Sha384',
+  'rsaPkcs1Sha256',
+  'rsaPkcs1Sha384',
+  'rsaPkcs1Sha512',
+  'rsaPssSha256',
+  'rsaPssSha384',
+  'rsaPssSha512',
+]);
+
+/** id -> the application's signer ({ publicKey, sign }), until the library releases it. */
+const signers = new Map();
+
+/** A library signer for `signer` ({ publicKey: PEM, sign(scheme, message, digest) }); the
+ * caller frees it once the options that need it have taken it. */
+function makeSigner(what, signer) {
+  const { fn, callbacks } = api();
+  if (typeof signer?.sign !== 'function') {
+    throw new FleetprovError(what, FP_ERR_INVALID_ARGUMENT, `${what}.sign must be a function`);
+  }
+  if (typeof signer.publicKey !== 'string' && !Buffer.isBuffer(signer.publicKey)) {
+    throw new FleetprovError(what, FP_ERR_INVALID_ARGUMENT, `${what}.publicKey must be PEM text`);
+  }
+  const id = nextId++;
+  signers.set(id, signer);
+  const out = [null];
+  const r = fn.signerNew(String(signer.publicKey), callbacks.sign, id, callbacks.signerRelease, out);
+  if (r !== FP_OK) {
+    signers.delete(id); // release is never called on failure
+    if (r === FP_ERR_INVALID_ARGUMENT) {
+      throw new FleetprovError(
+        what,
+        r,
+        `${what}.publicKey holds no CERTIFICATE or PUBLIC KEY of an EC P-256, P-384 or RSA 2048-8192 key`,
+      );
+    }
+    throw resultError(what, r);
+  }
+  return out[0];
 }
 
 /** A NUL-terminated copy of PEM text, for the library, which copies it in turn. */
@@ -224,6 +281,20 @@ function clientOptions(options) {
     }
     if (options.pkcs11 != null) {
       setPkcs11(o, 'pkcs11', options.pkcs11);
+    }
+    if (options.signer != null) {
+      if (options.keyFile != null || options.keyPem != null || options.pkcs11 != null) {
+        throw new FleetprovError('signer', FP_ERR_INVALID_ARGUMENT, 'give one private key: keyFile, keyPem, pkcs11 or signer');
+      }
+      const signer = makeSigner('signer', options.signer);
+      try {
+        const r = fn.setSigner(o, signer);
+        if (r !== FP_OK) {
+          throw resultError('signer', r);
+        }
+      } finally {
+        fn.signerFree(signer); // the options share it
+      }
     }
   } catch (e) {
     fn.optionsFree(o);
@@ -554,8 +625,42 @@ function provisionOptions(options) {
     if (options.devicePkcs11 != null) {
       setDevicePkcs11(po, options.devicePkcs11, options.keyType);
     }
+    if (options.deviceSigner != null) {
+      if (options.devicePkcs11 != null || options.keyType === 'service') {
+        throw new FleetprovError(
+          'deviceSigner',
+          FP_ERR_INVALID_ARGUMENT,
+          "deviceSigner keeps the device key with the application: it does not go with devicePkcs11 or keyType 'service'",
+        );
+      }
+      const signer = makeSigner('deviceSigner', options.deviceSigner);
+      try {
+        check('deviceSigner', set.deviceSigner(po, signer));
+      } finally {
+        fn.signerFree(signer); // the options share it
+      }
+    }
     if (options.csrSubject != null) {
       check('csrSubject', set.csrSubject(po, options.csrSubject));
+    }
+    if (options.csrPem != null || options.csrPrivateKey != null) {
+      if (options.csrPem == null || options.csrPrivateKey == null) {
+        throw new FleetprovError('csrPem', FP_ERR_INVALID_ARGUMENT, 'csrPem and csrPrivateKey go together: give both or neither');
+      }
+      if (options.devicePkcs11 != null || options.deviceSigner != null || options.keyType === 'service') {
+        throw new FleetprovError(
+          'csrPem',
+          FP_ERR_INVALID_ARGUMENT,
+          "give one device key: csrPem and csrPrivateKey, devicePkcs11, deviceSigner or keyType 'service'",
+        );
+      }
+      const csr = cText(options.csrPem);
+      const key = cText(options.csrPrivateKey);
+      try {
+        check('csrPem', set.userCsr(po, csr, key));
+      } finally {
+        key.fill(0); // the library has its copy
+      }
     }
     if (options.deviceClientId != null) {
       check('deviceClientId', set.deviceClientId(po, options.deviceClientId));

@@ -42,6 +42,7 @@ function load(handlers) {
 
   koffi.opaque('fp_client_options');
   koffi.opaque('fp_client');
+  koffi.opaque('fp_signer');
   koffi.opaque('fp_error');
   koffi.opaque('fp_provision_options');
   koffi.opaque('fp_provisioned');
@@ -95,6 +96,38 @@ function load(handlers) {
       handlers.provisioned,
       proto('fp_provision_callback', 'const fp_provisioned *r'),
     ),
+    // The sign callback: message and digest copied into Buffers for handlers.sign, which
+    // returns the signature (or throws); the return value is the library's (0 or a failure).
+    sign: koffi.register(
+      (id, scheme, message, messageLen, digest, digestLen, signature, capacity, signatureLen) => {
+        const copy = (p, n) =>
+          Number(n) > 0 && p !== null ? Buffer.from(new Uint8Array(koffi.view(p, Number(n)))) : Buffer.alloc(0);
+        let out;
+        try {
+          out = handlers.sign(id, scheme, copy(message, messageLen), copy(digest, digestLen));
+        } catch {
+          return 1; // the signer threw (its error is kept for the caller, see index.js)
+        }
+        if (!(out instanceof Uint8Array)) {
+          return 2;
+        }
+        if (out.length === 0 || out.length > Number(capacity)) {
+          return 3;
+        }
+        new Uint8Array(koffi.view(signature, Number(capacity))).set(out);
+        koffi.encode(signatureLen, 'size_t', out.length);
+        return 0;
+      },
+      koffi.pointer(
+        koffi.proto(
+          'int fp_sign_callback(intptr_t id, int scheme, const void *message, size_t message_len, const void *digest, size_t digest_len, void *signature, size_t signature_capacity, void *signature_len)',
+        ),
+      ),
+    ),
+    signerRelease: koffi.register(
+      handlers.signerRelease,
+      koffi.pointer(koffi.proto('void fp_release_callback(intptr_t id)')),
+    ),
   };
 
   const f = (signature) => lib.func(signature);
@@ -128,6 +161,11 @@ function load(handlers) {
       templateName: setter('template_name', 'const char *v'),
     },
     setProxy: setter('proxy', 'const char *host, uint16_t port'),
+    setSigner: setter('signer', 'const fp_signer *s'),
+    signerNew: f(
+      'int fp_signer_new(const char *public_pem, fp_sign_callback *sign, intptr_t id, fp_release_callback *release, _Out_ fp_signer **out)',
+    ),
+    signerFree: f('void fp_signer_free(fp_signer *s)'),
     // A key in a PKCS#11 token (the PIN as NUL-terminated bytes, wiped after the call).
     pkcs11: {
       module: setter('pkcs11_module', 'const char *v'),
@@ -155,6 +193,8 @@ function load(handlers) {
       parameters: f('int fp_provision_options_set_parameters(fp_provision_options *o, const char *v)'),
       keyType: f('int fp_provision_options_set_key_type(fp_provision_options *o, int v)'),
       csrSubject: f('int fp_provision_options_set_csr_subject(fp_provision_options *o, const char *v)'),
+      // Both as NUL-terminated bytes; the key's copy is zeroed after the call (see index.js).
+      userCsr: f('int fp_provision_options_set_user_csr(fp_provision_options *o, const uint8_t *csr, const uint8_t *key)'),
       deviceClientId: f('int fp_provision_options_set_device_client_id(fp_provision_options *o, const char *v)'),
       force: f('int fp_provision_options_set_force(fp_provision_options *o, int v)'),
       maxAttempts: f('int fp_provision_options_set_max_attempts(fp_provision_options *o, uint32_t v)'),
@@ -167,6 +207,7 @@ function load(handlers) {
       devicePkcs11: f(
         'int fp_provision_options_set_device_key_pkcs11(fp_provision_options *o, const fp_client_options *token, int key_type, int store_certificate)',
       ),
+      deviceSigner: f('int fp_provision_options_set_device_key_signer(fp_provision_options *o, const fp_signer *s)'),
     },
     provisionStart: f(
       'int fp_provision_start(const fp_provision_options *o, fp_provision_progress_callback *progress, fp_provision_callback *cb, intptr_t id, _Out_ fp_provision_op **out)',
@@ -179,6 +220,7 @@ function load(handlers) {
       clientId: f('const char *fp_provisioned_client_id(const fp_provisioned *r)'),
       certificateFile: f('const char *fp_provisioned_certificate_file(const fp_provisioned *r)'),
       privateKeyFile: f('const char *fp_provisioned_private_key_file(const fp_provisioned *r)'),
+      keyLocation: f('int fp_provisioned_key_location(const fp_provisioned *r)'),
       metadataFile: f('const char *fp_provisioned_metadata_file(const fp_provisioned *r)'),
       reused: f('int fp_provisioned_reused(const fp_provisioned *r)'),
       rotated: f('int fp_provisioned_rotated(const fp_provisioned *r)'),
@@ -245,6 +287,8 @@ function load(handlers) {
       clientId: p.clientId(r),
       certificateFile: p.certificateFile(r),
       privateKeyFile: p.privateKeyFile(r),
+      // fp_key_location: FP_KEY_LOCATION_FILE, _PKCS11, _SIGNER.
+      keyLocation: ['file', 'pkcs11', 'signer'][p.keyLocation(r)] ?? 'file',
       metadataFile: p.metadataFile(r),
       reused: p.reused(r) !== 0,
       rotated: p.rotated(r) !== 0,

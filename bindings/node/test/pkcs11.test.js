@@ -90,6 +90,7 @@ test('a claim key in the token provisions and reuses', { skip }, async () => {
   assert.equal(first.thingName, 'ThingPrefix_node-hsm-claim');
   assert.equal(first.reused, false);
   assert.ok(fs.existsSync(first.privateKeyFile));
+  assert.equal(first.keyLocation, 'file');
   const again = await fp.provision(options('node-hsm-claim', store));
   assert.equal(again.reused, true);
   assert.equal(again.certificateId, first.certificateId);
@@ -101,12 +102,14 @@ test('the device key kept in the token: no key file, reused', { skip }, async ()
   const first = await fp.provision(options('node-hsm-device', store, { devicePkcs11 }));
   assert.equal(first.reused, false);
   assert.equal(first.privateKeyFile, '');
+  assert.equal(first.keyLocation, 'pkcs11');
   assert.ok(fs.readdirSync(store).every((f) => !f.includes('key')), fs.readdirSync(store).join(' '));
   const metadata = fs.readFileSync(first.metadataFile, 'utf8');
   assert.match(metadata, /"kind": "pkcs11"/);
   assert.ok(!metadata.includes(PIN));
   const again = await fp.provision(options('node-hsm-device', store, { devicePkcs11 }));
   assert.equal(again.reused, true);
+  assert.equal(again.keyLocation, 'pkcs11');
   assert.equal(again.certificateId, first.certificateId);
   await assert.rejects(
     fp.provision(options('node-hsm-device', store, { devicePkcs11, keyType: 'service', force: true })),

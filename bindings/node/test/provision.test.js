@@ -63,6 +63,7 @@ function checkIdentity(result, storeDir, keyHeader) {
   assert.match(fs.readFileSync(result.certificateFile, 'utf8'), /BEGIN CERTIFICATE/);
   assert.equal(fs.statSync(result.privateKeyFile).mode & 0o777, 0o600);
   assert.ok(fs.readFileSync(result.privateKeyFile, 'latin1').includes(keyHeader), `no ${keyHeader} in the key file`);
+  assert.equal(result.keyLocation, 'file');
 }
 
 test('provision: the CSR flow, then reuse, then force', { skip }, async () => {
@@ -248,4 +249,29 @@ test('provision: a forced run aborted at each step keeps the stored identity', {
     assert.equal(again.certificateId, first.certificateId, step);
   }
   await drained(5_000);
+});
+
+test('provision: your own CSR and its key', { skip }, async () => {
+  const crypto = require('node:crypto');
+  const { execFileSync } = require('node:child_process');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleetprov-node-csr-'));
+  dirs.push(dir);
+  const keyFile = path.join(dir, 'device.key');
+  execFileSync('openssl', ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', keyFile]);
+  const csrPem = execFileSync('openssl', ['req', '-new', '-key', keyFile, '-subj', '/CN=node-user-csr'], {
+    encoding: 'utf8',
+  });
+  const csrPrivateKey = fs.readFileSync(keyFile);
+  const opts = options(emulator, 'node-user-csr', { csrPem, csrPrivateKey });
+  const result = await fp.provision(opts);
+  checkIdentity(result, opts.storeDir, 'PRIVATE KEY');
+  const cert = new crypto.X509Certificate(fs.readFileSync(result.certificateFile));
+  assert.equal(
+    cert.publicKey.export({ type: 'spki', format: 'pem' }),
+    crypto.createPublicKey(csrPrivateKey).export({ type: 'spki', format: 'pem' }),
+  );
+  await assert.rejects(
+    fp.provision(options(emulator, 'node-user-csr', { csrPem })),
+    (e) => e.code === 'FP_ERR_INVALID_ARGUMENT' && /go together/.test(e.detail),
+  );
 });

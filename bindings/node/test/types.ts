@@ -12,6 +12,9 @@ import {
   type ProgressEvent,
   type ProvisionOptions,
   type Pkcs11Key,
+  type KeyLocation,
+  type SignatureScheme,
+  type Signer,
   type Provisioned,
   type Certificate,
   type KeysAndCertificate,
@@ -79,6 +82,26 @@ export function inToken(): ProvisionOptions {
   };
 }
 
+export function withSigners(sign: (digest: Buffer) => Uint8Array): ProvisionOptions {
+  const signer: Signer = {
+    publicKey: '-----BEGIN PUBLIC KEY-----\n...\n-----END PUBLIC KEY-----\n',
+    sign: (scheme: SignatureScheme, _message: Buffer, digest: Buffer) => {
+      if (scheme !== 'ecdsaP256Sha256') throw new Error(`unexpected ${scheme}`);
+      return sign(digest);
+    },
+  };
+  return {
+    claim: { endpoint: 'localhost', certFile: 'claim-cert.pem', signer },
+    templateName: 'FleetTemplate',
+    storeDir: '/var/lib/device/identity',
+    deviceSigner: signer,
+  };
+}
+
+export function ownCsr(csrPem: string, csrPrivateKey: Buffer): ProvisionOptions {
+  return { claim: { endpoint: 'localhost' }, templateName: 'T', storeDir: 'd', csrPem, csrPrivateKey };
+}
+
 export async function once(signal: AbortSignal): Promise<string> {
   const options: ProvisionOptions = {
     claim: { endpoint: 'localhost', certFile: 'claim-cert.pem', keyFile: 'claim-key.pem', payloadFormat: 'cbor' },
@@ -106,7 +129,8 @@ export async function once(signal: AbortSignal): Promise<string> {
     const reused: boolean = result.reused;
     const rotated: boolean = result.rotated;
     const previous: string | null = result.previousCertificateId;
-    return `${result.thingName} ${result.privateKeyFile} ${reused} ${rotated} ${previous} ${result.attempts}`;
+    const where: KeyLocation = result.keyLocation;
+    return `${result.thingName} ${result.privateKeyFile} ${where} ${reused} ${rotated} ${previous} ${result.attempts}`;
   } catch (e) {
     if (e instanceof AbortError || e instanceof RejectedError) {
       return e.code;

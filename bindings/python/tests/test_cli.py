@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -30,19 +31,47 @@ def run(args: List[str], *, script: bool = False) -> "subprocess.CompletedProces
     return done
 
 
-def test_keys_flow_sample_arguments(emulator: Emulator, serial: str) -> None:
-    done = run(
-        [*emulator.cli_args(), "--template_name", "FleetTemplate",
-         "--template_parameters", PARAMS.format(serial), "--verbosity", "Trace"],
-        script=True,
-    )
+def test_keys_flow_sample_arguments(emulator: Emulator, serial: str, tmp_path: Path) -> None:
+    """The AWS sample's own arguments, which print the new private key there: here the keys
+    flow refuses to start without --identity_file (exit 2, nothing sent); with it the
+    certificate and key are saved (0600) before RegisterThing, and never printed."""
+    sample = [*emulator.cli_args(), "--template_name", "FleetTemplate",
+              "--template_parameters", PARAMS.format(serial), "--verbosity", "Trace"]
+    refused = run(sample, script=True)
+    assert refused.returncode == 2, refused.stderr
+    assert "the keys flow (no --csr) needs --identity_file FILE" in refused.stderr
+    assert "Connected" not in refused.stdout and "PUBLISH" not in refused.stderr
+    assert f"ThingPrefix_{serial}" not in emulator.things()
+
+    identity = tmp_path / "device.pem"
+    done = run([*sample, "--identity_file", str(identity)], script=True)
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert f"Connected to {emulator.host}." in out
+    assert f"Certificate and private key saved to {identity} (not shown)." in out
     assert f"Thing registered: ThingPrefix_{serial}" in out
     assert "  FallbackUrl = https://www.example.com/test-site" in out
-    assert "Private key received (not shown; use --output_dir to save it)." in out
     assert "[fleetprov DEBUG] PUBLISH $aws/certificates/create/json" in done.stderr
+    # Saved before RegisterThing was sent.
+    assert out.index("saved to") < out.index("Thing registered")
+    assert stat.S_IMODE(identity.stat().st_mode) == 0o600
+    text = identity.read_text()
+    assert text.startswith("-----BEGIN CERTIFICATE-----") and "PRIVATE KEY-----" in text
+    # The key is the certificate's.
+    pub = [subprocess.run(cmd, input=text, capture_output=True, text=True, check=True, timeout=30).stdout
+           for cmd in (["openssl", "x509", "-noout", "-pubkey"], ["openssl", "pkey", "-pubout"])]
+    assert pub[0] == pub[1]
+
+
+def test_identity_file_is_never_overwritten(emulator: Emulator, serial: str, tmp_path: Path) -> None:
+    identity = tmp_path / "device.pem"
+    identity.write_text("kept\n")
+    done = run([*emulator.cli_args(), "--template_name", "FleetTemplate",
+                "--template_parameters", PARAMS.format(serial), "--identity_file", str(identity)])
+    assert done.returncode == 7, done.stderr
+    assert f"cannot create --identity_file {identity}: File exists (RegisterThing not sent)" in done.stderr
+    assert identity.read_text() == "kept\n"
+    assert f"ThingPrefix_{serial}" not in emulator.things()
 
 
 def test_csr_flow_mqtt3(emulator: Emulator, serial: str, tmp_path: Path) -> None:
@@ -92,9 +121,9 @@ def test_output_dir_rotates_with_rotate_before(emulator: Emulator, serial: str, 
     assert run([*args[:-2], "--rotate_before", "60"]).returncode == 2
 
 
-def test_rejection_exit_4(emulator: Emulator) -> None:
+def test_rejection_exit_4(emulator: Emulator, tmp_path: Path) -> None:
     done = run([*emulator.cli_args(), "--template_name", "NoSuchTemplate",
-                "--template_parameters", PARAMS.format("x")])
+                "--template_parameters", PARAMS.format("x"), "--identity_file", str(tmp_path / "id.pem")])
     assert done.returncode == 4
     assert "RegisterThing rejected: statusCode=404 errorCode=ResourceNotFound" in done.stderr
 
@@ -108,14 +137,14 @@ def test_rejection_in_store_mode_exit_4(emulator: Emulator, tmp_path: Path) -> N
 
 def test_missing_files_are_named(emulator: Emulator, tmp_path: Path) -> None:
     missing = tmp_path / "nope.pem"
-    args = [*emulator.cli_args(), "--template_name", "FleetTemplate"]
+    args = [*emulator.cli_args(), "--template_name", "FleetTemplate", "--identity_file", str(tmp_path / "id.pem")]
     cert_i = args.index("--cert") + 1
     bad = list(args)
     bad[cert_i] = str(missing)
     done = run(bad)
     assert done.returncode == 6
     assert f"cannot read --cert {missing}: No such file or directory" in done.stderr
-    done = run([*args, "--csr", str(missing)])
+    done = run([*args[:-2], "--csr", str(missing)])
     assert done.returncode == 6
     assert f"cannot read --csr {missing}" in done.stderr
 
@@ -131,6 +160,11 @@ def test_missing_files_are_named(emulator: Emulator, tmp_path: Path) -> None:
         (["--template_name", "FleetTemplate", "--proxy_port", "8080"], "--proxy_port needs --proxy_host"),
         (["--template_name", "FleetTemplate", "--output_dir", "x", "--csr", "y"], "--csr and --output_dir"),
         (["--template_name", "FleetTemplate", "--unknown"], "unrecognized arguments: --unknown"),
+        (["--template_name", "FleetTemplate"], "the keys flow (no --csr) needs --identity_file FILE"),
+        (["--template_name", "FleetTemplate", "--csr", "y", "--identity_file", "z"],
+         "--identity_file is for the keys flow only"),
+        (["--template_name", "FleetTemplate", "--output_dir", "x", "--identity_file", "z"],
+         "--identity_file is for the keys flow only"),
         ([], "--template_name"),
     ],
 )
@@ -140,7 +174,7 @@ def test_usage_errors_exit_2(emulator: Emulator, extra: List[str], message: str)
     assert message in done.stderr
 
 
-def test_proxy_flags_reach_the_connection(emulator: Emulator) -> None:
+def test_proxy_flags_reach_the_connection(emulator: Emulator, tmp_path: Path) -> None:
     import socket
 
     s = socket.socket()
@@ -149,7 +183,8 @@ def test_proxy_flags_reach_the_connection(emulator: Emulator) -> None:
     s.close()  # no proxy listens there
     done = run([*emulator.cli_args(), "--template_name", "FleetTemplate",
                 "--template_parameters", PARAMS.format("proxy"),
-                "--proxy_host", "127.0.0.1", "--proxy_port", str(port)])
+                "--proxy_host", "127.0.0.1", "--proxy_port", str(port),
+                "--identity_file", str(tmp_path / "id.pem")])
     assert done.returncode == 3, done.stderr
     assert "connection to localhost failed (FP_ERR_CONNECTION)" in done.stderr
     assert "proxy" in done.stderr.lower()
@@ -160,7 +195,8 @@ def test_help() -> None:
     assert done.returncode == 0
     for flag in ("--endpoint", "--port", "--cert", "--key", "--ca_file", "--client_id",
                  "--template_name", "--template_parameters", "--csr", "--proxy_host",
-                 "--proxy_port", "--verbosity", "--mqtt_version", "--output_dir"):
+                 "--proxy_port", "--verbosity", "--mqtt_version", "--output_dir",
+                 "--identity_file"):
         assert flag in done.stdout
 
 
@@ -192,9 +228,11 @@ def test_ctrl_c_exits_130_at_once(emulator: Emulator, silent_server: int, tmp_pa
     assert not (tmp_path / "id" / "identity.json").exists()
 
 
-def test_through_an_http_connect_proxy(emulator: Emulator, connect_proxy: ConnectProxy, serial: str) -> None:
+def test_through_an_http_connect_proxy(
+    emulator: Emulator, connect_proxy: ConnectProxy, serial: str, tmp_path: Path
+) -> None:
     done = run([*emulator.cli_args(), "--template_name", "FleetTemplate",
-                "--template_parameters", PARAMS.format(serial),
+                "--template_parameters", PARAMS.format(serial), "--identity_file", str(tmp_path / "id.pem"),
                 "--proxy_host", "127.0.0.1", "--proxy_port", str(connect_proxy.port)])
     assert done.returncode == 0, done.stderr
     assert f"Thing registered: ThingPrefix_{serial}" in done.stdout

@@ -150,7 +150,6 @@ def test_version_and_library() -> None:
 LEFT_OUT = {
     "fp_pkcs11_generate_key": "the device key made in a token by hand: provision(device_pkcs11=) does it",
     "fp_pkcs11_store_certificate": "the device key made in a token by hand: provision(device_pkcs11=) does it",
-    "fp_provision_options_set_device_key_signer": "a Signer device key in provision(): not offered yet",
     "fp_provision": "fp_provision_start() does the same and gives the handle cancelling needs",
     "fp_provision_wait": "the package waits on its own queue or event loop, which lets Ctrl-C "
     "and asyncio cancellation through a blocked wait",

@@ -142,9 +142,11 @@ def cli(emulator: Emulator, hsm: Hsm, extra: List[str]) -> "subprocess.Completed
 
 def test_cli_pkcs11_flags_both_flows(emulator: Emulator, hsm: Hsm, serial: str, tmp_path: Path) -> None:
     done = cli(emulator, hsm, ["--pin", PIN, "--template_parameters",
-                               f'{{"SerialNumber":"{serial}","DeviceLocation":"Seattle"}}'])
+                               f'{{"SerialNumber":"{serial}","DeviceLocation":"Seattle"}}',
+                               "--identity_file", str(tmp_path / "device.pem")])
     assert done.returncode == 0, done.stderr
     assert f"Thing registered: ThingPrefix_{serial}" in done.stdout
+    assert "PRIVATE KEY" in (tmp_path / "device.pem").read_text()
     make_csr(tmp_path)
     done = cli(emulator, hsm, ["--pin", PIN, "--csr", str(tmp_path / "device.csr"),
                                "--template_parameters",
@@ -166,8 +168,9 @@ def test_cli_pkcs11_flags_both_flows(emulator: Emulator, hsm: Hsm, serial: str, 
     assert "--key_type service gives a key in a file" in done.stderr
 
 
-def test_cli_wrong_pin(emulator: Emulator, hsm: Hsm) -> None:
+def test_cli_wrong_pin(emulator: Emulator, hsm: Hsm, tmp_path: Path) -> None:
     done = cli(emulator, hsm, ["--pin", "0000", "--template_parameters",
-                               '{"SerialNumber":"pin","DeviceLocation":"Seattle"}'])
+                               '{"SerialNumber":"pin","DeviceLocation":"Seattle"}',
+                               "--identity_file", str(tmp_path / "device.pem")])
     assert done.returncode == 3, done.stderr  # a failed connection, as in the C demo
     assert "FP_ERR_SIGNER" in done.stderr and "PIN" in done.stderr

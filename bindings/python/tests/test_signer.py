@@ -103,11 +103,82 @@ def test_bad_signer_input(emulator: Emulator, tmp_path: Path) -> None:
     signer = fleetprov.Signer(emulator.claim_cert.read_text(), lambda s, m, d: b"")
     with pytest.raises(fleetprov.InvalidArgumentError, match="one private key"):
         fleetprov.Client(**emulator.claim(signer=signer))
-    with pytest.raises(fleetprov.InvalidArgumentError, match="cannot take a Signer for the claim key in this package"):
-        fleetprov._core.ProvisionConfig(
-            fleetprov._core.ConnectionConfig(endpoint="localhost", signer=signer),
-            template_name="FleetTemplate", output_dir=tmp_path,
-        )
+    with pytest.raises(fleetprov.InvalidArgumentError, match="one device key"):
+        fleetprov.provision(**emulator.claim(), template_name="FleetTemplate", output_dir=tmp_path,
+                            device_signer=signer, device_pkcs11=fleetprov.Pkcs11Key(
+                                module=str(emulator.claim_key), key_label="k"))
+    with pytest.raises(fleetprov.InvalidArgumentError, match="key_type SERVICE"):
+        fleetprov.provision(**emulator.claim(), template_name="FleetTemplate", output_dir=tmp_path,
+                            device_signer=signer, key_type=fleetprov.KeyType.SERVICE)
+    with pytest.raises(TypeError, match="device_signer must be a fleetprov.Signer"):
+        fleetprov.provision(**emulator.claim(), template_name="FleetTemplate", output_dir=tmp_path,
+                            device_signer="key.pem")  # type: ignore[arg-type]
     signer.close()
     with pytest.raises(fleetprov.InvalidArgumentError, match="closed"):
         fleetprov.Client(emulator.host, signer=signer)
+    with pytest.raises(fleetprov.InvalidArgumentError, match="closed"):
+        fleetprov.provision(**emulator.claim(), template_name="FleetTemplate", output_dir=tmp_path,
+                            device_signer=signer)
+
+
+def public_key_of(key_file: Path) -> str:
+    return subprocess.run(
+        ["openssl", "pkey", "-in", str(key_file), "-pubout"],
+        capture_output=True, check=True, text=True, timeout=30,
+    ).stdout
+
+
+def test_provision_with_signer_claim_and_device_keys(emulator: Emulator, serial: str, tmp_path: Path) -> None:
+    """provision() with both keys behind sign functions: the claim key signs the claim
+    connection's handshake, the device key the CSR and the device connection's handshake; no
+    key file is written, and a second run reuses the identity with the same device signer."""
+    make_csr(tmp_path, "held")
+    device_key = tmp_path / "held.key"
+    claim_calls: List[fleetprov.SignatureScheme] = []
+    device_calls: List[fleetprov.SignatureScheme] = []
+    store = tmp_path / "identity"
+    keys_before = len(_core._registry)
+    claim = fleetprov.Signer(emulator.claim_cert.read_text(), openssl_sign(emulator.claim_key, claim_calls))
+    device = fleetprov.Signer(public_key_of(device_key), openssl_sign(device_key, device_calls))
+    first = fleetprov.provision(
+        endpoint=emulator.host, port=emulator.port, ca_file=str(emulator.ca), signer=claim,
+        device_signer=device, template_name="FleetTemplate", parameters=params(serial),
+        output_dir=store,
+    )
+    assert first.thing_name == f"ThingPrefix_{serial}"
+    assert first.key_location == "signer"
+    assert first.private_key_file == ""
+    assert not any(p.name.endswith(".key") or "key" in p.name and p.suffix == ".pem" for p in store.iterdir())
+    assert len(claim_calls) == 1  # the claim connection's handshake
+    assert len(device_calls) == 2  # the CSR, then the device connection's handshake
+    # The certificate is the device key's.
+    cert_pub = subprocess.run(
+        ["openssl", "x509", "-in", first.certificate_file, "-noout", "-pubkey"],
+        capture_output=True, check=True, text=True, timeout=30,
+    ).stdout
+    assert cert_pub == public_key_of(device_key)
+
+    again = fleetprov.provision(
+        endpoint=emulator.host, port=emulator.port, ca_file=str(emulator.ca), signer=claim,
+        device_signer=device, template_name="FleetTemplate", parameters=params(serial),
+        output_dir=store,
+    )
+    assert again.reused and again.key_location == "signer"
+    assert again.certificate_id == first.certificate_id
+    assert len(claim_calls) == 1, "a reuse made a claim connection"
+    claim.close()
+    device.close()
+
+    # Another key behind the signer: the stored identity is not its own, so it provisions anew.
+    make_csr(tmp_path, "other")
+    other_calls: List[fleetprov.SignatureScheme] = []
+    with fleetprov.Signer(public_key_of(tmp_path / "other.key"),
+                          openssl_sign(tmp_path / "other.key", other_calls)) as other:
+        third = fleetprov.provision(
+            **emulator.claim(), device_signer=other, template_name="FleetTemplate",
+            parameters=params(serial), output_dir=store,
+        )
+    assert not third.reused and third.certificate_id != first.certificate_id
+    assert third.key_location == "signer"
+    # The library released every sign function.
+    assert len(_core._registry) == keys_before

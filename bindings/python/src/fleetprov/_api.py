@@ -50,7 +50,9 @@ def provision(
     proxy_host: Optional[str] = None,
     proxy_port: Optional[int] = None,
     pkcs11: Optional[Pkcs11Key] = None,
+    signer: Optional[Signer] = None,
     device_pkcs11: Optional[Pkcs11Key] = None,
+    device_signer: Optional[Signer] = None,
     parameters: Parameters = None,
     key_type: KeyType = KeyType.EC_P256,
     csr_subject: Optional[str] = None,
@@ -70,7 +72,8 @@ def provision(
     identity stored there, and proves it by connecting with it (``fp_provision()``).
 
     The claim connection: ``endpoint``, ``port``, the claim certificate (``cert_file`` or
-    ``cert_pem``) and key (``key_file``, ``key_pem`` or ``pkcs11``), ``ca_file``/``ca_pem``
+    ``cert_pem``) and key (``key_file``, ``key_pem``, ``pkcs11`` or ``signer``, a ``Signer``
+    made from the claim certificate, which then needs no ``cert_file``), ``ca_file``/``ca_pem``
     (default: the system's roots), ``client_id``, ``mqtt_version`` (5 or 3),
     ``payload_format``, timeouts in seconds, an HTTP CONNECT proxy. The device connection
     uses the same settings with the new identity.
@@ -81,7 +84,10 @@ def provision(
     CSR with ``csr_pem`` and ``csr_private_key``, or ``device_pkcs11``: the device key kept in
     a PKCS#11 token (the token's key of that label, generated there with ``key_type`` if it has
     none; no key file is written, the certificate is stored in the token too, and a later call
-    with the same ``device_pkcs11`` reuses the identity); ``device_client_id`` (default: the thing
+    with the same ``device_pkcs11`` reuses the identity), or ``device_signer``: a ``Signer``
+    made from the device key's public key, which signs the CSR and the device connection's TLS
+    handshake (no key file; ``Provisioned.key_location`` is ``"signer"``; a later call reuses
+    the identity only with a signer of the stored certificate's key); ``device_client_id`` (default: the thing
     name); ``force`` (provision anew even if a valid identity is stored); ``retry``.
 
     Rotation: a stored identity whose certificate has at most ``rotate_before`` seconds, or
@@ -124,6 +130,7 @@ def provision(
             proxy_host=proxy_host,
             proxy_port=proxy_port,
             pkcs11=pkcs11,
+            signer=signer,
         ),
         template_name=template_name,
         output_dir=output_dir,
@@ -141,6 +148,7 @@ def provision(
         rotation_template=rotation_template,
         rotation_reuse_key=rotation_reuse_key,
         device_pkcs11=device_pkcs11,
+        device_signer=device_signer,
     )
     sink = QueueSink()
     run = _core.start_provision(config, sink)

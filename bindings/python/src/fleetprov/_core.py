@@ -433,14 +433,23 @@ class ProvisionConfig:
         rotation_template: Optional[str] = None,
         rotation_reuse_key: bool = False,
         device_pkcs11: Optional[Pkcs11Key] = None,
+        device_signer: Optional[Any] = None,
     ) -> None:
         self.connection = connection
-        if connection.signer is not None:
-            raise _codes.InvalidArgumentError(
-                "provision() cannot take a Signer for the claim key in this package yet (the "
-                "C library's fp_provision() can); use key_file, key_pem or pkcs11, or a Client "
-                "with signer for the three operations one by one"
-            )
+        if device_signer is not None:
+            if not hasattr(device_signer, "_signer_ptr"):
+                raise TypeError(f"device_signer must be a fleetprov.Signer, not {type(device_signer).__name__}")
+            device_signer._signer_ptr()  # raises if it is closed
+            if device_pkcs11 is not None or csr_pem is not None:
+                raise _codes.InvalidArgumentError(
+                    "give one device key: device_signer, device_pkcs11 or csr_pem/csr_private_key"
+                )
+            if key_type == KeyType.SERVICE:
+                raise _codes.InvalidArgumentError(
+                    "device_signer keeps the device key with the application: key_type SERVICE "
+                    "(a key from the service) does not go with it"
+                )
+        self.device_signer = device_signer
         if device_pkcs11 is not None:
             if not isinstance(device_pkcs11, Pkcs11Key):
                 raise TypeError(f"device_pkcs11 must be a Pkcs11Key, not {type(device_pkcs11).__name__}")
@@ -520,6 +529,11 @@ class ProvisionConfig:
             check(_ffi.fp_provision_options_set_key_type(opts, int(self.key_type)), "key_type")
             if self.device_pkcs11 is not None:
                 self._build_device_pkcs11(opts, self.device_pkcs11)
+            if self.device_signer is not None:
+                check(
+                    _ffi.fp_provision_options_set_device_key_signer(opts, self.device_signer._signer_ptr()),
+                    "device_signer",
+                )
             if self.csr_subject is not None:
                 check(_ffi.fp_provision_options_set_csr_subject(opts, self.csr_subject), "csr_subject")
             if self.csr_pem is not None and self.csr_private_key is not None:

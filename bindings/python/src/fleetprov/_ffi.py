@@ -243,6 +243,7 @@ fp_signer_create_csr = _fn(
     "fp_signer_create_csr", c_int, P, c_char_p, c_void_p, c_size_t, POINTER(c_size_t)
 )
 fp_client_options_set_signer = _fn("fp_client_options_set_signer", c_int, P, P)
+fp_provision_options_set_device_key_signer = _fn("fp_provision_options_set_device_key_signer", c_int, P, P)
 
 _libc = ctypes.CDLL(None)
 strlen = _libc.strlen

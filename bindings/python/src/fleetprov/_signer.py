@@ -89,8 +89,9 @@ class Signer:
     keep it to the signature, and do not call fleetprov from it), and on the calling thread in
     ``create_csr()``.
 
-    Use it with ``Client(endpoint, signer=...)``. ``provision()`` cannot take it yet: the C
-    library's ``fp_provision()`` needs the claim key as a file or PEM.
+    Use it with ``Client(endpoint, signer=...)``, or in ``provision()``: ``signer=`` for the
+    claim key, ``device_signer=`` for the device key. Each takes its own reference: the signer
+    may be closed as soon as the client or ``provision()`` has it.
     """
 
     def __init__(self, public_pem: str, sign: SignFunction) -> None:

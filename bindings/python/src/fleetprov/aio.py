@@ -34,6 +34,7 @@ from ._core import (
     discard,
 )
 from ._errorbase import FleetprovError
+from ._signer import Signer
 from ._types import (
     Certificate,
     KeysAndCertificate,
@@ -127,7 +128,9 @@ async def provision(
     proxy_host: Optional[str] = None,
     proxy_port: Optional[int] = None,
     pkcs11: Optional[Pkcs11Key] = None,
+    signer: Optional[Signer] = None,
     device_pkcs11: Optional[Pkcs11Key] = None,
+    device_signer: Optional[Signer] = None,
     parameters: Parameters = None,
     key_type: KeyType = KeyType.EC_P256,
     csr_subject: Optional[str] = None,
@@ -165,6 +168,7 @@ async def provision(
             proxy_host=proxy_host,
             proxy_port=proxy_port,
             pkcs11=pkcs11,
+            signer=signer,
         ),
         template_name=template_name,
         output_dir=output_dir,
@@ -182,6 +186,7 @@ async def provision(
         rotation_template=rotation_template,
         rotation_reuse_key=rotation_reuse_key,
         device_pkcs11=device_pkcs11,
+        device_signer=device_signer,
     )
     sink = LoopSink(asyncio.get_running_loop(), on_progress)
     run = _core.start_provision(config, sink)

@@ -9,14 +9,17 @@ flags (the claim key in a token with ``--key_label``; with ``--output_dir`` the 
 and kept in the token, ``--device_key_label``).
 
 Without ``--output_dir``: connect with the claim, CreateKeysAndCertificate (or
-CreateCertificateFromCsr with ``--csr``), RegisterThing, print the result. As in the C demo the
-private key of the keys flow is never printed: it is wiped, and the output says to use
-``--output_dir`` to keep it. With ``--output_dir DIR`` the directory is the device's identity
+CreateCertificateFromCsr with ``--csr``), RegisterThing, print the result. The keys flow (no
+``--csr``) needs ``--identity_file FILE``, unlike AWS's sample: CreateKeysAndCertificate's
+answer is the only copy of the private key and RegisterThing activates its certificate, so the
+certificate and key are written to FILE (0600, never over an existing file) before RegisterThing
+is sent, and never printed. With ``--output_dir DIR`` the directory is the device's identity
 store (``fleetprov.provision()``): the first run provisions and saves the identity, later runs
 reuse it.
 
 Exit codes (those of the C demo): 0 success, 2 usage, 3 connection failure, 4 rejected by the
-service, 5 timeout, 6 other error, 7 identity store error; 130 interrupted.
+service, 5 timeout, 6 other error, 7 identity store or ``--identity_file`` error; 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -126,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--verbosity", default="NoLogs", choices=list(VERBOSITY), help="library log level (stderr)")
     a("--mqtt_version", type=int, default=5, choices=[3, 5], help="MQTT 5 (default) or 3 (3.1.1)")
     a("--output_dir", help="identity store: provision once, then reuse the stored identity")
+    a("--identity_file", help="the keys flow without --output_dir (no --csr): the new certificate "
+                             "and private key are written to this new file (0600) before RegisterThing")
     a("--payload_format", choices=["json", "cbor"], default=None, help="payload format (json)")
     a("--timeout_ms", type=int, default=None, help="connect and operation timeout, ms")
     a("--force", action="store_true", help="with --output_dir: provision anew even if stored")
@@ -189,6 +194,11 @@ def _check_args(args: argparse.Namespace) -> None:
             "--csr and --output_dir do not mix: the store needs the CSR's private key; with "
             "--output_dir the key is made on the device (--key_type)"
         )
+    if args.identity_file is not None and (args.csr is not None or args.output_dir is not None):
+        raise UsageError(
+            "--identity_file is for the keys flow only: with --csr the key is yours, with "
+            "--output_dir the store keeps it"
+        )
     name = args.template_name.encode("utf-8", "surrogateescape")
     if "\0" in args.template_name or _ffi.fp_register_thing_check(name, None) != _codes.FP_OK:
         raise UsageError(f"bad --template_name {args.template_name!r}: {TEMPLATE_RULE}")
@@ -203,6 +213,13 @@ def _check_args(args: argparse.Namespace) -> None:
             isinstance(k, str) and isinstance(v, str) for k, v in params.items()
         ):
             raise UsageError("--template_parameters must be a JSON object of strings")
+    if args.identity_file is None and args.csr is None and args.output_dir is None:
+        # The service's answer is the only copy of the key, and RegisterThing activates its
+        # certificate: never one without the other.
+        raise UsageError(
+            "the keys flow (no --csr) needs --identity_file FILE, where the new certificate and "
+            "private key are saved before RegisterThing, or --output_dir DIR (--key_type service)"
+        )
 
 
 def _read_file_flag(flag: str, path: Optional[str]) -> None:
@@ -324,6 +341,34 @@ def _print_config(config: dict[str, str]) -> None:
         print(f"  {k} = {v}")
 
 
+def _save_identity(path: str, created: KeysAndCertificate) -> Optional[str]:
+    """Writes the certificate and its key to a new file ``path`` (0600, never over an existing
+    file), synced; the reason on failure."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        return f"cannot create --identity_file {path}: {e.strerror}"
+    cert = created.certificate_pem.encode("utf-8")
+    if not cert.endswith(b"\n"):
+        cert += b"\n"
+    # One buffer of the final size: no reallocation leaves a copy of the key behind.
+    data = bytearray(len(cert) + len(created.private_key))
+    data[: len(cert)] = cert
+    data[len(cert):] = created.private_key
+    try:
+        with memoryview(data) as view:
+            done = 0
+            while done < len(view):
+                done += os.write(fd, view[done:])
+        os.fsync(fd)
+    except OSError as e:
+        return f"cannot write --identity_file {path}: {e.strerror}"
+    finally:
+        data[:] = bytes(len(data))
+        os.close(fd)
+    return None
+
+
 def _run_client(args: argparse.Namespace, csr: Optional[str]) -> int:
     kwargs = _connection_kwargs(args)
     endpoint = kwargs.pop("endpoint")
@@ -348,14 +393,18 @@ def _run_client(args: argparse.Namespace, csr: Optional[str]) -> int:
             cert_id = getattr(created, "certificate_id")
             token = getattr(created, "certificate_ownership_token")
             print(f"Certificate created: {cert_id}", flush=True)
+            if isinstance(created, KeysAndCertificate):
+                problem = _save_identity(args.identity_file, created)
+                if problem is not None:
+                    _fail(f"{problem} (RegisterThing not sent)")
+                    return EXIT_STORE
+                print(f"Certificate and private key saved to {args.identity_file} (not shown).", flush=True)
             try:
                 thing = client.register_thing(args.template_name, token, args.template_parameters)
             except FleetprovError as e:
                 return _operation_failure("RegisterThing", e)
             print(f"Thing registered: {thing.thing_name}")
             _print_config(thing.device_configuration)
-            if isinstance(created, KeysAndCertificate):
-                print("Private key received (not shown; use --output_dir to save it).")
         finally:
             if isinstance(created, KeysAndCertificate):
                 created.wipe()
