@@ -9,7 +9,9 @@
 //! channel, in order (a reply slot registered before its request is in place before the
 //! request goes out); an operation that gives up simply drops its receiver.
 //!
-//! The receive buffer grows only for a packet that needs it and shrinks back once idle.
+//! Between packets a connection holds no buffer of its own beyond a small one for the next
+//! read: the receive buffer is sized by the packet being read and dropped once it has been
+//! taken out, and the machine's output is dropped once written.
 
 mod errors;
 mod mqtt;
@@ -41,8 +43,10 @@ const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 /// How long a write may wait for the broker to take our bytes before the connection counts
 /// as lost.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// The receive buffer's size between packets; larger packets grow it for as long as needed.
-const READ_CHUNK: usize = 2048;
+/// The receive buffer's size between packets: enough for the fixed header and the short
+/// packets (acknowledgements) whole; a longer packet grows it to its own size once its header
+/// has been read, and the buffer is dropped once that packet has been taken out.
+const FIRST_READ: usize = 64;
 
 type SubTx = oneshot::Sender<Result<SubOutcome, Error>>;
 type PubTx = oneshot::Sender<Result<(), Error>>;
@@ -358,6 +362,11 @@ impl Driver {
     fn after_read(&mut self, read: std::io::Result<usize>) -> Result<(), End> {
         self.machine
             .receive(&mut self.rbuf, Instant::now().into_std())?;
+        if self.rbuf.is_empty() {
+            // Every packet was copied out (its bytes wiped): the allocation the last one
+            // needed goes, and the next read starts small (`prepare_read`).
+            self.rbuf = BytesMut::new();
+        }
         match read {
             Ok(0) => Err(self.machine.eof(!self.rbuf.is_empty())),
             Ok(_) => Ok(()),
@@ -445,6 +454,7 @@ impl Driver {
                 Event::Reply(tx, r) => drop(tx.send(r)),
             }
         }
+        self.machine.shed();
     }
 
     /// Ends the session: marks `shared` closed, then every pending waiter gets the error (so a
@@ -468,16 +478,13 @@ impl Driver {
     }
 
     /// Makes room in the receive buffer for the next read: what the frame at hand still needs,
-    /// or a small chunk; an idle buffer that grew for a large packet is given back.
+    /// at least a small chunk.
     fn prepare_read(&mut self) {
-        if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * READ_CHUNK {
-            self.rbuf = BytesMut::new();
-        }
         let spare = self
             .machine
             .wants()
             .saturating_sub(self.rbuf.len())
-            .max(READ_CHUNK);
+            .max(FIRST_READ);
         if self.rbuf.capacity() - self.rbuf.len() < spare {
             self.rbuf.reserve(spare);
         }
