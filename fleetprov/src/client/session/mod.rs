@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -72,14 +72,16 @@ type Commands = mpsc::UnboundedSender<Box<Command<Channels>>>;
 struct Shared {
     connected: AtomicBool,
     endpoint: String,
-    /// Why the session ended, published once for [`Session::closed`].
-    ended: watch::Sender<Option<Error>>,
+    /// Why the session ended, set once; [`Session::closed`] waits on `on_end` for it. (A
+    /// `watch` channel would do the same with eight wakers per connection.)
+    ended: Mutex<Option<Error>>,
+    on_end: Notify,
 }
 
 impl Shared {
     /// The error for an operation that finds the session gone.
     fn not_connected(&self) -> Error {
-        match &*self.ended.borrow() {
+        match &*self.reason() {
             Some(e) => Error::new(
                 ErrorKind::Disconnected,
                 format!("not connected: {}", e.message),
@@ -89,19 +91,23 @@ impl Shared {
     }
 
     fn is_closed(&self) -> bool {
-        self.ended.borrow().is_some()
+        self.reason().is_some()
+    }
+
+    fn reason(&self) -> std::sync::MutexGuard<'_, Option<Error>> {
+        // Every update leaves it consistent.
+        self.ended.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Marks the session ended with `err`, unless it already is.
     fn close(&self, err: Error) {
         self.connected.store(false, Ordering::SeqCst);
-        self.ended.send_if_modified(|ended| {
-            if ended.is_some() {
-                return false;
-            }
+        let mut ended = self.reason();
+        if ended.is_none() {
             *ended = Some(err);
-            true
-        });
+            drop(ended);
+            self.on_end.notify_waiters();
+        }
     }
 }
 
@@ -157,7 +163,8 @@ impl Session {
         let shared = Arc::new(Shared {
             connected: AtomicBool::new(true),
             endpoint,
-            ended: watch::Sender::new(None),
+            ended: Mutex::new(None),
+            on_end: Notify::new(),
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
@@ -181,13 +188,16 @@ impl Session {
 
     /// Resolves with the reason once the session has ended; at once if it already has.
     pub(crate) async fn closed(&self) -> Error {
-        let mut rx = self.shared.ended.subscribe();
-        let ended = match rx.wait_for(Option::is_some).await {
-            Ok(reason) => reason.clone(),
-            // `Shared` owns the sender and outlives `self`: not reachable.
-            Err(_) => None,
-        };
-        ended.unwrap_or_else(|| Error::new(ErrorKind::Internal, "the session state was dropped"))
+        loop {
+            // Registered before the check, so a close in between is not missed.
+            let notified = self.shared.on_end.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(reason) = self.shared.reason().clone() {
+                return reason;
+            }
+            notified.await;
+        }
     }
 
     /// Hands `cmd` to the connection's task; fails when the session has ended.
