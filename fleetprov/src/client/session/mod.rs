@@ -24,11 +24,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::options::ClientOptions;
+use super::signal::Signal;
 use crate::error::{Error, ErrorKind};
 use crate::log::{fp_log, Level};
 use crate::protocol::Topics;
@@ -72,10 +73,8 @@ type Commands = mpsc::UnboundedSender<Box<Command<Channels>>>;
 struct Shared {
     connected: AtomicBool,
     endpoint: String,
-    /// Why the session ended, set once; [`Session::closed`] waits on `on_end` for it. (A
-    /// `watch` channel would do the same with eight wakers per connection.)
-    ended: Mutex<Option<Error>>,
-    on_end: Notify,
+    /// Why the session ended, set once, for [`Session::closed`].
+    ended: Signal<Option<Error>>,
 }
 
 impl Shared {
@@ -95,19 +94,19 @@ impl Shared {
     }
 
     fn reason(&self) -> std::sync::MutexGuard<'_, Option<Error>> {
-        // Every update leaves it consistent.
-        self.ended.lock().unwrap_or_else(|e| e.into_inner())
+        self.ended.get()
     }
 
     /// Marks the session ended with `err`, unless it already is.
     fn close(&self, err: Error) {
         self.connected.store(false, Ordering::SeqCst);
-        let mut ended = self.reason();
-        if ended.is_none() {
+        self.ended.modify(|ended| {
+            if ended.is_some() {
+                return false;
+            }
             *ended = Some(err);
-            drop(ended);
-            self.on_end.notify_waiters();
-        }
+            true
+        });
     }
 }
 
@@ -163,8 +162,7 @@ impl Session {
         let shared = Arc::new(Shared {
             connected: AtomicBool::new(true),
             endpoint,
-            ended: Mutex::new(None),
-            on_end: Notify::new(),
+            ended: Signal::new(None),
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
@@ -188,16 +186,7 @@ impl Session {
 
     /// Resolves with the reason once the session has ended; at once if it already has.
     pub(crate) async fn closed(&self) -> Error {
-        loop {
-            // Registered before the check, so a close in between is not missed.
-            let notified = self.shared.on_end.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(reason) = self.shared.reason().clone() {
-                return reason;
-            }
-            notified.await;
-        }
+        self.shared.ended.wait_for(Option::clone).await
     }
 
     /// Hands `cmd` to the connection's task; fails when the session has ended.
