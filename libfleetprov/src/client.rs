@@ -6,11 +6,11 @@
 use std::cell::Cell;
 use std::ffi::c_void;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use tokio::runtime::Handle;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use super::callback::Callback;
 use super::error::fp_error;
@@ -115,7 +115,7 @@ pub(crate) struct Shared {
     /// and fp_client_free().
     life: Lifecycle,
     /// Set by fp_client_free(): pending operations finish with `FP_ERR_CANCELLED`.
-    cancel: watch::Sender<bool>,
+    cancel: CancelFlag,
     tracking: Mutex<Tracking>,
     idle: Condvar,
 }
@@ -204,14 +204,13 @@ impl Shared {
                     operation(client).await.map_err(fp_error::from)
                 }
             });
-            let mut cancel = shared.cancel.subscribe();
             // Losing the race drops the operation where it stands.
             let result = tokio::select! {
                 done = work => done.unwrap_or_else(|()| Err(fp_error::new(
                     FP_ERR_PANIC,
                     "the library panicked while running the operation",
                 ))),
-                _ = cancel.wait_for(|c| *c) => {
+                () = shared.cancel.raised() => {
                     Err(fp_error::new(FP_ERR_CANCELLED, "the client was freed before the operation completed"))
                 }
             };
@@ -263,7 +262,7 @@ pub extern "C" fn fp_client_new(
             options,
             handle: guard.handle().clone(),
             life: Lifecycle::new(),
-            cancel: watch::Sender::new(false),
+            cancel: CancelFlag::default(),
             tracking: Mutex::new(Tracking {
                 outstanding: 0,
                 closing: false,
@@ -440,7 +439,7 @@ pub extern "C" fn fp_client_free(client: *mut fp_client) {
             // is alive until they all return, and its release is already arranged.
             return;
         }
-        shared.cancel.send_replace(true);
+        shared.cancel.raise();
         shared.life.stop();
         let release = {
             let mut t = shared.lock();
@@ -464,5 +463,34 @@ pub extern "C" fn fp_client_free(client: *mut fp_client) {
         // Outside the lock, on the caller's thread: stops the runtime if this was the last
         // client.
         drop(release);
+    }
+}
+
+/// Set once by fp_client_free(); the client's pending operations wait on it. (A `watch`
+/// channel would do, with eight wait lists per client.)
+#[derive(Default)]
+struct CancelFlag {
+    raised: AtomicBool,
+    notify: Notify,
+}
+
+impl CancelFlag {
+    fn raise(&self) {
+        self.raised.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Resolves once the flag is raised; at once if it is already.
+    async fn raised(&self) {
+        loop {
+            // Registered before the check, so a raise in between is not missed.
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.raised.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
     }
 }

@@ -23,7 +23,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use super::signal::Signal;
 
 use super::{CheckedClientOptions, Client};
 use crate::error::{Error, ErrorKind};
@@ -74,8 +74,8 @@ pub struct Lifecycle {
 }
 
 struct Inner {
-    stage: watch::Sender<Stage>,
-    stop: watch::Sender<bool>,
+    stage: Signal<Stage>,
+    stop: Signal<bool>,
 }
 
 impl Default for Lifecycle {
@@ -98,8 +98,8 @@ impl Lifecycle {
     pub fn new() -> Lifecycle {
         Lifecycle {
             inner: Arc::new(Inner {
-                stage: watch::Sender::new(Stage::Idle),
-                stop: watch::Sender::new(false),
+                stage: Signal::new(Stage::Idle),
+                stop: Signal::new(false),
             }),
         }
     }
@@ -107,7 +107,7 @@ impl Lifecycle {
     /// Marks the lifecycle as connecting; `false` if it had been started already (a lifecycle
     /// connects once). Call [`Lifecycle::run`] after it.
     pub fn begin(&self) -> bool {
-        self.inner.stage.send_if_modified(|s| {
+        self.inner.stage.modify(|s| {
             if matches!(s, Stage::Idle) {
                 *s = Stage::Connecting;
                 true
@@ -119,24 +119,24 @@ impl Lifecycle {
 
     /// Whether [`Lifecycle::begin`] was called.
     pub fn started(&self) -> bool {
-        !matches!(&*self.inner.stage.borrow(), Stage::Idle)
+        !matches!(&*self.inner.stage.get(), Stage::Idle)
     }
 
     /// Asks the connection to stop (a clean DISCONNECT if it is up). Harmless to repeat.
     pub fn stop(&self) {
-        self.inner.stop.send_replace(true);
+        self.inner.stop.set(true);
     }
 
     /// Whether [`Lifecycle::stop`] was called.
     pub fn stop_requested(&self) -> bool {
-        *self.inner.stop.borrow()
+        *self.inner.stop.get()
     }
 
     /// A ticket for an operation starting now.
     pub fn ticket(&self) -> Ticket {
         Ticket {
             live: matches!(
-                &*self.inner.stage.borrow(),
+                &*self.inner.stage.get(),
                 Stage::Connecting | Stage::Connected(_)
             ),
         }
@@ -147,11 +147,11 @@ impl Lifecycle {
     /// the loss ([`ErrorKind::Disconnected`]) or the stop ([`ErrorKind::Cancelled`]); otherwise
     /// [`ErrorKind::NotConnected`] (with the loss's cause when there was one).
     pub async fn client(&self, ticket: Ticket) -> Result<Client, Error> {
-        let mut rx = self.inner.stage.subscribe();
-        let stage = match rx.wait_for(|s| !matches!(s, Stage::Connecting)).await {
-            Ok(stage) => stage.clone(),
-            Err(_) => Stage::Ended(None),
-        };
+        let stage = self
+            .inner
+            .stage
+            .wait_for(|s| (!matches!(s, Stage::Connecting)).then(|| s.clone()))
+            .await;
         match stage {
             Stage::Connected(client) => Ok(client),
             Stage::Failed(e) => Err(e),
@@ -182,7 +182,7 @@ impl Lifecycle {
         Fut: Future<Output = ()>,
     {
         let stage = &self.inner.stage;
-        let mut stop = self.inner.stop.subscribe();
+        let stop = &self.inner.stop;
         // A panic while connecting becomes an error, not a lost event. Boxed: the handshake's
         // state is kilobytes, given back as soon as the connection is up.
         let connecting = CatchUnwind(Box::pin(Client::connect(opts)));
@@ -192,21 +192,21 @@ impl Lifecycle {
                 ErrorKind::Internal,
                 "the library panicked while connecting",
             ))),
-            _ = stop.wait_for(|s| *s) => {
+            () = stop.wait_for(|&s| s.then_some(())) => {
                 Err(Error::new(ErrorKind::Cancelled, "the client was stopped before the connection completed"))
             }
         };
         match outcome {
             Ok(client) => {
-                stage.send_replace(Stage::Connected(client.clone()));
+                stage.set(Stage::Connected(client.clone()));
                 report(Event::Connected).await;
                 let lost = tokio::select! {
                     // A stop request wins a tie: the owner asked, so the end is not a surprise.
                     biased;
-                    _ = stop.wait_for(|s| *s) => None,
+                    () = stop.wait_for(|&s| s.then_some(())) => None,
                     reason = client.closed() => Some(reason),
                 };
-                stage.send_replace(Stage::Ended(lost.clone()));
+                stage.set(Stage::Ended(lost.clone()));
                 // After a loss this sends nothing and only waits for the finished connection task.
                 let _ = tokio::time::timeout(DISCONNECT_GRACE, client.disconnect()).await;
                 drop(client);
@@ -215,7 +215,7 @@ impl Lifecycle {
                 }
             }
             Err(e) => {
-                stage.send_replace(Stage::Failed(e.clone()));
+                stage.set(Stage::Failed(e.clone()));
                 report(Event::ConnectFailed(e)).await;
             }
         }

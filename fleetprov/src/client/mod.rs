@@ -26,6 +26,7 @@ pub(crate) mod lifecycle;
 mod options;
 mod ownership;
 mod session;
+mod signal;
 mod tls;
 mod tls_cache;
 mod verify_cache;

@@ -9,7 +9,9 @@
 //! channel, in order (a reply slot registered before its request is in place before the
 //! request goes out); an operation that gives up simply drops its receiver.
 //!
-//! The receive buffer grows only for a packet that needs it and shrinks back once idle.
+//! Between packets a connection holds no buffer of its own beyond a small one for the next
+//! read: the receive buffer is sized by the packet being read and dropped once it has been
+//! taken out, and the machine's output is dropped once written.
 
 mod errors;
 mod mqtt;
@@ -24,11 +26,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::options::ClientOptions;
+use super::signal::Signal;
 use crate::error::{Error, ErrorKind};
 use crate::log::{fp_log, Level};
 use crate::protocol::Topics;
@@ -43,8 +46,10 @@ const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 /// How long a write may wait for the broker to take our bytes before the connection counts
 /// as lost.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// The receive buffer's size between packets; larger packets grow it for as long as needed.
-const READ_CHUNK: usize = 2048;
+/// The receive buffer's size between packets: enough for the fixed header and the short
+/// packets (acknowledgements) whole; a longer packet grows it to its own size once its header
+/// has been read, and the buffer is dropped once that packet has been taken out.
+const FIRST_READ: usize = 64;
 
 type SubTx = oneshot::Sender<Result<SubOutcome, Error>>;
 type PubTx = oneshot::Sender<Result<(), Error>>;
@@ -70,14 +75,14 @@ type Commands = mpsc::UnboundedSender<Box<Command<Channels>>>;
 struct Shared {
     connected: AtomicBool,
     endpoint: String,
-    /// Why the session ended, published once for [`Session::closed`].
-    ended: watch::Sender<Option<Error>>,
+    /// Why the session ended, set once, for [`Session::closed`].
+    ended: Signal<Option<Error>>,
 }
 
 impl Shared {
     /// The error for an operation that finds the session gone.
     fn not_connected(&self) -> Error {
-        match &*self.ended.borrow() {
+        match &*self.reason() {
             Some(e) => Error::new(
                 ErrorKind::Disconnected,
                 format!("not connected: {}", e.message),
@@ -87,13 +92,17 @@ impl Shared {
     }
 
     fn is_closed(&self) -> bool {
-        self.ended.borrow().is_some()
+        self.reason().is_some()
+    }
+
+    fn reason(&self) -> std::sync::MutexGuard<'_, Option<Error>> {
+        self.ended.get()
     }
 
     /// Marks the session ended with `err`, unless it already is.
     fn close(&self, err: Error) {
         self.connected.store(false, Ordering::SeqCst);
-        self.ended.send_if_modified(|ended| {
+        self.ended.modify(|ended| {
             if ended.is_some() {
                 return false;
             }
@@ -155,7 +164,7 @@ impl Session {
         let shared = Arc::new(Shared {
             connected: AtomicBool::new(true),
             endpoint,
-            ended: watch::Sender::new(None),
+            ended: Signal::new(None),
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
@@ -183,13 +192,7 @@ impl Session {
 
     /// Resolves with the reason once the session has ended; at once if it already has.
     pub(crate) async fn closed(&self) -> Error {
-        let mut rx = self.shared.ended.subscribe();
-        let ended = match rx.wait_for(Option::is_some).await {
-            Ok(reason) => reason.clone(),
-            // `Shared` owns the sender and outlives `self`: not reachable.
-            Err(_) => None,
-        };
-        ended.unwrap_or_else(|| Error::new(ErrorKind::Internal, "the session state was dropped"))
+        self.shared.ended.wait_for(Option::clone).await
     }
 
     /// Hands `cmd` to the connection's task; fails when the session has ended.
@@ -364,6 +367,11 @@ impl Driver {
     fn after_read(&mut self, read: std::io::Result<usize>) -> Result<(), End> {
         self.machine
             .receive(&mut self.rbuf, Instant::now().into_std())?;
+        if self.rbuf.is_empty() {
+            // Every packet was copied out (its bytes wiped): the allocation the last one
+            // needed goes, and the next read starts small (`prepare_read`).
+            self.rbuf = BytesMut::new();
+        }
         match read {
             Ok(0) => Err(self.machine.eof(!self.rbuf.is_empty())),
             Ok(_) => Ok(()),
@@ -451,6 +459,7 @@ impl Driver {
                 Event::Reply(tx, r) => drop(tx.send(r)),
             }
         }
+        self.machine.shed();
     }
 
     /// Ends the session: marks `shared` closed, then every pending waiter gets the error (so a
@@ -474,16 +483,13 @@ impl Driver {
     }
 
     /// Makes room in the receive buffer for the next read: what the frame at hand still needs,
-    /// or a small chunk; an idle buffer that grew for a large packet is given back.
+    /// at least a small chunk.
     fn prepare_read(&mut self) {
-        if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * READ_CHUNK {
-            self.rbuf = BytesMut::new();
-        }
         let spare = self
             .machine
             .wants()
             .saturating_sub(self.rbuf.len())
-            .max(READ_CHUNK);
+            .max(FIRST_READ);
         if self.rbuf.capacity() - self.rbuf.len() < spare {
             self.rbuf.reserve(spare);
         }

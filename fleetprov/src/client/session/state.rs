@@ -358,16 +358,42 @@ impl<K: Waiters> Machine<K> {
 
     /// What [`Machine::poll_transmit`] returned has been written.
     pub(super) fn transmitted(&mut self, now: Instant) {
-        self.out.clear();
-        if self.out.capacity() > 8 * 1024 {
-            self.out = BytesMut::new();
-        }
+        // Dropped rather than kept for the next packet: most of a session is spent waiting.
+        self.out = BytesMut::new();
         self.last_sent = now;
     }
 
     /// What the driver hands on, in order.
     pub(super) fn take_events(&mut self) -> std::vec::Drain<'_, Event<K>> {
         self.events.drain(..)
+    }
+
+    /// Gives back the allocations of the tables that are empty now (waiters, queued
+    /// publishes, undelivered events), so that a session between operations holds none: call
+    /// once the events are taken. What is in use stays as it is.
+    pub(super) fn shed(&mut self) {
+        macro_rules! drop_if_empty {
+            ($($table:ident),*) => {$(
+                if self.$table.is_empty() && self.$table.capacity() > 0 {
+                    self.$table = Default::default();
+                }
+            )*};
+        }
+        drop_if_empty!(subs, pubs, unsubs, queued, replies, events);
+    }
+
+    /// The room its tables and output hold, in entries and bytes (for tests): 0 between
+    /// operations once shed.
+    #[cfg(test)]
+    pub(super) fn held(&self) -> usize {
+        self.subs.capacity()
+            + self.pubs.capacity()
+            + self.unsubs.capacity()
+            + self.queued.capacity()
+            + self.replies.capacity()
+            + self.events.capacity()
+            + self.out.capacity()
+            + self.acks.capacity()
     }
 
     /// Ends the session with `end`: every waiter still pending gets its error as an event,

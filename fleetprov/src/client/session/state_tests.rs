@@ -1166,3 +1166,69 @@ fn our_connect() {
     assert_eq!(p.max_packet_size, Some(MAX_PACKET as u32));
     assert!(matches!(p.topic_alias_max, None | Some(0)));
 }
+
+/// Between operations the machine holds no allocation: once the waiters have what is theirs,
+/// its tables and its output are given back (`shed`), however much they held meanwhile.
+#[test]
+fn nothing_is_held_between_operations() {
+    for v in [V5, V311] {
+        let mut now = Instant::now();
+        let mut m = Machine::<Labels>::new(v, EP.to_owned(), 30, now);
+        m.connect("device-1").unwrap();
+        let mut log = Vec::new();
+        transmit(&mut m, now, &mut log);
+        let mut rbuf = BytesMut::from(&ok(v)[..]);
+        feed(&mut m, &mut rbuf, now, &mut log).unwrap();
+        m.command(Command::Subscribe(filters(), "sub")).unwrap();
+        m.command(Command::ExpectReply {
+            slot: 0,
+            accepted: format!("{T}/accepted"),
+            rejected: format!("{T}/rejected"),
+            many: false,
+            to: "reply",
+        })
+        .unwrap();
+        for _ in 0..3 {
+            let payload = vec![b'x'; 4000].into();
+            m.command(Command::Publish(T.to_owned(), payload, "pub"))
+                .unwrap();
+        }
+        assert!(m.held() > 12_000, "the three requests are queued to go out");
+        transmit(&mut m, now, &mut log);
+        let answers = [
+            suback(v, 1, &[1, 1]),
+            puback(v, 2, None),
+            puback(v, 3, None),
+            puback(v, 4, None),
+            publish(v, &format!("{T}/accepted"), 1, 9, &[]),
+        ];
+        rbuf.extend_from_slice(&cat(&answers));
+        feed(&mut m, &mut rbuf, now, &mut log).unwrap();
+        events(&mut m, &mut log);
+        // The reply's PUBACK goes out when due.
+        while let Some(at) = m
+            .next_wake()
+            .filter(|&at| at <= now + Duration::from_secs(1))
+        {
+            now = at;
+            m.wake(now).unwrap();
+            transmit(&mut m, now, &mut log);
+        }
+        m.command(Command::ForgetReply(0)).unwrap();
+        m.shed();
+        check(
+            &format!("exchange ({v:?})"),
+            &log,
+            &[
+                "sub: [granted, granted]",
+                "pub: ok",
+                "pub: ok",
+                "pub: ok",
+                "reply: accepted",
+                "> PUBACK 9",
+            ],
+        );
+        assert_eq!(m.held(), 0, "{v:?}: held between operations");
+        assert!(rbuf.is_empty());
+    }
+}
