@@ -314,10 +314,7 @@ async fn provision_keeps_the_device_key_in_the_token_and_reuses_it() {
     assert_eq!(first.thing_name, "ThingPrefix_hsm-provisioned");
     assert_eq!(private_key_flags(hsm, label), [(false, true)]);
     assert_eq!(first.files.private_key, PathBuf::new());
-    let names: Vec<String> = std::fs::read_dir(store.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let names = fleetprov_testkit::file_names(store.path());
     assert!(
         !names.iter().any(|n| n.contains("key")),
         "no key file: {names:?}"

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use fleetprov_emulator::{Emulator, EmulatorConfig};
-use fleetprov_testkit::cprog::{c_tests_dir, file_names, limited, output_logged, root, CProgram};
+use fleetprov_testkit::cprog::{c_tests_dir, limited, output_logged, root, CProgram};
+use fleetprov_testkit::file_names;
 use fleetprov_testkit::softhsm::{softhsm, CLAIM_LABEL, PIN, TOKEN};
 
 fn program(cxx: bool) -> PathBuf {
@@ -67,6 +68,7 @@ fn c_provision_keeps_both_keys_in_the_token_and_reuses_the_identity() {
             "{text}"
         );
         assert!(text.ends_with("pkcs11: ok\n"), "{text}");
+        assert!(store.is_dir(), "{store:?}");
         let files = file_names(&store);
         assert!(!files.iter().any(|f| f.contains("key")), "{files:?}");
 
@@ -144,6 +146,7 @@ fn demo_with_pkcs11_flags_and_output_dir_keeps_the_device_key_in_the_token() {
         text.contains("the private key stays in the PKCS#11 token"),
         "{text}"
     );
+    assert!(store.is_dir(), "{store:?}");
     let files = file_names(&store);
     assert_eq!(
         files.len(),

@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 
 use fleetprov_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 
-use fleetprov_testkit::cprog::{c_tests_dir, file_names, limited, output_logged, CProgram};
+use fleetprov_testkit::cprog::{c_tests_dir, limited, output_logged, CProgram};
+use fleetprov_testkit::file_names;
 
 /// Compiles `tests/c/signer.c` (as C11, or as C++ when `cxx`) with warnings as errors and
 /// links it to libfleetprov and libcrypto.
@@ -142,6 +143,7 @@ fn c_provision_with_signer_keys_writes_no_key_and_reuses_with_the_signer() {
         "{text}"
     );
     assert!(text.ends_with("signer: ok\n"), "{text}");
+    assert!(store.is_dir(), "{store:?}");
     let files = file_names(&store);
     assert!(!files.iter().any(|f| f.contains("key")), "{files:?}");
 }

@@ -241,11 +241,3 @@ pub fn output_logged(cmd: &mut Command) -> Output {
     );
     out
 }
-
-/// The names of the files in `dir`.
-pub fn file_names(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect()
-}
