@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use super::options::KeySource;
 use super::store::StoredIdentity;
 use crate::client::{Pem, PrivateKey};
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::keygen::CsrSubject;
 use crate::log::{fp_log, Level};
 use crate::pkcs11::{self, Pkcs11Key};
