@@ -10,13 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{params, wait_until, Env};
-use fleetprov::client::MqttVersion;
+use common::{provision_options, wait_until, Env};
 use fleetprov::provision::store::{Found, IdentityStore, Pending};
 use fleetprov::provision::{
     provision, Progress, ProgressFuture, ProvisionOptions, Provisioned, Step,
 };
-use fleetprov::TemplateName;
 use tokio::net::{TcpListener, TcpStream};
 
 /// A TCP forwarder to the emulator that counts the connections open through it.

@@ -6,14 +6,13 @@
 use fleetprov_testkit::env as common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{details, provision_options, record, start_relay, Env, Seen};
-use fleetprov::client::MqttVersion;
 use fleetprov::provision::store::{METADATA_FILE, PENDING_FILE};
-use fleetprov::provision::{provision, Progress, ProvisionOptions, Step};
-use fleetprov::{ErrorKind, TemplateName};
+use fleetprov::provision::{provision, ProvisionOptions, Step};
+use fleetprov::ErrorKind;
 use fleetprov_emulator::registry::CertStatus;
 use fleetprov_emulator::Fault;
 

@@ -2,12 +2,11 @@
 
 use fleetprov_testkit::env as common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{details, params, provision_options, record, steps, Env};
-use fleetprov::client::{Credentials, MqttVersion, Pem};
-use fleetprov::provision::{provision, KeySource, Progress, ProvisionOptions, Step};
+use fleetprov::client::{Credentials, Pem};
+use fleetprov::provision::{provision, KeySource, ProvisionOptions, Step};
 use fleetprov::{ErrorKind, KeyType, TemplateName};
 use fleetprov_emulator::throttle::{Api, ThrottleMode};
 use fleetprov_emulator::Fault;

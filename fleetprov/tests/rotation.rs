@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{details, provision_options, record, Env};
-use fleetprov::client::MqttVersion;
 use fleetprov::provision::store::{Metadata, METADATA_FILE, PENDING_FILE};
 use fleetprov::provision::{provision, Progress, ProvisionOptions, Provisioned, Step};
 use fleetprov::{RotateBefore, TemplateName};
