@@ -3,6 +3,7 @@ package fleetprov
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -151,16 +152,41 @@ func register(t *testing.T, c *Client, token, serial string) {
 
 func newCSR(t testing.TB) []byte {
 	t.Helper()
+	_, csr := newKeyAndCSR(t, "go-test-device")
+	return csr
+}
+
+// newKeyAndCSR makes an EC P-256 key and a PEM CSR for it with the common name cn.
+func newKeyAndCSR(t testing.TB, cn string) (*ecdsa.PrivateKey, []byte) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	der, err := x509.CreateCertificateRequest(rand.Reader,
-		&x509.CertificateRequest{Subject: pkix.Name{CommonName: "go-test-device"}}, key)
+		&x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+	return key, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+}
+
+// certificateKey is the public key of the PEM certificate in the file path.
+func certificateKey(t testing.TB, path string) crypto.PublicKey {
+	t.Helper()
+	certPEM, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(certPEM)
+	if block == nil {
+		t.Fatalf("%s holds no PEM block", path)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert.PublicKey
 }
 
 func TestCreateKeysAndRegister(t *testing.T) {

@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"os"
@@ -402,38 +399,21 @@ func TestProvisionRotates(t *testing.T) {
 // key's, and the key is written to the store.
 func TestProvisionUserCSR(t *testing.T) {
 	e := startEmulator(t)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader,
-		&x509.CertificateRequest{Subject: pkix.Name{CommonName: "go-user-csr"}}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, csr := newKeyAndCSR(t, "go-user-csr")
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	store := filepath.Join(t.TempDir(), "identity")
 	opts := provisionOpts(e, store, "go-user-csr")
-	opts.CSR = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+	opts.CSR = csr
 	opts.CSRKey = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 	p, err := Provision(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkIdentity(t, p, store, "PRIVATE KEY")
-	certPEM, err := os.ReadFile(p.CertificateFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, _ := pem.Decode(certPEM)
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !cert.PublicKey.(*ecdsa.PublicKey).Equal(key.Public()) {
+	if !certificateKey(t, p.CertificateFile).(*ecdsa.PublicKey).Equal(key.Public()) {
 		t.Fatal("the certificate is not the CSR's key")
 	}
 

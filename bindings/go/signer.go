@@ -111,21 +111,26 @@ func newCSigner(op string, s crypto.Signer) (*C.fp_signer, error) {
 
 // setClaimSigner makes the options sign the TLS client authentication through s.
 func setClaimSigner(o *C.fp_client_options, s crypto.Signer) error {
-	cs, err := newCSigner("Signer", s)
-	if err != nil {
-		return err
-	}
-	defer C.fp_signer_free(cs) // the options share it
-	return resultError("Signer", C.fp_client_options_set_signer(o, cs))
+	return setSigner("Signer", s, func(cs *C.fp_signer) C.enum_fp_result {
+		return C.fp_client_options_set_signer(o, cs)
+	})
 }
 
 // setDeviceSigner keeps the device key of po behind s
 // (fp_provision_options_set_device_key_signer).
 func setDeviceSigner(po *C.fp_provision_options, s crypto.Signer) error {
-	cs, err := newCSigner("DeviceSigner", s)
+	return setSigner("DeviceSigner", s, func(cs *C.fp_signer) C.enum_fp_result {
+		return C.fp_provision_options_set_device_key_signer(po, cs)
+	})
+}
+
+// setSigner hands set a C signer over s; the options set shares it. field names the option
+// in errors.
+func setSigner(field string, s crypto.Signer, set func(*C.fp_signer) C.enum_fp_result) error {
+	cs, err := newCSigner(field, s)
 	if err != nil {
 		return err
 	}
 	defer C.fp_signer_free(cs) // the options share it
-	return resultError("DeviceSigner", C.fp_provision_options_set_device_key_signer(po, cs))
+	return resultError(field, set(cs))
 }

@@ -100,16 +100,7 @@ func TestProvisionWithSigners(t *testing.T) {
 			t.Fatalf("%s holds a private key", f.Name())
 		}
 	}
-	certPEM, err := os.ReadFile(p.CertificateFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, _ := pem.Decode(certPEM)
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !cert.PublicKey.(*ecdsa.PublicKey).Equal(device.Public()) {
+	if !certificateKey(t, p.CertificateFile).(*ecdsa.PublicKey).Equal(device.Public()) {
 		t.Fatal("the certificate is not the device signer's key")
 	}
 

@@ -462,9 +462,7 @@ impl rcgen::RemoteKeyPair for CsrKey {
 /// An rcgen key pair that signs through `signer` (PKCS#1 v1.5 SHA-256 for RSA, ECDSA with the
 /// curve's hash), for building certificate signing requests with rcgen. The second value
 /// holds the signer's error when rcgen reports `RemoteKeyError`.
-pub(crate) fn rcgen_key_pair(
-    signer: Arc<dyn Signer>,
-) -> Result<(rcgen::KeyPair, FailureSlot), Error> {
+fn rcgen_key_pair(signer: Arc<dyn Signer>) -> Result<(rcgen::KeyPair, FailureSlot), Error> {
     let key = signer.public_key().algorithm();
     let scheme = key.csr_scheme();
     let algorithm = match key {
@@ -509,6 +507,15 @@ pub fn certificate_request(
             .distinguished_name
             .push(rcgen::DnType::CommonName, cn);
     }
+    signed_request(signer, &params)
+}
+
+/// The PEM CSR `params` describe for the signer's key, signed by it; a failure of the signer
+/// is reported as its own error.
+pub(crate) fn signed_request(
+    signer: Arc<dyn Signer>,
+    params: &rcgen::CertificateParams,
+) -> Result<String, Error> {
     let (pair, failure) = rcgen_key_pair(signer)?;
     let csr = params.serialize_request(&pair).map_err(|e| {
         let signer_error = failure.lock().ok().and_then(|mut f| f.take());

@@ -4,18 +4,17 @@
 //! emulator; each drop is driven from the progress sink, never by a timer.
 
 use fleetprov_testkit::env as common;
+use fleetprov_testkit::file_names;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{params, wait_until, Env};
-use fleetprov::client::MqttVersion;
+use common::{provision_options, wait_until, Env};
 use fleetprov::provision::store::{Found, IdentityStore, Pending};
 use fleetprov::provision::{
     provision, Progress, ProgressFuture, ProvisionOptions, Provisioned, Step,
 };
-use fleetprov::TemplateName;
 use tokio::net::{TcpListener, TcpStream};
 
 /// A TCP forwarder to the emulator that counts the connections open through it.
@@ -52,14 +51,8 @@ async fn counted(target: u16) -> Counted {
 }
 
 fn options(env: &Env, port: u16, store: &std::path::Path) -> ProvisionOptions {
-    let mut claim = env.claim_opts(MqttVersion::V5);
-    claim.port = port;
-    let mut o = ProvisionOptions::new(
-        claim,
-        TemplateName::new("FleetTemplate").unwrap(),
-        store.to_path_buf(),
-    );
-    o.parameters = params("1");
+    let mut o = provision_options(env, store, "1");
+    o.claim.port = port;
     o
 }
 
@@ -124,18 +117,6 @@ async fn drop_at(mut o: ProvisionOptions, at: At, park: bool) {
     }
 }
 
-/// The store's files, sorted.
-fn names(dir: &std::path::Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 fn files_of(p: &Provisioned) -> Vec<String> {
     let mut v: Vec<String> = [
         &p.files.certificate,
@@ -164,7 +145,7 @@ async fn all_closed(relay: &Counted, at: At) {
 /// of its identity registered but not verified yet (`pending.json`). Any other file is an
 /// error.
 fn left_by_drop(store: &std::path::Path, committed: &[String], at: At) -> Left {
-    let extra: Vec<String> = names(store)
+    let extra: Vec<String> = file_names(store)
         .into_iter()
         .filter(|n| !committed.contains(n))
         .collect();
@@ -241,7 +222,7 @@ async fn a_drop_at_any_step_keeps_the_previous_identity() {
             // it left is reported as abandoned.
             let again = provision(options(&env, relay.port, &store)).await.unwrap();
             assert!(again.reused, "{at:?}");
-            assert_eq!(names(&store), files_of(&again), "{at:?}");
+            assert_eq!(file_names(&store), files_of(&again), "{at:?}");
             if again.certificate_id != current.certificate_id {
                 assert!(may_leave_pending(at), "{at:?}: {again:?}");
                 if park {
@@ -261,7 +242,7 @@ async fn a_drop_at_any_step_keeps_the_previous_identity() {
     o.force = true;
     let second = provision(o).await.unwrap();
     assert_ne!(second.certificate_id, current.certificate_id);
-    assert_eq!(names(&store), files_of(&second));
+    assert_eq!(file_names(&store), files_of(&second));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,7 +267,7 @@ async fn a_drop_at_any_step_of_a_first_run_leaves_no_identity() {
             // same certificate, or it is reported when its token was spent), or verifies the
             // dropped run's pending identity.
             let next = provision(options(&env, relay.port, &store)).await.unwrap();
-            assert_eq!(names(&store), files_of(&next), "{at:?}");
+            assert_eq!(file_names(&store), files_of(&next), "{at:?}");
             if next.reused {
                 assert!(may_leave_pending(at), "{at:?}: {next:?}");
                 if park {

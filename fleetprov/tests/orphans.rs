@@ -6,24 +6,18 @@
 use fleetprov_testkit::env as common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::{params, start_relay, Env};
-use fleetprov::client::MqttVersion;
+use common::{details, provision_options, record, start_relay, Env, Seen};
 use fleetprov::provision::store::{METADATA_FILE, PENDING_FILE};
-use fleetprov::provision::{provision, Progress, ProvisionOptions, Step};
-use fleetprov::{ErrorKind, TemplateName};
+use fleetprov::provision::{provision, ProvisionOptions, Step};
+use fleetprov::ErrorKind;
 use fleetprov_emulator::registry::CertStatus;
 use fleetprov_emulator::Fault;
 
 fn options(env: &Env, store: &std::path::Path) -> ProvisionOptions {
-    let mut o = ProvisionOptions::new(
-        env.claim_opts(MqttVersion::V5),
-        TemplateName::new("FleetTemplate").unwrap(),
-        store.to_path_buf(),
-    );
-    o.parameters = params("1");
+    let mut o = provision_options(env, store, "1");
     o.retry.base_delay = Duration::from_millis(100);
     o.retry.max_delay = Duration::from_millis(500);
     o
@@ -42,17 +36,6 @@ fn issued(env: &Env) -> Vec<String> {
         .collect();
     ids.sort();
     ids
-}
-
-type Seen = Arc<Mutex<Vec<Progress>>>;
-
-fn seen_detail(seen: &Seen, step: Step) -> Vec<String> {
-    seen.lock()
-        .unwrap()
-        .iter()
-        .filter(|p| p.step == step)
-        .map(|p| p.detail.clone())
-        .collect()
 }
 
 /// Once the identity is being saved, no connection gets a CONNACK: every verification
@@ -94,8 +77,8 @@ async fn a_lost_register_answer_is_retried_with_the_same_token_and_the_spent_one
     });
     let p = provision(o).await.unwrap();
     // Same token on a new connection first (refused as spent), then a new certificate.
-    assert_eq!(seen_detail(&seen, Step::Creating).len(), 2);
-    assert_eq!(seen_detail(&seen, Step::Registering).len(), 3);
+    assert_eq!(details(&seen, Step::Creating).len(), 2);
+    assert_eq!(details(&seen, Step::Registering).len(), 3);
     let all = issued(&env);
     assert_eq!(all.len(), 2, "{all:?}");
     let first: Vec<String> = all
@@ -104,7 +87,7 @@ async fn a_lost_register_answer_is_retried_with_the_same_token_and_the_spent_one
         .collect();
     // The first certificate (Active on the thing) is reported, by the result and the event.
     assert_eq!(p.abandoned_certificates, first);
-    assert_eq!(seen_detail(&seen, Step::CertificateAbandoned), first);
+    assert_eq!(details(&seen, Step::CertificateAbandoned), first);
     let status = env.emu.service().registry().cert_status(&first[0]);
     assert_eq!(status, Some(CertStatus::Active));
 }
@@ -135,16 +118,14 @@ async fn an_identity_whose_verification_cannot_be_tried_is_kept_and_verified_nex
     // The next run verifies it first: no claim connection, no new certificate.
     env.emu.set_fault(Fault::None);
     let claims = env.emu.throttle().claim_connections();
-    let seen: Seen = Arc::default();
-    let sink = Arc::clone(&seen);
-    o.on_progress(move |p| sink.lock().unwrap().push(p.clone()));
+    let seen = record(&mut o);
     let p = provision(o).await.unwrap();
     assert_eq!(p.certificate_id, id);
     assert!(p.reused && p.abandoned_certificates.is_empty());
     assert_eq!(env.emu.throttle().claim_connections(), claims);
     assert_eq!(issued(&env), [id]);
     assert!(has(&store, METADATA_FILE) && !has(&store, PENDING_FILE));
-    assert!(seen_detail(&seen, Step::Creating).is_empty());
+    assert!(details(&seen, Step::Creating).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,14 +157,12 @@ async fn a_pending_identity_given_up_is_reported() {
     env.emu.set_fault(Fault::None);
 
     // A run that asks for a new identity drops the pending one and says so.
-    let seen: Seen = Arc::default();
-    let sink = Arc::clone(&seen);
-    o.on_progress(move |p| sink.lock().unwrap().push(p.clone()));
+    let seen = record(&mut o);
     o.force = true;
     let p = provision(o).await.unwrap();
     assert_ne!(p.certificate_id, pending);
     assert_eq!(p.abandoned_certificates, std::slice::from_ref(&pending));
-    assert_eq!(seen_detail(&seen, Step::CertificateAbandoned), [pending]);
+    assert_eq!(details(&seen, Step::CertificateAbandoned), [pending]);
     assert!(!has(&store, PENDING_FILE));
     assert_eq!(std::fs::read_dir(&store).unwrap().count(), 3);
 }

@@ -98,11 +98,10 @@ async fn claim_key_in_the_token_provisions_in_both_flows() {
     assert_eq!(emu.service().registry().things().len(), 4);
 }
 
-/// Whether the token holds exactly one certificate object labelled `label` whose value is
-/// `der`, looked up through the module directly.
-fn stored_certificate_is(hsm: &Hsm, label: &str, der: &[u8]) -> bool {
+/// A read-only session, logged in as the user, with the test token, opened through the
+/// module directly.
+fn token_session(hsm: &Hsm) -> cryptoki::session::Session {
     use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-    use cryptoki::object::{Attribute, AttributeType, ObjectClass};
     use cryptoki::session::UserType;
     let m = Pkcs11::new(&hsm.module).unwrap();
     // The library has initialised the module in this process already; either is fine.
@@ -115,6 +114,14 @@ fn stored_certificate_is(hsm: &Hsm, label: &str, der: &[u8]) -> bool {
         .unwrap();
     let session = m.open_ro_session(slot).unwrap();
     let _ = session.login(UserType::User, Some(&PIN.to_owned().into()));
+    session
+}
+
+/// Whether the token holds exactly one certificate object labelled `label` whose value is
+/// `der`, looked up through the module directly.
+fn stored_certificate_is(hsm: &Hsm, label: &str, der: &[u8]) -> bool {
+    use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+    let session = token_session(hsm);
     let found = session
         .find_objects(&[
             Attribute::Class(ObjectClass::CERTIFICATE),
@@ -247,19 +254,8 @@ async fn wrong_pin_missing_key_token_and_module_are_clear_errors() {
 /// `CKA_EXTRACTABLE` and `CKA_SENSITIVE` of each private key labelled `label` in the token,
 /// read through the module directly.
 fn private_key_flags(hsm: &Hsm, label: &str) -> Vec<(bool, bool)> {
-    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
     use cryptoki::object::{Attribute, AttributeType, ObjectClass};
-    use cryptoki::session::UserType;
-    let m = Pkcs11::new(&hsm.module).unwrap();
-    let _ = m.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
-    let slot = m
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| m.get_token_info(*s).unwrap().label().trim_end() == TOKEN)
-        .unwrap();
-    let session = m.open_ro_session(slot).unwrap();
-    let _ = session.login(UserType::User, Some(&PIN.to_owned().into()));
+    let session = token_session(hsm);
     session
         .find_objects(&[
             Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -318,10 +314,7 @@ async fn provision_keeps_the_device_key_in_the_token_and_reuses_it() {
     assert_eq!(first.thing_name, "ThingPrefix_hsm-provisioned");
     assert_eq!(private_key_flags(hsm, label), [(false, true)]);
     assert_eq!(first.files.private_key, PathBuf::new());
-    let names: Vec<String> = std::fs::read_dir(store.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let names = fleetprov_testkit::file_names(store.path());
     assert!(
         !names.iter().any(|n| n.contains("key")),
         "no key file: {names:?}"

@@ -2,35 +2,17 @@
 
 use fleetprov_testkit::env as common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{params, Env};
-use fleetprov::client::{Credentials, MqttVersion, Pem};
-use fleetprov::provision::{provision, KeySource, Progress, ProvisionOptions, Step};
+use common::{details, params, provision_options, record, steps, Env};
+use fleetprov::client::{Credentials, Pem};
+use fleetprov::provision::{provision, KeySource, ProvisionOptions, Step};
 use fleetprov::{ErrorKind, KeyType, TemplateName};
 use fleetprov_emulator::throttle::{Api, ThrottleMode};
 use fleetprov_emulator::Fault;
 
 fn options(env: &Env, store: &std::path::Path) -> ProvisionOptions {
-    let mut o = ProvisionOptions::new(
-        env.claim_opts(MqttVersion::V5),
-        TemplateName::new("FleetTemplate").unwrap(),
-        store.to_path_buf(),
-    );
-    o.parameters = params("1");
-    o
-}
-
-fn record(o: &mut ProvisionOptions) -> Arc<Mutex<Vec<Progress>>> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&seen);
-    o.on_progress(move |p| sink.lock().unwrap().push(p.clone()));
-    seen
-}
-
-fn steps(seen: &Mutex<Vec<Progress>>) -> Vec<Step> {
-    seen.lock().unwrap().iter().map(|p| p.step).collect()
+    provision_options(env, store, "1")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,13 +221,7 @@ async fn throttled_register_is_retried_with_the_same_token() {
     // Same token: one create, several registers.
     assert_eq!(s.iter().filter(|x| **x == Step::Creating).count(), 1);
     assert!(s.iter().filter(|x| **x == Step::Registering).count() > 1);
-    let reasons: Vec<String> = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|p| p.step == Step::RetryScheduled)
-        .map(|p| p.detail.clone())
-        .collect();
+    let reasons = details(&seen, Step::RetryScheduled);
     assert!(
         reasons.iter().all(|r| r.contains("ThrottlingException")),
         "{reasons:?}"

@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{params, Env};
-use fleetprov::client::MqttVersion;
+use common::{details, provision_options, record, Env};
 use fleetprov::provision::store::{Metadata, METADATA_FILE, PENDING_FILE};
 use fleetprov::provision::{provision, Progress, ProvisionOptions, Provisioned, Step};
 use fleetprov::{RotateBefore, TemplateName};
@@ -54,21 +53,9 @@ async fn start() -> Env {
 }
 
 fn options(env: &Env, store: &Path) -> ProvisionOptions {
-    let mut o = ProvisionOptions::new(
-        env.claim_opts(MqttVersion::V5),
-        TemplateName::new("FleetTemplate").unwrap(),
-        store.to_path_buf(),
-    );
-    o.parameters = params("rot-1");
+    let mut o = provision_options(env, store, "rot-1");
     o.rotation_template = Some(TemplateName::new(ROTATION_TEMPLATE).unwrap());
     o
-}
-
-fn record(o: &mut ProvisionOptions) -> Arc<Mutex<Vec<Progress>>> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&seen);
-    o.on_progress(move |p| sink.lock().unwrap().push(p.clone()));
-    seen
 }
 
 fn committed(store: &Path) -> Metadata {
@@ -189,7 +176,7 @@ async fn provisions_then_rotates_twice_without_the_claim() {
     o.rotation_template = None;
     let seen = record(&mut o);
     let kept = provision(o).await.unwrap();
-    let steps: Vec<Step> = seen.lock().unwrap().iter().map(|p| p.step).collect();
+    let steps = common::steps(&seen);
     assert_eq!(
         steps,
         [
@@ -205,13 +192,7 @@ async fn provisions_then_rotates_twice_without_the_claim() {
         ]
     );
     assert!(kept.reused && !kept.rotated, "{kept:?}");
-    let abandoned: Vec<String> = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|p| p.step == Step::CertificateAbandoned)
-        .map(|p| p.detail.clone())
-        .collect();
+    let abandoned = details(&seen, Step::CertificateAbandoned);
     assert_eq!(kept.abandoned_certificates, abandoned);
     assert_ne!(abandoned[0], third.certificate_id);
     assert_eq!(kept.certificate_id, third.certificate_id);
@@ -341,13 +322,7 @@ async fn a_new_identity_that_cannot_be_verified_is_reported_and_the_old_one_kept
     let kept = provision(o).await.unwrap();
     assert!(kept.reused && !kept.rotated, "{kept:?}");
     assert_eq!(kept.certificate_id, first.certificate_id);
-    let abandoned: Vec<String> = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|p| p.step == Step::CertificateAbandoned)
-        .map(|p| p.detail.clone())
-        .collect();
+    let abandoned = details(&seen, Step::CertificateAbandoned);
     assert_eq!(abandoned.len(), 1, "{abandoned:?}");
     assert_ne!(abandoned[0], first.certificate_id);
     assert_eq!(kept.abandoned_certificates, abandoned);

@@ -407,6 +407,20 @@ impl Env {
         .collect()
     }
 
+    /// The demo's connection flags and the fleet template, for the device `serial`.
+    fn demo_template_args(&self, serial: &str) -> Vec<String> {
+        let mut args = self.demo_args();
+        args.extend(strings(&[
+            "--template_name",
+            "FleetTemplate",
+            "--template_parameters",
+        ]));
+        args.push(format!(
+            r#"{{"SerialNumber":"{serial}","DeviceLocation":"Seattle"}}"#
+        ));
+        args
+    }
+
     fn thing_names(&self) -> Vec<String> {
         self.emulator
             .service()
@@ -416,6 +430,11 @@ impl Env {
             .map(|t| t.name)
             .collect()
     }
+}
+
+/// Asserts that a program exited 0, with its stderr in the message.
+fn succeeded(out: &Output) {
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -542,7 +561,7 @@ fn happy_path(version: &str, serial_a: &str, serial_b: &str) {
     let mut args = env.conn_args();
     args.extend(strings(&[version, serial_a, serial_b]));
     let out = run(&exe, &args);
-    assert_eq!(out.status.code(), Some(0));
+    succeeded(&out);
     let text = stdout(&out);
     assert!(text.contains(&format!("thing: ThingPrefix_{serial_a}\n")));
     assert!(text.contains(&format!("thing: ThingPrefix_{serial_b}\n")));
@@ -585,7 +604,7 @@ fn lifecycle_contract() {
     args.push(silent.local_addr().unwrap().port().to_string());
     args.push(closed_port.to_string());
     let out = run(&exe, &args);
-    assert_eq!(out.status.code(), Some(0));
+    succeeded(&out);
     let text = stdout(&out);
     for line in [
         "not connected: ok",
@@ -655,7 +674,7 @@ fn bad_input_table() {
     let mut args = env.conn_args();
     args.push(scratch.path().display().to_string());
     let out = run(&exe, &args);
-    assert_eq!(out.status.code(), Some(0));
+    succeeded(&out);
     let text = stdout(&out);
     for line in [
         "missing certificate file: I/O error",
@@ -910,15 +929,8 @@ fn demo_sigint_cancels_and_keeps_the_previous_identity_or_none() {
     let exe = demo();
     let work = tempfile::tempdir().unwrap();
     let out_dir = work.path().join("identity");
-    let mut args = env.demo_args();
-    args.extend(strings(&[
-        "--template_name",
-        "FleetTemplate",
-        "--template_parameters",
-        r#"{"SerialNumber":"8","DeviceLocation":"Seattle"}"#,
-        "--output_dir",
-        out_dir.to_str().unwrap(),
-    ]));
+    let mut args = env.demo_template_args("8");
+    args.extend(strings(&["--output_dir", out_dir.to_str().unwrap()]));
     let interrupted = |args: &[String], step: &str, signal: i32, name: &str| {
         let mut demo = spawn(&exe, args);
         let before = demo.read_until(&format!("] {step} ("));
@@ -940,7 +952,7 @@ fn demo_sigint_cancels_and_keeps_the_previous_identity_or_none() {
 
     env.emulator.set_fault(Fault::None);
     let first = run(&exe, &args);
-    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    succeeded(&first);
     let cert = store_file(&out_dir, "certificate-");
 
     // A forced run, held connecting (no CONNACK): the identity stays, and is reused after.
@@ -951,7 +963,7 @@ fn demo_sigint_cancels_and_keeps_the_previous_identity_or_none() {
     env.emulator.set_fault(Fault::None);
     assert_eq!(store_file(&out_dir, "certificate-"), cert);
     let again = run(&exe, &args);
-    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    succeeded(&again);
     assert!(stdout(&again).contains("Reused the stored identity"));
 }
 
@@ -961,19 +973,15 @@ fn demo_keys_flow_saves_the_identity_reuses_it_and_never_prints_the_key() {
     let exe = demo();
     let work = tempfile::tempdir().unwrap();
     let out_dir = work.path().join("identity");
-    let mut args = env.demo_args();
+    let mut args = env.demo_template_args("7");
     args.extend(strings(&[
-        "--template_name",
-        "FleetTemplate",
-        "--template_parameters",
-        r#"{"SerialNumber":"7","DeviceLocation":"Seattle"}"#,
         "--output_dir",
         out_dir.to_str().unwrap(),
         "--key_type",
         "service",
     ]));
     let out = run(&exe, &args);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    succeeded(&out);
     let text = stdout(&out);
     assert!(text.contains("Thing: ThingPrefix_7\n"), "{text}");
     assert!(text.contains("Provisioned, saved and verified by connecting"));
@@ -997,7 +1005,7 @@ fn demo_keys_flow_saves_the_identity_reuses_it_and_never_prints_the_key() {
     // A second run reuses the identity, proving it by connecting, without provisioning.
     let things_before = env.thing_names().len();
     let again = run(&exe, &args);
-    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    succeeded(&again);
     let text = stdout(&again);
     assert!(text.contains("Thing: ThingPrefix_7\n"));
     assert!(text.contains("Reused the stored identity, verified by connecting"));
@@ -1009,7 +1017,7 @@ fn demo_keys_flow_saves_the_identity_reuses_it_and_never_prints_the_key() {
     args.truncate(args.len() - 2);
     args.push("--force".into());
     let forced = run(&exe, &args);
-    assert_eq!(forced.status.code(), Some(0), "{}", stderr(&forced));
+    succeeded(&forced);
     let key = store_file(&out_dir, "private-key-");
     let new_key = fs::read_to_string(&key).unwrap();
     assert_ne!(new_key, key_pem);
@@ -1025,12 +1033,8 @@ fn demo_csr_flow_over_mqtt311() {
     let work = tempfile::tempdir().unwrap();
     let csr = work.path().join("device.csr");
     fs::write(&csr, CSR_PEM).unwrap();
-    let mut args = env.demo_args();
+    let mut args = env.demo_template_args("8");
     args.extend(strings(&[
-        "--template_name",
-        "FleetTemplate",
-        "--template_parameters",
-        r#"{"SerialNumber":"8","DeviceLocation":"Seattle"}"#,
         "--csr",
         csr.to_str().unwrap(),
         "--mqtt_version",
@@ -1039,7 +1043,7 @@ fn demo_csr_flow_over_mqtt311() {
         "Info",
     ]));
     let out = run(&exe, &args);
-    assert_eq!(out.status.code(), Some(0));
+    succeeded(&out);
     assert!(stdout(&out).contains("Thing registered: ThingPrefix_8\n"));
     // --verbosity Info forwards the library's log lines to stderr.
     assert!(stderr(&out).contains("[fleetprov INFO] connected to localhost"));
@@ -1058,7 +1062,7 @@ fn minimal_example_provisions() {
     let mut args = env.conn_args();
     args.push("21".into());
     let out = run(&exe, &args);
-    assert_eq!(out.status.code(), Some(0));
+    succeeded(&out);
     let text = stdout(&out);
     assert!(text.starts_with("certificate "), "{text}");
     assert!(text.ends_with("registered ThingPrefix_21\n"), "{text}");
@@ -1203,13 +1207,7 @@ fn demo_keys_flow_keeps_the_key_where_the_user_says() {
     let env = Env::start();
     let exe = demo();
     let work = tempfile::tempdir().unwrap();
-    let mut args = env.demo_args();
-    args.extend(strings(&[
-        "--template_name",
-        "FleetTemplate",
-        "--template_parameters",
-        r#"{"SerialNumber":"41","DeviceLocation":"Seattle"}"#,
-    ]));
+    let args = env.demo_template_args("41");
     expect_demo_failure(&exe, &args, 2, "needs --identity_file FILE");
     assert_eq!(env.emulator.throttle().claim_connections(), 0);
 
@@ -1218,7 +1216,7 @@ fn demo_keys_flow_keeps_the_key_where_the_user_says() {
     keys.push("--identity_file".into());
     keys.push(file.display().to_string());
     let out = run(&exe, &keys);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    succeeded(&out);
     assert!(stdout(&out).contains("saved to"), "{}", stdout(&out));
     assert!(!stdout(&out).contains("PRIVATE KEY") && !stderr(&out).contains("PRIVATE KEY"));
     assert_eq!(perm_bits(&file), 0o600);
@@ -1249,17 +1247,11 @@ fn demo_verifies_a_pending_identity_and_reports_one_given_up() {
     let exe = demo();
     let work = tempfile::tempdir().unwrap();
     let store = work.path().join("s");
-    let mut args = env.demo_args();
-    args.extend(strings(&[
-        "--template_name",
-        "FleetTemplate",
-        "--template_parameters",
-        r#"{"SerialNumber":"51","DeviceLocation":"Seattle"}"#,
-        "--output_dir",
-    ]));
+    let mut args = env.demo_template_args("51");
+    args.extend(strings(&["--output_dir"]));
     args.push(store.display().to_string());
     let out = run(&exe, &args);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    succeeded(&out);
     let id = |text: &str| {
         let line = text
             .lines()
@@ -1273,7 +1265,7 @@ fn demo_verifies_a_pending_identity_and_reports_one_given_up() {
     fs::rename(&committed, &pending).unwrap();
     let claims = env.emulator.throttle().claim_connections();
     let out = run(&exe, &args);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    succeeded(&out);
     assert_eq!(id(&stdout(&out)), first);
     assert_eq!(env.emulator.throttle().claim_connections(), claims);
     assert!(committed.is_file() && !pending.exists());
@@ -1281,7 +1273,7 @@ fn demo_verifies_a_pending_identity_and_reports_one_given_up() {
     fs::rename(&committed, &pending).unwrap();
     args.push("--force".into());
     let out = run(&exe, &args);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    succeeded(&out);
     let text = stdout(&out);
     assert_ne!(id(&text), first);
     assert!(

@@ -5,10 +5,11 @@
 
 #![cfg(feature = "pkcs11")]
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use fleetprov_emulator::{Emulator, EmulatorConfig};
-use fleetprov_testkit::cprog::{c_tests_dir, root, CProgram};
+use fleetprov_testkit::cprog::{c_tests_dir, limited, output_logged, root, CProgram};
+use fleetprov_testkit::file_names;
 use fleetprov_testkit::softhsm::{softhsm, CLAIM_LABEL, PIN, TOKEN};
 
 fn program(cxx: bool) -> PathBuf {
@@ -28,27 +29,18 @@ fn program(cxx: bool) -> PathBuf {
 
 fn run(exe: &Path, port: u16, state: &Path, label: &str, store: &Path, serial: &str) -> Output {
     let hsm = softhsm();
-    let out = Command::new("timeout")
-        .args(["-k", "5", "120"])
-        .arg(exe)
-        .arg("localhost")
-        .arg(port.to_string())
-        .arg(state.join("ca.pem"))
-        .arg(state.join("claim-cert.pem"))
-        .arg(&hsm.module)
-        .args([TOKEN, PIN, CLAIM_LABEL, label])
-        .arg(store)
-        .arg(serial)
-        .env("SOFTHSM2_CONF", &hsm.conf)
-        .output()
-        .unwrap();
-    eprintln!(
-        "--- stdout\n{}--- stderr\n{}--- status {:?}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        out.status.code()
-    );
-    out
+    output_logged(
+        limited(exe)
+            .arg("localhost")
+            .arg(port.to_string())
+            .arg(state.join("ca.pem"))
+            .arg(state.join("claim-cert.pem"))
+            .arg(&hsm.module)
+            .args([TOKEN, PIN, CLAIM_LABEL, label])
+            .arg(store)
+            .arg(serial)
+            .env("SOFTHSM2_CONF", &hsm.conf),
+    )
 }
 
 #[test]
@@ -76,10 +68,8 @@ fn c_provision_keeps_both_keys_in_the_token_and_reuses_the_identity() {
             "{text}"
         );
         assert!(text.ends_with("pkcs11: ok\n"), "{text}");
-        let files: Vec<String> = std::fs::read_dir(&store)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        assert!(store.is_dir(), "{store:?}");
+        let files = file_names(&store);
         assert!(!files.iter().any(|f| f.contains("key")), "{files:?}");
 
         let second = run(&exe, emu.port(), state.path(), label, &store, serial);
@@ -100,20 +90,11 @@ fn demo() -> PathBuf {
 }
 
 fn run_demo(exe: &Path, args: &[String]) -> Output {
-    let out = Command::new("timeout")
-        .args(["-k", "5", "120"])
-        .arg(exe)
-        .args(args)
-        .env("SOFTHSM2_CONF", &softhsm().conf)
-        .output()
-        .unwrap();
-    eprintln!(
-        "--- stdout\n{}--- stderr\n{}--- status {:?}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        out.status.code()
-    );
-    out
+    output_logged(
+        limited(exe)
+            .args(args)
+            .env("SOFTHSM2_CONF", &softhsm().conf),
+    )
 }
 
 #[test]
@@ -165,10 +146,8 @@ fn demo_with_pkcs11_flags_and_output_dir_keeps_the_device_key_in_the_token() {
         text.contains("the private key stays in the PKCS#11 token"),
         "{text}"
     );
-    let files: Vec<String> = std::fs::read_dir(&store)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    assert!(store.is_dir(), "{store:?}");
+    let files = file_names(&store);
     assert_eq!(
         files.len(),
         2,

@@ -4,12 +4,13 @@
 //! Needs libcrypto's headers (Debian's libssl-dev); `.ci/pkcs11.sh` installs them.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 
 use fleetprov_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 
-use fleetprov_testkit::cprog::{c_tests_dir, CProgram};
+use fleetprov_testkit::cprog::{c_tests_dir, limited, output_logged, CProgram};
+use fleetprov_testkit::file_names;
 
 /// Compiles `tests/c/signer.c` (as C11, or as C++ when `cxx`) with warnings as errors and
 /// links it to libfleetprov and libcrypto.
@@ -59,25 +60,16 @@ impl Env {
 
     fn run_with(&self, mode: &str, extra: &[&Path]) -> Output {
         let e = &self.emulator;
-        let out = Command::new("timeout")
-            .args(["-k", "5", "120"])
-            .arg(program())
-            .arg("localhost")
-            .arg(e.port().to_string())
-            .arg(e.ca_path())
-            .arg(e.claim_cert_path())
-            .arg(e.claim_key_path())
-            .arg(mode)
-            .args(extra)
-            .output()
-            .unwrap();
-        eprintln!(
-            "--- stdout\n{}--- stderr\n{}--- status {:?}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            out.status.code()
-        );
-        out
+        output_logged(
+            limited(program())
+                .arg("localhost")
+                .arg(e.port().to_string())
+                .arg(e.ca_path())
+                .arg(e.claim_cert_path())
+                .arg(e.claim_key_path())
+                .arg(mode)
+                .args(extra),
+        )
     }
 }
 
@@ -151,9 +143,7 @@ fn c_provision_with_signer_keys_writes_no_key_and_reuses_with_the_signer() {
         "{text}"
     );
     assert!(text.ends_with("signer: ok\n"), "{text}");
-    let files: Vec<String> = std::fs::read_dir(&store)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    assert!(store.is_dir(), "{store:?}");
+    let files = file_names(&store);
     assert!(!files.iter().any(|f| f.contains("key")), "{files:?}");
 }

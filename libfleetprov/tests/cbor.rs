@@ -4,12 +4,11 @@
 //! (ciborium) wrote, and the other way round.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use fleetprov_emulator::{Emulator, EmulatorConfig};
 
-use fleetprov_testkit::cprog::{root, CProgram};
+use fleetprov_testkit::cprog::{limited, root, CProgram};
 use fleetprov_testkit::env::CSR_PEM;
 
 /// The demo, compiled once per test process with warnings as errors and linked to that library.
@@ -32,9 +31,7 @@ fn run_demo(extra: &[&str]) -> (Option<i32>, String, String, (u64, u64)) {
     let emu = Emulator::start_blocking(EmulatorConfig::new(state.path())).unwrap();
     let port = emu.port().to_string();
     let (ca, cert, key) = (emu.ca_path(), emu.claim_cert_path(), emu.claim_key_path());
-    let out = Command::new("timeout")
-        .args(["-k", "5", "120"])
-        .arg(demo())
+    let out = limited(demo())
         .args(["--endpoint", "localhost", "--port", &port])
         .arg("--ca_file")
         .arg(&ca)

@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 
 use fleetprov_testkit::cprog::{c_tests_dir, CProgram};
 use fleetprov_testkit::env::Env;
+use fleetprov_testkit::file_names;
 
 fn build_program(out: &Path) -> PathBuf {
     CProgram::new("provision_kill", out)
@@ -48,17 +49,6 @@ fn stdout(o: &Output) -> String {
     )
 }
 
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_any_step_leaves_no_half_identity_and_the_next_run_completes() {
     let env = Env::start().await;
@@ -78,7 +68,7 @@ async fn killed_at_any_step_leaves_no_half_identity_and_the_next_run_completes()
         );
         // Never a committed identity; after "verifying" the key and certificate are on disk,
         // registered but not verified: pending.
-        let left = names(&store);
+        let left = file_names(&store);
         assert!(
             !left.contains(&"identity.json".to_owned()),
             "{step}: {left:?}"
@@ -112,7 +102,7 @@ async fn killed_at_any_step_leaves_no_half_identity_and_the_next_run_completes()
             assert!(out.contains("step abandoned attempt=1"), "{step}: {out}");
         }
         // Exactly one identity: the leftovers of the killed run are gone.
-        let files = names(&store);
+        let files = file_names(&store);
         assert_eq!(files.len(), 3, "{files:?}");
         assert_eq!(
             files
@@ -224,7 +214,7 @@ async fn killed_at_any_step_of_a_rotation_leaves_the_old_identity_and_the_next_r
         let mut expected = vec!["identity.json".to_owned()];
         expected.extend(new_files);
         expected.sort();
-        assert_eq!(names(&store), expected, "{step}");
+        assert_eq!(file_names(&store), expected, "{step}");
         let thing = env
             .emu
             .service()

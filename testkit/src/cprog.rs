@@ -1,7 +1,9 @@
 //! C programs built against the C library of this build: where the library and the header are,
 //! and one recipe that compiles (C11 or C++, warnings as errors) and links a program to it.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 /// The target triple this build is for.
@@ -218,4 +220,24 @@ impl CProgram {
         std::fs::remove_dir_all(&dir).unwrap();
         exe
     }
+}
+
+/// A command running `exe` under coreutils `timeout` (killed 5 s after a 120 s limit), so a
+/// hang fails the test instead of stalling it.
+pub fn limited(exe: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-k", "5", "120"]).arg(exe);
+    cmd
+}
+
+/// Runs `cmd` to the end and prints its stdout, stderr and exit status for the test's log.
+pub fn output_logged(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    eprintln!(
+        "--- stdout\n{}--- stderr\n{}--- status {:?}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        out.status.code()
+    );
+    out
 }

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fleetprov::client::{ClientOptions, Credentials, MqttVersion, Pem};
+use fleetprov::provision::{Progress, ProvisionOptions, Step};
+use fleetprov::TemplateName;
 use fleetprov_emulator::{Emulator, EmulatorConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -87,6 +89,44 @@ pub fn any_template_policy(dir: &std::path::Path) -> std::path::PathBuf {
     )
     .unwrap();
     path
+}
+
+/// Options that provision the device `serial` through the emulator's FleetTemplate as the
+/// claim (MQTT 5), keeping the identity in `store`.
+pub fn provision_options(env: &Env, store: &Path, serial: &str) -> ProvisionOptions {
+    let mut o = ProvisionOptions::new(
+        env.claim_opts(MqttVersion::V5),
+        TemplateName::new("FleetTemplate").unwrap(),
+        store.to_path_buf(),
+    );
+    o.parameters = params(serial);
+    o
+}
+
+/// The progress events of a run, in the order it reported them.
+pub type Seen = Arc<Mutex<Vec<Progress>>>;
+
+/// Makes the run `o` configures record every progress event.
+pub fn record(o: &mut ProvisionOptions) -> Seen {
+    let seen: Seen = Arc::default();
+    let sink = Arc::clone(&seen);
+    o.on_progress(move |p| sink.lock().unwrap().push(p.clone()));
+    seen
+}
+
+/// The steps recorded, in order.
+pub fn steps(seen: &Seen) -> Vec<Step> {
+    seen.lock().unwrap().iter().map(|p| p.step).collect()
+}
+
+/// The details of the events recorded at `step`, in order.
+pub fn details(seen: &Seen, step: Step) -> Vec<String> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|p| p.step == step)
+        .map(|p| p.detail.clone())
+        .collect()
 }
 
 pub fn params(serial: &str) -> BTreeMap<String, String> {

@@ -26,3 +26,15 @@ pub mod softhsm;
 pub fn missing_tool(what: &str, install: &str) -> ! {
     panic!("not run: this test needs {what}; install it with `make test-deps` ({install})")
 }
+
+/// The names of the files in `dir`, sorted; none when `dir` does not exist.
+pub fn file_names(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}

@@ -156,14 +156,15 @@ impl PolicyStore {
             }
         };
         let ctx = thing_context(registry, cert, client_id, thing, record.thing.as_deref())?;
-        Ok((
-            Authorizer {
-                policies,
-                ctx,
-                arn: self.arn.clone(),
-            },
-            notes,
-        ))
+        Ok((self.authorizer_of(policies, ctx), notes))
+    }
+
+    fn authorizer_of(&self, policies: Vec<Policy>, ctx: Context) -> Authorizer {
+        Authorizer {
+            policies,
+            ctx,
+            arn: self.arn.clone(),
+        }
     }
 
     /// A claim certificate's authorizer, whether or not the registry knows the certificate.
@@ -175,14 +176,7 @@ impl PolicyStore {
         thing: Option<&str>,
     ) -> Result<(Authorizer, Vec<String>), String> {
         let ctx = thing_context(registry, cert, client_id, thing, None)?;
-        Ok((
-            Authorizer {
-                policies: self.claim.clone(),
-                ctx,
-                arn: self.arn.clone(),
-            },
-            Vec::new(),
-        ))
+        Ok((self.authorizer_of(self.claim.clone(), ctx), Vec::new()))
     }
 }
 

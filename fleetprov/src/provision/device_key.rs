@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use super::options::KeySource;
 use super::store::StoredIdentity;
 use crate::client::{Pem, PrivateKey};
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::keygen::CsrSubject;
 use crate::log::{fp_log, Level};
 use crate::pkcs11::{self, Pkcs11Key};
@@ -122,17 +122,9 @@ impl NewKey {
 
 /// A CSR signed by `signer`, with `subject`.
 fn csr_with(signer: Arc<dyn Signer>, subject: &CsrSubject) -> Result<String, Error> {
-    let (pair, failure) = crate::signer::rcgen_key_pair(signer)?;
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = subject.to_rcgen();
-    let csr = params.serialize_request(&pair).map_err(|e| {
-        let signer_error = failure.lock().ok().and_then(|mut f| f.take());
-        signer_error.unwrap_or_else(|| {
-            Error::new(ErrorKind::Internal, format!("cannot build the CSR: {e}"))
-        })
-    })?;
-    csr.pem()
-        .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot encode the CSR: {e}")))
+    crate::signer::signed_request(signer, &params)
 }
 
 fn hex(bytes: &[u8]) -> String {

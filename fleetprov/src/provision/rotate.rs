@@ -99,11 +99,7 @@ impl Run {
             old.certificate_id,
             left.as_secs()
         );
-        let client_id = self
-            .opts
-            .device_client_id
-            .clone()
-            .unwrap_or_else(|| old.client_id.clone());
+        let client_id = self.client_id(&old.client_id);
         let device = match self
             .opts
             .claim

@@ -157,6 +157,15 @@ struct Run {
 }
 
 impl Run {
+    /// The device's MQTT client ID: the options' override, or `default` (the stored or
+    /// registered identity's).
+    fn client_id(&self, default: &str) -> String {
+        self.opts
+            .device_client_id
+            .clone()
+            .unwrap_or_else(|| default.to_owned())
+    }
+
     async fn progress(&self, step: Step, delay: Duration, detail: impl Into<String>) {
         if let Some(sink) = &self.opts.progress {
             sink(Progress {
@@ -275,11 +284,7 @@ impl Run {
         let m = identity.metadata;
         self.progress(Step::Reusing, Duration::ZERO, m.thing_name.clone())
             .await;
-        let client_id = self
-            .opts
-            .device_client_id
-            .clone()
-            .unwrap_or_else(|| m.client_id.clone());
+        let client_id = self.client_id(&m.client_id);
         self.verify(&identity.files, key, &client_id)
             .await
             .map_err(|f| f.stored_identity(&m.thing_name))?;
@@ -374,11 +379,7 @@ impl Run {
         };
         let key_location = created.key.location();
         drop(created.key);
-        let client_id = self
-            .opts
-            .device_client_id
-            .clone()
-            .unwrap_or_else(|| registered.thing_name.clone());
+        let client_id = self.client_id(&registered.thing_name);
         let metadata = Metadata {
             version: 1,
             thing_name: registered.thing_name.clone(),

@@ -246,11 +246,7 @@ impl Run {
         );
         self.progress(Step::Reusing, Duration::ZERO, m.thing_name.clone())
             .await;
-        let client_id = self
-            .opts
-            .device_client_id
-            .clone()
-            .unwrap_or_else(|| m.client_id.clone());
+        let client_id = self.client_id(&m.client_id);
         // Its key as a stored identity's is reached: a file, or the options' token or signer.
         let (id, source) = (identity.clone(), self.opts.device_key.clone());
         let key = match blocking(move || Ok(device_key::stored_key(&id, &source))).await? {
