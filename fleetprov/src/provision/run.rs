@@ -288,19 +288,24 @@ impl Run {
         self.verify(&identity.files, key, &client_id)
             .await
             .map_err(|f| f.stored_identity(&m.thing_name))?;
-        Ok(Provisioned {
+        Ok(self.reused(m, identity.files, client_id))
+    }
+
+    /// The result of a run that kept the stored identity `m` (its files `files`).
+    fn reused(&self, m: Metadata, files: StoredFiles, client_id: String) -> Provisioned {
+        Provisioned {
             thing_name: m.thing_name,
             device_configuration: m.device_configuration,
             certificate_id: m.certificate_id,
             client_id,
-            files: identity.files,
+            files,
             key_location: m.key_location,
             reused: true,
             rotated: false,
             previous_certificate_id: None,
             attempts: self.attempt,
             abandoned_certificates: self.abandoned.clone(),
-        })
+        }
     }
 
     /// A new identity, from `resumed` (a create result a stopped run left) if given.

@@ -297,19 +297,7 @@ impl Run {
             m.thing_name,
             m.certificate_id
         );
-        Ok(Some(Provisioned {
-            thing_name: m.thing_name,
-            device_configuration: m.device_configuration,
-            certificate_id: m.certificate_id,
-            client_id,
-            files: stored.files,
-            key_location: m.key_location,
-            reused: true,
-            rotated: false,
-            previous_certificate_id: None,
-            attempts: self.attempt,
-            abandoned_certificates: self.abandoned.clone(),
-        }))
+        Ok(Some(self.reused(m, stored.files, client_id)))
     }
 
     async fn drop_pending(&self, store: &IdentityStore) -> Result<(), Error> {
