@@ -56,7 +56,8 @@ common=(--endpoint localhost --port "$port" --ca_file "$state/ca.pem" --cert "$s
         --key "$state/claim-key.pem" --template_name FleetTemplate)
 
 echo "--- keys flow through mosquitto"
-"$DEMO" "${common[@]}" --template_parameters '{"SerialNumber":"101","DeviceLocation":"Seattle"}' | tee "$work/keys.out"
+"$DEMO" "${common[@]}" --template_parameters '{"SerialNumber":"101","DeviceLocation":"Seattle"}' \
+  --identity_file "$work/device-101.pem" | tee "$work/keys.out"
 grep -q 'ThingPrefix_101' "$work/keys.out"
 
 echo "--- CSR flow through mosquitto"

@@ -26,8 +26,9 @@ hsm=(--endpoint localhost --port "$emulator_port" --ca_file "$work/state/ca.pem"
      --cert "$work/state/claim-cert.pem" --pkcs11_lib "$module" --token_label demo --pin 1234
      --key_label claim --template_name FleetTemplate)
 build/fleet_provisioning "${hsm[@]}" --template_parameters '{"SerialNumber":"hsm-1","DeviceLocation":"Seattle"}' \
-  | tee "$work/keys.out"
+  --identity_file "$work/hsm-1.pem" | tee "$work/keys.out"
 grep -q 'ThingPrefix_hsm-1' "$work/keys.out"
+[ "$(stat -c %a "$work/hsm-1.pem")" = 600 ] && grep -q 'PRIVATE KEY' "$work/hsm-1.pem"
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=hsm-device" \
   -keyout "$work/device.key" -out "$work/device.csr" 2>/dev/null
 build/fleet_provisioning "${hsm[@]}" --csr "$work/device.csr" \
