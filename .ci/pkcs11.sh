@@ -43,7 +43,7 @@ build/fleet_provisioning "${hsm[@]}" --output_dir "$work/identity" --device_key_
   --template_parameters '{"SerialNumber":"hsm-3","DeviceLocation":"Seattle"}' | tee "$work/reuse.out"
 grep -q 'Reused the stored identity' "$work/reuse.out"
 # A wrong PIN fails the connection (exit 3) with the token's refusal in the message.
-if build/fleet_provisioning "${hsm[@]}" --pin 0000 >"$work/pin.out" 2>&1; then
+if build/fleet_provisioning "${hsm[@]}" --pin 0000 --identity_file "$work/pin.pem" >"$work/pin.out" 2>&1; then
   echo "a wrong PIN was accepted" >&2; exit 1
 fi
 grep -q 'refused the PIN' "$work/pin.out" || { cat "$work/pin.out" >&2; exit 1; }
