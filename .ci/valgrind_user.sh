@@ -54,10 +54,10 @@ WRAP
     chmod +x "$work/run-$kind"
     t0=$(date +%s)
     sh c_examples/run_demo.sh "$work/run-$kind" target/release/fleetprov-emulator
-    echo "the four demo runs under valgrind in $(( $(date +%s) - t0 )) s"
+    echo "the five demo runs under valgrind in $(( $(date +%s) - t0 )) s"
 
     set -- "$logs"/vg.*
-    [ $# -eq 4 ] || fail "expected 4 valgrind logs (keys flow, CSR flow, identity store: provision and reuse), got $#"
+    [ $# -eq 5 ] || fail "expected 5 valgrind logs (keys flow, CSR flow, identity store: provision, reuse and rotation), got $#"
     for log in "$@"; do
         grep -q "ERROR SUMMARY: 0 errors" "$log" || { cat "$log"; fail "memcheck errors in $log"; }
         lost=$(sed -n 's/.*definitely lost: \([0-9,]*\) bytes.*/\1/p' "$log" | tr -d ,)
