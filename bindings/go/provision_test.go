@@ -312,8 +312,16 @@ func TestProvisionCancelKeepsTheIdentity(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%v: %v", at, err)
 		}
-		if !again.Reused || again.CertificateID != first.CertificateID {
-			t.Fatalf("%v: the identity was not kept: %+v", at, again)
+		if !again.Reused {
+			t.Fatalf("%v: the next run provisioned anew: %+v", at, again)
+		}
+		if again.CertificateID != first.CertificateID {
+			// Cancelled while saving or verifying, the new identity is left pending: the next
+			// run verifies and commits it instead of leaving its certificate behind.
+			if at != StepSaving && at != StepVerifying {
+				t.Fatalf("%v: the identity was not kept: %+v", at, again)
+			}
+			first = again
 		}
 	}
 	waitHandles(t, 5*time.Second)
