@@ -1226,7 +1226,10 @@ fn demo_keys_flow_keeps_the_key_where_the_user_says() {
 
     // The file exists: nothing overwritten, RegisterThing not sent.
     let things = env.thing_names().len();
-    let serial = keys.iter().position(|a| a.contains("41")).unwrap();
+    let serial = keys
+        .iter()
+        .position(|a| a.contains(r#""SerialNumber":"41""#))
+        .unwrap();
     keys[serial] = r#"{"SerialNumber":"42","DeviceLocation":"Seattle"}"#.into();
     expect_demo_failure(&exe, &keys, 7, "RegisterThing not sent");
     assert_eq!(fs::read_to_string(&file).unwrap(), pem);
