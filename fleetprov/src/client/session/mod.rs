@@ -16,6 +16,7 @@
 mod errors;
 mod mqtt;
 mod state;
+mod tls_stream;
 mod transport;
 
 use std::future::Future;
@@ -25,7 +26,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -472,12 +472,10 @@ impl Driver {
         }
         self.deliver();
         if let Some(out) = self.machine.poll_transmit(Instant::now().into_std()) {
-            let (_, tls) = self.stream.get_mut();
-            // Taken as plaintext by rustls (the handshake is done); written with the alert
-            // below, in one write.
-            let _ = std::io::Write::write_all(&mut tls.writer(), out);
+            // Written with TLS's close_notify, in one write.
+            let closed = tokio::time::timeout(DISCONNECT_GRACE, self.stream.close(out)).await;
+            drop(closed);
             self.machine.transmitted(Instant::now().into_std());
-            let _ = tokio::time::timeout(DISCONNECT_GRACE, self.stream.shutdown()).await;
         }
         end.error
     }
@@ -501,11 +499,7 @@ impl Driver {
             return Ok(());
         };
         let stream = &mut self.stream;
-        let written = tokio::time::timeout(WRITE_TIMEOUT, async {
-            stream.write_all(out).await?;
-            stream.flush().await
-        })
-        .await;
+        let written = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(out)).await;
         self.machine.transmitted(Instant::now().into_std());
         let endpoint = self.machine.endpoint();
         match written {

@@ -6,14 +6,11 @@ use std::sync::{Arc, Mutex};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
 
 use super::errors::{io_failure, Phase};
+pub(super) use super::tls_stream::Stream;
 use crate::client::options::ClientOptions;
 use crate::error::{Error, ErrorKind};
-
-pub(super) type Stream = TlsStream<TcpStream>;
 
 /// The longest proxy answer header we read before giving up on it.
 const MAX_PROXY_RESPONSE: usize = 8 * 1024;
@@ -66,20 +63,9 @@ pub(super) async fn open(
             format!("{host:?} is not a valid server name"),
         )
     })?;
-    let mut queued = Ok(());
-    let stream = TlsConnector::from(tls)
-        .connect_with(name, tcp, |c| {
-            queued = std::io::Write::write_all(&mut c.writer(), first);
-        })
+    Stream::connect(tcp, tls, name, first)
         .await
-        .map_err(|e| io_failure(&e, endpoint, host, Phase::Handshake))?;
-    queued.map_err(|e| {
-        Error::new(
-            ErrorKind::Internal,
-            format!("the first packet could not be queued: {e}"),
-        )
-    })?;
-    Ok(stream)
+        .map_err(|e| io_failure(&e, endpoint, host, Phase::Handshake))
 }
 
 /// A name lookup in progress, shared by the connections that want the same name meanwhile.
