@@ -27,7 +27,15 @@ fn program(cxx: bool) -> PathBuf {
         .build()
 }
 
-fn run(exe: &Path, port: u16, state: &Path, label: &str, store: &Path, serial: &str) -> Output {
+/// Runs `provision_pkcs11` against the tokens that `conf` names.
+fn run(
+    exe: &Path,
+    conf: &Path,
+    (port, state): (u16, &Path),
+    label: &str,
+    store: &Path,
+    serial: &str,
+) -> Output {
     let hsm = softhsm();
     output_logged(
         limited(exe)
@@ -39,13 +47,14 @@ fn run(exe: &Path, port: u16, state: &Path, label: &str, store: &Path, serial: &
             .args([TOKEN, PIN, CLAIM_LABEL, label])
             .arg(store)
             .arg(serial)
-            .env("SOFTHSM2_CONF", &hsm.conf),
+            .env("SOFTHSM2_CONF", conf),
     )
 }
 
 #[test]
 fn c_provision_keeps_both_keys_in_the_token_and_reuses_the_identity() {
     let hsm = softhsm();
+    let tokens = hsm.copy_tokens();
     let state = tempfile::tempdir().unwrap();
     hsm.copy_state(state.path());
     let emu = Emulator::start_blocking(EmulatorConfig::new(state.path())).unwrap();
@@ -56,7 +65,14 @@ fn c_provision_keeps_both_keys_in_the_token_and_reuses_the_identity() {
     ] {
         let exe = program(cxx);
         let store = store.join(label);
-        let first = run(&exe, emu.port(), state.path(), label, &store, serial);
+        let first = run(
+            &exe,
+            &tokens.conf,
+            (emu.port(), state.path()),
+            label,
+            &store,
+            serial,
+        );
         assert_eq!(first.status.code(), Some(0));
         let text = String::from_utf8_lossy(&first.stdout);
         assert!(
@@ -72,7 +88,14 @@ fn c_provision_keeps_both_keys_in_the_token_and_reuses_the_identity() {
         let files = file_names(&store);
         assert!(!files.iter().any(|f| f.contains("key")), "{files:?}");
 
-        let second = run(&exe, emu.port(), state.path(), label, &store, serial);
+        let second = run(
+            &exe,
+            &tokens.conf,
+            (emu.port(), state.path()),
+            label,
+            &store,
+            serial,
+        );
         assert_eq!(second.status.code(), Some(0));
         let text = String::from_utf8_lossy(&second.stdout);
         assert!(text.contains("reused: 1\nlocation: pkcs11\n"), "{text}");
@@ -89,17 +112,14 @@ fn demo() -> PathBuf {
         .build()
 }
 
-fn run_demo(exe: &Path, args: &[String]) -> Output {
-    output_logged(
-        limited(exe)
-            .args(args)
-            .env("SOFTHSM2_CONF", &softhsm().conf),
-    )
+fn run_demo(exe: &Path, conf: &Path, args: &[String]) -> Output {
+    output_logged(limited(exe).args(args).env("SOFTHSM2_CONF", conf))
 }
 
 #[test]
 fn demo_with_pkcs11_flags_and_output_dir_keeps_the_device_key_in_the_token() {
     let hsm = softhsm();
+    let tokens = hsm.copy_tokens();
     let state = tempfile::tempdir().unwrap();
     hsm.copy_state(state.path());
     let emu = Emulator::start_blocking(EmulatorConfig::new(state.path())).unwrap();
@@ -134,7 +154,7 @@ fn demo_with_pkcs11_flags_and_output_dir_keeps_the_device_key_in_the_token() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let first = run_demo(&exe, &args);
+    let first = run_demo(&exe, &tokens.conf, &args);
     assert_eq!(first.status.code(), Some(0));
     let text = String::from_utf8_lossy(&first.stdout);
     assert!(text.contains("Thing: ThingPrefix_demo-hsm\n"), "{text}");
@@ -158,7 +178,7 @@ fn demo_with_pkcs11_flags_and_output_dir_keeps_the_device_key_in_the_token() {
     assert!(json.contains(r#""keyLabel": "demo-device""#), "{json}");
     assert!(!json.contains(PIN), "{json}");
 
-    let second = run_demo(&exe, &args);
+    let second = run_demo(&exe, &tokens.conf, &args);
     assert_eq!(second.status.code(), Some(0));
     let text = String::from_utf8_lossy(&second.stdout);
     assert!(
@@ -173,7 +193,7 @@ fn demo_with_pkcs11_flags_and_output_dir_keeps_the_device_key_in_the_token() {
         "service".to_owned(),
         "--force".to_owned(),
     ]);
-    let refused = run_demo(&exe, &args);
+    let refused = run_demo(&exe, &tokens.conf, &args);
     assert_eq!(refused.status.code(), Some(2));
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(

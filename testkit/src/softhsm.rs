@@ -38,6 +38,26 @@ pub struct SoftHsm {
     pub conf: PathBuf,
 }
 
+/// Tokens copied by [`SoftHsm::copy_tokens`]; removed when dropped.
+pub struct TokenCopy {
+    _dir: tempfile::TempDir,
+    /// The `SOFTHSM2_CONF` file naming the copy, for child processes.
+    pub conf: PathBuf,
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     let text = format!(
@@ -123,6 +143,26 @@ impl SoftHsm {
             pin: Some(PIN.to_owned().into()),
             key_label: label.to_owned(),
         }
+    }
+
+    /// A copy of both tokens in a directory of its own, for a test whose child processes write
+    /// to a token: SoftHSM2's file store is not safe for two processes writing one token at
+    /// once (a process reading it meanwhile can find the token missing), and the tests of one
+    /// file run at the same time.
+    pub fn copy_tokens(&self) -> TokenCopy {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        copy_dir(&self._dir.path().join("tokens"), &tokens);
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        TokenCopy { _dir: dir, conf }
     }
 
     /// Copies the prepared emulator state (CA, claim) into `dir`, so that an emulator started
