@@ -167,76 +167,76 @@ mod imp {
 }
 
 #[cfg(feature = "pkcs11")]
+mod ffi;
+
+#[cfg(feature = "pkcs11")]
 mod imp {
     use std::path::Path;
     use std::sync::Mutex;
 
-    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-    use cryptoki::error::{Error as CkError, RvError};
-    use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
-    use cryptoki::mechanism::{Mechanism, MechanismType};
-    use cryptoki::object::{Attribute, AttributeType, CertificateType, ObjectClass, ObjectHandle};
-    use cryptoki::session::{Session, UserType};
-    use cryptoki::slot::Slot;
-    use cryptoki::types::AuthPin;
+    use cryptoki_sys::{
+        CKA_CERTIFICATE_TYPE, CKA_CLASS, CKA_EC_PARAMS, CKA_EC_POINT, CKA_EXTRACTABLE, CKA_ID,
+        CKA_LABEL, CKA_MODULUS, CKA_MODULUS_BITS, CKA_PRIVATE, CKA_PUBLIC_EXPONENT, CKA_SENSITIVE,
+        CKA_SIGN, CKA_SUBJECT, CKA_TOKEN, CKA_VALUE, CKA_VERIFY, CKC_X_509, CKG_MGF1_SHA256,
+        CKG_MGF1_SHA384, CKG_MGF1_SHA512, CKM_ECDSA, CKM_EC_KEY_PAIR_GEN, CKM_RSA_PKCS,
+        CKM_RSA_PKCS_KEY_PAIR_GEN, CKM_SHA256, CKM_SHA384, CKM_SHA512, CKO_CERTIFICATE,
+        CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKR_PIN_INCORRECT, CKR_PIN_LOCKED,
+        CKR_USER_ALREADY_LOGGED_IN, CK_ATTRIBUTE_TYPE, CK_OBJECT_CLASS, CK_OBJECT_HANDLE,
+        CK_RSA_PKCS_PSS_PARAMS, CK_SLOT_ID, CK_ULONG,
+    };
 
+    use super::ffi::{Attr, CkError, Mechanism, Module, Session, Value};
     use super::*;
     use crate::log::{fp_log, Level};
     use crate::signer::{ec_params_der, SignatureScheme};
     use crate::x509::{certificate_subject, ec_spki, rsa_spki, unwrap_octet_string};
 
     /// Modules loaded in this process, initialised once and never unloaded.
-    static MODULES: Mutex<Vec<(PathBuf, Pkcs11)>> = Mutex::new(Vec::new());
+    static MODULES: Mutex<Vec<(PathBuf, Module)>> = Mutex::new(Vec::new());
 
-    /// The name of a PKCS#11 failure: `CKR_*`-style for return values.
+    /// The name of a PKCS#11 failure: `CKR_PIN_INCORRECT from C_Login`.
     fn ck(e: &CkError) -> String {
-        match e {
-            CkError::Pkcs11(rv, function) => format!("{rv:?} from {function:?}"),
-            CkError::LibraryLoading(l) => l.to_string(),
-            other => format!("{other:?}"),
-        }
+        e.to_string()
     }
 
-    fn module(path: &Path) -> Result<Pkcs11, Error> {
+    fn module(path: &Path) -> Result<Module, Error> {
         let mut modules = MODULES.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, m)) = modules.iter().find(|(p, _)| p == path) {
-            return Ok(m.clone());
+            return Ok(*m);
         }
-        let m = Pkcs11::new(path).map_err(|e| {
+        let m = Module::load(path).map_err(|e| {
             signer_error(format!(
-                "PKCS#11: cannot load the module {}: {}",
+                "PKCS#11: cannot load the module {}: {e}",
+                path.display()
+            ))
+        })?;
+        m.initialize().map_err(|e| {
+            signer_error(format!(
+                "PKCS#11: the module {} failed to initialise: {}",
                 path.display(),
                 ck(&e)
             ))
         })?;
-        match m.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => {
-                return Err(signer_error(format!(
-                    "PKCS#11: the module {} failed to initialise: {}",
-                    path.display(),
-                    ck(&e)
-                )))
-            }
-        }
         fp_log!(Level::Debug, "PKCS#11 module {} loaded", path.display());
-        modules.push((path.to_path_buf(), m.clone()));
+        modules.push((path.to_path_buf(), m));
         Ok(m)
     }
 
-    fn find_slot(m: &Pkcs11, key: &Pkcs11Key) -> Result<Slot, Error> {
+    /// A slot id as the options give it (`CK_SLOT_ID` is 32 bits on 32-bit targets).
+    #[allow(clippy::useless_conversion)]
+    fn slot_number(slot: CK_SLOT_ID) -> u64 {
+        u64::from(slot)
+    }
+
+    fn find_slot(m: Module, key: &Pkcs11Key) -> Result<CK_SLOT_ID, Error> {
         let slots = m
-            .get_slots_with_token()
+            .slots_with_token()
             .map_err(|e| signer_error(format!("PKCS#11: cannot list the slots: {}", ck(&e))))?;
-        let label_of = |s: Slot| {
-            m.get_token_info(s)
-                .map(|t| t.label().trim_end().to_owned())
-                .unwrap_or_default()
-        };
-        let found: Vec<Slot> = slots
+        let label_of = |s: CK_SLOT_ID| m.token_label(s).unwrap_or_default();
+        let found: Vec<CK_SLOT_ID> = slots
             .iter()
             .copied()
-            .filter(|s| key.slot_id.is_none_or(|id| s.id() == id))
+            .filter(|s| key.slot_id.is_none_or(|id| slot_number(*s) == id))
             .filter(|s| {
                 key.token_label
                     .as_ref()
@@ -248,7 +248,7 @@ mod imp {
             [] => {
                 let present: Vec<String> = slots
                     .iter()
-                    .map(|s| format!("slot {} '{}'", s.id(), label_of(*s)))
+                    .map(|s| format!("slot {} '{}'", s, label_of(*s)))
                     .collect();
                 Err(signer_error(format!(
                     "PKCS#11: {} not found in {} (tokens present: {})",
@@ -272,13 +272,8 @@ mod imp {
     /// A logged-in session on the key's token.
     fn session(key: &Pkcs11Key, read_write: bool) -> Result<Session, Error> {
         let m = module(&key.module)?;
-        let slot = find_slot(&m, key)?;
-        let session = if read_write {
-            m.open_rw_session(slot)
-        } else {
-            m.open_ro_session(slot)
-        }
-        .map_err(|e| {
+        let slot = find_slot(m, key)?;
+        let session = m.open_session(slot, read_write).map_err(|e| {
             signer_error(format!(
                 "PKCS#11: cannot open a session on {}: {}",
                 key.token_name(),
@@ -286,16 +281,16 @@ mod imp {
             ))
         })?;
         if let Some(pin) = &key.pin {
-            let pin = AuthPin::new(pin.as_str().into());
-            match session.login(UserType::User, Some(&pin)) {
-                Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-                Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
+            match session.login(pin) {
+                Ok(()) => {}
+                Err(e) if e.rv == CKR_USER_ALREADY_LOGGED_IN => {}
+                Err(e) if e.rv == CKR_PIN_INCORRECT => {
                     return Err(signer_error(format!(
                         "PKCS#11: {} refused the PIN (CKR_PIN_INCORRECT)",
                         key.token_name()
                     )))
                 }
-                Err(CkError::Pkcs11(RvError::PinLocked, _)) => {
+                Err(e) if e.rv == CKR_PIN_LOCKED => {
                     return Err(signer_error(format!(
                         "PKCS#11: the PIN of {} is locked (CKR_PIN_LOCKED)",
                         key.token_name()
@@ -315,51 +310,43 @@ mod imp {
 
     fn find(
         session: &Session,
-        class: ObjectClass,
+        class: CK_OBJECT_CLASS,
         label: &str,
-    ) -> Result<Vec<ObjectHandle>, Error> {
+    ) -> Result<Vec<CK_OBJECT_HANDLE>, Error> {
         session
-            .find_objects(&[
-                Attribute::Class(class),
-                Attribute::Label(label.as_bytes().to_vec()),
+            .find(&[
+                Attr(CKA_CLASS, Value::Ulong(class)),
+                Attr(CKA_LABEL, Value::Bytes(label.as_bytes())),
             ])
             .map_err(|e| signer_error(format!("PKCS#11: cannot search the token: {}", ck(&e))))
     }
 
     fn attribute_bytes(
         session: &Session,
-        object: ObjectHandle,
-        ty: AttributeType,
+        object: CK_OBJECT_HANDLE,
+        ty: CK_ATTRIBUTE_TYPE,
     ) -> Option<Vec<u8>> {
-        let attrs = session.get_attributes(object, &[ty]).ok()?;
-        attrs.into_iter().find_map(|a| match a {
-            Attribute::EcParams(v)
-            | Attribute::EcPoint(v)
-            | Attribute::Modulus(v)
-            | Attribute::PublicExponent(v)
-            | Attribute::Id(v) => Some(v),
-            _ => None,
-        })
+        session.attribute(object, ty).ok()
     }
 
     /// The SPKI of a key object from its attributes: EC params and point, or modulus and
     /// exponent.
-    fn public_of(session: &Session, object: ObjectHandle) -> Option<PublicKey> {
+    fn public_of(session: &Session, object: CK_OBJECT_HANDLE) -> Option<PublicKey> {
         let spki = match (
-            attribute_bytes(session, object, AttributeType::EcParams),
-            attribute_bytes(session, object, AttributeType::EcPoint),
+            attribute_bytes(session, object, CKA_EC_PARAMS),
+            attribute_bytes(session, object, CKA_EC_POINT),
         ) {
             (Some(params), Some(point)) => ec_spki(&params, unwrap_octet_string(&point)),
             _ => rsa_spki(
-                &attribute_bytes(session, object, AttributeType::Modulus)?,
-                &attribute_bytes(session, object, AttributeType::PublicExponent)?,
+                &attribute_bytes(session, object, CKA_MODULUS)?,
+                &attribute_bytes(session, object, CKA_PUBLIC_EXPONENT)?,
             ),
         };
         PublicKey::from_spki_der(&spki).ok()
     }
 
-    fn private_key(session: &Session, key: &Pkcs11Key) -> Result<ObjectHandle, Error> {
-        let found = find(session, ObjectClass::PRIVATE_KEY, &key.key_label)?;
+    fn private_key(session: &Session, key: &Pkcs11Key) -> Result<CK_OBJECT_HANDLE, Error> {
+        let found = find(session, CKO_PRIVATE_KEY, &key.key_label)?;
         match found.as_slice() {
             [one] => Ok(*one),
             [] => Err(signer_error(format!(
@@ -384,7 +371,7 @@ mod imp {
     /// The signer over one private key object, on its own session.
     struct TokenSigner {
         session: Mutex<Session>,
-        key: ObjectHandle,
+        key: CK_OBJECT_HANDLE,
         public: PublicKey,
         label: String,
     }
@@ -424,38 +411,26 @@ mod imp {
             let hash = scheme.hash();
             let digest = hash.digest(message);
             let (hash_mech, mgf, prefix) = match hash {
-                Hash::Sha256 => (
-                    MechanismType::SHA256,
-                    PkcsMgfType::MGF1_SHA256,
-                    DIGEST_INFO_SHA256,
-                ),
-                Hash::Sha384 => (
-                    MechanismType::SHA384,
-                    PkcsMgfType::MGF1_SHA384,
-                    DIGEST_INFO_SHA384,
-                ),
-                Hash::Sha512 => (
-                    MechanismType::SHA512,
-                    PkcsMgfType::MGF1_SHA512,
-                    DIGEST_INFO_SHA512,
-                ),
+                Hash::Sha256 => (CKM_SHA256, CKG_MGF1_SHA256, DIGEST_INFO_SHA256),
+                Hash::Sha384 => (CKM_SHA384, CKG_MGF1_SHA384, DIGEST_INFO_SHA384),
+                Hash::Sha512 => (CKM_SHA512, CKG_MGF1_SHA512, DIGEST_INFO_SHA512),
             };
             let (mechanism, data) = if scheme.is_ecdsa() {
-                (Mechanism::Ecdsa, digest)
+                (Mechanism::Plain(CKM_ECDSA), digest)
             } else if scheme.is_pss() {
-                let params = PkcsPssParams {
-                    hash_alg: hash_mech,
+                let params = CK_RSA_PKCS_PSS_PARAMS {
+                    hashAlg: hash_mech,
                     mgf,
-                    s_len: (hash.len() as std::ffi::c_ulong).into(),
+                    sLen: hash.len() as CK_ULONG,
                 };
-                (Mechanism::RsaPkcsPss(params), digest)
+                (Mechanism::Pss(params), digest)
             } else {
                 let mut data = prefix.to_vec();
                 data.extend(digest);
-                (Mechanism::RsaPkcs, data)
+                (Mechanism::Plain(CKM_RSA_PKCS), data)
             };
             let session = self.session.lock().unwrap_or_else(|p| p.into_inner());
-            session.sign(&mechanism, self.key, &data).map_err(|e| {
+            session.sign(mechanism, self.key, &data).map_err(|e| {
                 signer_error(format!(
                     "PKCS#11: the token failed to sign with '{}': {}",
                     self.label,
@@ -471,7 +446,7 @@ mod imp {
     ) -> Result<Arc<dyn Signer>, Error> {
         let session = session(key, false)?;
         let private = private_key(&session, key)?;
-        let from_token = find(&session, ObjectClass::PUBLIC_KEY, &key.key_label)?
+        let from_token = find(&session, CKO_PUBLIC_KEY, &key.key_label)?
             .first()
             .and_then(|o| public_of(&session, *o))
             .or_else(|| public_of(&session, private));
@@ -497,13 +472,13 @@ mod imp {
 
     pub(super) fn has_private_key(key: &Pkcs11Key) -> Result<bool, Error> {
         let session = session(key, false)?;
-        Ok(!find(&session, ObjectClass::PRIVATE_KEY, &key.key_label)?.is_empty())
+        Ok(!find(&session, CKO_PRIVATE_KEY, &key.key_label)?.is_empty())
     }
 
     pub(super) fn key_id(key: &Pkcs11Key) -> Result<Vec<u8>, Error> {
         let session = session(key, false)?;
         let private = private_key(&session, key)?;
-        Ok(attribute_bytes(&session, private, AttributeType::Id).unwrap_or_default())
+        Ok(attribute_bytes(&session, private, CKA_ID).unwrap_or_default())
     }
 
     pub(super) fn generate(
@@ -511,45 +486,49 @@ mod imp {
         algorithm: KeyAlgorithm,
     ) -> Result<Arc<dyn Signer>, Error> {
         let session = session(key, true)?;
-        if !find(&session, ObjectClass::PRIVATE_KEY, &key.key_label)?.is_empty() {
+        if !find(&session, CKO_PRIVATE_KEY, &key.key_label)?.is_empty() {
             return Err(signer_error(format!(
                 "PKCS#11: {} already has a private key labelled '{}'; it is left as it is",
                 key.token_name(),
                 key.key_label
             )));
         }
-        let mut id = vec![0u8; 16];
+        let mut id = [0u8; 16];
         getrandom::getrandom(&mut id)
             .map_err(|e| Error::new(ErrorKind::Internal, format!("no randomness: {e}")))?;
-        let label = Attribute::Label(key.key_label.as_bytes().to_vec());
+        let label = key.key_label.as_bytes();
+        let ec_params = match algorithm {
+            KeyAlgorithm::Rsa { .. } => Vec::new(),
+            ec => ec_params_der(ec).unwrap_or_default(),
+        };
         let mut public = vec![
-            Attribute::Token(true),
-            Attribute::Verify(true),
-            label.clone(),
-            Attribute::Id(id.clone()),
+            Attr(CKA_TOKEN, Value::Bool(true)),
+            Attr(CKA_VERIFY, Value::Bool(true)),
+            Attr(CKA_LABEL, Value::Bytes(label)),
+            Attr(CKA_ID, Value::Bytes(&id)),
         ];
-        let private = vec![
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Sign(true),
-            label,
-            Attribute::Id(id),
+        let private = [
+            Attr(CKA_TOKEN, Value::Bool(true)),
+            Attr(CKA_PRIVATE, Value::Bool(true)),
+            Attr(CKA_SENSITIVE, Value::Bool(true)),
+            Attr(CKA_EXTRACTABLE, Value::Bool(false)),
+            Attr(CKA_SIGN, Value::Bool(true)),
+            Attr(CKA_LABEL, Value::Bytes(label)),
+            Attr(CKA_ID, Value::Bytes(&id)),
         ];
         let mechanism = match algorithm {
             KeyAlgorithm::Rsa { bits } => {
-                public.push(Attribute::ModulusBits((bits as std::ffi::c_ulong).into()));
-                public.push(Attribute::PublicExponent(vec![1, 0, 1]));
-                Mechanism::RsaPkcsKeyPairGen
+                public.push(Attr(CKA_MODULUS_BITS, Value::Ulong(bits as CK_ULONG)));
+                public.push(Attr(CKA_PUBLIC_EXPONENT, Value::Bytes(&[1, 0, 1])));
+                CKM_RSA_PKCS_KEY_PAIR_GEN
             }
-            ec => {
-                public.push(Attribute::EcParams(ec_params_der(ec).unwrap_or_default()));
-                Mechanism::EccKeyPairGen
+            _ => {
+                public.push(Attr(CKA_EC_PARAMS, Value::Bytes(&ec_params)));
+                CKM_EC_KEY_PAIR_GEN
             }
         };
         let (pub_handle, priv_handle) = session
-            .generate_key_pair(&mechanism, &public, &private)
+            .generate_key_pair(mechanism, &public, &private)
             .map_err(|e| {
                 signer_error(format!(
                     "PKCS#11: {} could not generate a {algorithm} key pair: {}",
@@ -576,19 +555,19 @@ mod imp {
     pub(super) fn store_certificate(key: &Pkcs11Key, der: &[u8]) -> Result<(), Error> {
         let session = session(key, true)?;
         let private = private_key(&session, key)?;
-        let id = attribute_bytes(&session, private, AttributeType::Id).unwrap_or_default();
+        let id = attribute_bytes(&session, private, CKA_ID).unwrap_or_default();
         let subject = certificate_subject(der)
             .ok_or_else(|| Error::invalid("PKCS#11: the certificate to store cannot be parsed"))?;
-        let old = find(&session, ObjectClass::CERTIFICATE, &key.key_label)?;
+        let old = find(&session, CKO_CERTIFICATE, &key.key_label)?;
         session
             .create_object(&[
-                Attribute::Class(ObjectClass::CERTIFICATE),
-                Attribute::CertificateType(CertificateType::X_509),
-                Attribute::Token(true),
-                Attribute::Label(key.key_label.as_bytes().to_vec()),
-                Attribute::Id(id),
-                Attribute::Subject(subject),
-                Attribute::Value(der.to_vec()),
+                Attr(CKA_CLASS, Value::Ulong(CKO_CERTIFICATE)),
+                Attr(CKA_CERTIFICATE_TYPE, Value::Ulong(CKC_X_509)),
+                Attr(CKA_TOKEN, Value::Bool(true)),
+                Attr(CKA_LABEL, Value::Bytes(key.key_label.as_bytes())),
+                Attr(CKA_ID, Value::Bytes(&id)),
+                Attr(CKA_SUBJECT, Value::Bytes(&subject)),
+                Attr(CKA_VALUE, Value::Bytes(der)),
             ])
             .map_err(|e| {
                 signer_error(format!(
@@ -607,5 +586,44 @@ mod imp {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(all(test, feature = "pkcs11"))]
+mod tests {
+    use super::*;
+
+    fn open_error(module: &std::path::Path) -> Error {
+        let key = Pkcs11Key {
+            module: module.into(),
+            key_label: "k".into(),
+            ..Pkcs11Key::default()
+        };
+        open(&key, None).unwrap_err()
+    }
+
+    #[test]
+    fn a_library_that_is_not_a_pkcs11_module_is_named() {
+        // A shared library, but not a PKCS#11 module.
+        let e = open_error("libc.so.6".as_ref());
+        assert_eq!(e.kind, ErrorKind::Signer, "{e}");
+        assert!(
+            e.message.contains(
+                "cannot load the module libc.so.6: it has no C_GetFunctionList (is it a PKCS#11 \
+                 module?)"
+            ),
+            "{e}"
+        );
+        // Not a shared library at all.
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("fake-pkcs11.so");
+        std::fs::write(&fake, b"not an ELF file").unwrap();
+        let e = open_error(&fake);
+        assert_eq!(e.kind, ErrorKind::Signer, "{e}");
+        assert!(
+            e.message
+                .contains(&format!("cannot load the module {}: ", fake.display())),
+            "{e}"
+        );
     }
 }
