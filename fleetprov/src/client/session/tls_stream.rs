@@ -9,13 +9,15 @@
 //! not in the future, so the session's `select!` can drop a read at any await point.
 
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::BytesMut;
 use rustls::client::UnbufferedClientConnection;
 use rustls::unbuffered::{ConnectionState, InsufficientSizeError};
 use rustls_pki_types::ServerName;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// How much a read asks the socket for at least: one read takes what a broker sends in a
@@ -29,8 +31,9 @@ pub(super) struct Stream {
     incoming: Vec<u8>,
     /// TLS bytes to send, in order; empty once written.
     outgoing: Vec<u8>,
-    /// Application data decrypted while preparing a write, handed out by the next read.
-    plain: Vec<u8>,
+    /// Application data decrypted outside a read (while preparing a write), handed out by
+    /// the next read.
+    plain: BytesMut,
     /// The server sent close_notify: reads end (Ok(0)) once `plain` is empty.
     peer_closed: bool,
 }
@@ -107,12 +110,14 @@ impl Stream {
             conn,
             incoming: Vec::new(),
             outgoing: Vec::new(),
-            plain: Vec::new(),
+            plain: BytesMut::new(),
             peer_closed: false,
         };
         let mut first = Some(first);
         loop {
-            let step = s.process(&mut first)?;
+            let mut early = BytesMut::new();
+            let step = s.process(&mut first, &mut early)?;
+            s.plain.extend_from_slice(&early);
             s.write_pending().await?;
             match step {
                 Step::Write if first.is_none() => return Ok(s),
@@ -137,8 +142,9 @@ impl Stream {
 
     /// Processes the records received until more are needed or data may be written: the
     /// handshake's messages (what they call for is queued in `outgoing`), application data
-    /// (into `plain`), close_notify. `first`, if given, is encrypted as soon as TLS allows.
-    fn process(&mut self, first: &mut Option<&[u8]>) -> io::Result<Step> {
+    /// (appended to `out`), close_notify. `first`, if given, is encrypted as soon as TLS
+    /// allows.
+    fn process(&mut self, first: &mut Option<&[u8]>, out: &mut BytesMut) -> io::Result<Step> {
         loop {
             let status = self.conn.process_tls_records(&mut self.incoming);
             let discard = status.discard;
@@ -167,7 +173,7 @@ impl Stream {
                 ConnectionState::ReadTraffic(mut records) => {
                     while let Some(record) = records.next_record() {
                         let record = record.map_err(tls_io)?;
-                        self.plain.extend_from_slice(record.payload);
+                        out.extend_from_slice(record.payload);
                     }
                     None
                 }
@@ -296,22 +302,41 @@ impl Stream {
         Ok(())
     }
 
-    /// Reads what the socket has into `incoming`; Ok(0) at the end of the stream. The buffer
-    /// is reserved only once the socket is readable, so an idle connection holds none.
+    /// Reads what the socket has into `incoming`; Ok(0) at the end of the stream. The room
+    /// for a read is made only once the socket is readable, so an idle connection holds none.
     async fn fill(&mut self) -> io::Result<usize> {
         loop {
             self.tcp.readable().await?;
-            self.incoming.reserve(READ_CHUNK);
-            match self.tcp.try_read_buf(&mut self.incoming) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // The readiness was stale (it lasts until a read finds nothing): wait
-                    // again without holding the room reserved for it.
-                    if self.incoming.is_empty() {
+            let start = self.incoming.len();
+            self.incoming.resize(start + READ_CHUNK, 0);
+            // One poll of the socket's read, not `try_read`: after a read shorter than the
+            // room, tokio marks the socket not readable, so the next wait needs no system
+            // call to find it empty.
+            let (tcp, incoming) = (&mut self.tcp, &mut self.incoming);
+            let read = std::future::poll_fn(|cx| {
+                let mut room = ReadBuf::new(&mut incoming[start..]);
+                Poll::Ready(match Pin::new(&mut *tcp).poll_read(cx, &mut room) {
+                    Poll::Ready(done) => Some(done.map(|()| room.filled().len())),
+                    Poll::Pending => None,
+                })
+            })
+            .await;
+            match read {
+                Some(Ok(n)) => {
+                    self.incoming.truncate(start + n);
+                    return Ok(n);
+                }
+                Some(Err(e)) => {
+                    self.incoming.truncate(start);
+                    return Err(e);
+                }
+                None => {
+                    // The readiness was stale: wait again without holding the room.
+                    self.incoming.truncate(start);
+                    if start == 0 {
                         self.incoming = Vec::new();
                     }
                 }
-                Err(e) => return Err(e),
             }
         }
     }
@@ -323,14 +348,18 @@ impl Stream {
             if !self.plain.is_empty() {
                 let n = self.plain.len();
                 buf.extend_from_slice(&self.plain);
-                self.plain = Vec::new();
+                self.plain = BytesMut::new();
                 return Ok(n);
             }
             if self.peer_closed {
                 return Ok(0);
             }
-            self.process(&mut None)?;
-            if !self.plain.is_empty() || self.peer_closed {
+            let before = buf.len();
+            self.process(&mut None, buf)?;
+            if buf.len() > before {
+                return Ok(buf.len() - before);
+            }
+            if self.peer_closed {
                 continue;
             }
             // A post-handshake message may have asked for an answer (a key update).
