@@ -8,8 +8,8 @@
 //! Reads and writes are cancel-safe: every byte read or still to write lives in the stream,
 //! not in the future, so the session's `select!` can drop a read at any await point.
 
+use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -17,7 +17,7 @@ use bytes::BytesMut;
 use rustls::client::UnbufferedClientConnection;
 use rustls::unbuffered::{ConnectionState, InsufficientSizeError};
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// How much a read asks the socket for at least: one read takes what a broker sends in a
@@ -307,36 +307,25 @@ impl Stream {
     async fn fill(&mut self) -> io::Result<usize> {
         loop {
             self.tcp.readable().await?;
-            let start = self.incoming.len();
-            self.incoming.resize(start + READ_CHUNK, 0);
-            // One poll of the socket's read, not `try_read`: after a read shorter than the
-            // room, tokio marks the socket not readable, so the next wait needs no system
-            // call to find it empty.
+            self.incoming.reserve(READ_CHUNK);
+            // One poll of a read, not `try_read`: after a read shorter than the room, tokio
+            // marks the socket not readable, so the next wait needs no system call to find
+            // it empty.
             let (tcp, incoming) = (&mut self.tcp, &mut self.incoming);
             let read = std::future::poll_fn(|cx| {
-                let mut room = ReadBuf::new(&mut incoming[start..]);
-                Poll::Ready(match Pin::new(&mut *tcp).poll_read(cx, &mut room) {
-                    Poll::Ready(done) => Some(done.map(|()| room.filled().len())),
+                let read = tcp.read_buf(incoming);
+                tokio::pin!(read);
+                Poll::Ready(match read.poll(cx) {
+                    Poll::Ready(done) => Some(done),
                     Poll::Pending => None,
                 })
             })
             .await;
             match read {
-                Some(Ok(n)) => {
-                    self.incoming.truncate(start + n);
-                    return Ok(n);
-                }
-                Some(Err(e)) => {
-                    self.incoming.truncate(start);
-                    return Err(e);
-                }
-                None => {
-                    // The readiness was stale: wait again without holding the room.
-                    self.incoming.truncate(start);
-                    if start == 0 {
-                        self.incoming = Vec::new();
-                    }
-                }
+                Some(done) => return done,
+                // The readiness was stale: wait again without holding the room.
+                None if self.incoming.is_empty() => self.incoming = Vec::new(),
+                None => {}
             }
         }
     }
