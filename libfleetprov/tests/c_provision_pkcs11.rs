@@ -65,14 +65,17 @@ fn c_provision_keeps_both_keys_in_the_token_and_reuses_the_identity() {
     ] {
         let exe = program(cxx);
         let store = store.join(label);
-        let first = run(
-            &exe,
-            &tokens.conf,
-            (emu.port(), state.path()),
-            label,
-            &store,
-            serial,
-        );
+        let run_once = || {
+            run(
+                &exe,
+                &tokens.conf,
+                (emu.port(), state.path()),
+                label,
+                &store,
+                serial,
+            )
+        };
+        let first = run_once();
         assert_eq!(first.status.code(), Some(0));
         let text = String::from_utf8_lossy(&first.stdout);
         assert!(
@@ -88,14 +91,7 @@ fn c_provision_keeps_both_keys_in_the_token_and_reuses_the_identity() {
         let files = file_names(&store);
         assert!(!files.iter().any(|f| f.contains("key")), "{files:?}");
 
-        let second = run(
-            &exe,
-            &tokens.conf,
-            (emu.port(), state.path()),
-            label,
-            &store,
-            serial,
-        );
+        let second = run_once();
         assert_eq!(second.status.code(), Some(0));
         let text = String::from_utf8_lossy(&second.stdout);
         assert!(text.contains("reused: 1\nlocation: pkcs11\n"), "{text}");

@@ -45,6 +45,20 @@ pub struct TokenCopy {
     pub conf: PathBuf,
 }
 
+/// Writes `dir/softhsm2.conf` naming `tokens` as the token directory; returns its path.
+fn write_conf(dir: &Path, tokens: &Path) -> PathBuf {
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    conf
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -92,15 +106,7 @@ pub fn softhsm() -> &'static SoftHsm {
         let dir = tempfile::tempdir().unwrap();
         let tokens = dir.path().join("tokens");
         std::fs::create_dir(&tokens).unwrap();
-        let conf = dir.path().join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
+        let conf = write_conf(dir.path(), &tokens);
         std::env::set_var("SOFTHSM2_CONF", &conf);
         for token in [TOKEN, PIN_TOKEN] {
             run(Command::new("softhsm2-util").args([
@@ -153,15 +159,7 @@ impl SoftHsm {
         let dir = tempfile::tempdir().unwrap();
         let tokens = dir.path().join("tokens");
         copy_dir(&self._dir.path().join("tokens"), &tokens);
-        let conf = dir.path().join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
+        let conf = write_conf(dir.path(), &tokens);
         TokenCopy { _dir: dir, conf }
     }
 

@@ -432,35 +432,19 @@ impl Session {
         check(unsafe { init(self.handle, &mut m, key) }, "C_SignInit")?;
         // The module only reads the data (the C type is not const).
         let input = data.as_ptr() as *mut CK_BYTE;
+        // SAFETY (both calls): the data is valid for its length; `out` is NULL (the module
+        // writes only the signature's length, and the operation stays active) or has room
+        // for `len` bytes, the length the module asked for.
+        let call = |out: *mut CK_BYTE, len: &mut CK_ULONG| {
+            check(
+                unsafe { sign(self.handle, input, ulong(data.len()), out, len) },
+                "C_Sign",
+            )
+        };
         let mut len: CK_ULONG = 0;
-        // SAFETY: the data is valid for its length; with a NULL output the module writes only
-        // the signature's length, and the operation stays active.
-        check(
-            unsafe {
-                sign(
-                    self.handle,
-                    input,
-                    ulong(data.len()),
-                    ptr::null_mut(),
-                    &mut len,
-                )
-            },
-            "C_Sign",
-        )?;
+        call(ptr::null_mut(), &mut len)?;
         let mut signature = vec![0u8; len as usize];
-        // SAFETY: `signature` has room for `len` bytes, the length the module asked for.
-        check(
-            unsafe {
-                sign(
-                    self.handle,
-                    input,
-                    ulong(data.len()),
-                    signature.as_mut_ptr(),
-                    &mut len,
-                )
-            },
-            "C_Sign",
-        )?;
+        call(signature.as_mut_ptr(), &mut len)?;
         signature.truncate(len as usize);
         Ok(signature)
     }

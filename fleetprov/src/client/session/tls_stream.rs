@@ -116,7 +116,7 @@ impl Stream {
         let mut first = Some(first);
         loop {
             let mut early = BytesMut::new();
-            let step = s.process(&mut first, &mut early)?;
+            let step = s.process(&mut early, &mut first, None)?;
             s.plain.extend_from_slice(&early);
             s.write_pending().await?;
             match step {
@@ -143,8 +143,13 @@ impl Stream {
     /// Processes the records received until more are needed or data may be written: the
     /// handshake's messages (what they call for is queued in `outgoing`), application data
     /// (appended to `out`), close_notify. `first`, if given, is encrypted as soon as TLS
-    /// allows.
-    fn process(&mut self, first: &mut Option<&[u8]>, out: &mut BytesMut) -> io::Result<Step> {
+    /// allows; `send` (data, and whether close_notify follows) once the handshake is done.
+    fn process(
+        &mut self,
+        out: &mut BytesMut,
+        first: &mut Option<&[u8]>,
+        send: Option<(&[u8], bool)>,
+    ) -> io::Result<Step> {
         loop {
             let status = self.conn.process_tls_records(&mut self.incoming);
             let discard = status.discard;
@@ -188,7 +193,19 @@ impl Stream {
                 ConnectionState::BlockedHandshake => Some(Step::Read),
                 // Handshake done and nothing complete left to process: what stays in
                 // `incoming`, if anything, is a partial record.
-                ConnectionState::WriteTraffic(_) => Some(Step::Write),
+                ConnectionState::WriteTraffic(mut w) => {
+                    if let Some((data, close)) = send {
+                        if !data.is_empty() {
+                            append(&mut self.outgoing, |buf| encrypted(w.encrypt(data, buf)))?;
+                        }
+                        if close {
+                            append(&mut self.outgoing, |buf| {
+                                encrypted(w.queue_close_notify(buf))
+                            })?;
+                        }
+                    }
+                    Some(Step::Write)
+                }
                 _ => {
                     return Err(io::Error::other(
                         "TLS reached a state this client does not handle",
@@ -230,61 +247,18 @@ impl Stream {
         }
     }
 
-    /// Encrypts `data` (and close_notify if `close`) into `outgoing`.
+    /// Encrypts `data` (and close_notify if `close`) into `outgoing`. Application data that
+    /// comes first waits in `plain` for the next read.
     fn encrypt(&mut self, data: &[u8], close: bool) -> io::Result<()> {
-        loop {
-            let status = self.conn.process_tls_records(&mut self.incoming);
-            let discard = status.discard;
-            let state = match status.state {
-                Ok(state) => state,
-                Err(e) => {
-                    self.incoming.drain(..discard);
-                    self.last_gasp();
-                    return Err(tls_io(e));
-                }
-            };
-            let done = match state {
-                ConnectionState::WriteTraffic(mut w) => {
-                    if !data.is_empty() {
-                        append(&mut self.outgoing, |buf| encrypted(w.encrypt(data, buf)))?;
-                    }
-                    if close {
-                        append(&mut self.outgoing, |buf| {
-                            encrypted(w.queue_close_notify(buf))
-                        })?;
-                    }
-                    true
-                }
-                ConnectionState::EncodeTlsData(mut enc) => {
-                    append(&mut self.outgoing, |buf| encoded(enc.encode(buf)))?;
-                    false
-                }
-                ConnectionState::TransmitTlsData(tx) => {
-                    tx.done();
-                    false
-                }
-                ConnectionState::ReadTraffic(mut records) => {
-                    while let Some(record) = records.next_record() {
-                        let record = record.map_err(tls_io)?;
-                        self.plain.extend_from_slice(record.payload);
-                    }
-                    false
-                }
-                ConnectionState::PeerClosed => {
-                    self.peer_closed = true;
-                    false
-                }
-                _ => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::BrokenPipe,
-                        "the TLS connection is closed",
-                    ))
-                }
-            };
-            self.incoming.drain(..discard);
-            if done {
-                return Ok(());
-            }
+        let mut plain = std::mem::take(&mut self.plain);
+        let step = self.process(&mut plain, &mut None, Some((data, close)));
+        self.plain = plain;
+        match step? {
+            Step::Write => Ok(()),
+            Step::Read => Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the TLS connection is closed",
+            )),
         }
     }
 
@@ -344,7 +318,7 @@ impl Stream {
                 return Ok(0);
             }
             let before = buf.len();
-            self.process(&mut None, buf)?;
+            self.process(buf, &mut None, None)?;
             if buf.len() > before {
                 return Ok(buf.len() - before);
             }
