@@ -360,16 +360,22 @@ mod tests {
 
     use super::*;
 
-    /// A server configuration for "localhost" and a client configuration that trusts it.
-    fn configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    /// A server configuration for "localhost" (TLS 1.2 only if `tls12`, else 1.2 and 1.3) and
+    /// a client configuration that trusts it.
+    fn configs(tls12: bool) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
             .unwrap()
             .self_signed(&key)
             .unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let versions: &[&rustls::SupportedProtocolVersion] = if tls12 {
+            &[&rustls::version::TLS12]
+        } else {
+            rustls::DEFAULT_VERSIONS
+        };
         let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .unwrap()
             .with_no_client_auth()
             .with_single_cert(
@@ -390,11 +396,12 @@ mod tests {
     /// A TLS server on loopback (rustls's buffered server on a thread, blocking I/O) running
     /// `serve` on its one connection; returns the port and the client's configuration.
     fn server<T: Send + 'static>(
+        tls12: bool,
         serve: impl FnOnce(&mut rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>) -> T
             + Send
             + 'static,
     ) -> (u16, Arc<rustls::ClientConfig>, std::thread::JoinHandle<T>) {
-        let (server, client) = configs();
+        let (server, client) = configs(tls12);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let thread = std::thread::spawn(move || {
@@ -408,6 +415,7 @@ mod tests {
     /// Reads the client's five first bytes, answers `answer`, waits for the test's go, then
     /// closes TLS cleanly (close_notify) or not (TCP only). Returns what it read first.
     fn answering(
+        tls12: bool,
         answer: Vec<u8>,
         clean_close: bool,
     ) -> (
@@ -417,7 +425,7 @@ mod tests {
         std::thread::JoinHandle<Vec<u8>>,
     ) {
         let (go, wait) = mpsc::channel::<()>();
-        let (port, client, thread) = server(move |tls| {
+        let (port, client, thread) = server(tls12, move |tls| {
             let mut first = [0u8; 5];
             tls.read_exact(&mut first).unwrap();
             tls.write_all(&answer).unwrap();
@@ -452,7 +460,7 @@ mod tests {
     async fn data_across_records_then_close_notify_and_no_buffer_held_while_waiting() {
         // Over one TLS record (16 KiB), so the answer spans records and reads.
         let answer: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
-        let (port, config, go, server) = answering(answer.clone(), true);
+        let (port, config, go, server) = answering(false, answer.clone(), true);
         let mut s = connect(port, config).await;
         let got = read_exactly(&mut s, answer.len()).await;
         assert_eq!(&got[..], &answer[..]);
@@ -479,7 +487,7 @@ mod tests {
 
     #[tokio::test]
     async fn tcp_end_without_close_notify_is_an_unexpected_eof() {
-        let (port, config, go, server) = answering(b"ok".to_vec(), false);
+        let (port, config, go, server) = answering(false, b"ok".to_vec(), false);
         let mut s = connect(port, config).await;
         assert_eq!(&read_exactly(&mut s, 2).await[..], b"ok");
         go.send(()).unwrap();
@@ -490,7 +498,7 @@ mod tests {
 
     #[tokio::test]
     async fn writes_arrive_in_order_and_close_sends_close_notify() {
-        let (port, config, reader) = server(|tls| {
+        let (port, config, reader) = server(false, |tls| {
             let mut all = Vec::new();
             // Ok until close_notify: an end without it would be an error here.
             tls.read_to_end(&mut all).unwrap();
@@ -506,5 +514,20 @@ mod tests {
         want.extend(&big);
         want.extend(b" last");
         assert_eq!(reader.join().unwrap(), want);
+    }
+
+    /// Under TLS 1.2 the first data waits for the server's Finished, then goes out.
+    #[tokio::test]
+    async fn tls12_server_gets_the_first_data_after_the_handshake() {
+        let (port, config, go, server) = answering(true, b"over 1.2".to_vec(), true);
+        let mut s = connect(port, config).await;
+        assert_eq!(
+            s.conn.protocol_version(),
+            Some(rustls::ProtocolVersion::TLSv1_2)
+        );
+        assert_eq!(&read_exactly(&mut s, 8).await[..], b"over 1.2");
+        go.send(()).unwrap();
+        assert_eq!(s.read_buf(&mut BytesMut::new()).await.unwrap(), 0);
+        assert_eq!(server.join().unwrap(), b"hello");
     }
 }
