@@ -432,3 +432,85 @@ func TestProvisionUserCSR(t *testing.T) {
 	}
 	waitHandles(t, 5*time.Second)
 }
+
+// A pending identity (pending.json: registered and stored, not verified yet, as a run that
+// could not verify leaves it) is verified and committed by the next run, without the claim;
+// a forced run instead gives it up and reports its certificate as abandoned, in OnProgress
+// (StepCertificateAbandoned, the id as detail) and in AbandonedCertificates.
+func TestProvisionPendingIdentity(t *testing.T) {
+	e := startEmulator(t)
+	store := filepath.Join(t.TempDir(), "identity")
+	committed, pending := filepath.Join(store, "identity.json"), filepath.Join(store, "pending.json")
+	opts := provisionOpts(e, store, "go-pending")
+	first, err := Provision(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first.AbandonedCertificates) != 0 {
+		t.Fatalf("first run abandoned %q", first.AbandonedCertificates)
+	}
+	if err := os.Rename(committed, pending); err != nil {
+		t.Fatal(err)
+	}
+
+	var log progressLog
+	opts.OnProgress = log.on
+	p, err := Provision(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.CertificateID != first.CertificateID || p.ThingName != first.ThingName || !p.Reused ||
+		p.MetadataFile != committed || len(p.AbandonedCertificates) != 0 {
+		t.Fatalf("pending run: got %+v, first %+v", p, first)
+	}
+	// Verified with a device connection, never a claim one, nothing given up.
+	if !log.has(StepReusing, first.ThingName) || !log.has(StepVerifying, first.ThingName) ||
+		!log.has(StepConnecting, "device") || log.has(StepConnecting, "claim") ||
+		log.has(StepCertificateAbandoned, "") {
+		t.Fatalf("pending run steps %v %q", log.steps, log.texts)
+	}
+	if _, err := os.Stat(committed); err != nil {
+		t.Fatalf("identity.json after the pending run: %v", err)
+	}
+	if _, err := os.Stat(pending); !os.IsNotExist(err) {
+		t.Fatalf("pending.json after the pending run: %v", err)
+	}
+
+	// Force: a new identity is wanted, so the pending one is given up, and reported.
+	if err := os.Rename(committed, pending); err != nil {
+		t.Fatal(err)
+	}
+	var forced progressLog
+	opts.OnProgress = forced.on
+	opts.Force = true
+	q, err := Provision(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Reused || q.CertificateID == first.CertificateID || q.ThingName != first.ThingName {
+		t.Fatalf("forced run: got %+v, first %+v", q, first)
+	}
+	if len(q.AbandonedCertificates) != 1 || q.AbandonedCertificates[0] != first.CertificateID {
+		t.Fatalf("AbandonedCertificates %q, want [%s]", q.AbandonedCertificates, first.CertificateID)
+	}
+	n := 0
+	for i, s := range forced.steps {
+		if s == StepCertificateAbandoned {
+			n++
+			if forced.texts[i] != first.CertificateID {
+				t.Fatalf("certificate abandoned with detail %q, want %s", forced.texts[i], first.CertificateID)
+			}
+		}
+	}
+	if n != 1 || !forced.has(StepConnecting, "claim") {
+		t.Fatalf("forced run steps %v %q", forced.steps, forced.texts)
+	}
+	if StepCertificateAbandoned.String() != "certificate abandoned" {
+		t.Fatalf("step name %q", StepCertificateAbandoned.String())
+	}
+	checkIdentity(t, q, store, "PRIVATE KEY")
+	if _, err := os.Stat(pending); !os.IsNotExist(err) {
+		t.Fatalf("pending.json after the forced run: %v", err)
+	}
+	waitHandles(t, 5*time.Second)
+}

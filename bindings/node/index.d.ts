@@ -255,7 +255,8 @@ export interface ProgressEvent {
   /** Non-zero only for `retryScheduled`. */
   delayMs: number;
   /** "claim" or "device", the operation, the template, the store, the client id, the reason
-   * for a retry or the reused thing's name; never key material. */
+   * for a retry, the reused thing's name or, for `certificateAbandoned`, the given-up
+   * certificate's id; never key material. */
   detail: string;
 }
 

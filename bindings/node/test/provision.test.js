@@ -280,3 +280,47 @@ test('provision: your own CSR and its key', { skip }, async () => {
     (e) => e.code === 'FP_ERR_INVALID_ARGUMENT' && /go together/.test(e.detail),
   );
 });
+
+test('provision: a pending identity is verified and committed; a forced run reports it abandoned', { skip }, async () => {
+  const opts = options(emulator, 'node-pending');
+  const committed = path.join(opts.storeDir, 'identity.json');
+  const pending = path.join(opts.storeDir, 'pending.json');
+  const first = await fp.provision(opts);
+  assert.deepEqual(first.abandonedCertificates, []);
+  // As a run that could not verify its new identity leaves it.
+  fs.renameSync(committed, pending);
+
+  const steps = [];
+  const verified = await fp.provision(opts, { onProgress: (e) => steps.push(e) });
+  assert.equal(verified.certificateId, first.certificateId);
+  assert.equal(verified.thingName, first.thingName);
+  assert.equal(verified.reused, true);
+  assert.equal(verified.metadataFile, committed);
+  assert.deepEqual(verified.abandonedCertificates, []);
+  const seen = (list, step, detail) => list.some((e) => e.step === step && e.detail === detail);
+  // Verified with a device connection, never a claim one, nothing given up.
+  assert.ok(seen(steps, 'reusing', first.thingName), JSON.stringify(steps));
+  assert.ok(seen(steps, 'verifying', first.thingName), JSON.stringify(steps));
+  assert.ok(seen(steps, 'connecting', 'device'), JSON.stringify(steps));
+  assert.ok(!seen(steps, 'connecting', 'claim'), JSON.stringify(steps));
+  assert.ok(!steps.some((e) => e.step === 'certificateAbandoned'), JSON.stringify(steps));
+  assert.ok(fs.existsSync(committed));
+  assert.ok(!fs.existsSync(pending));
+
+  // Force: a new identity is wanted, so the pending one is given up, and reported.
+  fs.renameSync(committed, pending);
+  const forcedSteps = [];
+  const forced = await fp.provision({ ...opts, force: true }, { onProgress: (e) => forcedSteps.push(e) });
+  assert.equal(forced.reused, false);
+  assert.notEqual(forced.certificateId, first.certificateId);
+  assert.equal(forced.thingName, first.thingName);
+  assert.deepEqual(forced.abandonedCertificates, [first.certificateId]);
+  assert.deepEqual(
+    forcedSteps.filter((e) => e.step === 'certificateAbandoned').map((e) => e.detail),
+    [first.certificateId],
+  );
+  assert.ok(seen(forcedSteps, 'connecting', 'claim'), JSON.stringify(forcedSteps));
+  checkIdentity(forced, opts.storeDir, 'PRIVATE KEY');
+  assert.ok(!fs.existsSync(pending));
+  await drained(5_000);
+});

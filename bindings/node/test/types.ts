@@ -10,6 +10,7 @@ import {
   codes,
   provision as provisionOnce,
   type ProgressEvent,
+  type ProvisionStep,
   type ProvisionOptions,
   type Pkcs11Key,
   type KeyLocation,
@@ -124,13 +125,17 @@ export async function once(signal: AbortSignal): Promise<string> {
   try {
     const result: Provisioned = await provisionOnce(options, {
       signal,
-      onProgress: (e: ProgressEvent) => steps.push(`${e.step} ${e.attempt} ${e.delayMs} ${e.detail}`),
+      onProgress: (e: ProgressEvent) => {
+        const abandoned: ProvisionStep = 'certificateAbandoned';
+        steps.push(e.step === abandoned ? `deactivate ${e.detail}` : `${e.step} ${e.attempt} ${e.delayMs} ${e.detail}`);
+      },
     });
+    const givenUp: string[] = result.abandonedCertificates;
     const reused: boolean = result.reused;
     const rotated: boolean = result.rotated;
     const previous: string | null = result.previousCertificateId;
     const where: KeyLocation = result.keyLocation;
-    return `${result.thingName} ${result.privateKeyFile} ${where} ${reused} ${rotated} ${previous} ${result.attempts}`;
+    return `${result.thingName} ${result.privateKeyFile} ${where} ${reused} ${rotated} ${previous} ${result.attempts} ${givenUp.join(',')}`;
   } catch (e) {
     if (e instanceof AbortError || e instanceof RejectedError) {
       return e.code;

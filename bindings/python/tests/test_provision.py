@@ -215,3 +215,55 @@ def test_sync_exception_from_on_progress_cancels_the_run(
     wait_for_background_runs(2)
     assert time.monotonic() - t0 < 2
     assert not (tmp_path / "s" / "identity.json").exists()
+
+
+def test_pending_identity_is_verified_or_reported_abandoned(
+    emulator: Emulator, serial: str, tmp_path: Path
+) -> None:
+    """A pending identity (``pending.json``: registered and stored, not verified yet, as a run
+    that could not verify leaves it) is verified and committed by the next run, without the
+    claim; a forced run instead gives it up and reports its certificate as abandoned, to
+    ``on_progress`` (``Step.CERTIFICATE_ABANDONED``, the id as detail) and in the result."""
+    store = tmp_path / "identity"
+    committed, pending = store / "identity.json", store / "pending.json"
+
+    def run(events: List[fleetprov.Progress], force: bool = False) -> fleetprov.Provisioned:
+        return fleetprov.provision(
+            **emulator.claim(), template_name="FleetTemplate", parameters=params(serial),
+            output_dir=store, force=force, on_progress=events.append,
+        )
+
+    first = run([])
+    assert first.abandoned_certificates == []
+    # As a run that could not verify its new identity leaves it.
+    committed.rename(pending)
+
+    events: List[fleetprov.Progress] = []
+    verified = run(events)
+    assert verified.certificate_id == first.certificate_id
+    assert verified.thing_name == first.thing_name
+    assert verified.reused
+    assert Path(verified.metadata_file) == committed
+    assert verified.abandoned_certificates == []
+    # Verified with a device connection, never a claim one, nothing given up.
+    seen = [(e.step, e.detail) for e in events]
+    assert seen == [
+        (fleetprov.Step.REUSING, first.thing_name),
+        (fleetprov.Step.VERIFYING, first.thing_name),
+        (fleetprov.Step.CONNECTING, "device"),
+    ], seen
+    assert committed.is_file() and not pending.exists()
+
+    # force: a new identity is wanted, so the pending one is given up, and reported.
+    committed.rename(pending)
+    events.clear()
+    forced = run(events, force=True)
+    assert not forced.reused
+    assert forced.certificate_id != first.certificate_id
+    assert forced.thing_name == first.thing_name
+    assert forced.abandoned_certificates == [first.certificate_id]
+    given_up = [e.detail for e in events if e.step == fleetprov.Step.CERTIFICATE_ABANDONED]
+    assert given_up == [first.certificate_id], events
+    assert any(e.step == fleetprov.Step.CONNECTING and e.detail == "claim" for e in events), events
+    assert committed.is_file() and not pending.exists()
+    assert Path(forced.private_key_file).parent == store

@@ -66,7 +66,8 @@ class Progress:
     #: For ``Step.RETRY_SCHEDULED``: the wait before the next try, in milliseconds; else 0.
     delay_ms: int
     #: What the step is about (never key material): "claim"/"device" for CONNECTING, the
-    #: template name for REGISTERING, the reason for RETRY_SCHEDULED, ...
+    #: template name for REGISTERING, the reason for RETRY_SCHEDULED, the given-up
+    #: certificate's id for CERTIFICATE_ABANDONED, ...
     detail: str
 
 
