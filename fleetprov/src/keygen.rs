@@ -1,7 +1,7 @@
 //! Device keys made on the device, and the CSR for CreateCertificateFromCsr.
 //!
 //! EC keys come from ring; ring cannot generate RSA keys, so RSA-2048 comes from the `rsa`
-//! crate (cargo feature `rsa-keygen`, off by default: it costs about 184 KiB of the shared
+//! crate (cargo feature `rsa-keygen`, off by default: it costs about 153 KiB of the shared
 //! library). Either way the key is PKCS#8 DER, which signs the CSR (`crate::x509::csr`) and
 //! becomes the PEM. The private key leaves this module only as PEM in a [`Zeroizing`] buffer,
 //! and the DER and PEM copies made here are wiped. (ring keeps its own parsed form of the key
@@ -25,7 +25,7 @@ pub enum KeyType {
     EcP384,
     /// RSA with a 2048-bit modulus, PKCS#1 v1.5 signatures with SHA-256. Generating it takes
     /// from a fraction of a second to a few seconds on a small CPU. Needs the cargo feature
-    /// `rsa-keygen` (about 184 KiB of the shared library); without it, asking for it is an
+    /// `rsa-keygen` (about 153 KiB of the shared library); without it, asking for it is an
     /// [`ErrorKind::InvalidArgument`] error.
     Rsa2048,
 }
