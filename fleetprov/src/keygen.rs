@@ -4,8 +4,9 @@
 //! crate (cargo feature `rsa-keygen`, off by default: it costs about 153 KiB of the shared
 //! library). Either way the key is PKCS#8 DER, which signs the CSR (`crate::x509::csr`) and
 //! becomes the PEM. The private key leaves this module only as PEM in a [`Zeroizing`] buffer,
-//! and the DER and PEM copies made here are wiped. (ring keeps its own parsed form of the key
-//! while the CSR is signed and frees it without wiping: that copy is beyond our reach.)
+//! and the DER and PEM copies made here are wiped. (ring's PKCS#8 document of a new EC key, and
+//! the parsed form of the key ring keeps while the CSR is signed, are freed without wiping:
+//! those copies are beyond our reach.)
 
 use ring::rand::SystemRandom;
 use ring::signature::{self as ring_sig, EcdsaKeyPair};
