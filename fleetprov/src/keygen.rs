@@ -1,16 +1,20 @@
 //! Device keys made on the device, and the CSR for CreateCertificateFromCsr.
 //!
-//! EC keys come from ring (through rcgen); ring cannot generate RSA keys, so RSA-2048 comes
-//! from the `rsa` crate (cargo feature `rsa-keygen`, off by default: it costs about 184 KiB of
-//! the shared library) and is handed to rcgen as PKCS#8 for signing the CSR. The private key
-//! leaves this module only as PEM in a [`Zeroizing`] buffer; rcgen's copy is wiped before it
-//! is dropped. (ring keeps its own parsed form of the key inside rcgen's key pair while the
-//! CSR is signed and frees it without wiping: that copy is beyond our reach.)
+//! EC keys come from ring; ring cannot generate RSA keys, so RSA-2048 comes from the `rsa`
+//! crate (cargo feature `rsa-keygen`, off by default: it costs about 153 KiB of the shared
+//! library). Either way the key is PKCS#8 DER, which signs the CSR (`crate::x509::csr`) and
+//! becomes the PEM. The private key leaves this module only as PEM in a [`Zeroizing`] buffer,
+//! and the DER and PEM copies made here are wiped. (ring's PKCS#8 document of a new EC key, and
+//! the parsed form of the key ring keeps while the CSR is signed, are freed without wiping:
+//! those copies are beyond our reach.)
 
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SignatureAlgorithm};
-use zeroize::{Zeroize, Zeroizing};
+use ring::rand::SystemRandom;
+use ring::signature::{self as ring_sig, EcdsaKeyPair};
+use rustls::pki_types::pem::{PemObject, SectionKind};
+use zeroize::Zeroizing;
 
 use crate::error::{Error, ErrorKind};
+use crate::x509::csr;
 
 /// The kind of key the device generates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -22,7 +26,7 @@ pub enum KeyType {
     EcP384,
     /// RSA with a 2048-bit modulus, PKCS#1 v1.5 signatures with SHA-256. Generating it takes
     /// from a fraction of a second to a few seconds on a small CPU. Needs the cargo feature
-    /// `rsa-keygen` (about 184 KiB of the shared library); without it, asking for it is an
+    /// `rsa-keygen` (about 153 KiB of the shared library); without it, asking for it is an
     /// [`ErrorKind::InvalidArgument`] error.
     Rsa2048,
 }
@@ -59,8 +63,20 @@ enum SubjectAttribute {
     SerialNumber,
 }
 
-/// OID of the X.520 serialNumber attribute (2.5.4.5), which rcgen has no name for.
-const SERIAL_NUMBER_OID: &[u64] = &[2, 5, 4, 5];
+impl SubjectAttribute {
+    /// The attribute type's OID (X.520, 2.5.4.x), DER content bytes.
+    fn oid(self) -> &'static [u8] {
+        match self {
+            SubjectAttribute::CommonName => &[0x55, 0x04, 0x03],
+            SubjectAttribute::Organization => &[0x55, 0x04, 0x0a],
+            SubjectAttribute::OrganizationalUnit => &[0x55, 0x04, 0x0b],
+            SubjectAttribute::Country => &[0x55, 0x04, 0x06],
+            SubjectAttribute::State => &[0x55, 0x04, 0x08],
+            SubjectAttribute::Locality => &[0x55, 0x04, 0x07],
+            SubjectAttribute::SerialNumber => &[0x55, 0x04, 0x05],
+        }
+    }
+}
 
 impl CsrSubject {
     /// A subject with only a common name.
@@ -116,21 +132,18 @@ impl CsrSubject {
         Ok(())
     }
 
-    pub(crate) fn to_rcgen(&self) -> DistinguishedName {
-        let mut dn = DistinguishedName::new();
+    /// The DER Name: each attribute once, where it first appears, with the value given last
+    /// (as CSRs have always had it), each value a UTF8String.
+    pub(crate) fn to_der(&self) -> Vec<u8> {
+        let mut attributes: Vec<(&[u8], &str)> = Vec::with_capacity(self.entries.len());
         for (attribute, value) in &self.entries {
-            let ty = match attribute {
-                SubjectAttribute::CommonName => DnType::CommonName,
-                SubjectAttribute::Organization => DnType::OrganizationName,
-                SubjectAttribute::OrganizationalUnit => DnType::OrganizationalUnitName,
-                SubjectAttribute::Country => DnType::CountryName,
-                SubjectAttribute::State => DnType::StateOrProvinceName,
-                SubjectAttribute::Locality => DnType::LocalityName,
-                SubjectAttribute::SerialNumber => DnType::CustomDnType(SERIAL_NUMBER_OID.to_vec()),
-            };
-            dn.push(ty, value.as_str());
+            let oid = attribute.oid();
+            match attributes.iter_mut().find(|(o, _)| *o == oid) {
+                Some(earlier) => earlier.1 = value,
+                None => attributes.push((oid, value)),
+            }
         }
-        dn
+        csr::name(&attributes)
     }
 }
 
@@ -160,52 +173,48 @@ fn keygen_error(what: &str, e: impl std::fmt::Display) -> Error {
 /// Generates a key of `key_type` from the operating system's randomness and a CSR for it
 /// with `subject`. Blocking (RSA generation is slow): run it off an async executor's threads.
 pub fn generate(key_type: KeyType, subject: &CsrSubject) -> Result<DeviceKey, Error> {
-    let ec = |alg| {
-        KeyPair::generate_for(alg).map_err(|e| keygen_error("cannot generate the device key", e))
+    let pkcs8 = match key_type {
+        KeyType::EcP256 => ec_pkcs8(&ring_sig::ECDSA_P256_SHA256_ASN1_SIGNING)?,
+        KeyType::EcP384 => ec_pkcs8(&ring_sig::ECDSA_P384_SHA384_ASN1_SIGNING)?,
+        KeyType::Rsa2048 => rsa_pkcs8()?,
     };
-    let mut key_pair = match key_type {
-        KeyType::EcP256 => ec(&rcgen::PKCS_ECDSA_P256_SHA256)?,
-        KeyType::EcP384 => ec(&rcgen::PKCS_ECDSA_P384_SHA384)?,
-        KeyType::Rsa2048 => rsa_key_pair()?,
-    };
-    let result = csr_for(&key_pair, subject).map(|csr_pem| DeviceKey {
+    let key = csr::KeyPair::from_pkcs8(&pkcs8)
+        .ok_or_else(|| keygen_error("cannot use the device key", "ring refused it"))?;
+    let csr_pem = key.request_pem(&subject.to_der())?;
+    Ok(DeviceKey {
         key_type,
-        private_key_pem: Zeroizing::new(key_pair.serialize_pem()),
+        private_key_pem: Zeroizing::new(csr::pem("PRIVATE KEY", &pkcs8)),
         csr_pem,
-    });
-    key_pair.zeroize();
-    result
+    })
 }
 
 /// A CSR with `subject` for an existing private key (PKCS#8 PEM, as [`generate`] makes; EC
 /// P-256, P-384 or RSA), for renewing a certificate without a new key.
 /// [`ErrorKind::InvalidArgument`] if the key cannot be read or used.
 pub fn csr_for_key(private_key_pem: &str, subject: &CsrSubject) -> Result<String, Error> {
-    let mut key_pair = KeyPair::from_pem(private_key_pem)
-        .or_else(|_| KeyPair::from_pem_and_sign_algo(private_key_pem, rsa_sha256()))
-        .map_err(|e| {
-            Error::invalid(format!(
-                "the device key cannot sign a CSR (a PKCS#8 EC or RSA key is needed): {e}"
-            ))
-        })?;
-    let csr = csr_for(&key_pair, subject);
-    key_pair.zeroize();
-    csr
+    let refused = |why: &str| {
+        Error::invalid(format!(
+            "the device key cannot sign a CSR (a PKCS#8 EC or RSA key is needed): {why}"
+        ))
+    };
+    // The first PEM section, whatever its label, must hold a PKCS#8 key.
+    let (_, der) = <(SectionKind, Vec<u8>)>::from_pem_slice(private_key_pem.as_bytes())
+        .map_err(|e| refused(&format!("no PEM key found ({e})")))?;
+    let der = Zeroizing::new(der);
+    let key = csr::KeyPair::from_pkcs8(&der).ok_or_else(|| {
+        refused("not a PKCS#8 EC P-256, EC P-384, Ed25519 or RSA (2048 bits or more) key")
+    })?;
+    key.request_pem(&subject.to_der())
 }
 
-fn csr_for(key_pair: &KeyPair, subject: &CsrSubject) -> Result<String, Error> {
-    let mut params = CertificateParams::default();
-    // rcgen's default subject ("rcgen self signed cert") would otherwise end up in the
-    // device's certificate.
-    params.distinguished_name = subject.to_rcgen();
-    params
-        .serialize_request(key_pair)
-        .and_then(|csr| csr.pem())
-        .map_err(|e| keygen_error("cannot build the CSR", e))
+fn ec_pkcs8(alg: &'static ring_sig::EcdsaSigningAlgorithm) -> Result<Zeroizing<Vec<u8>>, Error> {
+    EcdsaKeyPair::generate_pkcs8(alg, &SystemRandom::new())
+        .map(|doc| Zeroizing::new(doc.as_ref().to_vec()))
+        .map_err(|_| keygen_error("cannot generate the device key", "no randomness"))
 }
 
 #[cfg(feature = "rsa-keygen")]
-fn rsa_key_pair() -> Result<KeyPair, Error> {
+fn rsa_pkcs8() -> Result<Zeroizing<Vec<u8>>, Error> {
     use rsa::pkcs8::EncodePrivateKey;
     let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)
         .map_err(|e| keygen_error("cannot generate the RSA key", e))?;
@@ -213,22 +222,15 @@ fn rsa_key_pair() -> Result<KeyPair, Error> {
     let pkcs8 = key
         .to_pkcs8_der()
         .map_err(|e| keygen_error("cannot encode the RSA key", e))?;
-    let der = rustls_pki_types::PrivatePkcs8KeyDer::from(pkcs8.as_bytes());
-    KeyPair::from_pkcs8_der_and_sign_algo(&der, rsa_sha256())
-        .map_err(|e| keygen_error("cannot use the RSA key", e))
+    Ok(Zeroizing::new(pkcs8.as_bytes().to_vec()))
 }
 
 #[cfg(not(feature = "rsa-keygen"))]
-fn rsa_key_pair() -> Result<KeyPair, Error> {
-    let _ = rsa_sha256;
+fn rsa_pkcs8() -> Result<Zeroizing<Vec<u8>>, Error> {
     Err(Error::invalid(
         "RSA-2048 key generation is not built into this library (cargo feature rsa-keygen); \
          use EC P-256 or P-384, or keys from the service",
     ))
-}
-
-fn rsa_sha256() -> &'static SignatureAlgorithm {
-    &rcgen::PKCS_RSA_SHA256
 }
 
 #[cfg(test)]

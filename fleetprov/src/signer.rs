@@ -10,7 +10,7 @@
 //! a handshake the server refuses for no stated reason.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use ring::digest;
 use ring::signature::{self as ring_sig, UnparsedPublicKey};
@@ -18,10 +18,13 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
 
 use crate::error::{Error, ErrorKind};
+use crate::x509::csr::{self, CsrAlgorithm};
 use crate::x509::der::{
     der_expect, der_wrap, ecdsa_raw_to_der, TAG_BIT_STRING, TAG_INTEGER, TAG_OID, TAG_SEQUENCE,
 };
-use crate::x509::{OID_EC_PUBLIC_KEY, OID_P256, OID_P384, OID_RSA_ENCRYPTION};
+use crate::x509::{
+    ec_spki, rsa_spki_of, OID_EC_PUBLIC_KEY, OID_P256, OID_P384, OID_RSA_ENCRYPTION,
+};
 
 /// A signature scheme the library may ask a signer for.
 ///
@@ -254,7 +257,6 @@ impl fmt::Debug for PublicKey {
 }
 
 /// The DER ECParameters (a named curve OID) of P-256 or P-384.
-#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
 pub(crate) fn ec_params_der(algorithm: KeyAlgorithm) -> Option<Vec<u8>> {
     match algorithm {
         KeyAlgorithm::EcP256 => Some(der_wrap(TAG_OID, OID_P256)),
@@ -428,103 +430,50 @@ pub fn sign_checked(
     ))
 }
 
-/// Where [`CsrKey`] keeps the signer's error for after rcgen returns.
-pub(crate) type FailureSlot = Arc<Mutex<Option<Error>>>;
-
-/// The rcgen view of a signer: a "remote" key pair whose signatures come from it. The first
-/// failure is kept, since rcgen's error cannot carry our message.
-struct CsrKey {
-    signer: Arc<dyn Signer>,
-    scheme: SignatureScheme,
-    algorithm: &'static rcgen::SignatureAlgorithm,
-    failure: FailureSlot,
-}
-
-impl rcgen::RemoteKeyPair for CsrKey {
-    fn public_key(&self) -> &[u8] {
-        self.signer.public_key().raw()
-    }
-
-    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        sign_checked(self.signer.as_ref(), self.scheme, msg).map_err(|e| {
-            if let Ok(mut slot) = self.failure.lock() {
-                slot.get_or_insert(e);
-            }
-            rcgen::Error::RemoteKeyError
-        })
-    }
-
-    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
-        self.algorithm
-    }
-}
-
-/// An rcgen key pair that signs through `signer` (PKCS#1 v1.5 SHA-256 for RSA, ECDSA with the
-/// curve's hash), for building certificate signing requests with rcgen. The second value
-/// holds the signer's error when rcgen reports `RemoteKeyError`.
-fn rcgen_key_pair(signer: Arc<dyn Signer>) -> Result<(rcgen::KeyPair, FailureSlot), Error> {
-    let key = signer.public_key().algorithm();
-    let scheme = key.csr_scheme();
-    let algorithm = match key {
-        KeyAlgorithm::EcP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
-        KeyAlgorithm::EcP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
-        KeyAlgorithm::Rsa { .. } => &rcgen::PKCS_RSA_SHA256,
-    };
-    let failure = Arc::new(Mutex::new(None));
-    let spki = signer.public_key().spki_der().to_vec();
-    let pair = rcgen::KeyPair::from_remote(Box::new(CsrKey {
-        signer,
-        scheme,
-        algorithm,
-        failure: failure.clone(),
-    }))
-    .map_err(|e| Error::new(ErrorKind::Internal, format!("CSR key: {e}")))?;
-    // rcgen rebuilds the SPKI from the algorithm and the raw key; it must be the signer's.
-    if pair.public_key_der() != spki {
-        return Err(Error::new(
-            ErrorKind::Signer,
-            "the signer's public key has an encoding the CSR cannot carry unchanged",
-        ));
-    }
-    Ok((pair, failure))
-}
-
 /// A PEM certificate signing request for the signer's key, signed by it, with the subject
 /// `CN=common_name` (no subject when `None`). The signer is called once, on this thread.
 pub fn certificate_request(
     signer: Arc<dyn Signer>,
     common_name: Option<&str>,
 ) -> Result<String, Error> {
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
+    let mut subject: Vec<(&[u8], &str)> = Vec::new();
     if let Some(cn) = common_name {
         if cn.is_empty() || cn.len() > 64 {
             return Err(Error::invalid(
                 "the common name must be 1 to 64 bytes long (X.520 upper bound)",
             ));
         }
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
+        subject.push((&[0x55, 0x04, 0x03], cn));
     }
-    signed_request(signer, &params)
+    signed_request(signer.as_ref(), &csr::name(&subject))
 }
 
-/// The PEM CSR `params` describe for the signer's key, signed by it; a failure of the signer
-/// is reported as its own error.
-pub(crate) fn signed_request(
-    signer: Arc<dyn Signer>,
-    params: &rcgen::CertificateParams,
-) -> Result<String, Error> {
-    let (pair, failure) = rcgen_key_pair(signer)?;
-    let csr = params.serialize_request(&pair).map_err(|e| {
-        let signer_error = failure.lock().ok().and_then(|mut f| f.take());
-        signer_error.unwrap_or_else(|| {
-            Error::new(ErrorKind::Internal, format!("cannot build the CSR: {e}"))
-        })
+/// The PEM CSR with `subject` (a DER Name) for the signer's key, signed by it (PKCS#1 v1.5
+/// SHA-256 for RSA, ECDSA with the curve's hash); a failure of the signer is its own error.
+pub(crate) fn signed_request(signer: &dyn Signer, subject: &[u8]) -> Result<String, Error> {
+    let key = signer.public_key();
+    let algorithm = key.algorithm();
+    let csr_algorithm = match algorithm {
+        KeyAlgorithm::EcP256 => CsrAlgorithm::EcdsaP256Sha256,
+        KeyAlgorithm::EcP384 => CsrAlgorithm::EcdsaP384Sha384,
+        KeyAlgorithm::Rsa { .. } => CsrAlgorithm::RsaPkcs1Sha256,
+    };
+    let canonical_spki = match ec_params_der(algorithm) {
+        Some(params) => ec_spki(&params, key.raw()),
+        None => rsa_spki_of(key.raw()),
+    };
+    // The CSR carries the SPKI in its usual encoding (curve OID, NULL parameters for RSA); a
+    // signer's SPKI in another encoding would not be the key the certificate names.
+    if canonical_spki != key.spki_der() {
+        return Err(Error::new(
+            ErrorKind::Signer,
+            "the signer's public key has an encoding the CSR cannot carry unchanged",
+        ));
+    }
+    let der = csr::request(subject, key.spki_der(), csr_algorithm, &|info: &[u8]| {
+        sign_checked(signer, algorithm.csr_scheme(), info)
     })?;
-    csr.pem()
-        .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot encode the CSR: {e}")))
+    Ok(csr::pem("CERTIFICATE REQUEST", &der))
 }
 
 /// A P-256 signer over a key in memory, for the unit tests of other modules.

@@ -122,9 +122,7 @@ impl NewKey {
 
 /// A CSR signed by `signer`, with `subject`.
 fn csr_with(signer: Arc<dyn Signer>, subject: &CsrSubject) -> Result<String, Error> {
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name = subject.to_rcgen();
-    crate::signer::signed_request(signer, &params)
+    crate::signer::signed_request(signer.as_ref(), &subject.to_der())
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -42,8 +42,10 @@ fn der_push_len(out: &mut Vec<u8>, len: usize) {
         out.push(len as u8);
     } else if len < 0x100 {
         out.extend_from_slice(&[0x81, len as u8]);
-    } else {
+    } else if len < 0x1_0000 {
         out.extend_from_slice(&[0x82, (len >> 8) as u8, len as u8]);
+    } else {
+        out.extend_from_slice(&[0x83, (len >> 16) as u8, (len >> 8) as u8, len as u8]);
     }
 }
 
@@ -77,7 +79,6 @@ pub(crate) fn ecdsa_raw_to_der(raw: &[u8]) -> Vec<u8> {
 }
 
 /// A DER element: `tag`, length, `content`.
-#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
 pub(crate) fn der_wrap(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
     der_push_len(&mut out, content.len());

@@ -1,9 +1,10 @@
-//! The DER and X.509 helpers the signer, PKCS#11 and the identity store share: a DER codec
-//! ([`der`]), SubjectPublicKeyInfo building, and the facts read from a certificate (its
-//! validity period, its subject, whether a private key belongs to it). A few lines of DER
-//! reading instead of an X.509 crate, which would add its parser to every device's library
-//! for a few fields.
+//! The DER and X.509 helpers the signer, PKCS#11, key generation and the identity store share:
+//! a DER codec ([`der`]), SubjectPublicKeyInfo building, certificate signing requests
+//! ([`csr`]), and the facts read from a certificate (its validity period, its subject, whether
+//! a private key belongs to it). A few lines of DER instead of X.509 crates, which would add
+//! their parsers and writers to every device's library for a few fields.
 
+pub(crate) mod csr;
 pub(crate) mod der;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -123,7 +124,6 @@ pub(crate) const OID_RSA_ENCRYPTION: &[u8] =
     &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
 
 /// The SubjectPublicKeyInfo of an EC key from its DER ECParameters and uncompressed point.
-#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
 pub(crate) fn ec_spki(params_der: &[u8], point: &[u8]) -> Vec<u8> {
     let mut alg = der_wrap(TAG_OID, OID_EC_PUBLIC_KEY);
     alg.extend_from_slice(params_der);
@@ -133,14 +133,19 @@ pub(crate) fn ec_spki(params_der: &[u8], point: &[u8]) -> Vec<u8> {
 /// The SubjectPublicKeyInfo of an RSA key from its modulus and public exponent (big-endian).
 #[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
 pub(crate) fn rsa_spki(modulus: &[u8], exponent: &[u8]) -> Vec<u8> {
-    let mut alg = der_wrap(TAG_OID, OID_RSA_ENCRYPTION);
-    alg.extend_from_slice(&[0x05, 0x00]);
     let mut key = der_uint(modulus);
     key.extend(der_uint(exponent));
-    spki(&alg, &der_wrap(TAG_SEQUENCE, &key))
+    rsa_spki_of(&der_wrap(TAG_SEQUENCE, &key))
 }
 
-#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
+/// The SubjectPublicKeyInfo of an RSA key from its DER RSAPublicKey: the algorithm
+/// rsaEncryption with NULL parameters.
+pub(crate) fn rsa_spki_of(rsa_public_key: &[u8]) -> Vec<u8> {
+    let mut alg = der_wrap(TAG_OID, OID_RSA_ENCRYPTION);
+    alg.extend_from_slice(&[0x05, 0x00]);
+    spki(&alg, rsa_public_key)
+}
+
 fn spki(algorithm_content: &[u8], key: &[u8]) -> Vec<u8> {
     let mut bits = vec![0u8];
     bits.extend_from_slice(key);
