@@ -5,8 +5,9 @@
 //! library). Either way the key is PKCS#8 DER, which signs the CSR (`crate::x509::csr`) and
 //! becomes the PEM. The private key leaves this module only as PEM in a [`Zeroizing`] buffer,
 //! and the DER and PEM copies made here are wiped. (ring's PKCS#8 document of a new EC key, and
-//! the parsed form of the key ring keeps while the CSR is signed, are freed without wiping:
-//! those copies are beyond our reach.)
+//! the parsed form of the key ring keeps while the CSR is signed, are freed without wiping, and
+//! so is the base64 text rustls-pki-types' PEM reader collects when [`csr_for_key`] reads an
+//! existing key: those copies are beyond our reach.)
 
 use ring::rand::SystemRandom;
 use ring::signature::{self as ring_sig, EcdsaKeyPair};
@@ -189,12 +190,12 @@ pub fn generate(key_type: KeyType, subject: &CsrSubject) -> Result<DeviceKey, Er
 }
 
 /// A CSR with `subject` for an existing private key (PKCS#8 PEM, as [`generate`] makes; EC
-/// P-256, P-384 or RSA), for renewing a certificate without a new key.
+/// P-256, P-384, Ed25519 or RSA), for renewing a certificate without a new key.
 /// [`ErrorKind::InvalidArgument`] if the key cannot be read or used.
 pub fn csr_for_key(private_key_pem: &str, subject: &CsrSubject) -> Result<String, Error> {
     let refused = |why: &str| {
         Error::invalid(format!(
-            "the device key cannot sign a CSR (a PKCS#8 EC or RSA key is needed): {why}"
+            "the device key cannot sign a CSR (a PKCS#8 EC, Ed25519 or RSA key is needed): {why}"
         ))
     };
     // The first PEM section, whatever its label, must hold a PKCS#8 key.

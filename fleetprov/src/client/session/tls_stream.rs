@@ -36,6 +36,8 @@ pub(super) struct Stream {
     plain: BytesMut,
     /// The server sent close_notify: reads end (Ok(0)) once `plain` is empty.
     peer_closed: bool,
+    /// TLS failed (a bad record, a protocol error): nothing more is read or sent.
+    failed: bool,
 }
 
 /// A rustls error as an I/O error (`InvalidData`, the rustls error inside), the form
@@ -112,6 +114,7 @@ impl Stream {
             outgoing: Vec::new(),
             plain: BytesMut::new(),
             peer_closed: false,
+            failed: false,
         };
         let mut first = Some(first);
         loop {
@@ -150,101 +153,97 @@ impl Stream {
         first: &mut Option<&[u8]>,
         send: Option<(&[u8], bool)>,
     ) -> io::Result<Step> {
+        if self.failed {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the TLS connection has already failed",
+            ));
+        }
         loop {
             let status = self.conn.process_tls_records(&mut self.incoming);
             let discard = status.discard;
-            let state = match status.state {
-                Ok(state) => state,
-                Err(e) => {
-                    self.incoming.drain(..discard);
-                    self.last_gasp();
-                    return Err(tls_io(e));
-                }
-            };
-            let step = match state {
+            // The state borrows the connection and `incoming`; the closure only the other
+            // fields, so the discard below is applied whatever the outcome.
+            let outgoing = &mut self.outgoing;
+            let peer_closed = &mut self.peer_closed;
+            let step = status.state.map_err(tls_io).and_then(|state| match state {
                 ConnectionState::EncodeTlsData(mut enc) => {
-                    append(&mut self.outgoing, |buf| encoded(enc.encode(buf)))?;
-                    None
+                    append(outgoing, |buf| encoded(enc.encode(buf)))?;
+                    Ok(None)
                 }
                 ConnectionState::TransmitTlsData(mut tx) => {
                     if let (Some(data), Some(mut w)) = (*first, tx.may_encrypt_app_data()) {
-                        append(&mut self.outgoing, |buf| encrypted(w.encrypt(data, buf)))?;
+                        append(outgoing, |buf| encrypted(w.encrypt(data, buf)))?;
                         *first = None;
                     }
                     // Written by the caller, in order, before anything queued after it.
                     tx.done();
-                    None
+                    Ok(None)
                 }
                 ConnectionState::ReadTraffic(mut records) => {
                     while let Some(record) = records.next_record() {
-                        let record = record.map_err(tls_io)?;
-                        out.extend_from_slice(record.payload);
+                        out.extend_from_slice(record.map_err(tls_io)?.payload);
                     }
-                    None
+                    Ok(None)
                 }
                 ConnectionState::PeerClosed => {
-                    self.peer_closed = true;
-                    None
+                    *peer_closed = true;
+                    Ok(None)
                 }
                 ConnectionState::Closed => {
-                    self.peer_closed = true;
-                    Some(Step::Read)
+                    *peer_closed = true;
+                    Ok(Some(Step::Read))
                 }
-                ConnectionState::BlockedHandshake => Some(Step::Read),
+                ConnectionState::BlockedHandshake => Ok(Some(Step::Read)),
                 // Handshake done and nothing complete left to process: what stays in
                 // `incoming`, if anything, is a partial record.
                 ConnectionState::WriteTraffic(mut w) => {
                     if let Some((data, close)) = send {
                         if !data.is_empty() {
-                            append(&mut self.outgoing, |buf| encrypted(w.encrypt(data, buf)))?;
+                            append(outgoing, |buf| encrypted(w.encrypt(data, buf)))?;
                         }
                         if close {
-                            append(&mut self.outgoing, |buf| {
-                                encrypted(w.queue_close_notify(buf))
-                            })?;
+                            append(outgoing, |buf| encrypted(w.queue_close_notify(buf)))?;
                         }
                     }
-                    Some(Step::Write)
+                    Ok(Some(Step::Write))
                 }
-                _ => {
-                    return Err(io::Error::other(
-                        "TLS reached a state this client does not handle",
-                    ))
-                }
-            };
+                _ => Err(io::Error::other(
+                    "TLS reached a state this client does not handle",
+                )),
+            });
             self.incoming.drain(..discard);
-            if let Some(step) = step {
-                if self.incoming.is_empty() {
-                    self.incoming = Vec::new();
+            match step {
+                Ok(None) => {}
+                Ok(Some(step)) => {
+                    if self.incoming.is_empty() {
+                        self.incoming = Vec::new();
+                    }
+                    return Ok(step);
                 }
-                return Ok(step);
+                Err(e) => {
+                    self.fail();
+                    return Err(e);
+                }
             }
         }
     }
 
-    /// Queues what rustls has to say after an error (its alert), and tries once to send it
-    /// without waiting: the error is what counts.
-    fn last_gasp(&mut self) {
-        let mut more = true;
-        while more {
-            let status = self.conn.process_tls_records(&mut self.incoming);
-            let discard = status.discard;
-            more = match status.state {
-                Ok(ConnectionState::EncodeTlsData(mut enc)) => {
-                    append(&mut self.outgoing, |buf| encoded(enc.encode(buf))).is_ok()
-                }
-                Ok(ConnectionState::TransmitTlsData(tx)) => {
-                    tx.done();
-                    false
-                }
-                _ => false,
-            };
-            self.incoming.drain(..discard.min(self.incoming.len()));
+    /// Marks the connection failed (every later call fails at once), and sends what rustls
+    /// queued for the error, its alert, once, without waiting: the error is what counts. One
+    /// call to rustls only: it gives its alert first, and a record it could not decrypt would
+    /// be processed again by a second call.
+    fn fail(&mut self) {
+        self.failed = true;
+        let status = self.conn.process_tls_records(&mut self.incoming);
+        if let Ok(ConnectionState::EncodeTlsData(mut enc)) = status.state {
+            let _ = append(&mut self.outgoing, |buf| encoded(enc.encode(buf)));
         }
         if !self.outgoing.is_empty() {
             let _ = self.tcp.try_write(&self.outgoing);
-            self.outgoing = Vec::new();
         }
+        self.outgoing = Vec::new();
+        self.incoming = Vec::new();
     }
 
     /// Encrypts `data` (and close_notify if `close`) into `outgoing`. Application data that
@@ -325,10 +324,11 @@ impl Stream {
             if self.peer_closed {
                 continue;
             }
-            // A post-handshake message may have asked for an answer (a key update).
+            // What processing queued to send (an alert, such as TLS 1.2's refusal of a
+            // renegotiation; a key update's answer goes with the next write, as TLS 1.3
+            // allows).
             self.write_pending().await?;
             if self.fill().await? == 0 {
-                self.last_gasp();
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "peer closed connection without sending TLS close_notify",
@@ -529,5 +529,44 @@ mod tests {
         go.send(()).unwrap();
         assert_eq!(s.read_buf(&mut BytesMut::new()).await.unwrap(), 0);
         assert_eq!(server.join().unwrap(), b"hello");
+    }
+
+    /// A record that does not decrypt ends the stream with rustls's error (the server gets
+    /// its alert); every later call fails at once, without a panic or a second alert.
+    #[tokio::test]
+    async fn a_record_that_does_not_decrypt_fails_the_stream_once() {
+        let (port, config, server) = server(false, |tls| {
+            let mut first = [0u8; 5];
+            tls.read_exact(&mut first).unwrap();
+            // Application data of 24 bytes that no key produced.
+            let mut record = vec![0x17, 0x03, 0x03, 0x00, 24];
+            record.extend([0x5a; 24]);
+            tls.sock.write_all(&record).unwrap();
+            let mut alert = Vec::new();
+            // Until the client closes: what came is the encrypted alert.
+            let _ = tls.sock.read_to_end(&mut alert);
+            alert
+        });
+        let mut s = connect(port, config).await;
+        let err = s.read_buf(&mut BytesMut::new()).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            matches!(
+                err.get_ref()
+                    .and_then(|e| e.downcast_ref::<rustls::Error>()),
+                Some(rustls::Error::DecryptError)
+            ),
+            "{err:?}"
+        );
+        let again = s.write_all(b"more").await.unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::BrokenPipe);
+        assert!(s.close(b"bye").await.is_err());
+        assert!(s.read_buf(&mut BytesMut::new()).await.is_err());
+        drop(s);
+        let alert = server.join().unwrap();
+        // One alert record (header 0x17 under TLS 1.3's encryption), nothing after it.
+        assert_eq!(alert.first(), Some(&0x17), "{alert:?}");
+        let len = usize::from(u16::from_be_bytes([alert[3], alert[4]]));
+        assert_eq!(alert.len(), 5 + len, "{alert:?}");
     }
 }
