@@ -252,6 +252,14 @@ int main(int argc, char **argv) {
     }
     for (i = 0; i < fc->ops; i++) {
         fp_result want = i == first ? fc->expected : fc->queued;
+        /* The second operation is started right after the first, but not atomically with the
+         * library's thread: on a loaded machine the loss the first one met can be known
+         * before the second starts. Then the second is refused at once as not connected,
+         * naming the loss (the library's contract for an operation started after a loss). */
+        if (i != first && fc->ending == LOST && ops[i].code == FP_ERR_NOT_CONNECTED &&
+            strstr(ops[i].message, "the connection was lost: ") != NULL) {
+            want = FP_ERR_NOT_CONNECTED;
+        }
         if (ops[i].calls != 1 || ops[i].code != want) {
             fprintf(stderr, "%s: operation %d called back %d times with %d (%s: %s), expected %d\n",
                     fc->name, i, ops[i].calls, (int)ops[i].code,
