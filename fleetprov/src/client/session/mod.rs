@@ -473,8 +473,7 @@ impl Driver {
         self.deliver();
         if let Some(out) = self.machine.poll_transmit(Instant::now().into_std()) {
             // Written with TLS's close_notify, in one write.
-            let closed = tokio::time::timeout(DISCONNECT_GRACE, self.stream.close(out)).await;
-            drop(closed);
+            let _ = tokio::time::timeout(DISCONNECT_GRACE, self.stream.close(out)).await;
             self.machine.transmitted(Instant::now().into_std());
         }
         end.error

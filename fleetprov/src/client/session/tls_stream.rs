@@ -118,17 +118,14 @@ impl Stream {
         };
         let mut first = Some(first);
         loop {
-            let mut early = BytesMut::new();
-            let step = s.process(&mut early, &mut first, None)?;
-            s.plain.extend_from_slice(&early);
+            let step = s.process_aside(&mut first, None)?;
             s.write_pending().await?;
             match step {
-                Step::Write if first.is_none() => return Ok(s),
                 Step::Write => {
                     // TLS 1.2: application data waits for the server's Finished.
-                    let data = first.take().unwrap_or_default();
-                    s.encrypt(data, false)?;
-                    s.write_pending().await?;
+                    if let Some(data) = first {
+                        s.write_all(data).await?;
+                    }
                     return Ok(s);
                 }
                 Step::Read => {
@@ -246,13 +243,22 @@ impl Stream {
         self.incoming = Vec::new();
     }
 
-    /// Encrypts `data` (and close_notify if `close`) into `outgoing`. Application data that
-    /// comes first waits in `plain` for the next read.
-    fn encrypt(&mut self, data: &[u8], close: bool) -> io::Result<()> {
+    /// [`Stream::process`] outside a read: application data that comes meanwhile waits in
+    /// `plain` for the next read.
+    fn process_aside(
+        &mut self,
+        first: &mut Option<&[u8]>,
+        send: Option<(&[u8], bool)>,
+    ) -> io::Result<Step> {
         let mut plain = std::mem::take(&mut self.plain);
-        let step = self.process(&mut plain, &mut None, Some((data, close)));
+        let step = self.process(&mut plain, first, send);
         self.plain = plain;
-        match step? {
+        step
+    }
+
+    /// Encrypts `data` (and close_notify if `close`) into `outgoing`.
+    fn encrypt(&mut self, data: &[u8], close: bool) -> io::Result<()> {
+        match self.process_aside(&mut None, Some((data, close)))? {
             Step::Write => Ok(()),
             Step::Read => Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
