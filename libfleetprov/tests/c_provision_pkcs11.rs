@@ -7,10 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use fleetprov_emulator::{Emulator, EmulatorConfig};
+use fleetprov_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 use fleetprov_testkit::cprog::{c_tests_dir, limited, output_logged, root, CProgram};
 use fleetprov_testkit::file_names;
-use fleetprov_testkit::softhsm::{softhsm, CLAIM_LABEL, PIN, TOKEN};
+use fleetprov_testkit::softhsm::{softhsm, TokenCopy, CLAIM_LABEL, PIN, TOKEN};
 
 fn program(cxx: bool) -> PathBuf {
     let name = if cxx {
@@ -51,14 +51,38 @@ fn run(
     )
 }
 
-#[test]
-fn c_provision_keeps_both_keys_in_the_token_and_reuses_the_identity() {
+/// What each test needs: its own copy of the tokens, an emulator on a copy of the prepared
+/// state (whose claim key is in the tokens), and the identity store's path in that state.
+struct Setup {
+    tokens: TokenCopy,
+    state: tempfile::TempDir,
+    emu: EmulatorHandle,
+    store: PathBuf,
+}
+
+fn setup() -> Setup {
     let hsm = softhsm();
     let tokens = hsm.copy_tokens();
     let state = tempfile::tempdir().unwrap();
     hsm.copy_state(state.path());
     let emu = Emulator::start_blocking(EmulatorConfig::new(state.path())).unwrap();
     let store = state.path().join("identity");
+    Setup {
+        tokens,
+        state,
+        emu,
+        store,
+    }
+}
+
+#[test]
+fn c_provision_keeps_both_keys_in_the_token_and_reuses_the_identity() {
+    let Setup {
+        tokens,
+        state,
+        emu,
+        store,
+    } = setup();
     for (cxx, label, serial) in [
         (false, "c-device", "c-hsm"),
         (true, "cxx-device", "cxx-hsm"),
@@ -115,11 +139,12 @@ fn run_demo(exe: &Path, conf: &Path, args: &[String]) -> Output {
 #[test]
 fn demo_with_pkcs11_flags_and_output_dir_keeps_the_device_key_in_the_token() {
     let hsm = softhsm();
-    let tokens = hsm.copy_tokens();
-    let state = tempfile::tempdir().unwrap();
-    hsm.copy_state(state.path());
-    let emu = Emulator::start_blocking(EmulatorConfig::new(state.path())).unwrap();
-    let store = state.path().join("identity");
+    let Setup {
+        tokens,
+        state,
+        emu,
+        store,
+    } = setup();
     let exe = demo();
     let mut args: Vec<String> = [
         "--endpoint",

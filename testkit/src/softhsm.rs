@@ -29,7 +29,8 @@ const MODULE_CANDIDATES: &[&str] = &[
 
 /// The tokens, the module, and the emulator state whose claim key is in the tokens.
 pub struct SoftHsm {
-    _dir: tempfile::TempDir,
+    /// Holds the tokens and the state (removed with it).
+    dir: tempfile::TempDir,
     /// The SoftHSM2 module (`FLEETPROV_PKCS11_MODULE` if set).
     pub module: PathBuf,
     /// The emulator state to copy (see [`SoftHsm::copy_state`]).
@@ -131,7 +132,7 @@ pub fn softhsm() -> &'static SoftHsm {
                 .args(["--id", "01", "--pin", PIN]));
         }
         SoftHsm {
-            _dir: dir,
+            dir,
             module,
             state,
             conf,
@@ -158,7 +159,7 @@ impl SoftHsm {
     pub fn copy_tokens(&self) -> TokenCopy {
         let dir = tempfile::tempdir().unwrap();
         let tokens = dir.path().join("tokens");
-        copy_dir(&self._dir.path().join("tokens"), &tokens);
+        copy_dir(&self.dir.path().join("tokens"), &tokens);
         let conf = write_conf(dir.path(), &tokens);
         TokenCopy { _dir: dir, conf }
     }
